@@ -1,0 +1,48 @@
+//! Configuration of the auth service.
+
+use serde::{Deserialize, Serialize};
+use shared::config::ConfigError;
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `sqlite://...` or `postgres://...`; empty = `auth.db` in the data dir.
+    pub database_url: String,
+    /// Lifetime of access tokens, seconds.
+    pub access_token_ttl_secs: u64,
+    /// The `iss` claim of tokens.
+    pub issuer: String,
+    /// Password hashes computed at once; each takes ~19 MiB and one core for ~50 ms.
+    pub max_concurrent_hashes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: String::new(),
+            access_token_ttl_secs: 3600,
+            issuer: "natter".into(),
+            max_concurrent_hashes: 2,
+        }
+    }
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.database_url.is_empty() {
+            return Err(ConfigError::Invalid("auth.database_url is empty".into()));
+        }
+        if !(60..=7 * 86_400).contains(&self.access_token_ttl_secs) {
+            return Err(ConfigError::Invalid(
+                "auth.access_token_ttl_secs must be within 60..=604800".into(),
+            ));
+        }
+        if self.issuer.is_empty() {
+            return Err(ConfigError::Invalid("auth.issuer is empty".into()));
+        }
+        if !(1..=64).contains(&self.max_concurrent_hashes) {
+            return Err(ConfigError::Invalid("auth.max_concurrent_hashes must be within 1..=64".into()));
+        }
+        Ok(())
+    }
+}

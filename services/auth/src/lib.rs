@@ -1,0 +1,22 @@
+//! The auth service: accounts, devices and access tokens.
+//!
+//! Layout:
+//! - [`config`]: what an operator sets;
+//! - [`validate`]: the rules for usernames, passwords and display text;
+//! - [`store`]: the SQL (users, devices, signing keys);
+//! - [`keys`]: Ed25519 signing keys, token minting, the public key set;
+//! - [`service`]: the NATS micro endpoints (`im.v1.auth.*`).
+//!
+//! Auth alone holds the private signing keys (in its database, generated on
+//! first start). Edges verify tokens locally with the public keys they fetch
+//! from `im.v1.auth.keys`, so an edge cannot mint tokens and keys can rotate.
+
+pub mod config;
+pub mod keys;
+pub mod service;
+pub mod store;
+pub mod validate;
+
+pub use config::Config;
+pub use keys::Claims;
+pub use service::run;

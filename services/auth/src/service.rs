@@ -1,0 +1,221 @@
+//! The auth service's NATS micro endpoints:
+//! `im.v1.auth.register`, `.login`, `.keys` and `.lookup`.
+
+use std::sync::Arc;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use async_nats::service::{Request, ServiceExt};
+use shared::db::{self, AnyPool};
+use shared::proto::auth as pb;
+use shared::{Nats, RpcError, ids, rpc, subject};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::keys::{Claims, KeyError, KeySet};
+use crate::{Config, store, validate};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error(transparent)]
+    Config(#[from] shared::config::ConfigError),
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error("nats: {0}")]
+    Nats(String),
+}
+
+struct State {
+    config: Config,
+    pool: AnyPool,
+    keys: KeySet,
+    hashing: Semaphore,
+    /// A valid hash checked when the username is unknown, so a login takes
+    /// as long whether or not the account exists.
+    dummy_hash: String,
+}
+
+/// Runs the auth service until `shutdown` is cancelled.
+pub async fn run(config: Config, nats: Nats, shutdown: CancellationToken) -> Result<(), AuthError> {
+    config.validate()?;
+    let pool = db::connect(&config.database_url, 8, &store::MIGRATOR).await?;
+    let keys = KeySet::load_or_generate(&pool).await?;
+    let dummy_hash = hash_password("dummy password for timing".into())
+        .await
+        .map_err(|_| AuthError::Nats("cannot hash".into()))?;
+    let state = Arc::new(State {
+        hashing: Semaphore::new(config.max_concurrent_hashes),
+        config,
+        pool,
+        keys,
+        dummy_hash,
+    });
+
+    let service = nats
+        .client
+        .service_builder()
+        .description("natter accounts, devices and access tokens")
+        .start("natter-auth", env!("CARGO_PKG_VERSION"))
+        .await
+        .map_err(|e| AuthError::Nats(e.to_string()))?;
+    let group = service.group("im.v1.auth");
+    let nats_err = |e: async_nats::Error| AuthError::Nats(e.to_string());
+    let register = group.endpoint("register").await.map_err(nats_err)?;
+    let login = group.endpoint("login").await.map_err(nats_err)?;
+    let keys = group.endpoint("keys").await.map_err(nats_err)?;
+    let lookup = group.endpoint("lookup").await.map_err(nats_err)?;
+    tracing::info!("auth service ready");
+
+    let s = state.clone();
+    let register = shared::service::serve(register, 64, shutdown.clone(), move |req| {
+        let s = s.clone();
+        async move { s.register(&req).await }
+    });
+    let s = state.clone();
+    let login = shared::service::serve(login, 64, shutdown.clone(), move |req| {
+        let s = s.clone();
+        async move { s.login(&req).await }
+    });
+    let s = state.clone();
+    let keys = shared::service::serve(keys, 16, shutdown.clone(), move |_req| {
+        let s = s.clone();
+        async move { Ok(pb::PublicKeysResponse { keys: s.keys.public_keys().to_vec() }) }
+    });
+    let s = state.clone();
+    let lookup = shared::service::serve(lookup, 64, shutdown.clone(), move |req| {
+        let s = s.clone();
+        async move { s.lookup(&req).await }
+    });
+    tokio::join!(register, login, keys, lookup);
+    let _ = service.stop().await;
+    tracing::info!("auth service stopped");
+    Ok(())
+}
+
+impl State {
+    async fn register(&self, req: &Request) -> Result<pb::RegisterResponse, RpcError> {
+        let input: pb::RegisterRequest = rpc::decode(&req.message.payload)?;
+        validate::username(&input.username)?;
+        validate::password(&input.password)?;
+        let nickname = validate::display_text("nickname", &input.nickname)?;
+        let nickname = if nickname.is_empty() { input.username.as_str() } else { nickname };
+        let hash = self.hash(input.password).await?;
+        let id = ids::new_id();
+        let user = store::NewUser {
+            id: &id,
+            username: &input.username,
+            password_hash: &hash,
+            nickname,
+            now_ms: ids::now_ms(),
+        };
+        match store::insert_user(&self.pool, &user).await {
+            Ok(()) => {}
+            Err(e) if db::is_unique_violation(&e) => {
+                return Err(RpcError::conflict("username is taken"));
+            }
+            Err(e) => return Err(internal("insert user", e)),
+        }
+        tracing::info!(user_id = %id, "registered");
+        Ok(pb::RegisterResponse { user_id: id })
+    }
+
+    async fn login(&self, req: &Request) -> Result<pb::LoginResponse, RpcError> {
+        let input: pb::LoginRequest = rpc::decode(&req.message.payload)?;
+        let device_name = validate::display_text("device_name", &input.device_name)?;
+        let denied = || RpcError::unauthorized("invalid username or password");
+        if input.username.len() > validate::USERNAME_MAX
+            || input.password.chars().count() > validate::PASSWORD_MAX
+        {
+            return Err(denied());
+        }
+        let credentials =
+            store::credentials(&self.pool, &input.username).await.map_err(|e| internal("load user", e))?;
+        let (user_id, hash) = match credentials {
+            Some(c) => (Some(c.id), c.password_hash),
+            None => (None, self.dummy_hash.clone()),
+        };
+        let valid = self.verify(input.password, hash).await?;
+        let user_id = match (user_id, valid) {
+            (Some(id), true) => id,
+            _ => return Err(denied()),
+        };
+
+        let now = ids::now_ms();
+        let device_id = if input.device_id.is_empty() {
+            let id = ids::new_id();
+            let name = if device_name.is_empty() { "device" } else { device_name };
+            store::insert_device(&self.pool, &id, &user_id, name, now)
+                .await
+                .map_err(|e| internal("insert device", e))?;
+            id
+        } else {
+            let known = subject::is_valid_token(&input.device_id)
+                && store::touch_device(&self.pool, &input.device_id, &user_id, now)
+                    .await
+                    .map_err(|e| internal("touch device", e))?;
+            if !known {
+                return Err(RpcError::not_found("unknown device"));
+            }
+            input.device_id
+        };
+
+        let iat = now / 1000;
+        let exp = iat + self.config.access_token_ttl_secs as i64;
+        let claims = Claims {
+            sub: user_id.clone(),
+            did: device_id.clone(),
+            iss: self.config.issuer.clone(),
+            iat,
+            exp,
+        };
+        let access_token = self.keys.sign(&claims).map_err(|e| internal("sign token", e))?;
+        tracing::info!(%user_id, %device_id, "logged in");
+        Ok(pb::LoginResponse { user_id, device_id, access_token, expires_at_ms: exp * 1000 })
+    }
+
+    async fn lookup(&self, req: &Request) -> Result<pb::LookupResponse, RpcError> {
+        let input: pb::LookupRequest = rpc::decode(&req.message.payload)?;
+        if input.user_ids.len() > 1000 {
+            return Err(RpcError::bad_request("at most 1000 user ids per lookup"));
+        }
+        let ids: Vec<String> =
+            input.user_ids.into_iter().filter(|id| subject::is_valid_token(id)).collect();
+        let existing = store::existing_users(&self.pool, &ids).await.map_err(|e| internal("lookup", e))?;
+        Ok(pb::LookupResponse { existing_user_ids: existing })
+    }
+
+    async fn hash(&self, password: String) -> Result<String, RpcError> {
+        let _permit = self.hashing.acquire().await.map_err(|_| RpcError::unavailable("shutting down"))?;
+        hash_password(password).await
+    }
+
+    async fn verify(&self, password: String, hash: String) -> Result<bool, RpcError> {
+        let _permit = self.hashing.acquire().await.map_err(|_| RpcError::unavailable("shutting down"))?;
+        tokio::task::spawn_blocking(move || {
+            let parsed = PasswordHash::new(&hash).map_err(|e| internal("parse stored hash", e))?;
+            Ok(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        })
+        .await
+        .map_err(|e| internal("verify task", e))?
+    }
+}
+
+/// Argon2id with the crate's default (OWASP) parameters, off the async threads.
+async fn hash_password(password: String) -> Result<String, RpcError> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| internal("hash password", e))
+    })
+    .await
+    .map_err(|e| internal("hash task", e))?
+}
+
+fn internal(what: &str, err: impl std::fmt::Display) -> RpcError {
+    tracing::error!(error = %err, "{what} failed");
+    RpcError::internal()
+}

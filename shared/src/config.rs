@@ -1,0 +1,129 @@
+//! Configuration loading: defaults, then an optional TOML file, then
+//! environment variables (`NATTER_` prefix, `__` between levels, e.g.
+//! `NATTER_NATS__URL=nats://10.0.0.5:4222`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// A configuration that could not be loaded or is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+/// Loads `T` from its defaults, then `file` (if given), then the environment.
+pub fn load<T>(file: Option<&Path>) -> Result<T, ConfigError>
+where
+    T: Default + Serialize + DeserializeOwned,
+{
+    let mut figment = Figment::from(Serialized::defaults(T::default()));
+    if let Some(file) = file {
+        if !file.exists() {
+            return Err(ConfigError::Invalid(format!(
+                "config file {} does not exist",
+                file.display()
+            )));
+        }
+        figment = figment.merge(Toml::file(file));
+    }
+    figment
+        .merge(Env::prefixed("NATTER_").split("__"))
+        .extract()
+        .map_err(|e| ConfigError::Load(Box::new(e)))
+}
+
+/// A secret string that never prints.
+#[derive(Clone, Default, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// How to reach NATS.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConfig {
+    /// One or more server URLs, comma-separated.
+    pub url: String,
+    /// A `.creds` file (JWT + nkey) for decentralized auth.
+    pub creds_file: Option<PathBuf>,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    /// The JetStream domain of the hub when this process runs on a leaf node.
+    pub jetstream_domain: Option<String>,
+    /// Timeout of calls between services, milliseconds.
+    pub request_timeout_ms: u64,
+    /// Messages a subscription buffers before the server reports a slow consumer.
+    pub subscription_capacity: usize,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".into(),
+            creds_file: None,
+            user: None,
+            password: None,
+            jetstream_domain: None,
+            request_timeout_ms: 5_000,
+            subscription_capacity: 65_536,
+        }
+    }
+}
+
+impl NatsConfig {
+    pub fn for_url(url: impl Into<String>) -> Self {
+        Self { url: url.into(), ..Self::default() }
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.url.trim().is_empty() {
+            return Err(ConfigError::Invalid("nats.url is empty".into()));
+        }
+        if !(100..=120_000).contains(&self.request_timeout_ms) {
+            return Err(ConfigError::Invalid(
+                "nats.request_timeout_ms must be within 100..=120000".into(),
+            ));
+        }
+        if self.subscription_capacity < 1024 {
+            return Err(ConfigError::Invalid(
+                "nats.subscription_capacity must be at least 1024".into(),
+            ));
+        }
+        if self.user.is_some() != self.password.is_some() {
+            return Err(ConfigError::Invalid(
+                "nats.user and nats.password must be set together".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Duration helper for configs given in seconds.
+pub fn secs(value: u64) -> Duration {
+    Duration::from_secs(value)
+}

@@ -1,0 +1,29 @@
+//! What every natter service shares, and nothing service-specific.
+//!
+//! Layout:
+//! - [`proto`]: the protobuf wire types (prost) with their JSON mapping (pbjson);
+//! - [`subject`]: the one module that names subjects, streams, buckets, headers;
+//! - [`rpc`]: the request/error envelope, caller identity, and a typed call helper;
+//! - [`service`]: serving micro service endpoints with bounded concurrency;
+//! - [`nats`]: connecting, connection events, the shared JetStream streams;
+//! - [`config`]: layered configuration (defaults, TOML file, `NATTER_*` env);
+//! - [`db`]: SQLite/PostgreSQL pools and migrations;
+//! - [`ids`]: ids and clocks;
+//! - [`telemetry`]: tracing setup;
+//! - `testing` (feature `testing`): a real nats-server per test.
+
+pub mod config;
+pub mod db;
+pub mod ids;
+pub mod nats;
+pub mod proto;
+pub mod rpc;
+pub mod service;
+pub mod subject;
+pub mod telemetry;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use nats::Nats;
+pub use rpc::{ErrorCode, Identity, RpcError};

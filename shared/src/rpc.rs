@@ -1,0 +1,258 @@
+//! The request/error envelope of every call between natter processes.
+//!
+//! A call is a NATS request whose payload is a protobuf message. The caller's
+//! verified identity travels in headers set by the edge ([`Identity`]).
+//! Failures use the NATS micro error headers: `Nats-Service-Error` carries the
+//! message and `Nats-Service-Error-Code` a numeric code that maps one to one to
+//! a stable [`ErrorCode`]. [`call`] turns all of this back into a typed result
+//! and tells "no responders" and "timed out" apart from application errors.
+
+use std::time::Duration;
+
+use async_nats::service::{NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE};
+use async_nats::{HeaderMap, RequestErrorKind};
+use bytes::Bytes;
+use prost::Message;
+
+use crate::proto::common;
+use crate::subject::{self, header};
+
+/// Stable error codes shown to API clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    Conflict,
+    TooLarge,
+    RateLimited,
+    Internal,
+    Unavailable,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not_found",
+            Self::Conflict => "conflict",
+            Self::TooLarge => "too_large",
+            Self::RateLimited => "rate_limited",
+            Self::Internal => "internal",
+            Self::Unavailable => "unavailable",
+        }
+    }
+
+    /// The numeric code, HTTP-like, used in `Nats-Service-Error-Code` and as
+    /// the HTTP status of the edge's API.
+    pub fn status(self) -> u16 {
+        match self {
+            Self::BadRequest => 400,
+            Self::Unauthorized => 401,
+            Self::Forbidden => 403,
+            Self::NotFound => 404,
+            Self::Conflict => 409,
+            Self::TooLarge => 413,
+            Self::RateLimited => 429,
+            Self::Internal => 500,
+            Self::Unavailable => 503,
+        }
+    }
+
+    pub fn from_status(status: u16) -> Self {
+        match status {
+            400 => Self::BadRequest,
+            401 => Self::Unauthorized,
+            403 => Self::Forbidden,
+            404 => Self::NotFound,
+            409 => Self::Conflict,
+            413 => Self::TooLarge,
+            429 => Self::RateLimited,
+            503 => Self::Unavailable,
+            _ => Self::Internal,
+        }
+    }
+}
+
+/// An error a caller may see: a stable code and a readable message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", code.as_str())]
+pub struct RpcError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl RpcError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthorized, message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Conflict, message)
+    }
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::TooLarge, message)
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unavailable, message)
+    }
+    /// An internal failure: the caller sees only "internal error"; log the
+    /// cause where it happened.
+    pub fn internal() -> Self {
+        Self::new(ErrorCode::Internal, "internal error")
+    }
+
+    pub fn to_proto(&self) -> common::Error {
+        common::Error { code: self.code.as_str().into(), message: self.message.clone() }
+    }
+}
+
+/// The verified caller of a call, set by the edge in headers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub user_id: String,
+    pub device_id: String,
+}
+
+impl Identity {
+    /// Reads the identity headers of a request; `unauthorized` when absent or malformed.
+    pub fn from_headers(headers: Option<&HeaderMap>) -> Result<Self, RpcError> {
+        let get = |name: &str| {
+            headers
+                .and_then(|h| h.get(name))
+                .map(|v| v.as_str().to_owned())
+                .filter(|v| subject::is_valid_token(v))
+        };
+        match (get(header::USER_ID), get(header::DEVICE_ID)) {
+            (Some(user_id), Some(device_id)) => Ok(Self { user_id, device_id }),
+            _ => Err(RpcError::unauthorized("missing caller identity")),
+        }
+    }
+
+    fn write(&self, headers: &mut HeaderMap) {
+        headers.insert(header::USER_ID, self.user_id.as_str());
+        headers.insert(header::DEVICE_ID, self.device_id.as_str());
+    }
+}
+
+/// Decodes a request payload, mapping garbage to `bad_request`.
+pub fn decode<M: Message + Default>(payload: &[u8]) -> Result<M, RpcError> {
+    M::decode(payload).map_err(|e| RpcError::bad_request(format!("malformed request: {e}")))
+}
+
+/// Answers a micro service request with a message or an error.
+pub async fn respond<M: Message>(
+    request: &async_nats::service::Request,
+    result: Result<M, RpcError>,
+) {
+    let reply = match result {
+        Ok(message) => Ok(Bytes::from(message.encode_to_vec())),
+        Err(err) => Err(async_nats::service::error::Error {
+            status: err.message,
+            code: err.code.status() as usize,
+        }),
+    };
+    if let Err(e) = request.respond(reply).await {
+        tracing::debug!(error = %e, subject = %request.message.subject, "could not send reply");
+    }
+}
+
+/// A NATS client plus the timeout of calls made through it.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub client: async_nats::Client,
+    pub timeout: Duration,
+}
+
+impl Caller {
+    pub fn new(client: async_nats::Client, timeout: Duration) -> Self {
+        Self { client, timeout }
+    }
+
+    /// Calls `subject` with `request` as `identity` (None for anonymous calls
+    /// such as login) and decodes the reply.
+    pub async fn call<Req: Message, Resp: Message + Default>(
+        &self,
+        subject: &'static str,
+        identity: Option<&Identity>,
+        request: &Req,
+    ) -> Result<Resp, RpcError> {
+        let mut headers = HeaderMap::new();
+        if let Some(identity) = identity {
+            identity.write(&mut headers);
+        }
+        let req = async_nats::Request::new()
+            .payload(Bytes::from(request.encode_to_vec()))
+            .headers(headers)
+            .timeout(Some(self.timeout));
+        let reply = self.client.send_request(subject, req).await.map_err(|e| match e.kind() {
+            RequestErrorKind::NoResponders => {
+                RpcError::unavailable(format!("no service answers {subject}"))
+            }
+            RequestErrorKind::TimedOut => RpcError::unavailable(format!("{subject} timed out")),
+            _ => {
+                tracing::warn!(error = %e, subject, "request failed");
+                RpcError::unavailable(format!("{subject} failed"))
+            }
+        })?;
+        if let Some(headers) = reply.headers.as_ref()
+            && let Some(code) = headers.get(NATS_SERVICE_ERROR_CODE)
+        {
+            let status = code.as_str().parse().unwrap_or(500);
+            let message = headers
+                .get(NATS_SERVICE_ERROR)
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_else(|| "error".into());
+            return Err(RpcError::new(ErrorCode::from_status(status), message));
+        }
+        Resp::decode(reply.payload.as_ref()).map_err(|e| {
+            tracing::warn!(error = %e, subject, "malformed reply");
+            RpcError::internal()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_through_status() {
+        use ErrorCode::*;
+        for code in [
+            BadRequest, Unauthorized, Forbidden, NotFound, Conflict, TooLarge, RateLimited,
+            Internal, Unavailable,
+        ] {
+            assert_eq!(ErrorCode::from_status(code.status()), code);
+        }
+    }
+
+    #[test]
+    fn identity_requires_both_valid_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::USER_ID, "u1");
+        assert!(Identity::from_headers(Some(&h)).is_err());
+        h.insert(header::DEVICE_ID, "d.1");
+        assert!(Identity::from_headers(Some(&h)).is_err());
+        h.insert(header::DEVICE_ID, "d1");
+        assert_eq!(
+            Identity::from_headers(Some(&h)).unwrap(),
+            Identity { user_id: "u1".into(), device_id: "d1".into() }
+        );
+        assert!(Identity::from_headers(None).is_err());
+    }
+}

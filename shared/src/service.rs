@@ -1,0 +1,58 @@
+//! Running NATS micro service endpoints: each request is handled in its own
+//! task (bounded per endpoint), answered with [`crate::rpc::respond`], and
+//! shutdown stops taking requests, then waits for the ones in flight.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::service::{Request, endpoint::Endpoint};
+use futures::StreamExt;
+use prost::Message;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::rpc::{self, RpcError};
+
+/// How long shutdown waits for requests in flight.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `endpoint` until `shutdown`: at most `concurrency` requests at once.
+pub async fn serve<Resp, F, Fut>(
+    mut endpoint: Endpoint,
+    concurrency: usize,
+    shutdown: CancellationToken,
+    handler: F,
+) where
+    Resp: Message + 'static,
+    F: Fn(Arc<Request>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Resp, RpcError>> + Send + 'static,
+{
+    let tracker = TaskTracker::new();
+    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+    let handler = Arc::new(handler);
+    loop {
+        let request = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            request = endpoint.next() => match request {
+                Some(request) => Arc::new(request),
+                None => break,
+            },
+        };
+        let Ok(permit) = permits.clone().acquire_owned().await else { break };
+        let handler = handler.clone();
+        tracker.spawn(async move {
+            let result = handler(request.clone()).await;
+            rpc::respond(&request, result).await;
+            drop(permit);
+        });
+    }
+    if let Err(e) = endpoint.stop().await {
+        tracing::debug!(error = %e, "stopping endpoint");
+    }
+    tracker.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait()).await.is_err() {
+        tracing::warn!("requests still in flight after shutdown timeout");
+    }
+}

@@ -1,0 +1,105 @@
+//! Every NATS subject, stream, bucket and header name natter uses, built in one place.
+//!
+//! Roots follow `<root>.<version>.<noun>.<verb>`, noun before verb, so
+//! `nats sub 'im.v1.message.>'` filters naturally, and calls, events, pushes and
+//! inboxes live under separate roots so each can get its own permissions:
+//!
+//! - calls (request-reply, NATS micro endpoints): `im.v1.<noun>.<verb>`
+//! - events (JetStream stream `IM_EVENTS`, public contract): `im.evt.v1.<noun>.<past-tense>`
+//! - live pushes to a user's devices (core NATS): `im.push.v1.<user_id>`
+//! - per-user inbox, the offline queue (JetStream stream `IM_INBOX`): `im.inbox.v1.<user_id>`
+
+/// The root of every call subject; micro service endpoint groups hang below it.
+pub const CALL_ROOT: &str = "im.v1";
+
+/// Call subjects, one per endpoint.
+pub mod call {
+    pub const AUTH_REGISTER: &str = "im.v1.auth.register";
+    pub const AUTH_LOGIN: &str = "im.v1.auth.login";
+    pub const AUTH_KEYS: &str = "im.v1.auth.keys";
+    pub const AUTH_LOOKUP: &str = "im.v1.auth.lookup";
+    pub const MESSAGE_SEND: &str = "im.v1.message.send";
+    pub const MESSAGE_HISTORY: &str = "im.v1.message.history";
+    pub const CONVERSATION_LIST: &str = "im.v1.conversation.list";
+    pub const PRESENCE_QUERY: &str = "im.v1.presence.query";
+    pub const PRESENCE_STATUS: &str = "im.v1.presence.status";
+    pub const PRESENCE_HEARTBEAT: &str = "im.v1.presence.heartbeat";
+}
+
+/// Event subjects (published to the `IM_EVENTS` stream).
+pub mod event {
+    pub const ROOT: &str = "im.evt.v1";
+    pub const ALL: &str = "im.evt.v1.>";
+    pub const USER_REGISTERED: &str = "im.evt.v1.user.registered";
+    pub const MESSAGE_CREATED: &str = "im.evt.v1.message.created";
+    pub const PRESENCE_CHANGED: &str = "im.evt.v1.presence.changed";
+}
+
+/// Header names.
+pub mod header {
+    /// The caller's user id, set by the edge after it verified the token.
+    /// Services never trust a user id in a request body.
+    pub const USER_ID: &str = "Natter-User-Id";
+    /// The caller's device id, set by the edge next to [`USER_ID`].
+    pub const DEVICE_ID: &str = "Natter-Device-Id";
+}
+
+/// JetStream stream holding every user's inbox.
+pub const INBOX_STREAM: &str = "IM_INBOX";
+/// JetStream stream holding the public events.
+pub const EVENTS_STREAM: &str = "IM_EVENTS";
+/// KV bucket holding per-device presence keys (owned by the presence service).
+pub const PRESENCE_BUCKET: &str = "im_presence";
+/// KV bucket holding each device's acked inbox cursor (owned by the edges).
+pub const CURSOR_BUCKET: &str = "im_cursors";
+
+/// Wildcard covering every user's inbox subject.
+pub const INBOX_ALL: &str = "im.inbox.v1.>";
+/// Wildcard covering every user's push subject.
+pub const PUSH_ALL: &str = "im.push.v1.>";
+
+/// The inbox (offline queue) subject of one user.
+pub fn inbox(user_id: &str) -> String {
+    format!("im.inbox.v1.{user_id}")
+}
+
+/// The live push subject of one user.
+pub fn push(user_id: &str) -> String {
+    format!("im.push.v1.{user_id}")
+}
+
+/// The KV key of one device's acked cursor.
+pub fn cursor_key(user_id: &str, device_id: &str) -> String {
+    format!("{user_id}.{device_id}")
+}
+
+/// True when `token` can be used as one NATS subject token: non-empty, at most
+/// 64 bytes, only ASCII letters, digits, '-' and '_'. User and device ids are
+/// checked with this before they are put into a subject.
+pub fn is_valid_token(token: &str) -> bool {
+    !token.is_empty()
+        && token.len() <= 64
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_user_subjects() {
+        assert_eq!(inbox("u1"), "im.inbox.v1.u1");
+        assert_eq!(push("u1"), "im.push.v1.u1");
+        assert_eq!(cursor_key("u1", "d1"), "u1.d1");
+    }
+
+    #[test]
+    fn tokens_reject_subject_syntax() {
+        assert!(is_valid_token("0193a4b2-7c1d-7000-8000-000000000000"));
+        for bad in ["", "a.b", "a*", ">", "a b", "用户", &"x".repeat(65)] {
+            assert!(!is_valid_token(bad), "{bad:?} accepted");
+        }
+    }
+}
