@@ -1,1 +1,25 @@
-//! placeholder
+//! The messages service: one-to-one conversations, sending with a gapless
+//! per-conversation `seq`, history and the conversation list.
+//!
+//! Layout:
+//! - [`config`]: what an operator sets;
+//! - [`validate`]: the rules for what a sender may send;
+//! - [`store`]: the SQL (conversations, members, messages);
+//! - [`fanout`]: appending a stored message to every recipient's inbox,
+//!   pushing it live, and announcing it on the event stream;
+//! - [`service`]: the NATS micro endpoints (`im.v1.message.*`,
+//!   `im.v1.conversation.*`) and the recovery sweep.
+//!
+//! Invariant: a message is acked to its sender only after it is stored and in
+//! every recipient's inbox. A message stored but not yet fanned out (a crash
+//! in between) is fanned out by a retried send, by the sweep at start, or by
+//! the periodic sweep; inbox appends carry a dedup id so a redo is harmless.
+
+pub mod config;
+pub mod fanout;
+pub mod service;
+pub mod store;
+pub mod validate;
+
+pub use config::Config;
+pub use service::run;

@@ -1,0 +1,52 @@
+//! Configuration of the messages service.
+
+use serde::{Deserialize, Serialize};
+use shared::config::ConfigError;
+use shared::nats::StreamsConfig;
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `sqlite://...` or `postgres://...`; empty = `messages.db` in the data dir.
+    pub database_url: String,
+    /// Longest text message, in characters.
+    pub max_text_chars: usize,
+    /// Sends handled at once by this instance.
+    pub max_concurrent_sends: usize,
+    /// Seconds between sweeps for stored messages not yet fanned out.
+    pub sweep_interval_secs: u64,
+    #[serde(skip)]
+    pub streams: StreamsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: String::new(),
+            max_text_chars: 4000,
+            max_concurrent_sends: 256,
+            sweep_interval_secs: 30,
+            streams: StreamsConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.database_url.is_empty() {
+            return Err(ConfigError::Invalid("messages.database_url is empty".into()));
+        }
+        if !(1..=100_000).contains(&self.max_text_chars) {
+            return Err(ConfigError::Invalid("messages.max_text_chars must be within 1..=100000".into()));
+        }
+        if !(1..=10_000).contains(&self.max_concurrent_sends) {
+            return Err(ConfigError::Invalid(
+                "messages.max_concurrent_sends must be within 1..=10000".into(),
+            ));
+        }
+        if !(1..=3600).contains(&self.sweep_interval_secs) {
+            return Err(ConfigError::Invalid("messages.sweep_interval_secs must be within 1..=3600".into()));
+        }
+        self.streams.validate()
+    }
+}

@@ -1,0 +1,409 @@
+//! The messages service's NATS micro endpoints: `im.v1.message.send`,
+//! `im.v1.message.history` and `im.v1.conversation.list`, plus the sweep that
+//! fans out messages a crash left stored but undelivered.
+
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::service::{Request, ServiceExt};
+use prost::Message as _;
+use shared::db::{self, AnyPool};
+use shared::proto::{auth as auth_pb, delivery, message as pb};
+use shared::rpc::{Caller, Identity};
+use shared::{Nats, RpcError, ids, rpc, subject};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::fanout::{FanoutError, Inboxes};
+use crate::store::{self, MessageRow};
+use crate::{Config, validate};
+
+const ORDER_SHARDS: usize = 256;
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 200;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MessagesError {
+    #[error(transparent)]
+    Config(#[from] shared::config::ConfigError),
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error(transparent)]
+    Nats(#[from] shared::nats::NatsError),
+    #[error("nats service: {0}")]
+    Service(String),
+    #[error("recovery sweep: {0}")]
+    Sweep(String),
+}
+
+struct State {
+    config: Config,
+    pool: AnyPool,
+    inboxes: Inboxes,
+    caller: Caller,
+    /// Per-conversation ordering: a send holds its conversation's shard from
+    /// storing through fan-out, so inbox entries follow seq order.
+    order: Vec<Mutex<()>>,
+    /// Users known to exist (cache of `im.v1.auth.lookup`).
+    known_users: std::sync::Mutex<HashSet<String>>,
+}
+
+/// Runs the messages service until `shutdown` is cancelled.
+pub async fn run(config: Config, nats: Nats, shutdown: CancellationToken) -> Result<(), MessagesError> {
+    config.validate()?;
+    let pool = db::connect(&config.database_url, 8, &store::MIGRATOR).await?;
+    let stream = shared::nats::inbox_stream(&nats.jetstream, &config.streams).await?;
+    shared::nats::events_stream(&nats.jetstream, &config.streams).await?;
+    let state = Arc::new(State {
+        inboxes: Inboxes::new(nats.client.clone(), nats.jetstream.clone(), stream),
+        caller: nats.caller(),
+        order: (0..ORDER_SHARDS).map(|_| Mutex::new(())).collect(),
+        known_users: std::sync::Mutex::new(HashSet::new()),
+        config,
+        pool,
+    });
+
+    // Before taking sends: deliver whatever a crash left undelivered, so new
+    // messages cannot overtake older ones in an inbox.
+    state.sweep(i64::MAX).await.map_err(|e| MessagesError::Sweep(e.to_string()))?;
+
+    let service = nats
+        .client
+        .service_builder()
+        .description("natter conversations and messages")
+        .start("natter-messages", env!("CARGO_PKG_VERSION"))
+        .await
+        .map_err(|e| MessagesError::Service(e.to_string()))?;
+    let err = |e: async_nats::Error| MessagesError::Service(e.to_string());
+    let message = service.group("im.v1.message");
+    let send = message.endpoint("send").await.map_err(err)?;
+    let history = message.endpoint("history").await.map_err(err)?;
+    let list = service.group("im.v1.conversation").endpoint("list").await.map_err(err)?;
+    tracing::info!("messages service ready");
+
+    let s = state.clone();
+    let send = shared::service::serve(send, state.config.max_concurrent_sends, shutdown.clone(), move |req| {
+        let s = s.clone();
+        async move { s.send(&req).await }
+    });
+    let s = state.clone();
+    let history = shared::service::serve(history, 64, shutdown.clone(), move |req| {
+        let s = s.clone();
+        async move { s.history(&req).await }
+    });
+    let s = state.clone();
+    let list = shared::service::serve(list, 64, shutdown.clone(), move |req| {
+        let s = s.clone();
+        async move { s.conversations(&req).await }
+    });
+    let s = state.clone();
+    let sweeper = shutdown.clone();
+    let sweep = async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(s.config.sweep_interval_secs));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = sweeper.cancelled() => break,
+                _ = tick.tick() => {
+                    // Only messages old enough that their own send has given up.
+                    let before = ids::now_ms() - 10_000;
+                    if let Err(e) = s.sweep(before).await {
+                        tracing::warn!(error = %e, "fan-out sweep failed");
+                    }
+                }
+            }
+        }
+    };
+    tokio::join!(send, history, list, sweep);
+    let _ = service.stop().await;
+    tracing::info!("messages service stopped");
+    Ok(())
+}
+
+impl State {
+    async fn send(&self, req: &Request) -> Result<pb::SendAck, RpcError> {
+        let me = Identity::from_headers(req.message.headers.as_ref())?;
+        let input: pb::SendRequest = rpc::decode(&req.message.payload)?;
+        validate::client_msg_id(&input.client_msg_id)?;
+        validate::body(input.body.as_ref(), self.config.max_text_chars)?;
+        let peer = self.direct_peer(&me, &input)?;
+        self.require_user(&peer).await?;
+        let conversation_id = ids::direct_conversation(&me.user_id, &peer);
+        let body = serde_json::to_string(&input.body).map_err(|e| internal("encode body", e))?;
+
+        let _order = self.order[shard_of(&conversation_id)].lock().await;
+        if let Some(existing) = self.existing(&me, &input.client_msg_id, &conversation_id).await? {
+            return Ok(ack(&existing, true));
+        }
+        let id = ids::new_id();
+        let members = [me.user_id.as_str(), peer.as_str()];
+        let new = store::NewMessage {
+            id: &id,
+            conversation_id: &conversation_id,
+            kind: "direct",
+            members: &members,
+            sender_id: &me.user_id,
+            sender_device_id: &me.device_id,
+            client_msg_id: &input.client_msg_id,
+            body: &body,
+            now_ms: ids::now_ms(),
+        };
+        let row = match store::insert_message(&self.pool, &new).await {
+            Ok(row) => row,
+            // Another instance stored the same send first.
+            Err(e) if db::is_unique_violation(&e) => {
+                return match self.existing(&me, &input.client_msg_id, &conversation_id).await? {
+                    Some(existing) => Ok(ack(&existing, true)),
+                    None => Err(internal("store message", e)),
+                };
+            }
+            Err(e) => return Err(internal("store message", e)),
+        };
+        self.fan_out(&row).await.map_err(|e| {
+            tracing::warn!(error = %e, message_id = %row.id, "fan-out failed; left to retry or sweep");
+            RpcError::unavailable("message stored but not yet delivered; retry with the same client_msg_id")
+        })?;
+        Ok(ack(&row, false))
+    }
+
+    /// The earlier send with this client_msg_id, fanned out if it was not yet.
+    async fn existing(
+        &self,
+        me: &Identity,
+        client_msg_id: &str,
+        conversation_id: &str,
+    ) -> Result<Option<MessageRow>, RpcError> {
+        let Some(row) = store::by_client_msg_id(&self.pool, &me.user_id, client_msg_id)
+            .await
+            .map_err(|e| internal("load message", e))?
+        else {
+            return Ok(None);
+        };
+        if row.conversation_id != conversation_id {
+            return Err(RpcError::conflict("client_msg_id was already used in another conversation"));
+        }
+        if row.fanned_out == 0 {
+            self.fan_out(&row)
+                .await
+                .map_err(|e| {
+                    tracing::warn!(error = %e, message_id = %row.id, "fan-out retry failed");
+                    RpcError::unavailable("message stored but not yet delivered; retry with the same client_msg_id")
+                })?;
+        }
+        Ok(Some(row))
+    }
+
+    /// The other participant of the one-to-one chat this send targets.
+    fn direct_peer(&self, me: &Identity, input: &pb::SendRequest) -> Result<String, RpcError> {
+        let peer = match (input.conversation_id.is_empty(), input.to_user_id.is_empty()) {
+            (true, false) => input.to_user_id.clone(),
+            (false, true) => {
+                let (a, b) = ids::direct_participants(&input.conversation_id)
+                    .ok_or_else(|| RpcError::bad_request("unknown conversation id format"))?;
+                if a == me.user_id {
+                    b.to_owned()
+                } else if b == me.user_id {
+                    a.to_owned()
+                } else {
+                    return Err(RpcError::forbidden("not a participant of this conversation"));
+                }
+            }
+            _ => return Err(RpcError::bad_request("set exactly one of conversation_id and to_user_id")),
+        };
+        if !subject::is_valid_token(&peer) {
+            return Err(RpcError::bad_request("malformed user id"));
+        }
+        if peer == me.user_id {
+            return Err(RpcError::bad_request("cannot message yourself"));
+        }
+        Ok(peer)
+    }
+
+    async fn require_user(&self, user_id: &str) -> Result<(), RpcError> {
+        if self.known_users.lock().expect("known users lock").contains(user_id) {
+            return Ok(());
+        }
+        let reply: auth_pb::LookupResponse = self
+            .caller
+            .call(subject::call::AUTH_LOOKUP, None, &auth_pb::LookupRequest { user_ids: vec![user_id.to_owned()] })
+            .await?;
+        if !reply.existing_user_ids.iter().any(|id| id == user_id) {
+            return Err(RpcError::not_found("no such user"));
+        }
+        let mut known = self.known_users.lock().expect("known users lock");
+        if known.len() > 100_000 {
+            known.clear();
+        }
+        known.insert(user_id.to_owned());
+        Ok(())
+    }
+
+    /// Delivers a stored message to both participants' inboxes, announces it,
+    /// then marks it fanned out.
+    async fn fan_out(&self, row: &MessageRow) -> Result<(), FanoutError> {
+        let message = to_proto(row).map_err(|e| FanoutError::Event(e.message))?;
+        let entry = delivery::InboxEntry { event: Some(delivery::inbox_entry::Event::Message(message.clone())) };
+        let (a, b) = ids::direct_participants(&row.conversation_id)
+            .ok_or_else(|| FanoutError::Event(format!("bad conversation {}", row.conversation_id)))?;
+        let (dedup_a, dedup_b) = (format!("{}:{a}", row.id), format!("{}:{b}", row.id));
+        let (ra, rb) = tokio::join!(
+            self.inboxes.deliver(a, &entry, &dedup_a),
+            self.inboxes.deliver(b, &entry, &dedup_b),
+        );
+        ra?;
+        rb?;
+        self.inboxes
+            .event(subject::event::MESSAGE_CREATED, message.encode_to_vec().into(), &row.id)
+            .await?;
+        store::mark_fanned_out(&self.pool, &row.id)
+            .await
+            .map_err(|e| FanoutError::Event(format!("mark fanned out: {e}")))?;
+        Ok(())
+    }
+
+    /// Fans out messages stored before `before_ms` that are not fanned out.
+    async fn sweep(&self, before_ms: i64) -> Result<usize, FanoutError> {
+        let mut done = 0;
+        loop {
+            let rows = store::not_fanned_out(&self.pool, before_ms, 500)
+                .await
+                .map_err(|e| FanoutError::Event(format!("load pending: {e}")))?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in &rows {
+                let _order = self.order[shard_of(&row.conversation_id)].lock().await;
+                self.fan_out(row).await?;
+                done += 1;
+            }
+        }
+        if done > 0 {
+            tracing::info!(messages = done, "fanned out messages left pending");
+        }
+        Ok(done)
+    }
+
+    async fn history(&self, req: &Request) -> Result<pb::HistoryResponse, RpcError> {
+        let me = Identity::from_headers(req.message.headers.as_ref())?;
+        let input: pb::HistoryRequest = rpc::decode(&req.message.payload)?;
+        let joined = self.readable_since(&me, &input.conversation_id).await?;
+        let limit = page(input.limit)?;
+        let newest_first = input.before_seq > 0 || input.after_seq == 0;
+        let before = if input.before_seq > 0 { to_i64(input.before_seq)? } else { i64::MAX };
+        let after = to_i64(input.after_seq)?.max(joined - 1);
+        let mut rows = store::history(&self.pool, &input.conversation_id, after, before, limit + 1, newest_first)
+            .await
+            .map_err(|e| internal("load history", e))?;
+        let has_more = rows.len() as i64 > limit;
+        if has_more {
+            if newest_first {
+                rows.remove(0);
+            } else {
+                rows.pop();
+            }
+        }
+        let messages = rows.iter().map(to_proto).collect::<Result<_, _>>()?;
+        Ok(pb::HistoryResponse { messages, has_more })
+    }
+
+    /// The first seq `me` may read in a conversation; `forbidden` for non-members.
+    async fn readable_since(&self, me: &Identity, conversation_id: &str) -> Result<i64, RpcError> {
+        if conversation_id.is_empty() || conversation_id.len() > 200 {
+            return Err(RpcError::bad_request("conversation_id is missing or too long"));
+        }
+        let since = store::member_since(&self.pool, conversation_id, &me.user_id)
+            .await
+            .map_err(|e| internal("load membership", e))?;
+        match since {
+            Some(seq) => Ok(seq),
+            // A direct chat that has no message yet: readable, and empty.
+            None if ids::direct_participants(conversation_id)
+                .is_some_and(|(a, b)| a == me.user_id || b == me.user_id) =>
+            {
+                Ok(1)
+            }
+            None => Err(RpcError::forbidden("not a participant of this conversation")),
+        }
+    }
+
+    async fn conversations(&self, req: &Request) -> Result<pb::ConversationsResponse, RpcError> {
+        let me = Identity::from_headers(req.message.headers.as_ref())?;
+        let input: pb::ConversationsRequest = rpc::decode(&req.message.payload)?;
+        let limit = page(input.limit)?;
+        let before = if input.before_activity_ms > 0 { input.before_activity_ms } else { i64::MAX };
+        let mut rows = store::conversations(&self.pool, &me.user_id, before, limit + 1)
+            .await
+            .map_err(|e| internal("load conversations", e))?;
+        let has_more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        let mut conversations = Vec::with_capacity(rows.len());
+        for row in rows {
+            let last = store::message_at(&self.pool, &row.id, row.last_seq)
+                .await
+                .map_err(|e| internal("load last message", e))?;
+            let peer = ids::direct_participants(&row.id)
+                .map(|(a, b)| if a == me.user_id { b } else { a }.to_owned())
+                .unwrap_or_default();
+            conversations.push(pb::Conversation {
+                id: row.id,
+                kind: row.kind,
+                peer_user_id: peer,
+                last_seq: row.last_seq as u64,
+                last_message: last.as_ref().map(to_proto).transpose()?,
+                last_activity_ms: row.last_activity_ms,
+            });
+        }
+        Ok(pb::ConversationsResponse { conversations, has_more })
+    }
+}
+
+fn ack(row: &MessageRow, duplicate: bool) -> pb::SendAck {
+    pb::SendAck {
+        message_id: row.id.clone(),
+        conversation_id: row.conversation_id.clone(),
+        seq: row.seq as u64,
+        server_ts_ms: row.server_ts_ms,
+        client_msg_id: row.client_msg_id.clone(),
+        duplicate,
+    }
+}
+
+fn to_proto(row: &MessageRow) -> Result<pb::Message, RpcError> {
+    let body: Option<pb::MessageBody> =
+        serde_json::from_str(&row.body).map_err(|e| internal("decode stored body", e))?;
+    Ok(pb::Message {
+        id: row.id.clone(),
+        conversation_id: row.conversation_id.clone(),
+        seq: row.seq as u64,
+        sender_id: row.sender_id.clone(),
+        sender_device_id: row.sender_device_id.clone(),
+        client_msg_id: row.client_msg_id.clone(),
+        body,
+        server_ts_ms: row.server_ts_ms,
+    })
+}
+
+fn page(limit: u32) -> Result<i64, RpcError> {
+    match limit {
+        0 => Ok(DEFAULT_PAGE as i64),
+        1..=MAX_PAGE => Ok(limit as i64),
+        _ => Err(RpcError::bad_request(format!("limit must be within 1..={MAX_PAGE}"))),
+    }
+}
+
+fn to_i64(seq: u64) -> Result<i64, RpcError> {
+    i64::try_from(seq).map_err(|_| RpcError::bad_request("seq out of range"))
+}
+
+fn shard_of(key: &str) -> usize {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    (hasher.finish() as usize) % ORDER_SHARDS
+}
+
+fn internal(what: &str, err: impl std::fmt::Display) -> RpcError {
+    tracing::error!(error = %err, "{what} failed");
+    RpcError::internal()
+}

@@ -1,0 +1,223 @@
+//! The messages service's SQL. Runs on SQLite and PostgreSQL alike.
+//!
+//! `seq` is assigned by incrementing `conversations.last_seq` inside the
+//! transaction that inserts the message, so seqs are gapless and unique per
+//! conversation (also enforced by a unique index). The increment is the first
+//! write of the transaction, so SQLite takes its write lock up front instead
+//! of failing to upgrade a read lock.
+
+use shared::db::AnyPool;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/messages");
+
+/// A stored message.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct MessageRow {
+    pub id: String,
+    pub conversation_id: String,
+    pub seq: i64,
+    pub sender_id: String,
+    pub sender_device_id: String,
+    pub client_msg_id: String,
+    /// The body in its JSON mapping.
+    pub body: String,
+    pub server_ts_ms: i64,
+    pub fanned_out: i64,
+}
+
+const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, fanned_out";
+
+/// What a send stores.
+pub struct NewMessage<'a> {
+    pub id: &'a str,
+    pub conversation_id: &'a str,
+    pub kind: &'a str,
+    pub members: &'a [&'a str],
+    pub sender_id: &'a str,
+    pub sender_device_id: &'a str,
+    pub client_msg_id: &'a str,
+    pub body: &'a str,
+    pub now_ms: i64,
+}
+
+/// Stores a message with the next seq of its conversation, creating the
+/// conversation and its members on first use. Returns the stored row. A
+/// duplicate `(sender, client_msg_id)` is a unique violation.
+pub async fn insert_message(pool: &AnyPool, m: &NewMessage<'_>) -> Result<MessageRow, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO conversations (id, kind, last_seq, last_activity_ms, created_at_ms)
+         VALUES ($1, $2, 0, $3, $3) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(m.conversation_id)
+    .bind(m.kind)
+    .bind(m.now_ms)
+    .execute(&mut *tx)
+    .await?;
+    let seq: i64 = sqlx::query_scalar(
+        "UPDATE conversations SET last_seq = last_seq + 1, last_activity_ms = $2
+         WHERE id = $1 RETURNING last_seq",
+    )
+    .bind(m.conversation_id)
+    .bind(m.now_ms)
+    .fetch_one(&mut *tx)
+    .await?;
+    if seq == 1 {
+        for member in m.members {
+            sqlx::query(
+                "INSERT INTO conversation_members (conversation_id, user_id, joined_seq)
+                 VALUES ($1, $2, 1) ON CONFLICT (conversation_id, user_id) DO NOTHING",
+            )
+            .bind(m.conversation_id)
+            .bind(*member)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    sqlx::query(
+        "INSERT INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, fanned_out)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0)",
+    )
+    .bind(m.id)
+    .bind(m.conversation_id)
+    .bind(seq)
+    .bind(m.sender_id)
+    .bind(m.sender_device_id)
+    .bind(m.client_msg_id)
+    .bind(m.body)
+    .bind(m.now_ms)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(MessageRow {
+        id: m.id.to_owned(),
+        conversation_id: m.conversation_id.to_owned(),
+        seq,
+        sender_id: m.sender_id.to_owned(),
+        sender_device_id: m.sender_device_id.to_owned(),
+        client_msg_id: m.client_msg_id.to_owned(),
+        body: m.body.to_owned(),
+        server_ts_ms: m.now_ms,
+        fanned_out: 0,
+    })
+}
+
+pub async fn by_client_msg_id(
+    pool: &AnyPool,
+    sender_id: &str,
+    client_msg_id: &str,
+) -> Result<Option<MessageRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender_id = $1 AND client_msg_id = $2"
+    )))
+    .bind(sender_id)
+    .bind(client_msg_id)
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn mark_fanned_out(pool: &AnyPool, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE messages SET fanned_out = 1 WHERE id = $1").bind(id).execute(pool).await?;
+    Ok(())
+}
+
+/// Messages stored but not fanned out, stored before `before_ms`, oldest first.
+pub async fn not_fanned_out(
+    pool: &AnyPool,
+    before_ms: i64,
+    limit: i64,
+) -> Result<Vec<MessageRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE fanned_out = 0 AND server_ts_ms < $1
+         ORDER BY conversation_id, seq LIMIT $2"
+    )))
+    .bind(before_ms)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// The members of a conversation and the first seq each may read.
+pub async fn member_since(
+    pool: &AnyPool,
+    conversation_id: &str,
+    user_id: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT joined_seq FROM conversation_members WHERE conversation_id = $1 AND user_id = $2",
+    )
+    .bind(conversation_id)
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// A page of history: seq in `(after, before)`, `limit` rows, ascending.
+/// `newest_first` picks the page next to `before` instead of next to `after`.
+pub async fn history(
+    pool: &AnyPool,
+    conversation_id: &str,
+    after: i64,
+    before: i64,
+    limit: i64,
+    newest_first: bool,
+) -> Result<Vec<MessageRow>, sqlx::Error> {
+    let order = if newest_first { "DESC" } else { "ASC" };
+    let mut rows: Vec<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages
+         WHERE conversation_id = $1 AND seq > $2 AND seq < $3
+         ORDER BY seq {order} LIMIT $4"
+    )))
+    .bind(conversation_id)
+    .bind(after)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    if newest_first {
+        rows.reverse();
+    }
+    Ok(rows)
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct ConversationRow {
+    pub id: String,
+    pub kind: String,
+    pub last_seq: i64,
+    pub last_activity_ms: i64,
+}
+
+/// The conversations of a user, most recent activity first.
+pub async fn conversations(
+    pool: &AnyPool,
+    user_id: &str,
+    before_activity_ms: i64,
+    limit: i64,
+) -> Result<Vec<ConversationRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT c.id, c.kind, c.last_seq, c.last_activity_ms
+         FROM conversation_members m JOIN conversations c ON c.id = m.conversation_id
+         WHERE m.user_id = $1 AND c.last_activity_ms < $2 AND c.last_seq > 0
+         ORDER BY c.last_activity_ms DESC, c.id LIMIT $3",
+    )
+    .bind(user_id)
+    .bind(before_activity_ms)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn message_at(
+    pool: &AnyPool,
+    conversation_id: &str,
+    seq: i64,
+) -> Result<Option<MessageRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq = $2"
+    )))
+    .bind(conversation_id)
+    .bind(seq)
+    .fetch_optional(pool)
+    .await
+}
