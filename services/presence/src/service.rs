@@ -1,0 +1,270 @@
+//! The presence service's endpoints (`im.v1.presence.status`, `.heartbeat`,
+//! `.query`) and the bucket watcher.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::kv::{self, Operation};
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::service::{Request, ServiceExt};
+use futures::StreamExt;
+use prost::Message as _;
+use shared::proto::presence as pb;
+use shared::{Nats, RpcError, ids, rpc, subject};
+use tokio_util::sync::CancellationToken;
+
+use crate::Config;
+
+const MAX_QUERY: usize = 200;
+const MAX_HEARTBEAT: usize = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PresenceError {
+    #[error(transparent)]
+    Config(#[from] shared::config::ConfigError),
+    #[error(transparent)]
+    Nats(#[from] shared::nats::NatsError),
+    #[error("presence bucket: {0}")]
+    Bucket(String),
+    #[error("nats service: {0}")]
+    Service(String),
+}
+
+struct State {
+    config: Config,
+    nats: Nats,
+    kv: kv::Store,
+    /// Online devices per user, as seen by the watcher.
+    online: Mutex<HashMap<String, HashSet<String>>>,
+}
+
+/// Runs the presence service until `shutdown` is cancelled.
+pub async fn run(config: Config, nats: Nats, shutdown: CancellationToken) -> Result<(), PresenceError> {
+    config.validate()?;
+    shared::nats::events_stream(&nats.jetstream, &config.streams).await?;
+    let kv = bucket(&nats, &config).await?;
+    let state = Arc::new(State { config, nats: nats.clone(), kv, online: Mutex::new(HashMap::new()) });
+
+    let mut watch = state
+        .kv
+        .watch_with_history("dev.>")
+        .await
+        .map_err(|e| PresenceError::Bucket(e.to_string()))?;
+
+    let service = nats
+        .client
+        .service_builder()
+        .description("natter presence")
+        .start("natter-presence", env!("CARGO_PKG_VERSION"))
+        .await
+        .map_err(|e| PresenceError::Service(e.to_string()))?;
+    let err = |e: async_nats::Error| PresenceError::Service(e.to_string());
+    let group = service.group("im.v1.presence");
+    let status = group.endpoint("status").await.map_err(err)?;
+    let heartbeat = group.endpoint("heartbeat").await.map_err(err)?;
+    let query = group.endpoint("query").await.map_err(err)?;
+    tracing::info!("presence service ready");
+
+    let s = state.clone();
+    let status = shared::service::serve(status, 256, shutdown.clone(), move |req| {
+        let s = s.clone();
+        async move { s.status(&req).await }
+    });
+    let s = state.clone();
+    let heartbeat = shared::service::serve(heartbeat, 16, shutdown.clone(), move |req| {
+        let s = s.clone();
+        async move { s.heartbeat(&req).await }
+    });
+    let s = state.clone();
+    let query = shared::service::serve(query, 64, shutdown.clone(), move |req| {
+        let s = s.clone();
+        async move { s.query(&req).await }
+    });
+    let s = state.clone();
+    let stop = shutdown.clone();
+    let watcher = async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                entry = watch.next() => match entry {
+                    Some(Ok(entry)) => s.observe(entry).await,
+                    Some(Err(e)) => tracing::warn!(error = %e, "presence watch error"),
+                    None => {
+                        tracing::warn!("presence watch ended; restarting");
+                        match s.kv.watch_with_history("dev.>").await {
+                            Ok(w) => watch = w,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "presence watch restart failed");
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
+                        }
+                    }
+                },
+            }
+        }
+    };
+    tokio::join!(status, heartbeat, query, watcher);
+    let _ = service.stop().await;
+    tracing::info!("presence service stopped");
+    Ok(())
+}
+
+async fn bucket(nats: &Nats, config: &Config) -> Result<kv::Store, PresenceError> {
+    if let Ok(store) = nats.jetstream.get_key_value(subject::PRESENCE_BUCKET).await {
+        return Ok(store);
+    }
+    nats.jetstream
+        .create_key_value(kv::Config {
+            bucket: subject::PRESENCE_BUCKET.into(),
+            description: "natter presence: dev.<user>.<device> with per-key TTL, seen.<user>".into(),
+            history: 1,
+            num_replicas: config.streams.replicas,
+            storage: async_nats::jetstream::stream::StorageType::File,
+            limit_markers: Some(Duration::from_secs(config.device_ttl_secs.max(10))),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| PresenceError::Bucket(e.to_string()))
+}
+
+fn device_key(user: &str, device: &str) -> String {
+    format!("dev.{user}.{device}")
+}
+
+fn seen_key(user: &str) -> String {
+    format!("seen.{user}")
+}
+
+fn valid(device: &pb::DeviceRef) -> bool {
+    subject::is_valid_token(&device.user_id) && subject::is_valid_token(&device.device_id)
+}
+
+impl State {
+    /// Writes a device key with the device TTL.
+    async fn touch(&self, device: &pb::DeviceRef, edge_id: &str) -> Result<(), RpcError> {
+        let value = pb::DeviceStatus { device: Some(device.clone()), online: true, edge_id: edge_id.to_owned() };
+        let prefix = self.kv.put_prefix.as_ref().unwrap_or(&self.kv.prefix);
+        let subject = format!("{prefix}{}", device_key(&device.user_id, &device.device_id));
+        let publish = PublishMessage::build()
+            .payload(value.encode_to_vec().into())
+            .ttl(Duration::from_secs(self.config.device_ttl_secs));
+        let ack = self.nats.jetstream.send_publish(subject, publish).await.map_err(|e| internal("presence put", e))?;
+        ack.await.map_err(|e| internal("presence put ack", e))?;
+        Ok(())
+    }
+
+    async fn status(&self, req: &Request) -> Result<pb::HeartbeatAck, RpcError> {
+        let input: pb::DeviceStatus = rpc::decode(&req.message.payload)?;
+        let device = input.device.filter(valid).ok_or_else(|| RpcError::bad_request("malformed device"))?;
+        if input.online {
+            self.touch(&device, &input.edge_id).await?;
+        } else {
+            self.kv
+                .delete(device_key(&device.user_id, &device.device_id))
+                .await
+                .map_err(|e| internal("presence delete", e))?;
+        }
+        Ok(pb::HeartbeatAck {})
+    }
+
+    async fn heartbeat(&self, req: &Request) -> Result<pb::HeartbeatAck, RpcError> {
+        let input: pb::Heartbeat = rpc::decode(&req.message.payload)?;
+        if input.devices.len() > MAX_HEARTBEAT {
+            return Err(RpcError::too_large(format!("at most {MAX_HEARTBEAT} devices per heartbeat")));
+        }
+        for device in input.devices.iter().filter(|d| valid(d)) {
+            self.touch(device, &input.edge_id).await?;
+        }
+        Ok(pb::HeartbeatAck {})
+    }
+
+    async fn query(&self, req: &Request) -> Result<pb::QueryResponse, RpcError> {
+        let input: pb::QueryRequest = rpc::decode(&req.message.payload)?;
+        if input.user_ids.is_empty() || input.user_ids.len() > MAX_QUERY {
+            return Err(RpcError::bad_request(format!("ask for 1..={MAX_QUERY} users")));
+        }
+        let mut users = Vec::with_capacity(input.user_ids.len());
+        for user_id in input.user_ids {
+            if !subject::is_valid_token(&user_id) {
+                return Err(RpcError::bad_request("malformed user id"));
+            }
+            let mut devices: Vec<String> = self
+                .online
+                .lock()
+                .expect("presence lock")
+                .get(&user_id)
+                .map(|d| d.iter().cloned().collect())
+                .unwrap_or_default();
+            devices.sort();
+            let last_seen_ms = if devices.is_empty() { self.last_seen(&user_id).await? } else { ids::now_ms() };
+            users.push(pb::UserPresence {
+                online: !devices.is_empty(),
+                online_device_ids: devices,
+                last_seen_ms,
+                user_id,
+            });
+        }
+        Ok(pb::QueryResponse { users })
+    }
+
+    async fn last_seen(&self, user_id: &str) -> Result<i64, RpcError> {
+        let value = self.kv.get(seen_key(user_id)).await.map_err(|e| internal("presence get", e))?;
+        Ok(value
+            .and_then(|v| std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()))
+            .unwrap_or(0))
+    }
+
+    /// Applies one change of the bucket; announces a user's transitions.
+    async fn observe(&self, entry: kv::Entry) {
+        let Some(rest) = entry.key.strip_prefix("dev.") else { return };
+        let Some((user, device)) = rest.split_once('.') else { return };
+        let online = entry.operation == Operation::Put;
+        let changed = {
+            let mut map = self.online.lock().expect("presence lock");
+            if online {
+                let devices = map.entry(user.to_owned()).or_default();
+                devices.insert(device.to_owned()) && devices.len() == 1
+            } else {
+                match map.get_mut(user) {
+                    Some(devices) => {
+                        let removed = devices.remove(device);
+                        let now_empty = devices.is_empty();
+                        if now_empty {
+                            map.remove(user);
+                        }
+                        removed && now_empty
+                    }
+                    None => false,
+                }
+            }
+        };
+        // Replayed history (delta > 0 while catching up) is state, not news.
+        if !changed || entry.delta > 0 {
+            return;
+        }
+        let now = ids::now_ms();
+        if !online {
+            if let Err(e) = self.kv.put(seen_key(user), now.to_string().into()).await {
+                tracing::warn!(error = %e, "cannot store last seen");
+            }
+        }
+        let event = pb::PresenceChanged { user_id: user.to_owned(), online, last_seen_ms: now };
+        let publish = PublishMessage::build()
+            .payload(event.encode_to_vec().into())
+            .message_id(format!("presence:{user}:{}", entry.revision));
+        match self.nats.jetstream.send_publish(subject::event::PRESENCE_CHANGED, publish).await {
+            Ok(ack) => {
+                if let Err(e) = ack.await {
+                    tracing::warn!(error = %e, "presence event not stored");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "presence event not published"),
+        }
+    }
+}
+
+fn internal(what: &str, err: impl std::fmt::Display) -> RpcError {
+    tracing::error!(error = %err, "{what} failed");
+    RpcError::internal()
+}
