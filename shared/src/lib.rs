@@ -21,6 +21,7 @@ pub mod rpc;
 pub mod service;
 pub mod subject;
 pub mod telemetry;
+pub mod token;
 
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -9,25 +9,11 @@ use base64::engine::general_purpose::STANDARD as B64;
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use serde::{Deserialize, Serialize};
 use shared::db::AnyPool;
 use shared::proto::auth::PublicKey;
+pub use shared::token::Claims;
 
 use crate::store::{self, KeyRow};
-
-/// The claims of an access token.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
-pub struct Claims {
-    /// User id.
-    pub sub: String,
-    /// Device id.
-    pub did: String,
-    pub iss: String,
-    /// Issued at, Unix seconds.
-    pub iat: i64,
-    /// Expires at, Unix seconds.
-    pub exp: i64,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {

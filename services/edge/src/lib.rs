@@ -1,1 +1,140 @@
-//! placeholder
+//! The edge: the only part clients talk to. It holds WebSocket connections
+//! and serves the HTTP JSON API, and keeps nothing that must survive it: it
+//! may be killed at any moment and its clients resume on another edge.
+//!
+//! Layout:
+//! - [`config`]: what an operator sets;
+//! - [`keyring`]: verifying access tokens with the auth service's public keys;
+//! - [`http`]: the HTTP routes (JSON API, health, WebSocket upgrade);
+//! - [`ws`]: one WebSocket connection (reader, writer, sends, delivery);
+//! - [`frames`]: the JSON / protobuf frame codec;
+//! - [`inbox`]: replaying a user's inbox and storing device cursors;
+//! - [`presence`]: announcing connected devices to the presence service.
+//!
+//! Identity is established here and only here: the edge verifies the token
+//! and sets the caller's user and device id in the headers of every call.
+
+pub mod config;
+pub mod frames;
+pub mod http;
+pub mod inbox;
+pub mod keyring;
+pub mod presence;
+pub mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shared::Nats;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error(transparent)]
+    Config(#[from] shared::config::ConfigError),
+    #[error(transparent)]
+    Nats(#[from] shared::nats::NatsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("http server: {0}")]
+    Serve(std::io::Error),
+}
+
+/// What every connection and handler of this edge shares.
+pub struct EdgeState {
+    pub config: Config,
+    pub nats: Nats,
+    pub caller: shared::rpc::Caller,
+    pub keyring: keyring::KeyRing,
+    pub inbox: inbox::Inbox,
+    pub devices: presence::Devices,
+    pub connections: Arc<Semaphore>,
+    pub shutdown: CancellationToken,
+    pub tasks: TaskTracker,
+}
+
+/// An edge bound to its address, not yet serving.
+pub struct Edge {
+    state: Arc<EdgeState>,
+    listener: tokio::net::TcpListener,
+}
+
+impl Edge {
+    /// Validates the config, binds the listener and prepares the shared state.
+    pub async fn bind(config: Config, nats: Nats, shutdown: CancellationToken) -> Result<Self, EdgeError> {
+        config.validate()?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| EdgeError::Bind { addr: config.listen, source })?;
+        let inbox = inbox::Inbox::open(&nats, &config.streams).await?;
+        let caller = nats.caller();
+        let edge_id = shared::ids::new_id();
+        let state = Arc::new(EdgeState {
+            keyring: keyring::KeyRing::new(caller.clone()),
+            devices: presence::Devices::new(edge_id, caller.clone()),
+            connections: Arc::new(Semaphore::new(config.max_connections)),
+            caller,
+            inbox,
+            config,
+            nats,
+            shutdown,
+            tasks: TaskTracker::new(),
+        });
+        Ok(Self { state, listener })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    /// Serves until shutdown, then closes every connection (1001) and waits
+    /// for them.
+    pub async fn serve(self) -> Result<(), EdgeError> {
+        let Self { state, listener } = self;
+        let shutdown = state.shutdown.clone();
+        // Token keys: keep trying until the auth service answers.
+        let keys = state.clone();
+        let key_loader = tokio::spawn(async move {
+            let mut delay = Duration::from_millis(100);
+            while !keys.shutdown.is_cancelled() {
+                match keys.keyring.refresh().await {
+                    Ok(n) if n > 0 => break,
+                    Ok(_) => tracing::warn!("auth published no token keys yet"),
+                    Err(e) => tracing::info!(error = %e, "waiting for the auth service"),
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        });
+        let beat = state.clone();
+        let heartbeat = tokio::spawn(async move {
+            let every = Duration::from_secs(beat.config.heartbeat_interval_secs);
+            beat.devices.heartbeat_loop(every, beat.shutdown.clone()).await;
+        });
+        tracing::info!(addr = %listener.local_addr().map_err(EdgeError::Serve)?, "edge listening");
+        let app = http::router(state.clone());
+        let graceful = shutdown.clone();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { graceful.cancelled().await })
+            .await
+            .map_err(EdgeError::Serve)?;
+        state.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(10), state.tasks.wait()).await.is_err() {
+            tracing::warn!("connections still open after shutdown timeout");
+        }
+        key_loader.abort();
+        let _ = heartbeat.await;
+        tracing::info!("edge stopped");
+        Ok(())
+    }
+}
+
+/// Runs an edge until `shutdown` is cancelled.
+pub async fn run(config: Config, nats: Nats, shutdown: CancellationToken) -> Result<(), EdgeError> {
+    Edge::bind(config, nats, shutdown).await?.serve().await
+}

@@ -1,1 +1,156 @@
-fn main() {}
+//! The natter binary: runs any subset of the services in one process (all of
+//! them by default: the `just up` and edge-box mode) or one per process (the
+//! scale-out mode). The subjects are the same either way.
+//!
+//! It only wires things: arguments -> configuration -> telemetry -> NATS ->
+//! each selected service's `run(config, nats, shutdown)` until a signal.
+
+mod config;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::NatterConfig;
+
+#[derive(Parser)]
+#[command(name = "natter", version, about = "natter: an instant-messaging server on NATS")]
+struct Cli {
+    /// TOML configuration file; NATTER_* environment variables override it.
+    #[arg(long, short, env = "NATTER_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run services (the default command).
+    Run {
+        /// Services to run in this process, comma-separated (default: all).
+        #[arg(long, short, value_delimiter = ',')]
+        services: Vec<Service>,
+    },
+    /// Add a new token signing key; it signs after the auth service restarts,
+    /// and tokens signed by older keys stay valid until they expire.
+    RotateKey,
+    /// Print the effective configuration (secrets hidden) and exit.
+    Config,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Service {
+    Auth,
+    Messages,
+    Presence,
+    Edge,
+}
+
+const ALL: [Service; 4] = [Service::Auth, Service::Messages, Service::Presence, Service::Edge];
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(start(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("natter: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start(cli: Cli) -> anyhow::Result<()> {
+    let config = NatterConfig::load(cli.config.as_deref())?;
+    shared::telemetry::init(config.log_json);
+    match cli.command.unwrap_or(Command::Run { services: Vec::new() }) {
+        Command::Run { services } => {
+            let services = if services.is_empty() { ALL.to_vec() } else { services };
+            run(config, &services).await
+        }
+        Command::RotateKey => {
+            let auth = config.auth();
+            let pool = shared::db::connect(&auth.database_url, 1, &auth::store::MIGRATOR).await?;
+            let kid = auth::keys::generate(&pool).await?;
+            println!("new signing key {kid}; restart the auth service to sign with it");
+            Ok(())
+        }
+        Command::Config => {
+            println!("{}", config.to_pretty()?);
+            Ok(())
+        }
+    }
+}
+
+async fn run(config: NatterConfig, services: &[Service]) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let nats = shared::Nats::connect(&config.nats, "natter").await.context("connecting to NATS")?;
+    let shutdown = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for service in services {
+        let (nats, stop) = (nats.clone(), shutdown.clone());
+        let name = format!("{service:?}").to_lowercase();
+        match service {
+            Service::Auth => {
+                let c = config.auth();
+                tasks.spawn(async move { (name, auth::run(c, nats, stop).await.map_err(anyhow::Error::from)) })
+            }
+            Service::Messages => {
+                let c = config.messages();
+                tasks.spawn(async move { (name, messages::run(c, nats, stop).await.map_err(anyhow::Error::from)) })
+            }
+            Service::Presence => {
+                let c = config.presence();
+                tasks.spawn(async move { (name, presence::run(c, nats, stop).await.map_err(anyhow::Error::from)) })
+            }
+            Service::Edge => {
+                let c = config.edge();
+                let addr = c.listen;
+                tracing::info!("natter edge at http://{addr}");
+                tasks.spawn(async move { (name, edge::run(c, nats, stop).await.map_err(anyhow::Error::from)) })
+            }
+        };
+    }
+    tracing::info!(?services, elapsed_ms = started.elapsed().as_millis() as u64, "natter started");
+
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        signal.cancel();
+    });
+    let mut failure = None;
+    while let Some(joined) = tasks.join_next().await {
+        let (name, result) = joined.context("service task panicked")?;
+        if let Err(e) = result {
+            tracing::error!(service = %name, error = %format!("{e:#}"), "service failed");
+            failure.get_or_insert(e.context(format!("{name} service failed")));
+        } else if !shutdown.is_cancelled() {
+            tracing::error!(service = %name, "service stopped unexpectedly");
+        }
+        shutdown.cancel();
+    }
+    let _ = nats.client.flush().await;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,215 @@
+//! The HTTP JSON API and the WebSocket endpoint.
+//!
+//! Bodies and answers are the protobuf messages in their canonical JSON
+//! mapping; errors are `{"error": {"code": "...", "message": "..."}}` with
+//! the matching HTTP status.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use fastwebsockets::upgrade::IncomingUpgrade;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use shared::proto::{auth as auth_pb, message as msg_pb, presence as presence_pb};
+use shared::rpc::Identity;
+use shared::{RpcError, subject};
+
+use crate::EdgeState;
+use crate::frames::Format;
+
+pub fn router(state: Arc<EdgeState>) -> Router {
+    Router::new()
+        .route("/v1/auth/register", post(register))
+        .route("/v1/auth/login", post(login))
+        .route("/v1/messages", post(send))
+        .route("/v1/conversations", get(conversations))
+        .route("/v1/conversations/{id}/messages", get(history))
+        .route("/v1/presence", get(presence))
+        .route("/v1/ws", get(websocket))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .fallback(|| async { ApiError(RpcError::not_found("no such endpoint")) })
+        .layer(axum::extract::DefaultBodyLimit::max(state.config.max_frame_bytes))
+        .with_state(state)
+}
+
+/// An API error as JSON with its HTTP status.
+pub struct ApiError(pub RpcError);
+
+impl From<RpcError> for ApiError {
+    fn from(e: RpcError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::json!({ "error": self.0.to_proto() });
+        (status, Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// Parses a JSON body into a wire type, with a clear error.
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError(RpcError::bad_request(format!("malformed JSON body: {e}"))))
+}
+
+/// The caller, from a verified `Authorization: Bearer <token>` header.
+pub struct Caller(pub Identity);
+
+impl FromRequestParts<Arc<EdgeState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<EdgeState>) -> Result<Self, ApiError> {
+        let token = bearer(&parts.headers).ok_or_else(|| RpcError::unauthorized("missing access token"))?;
+        Ok(Caller(state.keyring.verify(token).await?))
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
+    Some(token.trim()).filter(|t| !t.is_empty())
+}
+
+async fn register(State(state): State<Arc<EdgeState>>, body: Bytes) -> Result<(StatusCode, Json<auth_pb::RegisterResponse>), ApiError> {
+    let request: auth_pb::RegisterRequest = parse(&body)?;
+    let reply = state.caller.call(subject::call::AUTH_REGISTER, None, &request).await?;
+    Ok((StatusCode::CREATED, Json(reply)))
+}
+
+async fn login(State(state): State<Arc<EdgeState>>, body: Bytes) -> ApiResult<auth_pb::LoginResponse> {
+    let request: auth_pb::LoginRequest = parse(&body)?;
+    Ok(Json(state.caller.call(subject::call::AUTH_LOGIN, None, &request).await?))
+}
+
+async fn send(State(state): State<Arc<EdgeState>>, Caller(me): Caller, body: Bytes) -> ApiResult<msg_pb::SendAck> {
+    let request: msg_pb::SendRequest = parse(&body)?;
+    Ok(Json(state.caller.call(subject::call::MESSAGE_SEND, Some(&me), &request).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConversationsQuery {
+    #[serde(default)]
+    limit: u32,
+    #[serde(default)]
+    before_activity_ms: i64,
+}
+
+async fn conversations(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+    query: Result<Query<ConversationsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<msg_pb::ConversationsResponse> {
+    let Query(q) = query.map_err(bad_query)?;
+    let request = msg_pb::ConversationsRequest { limit: q.limit, before_activity_ms: q.before_activity_ms };
+    Ok(Json(state.caller.call(subject::call::CONVERSATION_LIST, Some(&me), &request).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    #[serde(default)]
+    before_seq: u64,
+    #[serde(default)]
+    after_seq: u64,
+    #[serde(default)]
+    limit: u32,
+}
+
+async fn history(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<msg_pb::HistoryResponse> {
+    let Query(q) = query.map_err(bad_query)?;
+    let request = msg_pb::HistoryRequest {
+        conversation_id: id,
+        before_seq: q.before_seq,
+        after_seq: q.after_seq,
+        limit: q.limit,
+    };
+    Ok(Json(state.caller.call(subject::call::MESSAGE_HISTORY, Some(&me), &request).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PresenceQuery {
+    user_ids: String,
+}
+
+async fn presence(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+    query: Result<Query<PresenceQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<presence_pb::QueryResponse> {
+    let Query(q) = query.map_err(bad_query)?;
+    let user_ids = q.user_ids.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+    let request = presence_pb::QueryRequest { user_ids };
+    Ok(Json(state.caller.call(subject::call::PRESENCE_QUERY, Some(&me), &request).await?))
+}
+
+fn bad_query(e: axum::extract::rejection::QueryRejection) -> ApiError {
+    ApiError(RpcError::bad_request(format!("malformed query: {}", e.body_text())))
+}
+
+async fn ready(State(state): State<Arc<EdgeState>>) -> Response {
+    let connected = state.nats.client.connection_state() == async_nats::connection::State::Connected;
+    if connected && state.keyring.is_loaded() {
+        "ready".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+#[derive(Deserialize)]
+struct WsQuery {
+    token: Option<String>,
+    format: Option<String>,
+}
+
+/// `GET /v1/ws?token=<access token>[&format=binary]`: the token is checked
+/// before the upgrade; a bad one gets a 401 JSON error and no WebSocket.
+async fn websocket(
+    State(state): State<Arc<EdgeState>>,
+    Query(query): Query<WsQuery>,
+    headers: HeaderMap,
+    upgrade: IncomingUpgrade,
+) -> Result<Response, ApiError> {
+    let token = query
+        .token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .or_else(|| bearer(&headers))
+        .ok_or_else(|| RpcError::unauthorized("missing access token"))?;
+    let who = state.keyring.verify(token).await?;
+    let format = match query.format.as_deref() {
+        None | Some("json") => Format::Json,
+        Some("binary") | Some("protobuf") => Format::Binary,
+        Some(_) => return Err(ApiError(RpcError::bad_request("format must be json or binary"))),
+    };
+    let permit = state
+        .connections
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| RpcError::unavailable("too many connections; try another edge or later"))?;
+    let (response, upgrade) = upgrade.upgrade().map_err(|e| RpcError::bad_request(format!("websocket upgrade: {e}")))?;
+    let cancel = state.shutdown.child_token();
+    let task_state = state.clone();
+    state.tasks.spawn(async move {
+        crate::ws::run(task_state, who, upgrade, format, cancel).await;
+        drop(permit);
+    });
+    Ok(response.into_response())
+}
