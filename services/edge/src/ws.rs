@@ -249,13 +249,14 @@ async fn handle_message(
     let Some(kind) = frame.kind else { return true };
     tracing::trace!(kind = frames::kind_name(&kind), id, "frame");
     let error = match kind {
-        client_frame::Kind::Send(send) => match sends.try_send((id, send)) {
-            Ok(()) => return true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                RpcError::new(shared::ErrorCode::RateLimited, "too many sends waiting for their ack")
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => return false,
-        },
+        // A full queue of sends waiting for their ack stops this reader until
+        // one is answered: back-pressure on a client that pipelines too much.
+        client_frame::Kind::Send(send) => {
+            return tokio::select! {
+                _ = conn.cancel.cancelled() => false,
+                sent = sends.send((id, send)) => sent.is_ok(),
+            };
+        }
         client_frame::Kind::Ack(ack) => {
             if ack.cursor > conn.delivered.load(Ordering::Acquire) {
                 RpcError::bad_request("cursor is ahead of what was delivered")

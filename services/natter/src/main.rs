@@ -88,7 +88,10 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
 async fn run(config: NatterConfig, services: &[Service]) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let nats = shared::Nats::connect(&config.nats, "natter").await.context("connecting to NATS")?;
+    // Edges stop first, so their devices are announced offline and their
+    // last cursors stored while the services still run.
     let shutdown = CancellationToken::new();
+    let edge_shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     for service in services {
         let (nats, stop) = (nats.clone(), shutdown.clone());
@@ -110,28 +113,46 @@ async fn run(config: NatterConfig, services: &[Service]) -> anyhow::Result<()> {
                 let c = config.edge();
                 let addr = c.listen;
                 tracing::info!("natter edge at http://{addr}");
+                let stop = edge_shutdown.clone();
                 tasks.spawn(async move { (name, edge::run(c, nats, stop).await.map_err(anyhow::Error::from)) })
             }
         };
     }
     tracing::info!(?services, elapsed_ms = started.elapsed().as_millis() as u64, "natter started");
 
-    let signal = shutdown.clone();
+    let (signal, edge_signal) = (shutdown.clone(), edge_shutdown.clone());
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutting down");
-        signal.cancel();
+        edge_signal.cancel();
     });
     let mut failure = None;
+    let edges = services.iter().filter(|s| **s == Service::Edge).count();
+    let mut edges_done = 0;
+    if edges == 0 {
+        // Nothing to stop first: the signal stops the services directly.
+        let (edge_signal, signal) = (edge_shutdown.clone(), signal.clone());
+        tokio::spawn(async move {
+            edge_signal.cancelled().await;
+            signal.cancel();
+        });
+    }
     while let Some(joined) = tasks.join_next().await {
         let (name, result) = joined.context("service task panicked")?;
         if let Err(e) = result {
             tracing::error!(service = %name, error = %format!("{e:#}"), "service failed");
             failure.get_or_insert(e.context(format!("{name} service failed")));
-        } else if !shutdown.is_cancelled() {
+        } else if !edge_shutdown.is_cancelled() {
             tracing::error!(service = %name, "service stopped unexpectedly");
         }
-        shutdown.cancel();
+        if name == "edge" {
+            edges_done += 1;
+        }
+        // A failure stops everything; a finished edge stops the services.
+        if failure.is_some() || edges_done == edges {
+            edge_shutdown.cancel();
+            signal.cancel();
+        }
     }
     let _ = nats.client.flush().await;
     match failure {

@@ -1,0 +1,108 @@
+//! A client of the edge's HTTP JSON API.
+
+use anyhow::{Context, bail};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use shared::proto::auth::LoginResponse;
+
+#[derive(Clone)]
+pub struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// A registered user logged in on one device.
+#[derive(Clone, Debug)]
+pub struct User {
+    pub username: String,
+    pub password: String,
+    pub user_id: String,
+    pub device_id: String,
+    pub token: String,
+}
+
+impl Api {
+    pub fn new(base: String) -> Self {
+        Self { base, http: reqwest::Client::new() }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub async fn ready(&self) -> bool {
+        matches!(self.http.get(format!("{}/readyz", self.base)).send().await, Ok(r) if r.status().is_success())
+    }
+
+    /// POSTs a JSON body (or raw text) with an optional bearer token.
+    pub async fn post(&self, path: &str, token: Option<&str>, body: impl Into<reqwest::Body>) -> anyhow::Result<(StatusCode, Value)> {
+        let mut request = self.http.post(format!("{}{path}", self.base)).body(body).header("content-type", "application/json");
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        let text = response.text().await?;
+        Ok((status, serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?))
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> anyhow::Result<(StatusCode, Value)> {
+        let mut request = self.http.get(format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        let text = response.text().await?;
+        Ok((status, serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?))
+    }
+
+    pub async fn register(&self, username: &str, password: &str) -> anyhow::Result<String> {
+        let (status, body) = self
+            .post("/v1/auth/register", None, json!({ "username": username, "password": password }).to_string())
+            .await?;
+        if status != StatusCode::CREATED {
+            bail!("register {username}: {status} {body}");
+        }
+        Ok(body["userId"].as_str().context("userId")?.to_owned())
+    }
+
+    /// Logs in on a new device.
+    pub async fn login(&self, username: &str, password: &str) -> anyhow::Result<User> {
+        let (status, body) = self
+            .post(
+                "/v1/auth/login",
+                None,
+                json!({ "username": username, "password": password, "deviceName": "e2e" }).to_string(),
+            )
+            .await?;
+        if status != StatusCode::OK {
+            bail!("login {username}: {status} {body}");
+        }
+        let login: LoginResponse = serde_json::from_value(body)?;
+        Ok(User {
+            username: username.into(),
+            password: password.into(),
+            user_id: login.user_id,
+            device_id: login.device_id,
+            token: login.access_token,
+        })
+    }
+
+    /// Registers `username` and logs in on a first device.
+    pub async fn user(&self, username: &str) -> anyhow::Result<User> {
+        let password = format!("{username}-password");
+        self.register(username, &password).await?;
+        self.login(username, &password).await
+    }
+
+    /// The same user on another device.
+    pub async fn another_device(&self, user: &User) -> anyhow::Result<User> {
+        self.login(&user.username, &user.password).await
+    }
+
+    /// A page of history as the typed response.
+    pub async fn history(&self, user: &User, conversation_id: &str, query: &str) -> anyhow::Result<(StatusCode, Value)> {
+        self.get(&format!("/v1/conversations/{conversation_id}/messages?{query}"), Some(&user.token)).await
+    }
+}

@@ -1,0 +1,222 @@
+//! A WebSocket client of the edge (tokio-tungstenite: an independent
+//! implementation of the protocol), speaking JSON text or protobuf binary frames.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use futures::{SinkExt, StreamExt};
+use prost::Message as _;
+use shared::proto::delivery::{Push, inbox_entry};
+use shared::proto::edge::{ClientFrame, CursorAck, Ping, Resume, ServerFrame, Welcome, client_frame, server_frame};
+use shared::proto::message::{Message, SendAck, SendRequest};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::User;
+
+type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Binary,
+}
+
+pub struct Client {
+    ws: Ws,
+    pub format: Format,
+    next_id: u64,
+    pub welcome: Welcome,
+    /// Frames read while waiting for something else.
+    backlog: std::collections::VecDeque<ServerFrame>,
+}
+
+/// How long a test waits for one frame.
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl Client {
+    /// Connects as `user` and reads the welcome frame.
+    pub async fn connect(ws_url: &str, user: &User, format: Format) -> anyhow::Result<Self> {
+        let query = match format {
+            Format::Json => "",
+            Format::Binary => "&format=binary",
+        };
+        let (ws, _) = tokio_tungstenite::connect_async(format!("{ws_url}?token={}{query}", user.token)).await?;
+        let mut client =
+            Self { ws, format, next_id: 0, welcome: Welcome::default(), backlog: Default::default() };
+        match client.next().await?.kind {
+            Some(server_frame::Kind::Welcome(welcome)) => client.welcome = welcome,
+            other => bail!("expected welcome, got {other:?}"),
+        }
+        Ok(client)
+    }
+
+    /// Sends a frame and returns its id.
+    pub async fn send_frame(&mut self, kind: client_frame::Kind) -> anyhow::Result<u64> {
+        self.next_id += 1;
+        let frame = ClientFrame { id: self.next_id, kind: Some(kind) };
+        let message = match self.format {
+            Format::Json => WsMessage::text(serde_json::to_string(&frame)?),
+            Format::Binary => WsMessage::binary(frame.encode_to_vec()),
+        };
+        self.ws.send(message).await?;
+        Ok(self.next_id)
+    }
+
+    /// Sends a raw WebSocket message (for bad-input tests).
+    pub async fn send_raw(&mut self, message: WsMessage) -> anyhow::Result<()> {
+        Ok(self.ws.send(message).await?)
+    }
+
+    pub async fn send_text(&mut self, to: &User, client_msg_id: &str, text: &str) -> anyhow::Result<u64> {
+        self.send_frame(client_frame::Kind::Send(SendRequest {
+            to_user_id: to.user_id.clone(),
+            client_msg_id: client_msg_id.into(),
+            body: Some(crate::text(text)),
+            ..Default::default()
+        }))
+        .await
+    }
+
+    pub async fn resume(&mut self, cursor: u64) -> anyhow::Result<u64> {
+        self.send_frame(client_frame::Kind::Resume(Resume { cursor })).await
+    }
+
+    pub async fn ack(&mut self, cursor: u64) -> anyhow::Result<u64> {
+        self.send_frame(client_frame::Kind::Ack(CursorAck { cursor })).await
+    }
+
+    pub async fn ping(&mut self) -> anyhow::Result<u64> {
+        self.send_frame(client_frame::Kind::Ping(Ping { client_ts_ms: 1 })).await
+    }
+
+    /// The next server frame (from the backlog first), skipping WebSocket
+    /// control frames; fails on close or timeout.
+    pub async fn next(&mut self) -> anyhow::Result<ServerFrame> {
+        if let Some(frame) = self.backlog.pop_front() {
+            return Ok(frame);
+        }
+        self.read(FRAME_TIMEOUT).await?.context("no frame in time")
+    }
+
+    /// Reads one frame from the socket, None on timeout.
+    async fn read(&mut self, timeout: Duration) -> anyhow::Result<Option<ServerFrame>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let message = match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return Ok(None),
+                Ok(None) => bail!("connection ended"),
+                Ok(Some(message)) => message?,
+            };
+            let frame = match message {
+                WsMessage::Text(text) => serde_json::from_str::<ServerFrame>(text.as_str())
+                    .with_context(|| format!("bad JSON frame {text}"))?,
+                WsMessage::Binary(bytes) => ServerFrame::decode(bytes.as_ref())?,
+                WsMessage::Close(frame) => bail!("closed: {frame:?}"),
+                _ => continue,
+            };
+            return Ok(Some(frame));
+        }
+    }
+
+    /// Frames arriving within `window` (for "nothing more" checks).
+    pub async fn drain(&mut self, window: Duration) -> anyhow::Result<Vec<ServerFrame>> {
+        let mut frames: Vec<ServerFrame> = self.backlog.drain(..).collect();
+        while let Some(frame) = self.read(window).await? {
+            frames.push(frame);
+        }
+        Ok(frames)
+    }
+
+    /// Waits for the answer to frame `id`, keeping other frames for later.
+    pub async fn reply(&mut self, id: u64) -> anyhow::Result<ServerFrame> {
+        if let Some(i) = self.backlog.iter().position(|f| f.reply_to == id) {
+            return Ok(self.backlog.remove(i).expect("present"));
+        }
+        loop {
+            let frame = self.read(FRAME_TIMEOUT).await?.with_context(|| format!("no reply to {id}"))?;
+            if frame.reply_to == id {
+                return Ok(frame);
+            }
+            self.backlog.push_back(frame);
+        }
+    }
+
+    /// The ack answering send `id`, or the error as Err.
+    pub async fn ack_of(&mut self, id: u64) -> anyhow::Result<SendAck> {
+        match self.reply(id).await?.kind {
+            Some(server_frame::Kind::Ack(ack)) => Ok(ack),
+            other => bail!("expected ack for {id}, got {other:?}"),
+        }
+    }
+
+    /// The error answering frame `id`.
+    pub async fn error_of(&mut self, id: u64) -> anyhow::Result<shared::proto::common::Error> {
+        match self.reply(id).await?.kind {
+            Some(server_frame::Kind::Error(error)) => Ok(error),
+            other => bail!("expected an error for {id}, got {other:?}"),
+        }
+    }
+
+    /// The next push, keeping other frames (acks, errors) in the backlog.
+    pub async fn next_push(&mut self) -> anyhow::Result<Push> {
+        if let Some(i) = self.backlog.iter().position(|f| matches!(f.kind, Some(server_frame::Kind::Push(_)))) {
+            if let Some(server_frame::Kind::Push(push)) = self.backlog.remove(i).and_then(|f| f.kind) {
+                return Ok(push);
+            }
+        }
+        loop {
+            let frame = self.read(FRAME_TIMEOUT).await?.context("no push in time")?;
+            match frame.kind {
+                Some(server_frame::Kind::Push(push)) => return Ok(push),
+                _ => self.backlog.push_back(frame),
+            }
+        }
+    }
+
+    /// The next `n` pushed messages with their cursors.
+    pub async fn messages(&mut self, n: usize) -> anyhow::Result<Vec<(u64, Message)>> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let push = self.next_push().await.with_context(|| format!("after {} of {n} messages", out.len()))?;
+            match push.entry.and_then(|e| e.event) {
+                Some(inbox_entry::Event::Message(message)) => out.push((push.cursor, message)),
+                other => bail!("unexpected inbox entry {other:?}"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Waits for the `caught_up` frame after a resume; returns its cursor.
+    pub async fn caught_up(&mut self) -> anyhow::Result<u64> {
+        loop {
+            let frame = self.next().await?;
+            match frame.kind {
+                Some(server_frame::Kind::CaughtUp(c)) => return Ok(c.cursor),
+                _ => self.backlog.push_back(frame),
+            }
+            if self.backlog.len() > 100_000 {
+                bail!("no caught_up frame");
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the close frame.
+    pub async fn closed(&mut self) -> anyhow::Result<Option<CloseFrame>> {
+        loop {
+            match tokio::time::timeout(FRAME_TIMEOUT, self.ws.next()).await {
+                Err(_) => bail!("not closed in time"),
+                Ok(None) => return Ok(None),
+                Ok(Some(Ok(WsMessage::Close(frame)))) => return Ok(frame),
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed))) => return Ok(None),
+                Ok(Some(Err(e))) => bail!("error instead of close: {e}"),
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}

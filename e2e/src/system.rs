@@ -1,0 +1,251 @@
+//! Starting and stopping a whole natter system for a test.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use shared::config::NatsConfig;
+use shared::testing::NatsServer;
+use tokio_util::sync::CancellationToken;
+
+use crate::Api;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Every service in this test process, each with the `run` function the
+    /// binary calls.
+    InProcess,
+    /// Every service in its own `natter run --services <name>` process.
+    Split,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Service {
+    Auth,
+    Messages,
+    Presence,
+    Edge,
+}
+
+impl Service {
+    pub const ALL: [Service; 4] = [Service::Auth, Service::Messages, Service::Presence, Service::Edge];
+
+    fn name(self) -> &'static str {
+        match self {
+            Service::Auth => "auth",
+            Service::Messages => "messages",
+            Service::Presence => "presence",
+            Service::Edge => "edge",
+        }
+    }
+
+    /// The micro service name its instances answer `$SRV.PING` with.
+    fn micro_name(self) -> Option<&'static str> {
+        match self {
+            Service::Auth => Some("natter-auth"),
+            Service::Messages => Some("natter-messages"),
+            Service::Presence => Some("natter-presence"),
+            Service::Edge => None,
+        }
+    }
+}
+
+/// A running natter system. Dropping it stops everything.
+pub struct System {
+    pub nats: NatsServer,
+    pub data: tempfile::TempDir,
+    pub mode: Mode,
+    pub edge_addr: SocketAddr,
+    shutdown: CancellationToken,
+    /// Stops the edge first, so its devices are announced offline while the
+    /// presence service still runs.
+    edge_shutdown: CancellationToken,
+    edge_task: Option<tokio::task::JoinHandle<()>>,
+    processes: Vec<(Service, Child)>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Settings tests tune (short timeouts so they run fast).
+pub fn edge_config(listen: SocketAddr) -> edge::Config {
+    edge::Config {
+        listen,
+        idle_timeout_secs: 5,
+        ping_interval_secs: 1,
+        heartbeat_interval_secs: 1,
+        slow_client_timeout_secs: 5,
+        ..edge::Config::default()
+    }
+}
+
+impl System {
+    pub async fn start(mode: Mode) -> anyhow::Result<Self> {
+        if std::env::var_os("RUST_LOG").is_some() {
+            shared::telemetry::init(false);
+        }
+        let nats = NatsServer::start();
+        let data = tempfile::tempdir()?;
+        let shutdown = CancellationToken::new();
+        let mut system = Self {
+            nats,
+            data,
+            mode,
+            edge_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            shutdown,
+            edge_shutdown: CancellationToken::new(),
+            edge_task: None,
+            processes: Vec::new(),
+            tasks: Vec::new(),
+        };
+        match mode {
+            Mode::InProcess => system.start_in_process().await?,
+            Mode::Split => {
+                system.edge_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+                for service in Service::ALL {
+                    system.spawn_process(service)?;
+                }
+            }
+        }
+        system.wait_ready().await?;
+        Ok(system)
+    }
+
+    pub fn api(&self) -> Api {
+        Api::new(format!("http://{}", self.edge_addr))
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/v1/ws", self.edge_addr)
+    }
+
+    fn db_url(&self, file: &str) -> String {
+        shared::db::sqlite_url(&self.data.path().join(file))
+    }
+
+    pub fn auth_db_url(&self) -> String {
+        self.db_url("auth.db")
+    }
+
+    async fn start_in_process(&mut self) -> anyhow::Result<()> {
+        let nats = shared::Nats::connect(&NatsConfig::for_url(self.nats.url()), "e2e").await?;
+        let stop = self.shutdown.clone();
+        let auth_config = auth::Config { database_url: self.db_url("auth.db"), ..auth::Config::default() };
+        let n = nats.clone();
+        let s = stop.clone();
+        self.tasks.push(tokio::spawn(async move { auth::run(auth_config, n, s).await.expect("auth runs") }));
+        let messages_config = messages::Config { database_url: self.db_url("messages.db"), ..messages::Config::default() };
+        let n = nats.clone();
+        let s = stop.clone();
+        self.tasks.push(tokio::spawn(async move { messages::run(messages_config, n, s).await.expect("messages runs") }));
+        let presence_config = presence::Config { device_ttl_secs: 3, ..presence::Config::default() };
+        let n = nats.clone();
+        let s = stop.clone();
+        self.tasks.push(tokio::spawn(async move { presence::run(presence_config, n, s).await.expect("presence runs") }));
+        let edge_stop = self.edge_shutdown.clone();
+        let edge = edge::Edge::bind(edge_config(SocketAddr::from(([127, 0, 0, 1], 0))), nats, edge_stop).await?;
+        self.edge_addr = edge.local_addr();
+        self.edge_task = Some(tokio::spawn(async move { edge.serve().await.expect("edge runs") }));
+        Ok(())
+    }
+
+    /// Starts one service as a `natter` process.
+    pub fn spawn_process(&mut self, service: Service) -> anyhow::Result<()> {
+        let binary = natter_binary()?;
+        let child = Command::new(&binary)
+            .args(["run", "--services", service.name()])
+            .env("NATTER_DATA_DIR", self.data.path())
+            .env("NATTER_NATS__URL", self.nats.url())
+            .env("NATTER_EDGE__LISTEN", self.edge_addr.to_string())
+            .env("NATTER_EDGE__IDLE_TIMEOUT_SECS", "5")
+            .env("NATTER_EDGE__PING_INTERVAL_SECS", "1")
+            .env("NATTER_EDGE__HEARTBEAT_INTERVAL_SECS", "1")
+            .env("NATTER_PRESENCE__DEVICE_TTL_SECS", "3")
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        self.processes.push((service, child));
+        Ok(())
+    }
+
+    /// Kills a service's process as a crash would (SIGKILL).
+    pub fn kill_process(&mut self, service: Service) {
+        self.processes.retain_mut(|(s, child)| {
+            if *s == service {
+                let _ = child.kill();
+                let _ = child.wait();
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Waits until the edge is ready and every service answers `$SRV.PING`.
+    pub async fn wait_ready(&self) -> anyhow::Result<()> {
+        let client = async_nats::connect(self.nats.url()).await?;
+        let api = self.api();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        for service in Service::ALL {
+            let Some(name) = service.micro_name() else { continue };
+            while client.request(format!("$SRV.PING.{name}"), "".into()).await.is_err() {
+                if tokio::time::Instant::now() > deadline {
+                    bail!("{name} did not start");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        while !api.ready().await {
+            if tokio::time::Instant::now() > deadline {
+                bail!("the edge did not become ready");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    /// Stops every service and waits for them.
+    pub async fn stop(mut self) {
+        self.edge_shutdown.cancel();
+        if let Some(task) = self.edge_task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+        }
+        self.shutdown.cancel();
+        for task in self.tasks.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+        }
+    }
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        self.edge_shutdown.cancel();
+        self.shutdown.cancel();
+        for (_, child) in &mut self.processes {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The `natter` binary next to the test executable (`target/<profile>/natter`),
+/// or `$NATTER_BIN`.
+fn natter_binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("NATTER_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> -> target/<profile>/natter
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).context("test executable has no parent")?;
+    let binary = profile_dir.join("natter");
+    if !binary.exists() {
+        bail!("{} is missing: build it first with `cargo build -p natter` (just test does)", binary.display());
+    }
+    Ok(binary)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}

@@ -1,0 +1,267 @@
+//! Two users chat in real time and offline, end to end: real nats-server,
+//! real services, real WebSocket clients.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use e2e::{Client, Format, Mode, System, text_of};
+use shared::proto::edge::server_frame;
+
+/// alice sends `n` messages to bob, both online; bob receives all of them in
+/// order with seq 1..=n, and alice gets `n` acks with the same seqs.
+pub async fn chat(system: &System, n: u64, format: Format) -> anyhow::Result<()> {
+    let api = system.api();
+    let alice = api.user("alice").await?;
+    let bob = api.user("bob").await?;
+    let mut a = Client::connect(&system.ws_url(), &alice, format).await?;
+    let mut b = Client::connect(&system.ws_url(), &bob, format).await?;
+    b.resume(0).await?;
+    b.caught_up().await?;
+
+    let mut ids = Vec::new();
+    for i in 1..=n {
+        ids.push(a.send_text(&bob, &format!("m{i}"), &format!("message {i} 你好")).await?);
+    }
+    for (i, id) in ids.into_iter().enumerate() {
+        let ack = a.ack_of(id).await?;
+        assert_eq!(ack.seq, i as u64 + 1);
+        assert_eq!(ack.client_msg_id, format!("m{}", i + 1));
+        assert!(!ack.duplicate);
+        assert!(ack.server_ts_ms > 0);
+    }
+    let received = b.messages(n as usize).await?;
+    let mut last_cursor = 0;
+    for (i, (cursor, message)) in received.iter().enumerate() {
+        assert_eq!(message.seq, i as u64 + 1, "bob got seq {} at position {i}", message.seq);
+        assert_eq!(text_of(message), format!("message {} 你好", i + 1));
+        assert_eq!(message.sender_id, alice.user_id);
+        assert!(*cursor > last_cursor, "cursors increase");
+        last_cursor = *cursor;
+    }
+    let extra = b.drain(Duration::from_millis(300)).await?;
+    assert!(extra.iter().all(|f| !matches!(f.kind, Some(server_frame::Kind::Push(_)))), "no extra pushes");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realtime_chat_delivers_in_order_json() -> anyhow::Result<()> {
+    let system = System::start(Mode::InProcess).await?;
+    chat(&system, 100, Format::Json).await?;
+    system.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realtime_chat_delivers_in_order_protobuf() -> anyhow::Result<()> {
+    let system = System::start(Mode::InProcess).await?;
+    chat(&system, 100, Format::Binary).await?;
+    system.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_user_receives_exactly_what_was_sent() -> anyhow::Result<()> {
+    let system = System::start(Mode::InProcess).await?;
+    let api = system.api();
+    let alice = api.user("alice").await?;
+    let bob = api.user("bob").await?;
+    let mut a = Client::connect(&system.ws_url(), &alice, Format::Json).await?;
+    for i in 1..=50 {
+        let id = a.send_text(&bob, &format!("m{i}"), &format!("offline {i}")).await?;
+        assert_eq!(a.ack_of(id).await?.seq, i);
+    }
+
+    let mut b = Client::connect(&system.ws_url(), &bob, Format::Binary).await?;
+    b.resume(0).await?;
+    let received = b.messages(50).await?;
+    let seqs: Vec<u64> = received.iter().map(|(_, m)| m.seq).collect();
+    assert_eq!(seqs, (1..=50).collect::<Vec<_>>());
+    let caught_up = b.caught_up().await?;
+    assert_eq!(caught_up, received.last().unwrap().0);
+    let extra = b.drain(Duration::from_millis(300)).await?;
+    assert!(extra.iter().all(|f| !matches!(f.kind, Some(server_frame::Kind::Push(_)))), "no duplicates");
+    system.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_with_cursor_loses_nothing_and_repeats_nothing() -> anyhow::Result<()> {
+    let system = System::start(Mode::InProcess).await?;
+    let api = system.api();
+    let alice = api.user("alice").await?;
+    let bob = api.user("bob").await?;
+    let mut a = Client::connect(&system.ws_url(), &alice, Format::Json).await?;
+    let mut b = Client::connect(&system.ws_url(), &bob, Format::Json).await?;
+    b.resume(0).await?;
+    b.caught_up().await?;
+
+    // alice streams 60 messages; bob reads 10, acks, and drops his connection
+    // in the middle of the stream.
+    let sender = tokio::spawn({
+        let bob = bob.clone();
+        async move {
+            for i in 1..=60u64 {
+                let id = a.send_text(&bob, &format!("m{i}"), &format!("stream {i}")).await?;
+                assert_eq!(a.ack_of(id).await?.seq, i);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            anyhow::Ok(())
+        }
+    });
+    let first = b.messages(10).await?;
+    let cursor = first.last().unwrap().0;
+    b.ack(cursor).await?;
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let mut b = Client::connect(&system.ws_url(), &bob, Format::Json).await?;
+    b.resume(cursor).await?;
+    sender.await??;
+    let rest = b.messages(50).await?;
+    let mut seqs: Vec<u64> = first.iter().map(|(_, m)| m.seq).collect();
+    seqs.extend(rest.iter().map(|(_, m)| m.seq));
+    assert_eq!(seqs, (1..=60).collect::<Vec<_>>(), "nothing lost, nothing twice, in order");
+    let extra = b.drain(Duration::from_millis(300)).await?;
+    assert!(extra.iter().all(|f| !matches!(f.kind, Some(server_frame::Kind::Push(_)))), "no duplicates");
+
+    // The acked cursor was stored: a resume without a cursor starts after it.
+    drop(b);
+    let mut stored = 0;
+    for _ in 0..50 {
+        let probe = Client::connect(&system.ws_url(), &bob, Format::Json).await?;
+        stored = probe.welcome.acked_cursor;
+        if stored == cursor {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stored, cursor);
+    let mut b = Client::connect(&system.ws_url(), &bob, Format::Json).await?;
+    b.resume(0).await?;
+    let again = b.messages(50).await?;
+    assert_eq!(again.first().unwrap().1.seq, 11);
+    system.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resend_with_same_client_msg_id_is_delivered_once() -> anyhow::Result<()> {
+    let system = System::start(Mode::InProcess).await?;
+    let api = system.api();
+    let alice = api.user("alice").await?;
+    let bob = api.user("bob").await?;
+    let mut a = Client::connect(&system.ws_url(), &alice, Format::Json).await?;
+    let mut b = Client::connect(&system.ws_url(), &bob, Format::Json).await?;
+    b.resume(0).await?;
+    b.caught_up().await?;
+
+    let first = a.send_text(&bob, "same-id", "hello").await?;
+    let first = a.ack_of(first).await?;
+    let retry = a.send_text(&bob, "same-id", "hello").await?;
+    let retry = a.ack_of(retry).await?;
+    assert_eq!((retry.seq, &retry.message_id), (first.seq, &first.message_id));
+    assert!(retry.duplicate);
+    // The same id over HTTP answers the same ack too.
+    let (status, body) = api
+        .post(
+            "/v1/messages",
+            Some(&alice.token),
+            serde_json::json!({"toUserId": bob.user_id, "clientMsgId": "same-id", "body": {"text": {"text": "hello"}}}).to_string(),
+        )
+        .await?;
+    assert_eq!(status, 200);
+    assert_eq!(body["seq"], "1");
+    let marker = a.send_text(&bob, "marker", "after").await?;
+    assert_eq!(a.ack_of(marker).await?.seq, 2);
+
+    let received = b.messages(2).await?;
+    assert_eq!(received.iter().map(|(_, m)| m.seq).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(text_of(&received[1].1), "after");
+    let extra = b.drain(Duration::from_millis(300)).await?;
+    assert!(extra.iter().all(|f| !matches!(f.kind, Some(server_frame::Kind::Push(_)))));
+    system.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_device_of_both_users_receives() -> anyhow::Result<()> {
+    let system = System::start(Mode::InProcess).await?;
+    let api = system.api();
+    let alice = api.user("alice").await?;
+    let alice2 = api.another_device(&alice).await?;
+    let bob = api.user("bob").await?;
+    let bob2 = api.another_device(&bob).await?;
+    assert_ne!(bob.device_id, bob2.device_id);
+
+    let mut a1 = Client::connect(&system.ws_url(), &alice, Format::Json).await?;
+    let mut a2 = Client::connect(&system.ws_url(), &alice2, Format::Binary).await?;
+    let mut b1 = Client::connect(&system.ws_url(), &bob, Format::Json).await?;
+    let mut b2 = Client::connect(&system.ws_url(), &bob2, Format::Binary).await?;
+    for c in [&mut a2, &mut b1, &mut b2] {
+        c.resume(0).await?;
+        c.caught_up().await?;
+    }
+    for i in 1..=20u64 {
+        let id = a1.send_text(&bob, &format!("m{i}"), &format!("to both {i}")).await?;
+        assert_eq!(a1.ack_of(id).await?.seq, i);
+    }
+    for (name, client) in [("bob 1", &mut b1), ("bob 2", &mut b2), ("alice 2", &mut a2)] {
+        let got = client.messages(20).await?;
+        let seqs: Vec<u64> = got.iter().map(|(_, m)| m.seq).collect();
+        assert_eq!(seqs, (1..=20).collect::<Vec<_>>(), "{name}");
+        let ids: HashSet<&str> = got.iter().map(|(_, m)| m.sender_device_id.as_str()).collect();
+        assert_eq!(ids, HashSet::from([alice.device_id.as_str()]), "{name}");
+    }
+    // bob answers from his second device; his first device sees it too.
+    let id = b2.send_text(&alice, "r1", "收到").await?;
+    assert_eq!(b2.ack_of(id).await?.seq, 21);
+    let got = b1.messages(1).await?;
+    assert_eq!((got[0].1.seq, text_of(&got[0].1)), (21, "收到"));
+    let got = a2.messages(1).await?;
+    assert_eq!(got[0].1.sender_id, bob.user_id);
+    system.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_and_conversation_list() -> anyhow::Result<()> {
+    let system = System::start(Mode::InProcess).await?;
+    let api = system.api();
+    let alice = api.user("alice").await?;
+    let bob = api.user("bob").await?;
+    let carol = api.user("carol").await?;
+    let mut a = Client::connect(&system.ws_url(), &alice, Format::Json).await?;
+    for i in 1..=30u64 {
+        let id = a.send_text(&bob, &format!("m{i}"), &format!("h{i}")).await?;
+        a.ack_of(id).await?;
+    }
+    let id = a.send_text(&carol, "c1", "hi carol").await?;
+    let carol_ack = a.ack_of(id).await?;
+    let bob_conversation = shared::ids::direct_conversation(&alice.user_id, &bob.user_id);
+
+    let (status, page) = api.history(&bob, &bob_conversation, "limit=10").await?;
+    assert_eq!(status, 200);
+    let seqs: Vec<&str> = page["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_str().unwrap()).collect();
+    assert_eq!(seqs, (21..=30).map(|s| s.to_string()).collect::<Vec<_>>());
+    assert_eq!(page["hasMore"], true);
+    // Proto3 JSON leaves out fields at their default (false, 0, "").
+    let (_, older) = api.history(&bob, &bob_conversation, "before_seq=21&limit=15").await?;
+    let seqs: Vec<&str> = older["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_str().unwrap()).collect();
+    assert_eq!(seqs, (6..=20).map(|s| s.to_string()).collect::<Vec<_>>());
+    let (_, newer) = api.history(&bob, &bob_conversation, "after_seq=25").await?;
+    assert_eq!(newer["messages"].as_array().unwrap().len(), 5);
+    assert_eq!(newer.get("hasMore"), None);
+
+    let (status, list) = api.get("/v1/conversations", Some(&alice.token)).await?;
+    assert_eq!(status, 200);
+    let list = list["conversations"].as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0]["id"], carol_ack.conversation_id, "most recent first");
+    assert_eq!(list[0]["lastMessage"]["body"]["text"]["text"], "hi carol");
+    assert_eq!(list[1]["lastSeq"], "30");
+    assert_eq!(list[1]["peerUserId"], bob.user_id);
+    let (_, bobs) = api.get("/v1/conversations", Some(&bob.token)).await?;
+    assert_eq!(bobs["conversations"].as_array().unwrap().len(), 1);
+    system.stop().await;
+    Ok(())
+}
