@@ -9,11 +9,13 @@
 
 mod api;
 mod client;
+mod scenarios;
 mod system;
 
 pub use api::{Api, User};
 pub use client::{Client, Format};
-pub use system::{Mode, Service, System};
+pub use scenarios::chat;
+pub use system::{Mode, Service, Settings, System};
 
 /// A text message body.
 pub fn text(text: &str) -> shared::proto::message::MessageBody {

@@ -57,6 +57,7 @@ pub struct System {
     pub nats: NatsServer,
     pub data: tempfile::TempDir,
     pub mode: Mode,
+    pub settings: Settings,
     pub edge_addr: SocketAddr,
     shutdown: CancellationToken,
     /// Stops the edge first, so its devices are announced offline while the
@@ -67,11 +68,25 @@ pub struct System {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Settings tests tune (short timeouts so they run fast).
-pub fn edge_config(listen: SocketAddr) -> edge::Config {
+/// What a test may tune.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        // Long enough that a test client busy elsewhere (and so not answering
+        // pings) is not dropped on a loaded machine.
+        Self { idle_timeout_secs: 30 }
+    }
+}
+
+/// Edge settings for tests: frequent pings and heartbeats.
+pub fn edge_config(listen: SocketAddr, settings: &Settings) -> edge::Config {
     edge::Config {
         listen,
-        idle_timeout_secs: 5,
+        idle_timeout_secs: settings.idle_timeout_secs,
         ping_interval_secs: 1,
         heartbeat_interval_secs: 1,
         slow_client_timeout_secs: 5,
@@ -81,6 +96,10 @@ pub fn edge_config(listen: SocketAddr) -> edge::Config {
 
 impl System {
     pub async fn start(mode: Mode) -> anyhow::Result<Self> {
+        Self::start_with(mode, Settings::default()).await
+    }
+
+    pub async fn start_with(mode: Mode, settings: Settings) -> anyhow::Result<Self> {
         if std::env::var_os("RUST_LOG").is_some() {
             shared::telemetry::init(false);
         }
@@ -91,6 +110,7 @@ impl System {
             nats,
             data,
             mode,
+            settings,
             edge_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             shutdown,
             edge_shutdown: CancellationToken::new(),
@@ -143,7 +163,7 @@ impl System {
         let s = stop.clone();
         self.tasks.push(tokio::spawn(async move { presence::run(presence_config, n, s).await.expect("presence runs") }));
         let edge_stop = self.edge_shutdown.clone();
-        let edge = edge::Edge::bind(edge_config(SocketAddr::from(([127, 0, 0, 1], 0))), nats, edge_stop).await?;
+        let edge = edge::Edge::bind(edge_config(SocketAddr::from(([127, 0, 0, 1], 0)), &self.settings), nats, edge_stop).await?;
         self.edge_addr = edge.local_addr();
         self.edge_task = Some(tokio::spawn(async move { edge.serve().await.expect("edge runs") }));
         Ok(())
@@ -157,7 +177,7 @@ impl System {
             .env("NATTER_DATA_DIR", self.data.path())
             .env("NATTER_NATS__URL", self.nats.url())
             .env("NATTER_EDGE__LISTEN", self.edge_addr.to_string())
-            .env("NATTER_EDGE__IDLE_TIMEOUT_SECS", "5")
+            .env("NATTER_EDGE__IDLE_TIMEOUT_SECS", self.settings.idle_timeout_secs.to_string())
             .env("NATTER_EDGE__PING_INTERVAL_SECS", "1")
             .env("NATTER_EDGE__HEARTBEAT_INTERVAL_SECS", "1")
             .env("NATTER_PRESENCE__DEVICE_TTL_SECS", "3")

@@ -436,6 +436,7 @@ async fn resume(state: &EdgeState, conn: &Conn, cursor: u64) -> bool {
 /// Delivers every inbox entry after the delivered cursor.
 async fn catch_up(state: &EdgeState, conn: &Conn) -> bool {
     let after = conn.delivered.load(Ordering::Acquire);
+    tracing::debug!(user = %conn.who.user_id, after, "catching up from the inbox");
     let result = state
         .inbox
         .replay(&conn.who.user_id, after, |cursor, entry| async move {
@@ -462,6 +463,7 @@ async fn on_push(state: &EdgeState, conn: &Conn, payload: &[u8]) -> bool {
         return true;
     };
     let delivered = conn.delivered.load(Ordering::Acquire);
+    tracing::trace!(cursor = push.cursor, prev = ?push.prev, delivered, "push");
     if push.cursor <= delivered {
         return true;
     }
