@@ -1,6 +1,6 @@
 -- Accounts, devices and token signing keys of the auth service.
 -- Portable between SQLite and PostgreSQL: app-generated text ids, BIGINT
--- times in Unix milliseconds, INTEGER 0/1 for flags, and binary values as
+-- times in Unix milliseconds, BIGINT 0/1 for flags, and binary values as
 -- base64 TEXT (no column type means "bytes" in both).
 
 CREATE TABLE users (

