@@ -23,7 +23,10 @@ pub struct User {
 
 impl Api {
     pub fn new(base: String) -> Self {
-        Self { base, http: reqwest::Client::new() }
+        Self {
+            base,
+            http: reqwest::Client::new(),
+        }
     }
 
     pub fn base(&self) -> &str {
@@ -35,18 +38,34 @@ impl Api {
     }
 
     /// POSTs a JSON body (or raw text) with an optional bearer token.
-    pub async fn post(&self, path: &str, token: Option<&str>, body: impl Into<reqwest::Body>) -> anyhow::Result<(StatusCode, Value)> {
-        let mut request = self.http.post(format!("{}{path}", self.base)).body(body).header("content-type", "application/json");
+    pub async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .body(body)
+            .header("content-type", "application/json");
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
         let response = request.send().await?;
         let status = response.status();
         let text = response.text().await?;
-        Ok((status, serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?))
+        Ok((
+            status,
+            serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?,
+        ))
     }
 
-    pub async fn get(&self, path: &str, token: Option<&str>) -> anyhow::Result<(StatusCode, Value)> {
+    pub async fn get(
+        &self,
+        path: &str,
+        token: Option<&str>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
         let mut request = self.http.get(format!("{}{path}", self.base));
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -54,12 +73,19 @@ impl Api {
         let response = request.send().await?;
         let status = response.status();
         let text = response.text().await?;
-        Ok((status, serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?))
+        Ok((
+            status,
+            serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?,
+        ))
     }
 
     pub async fn register(&self, username: &str, password: &str) -> anyhow::Result<String> {
         let (status, body) = self
-            .post("/v1/auth/register", None, json!({ "username": username, "password": password }).to_string())
+            .post(
+                "/v1/auth/register",
+                None,
+                json!({ "username": username, "password": password }).to_string(),
+            )
             .await?;
         if status != StatusCode::CREATED {
             bail!("register {username}: {status} {body}");
@@ -73,7 +99,8 @@ impl Api {
             .post(
                 "/v1/auth/login",
                 None,
-                json!({ "username": username, "password": password, "deviceName": "e2e" }).to_string(),
+                json!({ "username": username, "password": password, "deviceName": "e2e" })
+                    .to_string(),
             )
             .await?;
         if status != StatusCode::OK {
@@ -102,7 +129,16 @@ impl Api {
     }
 
     /// A page of history as the typed response.
-    pub async fn history(&self, user: &User, conversation_id: &str, query: &str) -> anyhow::Result<(StatusCode, Value)> {
-        self.get(&format!("/v1/conversations/{conversation_id}/messages?{query}"), Some(&user.token)).await
+    pub async fn history(
+        &self,
+        user: &User,
+        conversation_id: &str,
+        query: &str,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        self.get(
+            &format!("/v1/conversations/{conversation_id}/messages?{query}"),
+            Some(&user.token),
+        )
+        .await
     }
 }

@@ -7,7 +7,9 @@ use anyhow::{Context, bail};
 use futures::{SinkExt, StreamExt};
 use prost::Message as _;
 use shared::proto::delivery::{Push, inbox_entry};
-use shared::proto::edge::{ClientFrame, CursorAck, Ping, Resume, ServerFrame, Welcome, client_frame, server_frame};
+use shared::proto::edge::{
+    ClientFrame, CursorAck, Ping, Resume, ServerFrame, Welcome, client_frame, server_frame,
+};
 use shared::proto::message::{Message, SendAck, SendRequest};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
@@ -42,9 +44,16 @@ impl Client {
             Format::Json => "",
             Format::Binary => "&format=binary",
         };
-        let (ws, _) = tokio_tungstenite::connect_async(format!("{ws_url}?token={}{query}", user.token)).await?;
-        let mut client =
-            Self { ws, format, next_id: 0, welcome: Welcome::default(), backlog: Default::default() };
+        let (ws, _) =
+            tokio_tungstenite::connect_async(format!("{ws_url}?token={}{query}", user.token))
+                .await?;
+        let mut client = Self {
+            ws,
+            format,
+            next_id: 0,
+            welcome: Welcome::default(),
+            backlog: Default::default(),
+        };
         match client.next().await?.kind {
             Some(server_frame::Kind::Welcome(welcome)) => client.welcome = welcome,
             other => bail!("expected welcome, got {other:?}"),
@@ -55,7 +64,10 @@ impl Client {
     /// Sends a frame and returns its id.
     pub async fn send_frame(&mut self, kind: client_frame::Kind) -> anyhow::Result<u64> {
         self.next_id += 1;
-        let frame = ClientFrame { id: self.next_id, kind: Some(kind) };
+        let frame = ClientFrame {
+            id: self.next_id,
+            kind: Some(kind),
+        };
         let message = match self.format {
             Format::Json => WsMessage::text(serde_json::to_string(&frame)?),
             Format::Binary => WsMessage::binary(frame.encode_to_vec()),
@@ -69,7 +81,12 @@ impl Client {
         Ok(self.ws.send(message).await?)
     }
 
-    pub async fn send_text(&mut self, to: &User, client_msg_id: &str, text: &str) -> anyhow::Result<u64> {
+    pub async fn send_text(
+        &mut self,
+        to: &User,
+        client_msg_id: &str,
+        text: &str,
+    ) -> anyhow::Result<u64> {
         self.send_frame(client_frame::Kind::Send(SendRequest {
             to_user_id: to.user_id.clone(),
             client_msg_id: client_msg_id.into(),
@@ -80,15 +97,18 @@ impl Client {
     }
 
     pub async fn resume(&mut self, cursor: u64) -> anyhow::Result<u64> {
-        self.send_frame(client_frame::Kind::Resume(Resume { cursor })).await
+        self.send_frame(client_frame::Kind::Resume(Resume { cursor }))
+            .await
     }
 
     pub async fn ack(&mut self, cursor: u64) -> anyhow::Result<u64> {
-        self.send_frame(client_frame::Kind::Ack(CursorAck { cursor })).await
+        self.send_frame(client_frame::Kind::Ack(CursorAck { cursor }))
+            .await
     }
 
     pub async fn ping(&mut self) -> anyhow::Result<u64> {
-        self.send_frame(client_frame::Kind::Ping(Ping { client_ts_ms: 1 })).await
+        self.send_frame(client_frame::Kind::Ping(Ping { client_ts_ms: 1 }))
+            .await
     }
 
     /// The next server frame (from the backlog first), skipping WebSocket
@@ -135,7 +155,10 @@ impl Client {
             return Ok(self.backlog.remove(i).expect("present"));
         }
         loop {
-            let frame = self.read(FRAME_TIMEOUT).await?.with_context(|| format!("no reply to {id}"))?;
+            let frame = self
+                .read(FRAME_TIMEOUT)
+                .await?
+                .with_context(|| format!("no reply to {id}"))?;
             if frame.reply_to == id {
                 return Ok(frame);
             }
@@ -161,8 +184,14 @@ impl Client {
 
     /// The next push, keeping other frames (acks, errors) in the backlog.
     pub async fn next_push(&mut self) -> anyhow::Result<Push> {
-        if let Some(i) = self.backlog.iter().position(|f| matches!(f.kind, Some(server_frame::Kind::Push(_)))) {
-            if let Some(server_frame::Kind::Push(push)) = self.backlog.remove(i).and_then(|f| f.kind) {
+        if let Some(i) = self
+            .backlog
+            .iter()
+            .position(|f| matches!(f.kind, Some(server_frame::Kind::Push(_))))
+        {
+            if let Some(server_frame::Kind::Push(push)) =
+                self.backlog.remove(i).and_then(|f| f.kind)
+            {
                 return Ok(push);
             }
         }
@@ -179,7 +208,10 @@ impl Client {
     pub async fn messages(&mut self, n: usize) -> anyhow::Result<Vec<(u64, Message)>> {
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
-            let push = self.next_push().await.with_context(|| format!("after {} of {n} messages", out.len()))?;
+            let push = self
+                .next_push()
+                .await
+                .with_context(|| format!("after {} of {n} messages", out.len()))?;
             match push.entry.and_then(|e| e.event) {
                 Some(inbox_entry::Event::Message(message)) => out.push((push.cursor, message)),
                 other => bail!("unexpected inbox entry {other:?}"),
@@ -210,7 +242,9 @@ impl Client {
                 Ok(None) => return Ok(None),
                 Ok(Some(Ok(WsMessage::Close(frame)))) => return Ok(frame),
                 Ok(Some(Ok(_))) => continue,
-                Ok(Some(Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed))) => return Ok(None),
+                Ok(Some(Err(
+                    tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed,
+                ))) => return Ok(None),
                 Ok(Some(Err(e))) => bail!("error instead of close: {e}"),
             }
         }

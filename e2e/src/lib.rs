@@ -20,7 +20,9 @@ pub use system::{Mode, Service, Settings, System};
 /// A text message body.
 pub fn text(text: &str) -> shared::proto::message::MessageBody {
     use shared::proto::message::{MessageBody, Text, message_body::Kind};
-    MessageBody { kind: Some(Kind::Text(Text { text: text.into() })) }
+    MessageBody {
+        kind: Some(Kind::Text(Text { text: text.into() })),
+    }
 }
 
 /// The text of a message body, or "" for other kinds.

@@ -19,7 +19,10 @@ pub async fn chat(system: &System, n: u64, format: Format) -> anyhow::Result<()>
 
     let mut ids = Vec::new();
     for i in 1..=n {
-        ids.push(a.send_text(&bob, &format!("m{i}"), &format!("message {i} 你好")).await?);
+        ids.push(
+            a.send_text(&bob, &format!("m{i}"), &format!("message {i} 你好"))
+                .await?,
+        );
     }
     for (i, id) in ids.into_iter().enumerate() {
         let ack = a.ack_of(id).await?;
@@ -31,14 +34,23 @@ pub async fn chat(system: &System, n: u64, format: Format) -> anyhow::Result<()>
     let received = b.messages(n as usize).await?;
     let mut last_cursor = 0;
     for (i, (cursor, message)) in received.iter().enumerate() {
-        assert_eq!(message.seq, i as u64 + 1, "bob got seq {} at position {i}", message.seq);
+        assert_eq!(
+            message.seq,
+            i as u64 + 1,
+            "bob got seq {} at position {i}",
+            message.seq
+        );
         assert_eq!(text_of(message), format!("message {} 你好", i + 1));
         assert_eq!(message.sender_id, alice.user_id);
         assert!(*cursor > last_cursor, "cursors increase");
         last_cursor = *cursor;
     }
     let extra = b.drain(Duration::from_millis(300)).await?;
-    assert!(extra.iter().all(|f| !matches!(f.kind, Some(server_frame::Kind::Push(_)))), "no extra pushes");
+    assert!(
+        extra
+            .iter()
+            .all(|f| !matches!(f.kind, Some(server_frame::Kind::Push(_)))),
+        "no extra pushes"
+    );
     Ok(())
 }
-

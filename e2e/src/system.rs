@@ -30,7 +30,12 @@ pub enum Service {
 }
 
 impl Service {
-    pub const ALL: [Service; 4] = [Service::Auth, Service::Messages, Service::Presence, Service::Edge];
+    pub const ALL: [Service; 4] = [
+        Service::Auth,
+        Service::Messages,
+        Service::Presence,
+        Service::Edge,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -78,7 +83,9 @@ impl Default for Settings {
     fn default() -> Self {
         // Long enough that a test client busy elsewhere (and so not answering
         // pings) is not dropped on a loaded machine.
-        Self { idle_timeout_secs: 30 }
+        Self {
+            idle_timeout_secs: 30,
+        }
     }
 }
 
@@ -150,22 +157,48 @@ impl System {
     async fn start_in_process(&mut self) -> anyhow::Result<()> {
         let nats = shared::Nats::connect(&NatsConfig::for_url(self.nats.url()), "e2e").await?;
         let stop = self.shutdown.clone();
-        let auth_config = auth::Config { database_url: self.db_url("auth.db"), ..auth::Config::default() };
+        let auth_config = auth::Config {
+            database_url: self.db_url("auth.db"),
+            ..auth::Config::default()
+        };
         let n = nats.clone();
         let s = stop.clone();
-        self.tasks.push(tokio::spawn(async move { auth::run(auth_config, n, s).await.expect("auth runs") }));
-        let messages_config = messages::Config { database_url: self.db_url("messages.db"), ..messages::Config::default() };
+        self.tasks.push(tokio::spawn(async move {
+            auth::run(auth_config, n, s).await.expect("auth runs")
+        }));
+        let messages_config = messages::Config {
+            database_url: self.db_url("messages.db"),
+            ..messages::Config::default()
+        };
         let n = nats.clone();
         let s = stop.clone();
-        self.tasks.push(tokio::spawn(async move { messages::run(messages_config, n, s).await.expect("messages runs") }));
-        let presence_config = presence::Config { device_ttl_secs: 3, ..presence::Config::default() };
+        self.tasks.push(tokio::spawn(async move {
+            messages::run(messages_config, n, s)
+                .await
+                .expect("messages runs")
+        }));
+        let presence_config = presence::Config {
+            device_ttl_secs: 3,
+            ..presence::Config::default()
+        };
         let n = nats.clone();
         let s = stop.clone();
-        self.tasks.push(tokio::spawn(async move { presence::run(presence_config, n, s).await.expect("presence runs") }));
+        self.tasks.push(tokio::spawn(async move {
+            presence::run(presence_config, n, s)
+                .await
+                .expect("presence runs")
+        }));
         let edge_stop = self.edge_shutdown.clone();
-        let edge = edge::Edge::bind(edge_config(SocketAddr::from(([127, 0, 0, 1], 0)), &self.settings), nats, edge_stop).await?;
+        let edge = edge::Edge::bind(
+            edge_config(SocketAddr::from(([127, 0, 0, 1], 0)), &self.settings),
+            nats,
+            edge_stop,
+        )
+        .await?;
         self.edge_addr = edge.local_addr();
-        self.edge_task = Some(tokio::spawn(async move { edge.serve().await.expect("edge runs") }));
+        self.edge_task = Some(tokio::spawn(async move {
+            edge.serve().await.expect("edge runs")
+        }));
         Ok(())
     }
 
@@ -177,11 +210,17 @@ impl System {
             .env("NATTER_DATA_DIR", self.data.path())
             .env("NATTER_NATS__URL", self.nats.url())
             .env("NATTER_EDGE__LISTEN", self.edge_addr.to_string())
-            .env("NATTER_EDGE__IDLE_TIMEOUT_SECS", self.settings.idle_timeout_secs.to_string())
+            .env(
+                "NATTER_EDGE__IDLE_TIMEOUT_SECS",
+                self.settings.idle_timeout_secs.to_string(),
+            )
             .env("NATTER_EDGE__PING_INTERVAL_SECS", "1")
             .env("NATTER_EDGE__HEARTBEAT_INTERVAL_SECS", "1")
             .env("NATTER_PRESENCE__DEVICE_TTL_SECS", "3")
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
@@ -208,8 +247,14 @@ impl System {
         let api = self.api();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         for service in Service::ALL {
-            let Some(name) = service.micro_name() else { continue };
-            while client.request(format!("$SRV.PING.{name}"), "".into()).await.is_err() {
+            let Some(name) = service.micro_name() else {
+                continue;
+            };
+            while client
+                .request(format!("$SRV.PING.{name}"), "".into())
+                .await
+                .is_err()
+            {
                 if tokio::time::Instant::now() > deadline {
                     bail!("{name} did not start");
                 }
@@ -257,10 +302,16 @@ fn natter_binary() -> anyhow::Result<PathBuf> {
     }
     let exe = std::env::current_exe()?;
     // target/<profile>/deps/<test> -> target/<profile>/natter
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).context("test executable has no parent")?;
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("test executable has no parent")?;
     let binary = profile_dir.join("natter");
     if !binary.exists() {
-        bail!("{} is missing: build it first with `cargo build -p natter` (just test does)", binary.display());
+        bail!(
+            "{} is missing: build it first with `cargo build -p natter` (just test does)",
+            binary.display()
+        );
     }
     Ok(binary)
 }

@@ -10,7 +10,9 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
 async fn expect_http_status(url: &str, status: u16) {
     match tokio_tungstenite::connect_async(url).await {
-        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status().as_u16(), status, "{url}"),
+        Err(tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), status, "{url}")
+        }
         Err(e) => panic!("expected HTTP {status} for {url}, got {e}"),
         Ok(_) => panic!("expected HTTP {status} for {url}, got a WebSocket"),
     }
@@ -32,8 +34,15 @@ async fn bad_tokens(system: &System, user: &User) -> anyhow::Result<(String, Str
     let expired = keys.sign(&claims(now - 3600))?;
     // A fresh database generates a different key with its own kid.
     let other_dir = tempfile::tempdir()?;
-    let other = shared::db::connect(&shared::db::sqlite_url(&other_dir.path().join("a.db")), 1, &auth::store::MIGRATOR).await?;
-    let forged = auth::keys::KeySet::load_or_generate(&other).await?.sign(&claims(now + 3600))?;
+    let other = shared::db::connect(
+        &shared::db::sqlite_url(&other_dir.path().join("a.db")),
+        1,
+        &auth::store::MIGRATOR,
+    )
+    .await?;
+    let forged = auth::keys::KeySet::load_or_generate(&other)
+        .await?
+        .sign(&claims(now + 3600))?;
     Ok((expired, forged))
 }
 
@@ -57,12 +66,21 @@ async fn websocket_handshake_refuses_bad_tokens() -> anyhow::Result<()> {
 
     // The HTTP API says why.
     let (status, body) = api.get("/v1/conversations", None).await?;
-    assert_eq!((status.as_u16(), body["error"]["code"].as_str()), (401, Some("unauthorized")));
+    assert_eq!(
+        (status.as_u16(), body["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
     assert_eq!(body["error"]["message"], "missing access token");
     let (status, body) = api.get("/v1/conversations", Some(&expired)).await?;
-    assert_eq!((status.as_u16(), body["error"]["message"].as_str()), (401, Some("access token expired")));
+    assert_eq!(
+        (status.as_u16(), body["error"]["message"].as_str()),
+        (401, Some("access token expired"))
+    );
     let (status, body) = api.get("/v1/conversations", Some(&forged)).await?;
-    assert_eq!((status.as_u16(), body["error"]["message"].as_str()), (401, Some("invalid access token")));
+    assert_eq!(
+        (status.as_u16(), body["error"]["message"].as_str()),
+        (401, Some("invalid access token"))
+    );
     system.stop().await;
     Ok(())
 }
@@ -90,41 +108,88 @@ async fn bad_frames_get_errors_and_the_connection_survives() -> anyhow::Result<(
     assert_eq!(code, "bad_request");
     assert!(message.starts_with("malformed JSON frame"), "{message}");
 
-    a.send_raw(WsMessage::text(r#"{"id": 9, "teleport": {}}"#)).await?;
+    a.send_raw(WsMessage::text(r#"{"id": 9, "teleport": {}}"#))
+        .await?;
     let (reply_to, _, message) = error(a.next().await?);
     assert_eq!(reply_to, 9);
     assert!(message.contains("unknown field"), "{message}");
 
     a.send_raw(WsMessage::text(r#"{"id": 10}"#)).await?;
-    assert_eq!(error(a.next().await?), (10, "bad_request".into(), "unknown frame type".into()));
+    assert_eq!(
+        error(a.next().await?),
+        (10, "bad_request".into(), "unknown frame type".into())
+    );
 
-    a.send_raw(WsMessage::binary(vec![0x0a, 0xff, 0xff, 0xff])).await?;
+    a.send_raw(WsMessage::binary(vec![0x0a, 0xff, 0xff, 0xff]))
+        .await?;
     let (_, _, message) = error(a.next().await?);
     assert!(message.starts_with("malformed protobuf frame"), "{message}");
     // The edge now answers in protobuf, the format of the last frame.
     a.format = Format::Binary;
     // Field 99 (a kind from a future protocol version) alone: id 11, no known kind.
-    a.send_raw(WsMessage::binary(vec![0x08, 11, 0x98, 0x06, 0x01])).await?;
-    assert_eq!(error(a.next().await?), (11, "bad_request".into(), "unknown frame type".into()));
+    a.send_raw(WsMessage::binary(vec![0x08, 11, 0x98, 0x06, 0x01]))
+        .await?;
+    assert_eq!(
+        error(a.next().await?),
+        (11, "bad_request".into(), "unknown frame type".into())
+    );
 
     // Sends that break the rules.
     let send = |to: &str, id: &str, body: serde_json::Value| {
-        WsMessage::text(json!({"id": 20, "send": {"toUserId": to, "clientMsgId": id, "body": body}}).to_string())
+        WsMessage::text(
+            json!({"id": 20, "send": {"toUserId": to, "clientMsgId": id, "body": body}})
+                .to_string(),
+        )
     };
     a.format = Format::Json;
     for (frame, code, needle) in [
-        (send(&bob.user_id, "e1", json!({})), "bad_request", "message body is empty"),
-        (send(&bob.user_id, "e2", json!({"text": {"text": "   "}})), "bad_request", "message text is empty"),
-        (send(&bob.user_id, "e3", json!({"text": {"text": "字".repeat(4001)}})), "too_large", "longer than 4000"),
-        (send(&bob.user_id, "", json!({"text": {"text": "x"}})), "bad_request", "client_msg_id"),
-        (send("no-such-user", "e4", json!({"text": {"text": "x"}})), "not_found", "no such user"),
-        (send("a.b", "e5", json!({"text": {"text": "x"}})), "bad_request", "malformed user id"),
-        (send(&alice.user_id, "e6", json!({"text": {"text": "x"}})), "bad_request", "yourself"),
+        (
+            send(&bob.user_id, "e1", json!({})),
+            "bad_request",
+            "message body is empty",
+        ),
+        (
+            send(&bob.user_id, "e2", json!({"text": {"text": "   "}})),
+            "bad_request",
+            "message text is empty",
+        ),
+        (
+            send(
+                &bob.user_id,
+                "e3",
+                json!({"text": {"text": "字".repeat(4001)}}),
+            ),
+            "too_large",
+            "longer than 4000",
+        ),
+        (
+            send(&bob.user_id, "", json!({"text": {"text": "x"}})),
+            "bad_request",
+            "client_msg_id",
+        ),
+        (
+            send("no-such-user", "e4", json!({"text": {"text": "x"}})),
+            "not_found",
+            "no such user",
+        ),
+        (
+            send("a.b", "e5", json!({"text": {"text": "x"}})),
+            "bad_request",
+            "malformed user id",
+        ),
+        (
+            send(&alice.user_id, "e6", json!({"text": {"text": "x"}})),
+            "bad_request",
+            "yourself",
+        ),
     ] {
         a.send_raw(frame).await?;
         let (reply_to, got, message) = error(a.next().await?);
         assert_eq!((reply_to, got.as_str()), (20, code), "{message}");
-        assert!(message.contains(needle), "{message} should mention {needle}");
+        assert!(
+            message.contains(needle),
+            "{message} should mention {needle}"
+        );
     }
     // Someone else's conversation.
     let theirs = shared::ids::direct_conversation(&bob.user_id, &carol.user_id);
@@ -139,13 +204,19 @@ async fn bad_frames_get_errors_and_the_connection_survives() -> anyhow::Result<(
 
     // The connection still works, and so does everyone else's.
     let id = a.ping().await?;
-    assert!(matches!(a.reply(id).await?.kind, Some(server_frame::Kind::Pong(_))));
+    assert!(matches!(
+        a.reply(id).await?.kind,
+        Some(server_frame::Kind::Pong(_))
+    ));
     let id = a.send_text(&bob, "ok-1", "still here").await?;
     assert_eq!(a.ack_of(id).await?.seq, 1);
     let got = b.messages(1).await?;
     assert_eq!(text_of(&got[0].1), "still here");
     let id = c.ping().await?;
-    assert!(matches!(c.reply(id).await?.kind, Some(server_frame::Kind::Pong(_))));
+    assert!(matches!(
+        c.reply(id).await?.kind,
+        Some(server_frame::Kind::Pong(_))
+    ));
     let frames = c.drain(Duration::from_millis(200)).await?;
     assert!(frames.is_empty(), "carol saw {frames:?}");
     system.stop().await;
@@ -175,7 +246,15 @@ async fn oversized_frames_close_only_that_connection() -> anyhow::Result<()> {
     for i in 0..5 {
         let fragment = tungstenite::protocol::frame::Frame::message(
             chunk.clone().into_bytes(),
-            if i == 0 { tungstenite::protocol::frame::coding::OpCode::Data(tungstenite::protocol::frame::coding::Data::Text) } else { tungstenite::protocol::frame::coding::OpCode::Data(tungstenite::protocol::frame::coding::Data::Continue) },
+            if i == 0 {
+                tungstenite::protocol::frame::coding::OpCode::Data(
+                    tungstenite::protocol::frame::coding::Data::Text,
+                )
+            } else {
+                tungstenite::protocol::frame::coding::OpCode::Data(
+                    tungstenite::protocol::frame::coding::Data::Continue,
+                )
+            },
             false,
         );
         if a.send_raw(WsMessage::Frame(fragment)).await.is_err() {
@@ -203,26 +282,86 @@ async fn http_api_rejects_bad_input_clearly() -> anyhow::Result<()> {
     let carol = api.user("carol").await?;
 
     let cases: Vec<(&str, String, u16, &str)> = vec![
-        ("/v1/auth/register", "{nope".into(), 400, "malformed JSON body"),
-        ("/v1/auth/register", json!({"username": "dave", "password": "password1", "admin": true}).to_string(), 400, "unknown field"),
-        ("/v1/auth/register", json!({"username": "x", "password": "password1"}).to_string(), 400, "username must be"),
-        ("/v1/auth/register", json!({"username": "dave", "password": "short"}).to_string(), 400, "password must be"),
-        ("/v1/auth/register", json!({"username": "alice", "password": "password1"}).to_string(), 409, "username is taken"),
-        ("/v1/auth/register", json!({"username": "ALICE", "password": "password1"}).to_string(), 409, "username is taken"),
-        ("/v1/auth/register", json!({"username": "erin", "password": "password1", "nickname": "字".repeat(65)}).to_string(), 400, "nickname"),
-        ("/v1/auth/login", json!({"username": "alice", "password": "wrong-password"}).to_string(), 401, "invalid username or password"),
-        ("/v1/auth/login", json!({"username": "nobody", "password": "password1"}).to_string(), 401, "invalid username or password"),
+        (
+            "/v1/auth/register",
+            "{nope".into(),
+            400,
+            "malformed JSON body",
+        ),
+        (
+            "/v1/auth/register",
+            json!({"username": "dave", "password": "password1", "admin": true}).to_string(),
+            400,
+            "unknown field",
+        ),
+        (
+            "/v1/auth/register",
+            json!({"username": "x", "password": "password1"}).to_string(),
+            400,
+            "username must be",
+        ),
+        (
+            "/v1/auth/register",
+            json!({"username": "dave", "password": "short"}).to_string(),
+            400,
+            "password must be",
+        ),
+        (
+            "/v1/auth/register",
+            json!({"username": "alice", "password": "password1"}).to_string(),
+            409,
+            "username is taken",
+        ),
+        (
+            "/v1/auth/register",
+            json!({"username": "ALICE", "password": "password1"}).to_string(),
+            409,
+            "username is taken",
+        ),
+        (
+            "/v1/auth/register",
+            json!({"username": "erin", "password": "password1", "nickname": "字".repeat(65)})
+                .to_string(),
+            400,
+            "nickname",
+        ),
+        (
+            "/v1/auth/login",
+            json!({"username": "alice", "password": "wrong-password"}).to_string(),
+            401,
+            "invalid username or password",
+        ),
+        (
+            "/v1/auth/login",
+            json!({"username": "nobody", "password": "password1"}).to_string(),
+            401,
+            "invalid username or password",
+        ),
         ("/v1/auth/register", "x".repeat(70_000), 413, ""),
     ];
     for (path, body, status, needle) in cases {
-        let response = reqwest::Client::new().post(format!("{}{path}", api.base())).body(body.clone()).send().await?;
-        assert_eq!(response.status().as_u16(), status, "{path} {}", &body[..body.len().min(80)]);
+        let response = reqwest::Client::new()
+            .post(format!("{}{path}", api.base()))
+            .body(body.clone())
+            .send()
+            .await?;
+        assert_eq!(
+            response.status().as_u16(),
+            status,
+            "{path} {}",
+            &body[..body.len().min(80)]
+        );
         let text = response.text().await?;
         assert!(text.contains(needle), "{text} should mention {needle}");
     }
     // A Chinese nickname is fine.
     let (status, _) = api
-        .post("/v1/auth/register", None, json!({"username": "zhang", "password": "密码密码密码密码", "nickname": "张三"}).to_string())
+        .post(
+            "/v1/auth/register",
+            None,
+            json!({"username": "zhang", "password": "密码密码密码密码", "nickname": "张三"})
+                .to_string(),
+        )
         .await?;
     assert_eq!(status, 201);
     api.login("zhang", "密码密码密码密码").await?;
@@ -232,7 +371,10 @@ async fn http_api_rejects_bad_input_clearly() -> anyhow::Result<()> {
     let id = a.send_text(&bob, "m1", "private").await?;
     let conversation = a.ack_of(id).await?.conversation_id;
     let (status, body) = api.history(&carol, &conversation, "").await?;
-    assert_eq!((status.as_u16(), body["error"]["code"].as_str()), (403, Some("forbidden")));
+    assert_eq!(
+        (status.as_u16(), body["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
     for bad in ["g:nothing", "d:x:y", "random"] {
         let (status, _) = api.history(&carol, bad, "").await?;
         assert_eq!(status.as_u16(), 403, "{bad}");
@@ -256,7 +398,13 @@ async fn silent_clients_are_closed_after_the_idle_timeout() -> anyhow::Result<()
     use http_body_util::Empty;
     use hyper::body::Bytes;
 
-    let system = System::start_with(Mode::InProcess, e2e::Settings { idle_timeout_secs: 2 }).await?;
+    let system = System::start_with(
+        Mode::InProcess,
+        e2e::Settings {
+            idle_timeout_secs: 2,
+        },
+    )
+    .await?;
     let api = system.api();
     let alice = api.user("alice").await?;
     let bob = api.user("bob").await?;
@@ -272,7 +420,8 @@ async fn silent_clients_are_closed_after_the_idle_timeout() -> anyhow::Result<()
         .header("Sec-WebSocket-Key", handshake::generate_key())
         .header("Sec-WebSocket-Version", "13")
         .body(Empty::<Bytes>::new())?;
-    let (mut quiet, _) = handshake::client(&hyper_util::rt::TokioExecutor::new(), request, stream).await?;
+    let (mut quiet, _) =
+        handshake::client(&hyper_util::rt::TokioExecutor::new(), request, stream).await?;
     quiet.set_auto_pong(false);
     quiet.set_auto_close(false);
     let mut chatty = Client::connect(&system.ws_url(), &bob, Format::Json).await?;
@@ -298,7 +447,10 @@ async fn silent_clients_are_closed_after_the_idle_timeout() -> anyhow::Result<()
         chatty.reply(id).await?;
     }
     let id = chatty.ping().await?;
-    assert!(matches!(chatty.reply(id).await?.kind, Some(server_frame::Kind::Pong(_))));
+    assert!(matches!(
+        chatty.reply(id).await?.kind,
+        Some(server_frame::Kind::Pong(_))
+    ));
     system.stop().await;
     Ok(())
 }

@@ -31,7 +31,9 @@ async fn offline_user_receives_exactly_what_was_sent() -> anyhow::Result<()> {
     let bob = api.user("bob").await?;
     let mut a = Client::connect(&system.ws_url(), &alice, Format::Json).await?;
     for i in 1..=50 {
-        let id = a.send_text(&bob, &format!("m{i}"), &format!("offline {i}")).await?;
+        let id = a
+            .send_text(&bob, &format!("m{i}"), &format!("offline {i}"))
+            .await?;
         assert_eq!(a.ack_of(id).await?.seq, i);
     }
 
@@ -43,7 +45,12 @@ async fn offline_user_receives_exactly_what_was_sent() -> anyhow::Result<()> {
     let caught_up = b.caught_up().await?;
     assert_eq!(caught_up, received.last().unwrap().0);
     let extra = b.drain(Duration::from_millis(300)).await?;
-    assert!(extra.iter().all(|f| !matches!(f.kind, Some(server_frame::Kind::Push(_)))), "no duplicates");
+    assert!(
+        extra
+            .iter()
+            .all(|f| !matches!(f.kind, Some(server_frame::Kind::Push(_)))),
+        "no duplicates"
+    );
     system.stop().await;
     Ok(())
 }
@@ -65,7 +72,9 @@ async fn reconnect_with_cursor_loses_nothing_and_repeats_nothing() -> anyhow::Re
         let bob = bob.clone();
         async move {
             for i in 1..=60u64 {
-                let id = a.send_text(&bob, &format!("m{i}"), &format!("stream {i}")).await?;
+                let id = a
+                    .send_text(&bob, &format!("m{i}"), &format!("stream {i}"))
+                    .await?;
                 assert_eq!(a.ack_of(id).await?.seq, i);
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -84,9 +93,18 @@ async fn reconnect_with_cursor_loses_nothing_and_repeats_nothing() -> anyhow::Re
     let rest = b.messages(50).await?;
     let mut seqs: Vec<u64> = first.iter().map(|(_, m)| m.seq).collect();
     seqs.extend(rest.iter().map(|(_, m)| m.seq));
-    assert_eq!(seqs, (1..=60).collect::<Vec<_>>(), "nothing lost, nothing twice, in order");
+    assert_eq!(
+        seqs,
+        (1..=60).collect::<Vec<_>>(),
+        "nothing lost, nothing twice, in order"
+    );
     let extra = b.drain(Duration::from_millis(300)).await?;
-    assert!(extra.iter().all(|f| !matches!(f.kind, Some(server_frame::Kind::Push(_)))), "no duplicates");
+    assert!(
+        extra
+            .iter()
+            .all(|f| !matches!(f.kind, Some(server_frame::Kind::Push(_)))),
+        "no duplicates"
+    );
 
     // The acked cursor was stored: a resume without a cursor starts after it.
     drop(b);
@@ -123,7 +141,10 @@ async fn resend_with_same_client_msg_id_is_delivered_once() -> anyhow::Result<()
     let first = a.ack_of(first).await?;
     let retry = a.send_text(&bob, "same-id", "hello").await?;
     let retry = a.ack_of(retry).await?;
-    assert_eq!((retry.seq, &retry.message_id), (first.seq, &first.message_id));
+    assert_eq!(
+        (retry.seq, &retry.message_id),
+        (first.seq, &first.message_id)
+    );
     assert!(retry.duplicate);
     // The same id over HTTP answers the same ack too.
     let (status, body) = api
@@ -139,10 +160,17 @@ async fn resend_with_same_client_msg_id_is_delivered_once() -> anyhow::Result<()
     assert_eq!(a.ack_of(marker).await?.seq, 2);
 
     let received = b.messages(2).await?;
-    assert_eq!(received.iter().map(|(_, m)| m.seq).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(
+        received.iter().map(|(_, m)| m.seq).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
     assert_eq!(text_of(&received[1].1), "after");
     let extra = b.drain(Duration::from_millis(300)).await?;
-    assert!(extra.iter().all(|f| !matches!(f.kind, Some(server_frame::Kind::Push(_)))));
+    assert!(
+        extra
+            .iter()
+            .all(|f| !matches!(f.kind, Some(server_frame::Kind::Push(_))))
+    );
     system.stop().await;
     Ok(())
 }
@@ -166,14 +194,19 @@ async fn every_device_of_both_users_receives() -> anyhow::Result<()> {
         c.caught_up().await?;
     }
     for i in 1..=20u64 {
-        let id = a1.send_text(&bob, &format!("m{i}"), &format!("to both {i}")).await?;
+        let id = a1
+            .send_text(&bob, &format!("m{i}"), &format!("to both {i}"))
+            .await?;
         assert_eq!(a1.ack_of(id).await?.seq, i);
     }
     for (name, client) in [("bob 1", &mut b1), ("bob 2", &mut b2), ("alice 2", &mut a2)] {
         let got = client.messages(20).await?;
         let seqs: Vec<u64> = got.iter().map(|(_, m)| m.seq).collect();
         assert_eq!(seqs, (1..=20).collect::<Vec<_>>(), "{name}");
-        let ids: HashSet<&str> = got.iter().map(|(_, m)| m.sender_device_id.as_str()).collect();
+        let ids: HashSet<&str> = got
+            .iter()
+            .map(|(_, m)| m.sender_device_id.as_str())
+            .collect();
         assert_eq!(ids, HashSet::from([alice.device_id.as_str()]), "{name}");
     }
     // bob answers from his second device; his first device sees it too.
@@ -196,7 +229,9 @@ async fn history_and_conversation_list() -> anyhow::Result<()> {
     let carol = api.user("carol").await?;
     let mut a = Client::connect(&system.ws_url(), &alice, Format::Json).await?;
     for i in 1..=30u64 {
-        let id = a.send_text(&bob, &format!("m{i}"), &format!("h{i}")).await?;
+        let id = a
+            .send_text(&bob, &format!("m{i}"), &format!("h{i}"))
+            .await?;
         a.ack_of(id).await?;
     }
     let id = a.send_text(&carol, "c1", "hi carol").await?;
@@ -205,12 +240,24 @@ async fn history_and_conversation_list() -> anyhow::Result<()> {
 
     let (status, page) = api.history(&bob, &bob_conversation, "limit=10").await?;
     assert_eq!(status, 200);
-    let seqs: Vec<&str> = page["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_str().unwrap()).collect();
+    let seqs: Vec<&str> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_str().unwrap())
+        .collect();
     assert_eq!(seqs, (21..=30).map(|s| s.to_string()).collect::<Vec<_>>());
     assert_eq!(page["hasMore"], true);
     // Proto3 JSON leaves out fields at their default (false, 0, "").
-    let (_, older) = api.history(&bob, &bob_conversation, "before_seq=21&limit=15").await?;
-    let seqs: Vec<&str> = older["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_str().unwrap()).collect();
+    let (_, older) = api
+        .history(&bob, &bob_conversation, "before_seq=21&limit=15")
+        .await?;
+    let seqs: Vec<&str> = older["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_str().unwrap())
+        .collect();
     assert_eq!(seqs, (6..=20).map(|s| s.to_string()).collect::<Vec<_>>());
     let (_, newer) = api.history(&bob, &bob_conversation, "after_seq=25").await?;
     assert_eq!(newer["messages"].as_array().unwrap().len(), 5);
@@ -220,7 +267,10 @@ async fn history_and_conversation_list() -> anyhow::Result<()> {
     assert_eq!(status, 200);
     let list = list["conversations"].as_array().unwrap();
     assert_eq!(list.len(), 2);
-    assert_eq!(list[0]["id"], carol_ack.conversation_id, "most recent first");
+    assert_eq!(
+        list[0]["id"], carol_ack.conversation_id,
+        "most recent first"
+    );
     assert_eq!(list[0]["lastMessage"]["body"]["text"]["text"], "hi carol");
     assert_eq!(list[1]["lastSeq"], "30");
     assert_eq!(list[1]["peerUserId"], bob.user_id);

@@ -42,14 +42,19 @@ async fn killing_the_messages_service_loses_no_acked_message() -> anyhow::Result
             let mut retries = 0;
             for i in 1..=N {
                 loop {
-                    let id = a.send_text(&bob, &format!("m{i}"), &format!("crash test {i}")).await?;
+                    let id = a
+                        .send_text(&bob, &format!("m{i}"), &format!("crash test {i}"))
+                        .await?;
                     match a.reply(id).await?.kind {
                         Some(server_frame::Kind::Ack(ack)) => {
                             assert_eq!(ack.seq, i, "acked seq");
                             break;
                         }
                         Some(server_frame::Kind::Error(e)) => {
-                            assert!(["unavailable", "internal"].contains(&e.code.as_str()), "{e:?}");
+                            assert!(
+                                ["unavailable", "internal"].contains(&e.code.as_str()),
+                                "{e:?}"
+                            );
                             retries += 1;
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
@@ -72,7 +77,16 @@ async fn killing_the_messages_service_loses_no_acked_message() -> anyhow::Result
 
     let (received, extra) = reader.await??;
     let seqs: Vec<u64> = received.iter().map(|(_, m)| m.seq).collect();
-    assert_eq!(seqs, (1..=N).collect::<Vec<_>>(), "every acked message exactly once, in order");
-    assert!(extra.iter().all(|f| !matches!(f.kind, Some(server_frame::Kind::Push(_)))), "no duplicates");
+    assert_eq!(
+        seqs,
+        (1..=N).collect::<Vec<_>>(),
+        "every acked message exactly once, in order"
+    );
+    assert!(
+        extra
+            .iter()
+            .all(|f| !matches!(f.kind, Some(server_frame::Kind::Push(_)))),
+        "no duplicates"
+    );
     Ok(())
 }

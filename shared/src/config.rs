@@ -93,7 +93,10 @@ impl Default for NatsConfig {
 
 impl NatsConfig {
     pub fn for_url(url: impl Into<String>) -> Self {
-        Self { url: url.into(), ..Self::default() }
+        Self {
+            url: url.into(),
+            ..Self::default()
+        }
     }
 
     pub fn request_timeout(&self) -> Duration {

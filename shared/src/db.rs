@@ -13,7 +13,10 @@ pub enum DbError {
     #[error("cannot open database {url}: {source}")]
     Open { url: String, source: sqlx::Error },
     #[error("cannot create directory for database {path}: {source}")]
-    Dir { path: String, source: std::io::Error },
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("migrations failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -33,9 +36,14 @@ pub async fn connect(
     install_default_drivers();
     if let Some(rest) = url.strip_prefix("sqlite://") {
         let file = rest.split('?').next().unwrap_or_default();
-        if let Some(dir) = Path::new(file).parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| DbError::Dir { path: file.to_owned(), source })?;
+        if let Some(dir) = Path::new(file)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir).map_err(|source| DbError::Dir {
+                path: file.to_owned(),
+                source,
+            })?;
         }
     }
     let pool = AnyPoolOptions::new()
@@ -45,16 +53,25 @@ pub async fn connect(
                 if conn.backend_name() == "SQLite" {
                     // WAL lets readers run beside the writer; NORMAL sync is
                     // durable across process crashes (the WAL is fsynced at checkpoints).
-                    sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA journal_mode = WAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA synchronous = NORMAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA busy_timeout = 10000")
+                        .execute(&mut *conn)
+                        .await?;
                 }
                 Ok(())
             })
         })
         .connect(url)
         .await
-        .map_err(|source| DbError::Open { url: redact(url), source })?;
+        .map_err(|source| DbError::Open {
+            url: redact(url),
+            source,
+        })?;
     migrator.run(&pool).await?;
     Ok(pool)
 }
@@ -82,7 +99,13 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
 mod tests {
     #[test]
     fn redacts_passwords() {
-        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
-        assert_eq!(super::redact("sqlite:///tmp/x.db?mode=rwc"), "sqlite:///tmp/x.db?mode=rwc");
+        assert_eq!(
+            super::redact("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(
+            super::redact("sqlite:///tmp/x.db?mode=rwc"),
+            "sqlite:///tmp/x.db?mode=rwc"
+        );
     }
 }

@@ -34,7 +34,9 @@ pub struct Nats {
 
 impl std::fmt::Debug for Nats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Nats").field("url", &self.config.url).finish()
+        f.debug_struct("Nats")
+            .field("url", &self.config.url)
+            .finish()
     }
 }
 
@@ -43,7 +45,10 @@ pub enum NatsError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("cannot connect to nats at {url}: {source}")]
-    Connect { url: String, source: async_nats::ConnectError },
+    Connect {
+        url: String,
+        source: async_nats::ConnectError,
+    },
     #[error("cannot read nats credentials: {0}")]
     Credentials(std::io::Error),
     #[error("jetstream setup of {name} failed: {message}")]
@@ -84,7 +89,10 @@ impl Nats {
                 }
             });
         if let Some(file) = &config.creds_file {
-            options = options.credentials_file(file).await.map_err(NatsError::Credentials)?;
+            options = options
+                .credentials_file(file)
+                .await
+                .map_err(NatsError::Credentials)?;
         }
         if let (Some(user), Some(password)) = (&config.user, &config.password) {
             options = options.user_and_password(user.clone(), password.expose().to_owned());
@@ -92,12 +100,20 @@ impl Nats {
         let client = options
             .connect(config.url.as_str())
             .await
-            .map_err(|source| NatsError::Connect { url: config.url.clone(), source })?;
+            .map_err(|source| NatsError::Connect {
+                url: config.url.clone(),
+                source,
+            })?;
         let jetstream = match &config.jetstream_domain {
             Some(domain) => jetstream::with_domain(client.clone(), domain),
             None => jetstream::new(client.clone()),
         };
-        Ok(Self { client, jetstream, config: config.clone(), events })
+        Ok(Self {
+            client,
+            jetstream,
+            config: config.clone(),
+            events,
+        })
     }
 
     /// Subscribes to connection events from now on.
@@ -125,17 +141,25 @@ pub struct StreamsConfig {
 
 impl Default for StreamsConfig {
     fn default() -> Self {
-        Self { replicas: 1, inbox_max_age_secs: 14 * 86_400, events_max_age_secs: 7 * 86_400 }
+        Self {
+            replicas: 1,
+            inbox_max_age_secs: 14 * 86_400,
+            events_max_age_secs: 7 * 86_400,
+        }
     }
 }
 
 impl StreamsConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(1..=5).contains(&self.replicas) {
-            return Err(ConfigError::Invalid("streams.replicas must be within 1..=5".into()));
+            return Err(ConfigError::Invalid(
+                "streams.replicas must be within 1..=5".into(),
+            ));
         }
         if self.inbox_max_age_secs < 60 || self.events_max_age_secs < 60 {
-            return Err(ConfigError::Invalid("stream max ages must be at least 60 s".into()));
+            return Err(ConfigError::Invalid(
+                "stream max ages must be at least 60 s".into(),
+            ));
         }
         Ok(())
     }
@@ -193,5 +217,8 @@ async fn get_or_create(
     let name = config.name.clone();
     js.get_or_create_stream(config)
         .await
-        .map_err(|e| NatsError::JetStream { name, message: e.to_string() })
+        .map_err(|e| NatsError::JetStream {
+            name,
+            message: e.to_string(),
+        })
 }

@@ -87,7 +87,10 @@ pub struct RpcError {
 
 impl RpcError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::BadRequest, message)
@@ -117,7 +120,10 @@ impl RpcError {
     }
 
     pub fn to_proto(&self) -> common::Error {
-        common::Error { code: self.code.as_str().into(), message: self.message.clone() }
+        common::Error {
+            code: self.code.as_str().into(),
+            message: self.message.clone(),
+        }
     }
 }
 
@@ -199,16 +205,20 @@ impl Caller {
             .payload(Bytes::from(request.encode_to_vec()))
             .headers(headers)
             .timeout(Some(self.timeout));
-        let reply = self.client.send_request(subject, req).await.map_err(|e| match e.kind() {
-            RequestErrorKind::NoResponders => {
-                RpcError::unavailable(format!("no service answers {subject}"))
-            }
-            RequestErrorKind::TimedOut => RpcError::unavailable(format!("{subject} timed out")),
-            _ => {
-                tracing::warn!(error = %e, subject, "request failed");
-                RpcError::unavailable(format!("{subject} failed"))
-            }
-        })?;
+        let reply = self
+            .client
+            .send_request(subject, req)
+            .await
+            .map_err(|e| match e.kind() {
+                RequestErrorKind::NoResponders => {
+                    RpcError::unavailable(format!("no service answers {subject}"))
+                }
+                RequestErrorKind::TimedOut => RpcError::unavailable(format!("{subject} timed out")),
+                _ => {
+                    tracing::warn!(error = %e, subject, "request failed");
+                    RpcError::unavailable(format!("{subject} failed"))
+                }
+            })?;
         if let Some(headers) = reply.headers.as_ref()
             && let Some(code) = headers.get(NATS_SERVICE_ERROR_CODE)
         {
@@ -234,8 +244,15 @@ mod tests {
     fn codes_round_trip_through_status() {
         use ErrorCode::*;
         for code in [
-            BadRequest, Unauthorized, Forbidden, NotFound, Conflict, TooLarge, RateLimited,
-            Internal, Unavailable,
+            BadRequest,
+            Unauthorized,
+            Forbidden,
+            NotFound,
+            Conflict,
+            TooLarge,
+            RateLimited,
+            Internal,
+            Unavailable,
         ] {
             assert_eq!(ErrorCode::from_status(code.status()), code);
         }
@@ -251,7 +268,10 @@ mod tests {
         h.insert(header::DEVICE_ID, "d1");
         assert_eq!(
             Identity::from_headers(Some(&h)).unwrap(),
-            Identity { user_id: "u1".into(), device_id: "d1".into() }
+            Identity {
+                user_id: "u1".into(),
+                device_id: "d1".into()
+            }
         );
         assert!(Identity::from_headers(None).is_err());
     }

@@ -40,7 +40,9 @@ pub async fn serve<Resp, F, Fut>(
                 None => break,
             },
         };
-        let Ok(permit) = permits.clone().acquire_owned().await else { break };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
         let handler = handler.clone();
         tracker.spawn(async move {
             let result = handler(request.clone()).await;
@@ -52,7 +54,10 @@ pub async fn serve<Resp, F, Fut>(
         tracing::debug!(error = %e, "stopping endpoint");
     }
     tracker.close();
-    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("requests still in flight after shutdown timeout");
     }
 }

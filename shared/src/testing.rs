@@ -19,7 +19,11 @@ impl NatsServer {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("create temp dir for nats-server");
         let (child, port) = spawn(dir.path(), None);
-        Self { child: Some(child), dir, port }
+        Self {
+            child: Some(child),
+            dir,
+            port,
+        }
     }
 
     /// `nats://127.0.0.1:<port>`.

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use shared::config::ConfigError;
+use shared::nats::StreamsConfig;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -14,6 +15,8 @@ pub struct Config {
     pub issuer: String,
     /// Password hashes computed at once; each takes ~19 MiB and one core for ~50 ms.
     pub max_concurrent_hashes: usize,
+    #[serde(skip)]
+    pub streams: StreamsConfig,
 }
 
 impl Default for Config {
@@ -23,6 +26,7 @@ impl Default for Config {
             access_token_ttl_secs: 3600,
             issuer: "natter".into(),
             max_concurrent_hashes: 2,
+            streams: StreamsConfig::default(),
         }
     }
 }
@@ -41,8 +45,10 @@ impl Config {
             return Err(ConfigError::Invalid("auth.issuer is empty".into()));
         }
         if !(1..=64).contains(&self.max_concurrent_hashes) {
-            return Err(ConfigError::Invalid("auth.max_concurrent_hashes must be within 1..=64".into()));
+            return Err(ConfigError::Invalid(
+                "auth.max_concurrent_hashes must be within 1..=64".into(),
+            ));
         }
-        Ok(())
+        self.streams.validate()
     }
 }

@@ -48,7 +48,10 @@ impl KeySet {
             if raw.len() != 32 {
                 return Err(corrupt(&row.kid, "public key is not 32 bytes"));
             }
-            public.push(PublicKey { kid: row.kid.clone(), ed25519: raw });
+            public.push(PublicKey {
+                kid: row.kid.clone(),
+                ed25519: raw,
+            });
         }
         // Kids are UUIDv7, so the last one in kid order is the newest.
         let newest = rows.last().expect("at least one key");
@@ -74,7 +77,9 @@ impl KeySet {
 /// Generates a new signing key and stores it; it signs from the next load on.
 pub async fn generate(pool: &AnyPool) -> Result<String, KeyError> {
     let key = SigningKey::generate(&mut rand::rngs::OsRng);
-    let der = key.to_pkcs8_der().map_err(|e| KeyError::Encode(e.to_string()))?;
+    let der = key
+        .to_pkcs8_der()
+        .map_err(|e| KeyError::Encode(e.to_string()))?;
     let row = KeyRow {
         kid: shared::ids::new_id(),
         private_der: B64.encode(der.as_bytes()),
@@ -90,5 +95,8 @@ fn decode(kid: &str, text: &str) -> Result<Vec<u8>, KeyError> {
 }
 
 fn corrupt(kid: &str, reason: &str) -> KeyError {
-    KeyError::Corrupt { kid: kid.to_owned(), reason: reason.to_owned() }
+    KeyError::Corrupt {
+        kid: kid.to_owned(),
+        reason: reason.to_owned(),
+    }
 }

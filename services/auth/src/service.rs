@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use async_nats::service::{Request, ServiceExt};
 use shared::db::{self, AnyPool};
 use shared::proto::auth as pb;
@@ -29,6 +29,7 @@ pub enum AuthError {
 
 struct State {
     config: Config,
+    nats: Nats,
     pool: AnyPool,
     keys: KeySet,
     hashing: Semaphore,
@@ -45,7 +46,11 @@ pub async fn run(config: Config, nats: Nats, shutdown: CancellationToken) -> Res
     let dummy_hash = hash_password("dummy password for timing".into())
         .await
         .map_err(|_| AuthError::Nats("cannot hash".into()))?;
+    shared::nats::events_stream(&nats.jetstream, &config.streams)
+        .await
+        .map_err(|e| AuthError::Nats(e.to_string()))?;
     let state = Arc::new(State {
+        nats: nats.clone(),
         hashing: Semaphore::new(config.max_concurrent_hashes),
         config,
         pool,
@@ -81,7 +86,11 @@ pub async fn run(config: Config, nats: Nats, shutdown: CancellationToken) -> Res
     let s = state.clone();
     let keys = shared::service::serve(keys, 16, shutdown.clone(), move |_req| {
         let s = s.clone();
-        async move { Ok(pb::PublicKeysResponse { keys: s.keys.public_keys().to_vec() }) }
+        async move {
+            Ok(pb::PublicKeysResponse {
+                keys: s.keys.public_keys().to_vec(),
+            })
+        }
     });
     let s = state.clone();
     let lookup = shared::service::serve(lookup, 64, shutdown.clone(), move |req| {
@@ -100,15 +109,20 @@ impl State {
         validate::username(&input.username)?;
         validate::password(&input.password)?;
         let nickname = validate::display_text("nickname", &input.nickname)?;
-        let nickname = if nickname.is_empty() { input.username.as_str() } else { nickname };
+        let nickname = if nickname.is_empty() {
+            input.username.as_str()
+        } else {
+            nickname
+        };
         let hash = self.hash(input.password).await?;
         let id = ids::new_id();
+        let now_ms = ids::now_ms();
         let user = store::NewUser {
             id: &id,
             username: &input.username,
             password_hash: &hash,
             nickname,
-            now_ms: ids::now_ms(),
+            now_ms,
         };
         match store::insert_user(&self.pool, &user).await {
             Ok(()) => {}
@@ -118,6 +132,29 @@ impl State {
             Err(e) => return Err(internal("insert user", e)),
         }
         tracing::info!(user_id = %id, "registered");
+        let event = pb::UserRegistered {
+            user_id: id.clone(),
+            username: input.username.clone(),
+            nickname: nickname.to_owned(),
+            created_at_ms: now_ms,
+        };
+        let publish = async_nats::jetstream::message::PublishMessage::build()
+            .payload(prost::Message::encode_to_vec(&event).into())
+            .message_id(format!("user:{id}"));
+        // The account exists either way; a lost event is logged, not fatal.
+        match self
+            .nats
+            .jetstream
+            .send_publish(subject::event::USER_REGISTERED, publish)
+            .await
+        {
+            Ok(ack) => {
+                if let Err(e) = ack.await {
+                    tracing::warn!(error = %e, "user.registered event not stored");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "user.registered event not published"),
+        }
         Ok(pb::RegisterResponse { user_id: id })
     }
 
@@ -130,8 +167,9 @@ impl State {
         {
             return Err(denied());
         }
-        let credentials =
-            store::credentials(&self.pool, &input.username).await.map_err(|e| internal("load user", e))?;
+        let credentials = store::credentials(&self.pool, &input.username)
+            .await
+            .map_err(|e| internal("load user", e))?;
         let (user_id, hash) = match credentials {
             Some(c) => (Some(c.id), c.password_hash),
             None => (None, self.dummy_hash.clone()),
@@ -145,7 +183,11 @@ impl State {
         let now = ids::now_ms();
         let device_id = if input.device_id.is_empty() {
             let id = ids::new_id();
-            let name = if device_name.is_empty() { "device" } else { device_name };
+            let name = if device_name.is_empty() {
+                "device"
+            } else {
+                device_name
+            };
             store::insert_device(&self.pool, &id, &user_id, name, now)
                 .await
                 .map_err(|e| internal("insert device", e))?;
@@ -170,9 +212,17 @@ impl State {
             iat,
             exp,
         };
-        let access_token = self.keys.sign(&claims).map_err(|e| internal("sign token", e))?;
+        let access_token = self
+            .keys
+            .sign(&claims)
+            .map_err(|e| internal("sign token", e))?;
         tracing::info!(%user_id, %device_id, "logged in");
-        Ok(pb::LoginResponse { user_id, device_id, access_token, expires_at_ms: exp * 1000 })
+        Ok(pb::LoginResponse {
+            user_id,
+            device_id,
+            access_token,
+            expires_at_ms: exp * 1000,
+        })
     }
 
     async fn lookup(&self, req: &Request) -> Result<pb::LookupResponse, RpcError> {
@@ -180,22 +230,39 @@ impl State {
         if input.user_ids.len() > 1000 {
             return Err(RpcError::bad_request("at most 1000 user ids per lookup"));
         }
-        let ids: Vec<String> =
-            input.user_ids.into_iter().filter(|id| subject::is_valid_token(id)).collect();
-        let existing = store::existing_users(&self.pool, &ids).await.map_err(|e| internal("lookup", e))?;
-        Ok(pb::LookupResponse { existing_user_ids: existing })
+        let ids: Vec<String> = input
+            .user_ids
+            .into_iter()
+            .filter(|id| subject::is_valid_token(id))
+            .collect();
+        let existing = store::existing_users(&self.pool, &ids)
+            .await
+            .map_err(|e| internal("lookup", e))?;
+        Ok(pb::LookupResponse {
+            existing_user_ids: existing,
+        })
     }
 
     async fn hash(&self, password: String) -> Result<String, RpcError> {
-        let _permit = self.hashing.acquire().await.map_err(|_| RpcError::unavailable("shutting down"))?;
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|_| RpcError::unavailable("shutting down"))?;
         hash_password(password).await
     }
 
     async fn verify(&self, password: String, hash: String) -> Result<bool, RpcError> {
-        let _permit = self.hashing.acquire().await.map_err(|_| RpcError::unavailable("shutting down"))?;
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|_| RpcError::unavailable("shutting down"))?;
         tokio::task::spawn_blocking(move || {
             let parsed = PasswordHash::new(&hash).map_err(|e| internal("parse stored hash", e))?;
-            Ok(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+            Ok(Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok())
         })
         .await
         .map_err(|e| internal("verify task", e))?

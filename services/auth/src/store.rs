@@ -42,7 +42,10 @@ pub async fn insert_user(pool: &AnyPool, user: &NewUser<'_>) -> Result<(), sqlx:
     Ok(())
 }
 
-pub async fn credentials(pool: &AnyPool, username: &str) -> Result<Option<Credentials>, sqlx::Error> {
+pub async fn credentials(
+    pool: &AnyPool,
+    username: &str,
+) -> Result<Option<Credentials>, sqlx::Error> {
     sqlx::query_as("SELECT id, password_hash FROM users WHERE username_norm = $1")
         .bind(username.to_ascii_lowercase())
         .fetch_optional(pool)
@@ -76,12 +79,13 @@ pub async fn touch_device(
     user_id: &str,
     now_ms: i64,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("UPDATE devices SET last_login_at_ms = $1 WHERE id = $2 AND user_id = $3")
-        .bind(now_ms)
-        .bind(id)
-        .bind(user_id)
-        .execute(pool)
-        .await?;
+    let done =
+        sqlx::query("UPDATE devices SET last_login_at_ms = $1 WHERE id = $2 AND user_id = $3")
+            .bind(now_ms)
+            .bind(id)
+            .bind(user_id)
+            .execute(pool)
+            .await?;
     Ok(done.rows_affected() == 1)
 }
 

@@ -14,8 +14,9 @@ pub const DISPLAY_MAX: usize = 64;
 pub fn username(name: &str) -> Result<(), RpcError> {
     let ok_len = (USERNAME_MIN..=USERNAME_MAX).contains(&name.len());
     let ok_start = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
-    let ok_chars =
-        name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
     if ok_len && ok_start && ok_chars {
         Ok(())
     } else {
@@ -42,10 +43,14 @@ pub fn password(password: &str) -> Result<(), RpcError> {
 pub fn display_text<'a>(field: &str, text: &'a str) -> Result<&'a str, RpcError> {
     let text = text.trim();
     if text.chars().count() > DISPLAY_MAX {
-        return Err(RpcError::bad_request(format!("{field} must be at most {DISPLAY_MAX} characters")));
+        return Err(RpcError::bad_request(format!(
+            "{field} must be at most {DISPLAY_MAX} characters"
+        )));
     }
     if text.chars().any(char::is_control) {
-        return Err(RpcError::bad_request(format!("{field} must not contain control characters")));
+        return Err(RpcError::bad_request(format!(
+            "{field} must not contain control characters"
+        )));
     }
     Ok(text)
 }
@@ -59,7 +64,16 @@ mod tests {
         for good in ["bob", "alice_01", "Zed.x-y", &"a".repeat(32)] {
             assert!(username(good).is_ok(), "{good}");
         }
-        for bad in ["", "ab", "1bob", "_bob", "bo b", "张三", "bob!", &"a".repeat(33)] {
+        for bad in [
+            "",
+            "ab",
+            "1bob",
+            "_bob",
+            "bo b",
+            "张三",
+            "bob!",
+            &"a".repeat(33),
+        ] {
             assert!(username(bad).is_err(), "{bad}");
         }
     }

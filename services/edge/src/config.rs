@@ -54,19 +54,49 @@ impl Default for Config {
 
 impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let check = |ok: bool, what: &str| if ok { Ok(()) } else { Err(ConfigError::Invalid(what.into())) };
-        check((1024..=16 << 20).contains(&self.max_frame_bytes), "edge.max_frame_bytes must be within 1024..=16777216")?;
-        check((2..=3600).contains(&self.idle_timeout_secs), "edge.idle_timeout_secs must be within 2..=3600")?;
+        let check = |ok: bool, what: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid(what.into()))
+            }
+        };
+        check(
+            (1024..=16 << 20).contains(&self.max_frame_bytes),
+            "edge.max_frame_bytes must be within 1024..=16777216",
+        )?;
+        check(
+            (2..=3600).contains(&self.idle_timeout_secs),
+            "edge.idle_timeout_secs must be within 2..=3600",
+        )?;
         check(
             self.ping_interval_secs >= 1 && self.ping_interval_secs < self.idle_timeout_secs,
             "edge.ping_interval_secs must be at least 1 and below idle_timeout_secs",
         )?;
-        check((16..=65_536).contains(&self.send_queue), "edge.send_queue must be within 16..=65536")?;
-        check((1..=300).contains(&self.slow_client_timeout_secs), "edge.slow_client_timeout_secs must be within 1..=300")?;
-        check((1..=1024).contains(&self.max_inflight_sends), "edge.max_inflight_sends must be within 1..=1024")?;
-        check(self.max_connections >= 1, "edge.max_connections must be at least 1")?;
-        check((1..=1200).contains(&self.heartbeat_interval_secs), "edge.heartbeat_interval_secs must be within 1..=1200")?;
-        check((1..=60).contains(&self.cursor_flush_secs), "edge.cursor_flush_secs must be within 1..=60")?;
+        check(
+            (16..=65_536).contains(&self.send_queue),
+            "edge.send_queue must be within 16..=65536",
+        )?;
+        check(
+            (1..=300).contains(&self.slow_client_timeout_secs),
+            "edge.slow_client_timeout_secs must be within 1..=300",
+        )?;
+        check(
+            (1..=1024).contains(&self.max_inflight_sends),
+            "edge.max_inflight_sends must be within 1..=1024",
+        )?;
+        check(
+            self.max_connections >= 1,
+            "edge.max_connections must be at least 1",
+        )?;
+        check(
+            (1..=1200).contains(&self.heartbeat_interval_secs),
+            "edge.heartbeat_interval_secs must be within 1..=1200",
+        )?;
+        check(
+            (1..=60).contains(&self.cursor_flush_secs),
+            "edge.cursor_flush_secs must be within 1..=60",
+        )?;
         self.streams.validate()
     }
 }

@@ -32,7 +32,10 @@ pub fn decode(format: Format, bytes: &[u8]) -> Result<ClientFrame, BadFrame> {
         })?,
     };
     if frame.kind.is_none() {
-        return Err(BadFrame { id: frame.id, error: RpcError::bad_request("unknown frame type") });
+        return Err(BadFrame {
+            id: frame.id,
+            error: RpcError::bad_request("unknown frame type"),
+        });
     }
     Ok(frame)
 }
@@ -40,7 +43,9 @@ pub fn decode(format: Format, bytes: &[u8]) -> Result<ClientFrame, BadFrame> {
 /// The `id` of a JSON frame that failed to decode as a whole, so the error
 /// can still name the frame it answers.
 fn json_id(bytes: &[u8]) -> u64 {
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) else { return 0 };
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return 0;
+    };
     match value.get("id") {
         Some(serde_json::Value::Number(n)) => n.as_u64().unwrap_or(0),
         Some(serde_json::Value::String(s)) => s.parse().unwrap_or(0),
@@ -56,11 +61,17 @@ pub fn encode(format: Format, frame: &ServerFrame) -> Vec<u8> {
 }
 
 pub fn error(reply_to: u64, error: &RpcError) -> ServerFrame {
-    ServerFrame { reply_to, kind: Some(server_frame::Kind::Error(error.to_proto())) }
+    ServerFrame {
+        reply_to,
+        kind: Some(server_frame::Kind::Error(error.to_proto())),
+    }
 }
 
 pub fn reply(reply_to: u64, kind: server_frame::Kind) -> ServerFrame {
-    ServerFrame { reply_to, kind: Some(kind) }
+    ServerFrame {
+        reply_to,
+        kind: Some(kind),
+    }
 }
 
 /// A short name of a client frame's kind, for logs.
@@ -80,11 +91,18 @@ mod tests {
 
     #[test]
     fn json_frames_use_the_canonical_mapping() {
-        let frame = decode(Format::Json, br#"{"id":"7","ping":{"clientTsMs":"5"}}"#).ok().unwrap();
+        let frame = decode(Format::Json, br#"{"id":"7","ping":{"clientTsMs":"5"}}"#)
+            .ok()
+            .unwrap();
         assert_eq!(frame.id, 7);
-        assert_eq!(frame.kind, Some(client_frame::Kind::Ping(Ping { client_ts_ms: 5 })));
+        assert_eq!(
+            frame.kind,
+            Some(client_frame::Kind::Ping(Ping { client_ts_ms: 5 }))
+        );
         // Numbers are accepted for 64-bit fields too, and snake_case names.
-        let frame = decode(Format::Json, br#"{"id":8,"ping":{"client_ts_ms":6}}"#).ok().unwrap();
+        let frame = decode(Format::Json, br#"{"id":8,"ping":{"client_ts_ms":6}}"#)
+            .ok()
+            .unwrap();
         assert_eq!(frame.id, 8);
     }
 
@@ -95,7 +113,10 @@ mod tests {
         let bad = decode(Format::Json, br#"{"id":3,"fly":{}}"#).err().unwrap();
         assert_eq!(bad.id, 3);
         let bad = decode(Format::Json, br#"{"id":4}"#).err().unwrap();
-        assert_eq!((bad.id, bad.error.message.as_str()), (4, "unknown frame type"));
+        assert_eq!(
+            (bad.id, bad.error.message.as_str()),
+            (4, "unknown frame type")
+        );
         let bad = decode(Format::Binary, &[0xff, 0xff, 0xff]).err().unwrap();
         assert!(bad.error.message.starts_with("malformed protobuf frame"));
     }

@@ -35,7 +35,9 @@ pub fn router(state: Arc<EdgeState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .fallback(|| async { ApiError(RpcError::not_found("no such endpoint")) })
-        .layer(axum::extract::DefaultBodyLimit::max(state.config.max_frame_bytes))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.config.max_frame_bytes,
+        ))
         .with_state(state)
 }
 
@@ -50,7 +52,8 @@ impl From<RpcError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.0.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::json!({ "error": self.0.to_proto() });
         (status, Json(body)).into_response()
     }
@@ -60,7 +63,8 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 
 /// Parses a JSON body into a wire type, with a clear error.
 fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError(RpcError::bad_request(format!("malformed JSON body: {e}"))))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError(RpcError::bad_request(format!("malformed JSON body: {e}"))))
 }
 
 /// The caller, from a verified `Authorization: Bearer <token>` header.
@@ -69,32 +73,61 @@ pub struct Caller(pub Identity);
 impl FromRequestParts<Arc<EdgeState>> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<EdgeState>) -> Result<Self, ApiError> {
-        let token = bearer(&parts.headers).ok_or_else(|| RpcError::unauthorized("missing access token"))?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<EdgeState>,
+    ) -> Result<Self, ApiError> {
+        let token =
+            bearer(&parts.headers).ok_or_else(|| RpcError::unauthorized("missing access token"))?;
         Ok(Caller(state.keyring.verify(token).await?))
     }
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
     Some(token.trim()).filter(|t| !t.is_empty())
 }
 
-async fn register(State(state): State<Arc<EdgeState>>, body: Bytes) -> Result<(StatusCode, Json<auth_pb::RegisterResponse>), ApiError> {
+async fn register(
+    State(state): State<Arc<EdgeState>>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<auth_pb::RegisterResponse>), ApiError> {
     let request: auth_pb::RegisterRequest = parse(&body)?;
-    let reply = state.caller.call(subject::call::AUTH_REGISTER, None, &request).await?;
+    let reply = state
+        .caller
+        .call(subject::call::AUTH_REGISTER, None, &request)
+        .await?;
     Ok((StatusCode::CREATED, Json(reply)))
 }
 
-async fn login(State(state): State<Arc<EdgeState>>, body: Bytes) -> ApiResult<auth_pb::LoginResponse> {
+async fn login(
+    State(state): State<Arc<EdgeState>>,
+    body: Bytes,
+) -> ApiResult<auth_pb::LoginResponse> {
     let request: auth_pb::LoginRequest = parse(&body)?;
-    Ok(Json(state.caller.call(subject::call::AUTH_LOGIN, None, &request).await?))
+    Ok(Json(
+        state
+            .caller
+            .call(subject::call::AUTH_LOGIN, None, &request)
+            .await?,
+    ))
 }
 
-async fn send(State(state): State<Arc<EdgeState>>, Caller(me): Caller, body: Bytes) -> ApiResult<msg_pb::SendAck> {
+async fn send(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+    body: Bytes,
+) -> ApiResult<msg_pb::SendAck> {
     let request: msg_pb::SendRequest = parse(&body)?;
-    Ok(Json(state.caller.call(subject::call::MESSAGE_SEND, Some(&me), &request).await?))
+    Ok(Json(
+        state
+            .caller
+            .call(subject::call::MESSAGE_SEND, Some(&me), &request)
+            .await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -112,8 +145,16 @@ async fn conversations(
     query: Result<Query<ConversationsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<msg_pb::ConversationsResponse> {
     let Query(q) = query.map_err(bad_query)?;
-    let request = msg_pb::ConversationsRequest { limit: q.limit, before_activity_ms: q.before_activity_ms };
-    Ok(Json(state.caller.call(subject::call::CONVERSATION_LIST, Some(&me), &request).await?))
+    let request = msg_pb::ConversationsRequest {
+        limit: q.limit,
+        before_activity_ms: q.before_activity_ms,
+    };
+    Ok(Json(
+        state
+            .caller
+            .call(subject::call::CONVERSATION_LIST, Some(&me), &request)
+            .await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -140,7 +181,12 @@ async fn history(
         after_seq: q.after_seq,
         limit: q.limit,
     };
-    Ok(Json(state.caller.call(subject::call::MESSAGE_HISTORY, Some(&me), &request).await?))
+    Ok(Json(
+        state
+            .caller
+            .call(subject::call::MESSAGE_HISTORY, Some(&me), &request)
+            .await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -155,17 +201,32 @@ async fn presence(
     query: Result<Query<PresenceQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<presence_pb::QueryResponse> {
     let Query(q) = query.map_err(bad_query)?;
-    let user_ids = q.user_ids.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+    let user_ids = q
+        .user_ids
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
     let request = presence_pb::QueryRequest { user_ids };
-    Ok(Json(state.caller.call(subject::call::PRESENCE_QUERY, Some(&me), &request).await?))
+    Ok(Json(
+        state
+            .caller
+            .call(subject::call::PRESENCE_QUERY, Some(&me), &request)
+            .await?,
+    ))
 }
 
 fn bad_query(e: axum::extract::rejection::QueryRejection) -> ApiError {
-    ApiError(RpcError::bad_request(format!("malformed query: {}", e.body_text())))
+    ApiError(RpcError::bad_request(format!(
+        "malformed query: {}",
+        e.body_text()
+    )))
 }
 
 async fn ready(State(state): State<Arc<EdgeState>>) -> Response {
-    let connected = state.nats.client.connection_state() == async_nats::connection::State::Connected;
+    let connected =
+        state.nats.client.connection_state() == async_nats::connection::State::Connected;
     if connected && state.keyring.is_loaded() {
         "ready".into_response()
     } else {
@@ -197,14 +258,19 @@ async fn websocket(
     let format = match query.format.as_deref() {
         None | Some("json") => Format::Json,
         Some("binary") | Some("protobuf") => Format::Binary,
-        Some(_) => return Err(ApiError(RpcError::bad_request("format must be json or binary"))),
+        Some(_) => {
+            return Err(ApiError(RpcError::bad_request(
+                "format must be json or binary",
+            )));
+        }
     };
-    let permit = state
-        .connections
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| RpcError::unavailable("too many connections; try another edge or later"))?;
-    let (response, upgrade) = upgrade.upgrade().map_err(|e| RpcError::bad_request(format!("websocket upgrade: {e}")))?;
+    let permit =
+        state.connections.clone().try_acquire_owned().map_err(|_| {
+            RpcError::unavailable("too many connections; try another edge or later")
+        })?;
+    let (response, upgrade) = upgrade
+        .upgrade()
+        .map_err(|e| RpcError::bad_request(format!("websocket upgrade: {e}")))?;
     let cancel = state.shutdown.child_token();
     let task_state = state.clone();
     state.tasks.spawn(async move {

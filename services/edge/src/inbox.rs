@@ -35,7 +35,10 @@ pub enum Start {
 }
 
 impl Inbox {
-    pub async fn open(nats: &Nats, streams: &shared::nats::StreamsConfig) -> Result<Self, shared::nats::NatsError> {
+    pub async fn open(
+        nats: &Nats,
+        streams: &shared::nats::StreamsConfig,
+    ) -> Result<Self, shared::nats::NatsError> {
         let stream = shared::nats::inbox_stream(&nats.jetstream, streams).await?;
         let cursors = match nats.jetstream.get_key_value(subject::CURSOR_BUCKET).await {
             Ok(store) => store,
@@ -63,7 +66,11 @@ impl Inbox {
         if cursor == 0 {
             return Ok(Start::After(0));
         }
-        let info = self.stream.get_info().await.map_err(|e| InboxError::Read(e.to_string()))?;
+        let info = self
+            .stream
+            .get_info()
+            .await
+            .map_err(|e| InboxError::Read(e.to_string()))?;
         if cursor.saturating_add(1) < info.state.first_sequence {
             Ok(Start::Resync(info.state.last_sequence))
         } else {
@@ -74,7 +81,12 @@ impl Inbox {
     /// Reads `user`'s entries after `after`, up to the end of the inbox, and
     /// hands each to `deliver` in order; stops early when `deliver` says so.
     /// Returns the cursor of the last entry handed over (or `after`).
-    pub async fn replay<F, Fut>(&self, user: &str, after: u64, mut deliver: F) -> Result<u64, InboxError>
+    pub async fn replay<F, Fut>(
+        &self,
+        user: &str,
+        after: u64,
+        mut deliver: F,
+    ) -> Result<u64, InboxError>
     where
         F: FnMut(u64, InboxEntry) -> Fut,
         Fut: Future<Output = bool>,
@@ -83,7 +95,9 @@ impl Inbox {
             .stream
             .create_consumer(pull::OrderedConfig {
                 filter_subject: subject::inbox(user),
-                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: after + 1 },
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: after + 1,
+                },
                 ..Default::default()
             })
             .await
@@ -92,7 +106,10 @@ impl Inbox {
         if consumer.cached_info().num_pending == 0 {
             return Ok(last);
         }
-        let mut messages = consumer.messages().await.map_err(|e| InboxError::Read(e.to_string()))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| InboxError::Read(e.to_string()))?;
         loop {
             let next = tokio::time::timeout(READ_TIMEOUT, messages.next()).await;
             let message = match next {
@@ -101,7 +118,9 @@ impl Inbox {
                 Ok(None) => return Ok(last),
                 Err(_) => return Err(InboxError::Read("timed out reading the inbox".into())),
             };
-            let info = message.info().map_err(|e| InboxError::Read(e.to_string()))?;
+            let info = message
+                .info()
+                .map_err(|e| InboxError::Read(e.to_string()))?;
             let (seq, pending) = (info.stream_sequence, info.pending);
             if seq > last {
                 match InboxEntry::decode(message.payload.as_ref()) {
@@ -127,10 +146,17 @@ impl Inbox {
             .get(subject::cursor_key(user, device))
             .await
             .map_err(|e| InboxError::Cursor(e.to_string()))?;
-        Ok(value.and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()).unwrap_or(0))
+        Ok(value
+            .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok())
+            .unwrap_or(0))
     }
 
-    pub async fn store_cursor(&self, user: &str, device: &str, cursor: u64) -> Result<(), InboxError> {
+    pub async fn store_cursor(
+        &self,
+        user: &str,
+        device: &str,
+        cursor: u64,
+    ) -> Result<(), InboxError> {
         self.cursors
             .put(subject::cursor_key(user, device), cursor.to_string().into())
             .await

@@ -30,13 +30,20 @@ impl KeyRing {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.leeway = 30;
         validation.set_required_spec_claims(&["exp", "sub", "iss"]);
-        Self { caller, keys: RwLock::new(HashMap::new()), last_refresh: Mutex::new(None), validation }
+        Self {
+            caller,
+            keys: RwLock::new(HashMap::new()),
+            last_refresh: Mutex::new(None),
+            validation,
+        }
     }
 
     /// Fetches the key set; fails when the auth service does not answer.
     pub async fn refresh(&self) -> Result<usize, RpcError> {
-        let reply: pb::PublicKeysResponse =
-            self.caller.call(subject::call::AUTH_KEYS, None, &pb::PublicKeysRequest {}).await?;
+        let reply: pb::PublicKeysResponse = self
+            .caller
+            .call(subject::call::AUTH_KEYS, None, &pb::PublicKeysRequest {})
+            .await?;
         let keys: HashMap<String, DecodingKey> = reply
             .keys
             .into_iter()
@@ -77,7 +84,10 @@ impl KeyRing {
         if !subject::is_valid_token(&claims.sub) || !subject::is_valid_token(&claims.did) {
             return Err(invalid());
         }
-        Ok(Identity { user_id: claims.sub, device_id: claims.did })
+        Ok(Identity {
+            user_id: claims.sub,
+            device_id: claims.did,
+        })
     }
 
     async fn refresh_if_due(&self) {

@@ -40,7 +40,10 @@ pub enum EdgeError {
     #[error(transparent)]
     Nats(#[from] shared::nats::NatsError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("http server: {0}")]
     Serve(std::io::Error),
 }
@@ -66,11 +69,18 @@ pub struct Edge {
 
 impl Edge {
     /// Validates the config, binds the listener and prepares the shared state.
-    pub async fn bind(config: Config, nats: Nats, shutdown: CancellationToken) -> Result<Self, EdgeError> {
+    pub async fn bind(
+        config: Config,
+        nats: Nats,
+        shutdown: CancellationToken,
+    ) -> Result<Self, EdgeError> {
         config.validate()?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
-            .map_err(|source| EdgeError::Bind { addr: config.listen, source })?;
+            .map_err(|source| EdgeError::Bind {
+                addr: config.listen,
+                source,
+            })?;
         let inbox = inbox::Inbox::open(&nats, &config.streams).await?;
         let caller = nats.caller();
         let edge_id = shared::ids::new_id();
@@ -89,7 +99,9 @@ impl Edge {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     /// Serves until shutdown, then closes every connection (1001) and waits
@@ -114,7 +126,9 @@ impl Edge {
         let beat = state.clone();
         let heartbeat = tokio::spawn(async move {
             let every = Duration::from_secs(beat.config.heartbeat_interval_secs);
-            beat.devices.heartbeat_loop(every, beat.shutdown.clone()).await;
+            beat.devices
+                .heartbeat_loop(every, beat.shutdown.clone())
+                .await;
         });
         tracing::info!(addr = %listener.local_addr().map_err(EdgeError::Serve)?, "edge listening");
         let app = http::router(state.clone());
@@ -124,7 +138,10 @@ impl Edge {
             .await
             .map_err(EdgeError::Serve)?;
         state.tasks.close();
-        if tokio::time::timeout(Duration::from_secs(10), state.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), state.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("connections still open after shutdown timeout");
         }
         key_loader.abort();

@@ -20,7 +20,11 @@ pub struct Devices {
 
 impl Devices {
     pub fn new(edge_id: String, caller: Caller) -> Self {
-        Self { edge_id, caller, connected: Mutex::new(HashMap::new()) }
+        Self {
+            edge_id,
+            caller,
+            connected: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn count(&self) -> usize {
@@ -30,7 +34,9 @@ impl Devices {
     pub async fn connected(&self, who: &Identity) {
         let first = {
             let mut map = self.connected.lock().expect("devices lock");
-            let n = map.entry((who.user_id.clone(), who.device_id.clone())).or_insert(0);
+            let n = map
+                .entry((who.user_id.clone(), who.device_id.clone()))
+                .or_insert(0);
             *n += 1;
             *n == 1
         };
@@ -62,12 +68,17 @@ impl Devices {
 
     async fn announce(&self, who: &Identity, online: bool) {
         let status = pb::DeviceStatus {
-            device: Some(pb::DeviceRef { user_id: who.user_id.clone(), device_id: who.device_id.clone() }),
+            device: Some(pb::DeviceRef {
+                user_id: who.user_id.clone(),
+                device_id: who.device_id.clone(),
+            }),
             online,
             edge_id: self.edge_id.clone(),
         };
-        let result: Result<pb::HeartbeatAck, _> =
-            self.caller.call(subject::call::PRESENCE_STATUS, None, &status).await;
+        let result: Result<pb::HeartbeatAck, _> = self
+            .caller
+            .call(subject::call::PRESENCE_STATUS, None, &status)
+            .await;
         if let Err(e) = result {
             // Presence is advisory: the heartbeat (or the TTL) repairs it.
             tracing::debug!(error = %e, online, "presence update failed");
@@ -88,12 +99,20 @@ impl Devices {
                 .lock()
                 .expect("devices lock")
                 .keys()
-                .map(|(user_id, device_id)| pb::DeviceRef { user_id: user_id.clone(), device_id: device_id.clone() })
+                .map(|(user_id, device_id)| pb::DeviceRef {
+                    user_id: user_id.clone(),
+                    device_id: device_id.clone(),
+                })
                 .collect();
             for chunk in devices.chunks(HEARTBEAT_CHUNK) {
-                let beat = pb::Heartbeat { edge_id: self.edge_id.clone(), devices: chunk.to_vec() };
-                let result: Result<pb::HeartbeatAck, _> =
-                    self.caller.call(subject::call::PRESENCE_HEARTBEAT, None, &beat).await;
+                let beat = pb::Heartbeat {
+                    edge_id: self.edge_id.clone(),
+                    devices: chunk.to_vec(),
+                };
+                let result: Result<pb::HeartbeatAck, _> = self
+                    .caller
+                    .call(subject::call::PRESENCE_HEARTBEAT, None, &beat)
+                    .await;
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "presence heartbeat failed");
                 }

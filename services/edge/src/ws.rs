@@ -70,13 +70,21 @@ struct Conn {
 
 impl Conn {
     fn format(&self) -> Format {
-        if self.binary.load(Ordering::Relaxed) { Format::Binary } else { Format::Json }
+        if self.binary.load(Ordering::Relaxed) {
+            Format::Binary
+        } else {
+            Format::Json
+        }
     }
 
     /// Queues a frame; false when the connection is closing. A queue that
     /// stays full for the slow-client timeout closes the connection.
     async fn send(&self, frame: pb::ServerFrame) -> bool {
-        match self.out.send_timeout(Out::Frame(frame), self.slow_timeout).await {
+        match self
+            .out
+            .send_timeout(Out::Frame(frame), self.slow_timeout)
+            .await
+        {
             Ok(()) => true,
             Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
                 self.close(close::SLOW_CLIENT, "slow client: resume from your cursor");
@@ -97,7 +105,13 @@ impl Conn {
 }
 
 /// Runs a connection to its end. `cancel` is a child of the edge's shutdown.
-pub async fn run(state: Arc<EdgeState>, who: Identity, upgrade: UpgradeFut, format: Format, cancel: CancellationToken) {
+pub async fn run(
+    state: Arc<EdgeState>,
+    who: Identity,
+    upgrade: UpgradeFut,
+    format: Format,
+    cancel: CancellationToken,
+) {
     let ws = match upgrade.await {
         Ok(ws) => ws,
         Err(e) => {
@@ -112,7 +126,12 @@ pub async fn run(state: Arc<EdgeState>, who: Identity, upgrade: UpgradeFut, form
     ws.set_auto_close(true);
     let (mut reader, writer) = ws.split(tokio::io::split);
 
-    let push_sub = match state.nats.client.subscribe(subject::push(&who.user_id)).await {
+    let push_sub = match state
+        .nats
+        .client
+        .subscribe(subject::push(&who.user_id))
+        .await
+    {
         Ok(sub) => sub,
         Err(e) => {
             tracing::warn!(error = %e, "cannot subscribe to pushes");
@@ -141,12 +160,23 @@ pub async fn run(state: Arc<EdgeState>, who: Identity, upgrade: UpgradeFut, form
     tracing::debug!(user = %who.user_id, device = %who.device_id, "connected");
     state.devices.connected(&who).await;
 
-    let writer = tokio::spawn(write_loop(writer, out_rx, conn.clone(), Duration::from_secs(config.ping_interval_secs)));
+    let writer = tokio::spawn(write_loop(
+        writer,
+        out_rx,
+        conn.clone(),
+        Duration::from_secs(config.ping_interval_secs),
+    ));
     let (send_tx, send_rx) = mpsc::channel(config.max_inflight_sends);
     let sender = tokio::spawn(send_loop(state.clone(), conn.clone(), send_rx));
     let (resume_tx, resume_rx) = mpsc::channel(4);
-    let delivery =
-        tokio::spawn(delivery_loop(state.clone(), conn.clone(), push_sub, resume_rx, state.nats.events(), acked));
+    let delivery = tokio::spawn(delivery_loop(
+        state.clone(),
+        conn.clone(),
+        push_sub,
+        resume_rx,
+        state.nats.events(),
+        acked,
+    ));
 
     let welcome = pb::Welcome {
         user_id: who.user_id.clone(),
@@ -155,7 +185,10 @@ pub async fn run(state: Arc<EdgeState>, who: Identity, upgrade: UpgradeFut, form
         idle_timeout_secs: config.idle_timeout_secs as u32,
         max_frame_bytes: config.max_frame_bytes as u32,
     };
-    if conn.send(frames::reply(0, server_frame::Kind::Welcome(welcome))).await {
+    if conn
+        .send(frames::reply(0, server_frame::Kind::Welcome(welcome)))
+        .await
+    {
         read_loop(&state, &conn, &mut reader, &send_tx, &resume_tx).await;
     }
 
@@ -190,7 +223,9 @@ async fn read_loop(
         };
         let frame = match read {
             Err(_) => return conn.close(close::IDLE, "idle timeout"),
-            Ok(Err(WebSocketError::FrameTooLarge)) => return conn.close(close::TOO_BIG, "frame too large"),
+            Ok(Err(WebSocketError::FrameTooLarge)) => {
+                return conn.close(close::TOO_BIG, "frame too large");
+            }
             Ok(Err(WebSocketError::UnexpectedEOF | WebSocketError::ConnectionClosed)) => return,
             Ok(Err(WebSocketError::IoError(_))) => return,
             Ok(Err(e)) => {
@@ -203,7 +238,11 @@ async fn read_loop(
             OpCode::Close => return,
             OpCode::Ping | OpCode::Pong => continue,
             OpCode::Text | OpCode::Binary => {
-                let format = if frame.opcode == OpCode::Text { Format::Json } else { Format::Binary };
+                let format = if frame.opcode == OpCode::Text {
+                    Format::Json
+                } else {
+                    Format::Binary
+                };
                 if partial.is_some() {
                     return conn.close(close::PROTOCOL, "new message inside a fragmented one");
                 }
@@ -225,8 +264,11 @@ async fn read_loop(
                 if frame.fin { partial.take() } else { None }
             }
         };
-        let Some((format, bytes)) = complete else { continue };
-        conn.binary.store(format == Format::Binary, Ordering::Relaxed);
+        let Some((format, bytes)) = complete else {
+            continue;
+        };
+        conn.binary
+            .store(format == Format::Binary, Ordering::Relaxed);
         if !handle_message(conn, format, &bytes, sends, resumes).await {
             return;
         }
@@ -270,14 +312,24 @@ async fn handle_message(
             Err(_) => RpcError::new(shared::ErrorCode::RateLimited, "too many resumes at once"),
         },
         client_frame::Kind::Ping(ping) => {
-            let pong = pb::Pong { client_ts_ms: ping.client_ts_ms, server_ts_ms: ids::now_ms() };
-            return conn.send(frames::reply(id, server_frame::Kind::Pong(pong))).await;
+            let pong = pb::Pong {
+                client_ts_ms: ping.client_ts_ms,
+                server_ts_ms: ids::now_ms(),
+            };
+            return conn
+                .send(frames::reply(id, server_frame::Kind::Pong(pong)))
+                .await;
         }
     };
     conn.send(frames::error(id, &error)).await
 }
 
-async fn write_loop(mut writer: Writer, mut queue: mpsc::Receiver<Out>, conn: Arc<Conn>, ping_every: Duration) {
+async fn write_loop(
+    mut writer: Writer,
+    mut queue: mpsc::Receiver<Out>,
+    conn: Arc<Conn>,
+    ping_every: Duration,
+) {
     let mut ping = tokio::time::interval(ping_every);
     ping.tick().await;
     let mut closed = false;
@@ -318,21 +370,30 @@ async fn write_loop(mut writer: Writer, mut queue: mpsc::Receiver<Out>, conn: Ar
             .expect("close lock")
             .clone()
             .unwrap_or((close::GOING_AWAY, "server shutting down".into()));
-        let _ = tokio::time::timeout(Duration::from_secs(1), writer.write_frame(Frame::close(code, reason.as_bytes()))).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            writer.write_frame(Frame::close(code, reason.as_bytes())),
+        )
+        .await;
     }
 }
 
 /// Forwards sends to the messages service one at a time, so a device's
 /// messages keep the order it sent them in, and answers each with its ack.
-async fn send_loop(state: Arc<EdgeState>, conn: Arc<Conn>, mut sends: mpsc::Receiver<(u64, msg_pb::SendRequest)>) {
+async fn send_loop(
+    state: Arc<EdgeState>,
+    conn: Arc<Conn>,
+    mut sends: mpsc::Receiver<(u64, msg_pb::SendRequest)>,
+) {
     let caller = state.nats.caller();
     loop {
         let (id, request) = tokio::select! {
             _ = conn.cancel.cancelled() => return,
             next = sends.recv() => match next { Some(next) => next, None => return },
         };
-        let result: Result<msg_pb::SendAck, RpcError> =
-            caller.call(subject::call::MESSAGE_SEND, Some(&conn.who), &request).await;
+        let result: Result<msg_pb::SendAck, RpcError> = caller
+            .call(subject::call::MESSAGE_SEND, Some(&conn.who), &request)
+            .await;
         let frame = match result {
             Ok(ack) => frames::reply(id, server_frame::Kind::Ack(ack)),
             Err(e) => frames::error(id, &e),
@@ -396,7 +457,11 @@ async fn flush_cursor(state: &EdgeState, conn: &Conn, stored: u64) -> u64 {
     if acked <= stored {
         return stored;
     }
-    match state.inbox.store_cursor(&conn.who.user_id, &conn.who.device_id, acked).await {
+    match state
+        .inbox
+        .store_cursor(&conn.who.user_id, &conn.who.device_id, acked)
+        .await
+    {
         Ok(()) => acked,
         Err(e) => {
             tracing::warn!(error = %e, "cannot store acked cursor");
@@ -418,7 +483,10 @@ async fn resume(state: &EdgeState, conn: &Conn, cursor: u64) -> bool {
     let after = match start {
         Start::After(after) => after,
         Start::Resync(end) => {
-            let frame = frames::reply(0, server_frame::Kind::ResyncRequired(pb::ResyncRequired { cursor: end }));
+            let frame = frames::reply(
+                0,
+                server_frame::Kind::ResyncRequired(pb::ResyncRequired { cursor: end }),
+            );
             if !conn.send(frame).await {
                 return false;
             }
@@ -430,7 +498,11 @@ async fn resume(state: &EdgeState, conn: &Conn, cursor: u64) -> bool {
         return false;
     }
     let cursor = conn.delivered.load(Ordering::Acquire);
-    conn.send(frames::reply(0, server_frame::Kind::CaughtUp(pb::CaughtUp { cursor }))).await
+    conn.send(frames::reply(
+        0,
+        server_frame::Kind::CaughtUp(pb::CaughtUp { cursor }),
+    ))
+    .await
 }
 
 /// Delivers every inbox entry after the delivered cursor.
@@ -451,7 +523,10 @@ async fn catch_up(state: &EdgeState, conn: &Conn) -> bool {
         Ok(_) => !conn.cancel.is_cancelled(),
         Err(e) => {
             tracing::warn!(error = %e, "inbox replay failed");
-            conn.close(close::INTERNAL, "inbox unavailable: resume from your cursor");
+            conn.close(
+                close::INTERNAL,
+                "inbox unavailable: resume from your cursor",
+            );
             false
         }
     }
@@ -481,6 +556,11 @@ async fn on_push(state: &EdgeState, conn: &Conn, payload: &[u8]) -> bool {
 }
 
 async fn deliver(conn: &Conn, cursor: u64, entry: InboxEntry) -> bool {
-    let push = Push { cursor, entry: Some(entry), prev: None };
-    conn.send(frames::reply(0, server_frame::Kind::Push(push))).await
+    let push = Push {
+        cursor,
+        entry: Some(entry),
+        prev: None,
+    };
+    conn.send(frames::reply(0, server_frame::Kind::Push(push)))
+        .await
 }

@@ -34,10 +34,14 @@ impl Default for Config {
 impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.database_url.is_empty() {
-            return Err(ConfigError::Invalid("messages.database_url is empty".into()));
+            return Err(ConfigError::Invalid(
+                "messages.database_url is empty".into(),
+            ));
         }
         if !(1..=100_000).contains(&self.max_text_chars) {
-            return Err(ConfigError::Invalid("messages.max_text_chars must be within 1..=100000".into()));
+            return Err(ConfigError::Invalid(
+                "messages.max_text_chars must be within 1..=100000".into(),
+            ));
         }
         if !(1..=10_000).contains(&self.max_concurrent_sends) {
             return Err(ConfigError::Invalid(
@@ -45,7 +49,9 @@ impl Config {
             ));
         }
         if !(1..=3600).contains(&self.sweep_interval_secs) {
-            return Err(ConfigError::Invalid("messages.sweep_interval_secs must be within 1..=3600".into()));
+            return Err(ConfigError::Invalid(
+                "messages.sweep_interval_secs must be within 1..=3600".into(),
+            ));
         }
         self.streams.validate()
     }

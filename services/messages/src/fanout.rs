@@ -47,7 +47,11 @@ pub struct Inboxes {
 }
 
 impl Inboxes {
-    pub fn new(client: async_nats::Client, jetstream: async_nats::jetstream::Context, stream: Stream) -> Self {
+    pub fn new(
+        client: async_nats::Client,
+        jetstream: async_nats::jetstream::Context,
+        stream: Stream,
+    ) -> Self {
         Self {
             client,
             jetstream,
@@ -58,12 +62,25 @@ impl Inboxes {
 
     /// Appends `entry` to `user`'s inbox (deduplicated by `dedup_id`) and
     /// pushes it live. Returns the entry's cursor.
-    pub async fn deliver(&self, user: &str, entry: &InboxEntry, dedup_id: &str) -> Result<u64, FanoutError> {
+    pub async fn deliver(
+        &self,
+        user: &str,
+        entry: &InboxEntry,
+        dedup_id: &str,
+    ) -> Result<u64, FanoutError> {
         let payload = Bytes::from(entry.encode_to_vec());
         let (cursor, prev) = self.append(user, payload, dedup_id).await?;
-        let push = Push { cursor, entry: Some(entry.clone()), prev };
+        let push = Push {
+            cursor,
+            entry: Some(entry.clone()),
+            prev,
+        };
         // Best effort: a lost push is recovered by the edge from the inbox.
-        if let Err(e) = self.client.publish(subject::push(user), push.encode_to_vec().into()).await {
+        if let Err(e) = self
+            .client
+            .publish(subject::push(user), push.encode_to_vec().into())
+            .await
+        {
             tracing::warn!(error = %e, user, "push publish failed");
         }
         Ok(cursor)
@@ -71,7 +88,12 @@ impl Inboxes {
 
     /// Appends and returns `(cursor, prev)`; `prev` is None when the append
     /// was a duplicate of an earlier one (its predecessor is then unknown).
-    async fn append(&self, user: &str, payload: Bytes, dedup_id: &str) -> Result<(u64, Option<u64>), FanoutError> {
+    async fn append(
+        &self,
+        user: &str,
+        payload: Bytes,
+        dedup_id: &str,
+    ) -> Result<(u64, Option<u64>), FanoutError> {
         let inbox = subject::inbox(user);
         let mut shard = self.last[shard_of(user)].lock().await;
         for _ in 0..MAX_ATTEMPTS {
@@ -101,24 +123,40 @@ impl Inboxes {
                 }
                 Err(e) => {
                     shard.remove(user);
-                    return Err(FanoutError::Append { user: user.to_owned(), message: e.to_string() });
+                    return Err(FanoutError::Append {
+                        user: user.to_owned(),
+                        message: e.to_string(),
+                    });
                 }
             }
         }
-        Err(FanoutError::Append { user: user.to_owned(), message: "too much contention".into() })
+        Err(FanoutError::Append {
+            user: user.to_owned(),
+            message: "too much contention".into(),
+        })
     }
 
     async fn last_sequence(&self, user: &str, inbox: &str) -> Result<u64, FanoutError> {
         match self.stream.direct_get_last_for_subject(inbox).await {
             Ok(message) => Ok(message.sequence),
             Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(0),
-            Err(e) => Err(FanoutError::Last { user: user.to_owned(), message: e.to_string() }),
+            Err(e) => Err(FanoutError::Last {
+                user: user.to_owned(),
+                message: e.to_string(),
+            }),
         }
     }
 
     /// Publishes a public event, deduplicated by `dedup_id`.
-    pub async fn event(&self, subject: &'static str, payload: Bytes, dedup_id: &str) -> Result<(), FanoutError> {
-        let publish = PublishMessage::build().payload(payload).message_id(dedup_id);
+    pub async fn event(
+        &self,
+        subject: &'static str,
+        payload: Bytes,
+        dedup_id: &str,
+    ) -> Result<(), FanoutError> {
+        let publish = PublishMessage::build()
+            .payload(payload)
+            .message_id(dedup_id);
         let ack = self
             .jetstream
             .send_publish(subject, publish)

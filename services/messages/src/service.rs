@@ -51,7 +51,11 @@ struct State {
 }
 
 /// Runs the messages service until `shutdown` is cancelled.
-pub async fn run(config: Config, nats: Nats, shutdown: CancellationToken) -> Result<(), MessagesError> {
+pub async fn run(
+    config: Config,
+    nats: Nats,
+    shutdown: CancellationToken,
+) -> Result<(), MessagesError> {
     config.validate()?;
     let pool = db::connect(&config.database_url, 8, &store::MIGRATOR).await?;
     let stream = shared::nats::inbox_stream(&nats.jetstream, &config.streams).await?;
@@ -67,7 +71,10 @@ pub async fn run(config: Config, nats: Nats, shutdown: CancellationToken) -> Res
 
     // Before taking sends: deliver whatever a crash left undelivered, so new
     // messages cannot overtake older ones in an inbox.
-    state.sweep(i64::MAX).await.map_err(|e| MessagesError::Sweep(e.to_string()))?;
+    state
+        .sweep(i64::MAX)
+        .await
+        .map_err(|e| MessagesError::Sweep(e.to_string()))?;
 
     let service = nats
         .client
@@ -80,14 +87,23 @@ pub async fn run(config: Config, nats: Nats, shutdown: CancellationToken) -> Res
     let message = service.group("im.v1.message");
     let send = message.endpoint("send").await.map_err(err)?;
     let history = message.endpoint("history").await.map_err(err)?;
-    let list = service.group("im.v1.conversation").endpoint("list").await.map_err(err)?;
+    let list = service
+        .group("im.v1.conversation")
+        .endpoint("list")
+        .await
+        .map_err(err)?;
     tracing::info!("messages service ready");
 
     let s = state.clone();
-    let send = shared::service::serve(send, state.config.max_concurrent_sends, shutdown.clone(), move |req| {
-        let s = s.clone();
-        async move { s.send(&req).await }
-    });
+    let send = shared::service::serve(
+        send,
+        state.config.max_concurrent_sends,
+        shutdown.clone(),
+        move |req| {
+            let s = s.clone();
+            async move { s.send(&req).await }
+        },
+    );
     let s = state.clone();
     let history = shared::service::serve(history, 64, shutdown.clone(), move |req| {
         let s = s.clone();
@@ -134,7 +150,10 @@ impl State {
         let body = serde_json::to_string(&input.body).map_err(|e| internal("encode body", e))?;
 
         let _order = self.order[shard_of(&conversation_id)].lock().await;
-        if let Some(existing) = self.existing(&me, &input.client_msg_id, &conversation_id).await? {
+        if let Some(existing) = self
+            .existing(&me, &input.client_msg_id, &conversation_id)
+            .await?
+        {
             return Ok(ack(&existing, true));
         }
         let id = ids::new_id();
@@ -154,7 +173,10 @@ impl State {
             Ok(row) => row,
             // Another instance stored the same send first.
             Err(e) if db::is_unique_violation(&e) => {
-                return match self.existing(&me, &input.client_msg_id, &conversation_id).await? {
+                return match self
+                    .existing(&me, &input.client_msg_id, &conversation_id)
+                    .await?
+                {
                     Some(existing) => Ok(ack(&existing, true)),
                     None => Err(internal("store message", e)),
                 };
@@ -182,22 +204,27 @@ impl State {
             return Ok(None);
         };
         if row.conversation_id != conversation_id {
-            return Err(RpcError::conflict("client_msg_id was already used in another conversation"));
+            return Err(RpcError::conflict(
+                "client_msg_id was already used in another conversation",
+            ));
         }
         if row.fanned_out == 0 {
-            self.fan_out(&row)
-                .await
-                .map_err(|e| {
-                    tracing::warn!(error = %e, message_id = %row.id, "fan-out retry failed");
-                    RpcError::unavailable("message stored but not yet delivered; retry with the same client_msg_id")
-                })?;
+            self.fan_out(&row).await.map_err(|e| {
+                tracing::warn!(error = %e, message_id = %row.id, "fan-out retry failed");
+                RpcError::unavailable(
+                    "message stored but not yet delivered; retry with the same client_msg_id",
+                )
+            })?;
         }
         Ok(Some(row))
     }
 
     /// The other participant of the one-to-one chat this send targets.
     fn direct_peer(&self, me: &Identity, input: &pb::SendRequest) -> Result<String, RpcError> {
-        let peer = match (input.conversation_id.is_empty(), input.to_user_id.is_empty()) {
+        let peer = match (
+            input.conversation_id.is_empty(),
+            input.to_user_id.is_empty(),
+        ) {
             (true, false) => input.to_user_id.clone(),
             (false, true) => {
                 let (a, b) = ids::direct_participants(&input.conversation_id)
@@ -207,10 +234,16 @@ impl State {
                 } else if b == me.user_id {
                     a.to_owned()
                 } else {
-                    return Err(RpcError::forbidden("not a participant of this conversation"));
+                    return Err(RpcError::forbidden(
+                        "not a participant of this conversation",
+                    ));
                 }
             }
-            _ => return Err(RpcError::bad_request("set exactly one of conversation_id and to_user_id")),
+            _ => {
+                return Err(RpcError::bad_request(
+                    "set exactly one of conversation_id and to_user_id",
+                ));
+            }
         };
         if !subject::is_valid_token(&peer) {
             return Err(RpcError::bad_request("malformed user id"));
@@ -222,12 +255,23 @@ impl State {
     }
 
     async fn require_user(&self, user_id: &str) -> Result<(), RpcError> {
-        if self.known_users.lock().expect("known users lock").contains(user_id) {
+        if self
+            .known_users
+            .lock()
+            .expect("known users lock")
+            .contains(user_id)
+        {
             return Ok(());
         }
         let reply: auth_pb::LookupResponse = self
             .caller
-            .call(subject::call::AUTH_LOOKUP, None, &auth_pb::LookupRequest { user_ids: vec![user_id.to_owned()] })
+            .call(
+                subject::call::AUTH_LOOKUP,
+                None,
+                &auth_pb::LookupRequest {
+                    user_ids: vec![user_id.to_owned()],
+                },
+            )
             .await?;
         if !reply.existing_user_ids.iter().any(|id| id == user_id) {
             return Err(RpcError::not_found("no such user"));
@@ -244,9 +288,12 @@ impl State {
     /// then marks it fanned out.
     async fn fan_out(&self, row: &MessageRow) -> Result<(), FanoutError> {
         let message = to_proto(row).map_err(|e| FanoutError::Event(e.message))?;
-        let entry = delivery::InboxEntry { event: Some(delivery::inbox_entry::Event::Message(message.clone())) };
-        let (a, b) = ids::direct_participants(&row.conversation_id)
-            .ok_or_else(|| FanoutError::Event(format!("bad conversation {}", row.conversation_id)))?;
+        let entry = delivery::InboxEntry {
+            event: Some(delivery::inbox_entry::Event::Message(message.clone())),
+        };
+        let (a, b) = ids::direct_participants(&row.conversation_id).ok_or_else(|| {
+            FanoutError::Event(format!("bad conversation {}", row.conversation_id))
+        })?;
         let (dedup_a, dedup_b) = (format!("{}:{a}", row.id), format!("{}:{b}", row.id));
         let (ra, rb) = tokio::join!(
             self.inboxes.deliver(a, &entry, &dedup_a),
@@ -255,7 +302,11 @@ impl State {
         ra?;
         rb?;
         self.inboxes
-            .event(subject::event::MESSAGE_CREATED, message.encode_to_vec().into(), &row.id)
+            .event(
+                subject::event::MESSAGE_CREATED,
+                message.encode_to_vec().into(),
+                &row.id,
+            )
             .await?;
         store::mark_fanned_out(&self.pool, &row.id)
             .await
@@ -291,11 +342,22 @@ impl State {
         let joined = self.readable_since(&me, &input.conversation_id).await?;
         let limit = page(input.limit)?;
         let newest_first = input.before_seq > 0 || input.after_seq == 0;
-        let before = if input.before_seq > 0 { to_i64(input.before_seq)? } else { i64::MAX };
+        let before = if input.before_seq > 0 {
+            to_i64(input.before_seq)?
+        } else {
+            i64::MAX
+        };
         let after = to_i64(input.after_seq)?.max(joined - 1);
-        let mut rows = store::history(&self.pool, &input.conversation_id, after, before, limit + 1, newest_first)
-            .await
-            .map_err(|e| internal("load history", e))?;
+        let mut rows = store::history(
+            &self.pool,
+            &input.conversation_id,
+            after,
+            before,
+            limit + 1,
+            newest_first,
+        )
+        .await
+        .map_err(|e| internal("load history", e))?;
         let has_more = rows.len() as i64 > limit;
         if has_more {
             if newest_first {
@@ -311,7 +373,9 @@ impl State {
     /// The first seq `me` may read in a conversation; `forbidden` for non-members.
     async fn readable_since(&self, me: &Identity, conversation_id: &str) -> Result<i64, RpcError> {
         if conversation_id.is_empty() || conversation_id.len() > 200 {
-            return Err(RpcError::bad_request("conversation_id is missing or too long"));
+            return Err(RpcError::bad_request(
+                "conversation_id is missing or too long",
+            ));
         }
         let since = store::member_since(&self.pool, conversation_id, &me.user_id)
             .await
@@ -324,7 +388,9 @@ impl State {
             {
                 Ok(1)
             }
-            None => Err(RpcError::forbidden("not a participant of this conversation")),
+            None => Err(RpcError::forbidden(
+                "not a participant of this conversation",
+            )),
         }
     }
 
@@ -332,7 +398,11 @@ impl State {
         let me = Identity::from_headers(req.message.headers.as_ref())?;
         let input: pb::ConversationsRequest = rpc::decode(&req.message.payload)?;
         let limit = page(input.limit)?;
-        let before = if input.before_activity_ms > 0 { input.before_activity_ms } else { i64::MAX };
+        let before = if input.before_activity_ms > 0 {
+            input.before_activity_ms
+        } else {
+            i64::MAX
+        };
         let mut rows = store::conversations(&self.pool, &me.user_id, before, limit + 1)
             .await
             .map_err(|e| internal("load conversations", e))?;
@@ -355,7 +425,10 @@ impl State {
                 last_activity_ms: row.last_activity_ms,
             });
         }
-        Ok(pb::ConversationsResponse { conversations, has_more })
+        Ok(pb::ConversationsResponse {
+            conversations,
+            has_more,
+        })
     }
 }
 
@@ -389,7 +462,9 @@ fn page(limit: u32) -> Result<i64, RpcError> {
     match limit {
         0 => Ok(DEFAULT_PAGE as i64),
         1..=MAX_PAGE => Ok(limit as i64),
-        _ => Err(RpcError::bad_request(format!("limit must be within 1..={MAX_PAGE}"))),
+        _ => Err(RpcError::bad_request(format!(
+            "limit must be within 1..={MAX_PAGE}"
+        ))),
     }
 }
 

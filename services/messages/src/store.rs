@@ -117,7 +117,10 @@ pub async fn by_client_msg_id(
 }
 
 pub async fn mark_fanned_out(pool: &AnyPool, id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE messages SET fanned_out = 1 WHERE id = $1").bind(id).execute(pool).await?;
+    sqlx::query("UPDATE messages SET fanned_out = 1 WHERE id = $1")
+        .bind(id)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 

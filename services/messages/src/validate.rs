@@ -39,7 +39,9 @@ mod tests {
     use shared::proto::message::Text;
 
     fn text(t: &str) -> MessageBody {
-        MessageBody { kind: Some(Kind::Text(Text { text: t.into() })) }
+        MessageBody {
+            kind: Some(Kind::Text(Text { text: t.into() })),
+        }
     }
 
     #[test]

@@ -47,15 +47,40 @@ impl NatterConfig {
         config.messages().validate()?;
         config.presence().validate()?;
         config.edge().validate()?;
+        if config.edge.heartbeat_interval_secs * 2 > config.presence.device_ttl_secs {
+            return Err(ConfigError::Invalid(
+                "edge.heartbeat_interval_secs must be at most half of presence.device_ttl_secs"
+                    .into(),
+            ));
+        }
         Ok(config)
     }
 
+    #[cfg(test)]
+    fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("natter-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let file = dir.join(format!("{}.toml", shared::ids::new_id()));
+        std::fs::write(&file, text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let result = Self::load(Some(&file));
+        let _ = std::fs::remove_file(&file);
+        result
+    }
+
     fn sqlite(&self, url: &str, file: &str) -> String {
-        if url.is_empty() { shared::db::sqlite_url(&self.data_dir.join(file)) } else { url.to_owned() }
+        if url.is_empty() {
+            shared::db::sqlite_url(&self.data_dir.join(file))
+        } else {
+            url.to_owned()
+        }
     }
 
     pub fn auth(&self) -> auth::Config {
-        auth::Config { database_url: self.sqlite(&self.auth.database_url, "auth.db"), ..self.auth.clone() }
+        auth::Config {
+            database_url: self.sqlite(&self.auth.database_url, "auth.db"),
+            streams: self.streams.clone(),
+            ..self.auth.clone()
+        }
     }
 
     pub fn messages(&self) -> messages::Config {
@@ -67,19 +92,76 @@ impl NatterConfig {
     }
 
     pub fn presence(&self) -> presence::Config {
-        presence::Config { streams: self.streams.clone(), ..self.presence.clone() }
+        presence::Config {
+            streams: self.streams.clone(),
+            ..self.presence.clone()
+        }
     }
 
     pub fn edge(&self) -> edge::Config {
-        edge::Config { streams: self.streams.clone(), ..self.edge.clone() }
+        edge::Config {
+            streams: self.streams.clone(),
+            ..self.edge.clone()
+        }
     }
 
-    pub fn to_pretty(&self) -> Result<String, ConfigError> {
-        // Serialize through JSON so that secrets print as their redacted form.
-        let mut value = serde_json::to_value(self).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    /// The configuration as TOML, with secrets replaced by `***`.
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        let mut value =
+            serde_json::to_value(self).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if let Some(password) = value.pointer_mut("/nats/password").filter(|p| !p.is_null()) {
             *password = "***".into();
         }
-        Ok(serde_json::to_string_pretty(&value).map_err(|e| ConfigError::Invalid(e.to_string()))?)
+        // TOML has no null: leave unset options out.
+        fn strip_nulls(value: &mut serde_json::Value) {
+            if let serde_json::Value::Object(map) = value {
+                map.retain(|_, v| !v.is_null());
+                map.values_mut().for_each(strip_nulls);
+            }
+        }
+        strip_nulls(&mut value);
+        toml::to_string(&value).map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NatterConfig;
+
+    #[test]
+    fn the_example_file_is_the_defaults_and_valid() {
+        let example =
+            NatterConfig::from_toml(include_str!("../../../natter.example.toml")).unwrap();
+        assert_eq!(
+            example.to_toml().unwrap(),
+            NatterConfig::default().to_toml().unwrap()
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_key_named() {
+        for (text, needle) in [
+            ("[edge]\nidle_timeout_secs = 0", "edge.idle_timeout_secs"),
+            ("[edge]\nlisten = \"nowhere\"", "listen"),
+            ("[nats]\nurl = \"\"", "nats.url"),
+            ("[streams]\nreplicas = 9", "streams.replicas"),
+            (
+                "[edge]\nheartbeat_interval_secs = 60",
+                "heartbeat_interval_secs",
+            ),
+            ("[edge]\nunknown_key = 1", "unknown_key"),
+            (
+                "[auth]\naccess_token_ttl_secs = 1",
+                "auth.access_token_ttl_secs",
+            ),
+        ] {
+            let err = NatterConfig::from_toml(text)
+                .err()
+                .unwrap_or_else(|| panic!("{text} accepted"));
+            assert!(
+                err.to_string().contains(needle),
+                "{err} should name {needle}"
+            );
+        }
     }
 }

@@ -17,7 +17,11 @@ use tokio_util::sync::CancellationToken;
 use crate::config::NatterConfig;
 
 #[derive(Parser)]
-#[command(name = "natter", version, about = "natter: an instant-messaging server on NATS")]
+#[command(
+    name = "natter",
+    version,
+    about = "natter: an instant-messaging server on NATS"
+)]
 struct Cli {
     /// TOML configuration file; NATTER_* environment variables override it.
     #[arg(long, short, env = "NATTER_CONFIG", global = true)]
@@ -49,11 +53,19 @@ enum Service {
     Edge,
 }
 
-const ALL: [Service; 4] = [Service::Auth, Service::Messages, Service::Presence, Service::Edge];
+const ALL: [Service; 4] = [
+    Service::Auth,
+    Service::Messages,
+    Service::Presence,
+    Service::Edge,
+];
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match runtime.block_on(start(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -66,9 +78,15 @@ fn main() -> ExitCode {
 async fn start(cli: Cli) -> anyhow::Result<()> {
     let config = NatterConfig::load(cli.config.as_deref())?;
     shared::telemetry::init(config.log_json);
-    match cli.command.unwrap_or(Command::Run { services: Vec::new() }) {
+    match cli.command.unwrap_or(Command::Run {
+        services: Vec::new(),
+    }) {
         Command::Run { services } => {
-            let services = if services.is_empty() { ALL.to_vec() } else { services };
+            let services = if services.is_empty() {
+                ALL.to_vec()
+            } else {
+                services
+            };
             run(config, &services).await
         }
         Command::RotateKey => {
@@ -79,7 +97,7 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Config => {
-            println!("{}", config.to_pretty()?);
+            println!("{}", config.to_toml()?);
             Ok(())
         }
     }
@@ -87,7 +105,9 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
 
 async fn run(config: NatterConfig, services: &[Service]) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let nats = shared::Nats::connect(&config.nats, "natter").await.context("connecting to NATS")?;
+    let nats = shared::Nats::connect(&config.nats, "natter")
+        .await
+        .context("connecting to NATS")?;
     // Edges stop first, so their devices are announced offline and their
     // last cursors stored while the services still run.
     let shutdown = CancellationToken::new();
@@ -99,26 +119,54 @@ async fn run(config: NatterConfig, services: &[Service]) -> anyhow::Result<()> {
         match service {
             Service::Auth => {
                 let c = config.auth();
-                tasks.spawn(async move { (name, auth::run(c, nats, stop).await.map_err(anyhow::Error::from)) })
+                tasks.spawn(async move {
+                    (
+                        name,
+                        auth::run(c, nats, stop).await.map_err(anyhow::Error::from),
+                    )
+                })
             }
             Service::Messages => {
                 let c = config.messages();
-                tasks.spawn(async move { (name, messages::run(c, nats, stop).await.map_err(anyhow::Error::from)) })
+                tasks.spawn(async move {
+                    (
+                        name,
+                        messages::run(c, nats, stop)
+                            .await
+                            .map_err(anyhow::Error::from),
+                    )
+                })
             }
             Service::Presence => {
                 let c = config.presence();
-                tasks.spawn(async move { (name, presence::run(c, nats, stop).await.map_err(anyhow::Error::from)) })
+                tasks.spawn(async move {
+                    (
+                        name,
+                        presence::run(c, nats, stop)
+                            .await
+                            .map_err(anyhow::Error::from),
+                    )
+                })
             }
             Service::Edge => {
                 let c = config.edge();
                 let addr = c.listen;
                 tracing::info!("natter edge at http://{addr}");
                 let stop = edge_shutdown.clone();
-                tasks.spawn(async move { (name, edge::run(c, nats, stop).await.map_err(anyhow::Error::from)) })
+                tasks.spawn(async move {
+                    (
+                        name,
+                        edge::run(c, nats, stop).await.map_err(anyhow::Error::from),
+                    )
+                })
             }
         };
     }
-    tracing::info!(?services, elapsed_ms = started.elapsed().as_millis() as u64, "natter started");
+    tracing::info!(
+        ?services,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "natter started"
+    );
 
     let (signal, edge_signal) = (shutdown.clone(), edge_shutdown.clone());
     tokio::spawn(async move {

@@ -16,14 +16,19 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Self { device_ttl_secs: 90, streams: StreamsConfig::default() }
+        Self {
+            device_ttl_secs: 90,
+            streams: StreamsConfig::default(),
+        }
     }
 }
 
 impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(2..=3600).contains(&self.device_ttl_secs) {
-            return Err(ConfigError::Invalid("presence.device_ttl_secs must be within 2..=3600".into()));
+            return Err(ConfigError::Invalid(
+                "presence.device_ttl_secs must be within 2..=3600".into(),
+            ));
         }
         self.streams.validate()
     }

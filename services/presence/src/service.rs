@@ -40,11 +40,20 @@ struct State {
 }
 
 /// Runs the presence service until `shutdown` is cancelled.
-pub async fn run(config: Config, nats: Nats, shutdown: CancellationToken) -> Result<(), PresenceError> {
+pub async fn run(
+    config: Config,
+    nats: Nats,
+    shutdown: CancellationToken,
+) -> Result<(), PresenceError> {
     config.validate()?;
     shared::nats::events_stream(&nats.jetstream, &config.streams).await?;
     let kv = bucket(&nats, &config).await?;
-    let state = Arc::new(State { config, nats: nats.clone(), kv, online: Mutex::new(HashMap::new()) });
+    let state = Arc::new(State {
+        config,
+        nats: nats.clone(),
+        kv,
+        online: Mutex::new(HashMap::new()),
+    });
 
     let mut watch = state
         .kv
@@ -117,7 +126,8 @@ async fn bucket(nats: &Nats, config: &Config) -> Result<kv::Store, PresenceError
     nats.jetstream
         .create_key_value(kv::Config {
             bucket: subject::PRESENCE_BUCKET.into(),
-            description: "natter presence: dev.<user>.<device> with per-key TTL, seen.<user>".into(),
+            description: "natter presence: dev.<user>.<device> with per-key TTL, seen.<user>"
+                .into(),
             history: 1,
             num_replicas: config.streams.replicas,
             storage: async_nats::jetstream::stream::StorageType::File,
@@ -143,20 +153,32 @@ fn valid(device: &pb::DeviceRef) -> bool {
 impl State {
     /// Writes a device key with the device TTL.
     async fn touch(&self, device: &pb::DeviceRef, edge_id: &str) -> Result<(), RpcError> {
-        let value = pb::DeviceStatus { device: Some(device.clone()), online: true, edge_id: edge_id.to_owned() };
+        let value = pb::DeviceStatus {
+            device: Some(device.clone()),
+            online: true,
+            edge_id: edge_id.to_owned(),
+        };
         let prefix = self.kv.put_prefix.as_ref().unwrap_or(&self.kv.prefix);
         let subject = format!("{prefix}{}", device_key(&device.user_id, &device.device_id));
         let publish = PublishMessage::build()
             .payload(value.encode_to_vec().into())
             .ttl(Duration::from_secs(self.config.device_ttl_secs));
-        let ack = self.nats.jetstream.send_publish(subject, publish).await.map_err(|e| internal("presence put", e))?;
+        let ack = self
+            .nats
+            .jetstream
+            .send_publish(subject, publish)
+            .await
+            .map_err(|e| internal("presence put", e))?;
         ack.await.map_err(|e| internal("presence put ack", e))?;
         Ok(())
     }
 
     async fn status(&self, req: &Request) -> Result<pb::HeartbeatAck, RpcError> {
         let input: pb::DeviceStatus = rpc::decode(&req.message.payload)?;
-        let device = input.device.filter(valid).ok_or_else(|| RpcError::bad_request("malformed device"))?;
+        let device = input
+            .device
+            .filter(valid)
+            .ok_or_else(|| RpcError::bad_request("malformed device"))?;
         if input.online {
             self.touch(&device, &input.edge_id).await?;
         } else {
@@ -171,7 +193,9 @@ impl State {
     async fn heartbeat(&self, req: &Request) -> Result<pb::HeartbeatAck, RpcError> {
         let input: pb::Heartbeat = rpc::decode(&req.message.payload)?;
         if input.devices.len() > MAX_HEARTBEAT {
-            return Err(RpcError::too_large(format!("at most {MAX_HEARTBEAT} devices per heartbeat")));
+            return Err(RpcError::too_large(format!(
+                "at most {MAX_HEARTBEAT} devices per heartbeat"
+            )));
         }
         for device in input.devices.iter().filter(|d| valid(d)) {
             self.touch(device, &input.edge_id).await?;
@@ -182,7 +206,9 @@ impl State {
     async fn query(&self, req: &Request) -> Result<pb::QueryResponse, RpcError> {
         let input: pb::QueryRequest = rpc::decode(&req.message.payload)?;
         if input.user_ids.is_empty() || input.user_ids.len() > MAX_QUERY {
-            return Err(RpcError::bad_request(format!("ask for 1..={MAX_QUERY} users")));
+            return Err(RpcError::bad_request(format!(
+                "ask for 1..={MAX_QUERY} users"
+            )));
         }
         let mut users = Vec::with_capacity(input.user_ids.len());
         for user_id in input.user_ids {
@@ -197,7 +223,11 @@ impl State {
                 .map(|d| d.iter().cloned().collect())
                 .unwrap_or_default();
             devices.sort();
-            let last_seen_ms = if devices.is_empty() { self.last_seen(&user_id).await? } else { ids::now_ms() };
+            let last_seen_ms = if devices.is_empty() {
+                self.last_seen(&user_id).await?
+            } else {
+                ids::now_ms()
+            };
             users.push(pb::UserPresence {
                 online: !devices.is_empty(),
                 online_device_ids: devices,
@@ -209,7 +239,11 @@ impl State {
     }
 
     async fn last_seen(&self, user_id: &str) -> Result<i64, RpcError> {
-        let value = self.kv.get(seen_key(user_id)).await.map_err(|e| internal("presence get", e))?;
+        let value = self
+            .kv
+            .get(seen_key(user_id))
+            .await
+            .map_err(|e| internal("presence get", e))?;
         Ok(value
             .and_then(|v| std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()))
             .unwrap_or(0))
@@ -217,8 +251,12 @@ impl State {
 
     /// Applies one change of the bucket; announces a user's transitions.
     async fn observe(&self, entry: kv::Entry) {
-        let Some(rest) = entry.key.strip_prefix("dev.") else { return };
-        let Some((user, device)) = rest.split_once('.') else { return };
+        let Some(rest) = entry.key.strip_prefix("dev.") else {
+            return;
+        };
+        let Some((user, device)) = rest.split_once('.') else {
+            return;
+        };
         let online = entry.operation == Operation::Put;
         let changed = {
             let mut map = self.online.lock().expect("presence lock");
@@ -249,11 +287,20 @@ impl State {
                 tracing::warn!(error = %e, "cannot store last seen");
             }
         }
-        let event = pb::PresenceChanged { user_id: user.to_owned(), online, last_seen_ms: now };
+        let event = pb::PresenceChanged {
+            user_id: user.to_owned(),
+            online,
+            last_seen_ms: now,
+        };
         let publish = PublishMessage::build()
             .payload(event.encode_to_vec().into())
             .message_id(format!("presence:{user}:{}", entry.revision));
-        match self.nats.jetstream.send_publish(subject::event::PRESENCE_CHANGED, publish).await {
+        match self
+            .nats
+            .jetstream
+            .send_publish(subject::event::PRESENCE_CHANGED, publish)
+            .await
+        {
             Ok(ack) => {
                 if let Err(e) = ack.await {
                     tracing::warn!(error = %e, "presence event not stored");

@@ -1,0 +1,3 @@
+-- compose.yaml: one PostgreSQL database per service (no service reads
+-- another's tables). Each service runs its own migrations at start.
+CREATE DATABASE natter_messages OWNER natter;
