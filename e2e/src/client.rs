@@ -188,12 +188,10 @@ impl Client {
             .backlog
             .iter()
             .position(|f| matches!(f.kind, Some(server_frame::Kind::Push(_))))
-        {
-            if let Some(server_frame::Kind::Push(push)) =
+            && let Some(server_frame::Kind::Push(push)) =
                 self.backlog.remove(i).and_then(|f| f.kind)
-            {
-                return Ok(push);
-            }
+        {
+            return Ok(push);
         }
         loop {
             let frame = self.read(FRAME_TIMEOUT).await?.context("no push in time")?;

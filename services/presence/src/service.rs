@@ -282,10 +282,8 @@ impl State {
             return;
         }
         let now = ids::now_ms();
-        if !online {
-            if let Err(e) = self.kv.put(seen_key(user), now.to_string().into()).await {
-                tracing::warn!(error = %e, "cannot store last seen");
-            }
+        if !online && let Err(e) = self.kv.put(seen_key(user), now.to_string().into()).await {
+            tracing::warn!(error = %e, "cannot store last seen");
         }
         let event = pb::PresenceChanged {
             user_id: user.to_owned(),
