@@ -64,6 +64,8 @@ pub struct System {
     pub mode: Mode,
     pub settings: Settings,
     pub edge_addr: SocketAddr,
+    postgres: Option<String>,
+    db_prefix: String,
     shutdown: CancellationToken,
     /// Stops the edge first, so its devices are announced offline while the
     /// presence service still runs.
@@ -119,12 +121,17 @@ impl System {
             mode,
             settings,
             edge_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            postgres: std::env::var("E2E_POSTGRES_URL")
+                .ok()
+                .filter(|u| !u.is_empty()),
+            db_prefix: format!("e2e_{}", shared::ids::new_id().replace('-', "")),
             shutdown,
             edge_shutdown: CancellationToken::new(),
             edge_task: None,
             processes: Vec::new(),
             tasks: Vec::new(),
         };
+        system.create_postgres_databases().await?;
         match mode {
             Mode::InProcess => system.start_in_process().await?,
             Mode::Split => {
@@ -146,12 +153,32 @@ impl System {
         format!("ws://{}/v1/ws", self.edge_addr)
     }
 
+    /// The database of a service: a fresh SQLite file, or, when
+    /// `E2E_POSTGRES_URL` holds an admin URL (`postgres://user:pw@host`),
+    /// a fresh PostgreSQL database created for this system.
     fn db_url(&self, file: &str) -> String {
-        shared::db::sqlite_url(&self.data.path().join(file))
+        match &self.postgres {
+            Some(base) => format!("{base}/{}_{}", self.db_prefix, file.trim_end_matches(".db")),
+            None => shared::db::sqlite_url(&self.data.path().join(file)),
+        }
     }
 
     pub fn auth_db_url(&self) -> String {
         self.db_url("auth.db")
+    }
+
+    async fn create_postgres_databases(&self) -> anyhow::Result<()> {
+        let Some(base) = &self.postgres else {
+            return Ok(());
+        };
+        sqlx::any::install_default_drivers();
+        let mut admin =
+            <sqlx::AnyConnection as sqlx::Connection>::connect(&format!("{base}/postgres")).await?;
+        for service in ["auth", "messages"] {
+            let sql = format!("CREATE DATABASE {}_{service}", self.db_prefix);
+            sqlx::Executor::execute(&mut admin, sqlx::AssertSqlSafe(sql)).await?;
+        }
+        Ok(())
     }
 
     async fn start_in_process(&mut self) -> anyhow::Result<()> {
@@ -208,6 +235,8 @@ impl System {
         let child = Command::new(&binary)
             .args(["run", "--services", service.name()])
             .env("NATTER_DATA_DIR", self.data.path())
+            .env("NATTER_AUTH__DATABASE_URL", self.db_url("auth.db"))
+            .env("NATTER_MESSAGES__DATABASE_URL", self.db_url("messages.db"))
             .env("NATTER_NATS__URL", self.nats.url())
             .env("NATTER_EDGE__LISTEN", self.edge_addr.to_string())
             .env(

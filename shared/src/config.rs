@@ -19,11 +19,21 @@ pub enum ConfigError {
 }
 
 /// Loads `T` from its defaults, then `file` (if given), then the environment.
+///
+/// Unknown keys in the file are errors. Of the environment, only `NATTER_*`
+/// variables whose first part names a top-level key of `T` are read (so
+/// `NATTER_CONFIG` or a password meant for nats-server is not mistaken for a
+/// setting), and unknown keys below those are errors too.
 pub fn load<T>(file: Option<&Path>) -> Result<T, ConfigError>
 where
     T: Default + Serialize + DeserializeOwned,
 {
-    let mut figment = Figment::from(Serialized::defaults(T::default()));
+    let defaults = T::default();
+    let top_level: Vec<String> = match serde_json::to_value(&defaults) {
+        Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+        _ => Vec::new(),
+    };
+    let mut figment = Figment::from(Serialized::defaults(defaults));
     if let Some(file) = file {
         if !file.exists() {
             return Err(ConfigError::Invalid(format!(
@@ -33,8 +43,12 @@ where
         }
         figment = figment.merge(Toml::file(file));
     }
+    let env = Env::prefixed("NATTER_").split("__").filter(move |key| {
+        let first = key.as_str().split('.').next().unwrap_or_default();
+        top_level.iter().any(|k| k.eq_ignore_ascii_case(first))
+    });
     figment
-        .merge(Env::prefixed("NATTER_").split("__"))
+        .merge(env)
         .extract()
         .map_err(|e| ConfigError::Load(Box::new(e)))
 }
