@@ -79,6 +79,9 @@ pub struct System {
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub idle_timeout_secs: u64,
+    /// Run nats-server with `nats/users.conf` and each service as its own
+    /// NATS user (split mode), as compose.yaml does.
+    pub permissions: bool,
 }
 
 impl Default for Settings {
@@ -87,8 +90,16 @@ impl Default for Settings {
         // pings) is not dropped on a loaded machine.
         Self {
             idle_timeout_secs: 30,
+            permissions: false,
         }
     }
+}
+
+/// The password of every user of `nats/users.conf` in tests.
+pub const TEST_PASSWORD: &str = "test-password";
+
+fn users_conf() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../nats/users.conf")
 }
 
 /// Edge settings for tests: frequent pings and heartbeats.
@@ -112,7 +123,23 @@ impl System {
         if std::env::var_os("RUST_LOG").is_some() {
             shared::telemetry::init(false);
         }
-        let nats = NatsServer::start();
+        let nats = if settings.permissions {
+            let env = [
+                "NATTER_EDGE_PASSWORD",
+                "NATTER_AUTH_PASSWORD",
+                "NATTER_MESSAGES_PASSWORD",
+                "NATTER_PRESENCE_PASSWORD",
+                "NATTER_ALL_PASSWORD",
+                "NATTER_OBSERVER_PASSWORD",
+            ]
+            .map(|k| (k, TEST_PASSWORD));
+            // nats-server resolves includes inside the config's own folder, so
+            // the users file goes in whole.
+            let users = std::fs::read_to_string(users_conf()).context("read nats/users.conf")?;
+            NatsServer::start_with_config(&users, &env)
+        } else {
+            NatsServer::start()
+        };
         let data = tempfile::tempdir()?;
         let shutdown = CancellationToken::new();
         let mut system = Self {
@@ -181,8 +208,28 @@ impl System {
         Ok(())
     }
 
+    /// A NATS config for the harness itself: the all-services user when the
+    /// server has permissions on.
+    pub fn nats_config(&self) -> NatsConfig {
+        let mut config = NatsConfig::for_url(self.nats.url());
+        if self.settings.permissions {
+            config.user = Some("natter".into());
+            config.password = Some(shared::config::Secret::new(TEST_PASSWORD));
+        }
+        config
+    }
+
+    /// A plain client as `user` (or anonymous without permissions).
+    pub async fn nats_client(&self, user: &str) -> anyhow::Result<async_nats::Client> {
+        let mut options = async_nats::ConnectOptions::new();
+        if self.settings.permissions {
+            options = options.user_and_password(user.into(), TEST_PASSWORD.into());
+        }
+        Ok(options.connect(self.nats.url()).await?)
+    }
+
     async fn start_in_process(&mut self) -> anyhow::Result<()> {
-        let nats = shared::Nats::connect(&NatsConfig::for_url(self.nats.url()), "e2e").await?;
+        let nats = shared::Nats::connect(&self.nats_config(), "e2e").await?;
         let stop = self.shutdown.clone();
         let auth_config = auth::Config {
             database_url: self.db_url("auth.db"),
@@ -232,7 +279,13 @@ impl System {
     /// Starts one service as a `natter` process.
     pub fn spawn_process(&mut self, service: Service) -> anyhow::Result<()> {
         let binary = natter_binary()?;
-        let child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        if self.settings.permissions {
+            command
+                .env("NATTER_NATS__USER", service.name())
+                .env("NATTER_NATS__PASSWORD", TEST_PASSWORD);
+        }
+        let child = command
             .args(["run", "--services", service.name()])
             .env("NATTER_DATA_DIR", self.data.path())
             .env("NATTER_AUTH__DATABASE_URL", self.db_url("auth.db"))
@@ -272,7 +325,7 @@ impl System {
 
     /// Waits until the edge is ready and every service answers `$SRV.PING`.
     pub async fn wait_ready(&self) -> anyhow::Result<()> {
-        let client = async_nats::connect(self.nats.url()).await?;
+        let client = self.nats_client("natter").await?;
         let api = self.api();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         for service in Service::ALL {

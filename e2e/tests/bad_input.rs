@@ -402,6 +402,7 @@ async fn silent_clients_are_closed_after_the_idle_timeout() -> anyhow::Result<()
         Mode::InProcess,
         e2e::Settings {
             idle_timeout_secs: 2,
+            ..Default::default()
         },
     )
     .await?;

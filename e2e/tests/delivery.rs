@@ -26,9 +26,15 @@ async fn lost_duplicated_and_garbage_pushes_change_nothing() -> anyhow::Result<(
     let nats = async_nats::connect(system.nats.url()).await?;
     let push_subject = shared::subject::push(&bob.user_id);
     // A duplicate of the push bob already has, and garbage.
-    let duplicate = Push { cursor: first[0].0, entry: None, prev: Some(0) };
-    nats.publish(push_subject.clone(), duplicate.encode_to_vec().into()).await?;
-    nats.publish(push_subject.clone(), vec![0xff, 0x01, 0x02].into()).await?;
+    let duplicate = Push {
+        cursor: first[0].0,
+        entry: None,
+        prev: Some(0),
+    };
+    nats.publish(push_subject.clone(), duplicate.encode_to_vec().into())
+        .await?;
+    nats.publish(push_subject.clone(), vec![0xff, 0x01, 0x02].into())
+        .await?;
 
     // A lost push: an entry lands in bob's inbox but its push never comes
     // (as when a messages service dies between the two).
@@ -43,7 +49,12 @@ async fn lost_duplicated_and_garbage_pushes_change_nothing() -> anyhow::Result<(
             ..Default::default()
         })),
     };
-    js.publish(shared::subject::inbox(&bob.user_id), lost.encode_to_vec().into()).await?.await?;
+    js.publish(
+        shared::subject::inbox(&bob.user_id),
+        lost.encode_to_vec().into(),
+    )
+    .await?
+    .await?;
     nats.flush().await?;
 
     // The next real message's push names the lost entry as its predecessor:
@@ -55,7 +66,12 @@ async fn lost_duplicated_and_garbage_pushes_change_nothing() -> anyhow::Result<(
     assert_eq!(text_of(&got[1].1), "second");
     assert!(first[0].0 < got[0].0 && got[0].0 < got[1].0);
     let extra = b.drain(Duration::from_millis(300)).await?;
-    assert!(extra.iter().all(|f| !matches!(f.kind, Some(server_frame::Kind::Push(_)))), "{extra:?}");
+    assert!(
+        extra
+            .iter()
+            .all(|f| !matches!(f.kind, Some(server_frame::Kind::Push(_)))),
+        "{extra:?}"
+    );
     system.stop().await;
     Ok(())
 }
@@ -83,7 +99,9 @@ async fn a_nats_server_crash_loses_no_acked_message() -> anyhow::Result<()> {
             let mut a = Client::connect(&ws, &alice, Format::Json).await?;
             for i in 1..=N {
                 loop {
-                    let id = a.send_text(&bob, &format!("m{i}"), &format!("nats crash {i}")).await?;
+                    let id = a
+                        .send_text(&bob, &format!("m{i}"), &format!("nats crash {i}"))
+                        .await?;
                     match a.reply(id).await?.kind {
                         Some(server_frame::Kind::Ack(ack)) => {
                             assert_eq!(ack.seq, i);
@@ -110,8 +128,17 @@ async fn a_nats_server_crash_loses_no_acked_message() -> anyhow::Result<()> {
     sender.await??;
     let (received, extra) = reader.await??;
     let seqs: Vec<u64> = received.iter().map(|(_, m)| m.seq).collect();
-    assert_eq!(seqs, (1..=N).collect::<Vec<_>>(), "every acked message exactly once, in order");
-    assert!(extra.iter().all(|f| !matches!(f.kind, Some(server_frame::Kind::Push(_)))), "no duplicates");
+    assert_eq!(
+        seqs,
+        (1..=N).collect::<Vec<_>>(),
+        "every acked message exactly once, in order"
+    );
+    assert!(
+        extra
+            .iter()
+            .all(|f| !matches!(f.kind, Some(server_frame::Kind::Push(_)))),
+        "no duplicates"
+    );
     system.stop().await;
     Ok(())
 }

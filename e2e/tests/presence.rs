@@ -9,14 +9,24 @@ use prost::Message as _;
 use shared::proto::presence::PresenceChanged;
 
 async fn presence_of(api: &Api, asker: &User, user: &User) -> anyhow::Result<serde_json::Value> {
-    let (status, body) = api.get(&format!("/v1/presence?user_ids={}", user.user_id), Some(&asker.token)).await?;
+    let (status, body) = api
+        .get(
+            &format!("/v1/presence?user_ids={}", user.user_id),
+            Some(&asker.token),
+        )
+        .await?;
     assert_eq!(status, 200, "{body}");
     Ok(body["users"][0].clone())
 }
 
 /// Polls until `check` holds (presence is eventually consistent: it follows
 /// the KV bucket through a watcher).
-async fn eventually(api: &Api, asker: &User, user: &User, check: impl Fn(&serde_json::Value) -> bool) -> anyhow::Result<serde_json::Value> {
+async fn eventually(
+    api: &Api,
+    asker: &User,
+    user: &User,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> anyhow::Result<serde_json::Value> {
     let mut last = serde_json::Value::Null;
     for _ in 0..100 {
         last = presence_of(api, asker, user).await?;
@@ -36,7 +46,9 @@ async fn devices_come_and_go_with_last_seen_and_events() -> anyhow::Result<()> {
     let bob = api.user("bob").await?;
     let bob2 = api.another_device(&bob).await?;
     let nats = async_nats::connect(system.nats.url()).await?;
-    let mut events = nats.subscribe(shared::subject::event::PRESENCE_CHANGED).await?;
+    let mut events = nats
+        .subscribe(shared::subject::event::PRESENCE_CHANGED)
+        .await?;
 
     let never = presence_of(&api, &alice, &bob).await?;
     assert_eq!(never.get("online"), None, "offline: {never}");
@@ -44,31 +56,57 @@ async fn devices_come_and_go_with_last_seen_and_events() -> anyhow::Result<()> {
 
     let b1 = Client::connect(&system.ws_url(), &bob, Format::Json).await?;
     let b2 = Client::connect(&system.ws_url(), &bob2, Format::Json).await?;
-    let online = eventually(&api, &alice, &bob, |p| p["onlineDeviceIds"].as_array().is_some_and(|d| d.len() == 2)).await?;
+    let online = eventually(&api, &alice, &bob, |p| {
+        p["onlineDeviceIds"]
+            .as_array()
+            .is_some_and(|d| d.len() == 2)
+    })
+    .await?;
     assert_eq!(online["online"], true);
-    let event = tokio::time::timeout(Duration::from_secs(5), events.next()).await?.unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await?
+        .unwrap();
     let event = PresenceChanged::decode(event.payload.as_ref())?;
-    assert_eq!((event.user_id.as_str(), event.online), (bob.user_id.as_str(), true));
+    assert_eq!(
+        (event.user_id.as_str(), event.online),
+        (bob.user_id.as_str(), true)
+    );
 
     // One device leaves: still online.
     b1.close().await;
-    eventually(&api, &alice, &bob, |p| p["onlineDeviceIds"].as_array().is_some_and(|d| d.len() == 1)).await?;
+    eventually(&api, &alice, &bob, |p| {
+        p["onlineDeviceIds"]
+            .as_array()
+            .is_some_and(|d| d.len() == 1)
+    })
+    .await?;
     // The last one leaves: offline, with a last-seen time, and an event.
     b2.close().await;
     let offline = eventually(&api, &alice, &bob, |p| p.get("online").is_none()).await?;
     let seen: i64 = offline["lastSeenMs"].as_str().unwrap().parse()?;
     assert!((shared::ids::now_ms() - seen).abs() < 60_000);
-    let event = tokio::time::timeout(Duration::from_secs(5), events.next()).await?.unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await?
+        .unwrap();
     let event = PresenceChanged::decode(event.payload.as_ref())?;
-    assert_eq!((event.user_id.as_str(), event.online), (bob.user_id.as_str(), false));
+    assert_eq!(
+        (event.user_id.as_str(), event.online),
+        (bob.user_id.as_str(), false)
+    );
 
     // Bad queries are refused.
-    let (status, _) = api.get("/v1/presence?user_ids=", Some(&alice.token)).await?;
+    let (status, _) = api
+        .get("/v1/presence?user_ids=", Some(&alice.token))
+        .await?;
     assert_eq!(status, 400);
-    let (status, _) = api.get("/v1/presence?user_ids=a.b", Some(&alice.token)).await?;
+    let (status, _) = api
+        .get("/v1/presence?user_ids=a.b", Some(&alice.token))
+        .await?;
     assert_eq!(status, 400);
     let many = vec!["u"; 201].join(",");
-    let (status, _) = api.get(&format!("/v1/presence?user_ids={many}"), Some(&alice.token)).await?;
+    let (status, _) = api
+        .get(&format!("/v1/presence?user_ids={many}"), Some(&alice.token))
+        .await?;
     assert_eq!(status, 400);
     system.stop().await;
     Ok(())

