@@ -44,21 +44,12 @@ impl Api {
         token: Option<&str>,
         body: impl Into<reqwest::Body>,
     ) -> anyhow::Result<(StatusCode, Value)> {
-        let mut request = self
+        let request = self
             .http
             .post(format!("{}{path}", self.base))
             .body(body)
             .header("content-type", "application/json");
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await?;
-        let status = response.status();
-        let text = response.text().await?;
-        Ok((
-            status,
-            serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?,
-        ))
+        Self::json(request, token).await
     }
 
     pub async fn get(
@@ -66,17 +57,21 @@ impl Api {
         path: &str,
         token: Option<&str>,
     ) -> anyhow::Result<(StatusCode, Value)> {
-        let mut request = self.http.get(format!("{}{path}", self.base));
+        Self::json(self.http.get(format!("{}{path}", self.base)), token).await
+    }
+
+    async fn json(
+        mut request: reqwest::RequestBuilder,
+        token: Option<&str>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
         let response = request.send().await?;
         let status = response.status();
         let text = response.text().await?;
-        Ok((
-            status,
-            serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?,
-        ))
+        let body = serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?;
+        Ok((status, body))
     }
 
     pub async fn register(&self, username: &str, password: &str) -> anyhow::Result<String> {

@@ -61,6 +61,21 @@ impl Client {
         Ok(client)
     }
 
+    /// Connects, resumes from the start of the inbox and waits until caught up.
+    pub async fn connect_live(ws_url: &str, user: &User, format: Format) -> anyhow::Result<Self> {
+        let mut client = Self::connect(ws_url, user, format).await?;
+        client.resume(0).await?;
+        client.caught_up().await?;
+        Ok(client)
+    }
+
+    /// Fails if a push arrives within 300 ms.
+    pub async fn expect_no_more_pushes(&mut self) -> anyhow::Result<()> {
+        let frames = self.drain(Duration::from_millis(300)).await?;
+        anyhow::ensure!(crate::no_pushes(&frames), "unexpected pushes: {frames:?}");
+        Ok(())
+    }
+
     /// Sends a frame and returns its id.
     pub async fn send_frame(&mut self, kind: client_frame::Kind) -> anyhow::Result<u64> {
         self.next_id += 1;

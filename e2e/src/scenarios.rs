@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
-use shared::proto::edge::server_frame;
+use shared::proto::edge::{ServerFrame, server_frame};
+use shared::proto::message::Message;
 
-use crate::{Client, Format, System, text_of};
+use crate::{Client, Format, System, User, text_of};
 
 /// alice sends `n` messages to bob, both online; bob receives all of them in
 /// order with seq 1..=n, and alice gets `n` acks with the same seqs.
@@ -13,9 +14,7 @@ pub async fn chat(system: &System, n: u64, format: Format) -> anyhow::Result<()>
     let alice = api.user("alice").await?;
     let bob = api.user("bob").await?;
     let mut a = Client::connect(&system.ws_url(), &alice, format).await?;
-    let mut b = Client::connect(&system.ws_url(), &bob, format).await?;
-    b.resume(0).await?;
-    b.caught_up().await?;
+    let mut b = Client::connect_live(&system.ws_url(), &bob, format).await?;
 
     let mut ids = Vec::new();
     for i in 1..=n {
@@ -45,12 +44,72 @@ pub async fn chat(system: &System, n: u64, format: Format) -> anyhow::Result<()>
         assert!(*cursor > last_cursor, "cursors increase");
         last_cursor = *cursor;
     }
-    let extra = b.drain(Duration::from_millis(300)).await?;
-    assert!(
-        extra
-            .iter()
-            .all(|f| !matches!(f.kind, Some(server_frame::Kind::Push(_)))),
-        "no extra pushes"
-    );
+    b.expect_no_more_pushes().await?;
     Ok(())
+}
+
+/// What a reader got: the messages with their cursors, then any other frames.
+pub type Received = (Vec<(u64, Message)>, Vec<ServerFrame>);
+
+/// Reads `n` pushed messages on a task of its own (so the client keeps
+/// answering the edge's pings), then whatever else arrives within 500 ms.
+pub fn spawn_reader(
+    mut client: Client,
+    n: usize,
+) -> tokio::task::JoinHandle<anyhow::Result<Received>> {
+    tokio::spawn(async move {
+        let received = client.messages(n).await?;
+        let extra = client.drain(Duration::from_millis(500)).await?;
+        Ok((received, extra))
+    })
+}
+
+/// True when no push is among `frames`.
+pub fn no_pushes(frames: &[ServerFrame]) -> bool {
+    frames
+        .iter()
+        .all(|f| !matches!(f.kind, Some(server_frame::Kind::Push(_))))
+}
+
+/// A sender that sends `n` messages one after another, as a real client
+/// does: each is retried with the same `client_msg_id` after an error whose
+/// code is in `retry_on`, until it is acked with seq = its number. Returns
+/// the number of retries; the watch channel counts acked messages.
+pub fn spawn_reliable_sender(
+    ws_url: String,
+    from: User,
+    to: User,
+    n: u64,
+    retry_on: &'static [&'static str],
+) -> (
+    tokio::task::JoinHandle<anyhow::Result<u64>>,
+    tokio::sync::watch::Receiver<u64>,
+) {
+    let (progress_tx, progress) = tokio::sync::watch::channel(0u64);
+    let task = tokio::spawn(async move {
+        let mut client = Client::connect(&ws_url, &from, Format::Json).await?;
+        let mut retries = 0;
+        for i in 1..=n {
+            loop {
+                let id = client
+                    .send_text(&to, &format!("m{i}"), &format!("reliable {i}"))
+                    .await?;
+                match client.reply(id).await?.kind {
+                    Some(server_frame::Kind::Ack(ack)) => {
+                        anyhow::ensure!(ack.seq == i, "message {i} acked with seq {}", ack.seq);
+                        break;
+                    }
+                    Some(server_frame::Kind::Error(e)) if retry_on.contains(&e.code.as_str()) => {
+                        retries += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    other => anyhow::bail!("unexpected answer to message {i}: {other:?}"),
+                }
+            }
+            let _ = progress_tx.send(i);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(retries)
+    });
+    (task, progress)
 }

@@ -94,9 +94,7 @@ async fn bad_frames_get_errors_and_the_connection_survives() -> anyhow::Result<(
     let carol = api.user("carol").await?;
     // carol is connected throughout and must not notice anything.
     let mut c = Client::connect(&system.ws_url(), &carol, Format::Json).await?;
-    let mut b = Client::connect(&system.ws_url(), &bob, Format::Binary).await?;
-    b.resume(0).await?;
-    b.caught_up().await?;
+    let mut b = Client::connect_live(&system.ws_url(), &bob, Format::Binary).await?;
     let mut a = Client::connect(&system.ws_url(), &alice, Format::Json).await?;
 
     let error = |frame: shared::proto::edge::ServerFrame| match frame.kind {
@@ -229,9 +227,7 @@ async fn oversized_frames_close_only_that_connection() -> anyhow::Result<()> {
     let api = system.api();
     let alice = api.user("alice").await?;
     let bob = api.user("bob").await?;
-    let mut b = Client::connect(&system.ws_url(), &bob, Format::Json).await?;
-    b.resume(0).await?;
-    b.caught_up().await?;
+    let mut b = Client::connect_live(&system.ws_url(), &bob, Format::Json).await?;
 
     let mut a = Client::connect(&system.ws_url(), &alice, Format::Json).await?;
     let limit = a.welcome.max_frame_bytes as usize;

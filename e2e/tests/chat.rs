@@ -5,7 +5,6 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use e2e::{Client, Format, Mode, System, chat, text_of};
-use shared::proto::edge::server_frame;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn realtime_chat_delivers_in_order_json() -> anyhow::Result<()> {
@@ -44,13 +43,7 @@ async fn offline_user_receives_exactly_what_was_sent() -> anyhow::Result<()> {
     assert_eq!(seqs, (1..=50).collect::<Vec<_>>());
     let caught_up = b.caught_up().await?;
     assert_eq!(caught_up, received.last().unwrap().0);
-    let extra = b.drain(Duration::from_millis(300)).await?;
-    assert!(
-        extra
-            .iter()
-            .all(|f| !matches!(f.kind, Some(server_frame::Kind::Push(_)))),
-        "no duplicates"
-    );
+    b.expect_no_more_pushes().await?;
     system.stop().await;
     Ok(())
 }
@@ -62,9 +55,7 @@ async fn reconnect_with_cursor_loses_nothing_and_repeats_nothing() -> anyhow::Re
     let alice = api.user("alice").await?;
     let bob = api.user("bob").await?;
     let mut a = Client::connect(&system.ws_url(), &alice, Format::Json).await?;
-    let mut b = Client::connect(&system.ws_url(), &bob, Format::Json).await?;
-    b.resume(0).await?;
-    b.caught_up().await?;
+    let mut b = Client::connect_live(&system.ws_url(), &bob, Format::Json).await?;
 
     // alice streams 60 messages; bob reads 10, acks, and drops his connection
     // in the middle of the stream.
@@ -98,13 +89,7 @@ async fn reconnect_with_cursor_loses_nothing_and_repeats_nothing() -> anyhow::Re
         (1..=60).collect::<Vec<_>>(),
         "nothing lost, nothing twice, in order"
     );
-    let extra = b.drain(Duration::from_millis(300)).await?;
-    assert!(
-        extra
-            .iter()
-            .all(|f| !matches!(f.kind, Some(server_frame::Kind::Push(_)))),
-        "no duplicates"
-    );
+    b.expect_no_more_pushes().await?;
 
     // The acked cursor was stored: a resume without a cursor starts after it.
     drop(b);
@@ -133,9 +118,7 @@ async fn resend_with_same_client_msg_id_is_delivered_once() -> anyhow::Result<()
     let alice = api.user("alice").await?;
     let bob = api.user("bob").await?;
     let mut a = Client::connect(&system.ws_url(), &alice, Format::Json).await?;
-    let mut b = Client::connect(&system.ws_url(), &bob, Format::Json).await?;
-    b.resume(0).await?;
-    b.caught_up().await?;
+    let mut b = Client::connect_live(&system.ws_url(), &bob, Format::Json).await?;
 
     let first = a.send_text(&bob, "same-id", "hello").await?;
     let first = a.ack_of(first).await?;
@@ -165,12 +148,7 @@ async fn resend_with_same_client_msg_id_is_delivered_once() -> anyhow::Result<()
         vec![1, 2]
     );
     assert_eq!(text_of(&received[1].1), "after");
-    let extra = b.drain(Duration::from_millis(300)).await?;
-    assert!(
-        extra
-            .iter()
-            .all(|f| !matches!(f.kind, Some(server_frame::Kind::Push(_))))
-    );
+    b.expect_no_more_pushes().await?;
     system.stop().await;
     Ok(())
 }

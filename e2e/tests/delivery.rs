@@ -1,12 +1,9 @@
 //! Delivery survives what can go wrong between the services and the edge:
 //! lost, duplicated and garbage pushes, and a crash of the NATS server itself.
 
-use std::time::Duration;
-
-use e2e::{Client, Format, Mode, System, text_of};
+use e2e::{Client, Format, Mode, System, no_pushes, spawn_reader, spawn_reliable_sender, text_of};
 use prost::Message as _;
 use shared::proto::delivery::{InboxEntry, Push, inbox_entry};
-use shared::proto::edge::server_frame;
 use shared::proto::message::Message;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,9 +13,7 @@ async fn lost_duplicated_and_garbage_pushes_change_nothing() -> anyhow::Result<(
     let alice = api.user("alice").await?;
     let bob = api.user("bob").await?;
     let mut a = Client::connect(&system.ws_url(), &alice, Format::Json).await?;
-    let mut b = Client::connect(&system.ws_url(), &bob, Format::Json).await?;
-    b.resume(0).await?;
-    b.caught_up().await?;
+    let mut b = Client::connect_live(&system.ws_url(), &bob, Format::Json).await?;
     let id = a.send_text(&bob, "m1", "first").await?;
     a.ack_of(id).await?;
     let first = b.messages(1).await?;
@@ -65,13 +60,7 @@ async fn lost_duplicated_and_garbage_pushes_change_nothing() -> anyhow::Result<(
     assert_eq!(text_of(&got[0].1), "lost push");
     assert_eq!(text_of(&got[1].1), "second");
     assert!(first[0].0 < got[0].0 && got[0].0 < got[1].0);
-    let extra = b.drain(Duration::from_millis(300)).await?;
-    assert!(
-        extra
-            .iter()
-            .all(|f| !matches!(f.kind, Some(server_frame::Kind::Push(_)))),
-        "{extra:?}"
-    );
+    b.expect_no_more_pushes().await?;
     system.stop().await;
     Ok(())
 }
@@ -82,44 +71,11 @@ async fn a_nats_server_crash_loses_no_acked_message() -> anyhow::Result<()> {
     let api = system.api();
     let alice = api.user("alice").await?;
     let bob = api.user("bob").await?;
-    let mut b = Client::connect(&system.ws_url(), &bob, Format::Binary).await?;
-    b.resume(0).await?;
-    b.caught_up().await?;
     const N: u64 = 60;
-    let reader = tokio::spawn(async move {
-        let received = b.messages(N as usize).await?;
-        let extra = b.drain(Duration::from_millis(500)).await?;
-        anyhow::Ok((received, extra))
-    });
-
-    let (progress_tx, mut progress) = tokio::sync::watch::channel(0u64);
-    let sender = tokio::spawn({
-        let (ws, alice, bob) = (system.ws_url(), alice.clone(), bob.clone());
-        async move {
-            let mut a = Client::connect(&ws, &alice, Format::Json).await?;
-            for i in 1..=N {
-                loop {
-                    let id = a
-                        .send_text(&bob, &format!("m{i}"), &format!("nats crash {i}"))
-                        .await?;
-                    match a.reply(id).await?.kind {
-                        Some(server_frame::Kind::Ack(ack)) => {
-                            assert_eq!(ack.seq, i);
-                            break;
-                        }
-                        Some(server_frame::Kind::Error(e)) => {
-                            assert_eq!(e.code, "unavailable", "{e:?}");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                        other => anyhow::bail!("unexpected {other:?}"),
-                    }
-                }
-                let _ = progress_tx.send(i);
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            anyhow::Ok(())
-        }
-    });
+    let b = Client::connect_live(&system.ws_url(), &bob, Format::Binary).await?;
+    let reader = spawn_reader(b, N as usize);
+    let (sender, mut progress) =
+        spawn_reliable_sender(system.ws_url(), alice, bob, N, &["unavailable"]);
 
     // SIGKILL the NATS server a third of the way in and start it again on the
     // same port and JetStream store.
@@ -133,12 +89,7 @@ async fn a_nats_server_crash_loses_no_acked_message() -> anyhow::Result<()> {
         (1..=N).collect::<Vec<_>>(),
         "every acked message exactly once, in order"
     );
-    assert!(
-        extra
-            .iter()
-            .all(|f| !matches!(f.kind, Some(server_frame::Kind::Push(_)))),
-        "no duplicates"
-    );
+    assert!(no_pushes(&extra), "no duplicates: {extra:?}");
     system.stop().await;
     Ok(())
 }

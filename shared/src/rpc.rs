@@ -127,6 +127,13 @@ impl RpcError {
     }
 }
 
+/// Logs an internal failure (`what` failed because of `err`) and returns the
+/// `internal` error the caller sees.
+pub fn internal(what: &str, err: impl std::fmt::Display) -> RpcError {
+    tracing::error!(error = %err, "{what} failed");
+    RpcError::internal()
+}
+
 /// The verified caller of a call, set by the edge in headers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {

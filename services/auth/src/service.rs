@@ -8,6 +8,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use async_nats::service::{Request, ServiceExt};
 use shared::db::{self, AnyPool};
 use shared::proto::auth as pb;
+use shared::rpc::internal;
 use shared::{Nats, RpcError, ids, rpc, subject};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -73,30 +74,38 @@ pub async fn run(config: Config, nats: Nats, shutdown: CancellationToken) -> Res
     let lookup = group.endpoint("lookup").await.map_err(nats_err)?;
     tracing::info!("auth service ready");
 
-    let s = state.clone();
-    let register = shared::service::serve(register, 64, shutdown.clone(), move |req| {
-        let s = s.clone();
-        async move { s.register(&req).await }
-    });
-    let s = state.clone();
-    let login = shared::service::serve(login, 64, shutdown.clone(), move |req| {
-        let s = s.clone();
-        async move { s.login(&req).await }
-    });
-    let s = state.clone();
-    let keys = shared::service::serve(keys, 16, shutdown.clone(), move |_req| {
-        let s = s.clone();
-        async move {
+    let register = shared::service::serve_with(
+        register,
+        64,
+        shutdown.clone(),
+        state.clone(),
+        |s, req| async move { s.register(&req).await },
+    );
+    let login = shared::service::serve_with(
+        login,
+        64,
+        shutdown.clone(),
+        state.clone(),
+        |s, req| async move { s.login(&req).await },
+    );
+    let keys = shared::service::serve_with(
+        keys,
+        16,
+        shutdown.clone(),
+        state.clone(),
+        |s, _req| async move {
             Ok(pb::PublicKeysResponse {
                 keys: s.keys.public_keys().to_vec(),
             })
-        }
-    });
-    let s = state.clone();
-    let lookup = shared::service::serve(lookup, 64, shutdown.clone(), move |req| {
-        let s = s.clone();
-        async move { s.lookup(&req).await }
-    });
+        },
+    );
+    let lookup = shared::service::serve_with(
+        lookup,
+        64,
+        shutdown.clone(),
+        state.clone(),
+        |s, req| async move { s.lookup(&req).await },
+    );
     tokio::join!(register, login, keys, lookup);
     let _ = service.stop().await;
     tracing::info!("auth service stopped");
@@ -280,9 +289,4 @@ async fn hash_password(password: String) -> Result<String, RpcError> {
     })
     .await
     .map_err(|e| internal("hash task", e))?
-}
-
-fn internal(what: &str, err: impl std::fmt::Display) -> RpcError {
-    tracing::error!(error = %err, "{what} failed");
-    RpcError::internal()
 }

@@ -11,6 +11,7 @@ use async_nats::service::{Request, ServiceExt};
 use prost::Message as _;
 use shared::db::{self, AnyPool};
 use shared::proto::{auth as auth_pb, delivery, message as pb};
+use shared::rpc::internal;
 use shared::rpc::{Caller, Identity};
 use shared::{Nats, RpcError, ids, rpc, subject};
 use tokio::sync::Mutex;
@@ -94,26 +95,27 @@ pub async fn run(
         .map_err(err)?;
     tracing::info!("messages service ready");
 
-    let s = state.clone();
-    let send = shared::service::serve(
+    let send = shared::service::serve_with(
         send,
         state.config.max_concurrent_sends,
         shutdown.clone(),
-        move |req| {
-            let s = s.clone();
-            async move { s.send(&req).await }
-        },
+        state.clone(),
+        |s, req| async move { s.send(&req).await },
     );
-    let s = state.clone();
-    let history = shared::service::serve(history, 64, shutdown.clone(), move |req| {
-        let s = s.clone();
-        async move { s.history(&req).await }
-    });
-    let s = state.clone();
-    let list = shared::service::serve(list, 64, shutdown.clone(), move |req| {
-        let s = s.clone();
-        async move { s.conversations(&req).await }
-    });
+    let history = shared::service::serve_with(
+        history,
+        64,
+        shutdown.clone(),
+        state.clone(),
+        |s, req| async move { s.history(&req).await },
+    );
+    let list = shared::service::serve_with(
+        list,
+        64,
+        shutdown.clone(),
+        state.clone(),
+        |s, req| async move { s.conversations(&req).await },
+    );
     let s = state.clone();
     let sweeper = shutdown.clone();
     let sweep = async move {
@@ -476,9 +478,4 @@ fn shard_of(key: &str) -> usize {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     key.hash(&mut hasher);
     (hasher.finish() as usize) % ORDER_SHARDS
-}
-
-fn internal(what: &str, err: impl std::fmt::Display) -> RpcError {
-    tracing::error!(error = %err, "{what} failed");
-    RpcError::internal()
 }

@@ -11,6 +11,7 @@ use async_nats::service::{Request, ServiceExt};
 use futures::StreamExt;
 use prost::Message as _;
 use shared::proto::presence as pb;
+use shared::rpc::internal;
 use shared::{Nats, RpcError, ids, rpc, subject};
 use tokio_util::sync::CancellationToken;
 
@@ -75,21 +76,27 @@ pub async fn run(
     let query = group.endpoint("query").await.map_err(err)?;
     tracing::info!("presence service ready");
 
-    let s = state.clone();
-    let status = shared::service::serve(status, 256, shutdown.clone(), move |req| {
-        let s = s.clone();
-        async move { s.status(&req).await }
-    });
-    let s = state.clone();
-    let heartbeat = shared::service::serve(heartbeat, 16, shutdown.clone(), move |req| {
-        let s = s.clone();
-        async move { s.heartbeat(&req).await }
-    });
-    let s = state.clone();
-    let query = shared::service::serve(query, 64, shutdown.clone(), move |req| {
-        let s = s.clone();
-        async move { s.query(&req).await }
-    });
+    let status = shared::service::serve_with(
+        status,
+        256,
+        shutdown.clone(),
+        state.clone(),
+        |s, req| async move { s.status(&req).await },
+    );
+    let heartbeat = shared::service::serve_with(
+        heartbeat,
+        16,
+        shutdown.clone(),
+        state.clone(),
+        |s, req| async move { s.heartbeat(&req).await },
+    );
+    let query = shared::service::serve_with(
+        query,
+        64,
+        shutdown.clone(),
+        state.clone(),
+        |s, req| async move { s.query(&req).await },
+    );
     let s = state.clone();
     let stop = shutdown.clone();
     let watcher = async move {
@@ -307,9 +314,4 @@ impl State {
             Err(e) => tracing::warn!(error = %e, "presence event not published"),
         }
     }
-}
-
-fn internal(what: &str, err: impl std::fmt::Display) -> RpcError {
-    tracing::error!(error = %err, "{what} failed");
-    RpcError::internal()
 }
