@@ -310,6 +310,22 @@ impl System {
         Ok(())
     }
 
+    /// Runs `natter <args>` to completion with this system's environment
+    /// (the CLI's own commands, such as `rotate-key`); returns its stdout.
+    pub fn natter_command(&self, args: &[&str]) -> anyhow::Result<String> {
+        let output = Command::new(natter_binary()?)
+            .args(args)
+            .env("NATTER_DATA_DIR", self.data.path())
+            .env("NATTER_AUTH__DATABASE_URL", self.db_url("auth.db"))
+            .env("NATTER_MESSAGES__DATABASE_URL", self.db_url("messages.db"))
+            .env("NATTER_NATS__URL", self.nats.url())
+            .output()?;
+        if !output.status.success() {
+            bail!("natter {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
     /// Kills a service's process as a crash would (SIGKILL).
     pub fn kill_process(&mut self, service: Service) {
         self.processes.retain_mut(|(s, child)| {
