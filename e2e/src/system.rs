@@ -82,6 +82,9 @@ pub struct Settings {
     /// Run nats-server with `nats/users.conf` and each service as its own
     /// NATS user (split mode), as compose.yaml does.
     pub permissions: bool,
+    /// Frames queued per connection, and how long a full queue is tolerated.
+    pub send_queue: usize,
+    pub slow_client_timeout_secs: u64,
 }
 
 impl Default for Settings {
@@ -91,6 +94,8 @@ impl Default for Settings {
         Self {
             idle_timeout_secs: 30,
             permissions: false,
+            send_queue: 256,
+            slow_client_timeout_secs: 5,
         }
     }
 }
@@ -109,7 +114,8 @@ pub fn edge_config(listen: SocketAddr, settings: &Settings) -> edge::Config {
         idle_timeout_secs: settings.idle_timeout_secs,
         ping_interval_secs: 1,
         heartbeat_interval_secs: 1,
-        slow_client_timeout_secs: 5,
+        slow_client_timeout_secs: settings.slow_client_timeout_secs,
+        send_queue: settings.send_queue,
         ..edge::Config::default()
     }
 }
@@ -297,6 +303,14 @@ impl System {
                 self.settings.idle_timeout_secs.to_string(),
             )
             .env("NATTER_EDGE__PING_INTERVAL_SECS", "1")
+            .env(
+                "NATTER_EDGE__SEND_QUEUE",
+                self.settings.send_queue.to_string(),
+            )
+            .env(
+                "NATTER_EDGE__SLOW_CLIENT_TIMEOUT_SECS",
+                self.settings.slow_client_timeout_secs.to_string(),
+            )
             .env("NATTER_EDGE__HEARTBEAT_INTERVAL_SECS", "1")
             .env("NATTER_PRESENCE__DEVICE_TTL_SECS", "3")
             .env(
@@ -321,7 +335,10 @@ impl System {
             .env("NATTER_NATS__URL", self.nats.url())
             .output()?;
         if !output.status.success() {
-            bail!("natter {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+            bail!(
+                "natter {args:?} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }

@@ -22,7 +22,11 @@ async fn keys_rotate_while_edges_keep_running() -> anyhow::Result<()> {
     system.wait_ready().await?;
 
     let bob = api.user("bob").await?;
-    assert_ne!(header(&alice.token), header(&bob.token), "a new key id signs new tokens");
+    assert_ne!(
+        header(&alice.token),
+        header(&bob.token),
+        "a new key id signs new tokens"
+    );
     // The edge has never seen bob's key: it fetches the key set and accepts it.
     let mut b = Client::connect(&system.ws_url(), &bob, Format::Json).await?;
     assert_eq!(b.welcome.user_id, bob.user_id);
