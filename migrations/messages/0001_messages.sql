@@ -37,4 +37,4 @@ CREATE TABLE messages (
     UNIQUE (sender_id, client_msg_id)
 );
 
-CREATE INDEX messages_not_fanned_out ON messages (fanned_out) WHERE fanned_out = 0;
+CREATE INDEX messages_not_fanned_out ON messages (conversation_id, seq) WHERE fanned_out = 0;

@@ -30,6 +30,11 @@ pub struct Config {
     pub heartbeat_interval_secs: u64,
     /// Seconds between writes of a device's acked cursor.
     pub cursor_flush_secs: u64,
+    /// Seconds between checks that a connection has not missed a push (one
+    /// direct get of the user's last inbox entry).
+    pub inbox_check_secs: u64,
+    /// Inbox replays (resumes and catch-ups) this edge runs at once.
+    pub max_concurrent_replays: usize,
     #[serde(skip)]
     pub streams: StreamsConfig,
 }
@@ -47,6 +52,8 @@ impl Default for Config {
             max_connections: 100_000,
             heartbeat_interval_secs: 30,
             cursor_flush_secs: 1,
+            inbox_check_secs: 30,
+            max_concurrent_replays: 64,
             streams: StreamsConfig::default(),
         }
     }
@@ -96,6 +103,14 @@ impl Config {
         check(
             (1..=60).contains(&self.cursor_flush_secs),
             "edge.cursor_flush_secs must be within 1..=60",
+        )?;
+        check(
+            (1..=3600).contains(&self.inbox_check_secs),
+            "edge.inbox_check_secs must be within 1..=3600",
+        )?;
+        check(
+            (1..=10_000).contains(&self.max_concurrent_replays),
+            "edge.max_concurrent_replays must be within 1..=10000",
         )?;
         self.streams.validate()
     }

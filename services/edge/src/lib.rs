@@ -81,7 +81,8 @@ impl Edge {
                 addr: config.listen,
                 source,
             })?;
-        let inbox = inbox::Inbox::open(&nats, &config.streams).await?;
+        let inbox =
+            inbox::Inbox::open(&nats, &config.streams, config.max_concurrent_replays).await?;
         let caller = nats.caller();
         let edge_id = shared::ids::new_id();
         let state = Arc::new(EdgeState {

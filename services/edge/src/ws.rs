@@ -138,11 +138,16 @@ pub async fn run(
             return;
         }
     };
+    // Without the stored cursor a `resume` from it could replay the whole
+    // inbox: better to close and let the client retry.
+    let mut writer = writer;
     let acked = match state.inbox.acked_cursor(&who.user_id, &who.device_id).await {
         Ok(cursor) => cursor,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read acked cursor");
-            0
+            let close = Frame::close(close::INTERNAL, b"cursor store unavailable: retry");
+            let _ = writer.write_frame(close).await;
+            return;
         }
     };
 
@@ -192,7 +197,11 @@ pub async fn run(
         read_loop(&state, &conn, &mut reader, &send_tx, &resume_tx).await;
     }
 
-    conn.close(close::NORMAL, "bye");
+    if state.shutdown.is_cancelled() {
+        conn.close(close::GOING_AWAY, "server shutting down");
+    } else {
+        conn.close(close::NORMAL, "bye");
+    }
     drop((send_tx, resume_tx));
     let _ = tokio::join!(writer, sender, delivery);
     state.devices.disconnected(&who).await;
@@ -340,8 +349,9 @@ async fn write_loop(
             out = queue.recv() => match out {
                 None => break,
                 Some(Out::Frame(frame)) => {
-                    let bytes = frames::encode(conn.format(), &frame);
-                    match conn.format() {
+                    let format = conn.format();
+                    let bytes = frames::encode(format, &frame);
+                    match format {
                         Format::Json => Frame::text(Payload::Owned(bytes)),
                         Format::Binary => Frame::binary(Payload::Owned(bytes)),
                     }
@@ -414,13 +424,19 @@ async fn delivery_loop(
 ) {
     let mut started = false;
     let mut flush = tokio::time::interval(Duration::from_secs(state.config.cursor_flush_secs));
+    // A push can be lost without any event reaching this edge (the
+    // publisher's connection dropped after its inbox append, or a leaf link
+    // went down): now and then, compare the inbox's end with what was delivered.
+    let every = Duration::from_secs(state.config.inbox_check_secs);
+    let jitter = Duration::from_millis(rand_millis(every.as_millis() as u64));
+    let mut check = tokio::time::interval_at(tokio::time::Instant::now() + every + jitter, every);
     loop {
         let ok = tokio::select! {
             _ = conn.cancel.cancelled() => break,
             cursor = resumes.recv() => match cursor {
                 None => break,
                 Some(cursor) => {
-                    let from = if cursor == 0 { stored } else { cursor };
+                    let from = if cursor == 0 { stored.max(conn.acked.load(Ordering::Acquire)) } else { cursor };
                     started = true;
                     resume(&state, &conn, from).await
                 }
@@ -444,6 +460,14 @@ async fn delivery_loop(
                 stored = flush_cursor(&state, &conn, stored).await;
                 true
             }
+            _ = check.tick(), if started => match state.inbox.last_cursor(&conn.who.user_id).await {
+                Ok(last) if last > conn.delivered.load(Ordering::Acquire) => catch_up(&state, &conn).await,
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::debug!(error = %e, "inbox check failed");
+                    true
+                }
+            },
         };
         if !ok {
             break;
@@ -563,4 +587,10 @@ async fn deliver(conn: &Conn, cursor: u64, entry: InboxEntry) -> bool {
     };
     conn.send(frames::reply(0, server_frame::Kind::Push(push)))
         .await
+}
+
+/// A pseudo-random number of milliseconds below `max` (spreads periodic work).
+fn rand_millis(max: u64) -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now()) % max.max(1)
 }

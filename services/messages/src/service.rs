@@ -35,8 +35,6 @@ pub enum MessagesError {
     Nats(#[from] shared::nats::NatsError),
     #[error("nats service: {0}")]
     Service(String),
-    #[error("recovery sweep: {0}")]
-    Sweep(String),
 }
 
 struct State {
@@ -47,6 +45,7 @@ struct State {
     /// Per-conversation ordering: a send holds its conversation's shard from
     /// storing through fan-out, so inbox entries follow seq order.
     order: Vec<Mutex<()>>,
+    shutdown: CancellationToken,
     /// Users known to exist (cache of `im.v1.auth.lookup`).
     known_users: std::sync::Mutex<HashSet<String>>,
 }
@@ -66,16 +65,17 @@ pub async fn run(
         caller: nats.caller(),
         order: (0..ORDER_SHARDS).map(|_| Mutex::new(())).collect(),
         known_users: std::sync::Mutex::new(HashSet::new()),
+        shutdown: shutdown.clone(),
         config,
         pool,
     });
 
-    // Before taking sends: deliver whatever a crash left undelivered, so new
-    // messages cannot overtake older ones in an inbox.
-    state
-        .sweep(i64::MAX)
-        .await
-        .map_err(|e| MessagesError::Sweep(e.to_string()))?;
+    // Deliver whatever a crash left undelivered. A conversation this fails
+    // for is retried by the periodic sweep, or by its next send (which fans
+    // out the earlier messages first).
+    if let Err(e) = state.sweep(i64::MAX).await {
+        tracing::warn!(error = %e, "startup fan-out sweep failed; retrying later");
+    }
 
     let service = nats
         .client
@@ -158,6 +158,9 @@ impl State {
         {
             return Ok(ack(&existing, true));
         }
+        // An earlier message whose fan-out failed goes out first, so this one
+        // cannot overtake it in the inboxes.
+        self.fan_out_pending(&conversation_id).await?;
         let id = ids::new_id();
         let members = [me.user_id.as_str(), peer.as_str()];
         let new = store::NewMessage {
@@ -316,20 +319,51 @@ impl State {
         Ok(())
     }
 
+    /// Fans out the pending messages of one conversation, in seq order
+    /// (the caller holds the conversation's order lock).
+    async fn fan_out_pending(&self, conversation_id: &str) -> Result<(), RpcError> {
+        let pending = store::not_fanned_out_in(&self.pool, conversation_id)
+            .await
+            .map_err(|e| internal("load pending messages", e))?;
+        for row in &pending {
+            self.fan_out(row).await.map_err(|e| {
+                tracing::warn!(error = %e, message_id = %row.id, "fan-out of a pending message failed");
+                RpcError::unavailable("an earlier message is not yet delivered; retry")
+            })?;
+        }
+        Ok(())
+    }
+
     /// Fans out messages stored before `before_ms` that are not fanned out.
+    /// A conversation whose fan-out fails is left for the next sweep (its
+    /// later messages too, to keep their order); the others go on.
     async fn sweep(&self, before_ms: i64) -> Result<usize, FanoutError> {
         let mut done = 0;
         loop {
             let rows = store::not_fanned_out(&self.pool, before_ms, 500)
                 .await
                 .map_err(|e| FanoutError::Event(format!("load pending: {e}")))?;
-            if rows.is_empty() {
-                break;
-            }
+            let mut failed: HashSet<&str> = HashSet::new();
+            let mut progress = 0;
             for row in &rows {
+                if self.shutdown.is_cancelled() {
+                    return Ok(done);
+                }
+                if failed.contains(row.conversation_id.as_str()) {
+                    continue;
+                }
                 let _order = self.order[shard_of(&row.conversation_id)].lock().await;
-                self.fan_out(row).await?;
-                done += 1;
+                match self.fan_out(row).await {
+                    Ok(()) => progress += 1,
+                    Err(e) => {
+                        tracing::warn!(error = %e, message_id = %row.id, "sweep fan-out failed");
+                        failed.insert(&row.conversation_id);
+                    }
+                }
+            }
+            done += progress;
+            if rows.len() < 500 || progress == 0 {
+                break;
             }
         }
         if done > 0 {

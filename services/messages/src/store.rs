@@ -140,6 +140,20 @@ pub async fn not_fanned_out(
     .await
 }
 
+/// The messages of one conversation not yet fanned out, in seq order.
+pub async fn not_fanned_out_in(
+    pool: &AnyPool,
+    conversation_id: &str,
+) -> Result<Vec<MessageRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND fanned_out = 0
+         ORDER BY seq"
+    )))
+    .bind(conversation_id)
+    .fetch_all(pool)
+    .await
+}
+
 /// The members of a conversation and the first seq each may read.
 pub async fn member_since(
     pool: &AnyPool,

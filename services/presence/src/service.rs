@@ -159,7 +159,20 @@ fn valid(device: &pb::DeviceRef) -> bool {
 
 impl State {
     /// Writes a device key with the device TTL.
+    /// Writes a device key with the device TTL and waits for the write.
     async fn touch(&self, device: &pb::DeviceRef, edge_id: &str) -> Result<(), RpcError> {
+        let ack = self.publish_touch(device, edge_id).await?;
+        ack.await.map_err(|e| internal("presence put ack", e))?;
+        Ok(())
+    }
+
+    /// Publishes a device key with the device TTL; the write is done when the
+    /// returned future resolves.
+    async fn publish_touch(
+        &self,
+        device: &pb::DeviceRef,
+        edge_id: &str,
+    ) -> Result<async_nats::jetstream::context::PublishAckFuture, RpcError> {
         let value = pb::DeviceStatus {
             device: Some(device.clone()),
             online: true,
@@ -170,14 +183,11 @@ impl State {
         let publish = PublishMessage::build()
             .payload(value.encode_to_vec().into())
             .ttl(Duration::from_secs(self.config.device_ttl_secs));
-        let ack = self
-            .nats
+        self.nats
             .jetstream
             .send_publish(subject, publish)
             .await
-            .map_err(|e| internal("presence put", e))?;
-        ack.await.map_err(|e| internal("presence put ack", e))?;
-        Ok(())
+            .map_err(|e| internal("presence put", e))
     }
 
     async fn status(&self, req: &Request) -> Result<pb::HeartbeatAck, RpcError> {
@@ -188,11 +198,27 @@ impl State {
             .ok_or_else(|| RpcError::bad_request("malformed device"))?;
         if input.online {
             self.touch(&device, &input.edge_id).await?;
-        } else {
-            self.kv
-                .delete(device_key(&device.user_id, &device.device_id))
-                .await
-                .map_err(|e| internal("presence delete", e))?;
+            return Ok(pb::HeartbeatAck {});
+        }
+        // Only the edge that holds the device may take it offline: when a
+        // device moved to another edge, the old edge's late goodbye is ignored.
+        let key = device_key(&device.user_id, &device.device_id);
+        let entry = self
+            .kv
+            .entry(&key)
+            .await
+            .map_err(|e| internal("presence get", e))?;
+        if let Some(entry) = entry.filter(|e| e.operation == Operation::Put) {
+            let holder = pb::DeviceStatus::decode(entry.value.as_ref())
+                .map(|s| s.edge_id)
+                .unwrap_or_default();
+            if holder == input.edge_id {
+                // A failed expectation means another edge wrote in between: keep it.
+                let _ = self
+                    .kv
+                    .delete_expect_revision(&key, Some(entry.revision))
+                    .await;
+            }
         }
         Ok(pb::HeartbeatAck {})
     }
@@ -204,8 +230,26 @@ impl State {
                 "at most {MAX_HEARTBEAT} devices per heartbeat"
             )));
         }
+        // Refresh every device even if some fail (a device skipped here would
+        // expire and show offline by mistake): publish all, then collect acks.
+        let mut acks = Vec::with_capacity(input.devices.len());
+        let mut failed = 0;
         for device in input.devices.iter().filter(|d| valid(d)) {
-            self.touch(device, &input.edge_id).await?;
+            match self.publish_touch(device, &input.edge_id).await {
+                Ok(ack) => acks.push(ack),
+                Err(_) => failed += 1,
+            }
+        }
+        for ack in acks {
+            if ack.await.is_err() {
+                failed += 1;
+            }
+        }
+        if failed > 0 {
+            tracing::warn!(failed, "presence heartbeat: devices not refreshed");
+            return Err(RpcError::unavailable(format!(
+                "{failed} devices not refreshed"
+            )));
         }
         Ok(pb::HeartbeatAck {})
     }
