@@ -234,15 +234,24 @@ impl Client {
     }
 
     /// Waits for the `caught_up` frame after a resume; returns its cursor.
+    /// Other frames stay in the backlog, in order.
     pub async fn caught_up(&mut self) -> anyhow::Result<u64> {
+        let is_caught_up =
+            |f: &ServerFrame| matches!(f.kind, Some(server_frame::Kind::CaughtUp(_)));
+        if let Some(i) = self.backlog.iter().position(is_caught_up)
+            && let Some(server_frame::Kind::CaughtUp(c)) =
+                self.backlog.remove(i).and_then(|f| f.kind)
+        {
+            return Ok(c.cursor);
+        }
         loop {
-            let frame = self.next().await?;
+            let frame = self
+                .read(FRAME_TIMEOUT)
+                .await?
+                .context("no caught_up in time")?;
             match frame.kind {
                 Some(server_frame::Kind::CaughtUp(c)) => return Ok(c.cursor),
                 _ => self.backlog.push_back(frame),
-            }
-            if self.backlog.len() > 100_000 {
-                bail!("no caught_up frame");
             }
         }
     }

@@ -114,6 +114,7 @@ pub fn edge_config(listen: SocketAddr, settings: &Settings) -> edge::Config {
         idle_timeout_secs: settings.idle_timeout_secs,
         ping_interval_secs: 1,
         heartbeat_interval_secs: 1,
+        inbox_check_secs: 1,
         slow_client_timeout_secs: settings.slow_client_timeout_secs,
         send_queue: settings.send_queue,
         ..edge::Config::default()
@@ -312,6 +313,7 @@ impl System {
                 self.settings.slow_client_timeout_secs.to_string(),
             )
             .env("NATTER_EDGE__HEARTBEAT_INTERVAL_SECS", "1")
+            .env("NATTER_EDGE__INBOX_CHECK_SECS", "1")
             .env("NATTER_PRESENCE__DEVICE_TTL_SECS", "3")
             .env(
                 "RUST_LOG",

@@ -1,6 +1,8 @@
 //! Delivery survives what can go wrong between the services and the edge:
 //! lost, duplicated and garbage pushes, and a crash of the NATS server itself.
 
+use std::time::Duration;
+
 use e2e::{Client, Format, Mode, System, no_pushes, spawn_reader, spawn_reliable_sender, text_of};
 use prost::Message as _;
 use shared::proto::delivery::{InboxEntry, Push, inbox_entry};
@@ -90,6 +92,103 @@ async fn a_nats_server_crash_loses_no_acked_message() -> anyhow::Result<()> {
         "every acked message exactly once, in order"
     );
     assert!(no_pushes(&extra), "no duplicates: {extra:?}");
+    system.stop().await;
+    Ok(())
+}
+
+/// An entry in bob's inbox whose push never comes and that no later push
+/// names as predecessor.
+async fn append_without_push(system: &System, user: &e2e::User, text: &str) -> anyhow::Result<()> {
+    let nats = async_nats::connect(system.nats.url()).await?;
+    let js = async_nats::jetstream::new(nats);
+    let entry = InboxEntry {
+        event: Some(inbox_entry::Event::Message(Message {
+            id: format!("silent-{text}"),
+            conversation_id: "d:a:b".into(),
+            seq: 1,
+            body: Some(e2e::text(text)),
+            ..Default::default()
+        })),
+    };
+    js.publish(
+        shared::subject::inbox(&user.user_id),
+        entry.encode_to_vec().into(),
+    )
+    .await?
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_last_push_is_found_by_the_periodic_check() -> anyhow::Result<()> {
+    let system = System::start(Mode::InProcess).await?;
+    let bob = system.api().user("bob").await?;
+    let mut b = Client::connect_live(&system.ws_url(), &bob, Format::Json).await?;
+    append_without_push(&system, &bob, "nobody pushed me").await?;
+    // The edge checks each connection's inbox end every second in tests.
+    let got = b.messages(1).await?;
+    assert_eq!(text_of(&got[0].1), "nobody pushed me");
+    b.expect_no_more_pushes().await?;
+    system.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursors_from_nowhere_resync_and_stored_cursors_only_grow() -> anyhow::Result<()> {
+    use shared::proto::edge::server_frame::Kind;
+    let system = System::start(Mode::InProcess).await?;
+    let api = system.api();
+    let alice = api.user("alice").await?;
+    let bob = api.user("bob").await?;
+    let mut a = Client::connect(&system.ws_url(), &alice, Format::Json).await?;
+    for i in 1..=3 {
+        let id = a.send_text(&bob, &format!("m{i}"), "hello").await?;
+        a.ack_of(id).await?;
+    }
+
+    // A cursor beyond the end of the inbox (another server's, or garbage).
+    for bogus in [1_000_000, u64::MAX] {
+        let mut b = Client::connect(&system.ws_url(), &bob, Format::Json).await?;
+        b.resume(bogus).await?;
+        let end = match b.next().await?.kind {
+            Some(Kind::ResyncRequired(r)) => r.cursor,
+            other => panic!("expected resync_required, got {other:?}"),
+        };
+        assert!(end < bogus);
+        assert_eq!(b.caught_up().await?, end);
+        // Delivery goes on from the end.
+        let id = a
+            .send_text(&bob, &format!("after-{bogus}"), "after resync")
+            .await?;
+        a.ack_of(id).await?;
+        assert_eq!(text_of(&b.messages(1).await?[0].1), "after resync");
+    }
+
+    // Stored cursors never move backwards: a stale session acking an older
+    // cursor does not undo a newer ack.
+    let mut b = Client::connect(&system.ws_url(), &bob, Format::Json).await?;
+    b.resume(0).await?;
+    let all = b.messages(5).await?;
+    let (older, newer) = (all[1].0, all[4].0);
+    b.ack(newer).await?;
+    let mut stored = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stored = Client::connect(&system.ws_url(), &bob, Format::Json)
+            .await?
+            .welcome
+            .acked_cursor;
+        if stored == newer {
+            break;
+        }
+    }
+    assert_eq!(stored, newer);
+    b.ack(older).await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let probe = Client::connect(&system.ws_url(), &bob, Format::Json).await?;
+    assert_eq!(probe.welcome.acked_cursor, newer);
     system.stop().await;
     Ok(())
 }
