@@ -252,6 +252,20 @@ async fn history_and_conversation_list() -> anyhow::Result<()> {
     assert_eq!(list[0]["lastMessage"]["body"]["text"]["text"], "hi carol");
     assert_eq!(list[1]["lastSeq"], "30");
     assert_eq!(list[1]["peerUserId"], bob.user_id);
+    // Paging one at a time walks both, newest first.
+    let (_, first) = api
+        .get("/v1/conversations?limit=1", Some(&alice.token))
+        .await?;
+    assert_eq!(first["hasMore"], true);
+    let last = &first["conversations"][0];
+    let next = format!(
+        "/v1/conversations?limit=1&before_activity_ms={}&before_id={}",
+        last["lastActivityMs"].as_str().unwrap(),
+        last["id"].as_str().unwrap()
+    );
+    let (_, second) = api.get(&next, Some(&alice.token)).await?;
+    assert_eq!(second["conversations"][0]["id"], list[1]["id"]);
+    assert_eq!(second.get("hasMore"), None);
     let (_, bobs) = api.get("/v1/conversations", Some(&bob.token)).await?;
     assert_eq!(bobs["conversations"].as_array().unwrap().len(), 1);
     system.stop().await;

@@ -137,6 +137,8 @@ struct ConversationsQuery {
     limit: u32,
     #[serde(default)]
     before_activity_ms: i64,
+    #[serde(default)]
+    before_id: String,
 }
 
 async fn conversations(
@@ -148,6 +150,7 @@ async fn conversations(
     let request = msg_pb::ConversationsRequest {
         limit: q.limit,
         before_activity_ms: q.before_activity_ms,
+        before_id: q.before_id,
     };
     Ok(Json(
         state

@@ -439,9 +439,13 @@ impl State {
         } else {
             i64::MAX
         };
-        let mut rows = store::conversations(&self.pool, &me.user_id, before, limit + 1)
-            .await
-            .map_err(|e| internal("load conversations", e))?;
+        if input.before_id.len() > 200 {
+            return Err(RpcError::bad_request("before_id is too long"));
+        }
+        let mut rows =
+            store::conversations(&self.pool, &me.user_id, before, &input.before_id, limit + 1)
+                .await
+                .map_err(|e| internal("load conversations", e))?;
         let has_more = rows.len() as i64 > limit;
         rows.truncate(limit as usize);
         let mut conversations = Vec::with_capacity(rows.len());

@@ -205,21 +205,25 @@ pub struct ConversationRow {
     pub last_activity_ms: i64,
 }
 
-/// The conversations of a user, most recent activity first.
+/// The conversations of a user, most recent activity first (ties by id),
+/// after the page boundary `(before_activity_ms, before_id)`.
 pub async fn conversations(
     pool: &AnyPool,
     user_id: &str,
     before_activity_ms: i64,
+    before_id: &str,
     limit: i64,
 ) -> Result<Vec<ConversationRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT c.id, c.kind, c.last_seq, c.last_activity_ms
          FROM conversation_members m JOIN conversations c ON c.id = m.conversation_id
-         WHERE m.user_id = $1 AND c.last_activity_ms < $2 AND c.last_seq > 0
-         ORDER BY c.last_activity_ms DESC, c.id LIMIT $3",
+         WHERE m.user_id = $1 AND c.last_seq > 0
+           AND (c.last_activity_ms < $2 OR (c.last_activity_ms = $2 AND c.id > $3))
+         ORDER BY c.last_activity_ms DESC, c.id ASC LIMIT $4",
     )
     .bind(user_id)
     .bind(before_activity_ms)
+    .bind(before_id)
     .bind(limit)
     .fetch_all(pool)
     .await
