@@ -111,6 +111,17 @@ impl Client {
         .await
     }
 
+    /// Sends a text and waits for its ack.
+    pub async fn send_acked(
+        &mut self,
+        to: &User,
+        client_msg_id: &str,
+        text: &str,
+    ) -> anyhow::Result<SendAck> {
+        let id = self.send_text(to, client_msg_id, text).await?;
+        self.ack_of(id).await
+    }
+
     pub async fn resume(&mut self, cursor: u64) -> anyhow::Result<u64> {
         self.send_frame(client_frame::Kind::Resume(Resume { cursor }))
             .await

@@ -179,6 +179,23 @@ impl System {
         Ok(system)
     }
 
+    /// Starts a system and registers and logs in the named users.
+    pub async fn with_users<const N: usize>(
+        mode: Mode,
+        names: [&str; N],
+    ) -> anyhow::Result<(Self, [crate::User; N])> {
+        let system = Self::start(mode).await?;
+        let api = system.api();
+        let mut users = Vec::with_capacity(N);
+        for name in names {
+            users.push(api.user(name).await?);
+        }
+        let users = users
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("user count"))?;
+        Ok((system, users))
+    }
+
     pub fn api(&self) -> Api {
         Api::new(format!("http://{}", self.edge_addr))
     }

@@ -48,9 +48,8 @@ async fn bad_tokens(system: &System, user: &User) -> anyhow::Result<(String, Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_handshake_refuses_bad_tokens() -> anyhow::Result<()> {
-    let system = System::start(Mode::InProcess).await?;
+    let (system, [alice]) = System::with_users(Mode::InProcess, ["alice"]).await?;
     let api = system.api();
-    let alice = api.user("alice").await?;
     let ws = system.ws_url();
     expect_http_status(&ws, 401).await;
     expect_http_status(&format!("{ws}?token="), 401).await;
@@ -87,11 +86,8 @@ async fn websocket_handshake_refuses_bad_tokens() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_frames_get_errors_and_the_connection_survives() -> anyhow::Result<()> {
-    let system = System::start(Mode::InProcess).await?;
-    let api = system.api();
-    let alice = api.user("alice").await?;
-    let bob = api.user("bob").await?;
-    let carol = api.user("carol").await?;
+    let (system, [alice, bob, carol]) =
+        System::with_users(Mode::InProcess, ["alice", "bob", "carol"]).await?;
     // carol is connected throughout and must not notice anything.
     let mut c = Client::connect(&system.ws_url(), &carol, Format::Json).await?;
     let mut b = Client::connect_live(&system.ws_url(), &bob, Format::Binary).await?;
@@ -206,8 +202,7 @@ async fn bad_frames_get_errors_and_the_connection_survives() -> anyhow::Result<(
         a.reply(id).await?.kind,
         Some(server_frame::Kind::Pong(_))
     ));
-    let id = a.send_text(&bob, "ok-1", "still here").await?;
-    assert_eq!(a.ack_of(id).await?.seq, 1);
+    assert_eq!(a.send_acked(&bob, "ok-1", "still here").await?.seq, 1);
     let got = b.messages(1).await?;
     assert_eq!(text_of(&got[0].1), "still here");
     let id = c.ping().await?;
@@ -223,10 +218,7 @@ async fn bad_frames_get_errors_and_the_connection_survives() -> anyhow::Result<(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_frames_close_only_that_connection() -> anyhow::Result<()> {
-    let system = System::start(Mode::InProcess).await?;
-    let api = system.api();
-    let alice = api.user("alice").await?;
-    let bob = api.user("bob").await?;
+    let (system, [alice, bob]) = System::with_users(Mode::InProcess, ["alice", "bob"]).await?;
     let mut b = Client::connect_live(&system.ws_url(), &bob, Format::Json).await?;
 
     let mut a = Client::connect(&system.ws_url(), &alice, Format::Json).await?;
@@ -262,8 +254,7 @@ async fn oversized_frames_close_only_that_connection() -> anyhow::Result<()> {
 
     // bob is unaffected and alice can reconnect and chat.
     let mut a = Client::connect(&system.ws_url(), &alice, Format::Json).await?;
-    let id = a.send_text(&bob, "after", "after the big one").await?;
-    a.ack_of(id).await?;
+    a.send_acked(&bob, "after", "after the big one").await?;
     assert_eq!(text_of(&b.messages(1).await?[0].1), "after the big one");
     system.stop().await;
     Ok(())
@@ -271,11 +262,9 @@ async fn oversized_frames_close_only_that_connection() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_api_rejects_bad_input_clearly() -> anyhow::Result<()> {
-    let system = System::start(Mode::InProcess).await?;
+    let (system, [alice, bob, carol]) =
+        System::with_users(Mode::InProcess, ["alice", "bob", "carol"]).await?;
     let api = system.api();
-    let alice = api.user("alice").await?;
-    let bob = api.user("bob").await?;
-    let carol = api.user("carol").await?;
 
     let cases: Vec<(&str, String, u16, &str)> = vec![
         (

@@ -24,16 +24,15 @@ async fn realtime_chat_delivers_in_order_protobuf() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_user_receives_exactly_what_was_sent() -> anyhow::Result<()> {
-    let system = System::start(Mode::InProcess).await?;
-    let api = system.api();
-    let alice = api.user("alice").await?;
-    let bob = api.user("bob").await?;
+    let (system, [alice, bob]) = System::with_users(Mode::InProcess, ["alice", "bob"]).await?;
     let mut a = Client::connect(&system.ws_url(), &alice, Format::Json).await?;
     for i in 1..=50 {
-        let id = a
-            .send_text(&bob, &format!("m{i}"), &format!("offline {i}"))
-            .await?;
-        assert_eq!(a.ack_of(id).await?.seq, i);
+        assert_eq!(
+            a.send_acked(&bob, &format!("m{i}"), &format!("offline {i}"))
+                .await?
+                .seq,
+            i
+        );
     }
 
     let mut b = Client::connect(&system.ws_url(), &bob, Format::Binary).await?;
@@ -50,10 +49,7 @@ async fn offline_user_receives_exactly_what_was_sent() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnect_with_cursor_loses_nothing_and_repeats_nothing() -> anyhow::Result<()> {
-    let system = System::start(Mode::InProcess).await?;
-    let api = system.api();
-    let alice = api.user("alice").await?;
-    let bob = api.user("bob").await?;
+    let (system, [alice, bob]) = System::with_users(Mode::InProcess, ["alice", "bob"]).await?;
     let mut a = Client::connect(&system.ws_url(), &alice, Format::Json).await?;
     let mut b = Client::connect_live(&system.ws_url(), &bob, Format::Json).await?;
 
@@ -63,10 +59,12 @@ async fn reconnect_with_cursor_loses_nothing_and_repeats_nothing() -> anyhow::Re
         let bob = bob.clone();
         async move {
             for i in 1..=60u64 {
-                let id = a
-                    .send_text(&bob, &format!("m{i}"), &format!("stream {i}"))
-                    .await?;
-                assert_eq!(a.ack_of(id).await?.seq, i);
+                assert_eq!(
+                    a.send_acked(&bob, &format!("m{i}"), &format!("stream {i}"))
+                        .await?
+                        .seq,
+                    i
+                );
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             anyhow::Ok(())
@@ -113,10 +111,8 @@ async fn reconnect_with_cursor_loses_nothing_and_repeats_nothing() -> anyhow::Re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resend_with_same_client_msg_id_is_delivered_once() -> anyhow::Result<()> {
-    let system = System::start(Mode::InProcess).await?;
+    let (system, [alice, bob]) = System::with_users(Mode::InProcess, ["alice", "bob"]).await?;
     let api = system.api();
-    let alice = api.user("alice").await?;
-    let bob = api.user("bob").await?;
     let mut a = Client::connect(&system.ws_url(), &alice, Format::Json).await?;
     let mut b = Client::connect_live(&system.ws_url(), &bob, Format::Json).await?;
 
@@ -155,9 +151,8 @@ async fn resend_with_same_client_msg_id_is_delivered_once() -> anyhow::Result<()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_device_of_both_users_receives() -> anyhow::Result<()> {
-    let system = System::start(Mode::InProcess).await?;
+    let (system, [alice]) = System::with_users(Mode::InProcess, ["alice"]).await?;
     let api = system.api();
-    let alice = api.user("alice").await?;
     let alice2 = api.another_device(&alice).await?;
     let bob = api.user("bob").await?;
     let bob2 = api.another_device(&bob).await?;
@@ -172,10 +167,12 @@ async fn every_device_of_both_users_receives() -> anyhow::Result<()> {
         c.caught_up().await?;
     }
     for i in 1..=20u64 {
-        let id = a1
-            .send_text(&bob, &format!("m{i}"), &format!("to both {i}"))
-            .await?;
-        assert_eq!(a1.ack_of(id).await?.seq, i);
+        assert_eq!(
+            a1.send_acked(&bob, &format!("m{i}"), &format!("to both {i}"))
+                .await?
+                .seq,
+            i
+        );
     }
     for (name, client) in [("bob 1", &mut b1), ("bob 2", &mut b2), ("alice 2", &mut a2)] {
         let got = client.messages(20).await?;
@@ -188,8 +185,7 @@ async fn every_device_of_both_users_receives() -> anyhow::Result<()> {
         assert_eq!(ids, HashSet::from([alice.device_id.as_str()]), "{name}");
     }
     // bob answers from his second device; his first device sees it too.
-    let id = b2.send_text(&alice, "r1", "收到").await?;
-    assert_eq!(b2.ack_of(id).await?.seq, 21);
+    assert_eq!(b2.send_acked(&alice, "r1", "收到").await?.seq, 21);
     let got = b1.messages(1).await?;
     assert_eq!((got[0].1.seq, text_of(&got[0].1)), (21, "收到"));
     let got = a2.messages(1).await?;
@@ -200,17 +196,13 @@ async fn every_device_of_both_users_receives() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_and_conversation_list() -> anyhow::Result<()> {
-    let system = System::start(Mode::InProcess).await?;
+    let (system, [alice, bob, carol]) =
+        System::with_users(Mode::InProcess, ["alice", "bob", "carol"]).await?;
     let api = system.api();
-    let alice = api.user("alice").await?;
-    let bob = api.user("bob").await?;
-    let carol = api.user("carol").await?;
     let mut a = Client::connect(&system.ws_url(), &alice, Format::Json).await?;
     for i in 1..=30u64 {
-        let id = a
-            .send_text(&bob, &format!("m{i}"), &format!("h{i}"))
+        a.send_acked(&bob, &format!("m{i}"), &format!("h{i}"))
             .await?;
-        a.ack_of(id).await?;
     }
     let id = a.send_text(&carol, "c1", "hi carol").await?;
     let carol_ack = a.ack_of(id).await?;

@@ -10,14 +10,10 @@ use shared::proto::message::Message;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_duplicated_and_garbage_pushes_change_nothing() -> anyhow::Result<()> {
-    let system = System::start(Mode::InProcess).await?;
-    let api = system.api();
-    let alice = api.user("alice").await?;
-    let bob = api.user("bob").await?;
+    let (system, [alice, bob]) = System::with_users(Mode::InProcess, ["alice", "bob"]).await?;
     let mut a = Client::connect(&system.ws_url(), &alice, Format::Json).await?;
     let mut b = Client::connect_live(&system.ws_url(), &bob, Format::Json).await?;
-    let id = a.send_text(&bob, "m1", "first").await?;
-    a.ack_of(id).await?;
+    a.send_acked(&bob, "m1", "first").await?;
     let first = b.messages(1).await?;
 
     let nats = async_nats::connect(system.nats.url()).await?;
@@ -56,8 +52,7 @@ async fn lost_duplicated_and_garbage_pushes_change_nothing() -> anyhow::Result<(
 
     // The next real message's push names the lost entry as its predecessor:
     // the edge sees the gap and reads the inbox.
-    let id = a.send_text(&bob, "m2", "second").await?;
-    a.ack_of(id).await?;
+    a.send_acked(&bob, "m2", "second").await?;
     let got = b.messages(2).await?;
     assert_eq!(text_of(&got[0].1), "lost push");
     assert_eq!(text_of(&got[1].1), "second");
@@ -69,10 +64,7 @@ async fn lost_duplicated_and_garbage_pushes_change_nothing() -> anyhow::Result<(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_server_crash_loses_no_acked_message() -> anyhow::Result<()> {
-    let mut system = System::start(Mode::InProcess).await?;
-    let api = system.api();
-    let alice = api.user("alice").await?;
-    let bob = api.user("bob").await?;
+    let (mut system, [alice, bob]) = System::with_users(Mode::InProcess, ["alice", "bob"]).await?;
     const N: u64 = 60;
     let b = Client::connect_live(&system.ws_url(), &bob, Format::Binary).await?;
     let reader = spawn_reader(b, N as usize);
@@ -136,14 +128,10 @@ async fn a_lost_last_push_is_found_by_the_periodic_check() -> anyhow::Result<()>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cursors_from_nowhere_resync_and_stored_cursors_only_grow() -> anyhow::Result<()> {
     use shared::proto::edge::server_frame::Kind;
-    let system = System::start(Mode::InProcess).await?;
-    let api = system.api();
-    let alice = api.user("alice").await?;
-    let bob = api.user("bob").await?;
+    let (system, [alice, bob]) = System::with_users(Mode::InProcess, ["alice", "bob"]).await?;
     let mut a = Client::connect(&system.ws_url(), &alice, Format::Json).await?;
     for i in 1..=3 {
-        let id = a.send_text(&bob, &format!("m{i}"), "hello").await?;
-        a.ack_of(id).await?;
+        a.send_acked(&bob, &format!("m{i}"), "hello").await?;
     }
 
     // A cursor beyond the end of the inbox (another server's, or garbage).
@@ -157,10 +145,8 @@ async fn cursors_from_nowhere_resync_and_stored_cursors_only_grow() -> anyhow::R
         assert!(end < bogus);
         assert_eq!(b.caught_up().await?, end);
         // Delivery goes on from the end.
-        let id = a
-            .send_text(&bob, &format!("after-{bogus}"), "after resync")
+        a.send_acked(&bob, &format!("after-{bogus}"), "after resync")
             .await?;
-        a.ack_of(id).await?;
         assert_eq!(text_of(&b.messages(1).await?[0].1), "after resync");
     }
 

@@ -10,9 +10,8 @@ fn header(token: &str) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_rotate_while_edges_keep_running() -> anyhow::Result<()> {
-    let mut system = System::start(Mode::Split).await?;
+    let (mut system, [alice]) = System::with_users(Mode::Split, ["alice"]).await?;
     let api = system.api();
-    let alice = api.user("alice").await?;
     Client::connect(&system.ws_url(), &alice, Format::Json).await?;
 
     let out = system.natter_command(&["rotate-key"])?;
@@ -32,8 +31,7 @@ async fn keys_rotate_while_edges_keep_running() -> anyhow::Result<()> {
     assert_eq!(b.welcome.user_id, bob.user_id);
     // alice's token, signed by the old key, still works.
     let mut a = Client::connect(&system.ws_url(), &alice, Format::Json).await?;
-    let id = a.send_text(&bob, "k1", "after rotation").await?;
-    a.ack_of(id).await?;
+    a.send_acked(&bob, "k1", "after rotation").await?;
     b.resume(0).await?;
     assert_eq!(b.messages(1).await?[0].1.client_msg_id, "k1");
     Ok(())

@@ -40,10 +40,8 @@ async fn eventually(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_come_and_go_with_last_seen_and_events() -> anyhow::Result<()> {
-    let system = System::start(Mode::InProcess).await?;
+    let (system, [alice, bob]) = System::with_users(Mode::InProcess, ["alice", "bob"]).await?;
     let api = system.api();
-    let alice = api.user("alice").await?;
-    let bob = api.user("bob").await?;
     let bob2 = api.another_device(&bob).await?;
     let nats = async_nats::connect(system.nats.url()).await?;
     let mut events = nats
@@ -114,10 +112,8 @@ async fn devices_come_and_go_with_last_seen_and_events() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_edge_devices_expire() -> anyhow::Result<()> {
-    let mut system = System::start(Mode::Split).await?;
+    let (mut system, [alice, bob]) = System::with_users(Mode::Split, ["alice", "bob"]).await?;
     let api = system.api();
-    let alice = api.user("alice").await?;
-    let bob = api.user("bob").await?;
     let _b = Client::connect(&system.ws_url(), &bob, Format::Json).await?;
     eventually(&api, &alice, &bob, |p| p["online"] == true).await?;
 

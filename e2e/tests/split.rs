@@ -17,10 +17,7 @@ async fn chat_works_with_one_process_per_service() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_messages_service_loses_no_acked_message() -> anyhow::Result<()> {
-    let mut system = System::start(Mode::Split).await?;
-    let api = system.api();
-    let alice = api.user("alice").await?;
-    let bob = api.user("bob").await?;
+    let (mut system, [alice, bob]) = System::with_users(Mode::Split, ["alice", "bob"]).await?;
     const N: u64 = 150;
     let b = Client::connect_live(&system.ws_url(), &bob, Format::Binary).await?;
     let reader = spawn_reader(b, N as usize);
