@@ -32,7 +32,8 @@ up: deps build
     #!/usr/bin/env bash
     set -euo pipefail
     mkdir -p "{{data_dir}}"
-    NATTER_NATS_STORE="{{data_dir}}/nats" nats-server -c nats/dev.conf &
+    # Its own session, so Ctrl-C reaches natter first; nats-server stops after it.
+    NATTER_NATS_STORE="{{data_dir}}/nats" setsid nats-server -c nats/dev.conf &
     nats_pid=$!
     natter_pid=""
     stop() {

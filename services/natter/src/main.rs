@@ -173,9 +173,16 @@ async fn run(config: NatterConfig, services: &[Service]) -> anyhow::Result<()> {
         wait_for_signal().await;
         tracing::info!("shutting down (a second signal stops at once)");
         edge_signal.cancel();
-        wait_for_signal().await;
-        tracing::warn!("stopping at once");
-        std::process::exit(130);
+        let first = std::time::Instant::now();
+        loop {
+            wait_for_signal().await;
+            // One Ctrl-C often arrives twice (from the terminal and from a
+            // wrapper script); only a later one means "now".
+            if first.elapsed() > std::time::Duration::from_secs(1) {
+                tracing::warn!("stopping at once");
+                std::process::exit(130);
+            }
+        }
     });
     let mut failure = None;
     let edges = services.iter().filter(|s| **s == Service::Edge).count();
