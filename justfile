@@ -2,6 +2,10 @@
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
+# Where pip puts the programs it installs (nats-server, just), so recipes find
+# them even when that folder is not on the caller's PATH.
+export PATH := `python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'` + ":" + `python3 -m site --user-base` + "/bin:" + env_var("PATH")
+
 # Where `just up` keeps JetStream data and SQLite files (kept between runs).
 data_dir := env_var_or_default("NATTER_DATA_DIR", "data")
 edge_addr := env_var_or_default("NATTER_EDGE__LISTEN", "127.0.0.1:8080")
