@@ -14,7 +14,7 @@ mod system;
 
 pub use api::{Api, User};
 pub use client::{Client, Format};
-pub use scenarios::{chat, no_pushes, spawn_reader, spawn_reliable_sender};
+pub use scenarios::{Stream, chat, no_pushes, spawn_reader, spawn_reliable_sender};
 pub use system::{Mode, Service, Settings, System};
 
 /// A text message body.

@@ -113,3 +113,54 @@ pub fn spawn_reliable_sender(
     });
     (task, progress)
 }
+
+/// alice streams `n` messages to bob with a [`spawn_reliable_sender`] while
+/// bob reads with a [`spawn_reader`]; something can go wrong in between.
+pub struct Stream {
+    reader: tokio::task::JoinHandle<anyhow::Result<Received>>,
+    sender: tokio::task::JoinHandle<anyhow::Result<u64>>,
+    /// How many messages were acked so far.
+    pub progress: tokio::sync::watch::Receiver<u64>,
+    n: u64,
+}
+
+impl Stream {
+    pub async fn start(
+        system: &System,
+        from: User,
+        to: User,
+        n: u64,
+        retry_on: &'static [&'static str],
+    ) -> anyhow::Result<Self> {
+        let reader = Client::connect_live(&system.ws_url(), &to, Format::Binary).await?;
+        let reader = spawn_reader(reader, n as usize);
+        let (sender, progress) = spawn_reliable_sender(system.ws_url(), from, to, n, retry_on);
+        Ok(Self {
+            reader,
+            sender,
+            progress,
+            n,
+        })
+    }
+
+    /// Waits until a third of the messages are acked.
+    pub async fn a_third_in(&mut self) -> anyhow::Result<()> {
+        let third = self.n / 3;
+        self.progress.wait_for(|acked| *acked >= third).await?;
+        Ok(())
+    }
+
+    /// Waits for both ends and checks that every acked message arrived
+    /// exactly once, in order. Returns how many sends were retried.
+    pub async fn finish(self) -> anyhow::Result<u64> {
+        let retries = self.sender.await??;
+        let (received, extra) = self.reader.await??;
+        let seqs: Vec<u64> = received.iter().map(|(_, m)| m.seq).collect();
+        anyhow::ensure!(
+            seqs == (1..=self.n).collect::<Vec<_>>(),
+            "every acked message exactly once, in order; got {seqs:?}"
+        );
+        anyhow::ensure!(no_pushes(&extra), "no duplicates: {extra:?}");
+        Ok(retries)
+    }
+}

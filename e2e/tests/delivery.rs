@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use e2e::{Client, Format, Mode, System, no_pushes, spawn_reader, spawn_reliable_sender, text_of};
+use e2e::{Client, Format, Mode, Stream, System, text_of};
 use prost::Message as _;
 use shared::proto::delivery::{InboxEntry, Push, inbox_entry};
 use shared::proto::message::Message;
@@ -65,25 +65,12 @@ async fn lost_duplicated_and_garbage_pushes_change_nothing() -> anyhow::Result<(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_server_crash_loses_no_acked_message() -> anyhow::Result<()> {
     let (mut system, [alice, bob]) = System::with_users(Mode::InProcess, ["alice", "bob"]).await?;
-    const N: u64 = 60;
-    let b = Client::connect_live(&system.ws_url(), &bob, Format::Binary).await?;
-    let reader = spawn_reader(b, N as usize);
-    let (sender, mut progress) =
-        spawn_reliable_sender(system.ws_url(), alice, bob, N, &["unavailable"]);
-
+    let mut stream = Stream::start(&system, alice, bob, 60, &["unavailable"]).await?;
     // SIGKILL the NATS server a third of the way in and start it again on the
     // same port and JetStream store.
-    progress.wait_for(|n| *n >= N / 3).await?;
+    stream.a_third_in().await?;
     system.nats.restart();
-    sender.await??;
-    let (received, extra) = reader.await??;
-    let seqs: Vec<u64> = received.iter().map(|(_, m)| m.seq).collect();
-    assert_eq!(
-        seqs,
-        (1..=N).collect::<Vec<_>>(),
-        "every acked message exactly once, in order"
-    );
-    assert!(no_pushes(&extra), "no duplicates: {extra:?}");
+    stream.finish().await?;
     system.stop().await;
     Ok(())
 }

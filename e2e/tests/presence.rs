@@ -19,6 +19,23 @@ async fn presence_of(api: &Api, asker: &User, user: &User) -> anyhow::Result<ser
     Ok(body["users"][0].clone())
 }
 
+/// The next presence event must say `user` went online (or offline).
+async fn expect_event(
+    events: &mut async_nats::Subscriber,
+    user: &User,
+    online: bool,
+) -> anyhow::Result<()> {
+    let event = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("event subscription ended"))?;
+    let event = PresenceChanged::decode(event.payload.as_ref())?;
+    assert_eq!(
+        (event.user_id.as_str(), event.online),
+        (user.user_id.as_str(), online)
+    );
+    Ok(())
+}
+
 /// Polls until `check` holds (presence is eventually consistent: it follows
 /// the KV bucket through a watcher).
 async fn eventually(
@@ -61,14 +78,7 @@ async fn devices_come_and_go_with_last_seen_and_events() -> anyhow::Result<()> {
     })
     .await?;
     assert_eq!(online["online"], true);
-    let event = tokio::time::timeout(Duration::from_secs(5), events.next())
-        .await?
-        .unwrap();
-    let event = PresenceChanged::decode(event.payload.as_ref())?;
-    assert_eq!(
-        (event.user_id.as_str(), event.online),
-        (bob.user_id.as_str(), true)
-    );
+    expect_event(&mut events, &bob, true).await?;
 
     // One device leaves: still online.
     b1.close().await;
@@ -83,14 +93,7 @@ async fn devices_come_and_go_with_last_seen_and_events() -> anyhow::Result<()> {
     let offline = eventually(&api, &alice, &bob, |p| p.get("online").is_none()).await?;
     let seen: i64 = offline["lastSeenMs"].as_str().unwrap().parse()?;
     assert!((shared::ids::now_ms() - seen).abs() < 60_000);
-    let event = tokio::time::timeout(Duration::from_secs(5), events.next())
-        .await?
-        .unwrap();
-    let event = PresenceChanged::decode(event.payload.as_ref())?;
-    assert_eq!(
-        (event.user_id.as_str(), event.online),
-        (bob.user_id.as_str(), false)
-    );
+    expect_event(&mut events, &bob, false).await?;
 
     // Bad queries are refused.
     let (status, _) = api

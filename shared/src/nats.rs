@@ -127,6 +127,30 @@ impl Nats {
     }
 }
 
+/// Publishes a public event (`im.evt.v1.*`) and waits until JetStream has
+/// stored it. `dedup_id` becomes `Nats-Msg-Id`, so a redo within the stream's
+/// duplicate window is stored once.
+pub async fn publish_event(
+    js: &jetstream::Context,
+    subject: &'static str,
+    payload: bytes::Bytes,
+    dedup_id: &str,
+) -> Result<(), NatsError> {
+    let failed = |e: &dyn std::fmt::Display| NatsError::JetStream {
+        name: subject.into(),
+        message: e.to_string(),
+    };
+    let publish = jetstream::message::PublishMessage::build()
+        .payload(payload)
+        .message_id(dedup_id);
+    let ack = js
+        .send_publish(subject, publish)
+        .await
+        .map_err(|e| failed(&e))?;
+    ack.await.map_err(|e| failed(&e))?;
+    Ok(())
+}
+
 /// Retention and replication of the shared streams.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]

@@ -147,22 +147,17 @@ impl State {
             nickname: nickname.to_owned(),
             created_at_ms: now_ms,
         };
-        let publish = async_nats::jetstream::message::PublishMessage::build()
-            .payload(prost::Message::encode_to_vec(&event).into())
-            .message_id(format!("user:{id}"));
         // The account exists either way; a lost event is logged, not fatal.
-        match self
-            .nats
-            .jetstream
-            .send_publish(subject::event::USER_REGISTERED, publish)
-            .await
-        {
-            Ok(ack) => {
-                if let Err(e) = ack.await {
-                    tracing::warn!(error = %e, "user.registered event not stored");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "user.registered event not published"),
+        let payload = prost::Message::encode_to_vec(&event).into();
+        let published = shared::nats::publish_event(
+            &self.nats.jetstream,
+            subject::event::USER_REGISTERED,
+            payload,
+            &format!("user:{id}"),
+        )
+        .await;
+        if let Err(e) = published {
+            tracing::warn!(error = %e, "user.registered event not stored");
         }
         Ok(pb::RegisterResponse { user_id: id })
     }

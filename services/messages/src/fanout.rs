@@ -95,7 +95,7 @@ impl Inboxes {
         dedup_id: &str,
     ) -> Result<(u64, Option<u64>), FanoutError> {
         let inbox = subject::inbox(user);
-        let mut shard = self.last[shard_of(user)].lock().await;
+        let mut shard = self.last[shard_of(user, SHARDS)].lock().await;
         for _ in 0..MAX_ATTEMPTS {
             let expected = match shard.get(user) {
                 Some(seq) => *seq,
@@ -146,29 +146,12 @@ impl Inboxes {
             }),
         }
     }
-
-    /// Publishes a public event, deduplicated by `dedup_id`.
-    pub async fn event(
-        &self,
-        subject: &'static str,
-        payload: Bytes,
-        dedup_id: &str,
-    ) -> Result<(), FanoutError> {
-        let publish = PublishMessage::build()
-            .payload(payload)
-            .message_id(dedup_id);
-        let ack = self
-            .jetstream
-            .send_publish(subject, publish)
-            .await
-            .map_err(|e| FanoutError::Event(e.to_string()))?;
-        ack.await.map_err(|e| FanoutError::Event(e.to_string()))?;
-        Ok(())
-    }
 }
 
-fn shard_of(user: &str) -> usize {
+/// Which of `shards` locks guards `key` (users here, conversations in the
+/// service's ordering locks).
+pub(crate) fn shard_of(key: &str, shards: usize) -> usize {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    user.hash(&mut hasher);
-    (hasher.finish() as usize) % SHARDS
+    key.hash(&mut hasher);
+    (hasher.finish() as usize) % shards
 }

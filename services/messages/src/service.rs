@@ -3,7 +3,6 @@
 //! fans out messages a crash left stored but undelivered.
 
 use std::collections::HashSet;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +40,7 @@ struct State {
     config: Config,
     pool: AnyPool,
     inboxes: Inboxes,
+    jetstream: async_nats::jetstream::Context,
     caller: Caller,
     /// Per-conversation ordering: a send holds its conversation's shard from
     /// storing through fan-out, so inbox entries follow seq order.
@@ -62,6 +62,7 @@ pub async fn run(
     shared::nats::events_stream(&nats.jetstream, &config.streams).await?;
     let state = Arc::new(State {
         inboxes: Inboxes::new(nats.client.clone(), nats.jetstream.clone(), stream),
+        jetstream: nats.jetstream.clone(),
         caller: nats.caller(),
         order: (0..ORDER_SHARDS).map(|_| Mutex::new(())).collect(),
         known_users: std::sync::Mutex::new(HashSet::new()),
@@ -306,13 +307,15 @@ impl State {
         );
         ra?;
         rb?;
-        self.inboxes
-            .event(
-                subject::event::MESSAGE_CREATED,
-                message.encode_to_vec().into(),
-                &row.id,
-            )
-            .await?;
+        let payload = message.encode_to_vec().into();
+        shared::nats::publish_event(
+            &self.jetstream,
+            subject::event::MESSAGE_CREATED,
+            payload,
+            &row.id,
+        )
+        .await
+        .map_err(|e| FanoutError::Event(e.to_string()))?;
         store::mark_fanned_out(&self.pool, &row.id)
             .await
             .map_err(|e| FanoutError::Event(format!("mark fanned out: {e}")))?;
@@ -513,7 +516,5 @@ fn to_i64(seq: u64) -> Result<i64, RpcError> {
 }
 
 fn shard_of(key: &str) -> usize {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    key.hash(&mut hasher);
-    (hasher.finish() as usize) % ORDER_SHARDS
+    crate::fanout::shard_of(key, ORDER_SHARDS)
 }

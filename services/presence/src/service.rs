@@ -341,21 +341,15 @@ impl State {
             online,
             last_seen_ms: now,
         };
-        let publish = PublishMessage::build()
-            .payload(event.encode_to_vec().into())
-            .message_id(format!("presence:{user}:{}", entry.revision));
-        match self
-            .nats
-            .jetstream
-            .send_publish(subject::event::PRESENCE_CHANGED, publish)
-            .await
-        {
-            Ok(ack) => {
-                if let Err(e) = ack.await {
-                    tracing::warn!(error = %e, "presence event not stored");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "presence event not published"),
+        let published = shared::nats::publish_event(
+            &self.nats.jetstream,
+            subject::event::PRESENCE_CHANGED,
+            event.encode_to_vec().into(),
+            &format!("presence:{user}:{}", entry.revision),
+        )
+        .await;
+        if let Err(e) = published {
+            tracing::warn!(error = %e, "presence event not stored");
         }
     }
 }
