@@ -309,6 +309,22 @@ impl State {
             return;
         };
         let online = entry.operation == Operation::Put;
+        let now = ids::now_ms();
+        // When a user's last device leaves, store the last-seen time before
+        // the user drops out of the online set, so no query in between sees
+        // "offline, never seen".
+        let last_device_leaves = !online
+            && self
+                .online
+                .lock()
+                .expect("presence lock")
+                .get(user)
+                .is_some_and(|d| d.len() == 1 && d.contains(device));
+        if last_device_leaves
+            && let Err(e) = self.kv.put(seen_key(user), now.to_string().into()).await
+        {
+            tracing::warn!(error = %e, "cannot store last seen");
+        }
         let changed = {
             let mut map = self.online.lock().expect("presence lock");
             if online {
@@ -331,10 +347,6 @@ impl State {
         // Replayed history (delta > 0 while catching up) is state, not news.
         if !changed || entry.delta > 0 {
             return;
-        }
-        let now = ids::now_ms();
-        if !online && let Err(e) = self.kv.put(seen_key(user), now.to_string().into()).await {
-            tracing::warn!(error = %e, "cannot store last seen");
         }
         let event = pb::PresenceChanged {
             user_id: user.to_owned(),
