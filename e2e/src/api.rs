@@ -136,4 +136,63 @@ impl Api {
         )
         .await
     }
+
+    /// PATCH, PUT and DELETE with an optional JSON body.
+    pub async fn send_method(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request
+                .body(body.to_string())
+                .header("content-type", "application/json");
+        }
+        Self::json(request, token).await
+    }
+
+    /// Sends a friend request; returns the response body.
+    pub async fn request_friend(
+        &self,
+        from: &User,
+        to: &User,
+        greeting: &str,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        self.post(
+            "/v1/friends/requests",
+            Some(&from.token),
+            json!({ "toUserId": to.user_id, "greeting": greeting }).to_string(),
+        )
+        .await
+    }
+
+    /// Makes `a` and `b` friends: `a` asks, `b` accepts.
+    pub async fn befriend(&self, a: &User, b: &User) -> anyhow::Result<()> {
+        let (status, body) = self.request_friend(a, b, "hi").await?;
+        if status != StatusCode::OK {
+            bail!(
+                "friend request {} -> {}: {status} {body}",
+                a.username,
+                b.username
+            );
+        }
+        if body["becameFriends"].as_bool() == Some(true) {
+            return Ok(());
+        }
+        let id = body["request"]["id"].as_str().context("request id")?;
+        let (status, body) = self
+            .post(
+                &format!("/v1/friends/requests/{id}/accept"),
+                Some(&b.token),
+                "",
+            )
+            .await?;
+        if status != StatusCode::OK {
+            bail!("accept {} -> {}: {status} {body}", a.username, b.username);
+        }
+        Ok(())
+    }
 }

@@ -13,6 +13,7 @@ pub async fn chat(system: &System, n: u64, format: Format) -> anyhow::Result<()>
     let api = system.api();
     let alice = api.user("alice").await?;
     let bob = api.user("bob").await?;
+    api.befriend(&alice, &bob).await?;
     let mut a = Client::connect(&system.ws_url(), &alice, format).await?;
     let mut b = Client::connect_live(&system.ws_url(), &bob, format).await?;
 

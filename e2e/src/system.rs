@@ -26,14 +26,16 @@ pub enum Service {
     Auth,
     Messages,
     Presence,
+    Social,
     Edge,
 }
 
 impl Service {
-    pub const ALL: [Service; 4] = [
+    pub const ALL: [Service; 5] = [
         Service::Auth,
         Service::Messages,
         Service::Presence,
+        Service::Social,
         Service::Edge,
     ];
 
@@ -42,6 +44,7 @@ impl Service {
             Service::Auth => "auth",
             Service::Messages => "messages",
             Service::Presence => "presence",
+            Service::Social => "social",
             Service::Edge => "edge",
         }
     }
@@ -52,6 +55,7 @@ impl Service {
             Service::Auth => Some("natter-auth"),
             Service::Messages => Some("natter-messages"),
             Service::Presence => Some("natter-presence"),
+            Service::Social => Some("natter-social"),
             Service::Edge => None,
         }
     }
@@ -136,6 +140,7 @@ impl System {
                 "NATTER_AUTH_PASSWORD",
                 "NATTER_MESSAGES_PASSWORD",
                 "NATTER_PRESENCE_PASSWORD",
+                "NATTER_SOCIAL_PASSWORD",
                 "NATTER_ALL_PASSWORD",
                 "NATTER_OBSERVER_PASSWORD",
             ]
@@ -179,7 +184,8 @@ impl System {
         Ok(system)
     }
 
-    /// Starts a system and registers and logs in the named users.
+    /// Starts a system and registers and logs in the named users, who are
+    /// all friends of each other.
     pub async fn with_users<const N: usize>(
         mode: Mode,
         names: [&str; N],
@@ -189,6 +195,11 @@ impl System {
         let mut users = Vec::with_capacity(N);
         for name in names {
             users.push(api.user(name).await?);
+        }
+        for (i, a) in users.iter().enumerate() {
+            for b in &users[i + 1..] {
+                api.befriend(a, b).await?;
+            }
         }
         let users = users
             .try_into()
@@ -225,7 +236,7 @@ impl System {
         sqlx::any::install_default_drivers();
         let mut admin =
             <sqlx::AnyConnection as sqlx::Connection>::connect(&format!("{base}/postgres")).await?;
-        for service in ["auth", "messages"] {
+        for service in ["auth", "messages", "social"] {
             let sql = format!("CREATE DATABASE {}_{service}", self.db_prefix);
             sqlx::Executor::execute(&mut admin, sqlx::AssertSqlSafe(sql)).await?;
         }
@@ -286,6 +297,15 @@ impl System {
                 .await
                 .expect("presence runs")
         }));
+        let social_config = social::Config {
+            database_url: self.db_url("social.db"),
+            ..social::Config::default()
+        };
+        let n = nats.clone();
+        let s = stop.clone();
+        self.tasks.push(tokio::spawn(async move {
+            social::run(social_config, n, s).await.expect("social runs")
+        }));
         let edge_stop = self.edge_shutdown.clone();
         let edge = edge::Edge::bind(
             edge_config(SocketAddr::from(([127, 0, 0, 1], 0)), &self.settings),
@@ -314,6 +334,7 @@ impl System {
             .env("NATTER_DATA_DIR", self.data.path())
             .env("NATTER_AUTH__DATABASE_URL", self.db_url("auth.db"))
             .env("NATTER_MESSAGES__DATABASE_URL", self.db_url("messages.db"))
+            .env("NATTER_SOCIAL__DATABASE_URL", self.db_url("social.db"))
             .env("NATTER_NATS__URL", self.nats.url())
             .env("NATTER_EDGE__LISTEN", self.edge_addr.to_string())
             .env(
@@ -351,6 +372,7 @@ impl System {
             .env("NATTER_DATA_DIR", self.data.path())
             .env("NATTER_AUTH__DATABASE_URL", self.db_url("auth.db"))
             .env("NATTER_MESSAGES__DATABASE_URL", self.db_url("messages.db"))
+            .env("NATTER_SOCIAL__DATABASE_URL", self.db_url("social.db"))
             .env("NATTER_NATS__URL", self.nats.url())
             .output()?;
         if !output.status.success() {

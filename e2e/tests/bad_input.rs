@@ -394,6 +394,7 @@ async fn silent_clients_are_closed_after_the_idle_timeout() -> anyhow::Result<()
     let api = system.api();
     let alice = api.user("alice").await?;
     let bob = api.user("bob").await?;
+    api.befriend(&alice, &bob).await?;
     // alice's client reads frames but never answers the edge's pings
     // (fastwebsockets with auto-pong off); bob keeps talking.
     let started = std::time::Instant::now();

@@ -156,6 +156,7 @@ async fn every_device_of_both_users_receives() -> anyhow::Result<()> {
     let alice2 = api.another_device(&alice).await?;
     let bob = api.user("bob").await?;
     let bob2 = api.another_device(&bob).await?;
+    api.befriend(&alice, &bob).await?;
     assert_ne!(bob.device_id, bob2.device_id);
 
     let mut a1 = Client::connect(&system.ws_url(), &alice, Format::Json).await?;

@@ -23,6 +23,7 @@ async fn lost_duplicated_and_garbage_pushes_change_nothing() -> anyhow::Result<(
         cursor: first[0].0,
         entry: None,
         prev: Some(0),
+        signal: None,
     };
     nats.publish(push_subject.clone(), duplicate.encode_to_vec().into())
         .await?;

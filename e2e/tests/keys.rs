@@ -21,6 +21,7 @@ async fn keys_rotate_while_edges_keep_running() -> anyhow::Result<()> {
     system.wait_ready().await?;
 
     let bob = api.user("bob").await?;
+    api.befriend(&alice, &bob).await?;
     assert_ne!(
         header(&alice.token),
         header(&bob.token),

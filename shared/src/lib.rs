@@ -9,18 +9,22 @@
 //! - [`config`]: layered configuration (defaults, TOML file, `NATTER_*` env);
 //! - [`db`]: SQLite/PostgreSQL pools and migrations;
 //! - [`ids`]: ids and clocks;
+//! - [`text`]: rules for display text and phone numbers;
+//! - [`inbox`]: appending to users' inboxes in chain order, and live pushes;
 //! - [`telemetry`]: tracing setup;
 //! - `testing` (feature `testing`): a real nats-server per test.
 
 pub mod config;
 pub mod db;
 pub mod ids;
+pub mod inbox;
 pub mod nats;
 pub mod proto;
 pub mod rpc;
 pub mod service;
 pub mod subject;
 pub mod telemetry;
+pub mod text;
 pub mod token;
 
 #[cfg(feature = "testing")]

@@ -38,6 +38,11 @@ pub mod natter {
             package!("natter.presence.v1");
         }
     }
+    pub mod social {
+        pub mod v1 {
+            package!("natter.social.v1");
+        }
+    }
     pub mod edge {
         pub mod v1 {
             package!("natter.edge.v1");
@@ -51,3 +56,4 @@ pub use natter::delivery::v1 as delivery;
 pub use natter::edge::v1 as edge;
 pub use natter::message::v1 as message;
 pub use natter::presence::v1 as presence;
+pub use natter::social::v1 as social;

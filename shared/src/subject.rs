@@ -18,6 +18,26 @@ pub mod call {
     pub const AUTH_LOGIN: &str = "im.v1.auth.login";
     pub const AUTH_KEYS: &str = "im.v1.auth.keys";
     pub const AUTH_LOOKUP: &str = "im.v1.auth.lookup";
+    pub const AUTH_PHONE: &str = "im.v1.auth.phone";
+    pub const AUTH_PASSWORD: &str = "im.v1.auth.password";
+    pub const PROFILE_GET: &str = "im.v1.profile.get";
+    pub const PROFILE_UPDATE: &str = "im.v1.profile.update";
+    pub const USER_SEARCH: &str = "im.v1.user.search";
+    pub const FRIEND_REQUEST: &str = "im.v1.friend.request";
+    pub const FRIEND_REQUESTS: &str = "im.v1.friend.requests";
+    pub const FRIEND_ACCEPT: &str = "im.v1.friend.accept";
+    pub const FRIEND_REJECT: &str = "im.v1.friend.reject";
+    pub const FRIEND_LIST: &str = "im.v1.friend.list";
+    pub const FRIEND_DELETE: &str = "im.v1.friend.delete";
+    pub const BLOCK_ADD: &str = "im.v1.block.add";
+    pub const BLOCK_REMOVE: &str = "im.v1.block.remove";
+    pub const BLOCK_LIST: &str = "im.v1.block.list";
+    /// Internal: how two users relate (friends, blocks).
+    pub const FRIEND_RELATION: &str = "im.v1.friend.relation";
+    /// Internal: who may see a user's presence.
+    pub const FRIEND_AUDIENCE: &str = "im.v1.friend.audience";
+    /// Internal: whose presence a viewer may see.
+    pub const FRIEND_VISIBLE: &str = "im.v1.friend.visible";
     pub const MESSAGE_SEND: &str = "im.v1.message.send";
     pub const MESSAGE_HISTORY: &str = "im.v1.message.history";
     pub const CONVERSATION_LIST: &str = "im.v1.conversation.list";
@@ -33,6 +53,12 @@ pub mod event {
     pub const USER_REGISTERED: &str = "im.evt.v1.user.registered";
     pub const MESSAGE_CREATED: &str = "im.evt.v1.message.created";
     pub const PRESENCE_CHANGED: &str = "im.evt.v1.presence.changed";
+    pub const PROFILE_UPDATED: &str = "im.evt.v1.profile.updated";
+    pub const FRIEND_REQUESTED: &str = "im.evt.v1.friend.requested";
+    pub const FRIEND_ADDED: &str = "im.evt.v1.friend.added";
+    pub const FRIEND_REMOVED: &str = "im.evt.v1.friend.removed";
+    pub const BLOCK_ADDED: &str = "im.evt.v1.block.added";
+    pub const BLOCK_REMOVED: &str = "im.evt.v1.block.removed";
 }
 
 /// Header names.

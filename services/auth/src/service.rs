@@ -1,5 +1,6 @@
 //! The auth service's NATS micro endpoints:
-//! `im.v1.auth.register`, `.login`, `.keys` and `.lookup`.
+//! `im.v1.auth.register`, `.login`, `.password`, `.keys`, and for other
+//! services `.lookup` and `.phone`.
 
 use std::sync::Arc;
 
@@ -72,6 +73,8 @@ pub async fn run(config: Config, nats: Nats, shutdown: CancellationToken) -> Res
     let login = group.endpoint("login").await.map_err(nats_err)?;
     let keys = group.endpoint("keys").await.map_err(nats_err)?;
     let lookup = group.endpoint("lookup").await.map_err(nats_err)?;
+    let phone = group.endpoint("phone").await.map_err(nats_err)?;
+    let password = group.endpoint("password").await.map_err(nats_err)?;
     tracing::info!("auth service ready");
 
     let register = shared::service::serve_with(
@@ -106,7 +109,21 @@ pub async fn run(config: Config, nats: Nats, shutdown: CancellationToken) -> Res
         state.clone(),
         |s, req| async move { s.lookup(&req).await },
     );
-    tokio::join!(register, login, keys, lookup);
+    let phone = shared::service::serve_with(
+        phone,
+        64,
+        shutdown.clone(),
+        state.clone(),
+        |s, req| async move { s.phone(&req).await },
+    );
+    let password = shared::service::serve_with(
+        password,
+        16,
+        shutdown.clone(),
+        state.clone(),
+        |s, req| async move { s.change_password(&req).await },
+    );
+    tokio::join!(register, login, keys, lookup, phone, password);
     let _ = service.stop().await;
     tracing::info!("auth service stopped");
     Ok(())
@@ -123,6 +140,12 @@ impl State {
         } else {
             nickname
         };
+        let phone = match input.phone.trim() {
+            "" => String::new(),
+            given => shared::text::phone(given).ok_or_else(|| {
+                RpcError::bad_request("phone must be in international form, like +8613800138000")
+            })?,
+        };
         let hash = self.hash(input.password).await?;
         let id = ids::new_id();
         let now_ms = ids::now_ms();
@@ -131,12 +154,21 @@ impl State {
             username: &input.username,
             password_hash: &hash,
             nickname,
+            phone: &phone,
             now_ms,
         };
         match store::insert_user(&self.pool, &user).await {
             Ok(()) => {}
             Err(e) if db::is_unique_violation(&e) => {
-                return Err(RpcError::conflict("username is taken"));
+                let phone_taken = !phone.is_empty()
+                    && store::phone_taken(&self.pool, &phone)
+                        .await
+                        .map_err(|e| internal("check phone", e))?;
+                return Err(RpcError::conflict(if phone_taken {
+                    "phone number is already used by another account"
+                } else {
+                    "username is taken"
+                }));
             }
             Err(e) => return Err(internal("insert user", e)),
         }
@@ -239,12 +271,49 @@ impl State {
             .into_iter()
             .filter(|id| subject::is_valid_token(id))
             .collect();
-        let existing = store::existing_users(&self.pool, &ids)
+        let accounts = store::accounts(&self.pool, &ids)
             .await
             .map_err(|e| internal("lookup", e))?;
         Ok(pb::LookupResponse {
-            existing_user_ids: existing,
+            existing_user_ids: accounts.iter().map(|a| a.id.clone()).collect(),
+            accounts: accounts.into_iter().map(account).collect(),
         })
+    }
+
+    async fn phone(&self, req: &Request) -> Result<pb::PhoneLookupResponse, RpcError> {
+        let input: pb::PhoneLookupRequest = rpc::decode(&req.message.payload)?;
+        let Some(phone) = shared::text::phone(&input.phone) else {
+            return Ok(pb::PhoneLookupResponse { account: None });
+        };
+        let found = store::by_phone(&self.pool, &phone)
+            .await
+            .map_err(|e| internal("lookup phone", e))?;
+        Ok(pb::PhoneLookupResponse {
+            account: found.map(account),
+        })
+    }
+
+    async fn change_password(&self, req: &Request) -> Result<pb::ChangePasswordResponse, RpcError> {
+        let me = shared::rpc::Identity::from_headers(req.message.headers.as_ref())?;
+        let input: pb::ChangePasswordRequest = rpc::decode(&req.message.payload)?;
+        validate::password(&input.new_password)?;
+        let denied = || RpcError::forbidden("the current password is wrong");
+        if input.current_password.chars().count() > validate::PASSWORD_MAX {
+            return Err(denied());
+        }
+        let hash = store::password_hash(&self.pool, &me.user_id)
+            .await
+            .map_err(|e| internal("load user", e))?
+            .ok_or_else(|| RpcError::not_found("no such user"))?;
+        if !self.verify(input.current_password, hash).await? {
+            return Err(denied());
+        }
+        let new_hash = self.hash(input.new_password).await?;
+        store::set_password_hash(&self.pool, &me.user_id, &new_hash)
+            .await
+            .map_err(|e| internal("store password", e))?;
+        tracing::info!(user_id = %me.user_id, "password changed");
+        Ok(pb::ChangePasswordResponse {})
     }
 
     async fn hash(&self, password: String) -> Result<String, RpcError> {
@@ -270,6 +339,15 @@ impl State {
         })
         .await
         .map_err(|e| internal("verify task", e))?
+    }
+}
+
+fn account(row: store::AccountRow) -> pb::Account {
+    pb::Account {
+        user_id: row.id,
+        username: row.username,
+        nickname: row.nickname,
+        created_at_ms: row.created_at_ms,
     }
 }
 

@@ -22,23 +22,67 @@ pub struct NewUser<'a> {
     pub username: &'a str,
     pub password_hash: &'a str,
     pub nickname: &'a str,
+    /// Normalized phone number, or "".
+    pub phone: &'a str,
     pub now_ms: i64,
 }
 
-/// Inserts a user; a taken username is a unique violation.
+/// An account's public fields.
+#[derive(Debug, sqlx::FromRow)]
+pub struct AccountRow {
+    pub id: String,
+    pub username: String,
+    pub nickname: String,
+    pub created_at_ms: i64,
+}
+
+/// Inserts a user; a taken username or phone is a unique violation.
 pub async fn insert_user(pool: &AnyPool, user: &NewUser<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO users (id, username, username_norm, password_hash, nickname, created_at_ms)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO users (id, username, username_norm, password_hash, nickname, phone, created_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(user.id)
     .bind(user.username)
     .bind(user.username.to_ascii_lowercase())
     .bind(user.password_hash)
     .bind(user.nickname)
+    .bind(user.phone)
     .bind(user.now_ms)
     .execute(pool)
     .await?;
+    Ok(())
+}
+
+/// Whether an account already has this (normalized) phone number.
+pub async fn phone_taken(pool: &AnyPool, phone: &str) -> Result<bool, sqlx::Error> {
+    Ok(by_phone(pool, phone).await?.is_some())
+}
+
+pub async fn by_phone(pool: &AnyPool, phone: &str) -> Result<Option<AccountRow>, sqlx::Error> {
+    sqlx::query_as("SELECT id, username, nickname, created_at_ms FROM users WHERE phone = $1")
+        .bind(phone)
+        .fetch_optional(pool)
+        .await
+}
+
+pub async fn password_hash(pool: &AnyPool, user_id: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
+        .bind(user_id)
+        .fetch_optional(pool)
+        .await
+}
+
+pub async fn set_password_hash(
+    pool: &AnyPool,
+    user_id: &str,
+    hash: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+        .bind(hash)
+        .bind(user_id)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
@@ -89,14 +133,15 @@ pub async fn touch_device(
     Ok(done.rows_affected() == 1)
 }
 
-/// Which of `ids` are existing users.
-pub async fn existing_users(pool: &AnyPool, ids: &[String]) -> Result<Vec<String>, sqlx::Error> {
+/// The accounts among `ids` that exist, in the order asked.
+pub async fn accounts(pool: &AnyPool, ids: &[String]) -> Result<Vec<AccountRow>, sqlx::Error> {
     let mut found = Vec::with_capacity(ids.len());
     for id in ids {
-        let hit: Option<String> = sqlx::query_scalar("SELECT id FROM users WHERE id = $1")
-            .bind(id)
-            .fetch_optional(pool)
-            .await?;
+        let hit: Option<AccountRow> =
+            sqlx::query_as("SELECT id, username, nickname, created_at_ms FROM users WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
         found.extend(hit);
     }
     Ok(found)

@@ -11,12 +11,14 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use fastwebsockets::upgrade::IncomingUpgrade;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use shared::proto::{auth as auth_pb, message as msg_pb, presence as presence_pb};
+use shared::proto::{
+    auth as auth_pb, message as msg_pb, presence as presence_pb, social as social_pb,
+};
 use shared::rpc::Identity;
 use shared::{RpcError, subject};
 
@@ -27,6 +29,21 @@ pub fn router(state: Arc<EdgeState>) -> Router {
     Router::new()
         .route("/v1/auth/register", post(register))
         .route("/v1/auth/login", post(login))
+        .route("/v1/auth/password", post(change_password))
+        .route("/v1/profile", get(my_profile).patch(update_profile))
+        .route("/v1/profiles", get(profiles))
+        .route("/v1/users/search", get(search_users))
+        .route("/v1/users/{id}", get(user_profile))
+        .route("/v1/friends", get(friends))
+        .route("/v1/friends/{id}", delete(delete_friend))
+        .route(
+            "/v1/friends/requests",
+            get(friend_requests).post(request_friend),
+        )
+        .route("/v1/friends/requests/{id}/accept", post(accept_friend))
+        .route("/v1/friends/requests/{id}/reject", post(reject_friend))
+        .route("/v1/blocks", get(blocked))
+        .route("/v1/blocks/{id}", axum::routing::put(block).delete(unblock))
         .route("/v1/messages", post(send))
         .route("/v1/conversations", get(conversations))
         .route("/v1/conversations/{id}/messages", get(history))
@@ -116,6 +133,237 @@ async fn login(
     ))
 }
 
+/// Calls a service as the caller and answers with its reply.
+async fn forward<Req, Resp>(
+    state: &EdgeState,
+    subject: &'static str,
+    me: &Identity,
+    request: &Req,
+) -> ApiResult<Resp>
+where
+    Req: prost::Message,
+    Resp: prost::Message + Default,
+{
+    Ok(Json(state.caller.call(subject, Some(me), request).await?))
+}
+
+async fn change_password(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+    body: Bytes,
+) -> ApiResult<auth_pb::ChangePasswordResponse> {
+    let request: auth_pb::ChangePasswordRequest = parse(&body)?;
+    forward(&state, subject::call::AUTH_PASSWORD, &me, &request).await
+}
+
+async fn my_profile(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+) -> ApiResult<social_pb::Profile> {
+    one_profile(&state, &me, Vec::new()).await
+}
+
+async fn user_profile(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<social_pb::Profile> {
+    one_profile(&state, &me, vec![id]).await
+}
+
+async fn one_profile(
+    state: &EdgeState,
+    me: &Identity,
+    user_ids: Vec<String>,
+) -> ApiResult<social_pb::Profile> {
+    let Json(reply): Json<social_pb::GetProfilesResponse> = forward(
+        state,
+        subject::call::PROFILE_GET,
+        me,
+        &social_pb::GetProfilesRequest { user_ids },
+    )
+    .await?;
+    let profile = reply
+        .profiles
+        .into_iter()
+        .next()
+        .ok_or_else(|| RpcError::not_found("no such user"))?;
+    Ok(Json(profile))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserIdsQuery {
+    user_ids: String,
+}
+
+/// `a,b,c` as a list of ids.
+fn id_list(ids: &str) -> Vec<String> {
+    ids.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+async fn profiles(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+    query: Result<Query<UserIdsQuery>, QueryRejection>,
+) -> ApiResult<social_pb::GetProfilesResponse> {
+    let Query(q) = query.map_err(bad_query)?;
+    let user_ids = id_list(&q.user_ids);
+    if user_ids.is_empty() {
+        return Err(ApiError(RpcError::bad_request("user_ids is empty")));
+    }
+    let request = social_pb::GetProfilesRequest { user_ids };
+    forward(&state, subject::call::PROFILE_GET, &me, &request).await
+}
+
+async fn update_profile(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+    body: Bytes,
+) -> ApiResult<social_pb::Profile> {
+    let request: social_pb::UpdateProfileRequest = parse(&body)?;
+    forward(&state, subject::call::PROFILE_UPDATE, &me, &request).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchQuery {
+    q: String,
+    #[serde(default)]
+    limit: u32,
+    #[serde(default)]
+    cursor: String,
+}
+
+async fn search_users(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+    query: Result<Query<SearchQuery>, QueryRejection>,
+) -> ApiResult<social_pb::SearchResponse> {
+    let Query(q) = query.map_err(bad_query)?;
+    let request = social_pb::SearchRequest {
+        query: q.q,
+        limit: q.limit,
+        cursor: q.cursor,
+    };
+    forward(&state, subject::call::USER_SEARCH, &me, &request).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FriendsQuery {
+    #[serde(default)]
+    limit: u32,
+    #[serde(default)]
+    after_user_id: String,
+}
+
+async fn friends(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+    query: Result<Query<FriendsQuery>, QueryRejection>,
+) -> ApiResult<social_pb::ListFriendsResponse> {
+    let Query(q) = query.map_err(bad_query)?;
+    let request = social_pb::ListFriendsRequest {
+        limit: q.limit,
+        after_user_id: q.after_user_id,
+    };
+    forward(&state, subject::call::FRIEND_LIST, &me, &request).await
+}
+
+async fn delete_friend(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+    Path(user_id): Path<String>,
+) -> ApiResult<social_pb::Empty> {
+    let request = social_pb::UserRequest { user_id };
+    forward(&state, subject::call::FRIEND_DELETE, &me, &request).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestsQuery {
+    #[serde(default)]
+    direction: String,
+    #[serde(default)]
+    include_answered: bool,
+    #[serde(default)]
+    limit: u32,
+    #[serde(default)]
+    before_ms: i64,
+}
+
+async fn friend_requests(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+    query: Result<Query<RequestsQuery>, QueryRejection>,
+) -> ApiResult<social_pb::ListFriendRequestsResponse> {
+    let Query(q) = query.map_err(bad_query)?;
+    let request = social_pb::ListFriendRequestsRequest {
+        direction: q.direction,
+        include_answered: q.include_answered,
+        limit: q.limit,
+        before_ms: q.before_ms,
+    };
+    forward(&state, subject::call::FRIEND_REQUESTS, &me, &request).await
+}
+
+async fn request_friend(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+    body: Bytes,
+) -> ApiResult<social_pb::SendFriendRequestResponse> {
+    let request: social_pb::SendFriendRequestRequest = parse(&body)?;
+    forward(&state, subject::call::FRIEND_REQUEST, &me, &request).await
+}
+
+async fn accept_friend(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+    Path(request_id): Path<String>,
+) -> ApiResult<social_pb::AnswerFriendRequestResponse> {
+    let request = social_pb::AnswerFriendRequestRequest { request_id };
+    forward(&state, subject::call::FRIEND_ACCEPT, &me, &request).await
+}
+
+async fn reject_friend(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+    Path(request_id): Path<String>,
+) -> ApiResult<social_pb::AnswerFriendRequestResponse> {
+    let request = social_pb::AnswerFriendRequestRequest { request_id };
+    forward(&state, subject::call::FRIEND_REJECT, &me, &request).await
+}
+
+async fn blocked(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+) -> ApiResult<social_pb::ListBlockedResponse> {
+    forward(&state, subject::call::BLOCK_LIST, &me, &social_pb::Empty {}).await
+}
+
+async fn block(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+    Path(user_id): Path<String>,
+) -> ApiResult<social_pb::Empty> {
+    let request = social_pb::UserRequest { user_id };
+    forward(&state, subject::call::BLOCK_ADD, &me, &request).await
+}
+
+async fn unblock(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+    Path(user_id): Path<String>,
+) -> ApiResult<social_pb::Empty> {
+    let request = social_pb::UserRequest { user_id };
+    forward(&state, subject::call::BLOCK_REMOVE, &me, &request).await
+}
+
 async fn send(
     State(state): State<Arc<EdgeState>>,
     Caller(me): Caller,
@@ -144,7 +392,7 @@ struct ConversationsQuery {
 async fn conversations(
     State(state): State<Arc<EdgeState>>,
     Caller(me): Caller,
-    query: Result<Query<ConversationsQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<ConversationsQuery>, QueryRejection>,
 ) -> ApiResult<msg_pb::ConversationsResponse> {
     let Query(q) = query.map_err(bad_query)?;
     let request = msg_pb::ConversationsRequest {
@@ -175,7 +423,7 @@ async fn history(
     State(state): State<Arc<EdgeState>>,
     Caller(me): Caller,
     Path(id): Path<String>,
-    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> ApiResult<msg_pb::HistoryResponse> {
     let Query(q) = query.map_err(bad_query)?;
     let request = msg_pb::HistoryRequest {
@@ -201,17 +449,12 @@ struct PresenceQuery {
 async fn presence(
     State(state): State<Arc<EdgeState>>,
     Caller(me): Caller,
-    query: Result<Query<PresenceQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<PresenceQuery>, QueryRejection>,
 ) -> ApiResult<presence_pb::QueryResponse> {
     let Query(q) = query.map_err(bad_query)?;
-    let user_ids = q
-        .user_ids
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect();
-    let request = presence_pb::QueryRequest { user_ids };
+    let request = presence_pb::QueryRequest {
+        user_ids: id_list(&q.user_ids),
+    };
     Ok(Json(
         state
             .caller
@@ -220,7 +463,9 @@ async fn presence(
     ))
 }
 
-fn bad_query(e: axum::extract::rejection::QueryRejection) -> ApiError {
+type QueryRejection = axum::extract::rejection::QueryRejection;
+
+fn bad_query(e: QueryRejection) -> ApiError {
     ApiError(RpcError::bad_request(format!(
         "malformed query: {}",
         e.body_text()

@@ -446,9 +446,10 @@ async fn delivery_loop(
                     conn.close(close::INTERNAL, "push subscription ended");
                     break;
                 }
-                // Before the first resume, pushes are dropped: the replay reads them from the inbox.
+                // Before the first resume, pushes are dropped (the replay reads
+                // them from the inbox); signals are forwarded at once.
                 Some(message) if started => on_push(&state, &conn, &message.payload).await,
-                Some(_) => true,
+                Some(message) => on_signal(&conn, &message.payload).await,
             },
             event = events.recv() => match event {
                 Ok(ConnectionEvent::Disconnected) => true,
@@ -561,6 +562,11 @@ async fn on_push(state: &EdgeState, conn: &Conn, payload: &[u8]) -> bool {
         tracing::warn!("undecodable push ignored");
         return true;
     };
+    if let Some(signal) = push.signal {
+        return conn
+            .send(frames::reply(0, server_frame::Kind::Signal(signal)))
+            .await;
+    }
     let delivered = conn.delivered.load(Ordering::Acquire);
     tracing::trace!(cursor = push.cursor, prev = ?push.prev, delivered, "push");
     if push.cursor <= delivered {
@@ -579,11 +585,26 @@ async fn on_push(state: &EdgeState, conn: &Conn, payload: &[u8]) -> bool {
     }
 }
 
+/// Forwards a push only if it is a signal (before delivery has started).
+async fn on_signal(conn: &Conn, payload: &[u8]) -> bool {
+    match Push::decode(payload) {
+        Ok(Push {
+            signal: Some(signal),
+            ..
+        }) => {
+            conn.send(frames::reply(0, server_frame::Kind::Signal(signal)))
+                .await
+        }
+        _ => true,
+    }
+}
+
 async fn deliver(conn: &Conn, cursor: u64, entry: InboxEntry) -> bool {
     let push = Push {
         cursor,
         entry: Some(entry),
         prev: None,
+        signal: None,
     };
     conn.send(frames::reply(0, server_frame::Kind::Push(push)))
         .await

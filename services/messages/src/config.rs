@@ -15,6 +15,8 @@ pub struct Config {
     pub max_concurrent_sends: usize,
     /// Seconds between sweeps for stored messages not yet fanned out.
     pub sweep_interval_secs: u64,
+    /// One-to-one messages only between friends (blocks always apply).
+    pub require_friendship: bool,
     #[serde(skip)]
     pub streams: StreamsConfig,
 }
@@ -26,6 +28,7 @@ impl Default for Config {
             max_text_chars: 4000,
             max_concurrent_sends: 256,
             sweep_interval_secs: 30,
+            require_friendship: true,
             streams: StreamsConfig::default(),
         }
     }

@@ -5,8 +5,6 @@
 //! - [`config`]: what an operator sets;
 //! - [`validate`]: the rules for what a sender may send;
 //! - [`store`]: the SQL (conversations, members, messages);
-//! - [`fanout`]: appending a stored message to every recipient's inbox,
-//!   pushing it live, and announcing it on the event stream;
 //! - [`service`]: the NATS micro endpoints (`im.v1.message.*`,
 //!   `im.v1.conversation.*`) and the recovery sweep.
 //!
@@ -16,7 +14,6 @@
 //! the periodic sweep; inbox appends carry a dedup id so a redo is harmless.
 
 pub mod config;
-pub mod fanout;
 pub mod service;
 pub mod store;
 pub mod validate;

@@ -9,20 +9,29 @@ use std::time::Duration;
 use async_nats::service::{Request, ServiceExt};
 use prost::Message as _;
 use shared::db::{self, AnyPool};
-use shared::proto::{auth as auth_pb, delivery, message as pb};
+use shared::proto::{delivery, message as pb, social as social_pb};
 use shared::rpc::internal;
 use shared::rpc::{Caller, Identity};
 use shared::{Nats, RpcError, ids, rpc, subject};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::fanout::{FanoutError, Inboxes};
 use crate::store::{self, MessageRow};
 use crate::{Config, validate};
+use shared::inbox::{DeliveryError, Inboxes};
 
 const ORDER_SHARDS: usize = 256;
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 200;
+
+/// Why a stored message is not (yet) in every inbox and the event stream.
+#[derive(Debug, thiserror::Error)]
+pub enum FanoutError {
+    #[error(transparent)]
+    Deliver(#[from] DeliveryError),
+    #[error("{0}")]
+    Event(String),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum MessagesError {
@@ -46,8 +55,6 @@ struct State {
     /// storing through fan-out, so inbox entries follow seq order.
     order: Vec<Mutex<()>>,
     shutdown: CancellationToken,
-    /// Users known to exist (cache of `im.v1.auth.lookup`).
-    known_users: std::sync::Mutex<HashSet<String>>,
 }
 
 /// Runs the messages service until `shutdown` is cancelled.
@@ -65,7 +72,6 @@ pub async fn run(
         jetstream: nats.jetstream.clone(),
         caller: nats.caller(),
         order: (0..ORDER_SHARDS).map(|_| Mutex::new(())).collect(),
-        known_users: std::sync::Mutex::new(HashSet::new()),
         shutdown: shutdown.clone(),
         config,
         pool,
@@ -148,7 +154,7 @@ impl State {
         validate::client_msg_id(&input.client_msg_id)?;
         validate::body(input.body.as_ref(), self.config.max_text_chars)?;
         let peer = self.direct_peer(&me, &input)?;
-        self.require_user(&peer).await?;
+        self.may_message(&me.user_id, &peer).await?;
         let conversation_id = ids::direct_conversation(&me.user_id, &peer);
         let body = serde_json::to_string(&input.body).map_err(|e| internal("encode body", e))?;
 
@@ -260,33 +266,40 @@ impl State {
         Ok(peer)
     }
 
-    async fn require_user(&self, user_id: &str) -> Result<(), RpcError> {
-        if self
-            .known_users
-            .lock()
-            .expect("known users lock")
-            .contains(user_id)
-        {
-            return Ok(());
-        }
-        let reply: auth_pb::LookupResponse = self
+    /// Whether `me` may send a one-to-one message to `peer`: the peer exists,
+    /// neither blocks the other, and (by default) they are friends. Asked
+    /// on every send, so a block or an ended friendship applies at once.
+    async fn may_message(&self, me: &str, peer: &str) -> Result<(), RpcError> {
+        let relation: social_pb::RelationResponse = self
             .caller
             .call(
-                subject::call::AUTH_LOOKUP,
+                subject::call::FRIEND_RELATION,
                 None,
-                &auth_pb::LookupRequest {
-                    user_ids: vec![user_id.to_owned()],
+                &social_pb::RelationRequest {
+                    user_id: me.to_owned(),
+                    other_user_id: peer.to_owned(),
                 },
             )
             .await?;
-        if !reply.existing_user_ids.iter().any(|id| id == user_id) {
+        if !relation.exists {
             return Err(RpcError::not_found("no such user"));
         }
-        let mut known = self.known_users.lock().expect("known users lock");
-        if known.len() > 100_000 {
-            known.clear();
+        if relation.blocking {
+            return Err(RpcError::forbidden(
+                "you blocked this user; unblock them first",
+            ));
         }
-        known.insert(user_id.to_owned());
+        if self.config.require_friendship && (relation.blocked_by || !relation.friends) {
+            // One refusal for both, so a block stays invisible to the blocked.
+            return Err(RpcError::forbidden(
+                "you can only message your friends: send a friend request first",
+            ));
+        }
+        if relation.blocked_by {
+            return Err(RpcError::forbidden(
+                "this user does not accept your messages",
+            ));
+        }
         Ok(())
     }
 
@@ -516,5 +529,5 @@ fn to_i64(seq: u64) -> Result<i64, RpcError> {
 }
 
 fn shard_of(key: &str) -> usize {
-    crate::fanout::shard_of(key, ORDER_SHARDS)
+    shared::inbox::shard_of(key, ORDER_SHARDS)
 }

@@ -20,6 +20,7 @@ pub struct NatterConfig {
     pub auth: auth::Config,
     pub messages: messages::Config,
     pub presence: presence::Config,
+    pub social: social::Config,
     pub edge: edge::Config,
 }
 
@@ -33,6 +34,7 @@ impl Default for NatterConfig {
             auth: auth::Config::default(),
             messages: messages::Config::default(),
             presence: presence::Config::default(),
+            social: social::Config::default(),
             edge: edge::Config::default(),
         }
     }
@@ -46,6 +48,7 @@ impl NatterConfig {
         config.auth().validate()?;
         config.messages().validate()?;
         config.presence().validate()?;
+        config.social().validate()?;
         config.edge().validate()?;
         if config.edge.heartbeat_interval_secs * 2 > config.presence.device_ttl_secs {
             return Err(ConfigError::Invalid(
@@ -95,6 +98,14 @@ impl NatterConfig {
         presence::Config {
             streams: self.streams.clone(),
             ..self.presence.clone()
+        }
+    }
+
+    pub fn social(&self) -> social::Config {
+        social::Config {
+            database_url: self.sqlite(&self.social.database_url, "social.db"),
+            streams: self.streams.clone(),
+            ..self.social.clone()
         }
     }
 

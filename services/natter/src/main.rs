@@ -50,13 +50,15 @@ enum Service {
     Auth,
     Messages,
     Presence,
+    Social,
     Edge,
 }
 
-const ALL: [Service; 4] = [
+const ALL: [Service; 5] = [
     Service::Auth,
     Service::Messages,
     Service::Presence,
+    Service::Social,
     Service::Edge,
 ];
 
@@ -143,6 +145,17 @@ async fn run(config: NatterConfig, services: &[Service]) -> anyhow::Result<()> {
                     (
                         name,
                         presence::run(c, nats, stop)
+                            .await
+                            .map_err(anyhow::Error::from),
+                    )
+                })
+            }
+            Service::Social => {
+                let c = config.social();
+                tasks.spawn(async move {
+                    (
+                        name,
+                        social::run(c, nats, stop)
                             .await
                             .map_err(anyhow::Error::from),
                     )

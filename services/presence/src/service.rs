@@ -38,7 +38,13 @@ struct State {
     kv: kv::Store,
     /// Online devices per user, as seen by the watcher.
     online: Mutex<HashMap<String, HashSet<String>>>,
+    caller: shared::rpc::Caller,
+    /// Changes to tell the users' friends about, in order.
+    news: tokio::sync::mpsc::Sender<pb::PresenceChanged>,
 }
+
+/// Changes waiting for the friend fan-out before new ones are dropped.
+const NEWS_QUEUE: usize = 4096;
 
 /// Runs the presence service until `shutdown` is cancelled.
 pub async fn run(
@@ -49,11 +55,14 @@ pub async fn run(
     config.validate()?;
     shared::nats::events_stream(&nats.jetstream, &config.streams).await?;
     let kv = bucket(&nats, &config).await?;
+    let (news, news_rx) = tokio::sync::mpsc::channel(NEWS_QUEUE);
     let state = Arc::new(State {
         config,
         nats: nats.clone(),
         kv,
         online: Mutex::new(HashMap::new()),
+        caller: nats.caller(),
+        news,
     });
 
     let mut watch = state
@@ -120,10 +129,52 @@ pub async fn run(
             }
         }
     };
-    tokio::join!(status, heartbeat, query, watcher);
+    let fanout = tell_friends(state.clone(), news_rx, shutdown.clone());
+    tokio::join!(status, heartbeat, query, watcher, fanout);
     let _ = service.stop().await;
     tracing::info!("presence service stopped");
     Ok(())
+}
+
+/// Sends each presence change to the devices of the user's friends (those
+/// the user has not blocked), as a signal: friends see changes live, nobody
+/// else does. Best effort, like every signal; a client that missed one asks
+/// `im.v1.presence.query` (or the friend list) on reconnect.
+async fn tell_friends(
+    state: Arc<State>,
+    mut news: tokio::sync::mpsc::Receiver<pb::PresenceChanged>,
+    shutdown: CancellationToken,
+) {
+    use shared::proto::{delivery, social};
+    loop {
+        let change = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            change = news.recv() => match change { Some(c) => c, None => return },
+        };
+        let audience: Result<social::AudienceResponse, RpcError> = state
+            .caller
+            .call(
+                subject::call::FRIEND_AUDIENCE,
+                None,
+                &social::AudienceRequest {
+                    user_id: change.user_id.clone(),
+                },
+            )
+            .await;
+        let friends = match audience {
+            Ok(reply) => reply.user_ids,
+            Err(e) => {
+                tracing::debug!(error = %e, "presence change not told to friends");
+                continue;
+            }
+        };
+        for friend in friends {
+            let signal = delivery::Signal {
+                kind: Some(delivery::signal::Kind::Presence(change.clone())),
+            };
+            shared::inbox::signal(&state.nats.client, &friend, signal).await;
+        }
+    }
 }
 
 async fn bucket(nats: &Nats, config: &Config) -> Result<kv::Store, PresenceError> {
@@ -254,6 +305,9 @@ impl State {
         Ok(pb::HeartbeatAck {})
     }
 
+    /// Presence of up to 200 users. A user may see its own presence and its
+    /// friends' (unless they blocked it); services (calls without a caller
+    /// identity) see anyone's.
     async fn query(&self, req: &Request) -> Result<pb::QueryResponse, RpcError> {
         let input: pb::QueryRequest = rpc::decode(&req.message.payload)?;
         if input.user_ids.is_empty() || input.user_ids.len() > MAX_QUERY {
@@ -261,11 +315,34 @@ impl State {
                 "ask for 1..={MAX_QUERY} users"
             )));
         }
+        if input.user_ids.iter().any(|id| !subject::is_valid_token(id)) {
+            return Err(RpcError::bad_request("malformed user id"));
+        }
+        let headers = req.message.headers.as_ref();
+        let caller = headers.and_then(|h| h.get(subject::header::USER_ID));
+        if caller.is_some() {
+            let me = shared::rpc::Identity::from_headers(headers)?;
+            let visible: shared::proto::social::VisibleResponse = self
+                .caller
+                .call(
+                    subject::call::FRIEND_VISIBLE,
+                    None,
+                    &shared::proto::social::VisibleRequest {
+                        viewer_id: me.user_id,
+                        user_ids: input.user_ids.clone(),
+                    },
+                )
+                .await?;
+            if input
+                .user_ids
+                .iter()
+                .any(|id| !visible.user_ids.contains(id))
+            {
+                return Err(RpcError::forbidden("presence is visible to friends only"));
+            }
+        }
         let mut users = Vec::with_capacity(input.user_ids.len());
         for user_id in input.user_ids {
-            if !subject::is_valid_token(&user_id) {
-                return Err(RpcError::bad_request("malformed user id"));
-            }
             let mut devices: Vec<String> = self
                 .online
                 .lock()
@@ -353,6 +430,9 @@ impl State {
             online,
             last_seen_ms: now,
         };
+        if self.news.try_send(event.clone()).is_err() {
+            tracing::warn!("presence fan-out queue full: a change is not told to friends");
+        }
         let published = shared::nats::publish_event(
             &self.nats.jetstream,
             subject::event::PRESENCE_CHANGED,

@@ -1,5 +1,6 @@
-//! Fan-out: append an inbox entry for each recipient, push it live, and
-//! publish the public event.
+//! Delivery to users: append an entry to a user's inbox and push it live
+//! (durable news), or push a signal (ephemeral news). Every service that tells
+//! users something (messages, social, groups) delivers through this.
 //!
 //! Each user's inbox entries form a chain: every append states the stream
 //! sequence of the user's previous entry (`Nats-Expected-Last-Subject-Sequence`),
@@ -12,13 +13,13 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
+use crate::proto::delivery::{InboxEntry, Push, Signal};
+use crate::subject;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
 use bytes::Bytes;
 use prost::Message;
-use shared::proto::delivery::{InboxEntry, Push};
-use shared::subject;
 use tokio::sync::Mutex;
 
 const SHARDS: usize = 64;
@@ -27,13 +28,11 @@ const SHARD_CAPACITY: usize = 4096;
 const MAX_ATTEMPTS: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
-pub enum FanoutError {
+pub enum DeliveryError {
     #[error("inbox append for {user} failed: {message}")]
     Append { user: String, message: String },
     #[error("reading the last inbox entry of {user} failed: {message}")]
     Last { user: String, message: String },
-    #[error("event publish failed: {0}")]
-    Event(String),
 }
 
 /// Appends to user inboxes in chain order.
@@ -67,13 +66,14 @@ impl Inboxes {
         user: &str,
         entry: &InboxEntry,
         dedup_id: &str,
-    ) -> Result<u64, FanoutError> {
+    ) -> Result<u64, DeliveryError> {
         let payload = Bytes::from(entry.encode_to_vec());
         let (cursor, prev) = self.append(user, payload, dedup_id).await?;
         let push = Push {
             cursor,
             entry: Some(entry.clone()),
             prev,
+            signal: None,
         };
         // Best effort: a lost push is recovered by the edge from the inbox.
         if let Err(e) = self
@@ -93,7 +93,7 @@ impl Inboxes {
         user: &str,
         payload: Bytes,
         dedup_id: &str,
-    ) -> Result<(u64, Option<u64>), FanoutError> {
+    ) -> Result<(u64, Option<u64>), DeliveryError> {
         let inbox = subject::inbox(user);
         let mut shard = self.last[shard_of(user, SHARDS)].lock().await;
         for _ in 0..MAX_ATTEMPTS {
@@ -123,24 +123,24 @@ impl Inboxes {
                 }
                 Err(e) => {
                     shard.remove(user);
-                    return Err(FanoutError::Append {
+                    return Err(DeliveryError::Append {
                         user: user.to_owned(),
                         message: e.to_string(),
                     });
                 }
             }
         }
-        Err(FanoutError::Append {
+        Err(DeliveryError::Append {
             user: user.to_owned(),
             message: "too much contention".into(),
         })
     }
 
-    async fn last_sequence(&self, user: &str, inbox: &str) -> Result<u64, FanoutError> {
+    async fn last_sequence(&self, user: &str, inbox: &str) -> Result<u64, DeliveryError> {
         match self.stream.direct_get_last_for_subject(inbox).await {
             Ok(message) => Ok(message.sequence),
             Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(0),
-            Err(e) => Err(FanoutError::Last {
+            Err(e) => Err(DeliveryError::Last {
                 user: user.to_owned(),
                 message: e.to_string(),
             }),
@@ -148,9 +148,26 @@ impl Inboxes {
     }
 }
 
+/// Pushes something ephemeral to the connected devices of `user` (best
+/// effort: nothing is stored, a lost signal is lost).
+pub async fn signal(client: &async_nats::Client, user: &str, signal: Signal) {
+    let push = Push {
+        cursor: 0,
+        entry: None,
+        prev: None,
+        signal: Some(signal),
+    };
+    if let Err(e) = client
+        .publish(subject::push(user), push.encode_to_vec().into())
+        .await
+    {
+        tracing::debug!(error = %e, user, "signal publish failed");
+    }
+}
+
 /// Which of `shards` locks guards `key` (users here, conversations in the
-/// service's ordering locks).
-pub(crate) fn shard_of(key: &str, shards: usize) -> usize {
+/// messages service's ordering locks).
+pub fn shard_of(key: &str, shards: usize) -> usize {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     key.hash(&mut hasher);
     (hasher.finish() as usize) % shards

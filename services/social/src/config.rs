@@ -1,0 +1,40 @@
+//! Configuration of the social service.
+
+use serde::{Deserialize, Serialize};
+use shared::config::ConfigError;
+use shared::nats::StreamsConfig;
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `sqlite://...` or `postgres://...`; empty = `social.db` in the data dir.
+    pub database_url: String,
+    /// Most friends one user may have.
+    pub max_friends: u32,
+    #[serde(skip)]
+    pub streams: StreamsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: String::new(),
+            max_friends: 5000,
+            streams: StreamsConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.database_url.is_empty() {
+            return Err(ConfigError::Invalid("social.database_url is empty".into()));
+        }
+        if !(1..=100_000).contains(&self.max_friends) {
+            return Err(ConfigError::Invalid(
+                "social.max_friends must be within 1..=100000".into(),
+            ));
+        }
+        self.streams.validate()
+    }
+}
