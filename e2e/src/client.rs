@@ -150,8 +150,24 @@ impl Client {
         self.read(FRAME_TIMEOUT).await?.context("no frame in time")
     }
 
-    /// Reads one frame from the socket, None on timeout.
+    /// Reads one frame from the socket, None on timeout; signals are put
+    /// aside (see [`Client::signal_where`]).
     async fn read(&mut self, timeout: Duration) -> anyhow::Result<Option<ServerFrame>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.read_any(left).await? {
+                Some(ServerFrame {
+                    kind: Some(server_frame::Kind::Signal(signal)),
+                    ..
+                }) => self.signals.push_back(signal),
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// Reads one frame of any kind from the socket, None on timeout.
+    async fn read_any(&mut self, timeout: Duration) -> anyhow::Result<Option<ServerFrame>> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let message = match tokio::time::timeout_at(deadline, self.ws.next()).await {
@@ -166,10 +182,6 @@ impl Client {
                 WsMessage::Close(frame) => bail!("closed: {frame:?}"),
                 _ => continue,
             };
-            if let Some(server_frame::Kind::Signal(signal)) = frame.kind {
-                self.signals.push_back(signal);
-                continue;
-            }
             return Ok(Some(frame));
         }
     }
@@ -192,8 +204,13 @@ impl Client {
             if left.is_zero() {
                 bail!("no matching signal in time");
             }
-            if let Some(frame) = self.read(left).await? {
-                self.backlog.push_back(frame);
+            match self.read_any(left).await? {
+                Some(ServerFrame {
+                    kind: Some(server_frame::Kind::Signal(signal)),
+                    ..
+                }) => self.signals.push_back(signal),
+                Some(frame) => self.backlog.push_back(frame),
+                None => {}
             }
         }
     }
