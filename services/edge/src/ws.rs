@@ -50,7 +50,8 @@ pub mod close {
 }
 
 enum Out {
-    Frame(pb::ServerFrame),
+    /// Boxed: queue slots stay small (a connection's queue holds many).
+    Frame(Box<pb::ServerFrame>),
     Control(OpCode, Vec<u8>),
 }
 
@@ -82,7 +83,7 @@ impl Conn {
     async fn send(&self, frame: pb::ServerFrame) -> bool {
         match self
             .out
-            .send_timeout(Out::Frame(frame), self.slow_timeout)
+            .send_timeout(Out::Frame(Box::new(frame)), self.slow_timeout)
             .await
         {
             Ok(()) => true,
