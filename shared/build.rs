@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/natter/delivery/v1/delivery.proto",
         "proto/natter/presence/v1/presence.proto",
         "proto/natter/social/v1/social.proto",
+        "proto/natter/group/v1/group.proto",
         "proto/natter/edge/v1/edge.proto",
     ];
     println!("cargo:rerun-if-changed=proto");

@@ -115,6 +115,33 @@ impl Client {
         .await
     }
 
+    /// Sends a text to a conversation (a group's) and returns the frame id.
+    pub async fn send_to(
+        &mut self,
+        conversation_id: &str,
+        client_msg_id: &str,
+        text: &str,
+    ) -> anyhow::Result<u64> {
+        self.send_frame(client_frame::Kind::Send(SendRequest {
+            conversation_id: conversation_id.into(),
+            client_msg_id: client_msg_id.into(),
+            body: Some(crate::text(text)),
+            ..Default::default()
+        }))
+        .await
+    }
+
+    /// Sends a text to a conversation and waits for its ack.
+    pub async fn post(
+        &mut self,
+        conversation_id: &str,
+        client_msg_id: &str,
+        text: &str,
+    ) -> anyhow::Result<SendAck> {
+        let id = self.send_to(conversation_id, client_msg_id, text).await?;
+        self.ack_of(id).await
+    }
+
     /// Sends a text and waits for its ack.
     pub async fn send_acked(
         &mut self,

@@ -27,15 +27,17 @@ pub enum Service {
     Messages,
     Presence,
     Social,
+    Groups,
     Edge,
 }
 
 impl Service {
-    pub const ALL: [Service; 5] = [
+    pub const ALL: [Service; 6] = [
         Service::Auth,
         Service::Messages,
         Service::Presence,
         Service::Social,
+        Service::Groups,
         Service::Edge,
     ];
 
@@ -45,6 +47,7 @@ impl Service {
             Service::Messages => "messages",
             Service::Presence => "presence",
             Service::Social => "social",
+            Service::Groups => "groups",
             Service::Edge => "edge",
         }
     }
@@ -56,6 +59,7 @@ impl Service {
             Service::Messages => Some("natter-messages"),
             Service::Presence => Some("natter-presence"),
             Service::Social => Some("natter-social"),
+            Service::Groups => Some("natter-groups"),
             Service::Edge => None,
         }
     }
@@ -89,6 +93,8 @@ pub struct Settings {
     /// Frames queued per connection, and how long a full queue is tolerated.
     pub send_queue: usize,
     pub slow_client_timeout_secs: u64,
+    /// Most members of a group.
+    pub group_max_members: u32,
 }
 
 impl Default for Settings {
@@ -100,6 +106,7 @@ impl Default for Settings {
             permissions: false,
             send_queue: 256,
             slow_client_timeout_secs: 5,
+            group_max_members: 2000,
         }
     }
 }
@@ -141,6 +148,7 @@ impl System {
                 "NATTER_MESSAGES_PASSWORD",
                 "NATTER_PRESENCE_PASSWORD",
                 "NATTER_SOCIAL_PASSWORD",
+                "NATTER_GROUPS_PASSWORD",
                 "NATTER_ALL_PASSWORD",
                 "NATTER_OBSERVER_PASSWORD",
             ]
@@ -190,7 +198,16 @@ impl System {
         mode: Mode,
         names: [&str; N],
     ) -> anyhow::Result<(Self, [crate::User; N])> {
-        let system = Self::start(mode).await?;
+        Self::with_settings_and_users(mode, Settings::default(), names).await
+    }
+
+    /// [`System::with_users`] with settings.
+    pub async fn with_settings_and_users<const N: usize>(
+        mode: Mode,
+        settings: Settings,
+        names: [&str; N],
+    ) -> anyhow::Result<(Self, [crate::User; N])> {
+        let system = Self::start_with(mode, settings).await?;
         let api = system.api();
         let mut users = Vec::with_capacity(N);
         for name in names {
@@ -236,7 +253,7 @@ impl System {
         sqlx::any::install_default_drivers();
         let mut admin =
             <sqlx::AnyConnection as sqlx::Connection>::connect(&format!("{base}/postgres")).await?;
-        for service in ["auth", "messages", "social"] {
+        for service in ["auth", "messages", "social", "groups"] {
             let sql = format!("CREATE DATABASE {}_{service}", self.db_prefix);
             sqlx::Executor::execute(&mut admin, sqlx::AssertSqlSafe(sql)).await?;
         }
@@ -306,6 +323,17 @@ impl System {
         self.tasks.push(tokio::spawn(async move {
             social::run(social_config, n, s).await.expect("social runs")
         }));
+        let groups_config = groups::Config {
+            database_url: self.db_url("groups.db"),
+            sweep_interval_secs: 1,
+            max_members: self.settings.group_max_members,
+            ..groups::Config::default()
+        };
+        let n = nats.clone();
+        let s = stop.clone();
+        self.tasks.push(tokio::spawn(async move {
+            groups::run(groups_config, n, s).await.expect("groups runs")
+        }));
         let edge_stop = self.edge_shutdown.clone();
         let edge = edge::Edge::bind(
             edge_config(SocketAddr::from(([127, 0, 0, 1], 0)), &self.settings),
@@ -335,6 +363,12 @@ impl System {
             .env("NATTER_AUTH__DATABASE_URL", self.db_url("auth.db"))
             .env("NATTER_MESSAGES__DATABASE_URL", self.db_url("messages.db"))
             .env("NATTER_SOCIAL__DATABASE_URL", self.db_url("social.db"))
+            .env("NATTER_GROUPS__DATABASE_URL", self.db_url("groups.db"))
+            .env("NATTER_GROUPS__SWEEP_INTERVAL_SECS", "1")
+            .env(
+                "NATTER_GROUPS__MAX_MEMBERS",
+                self.settings.group_max_members.to_string(),
+            )
             .env("NATTER_NATS__URL", self.nats.url())
             .env("NATTER_EDGE__LISTEN", self.edge_addr.to_string())
             .env(

@@ -21,6 +21,18 @@ pub fn direct_participants(conversation_id: &str) -> Option<(&str, &str)> {
     (valid(a) && valid(b) && a < b).then_some((a, b))
 }
 
+/// The conversation of a group.
+pub fn group_conversation(group_id: &str) -> String {
+    format!("g:{group_id}")
+}
+
+/// The group of a group conversation id, if it is one.
+pub fn group_of(conversation_id: &str) -> Option<&str> {
+    conversation_id
+        .strip_prefix("g:")
+        .filter(|g| crate::subject::is_valid_token(g))
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -38,6 +50,14 @@ mod tests {
         let id = direct_conversation("bob", "alice");
         assert_eq!(id, direct_conversation("alice", "bob"));
         assert_eq!(direct_participants(&id), Some(("alice", "bob")));
+    }
+
+    #[test]
+    fn group_conversation_ids() {
+        assert_eq!(group_of(&group_conversation("g1")), Some("g1"));
+        for bad in ["g:", "g:a.b", "d:a:b", "x"] {
+            assert_eq!(group_of(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -38,6 +38,11 @@ pub mod natter {
             package!("natter.presence.v1");
         }
     }
+    pub mod group {
+        pub mod v1 {
+            package!("natter.group.v1");
+        }
+    }
     pub mod social {
         pub mod v1 {
             package!("natter.social.v1");
@@ -54,6 +59,7 @@ pub use natter::auth::v1 as auth;
 pub use natter::common::v1 as common;
 pub use natter::delivery::v1 as delivery;
 pub use natter::edge::v1 as edge;
+pub use natter::group::v1 as group;
 pub use natter::message::v1 as message;
 pub use natter::presence::v1 as presence;
 pub use natter::social::v1 as social;

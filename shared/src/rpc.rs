@@ -156,6 +156,15 @@ impl Identity {
         }
     }
 
+    /// For internal endpoints (service to service): refuses calls made on a
+    /// user's behalf, so that no client request can reach them through an edge.
+    pub fn refuse_user(headers: Option<&HeaderMap>) -> Result<(), RpcError> {
+        if headers.and_then(|h| h.get(header::USER_ID)).is_some() {
+            return Err(RpcError::forbidden("internal endpoint"));
+        }
+        Ok(())
+    }
+
     fn write(&self, headers: &mut HeaderMap) {
         headers.insert(header::USER_ID, self.user_id.as_str());
         headers.insert(header::DEVICE_ID, self.device_id.as_str());

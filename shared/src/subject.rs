@@ -41,6 +41,20 @@ pub mod call {
     pub const MESSAGE_SEND: &str = "im.v1.message.send";
     pub const MESSAGE_HISTORY: &str = "im.v1.message.history";
     pub const CONVERSATION_LIST: &str = "im.v1.conversation.list";
+    /// Internal: the groups service brings a group conversation in step.
+    pub const CONVERSATION_APPLY: &str = "im.v1.conversation.apply";
+    pub const GROUP_CREATE: &str = "im.v1.group.create";
+    pub const GROUP_GET: &str = "im.v1.group.get";
+    pub const GROUP_MINE: &str = "im.v1.group.mine";
+    pub const GROUP_DISMISS: &str = "im.v1.group.dismiss";
+    pub const GROUP_LEAVE: &str = "im.v1.group.leave";
+    pub const GROUP_INVITE: &str = "im.v1.group.invite";
+    pub const GROUP_REMOVE: &str = "im.v1.group.remove";
+    pub const GROUP_ROLE: &str = "im.v1.group.role";
+    pub const GROUP_TRANSFER: &str = "im.v1.group.transfer";
+    pub const GROUP_UPDATE: &str = "im.v1.group.update";
+    pub const GROUP_MUTE: &str = "im.v1.group.mute";
+    pub const GROUP_MEMBERS: &str = "im.v1.group.members";
     pub const PRESENCE_QUERY: &str = "im.v1.presence.query";
     pub const PRESENCE_STATUS: &str = "im.v1.presence.status";
     pub const PRESENCE_HEARTBEAT: &str = "im.v1.presence.heartbeat";
@@ -59,6 +73,15 @@ pub mod event {
     pub const FRIEND_REMOVED: &str = "im.evt.v1.friend.removed";
     pub const BLOCK_ADDED: &str = "im.evt.v1.block.added";
     pub const BLOCK_REMOVED: &str = "im.evt.v1.block.removed";
+    pub const GROUP_CREATED: &str = "im.evt.v1.group.created";
+    pub const GROUP_MEMBER_ADDED: &str = "im.evt.v1.group.member_added";
+    pub const GROUP_MEMBER_REMOVED: &str = "im.evt.v1.group.member_removed";
+    pub const GROUP_MEMBER_LEFT: &str = "im.evt.v1.group.member_left";
+    pub const GROUP_ROLE_CHANGED: &str = "im.evt.v1.group.role_changed";
+    pub const GROUP_OWNER_CHANGED: &str = "im.evt.v1.group.owner_changed";
+    pub const GROUP_UPDATED: &str = "im.evt.v1.group.updated";
+    pub const GROUP_MUTED: &str = "im.evt.v1.group.muted";
+    pub const GROUP_DISMISSED: &str = "im.evt.v1.group.dismissed";
 }
 
 /// Header names.

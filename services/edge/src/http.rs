@@ -17,7 +17,8 @@ use fastwebsockets::upgrade::IncomingUpgrade;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use shared::proto::{
-    auth as auth_pb, message as msg_pb, presence as presence_pb, social as social_pb,
+    auth as auth_pb, group as group_pb, message as msg_pb, presence as presence_pb,
+    social as social_pb,
 };
 use shared::rpc::Identity;
 use shared::{RpcError, subject};
@@ -44,6 +45,23 @@ pub fn router(state: Arc<EdgeState>) -> Router {
         .route("/v1/friends/requests/{id}/reject", post(reject_friend))
         .route("/v1/blocks", get(blocked))
         .route("/v1/blocks/{id}", axum::routing::put(block).delete(unblock))
+        .route("/v1/groups", get(my_groups).post(create_group))
+        .route(
+            "/v1/groups/{id}",
+            get(group).patch(update_group).delete(dismiss_group),
+        )
+        .route(
+            "/v1/groups/{id}/members",
+            get(group_members).post(invite_members),
+        )
+        .route("/v1/groups/{id}/members/{user}", delete(remove_member))
+        .route(
+            "/v1/groups/{id}/members/{user}/role",
+            axum::routing::put(set_member_role),
+        )
+        .route("/v1/groups/{id}/leave", post(leave_group))
+        .route("/v1/groups/{id}/transfer", post(transfer_group))
+        .route("/v1/groups/{id}/mute", post(mute_group))
         .route("/v1/messages", post(send))
         .route("/v1/conversations", get(conversations))
         .route("/v1/conversations/{id}/messages", get(history))
@@ -362,6 +380,153 @@ async fn unblock(
 ) -> ApiResult<social_pb::Empty> {
     let request = social_pb::UserRequest { user_id };
     forward(&state, subject::call::BLOCK_REMOVE, &me, &request).await
+}
+
+async fn my_groups(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+) -> ApiResult<group_pb::MyGroupsResponse> {
+    let request = group_pb::MyGroupsRequest {};
+    forward(&state, subject::call::GROUP_MINE, &me, &request).await
+}
+
+async fn create_group(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+    body: Bytes,
+) -> Result<(StatusCode, Json<group_pb::Group>), ApiError> {
+    let request: group_pb::CreateGroupRequest = parse(&body)?;
+    let created = forward(&state, subject::call::GROUP_CREATE, &me, &request).await?;
+    Ok((StatusCode::CREATED, created))
+}
+
+async fn group(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+    Path(group_id): Path<String>,
+) -> ApiResult<group_pb::Group> {
+    let request = group_pb::GroupRequest { group_id };
+    forward(&state, subject::call::GROUP_GET, &me, &request).await
+}
+
+async fn update_group(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+    Path(group_id): Path<String>,
+    body: Bytes,
+) -> ApiResult<group_pb::Group> {
+    let request = group_pb::UpdateGroupRequest {
+        group_id,
+        ..parse(&body)?
+    };
+    forward(&state, subject::call::GROUP_UPDATE, &me, &request).await
+}
+
+async fn dismiss_group(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+    Path(group_id): Path<String>,
+) -> ApiResult<group_pb::Empty> {
+    let request = group_pb::GroupRequest { group_id };
+    forward(&state, subject::call::GROUP_DISMISS, &me, &request).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MembersQuery {
+    #[serde(default)]
+    limit: u32,
+    #[serde(default)]
+    after_user_id: String,
+}
+
+async fn group_members(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+    Path(group_id): Path<String>,
+    query: Result<Query<MembersQuery>, QueryRejection>,
+) -> ApiResult<group_pb::ListMembersResponse> {
+    let Query(q) = query.map_err(bad_query)?;
+    let request = group_pb::ListMembersRequest {
+        group_id,
+        limit: q.limit,
+        after_user_id: q.after_user_id,
+    };
+    forward(&state, subject::call::GROUP_MEMBERS, &me, &request).await
+}
+
+async fn invite_members(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+    Path(group_id): Path<String>,
+    body: Bytes,
+) -> ApiResult<group_pb::Group> {
+    let request = group_pb::MembersRequest {
+        group_id,
+        ..parse(&body)?
+    };
+    forward(&state, subject::call::GROUP_INVITE, &me, &request).await
+}
+
+async fn remove_member(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+    Path((group_id, user)): Path<(String, String)>,
+) -> ApiResult<group_pb::Group> {
+    let request = group_pb::MembersRequest {
+        group_id,
+        user_ids: vec![user],
+    };
+    forward(&state, subject::call::GROUP_REMOVE, &me, &request).await
+}
+
+async fn set_member_role(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+    Path((group_id, user_id)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<group_pb::Group> {
+    let request = group_pb::SetRoleRequest {
+        group_id,
+        user_id,
+        ..parse(&body)?
+    };
+    forward(&state, subject::call::GROUP_ROLE, &me, &request).await
+}
+
+async fn leave_group(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+    Path(group_id): Path<String>,
+) -> ApiResult<group_pb::Empty> {
+    let request = group_pb::GroupRequest { group_id };
+    forward(&state, subject::call::GROUP_LEAVE, &me, &request).await
+}
+
+async fn transfer_group(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+    Path(group_id): Path<String>,
+    body: Bytes,
+) -> ApiResult<group_pb::Group> {
+    let request = group_pb::TransferRequest {
+        group_id,
+        ..parse(&body)?
+    };
+    forward(&state, subject::call::GROUP_TRANSFER, &me, &request).await
+}
+
+async fn mute_group(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+    Path(group_id): Path<String>,
+    body: Bytes,
+) -> ApiResult<group_pb::Group> {
+    let request = group_pb::MuteRequest {
+        group_id,
+        ..parse(&body)?
+    };
+    forward(&state, subject::call::GROUP_MUTE, &me, &request).await
 }
 
 async fn send(

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::service::{Request, ServiceExt};
+use futures::StreamExt;
 use prost::Message as _;
 use shared::db::{self, AnyPool};
 use shared::proto::{delivery, message as pb, social as social_pb};
@@ -21,6 +22,8 @@ use crate::{Config, validate};
 use shared::inbox::{DeliveryError, Inboxes};
 
 const ORDER_SHARDS: usize = 256;
+/// Inbox appends in flight for one message.
+const FANOUT_CONCURRENCY: usize = 128;
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 200;
 
@@ -95,11 +98,9 @@ pub async fn run(
     let message = service.group("im.v1.message");
     let send = message.endpoint("send").await.map_err(err)?;
     let history = message.endpoint("history").await.map_err(err)?;
-    let list = service
-        .group("im.v1.conversation")
-        .endpoint("list")
-        .await
-        .map_err(err)?;
+    let conversation = service.group("im.v1.conversation");
+    let list = conversation.endpoint("list").await.map_err(err)?;
+    let apply = conversation.endpoint("apply").await.map_err(err)?;
     tracing::info!("messages service ready");
 
     let send = shared::service::serve_with(
@@ -123,6 +124,13 @@ pub async fn run(
         state.clone(),
         |s, req| async move { s.conversations(&req).await },
     );
+    let apply = shared::service::serve_with(
+        apply,
+        32,
+        shutdown.clone(),
+        state.clone(),
+        |s, req| async move { s.apply(&req).await },
+    );
     let s = state.clone();
     let sweeper = shutdown.clone();
     let sweep = async move {
@@ -141,7 +149,7 @@ pub async fn run(
             }
         }
     };
-    tokio::join!(send, history, list, sweep);
+    tokio::join!(send, history, list, apply, sweep);
     let _ = service.stop().await;
     tracing::info!("messages service stopped");
     Ok(())
@@ -153,9 +161,22 @@ impl State {
         let input: pb::SendRequest = rpc::decode(&req.message.payload)?;
         validate::client_msg_id(&input.client_msg_id)?;
         validate::body(input.body.as_ref(), self.config.max_text_chars)?;
-        let peer = self.direct_peer(&me, &input)?;
-        self.may_message(&me.user_id, &peer).await?;
-        let conversation_id = ids::direct_conversation(&me.user_id, &peer);
+        let (conversation_id, kind, members) = match ids::group_of(&input.conversation_id) {
+            Some(_) if input.to_user_id.is_empty() => {
+                self.may_speak(&me, &input.conversation_id).await?;
+                (input.conversation_id.clone(), "group", Vec::new())
+            }
+            _ => {
+                let peer = self.direct_peer(&me, &input)?;
+                self.may_message(&me.user_id, &peer).await?;
+                let members = vec![me.user_id.clone(), peer.clone()];
+                (
+                    ids::direct_conversation(&me.user_id, &peer),
+                    "direct",
+                    members,
+                )
+            }
+        };
         let body = serde_json::to_string(&input.body).map_err(|e| internal("encode body", e))?;
 
         let _order = self.order[shard_of(&conversation_id)].lock().await;
@@ -169,11 +190,11 @@ impl State {
         // cannot overtake it in the inboxes.
         self.fan_out_pending(&conversation_id).await?;
         let id = ids::new_id();
-        let members = [me.user_id.as_str(), peer.as_str()];
+        let members: Vec<&str> = members.iter().map(String::as_str).collect();
         let new = store::NewMessage {
             id: &id,
             conversation_id: &conversation_id,
-            kind: "direct",
+            kind,
             members: &members,
             sender_id: &me.user_id,
             sender_device_id: &me.device_id,
@@ -200,6 +221,71 @@ impl State {
             RpcError::unavailable("message stored but not yet delivered; retry with the same client_msg_id")
         })?;
         Ok(ack(&row, false))
+    }
+
+    /// Applies a group change (from the groups service): membership, roles,
+    /// mutes, title, dismissal, and the system notice at the next seq, in one
+    /// transaction, then fans the notice out (to removed members too).
+    async fn apply(&self, req: &Request) -> Result<pb::ConversationChangeAck, RpcError> {
+        Identity::refuse_user(req.message.headers.as_ref())?;
+        let input: pb::ConversationChange = rpc::decode(&req.message.payload)?;
+        validate::change(&input)?;
+        let version = to_i64(input.version)?;
+        let body = serde_json::to_string(&Some(pb::MessageBody {
+            kind: Some(pb::message_body::Kind::System(
+                input.notice.clone().unwrap_or_default(),
+            )),
+        }))
+        .map_err(|e| internal("encode notice", e))?;
+        let id = ids::new_id();
+        let client_msg_id = format!("{}{}", validate::SYSTEM_PREFIX, input.change_id);
+        let change = store::Change {
+            conversation_id: &input.conversation_id,
+            version,
+            message_id: &id,
+            actor_id: &input.actor_id,
+            client_msg_id: &client_msg_id,
+            members: input
+                .members
+                .iter()
+                .map(|m| {
+                    (
+                        m.user_id.as_str(),
+                        m.present,
+                        m.role.as_str(),
+                        m.muted_until_ms,
+                    )
+                })
+                .collect(),
+            muted_all: input.muted_all,
+            title: input.title.as_deref(),
+            dismissed: input.dismissed,
+            body: &body,
+            now_ms: ids::now_ms(),
+        };
+        let _order = self.order[shard_of(&input.conversation_id)].lock().await;
+        self.fan_out_pending(&input.conversation_id).await?;
+        match store::apply_change(&self.pool, &change).await {
+            Ok(store::Applied::Done(row)) => {
+                self.fan_out(&row).await.map_err(|e| {
+                    tracing::warn!(error = %e, message_id = %row.id, "notice fan-out failed; left to the sweep");
+                    RpcError::unavailable("change applied but not yet delivered")
+                })?;
+                Ok(pb::ConversationChangeAck {
+                    seq: row.seq as u64,
+                })
+            }
+            Ok(store::Applied::Duplicate) => Ok(pb::ConversationChangeAck { seq: 0 }),
+            Ok(store::Applied::Gap(applied)) => Err(RpcError::conflict(format!(
+                "version {} of {} is not applied yet",
+                applied + 1,
+                input.conversation_id
+            ))),
+            Err(e) if db::is_unique_violation(&e) => {
+                Err(RpcError::conflict("change id already used"))
+            }
+            Err(e) => Err(internal("apply change", e)),
+        }
     }
 
     /// The earlier send with this client_msg_id, fanned out if it was not yet.
@@ -303,23 +389,75 @@ impl State {
         Ok(())
     }
 
-    /// Delivers a stored message to both participants' inboxes, announces it,
+    /// Whether `me` may send to group conversation `conversation_id`: a
+    /// current member of a group that is not dismissed, and not muted (the
+    /// owner and admins may always speak).
+    async fn may_speak(&self, me: &Identity, conversation_id: &str) -> Result<(), RpcError> {
+        let member = store::member(&self.pool, conversation_id, &me.user_id)
+            .await
+            .map_err(|e| internal("load membership", e))?
+            .filter(|m| m.left_seq == 0)
+            .ok_or_else(|| RpcError::forbidden("not a member of this group"))?;
+        let conversation = store::conversation(&self.pool, conversation_id)
+            .await
+            .map_err(|e| internal("load conversation", e))?
+            .ok_or_else(|| RpcError::forbidden("not a member of this group"))?;
+        if conversation.dismissed != 0 {
+            return Err(RpcError::forbidden("the group was dismissed"));
+        }
+        if member.role == "member" {
+            if conversation.muted_all != 0 {
+                return Err(RpcError::forbidden(
+                    "the group is muted: only admins may speak",
+                ));
+            }
+            if member.muted_until_ms > ids::now_ms() {
+                return Err(RpcError::forbidden("you are muted in this group"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Who receives a stored message: both participants of a direct chat,
+    /// the members of a group at the time of the message.
+    async fn recipients(&self, row: &MessageRow) -> Result<Vec<String>, FanoutError> {
+        if let Some((a, b)) = ids::direct_participants(&row.conversation_id) {
+            return Ok(vec![a.to_owned(), b.to_owned()]);
+        }
+        if ids::group_of(&row.conversation_id).is_some() {
+            return store::group_recipients(&self.pool, &row.conversation_id, row.seq)
+                .await
+                .map_err(|e| FanoutError::Event(format!("load recipients: {e}")));
+        }
+        Err(FanoutError::Event(format!(
+            "bad conversation {}",
+            row.conversation_id
+        )))
+    }
+
+    /// Delivers a stored message to every recipient's inbox, announces it,
     /// then marks it fanned out.
     async fn fan_out(&self, row: &MessageRow) -> Result<(), FanoutError> {
         let message = to_proto(row).map_err(|e| FanoutError::Event(e.message))?;
         let entry = delivery::InboxEntry {
             event: Some(delivery::inbox_entry::Event::Message(message.clone())),
         };
-        let (a, b) = ids::direct_participants(&row.conversation_id).ok_or_else(|| {
-            FanoutError::Event(format!("bad conversation {}", row.conversation_id))
-        })?;
-        let (dedup_a, dedup_b) = (format!("{}:{a}", row.id), format!("{}:{b}", row.id));
-        let (ra, rb) = tokio::join!(
-            self.inboxes.deliver(a, &entry, &dedup_a),
-            self.inboxes.deliver(b, &entry, &dedup_b),
-        );
-        ra?;
-        rb?;
+        let recipients = self.recipients(row).await?;
+        // Appends for different users run side by side (each user's chain is
+        // serialized inside `Inboxes`); all must succeed before the ack.
+        let mut pending = futures::stream::FuturesUnordered::new();
+        for user in recipients {
+            if pending.len() >= FANOUT_CONCURRENCY
+                && let Some(result) = pending.next().await
+            {
+                let _: u64 = result?;
+            }
+            let dedup = format!("{}:{user}", row.id);
+            pending.push(self.deliver_to(user, &entry, dedup));
+        }
+        while let Some(result) = pending.next().await {
+            result?;
+        }
         let payload = message.encode_to_vec().into();
         shared::nats::publish_event(
             &self.jetstream,
@@ -333,6 +471,15 @@ impl State {
             .await
             .map_err(|e| FanoutError::Event(format!("mark fanned out: {e}")))?;
         Ok(())
+    }
+
+    async fn deliver_to(
+        &self,
+        user: String,
+        entry: &delivery::InboxEntry,
+        dedup: String,
+    ) -> Result<u64, DeliveryError> {
+        self.inboxes.deliver(&user, entry, &dedup).await
     }
 
     /// Fans out the pending messages of one conversation, in seq order
@@ -391,13 +538,19 @@ impl State {
     async fn history(&self, req: &Request) -> Result<pb::HistoryResponse, RpcError> {
         let me = Identity::from_headers(req.message.headers.as_ref())?;
         let input: pb::HistoryRequest = rpc::decode(&req.message.payload)?;
-        let joined = self.readable_since(&me, &input.conversation_id).await?;
+        let (joined, left) = self.readable(&me, &input.conversation_id).await?;
         let limit = page(input.limit)?;
         let newest_first = input.before_seq > 0 || input.after_seq == 0;
         let before = if input.before_seq > 0 {
             to_i64(input.before_seq)?
         } else {
             i64::MAX
+        };
+        // A former member reads up to the message that ended its membership.
+        let before = if left > 0 {
+            before.min(left + 1)
+        } else {
+            before
         };
         let after = to_i64(input.after_seq)?.max(joined - 1);
         let mut rows = store::history(
@@ -423,22 +576,24 @@ impl State {
     }
 
     /// The first seq `me` may read in a conversation; `forbidden` for non-members.
-    async fn readable_since(&self, me: &Identity, conversation_id: &str) -> Result<i64, RpcError> {
+    /// The seqs `me` may read in a conversation: from the first, up to the
+    /// second (0 = no end: still a member); `forbidden` for non-members.
+    async fn readable(&self, me: &Identity, conversation_id: &str) -> Result<(i64, i64), RpcError> {
         if conversation_id.is_empty() || conversation_id.len() > 200 {
             return Err(RpcError::bad_request(
                 "conversation_id is missing or too long",
             ));
         }
-        let since = store::member_since(&self.pool, conversation_id, &me.user_id)
+        let member = store::member(&self.pool, conversation_id, &me.user_id)
             .await
             .map_err(|e| internal("load membership", e))?;
-        match since {
-            Some(seq) => Ok(seq),
+        match member {
+            Some(m) => Ok((m.joined_seq, m.left_seq)),
             // A direct chat that has no message yet: readable, and empty.
             None if ids::direct_participants(conversation_id)
                 .is_some_and(|(a, b)| a == me.user_id || b == me.user_id) =>
             {
-                Ok(1)
+                Ok((1, 0))
             }
             None => Err(RpcError::forbidden(
                 "not a participant of this conversation",
@@ -479,6 +634,7 @@ impl State {
                 last_seq: row.last_seq as u64,
                 last_message: last.as_ref().map(to_proto).transpose()?,
                 last_activity_ms: row.last_activity_ms,
+                title: row.title,
             });
         }
         Ok(pb::ConversationsResponse {

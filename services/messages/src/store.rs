@@ -154,19 +154,200 @@ pub async fn not_fanned_out_in(
     .await
 }
 
-/// The members of a conversation and the first seq each may read.
-pub async fn member_since(
+/// One member's row of a conversation.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct MemberRow {
+    /// First seq the member may read.
+    pub joined_seq: i64,
+    /// 0 while a member, else the last seq it may read.
+    pub left_seq: i64,
+    pub role: String,
+    pub muted_until_ms: i64,
+}
+
+pub async fn member(
     pool: &AnyPool,
     conversation_id: &str,
     user_id: &str,
-) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT joined_seq FROM conversation_members WHERE conversation_id = $1 AND user_id = $2",
+) -> Result<Option<MemberRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT joined_seq, left_seq, role, muted_until_ms FROM conversation_members
+         WHERE conversation_id = $1 AND user_id = $2",
     )
     .bind(conversation_id)
     .bind(user_id)
     .fetch_optional(pool)
     .await
+}
+
+/// A conversation's own row.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct ConversationState {
+    pub kind: String,
+    pub last_seq: i64,
+    pub muted_all: i64,
+    pub dismissed: i64,
+}
+
+pub async fn conversation(
+    pool: &AnyPool,
+    id: &str,
+) -> Result<Option<ConversationState>, sqlx::Error> {
+    sqlx::query_as("SELECT kind, last_seq, muted_all, dismissed FROM conversations WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Who receives message `seq` of a group conversation: those who were
+/// members when it was written (a member removed by it is told too).
+pub async fn group_recipients(
+    pool: &AnyPool,
+    conversation_id: &str,
+    seq: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT user_id FROM conversation_members
+         WHERE conversation_id = $1 AND joined_seq <= $2 AND (left_seq = 0 OR left_seq >= $2)",
+    )
+    .bind(conversation_id)
+    .bind(seq)
+    .fetch_all(pool)
+    .await
+}
+
+/// What applying a group change did.
+pub enum Applied {
+    /// Stored as the system message `row`.
+    Done(MessageRow),
+    /// This version (or a later one) was applied already.
+    Duplicate,
+    /// An earlier version is missing: the last applied one.
+    Gap(i64),
+}
+
+/// A group change, as the store applies it.
+pub struct Change<'a> {
+    pub conversation_id: &'a str,
+    pub version: i64,
+    pub message_id: &'a str,
+    pub actor_id: &'a str,
+    pub client_msg_id: &'a str,
+    /// (user, present, role, muted_until_ms)
+    pub members: Vec<(&'a str, bool, &'a str, i64)>,
+    pub muted_all: Option<bool>,
+    pub title: Option<&'a str>,
+    pub dismissed: bool,
+    /// The system notice body in its JSON mapping.
+    pub body: &'a str,
+    pub now_ms: i64,
+}
+
+/// Applies a group change and stores its system message, in one
+/// transaction, if it is the next version of the conversation.
+pub async fn apply_change(pool: &AnyPool, c: &Change<'_>) -> Result<Applied, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // The first write takes SQLite's write lock up front.
+    sqlx::query(
+        "INSERT INTO conversations (id, kind, last_seq, last_activity_ms, created_at_ms)
+         VALUES ($1, 'group', 0, $2, $2) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(c.conversation_id)
+    .bind(c.now_ms)
+    .execute(&mut *tx)
+    .await?;
+    let applied: i64 =
+        sqlx::query_scalar("SELECT applied_version FROM conversations WHERE id = $1")
+            .bind(c.conversation_id)
+            .fetch_one(&mut *tx)
+            .await?;
+    if applied >= c.version {
+        return Ok(Applied::Duplicate);
+    }
+    if applied != c.version - 1 {
+        return Ok(Applied::Gap(applied));
+    }
+    let seq: i64 = sqlx::query_scalar(
+        "UPDATE conversations SET last_seq = last_seq + 1, last_activity_ms = $2,
+            applied_version = $3,
+            muted_all = COALESCE($4, muted_all),
+            title = COALESCE($5, title),
+            dismissed = CASE WHEN $6 = 1 THEN 1 ELSE dismissed END
+         WHERE id = $1 RETURNING last_seq",
+    )
+    .bind(c.conversation_id)
+    .bind(c.now_ms)
+    .bind(c.version)
+    .bind(c.muted_all.map(i64::from))
+    .bind(c.title)
+    .bind(i64::from(c.dismissed))
+    .fetch_one(&mut *tx)
+    .await?;
+    for (user, present, role, muted_until) in &c.members {
+        if *present {
+            sqlx::query(
+                "INSERT INTO conversation_members (conversation_id, user_id, joined_seq, left_seq, role, muted_until_ms)
+                 VALUES ($1, $2, $3, 0, $4, $5)
+                 ON CONFLICT (conversation_id, user_id) DO UPDATE SET
+                    role = excluded.role,
+                    muted_until_ms = excluded.muted_until_ms,
+                    joined_seq = CASE WHEN conversation_members.left_seq > 0
+                        THEN excluded.joined_seq ELSE conversation_members.joined_seq END,
+                    left_seq = 0",
+            )
+            .bind(c.conversation_id)
+            .bind(*user)
+            .bind(seq)
+            .bind(*role)
+            .bind(*muted_until)
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            sqlx::query(
+                "UPDATE conversation_members SET left_seq = $3
+                 WHERE conversation_id = $1 AND user_id = $2 AND left_seq = 0",
+            )
+            .bind(c.conversation_id)
+            .bind(*user)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    if c.dismissed {
+        sqlx::query(
+            "UPDATE conversation_members SET left_seq = $2 WHERE conversation_id = $1 AND left_seq = 0",
+        )
+        .bind(c.conversation_id)
+        .bind(seq)
+        .execute(&mut *tx)
+        .await?;
+    }
+    sqlx::query(
+        "INSERT INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, fanned_out)
+         VALUES ($1, $2, $3, $4, '', $5, $6, $7, 0)",
+    )
+    .bind(c.message_id)
+    .bind(c.conversation_id)
+    .bind(seq)
+    .bind(c.actor_id)
+    .bind(c.client_msg_id)
+    .bind(c.body)
+    .bind(c.now_ms)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Applied::Done(MessageRow {
+        id: c.message_id.to_owned(),
+        conversation_id: c.conversation_id.to_owned(),
+        seq,
+        sender_id: c.actor_id.to_owned(),
+        sender_device_id: String::new(),
+        client_msg_id: c.client_msg_id.to_owned(),
+        body: c.body.to_owned(),
+        server_ts_ms: c.now_ms,
+        fanned_out: 0,
+    }))
 }
 
 /// A page of history: seq in `(after, before)`, `limit` rows, ascending.
@@ -201,6 +382,7 @@ pub async fn history(
 pub struct ConversationRow {
     pub id: String,
     pub kind: String,
+    pub title: String,
     pub last_seq: i64,
     pub last_activity_ms: i64,
 }
@@ -215,7 +397,7 @@ pub async fn conversations(
     limit: i64,
 ) -> Result<Vec<ConversationRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT c.id, c.kind, c.last_seq, c.last_activity_ms
+        "SELECT c.id, c.kind, c.title, c.last_seq, c.last_activity_ms
          FROM conversation_members m JOIN conversations c ON c.id = m.conversation_id
          WHERE m.user_id = $1 AND c.last_seq > 0
            AND (c.last_activity_ms < $2 OR (c.last_activity_ms = $2 AND c.id > $3))

@@ -21,6 +21,7 @@ pub struct NatterConfig {
     pub messages: messages::Config,
     pub presence: presence::Config,
     pub social: social::Config,
+    pub groups: groups::Config,
     pub edge: edge::Config,
 }
 
@@ -35,6 +36,7 @@ impl Default for NatterConfig {
             messages: messages::Config::default(),
             presence: presence::Config::default(),
             social: social::Config::default(),
+            groups: groups::Config::default(),
             edge: edge::Config::default(),
         }
     }
@@ -49,6 +51,7 @@ impl NatterConfig {
         config.messages().validate()?;
         config.presence().validate()?;
         config.social().validate()?;
+        config.groups().validate()?;
         config.edge().validate()?;
         if config.edge.heartbeat_interval_secs * 2 > config.presence.device_ttl_secs {
             return Err(ConfigError::Invalid(
@@ -106,6 +109,14 @@ impl NatterConfig {
             database_url: self.sqlite(&self.social.database_url, "social.db"),
             streams: self.streams.clone(),
             ..self.social.clone()
+        }
+    }
+
+    pub fn groups(&self) -> groups::Config {
+        groups::Config {
+            database_url: self.sqlite(&self.groups.database_url, "groups.db"),
+            streams: self.streams.clone(),
+            ..self.groups.clone()
         }
     }
 

@@ -51,14 +51,16 @@ enum Service {
     Messages,
     Presence,
     Social,
+    Groups,
     Edge,
 }
 
-const ALL: [Service; 5] = [
+const ALL: [Service; 6] = [
     Service::Auth,
     Service::Messages,
     Service::Presence,
     Service::Social,
+    Service::Groups,
     Service::Edge,
 ];
 
@@ -156,6 +158,17 @@ async fn run(config: NatterConfig, services: &[Service]) -> anyhow::Result<()> {
                     (
                         name,
                         social::run(c, nats, stop)
+                            .await
+                            .map_err(anyhow::Error::from),
+                    )
+                })
+            }
+            Service::Groups => {
+                let c = config.groups();
+                tasks.spawn(async move {
+                    (
+                        name,
+                        groups::run(c, nats, stop)
                             .await
                             .map_err(anyhow::Error::from),
                     )

@@ -1,0 +1,51 @@
+//! Configuration of the groups service.
+
+use serde::{Deserialize, Serialize};
+use shared::config::ConfigError;
+use shared::nats::StreamsConfig;
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `sqlite://...` or `postgres://...`; empty = `groups.db` in the data dir.
+    pub database_url: String,
+    /// Most members of a new group (owner included).
+    pub max_members: u32,
+    /// Only friends of the inviter may be added to a group (blocks always apply).
+    pub invite_friends_only: bool,
+    /// Seconds between retries of changes not yet applied to conversations.
+    pub sweep_interval_secs: u64,
+    #[serde(skip)]
+    pub streams: StreamsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: String::new(),
+            max_members: 2000,
+            invite_friends_only: true,
+            sweep_interval_secs: 5,
+            streams: StreamsConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.database_url.is_empty() {
+            return Err(ConfigError::Invalid("groups.database_url is empty".into()));
+        }
+        if !(2..=100_000).contains(&self.max_members) {
+            return Err(ConfigError::Invalid(
+                "groups.max_members must be within 2..=100000".into(),
+            ));
+        }
+        if !(1..=3600).contains(&self.sweep_interval_secs) {
+            return Err(ConfigError::Invalid(
+                "groups.sweep_interval_secs must be within 1..=3600".into(),
+            ));
+        }
+        self.streams.validate()
+    }
+}

@@ -1,0 +1,635 @@
+//! The groups service's NATS micro endpoints (`im.v1.group.*`) and the sweep
+//! that applies changes a failure left pending.
+//!
+//! A change is committed here first (group tables plus a row in
+//! `group_changes`), then applied to the group's conversation in the messages
+//! service with `im.v1.conversation.apply`, in version order, before the
+//! caller gets its answer. If the messages service cannot be reached the
+//! change stays pending and the sweep applies it; versions make a redo
+//! harmless.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::service::{Request, ServiceExt};
+use base64::Engine as _;
+use prost::Message as _;
+use shared::db::{self, AnyPool};
+use shared::proto::{group as pb, message as msg_pb, social as social_pb};
+use shared::rpc::{Caller, Identity, internal};
+use shared::{Nats, RpcError, ids, rpc, subject};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::Config;
+use crate::plan::{self, Group, Member, Op, Plan, Role};
+use crate::store;
+
+const SYNC_SHARDS: usize = 64;
+const MAX_USERS_PER_CALL: usize = 200;
+const MAX_MUTE_SECS: u64 = 366 * 24 * 3600;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GroupsError {
+    #[error(transparent)]
+    Config(#[from] shared::config::ConfigError),
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error(transparent)]
+    Nats(#[from] shared::nats::NatsError),
+    #[error("nats service: {0}")]
+    Service(String),
+}
+
+struct State {
+    config: Config,
+    pool: AnyPool,
+    nats: Nats,
+    caller: Caller,
+    /// Applying a group's pending changes runs once at a time per group here.
+    sync: Vec<Mutex<()>>,
+}
+
+/// Runs the groups service until `shutdown` is cancelled.
+pub async fn run(
+    config: Config,
+    nats: Nats,
+    shutdown: CancellationToken,
+) -> Result<(), GroupsError> {
+    config.validate()?;
+    let pool = db::connect(&config.database_url, 8, &store::MIGRATOR).await?;
+    shared::nats::events_stream(&nats.jetstream, &config.streams).await?;
+    let state = Arc::new(State {
+        caller: nats.caller(),
+        nats: nats.clone(),
+        sync: (0..SYNC_SHARDS).map(|_| Mutex::new(())).collect(),
+        config,
+        pool,
+    });
+
+    let service = nats
+        .client
+        .service_builder()
+        .description("natter groups")
+        .start("natter-groups", env!("CARGO_PKG_VERSION"))
+        .await
+        .map_err(|e| GroupsError::Service(e.to_string()))?;
+    let err = |e: async_nats::Error| GroupsError::Service(e.to_string());
+    let group = service.group("im.v1.group");
+    macro_rules! serve {
+        ($name:literal, $limit:expr, $handler:ident) => {{
+            let endpoint = group.endpoint($name).await.map_err(err)?;
+            shared::service::serve_with(
+                endpoint,
+                $limit,
+                shutdown.clone(),
+                state.clone(),
+                |s, req| async move { s.$handler(&req).await },
+            )
+        }};
+    }
+    let endpoints: Vec<futures::future::BoxFuture<'static, ()>> = vec![
+        Box::pin(serve!("create", 16, create)),
+        Box::pin(serve!("get", 64, get)),
+        Box::pin(serve!("mine", 32, mine)),
+        Box::pin(serve!("members", 32, members)),
+        Box::pin(serve!("invite", 16, invite)),
+        Box::pin(serve!("remove", 16, remove)),
+        Box::pin(serve!("leave", 16, leave)),
+        Box::pin(serve!("role", 16, set_role)),
+        Box::pin(serve!("transfer", 16, transfer)),
+        Box::pin(serve!("update", 16, update)),
+        Box::pin(serve!("mute", 16, mute)),
+        Box::pin(serve!("dismiss", 16, dismiss)),
+    ];
+    tracing::info!("groups service ready");
+    let s = state.clone();
+    let stop = shutdown.clone();
+    let sweep = async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(s.config.sweep_interval_secs));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => s.sweep().await,
+            }
+        }
+    };
+    tokio::join!(futures::future::join_all(endpoints), sweep);
+    let _ = service.stop().await;
+    tracing::info!("groups service stopped");
+    Ok(())
+}
+
+impl State {
+    async fn create(&self, req: &Request) -> Result<pb::Group, RpcError> {
+        let me = Identity::from_headers(req.message.headers.as_ref())?;
+        let input: pb::CreateGroupRequest = rpc::decode(&req.message.payload)?;
+        let name = plan::name(&input.name)?.to_owned();
+        let description = plan::description(&input.description)?.to_owned();
+        user_ids(&input.member_ids, self.config.max_members as usize)?;
+        let others: Vec<String> = input
+            .member_ids
+            .iter()
+            .filter(|id| **id != me.user_id)
+            .cloned()
+            .collect();
+        self.may_add(&me.user_id, &others).await?;
+        let now = ids::now_ms();
+        let plan = plan::create(
+            &me.user_id,
+            &others,
+            i64::from(self.config.max_members),
+            now,
+        )?;
+        let group = Group {
+            id: ids::new_id(),
+            name: name.clone(),
+            description,
+            announcement: String::new(),
+            owner_id: me.user_id.clone(),
+            muted_all: false,
+            max_members: i64::from(self.config.max_members),
+            created_at_ms: now,
+        };
+        let change = change_of(&group.id, 1, &me.user_id, &plan, Some(name));
+        let mut tx = self.pool.begin().await.map_err(|e| internal("begin", e))?;
+        store::insert_group(&mut tx, &group, now)
+            .await
+            .map_err(|e| internal("insert group", e))?;
+        store::write_plan(&mut tx, &group.id, &plan, now)
+            .await
+            .map_err(|e| internal("insert members", e))?;
+        store::insert_change(&mut tx, &group.id, 1, &encode(&change), now)
+            .await
+            .map_err(|e| internal("insert change", e))?;
+        tx.commit().await.map_err(|e| internal("commit", e))?;
+        tracing::info!(group_id = %group.id, members = plan.upserts.len(), "group created");
+        self.sync(&group.id).await;
+        self.event(&group, &me.user_id, &plan, 1).await;
+        self.view(group, &me.user_id).await
+    }
+
+    /// Checks that `actor` may add `users` to a group: they exist, have not
+    /// blocked the actor, and (by default) are the actor's friends.
+    async fn may_add(&self, actor: &str, users: &[String]) -> Result<(), RpcError> {
+        for user in users {
+            let relation: social_pb::RelationResponse = self
+                .caller
+                .call(
+                    subject::call::FRIEND_RELATION,
+                    None,
+                    &social_pb::RelationRequest {
+                        user_id: actor.to_owned(),
+                        other_user_id: user.clone(),
+                    },
+                )
+                .await?;
+            if !relation.exists {
+                return Err(RpcError::not_found(format!("no such user {user}")));
+            }
+            if relation.blocked_by || (self.config.invite_friends_only && !relation.friends) {
+                return Err(RpcError::forbidden(format!(
+                    "you can only add your friends to a group ({user} is not)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `op` by `me` on group `group_id`: plan, write, apply, announce.
+    async fn change(
+        &self,
+        me: &Identity,
+        group_id: &str,
+        op: Op,
+    ) -> Result<(Group, Plan), RpcError> {
+        group_id_ok(group_id)?;
+        let mut named: Vec<String> = vec![me.user_id.clone()];
+        match &op {
+            Op::Invite(users) | Op::Remove(users) => named.extend(users.iter().cloned()),
+            Op::SetRole { user, .. } | Op::Transfer(user) => named.push(user.clone()),
+            Op::Mute {
+                user: Some(user), ..
+            } => named.push(user.clone()),
+            _ => {}
+        }
+        let now = ids::now_ms();
+        let mut tx = self.pool.begin().await.map_err(|e| internal("begin", e))?;
+        let (version, group) = store::lock_group(&mut tx, group_id)
+            .await
+            .map_err(|e| internal("lock group", e))?
+            .ok_or_else(|| RpcError::not_found("no such group"))?;
+        let members = store::members_of(&mut *tx, group_id, &named)
+            .await
+            .map_err(|e| internal("load members", e))?;
+        let count = store::member_count(&mut *tx, group_id)
+            .await
+            .map_err(|e| internal("count members", e))?;
+        let plan = plan::plan(&group, &me.user_id, &op, &members, count, now)?;
+        store::write_plan(&mut tx, group_id, &plan, now)
+            .await
+            .map_err(|e| internal("write change", e))?;
+        let change = change_of(
+            group_id,
+            version,
+            &me.user_id,
+            &plan,
+            plan.group.name.clone(),
+        );
+        store::insert_change(&mut tx, group_id, version, &encode(&change), now)
+            .await
+            .map_err(|e| internal("insert change", e))?;
+        tx.commit().await.map_err(|e| internal("commit", e))?;
+        self.sync(group_id).await;
+        let after = Group {
+            name: plan.group.name.clone().unwrap_or(group.name),
+            description: plan.group.description.clone().unwrap_or(group.description),
+            announcement: plan
+                .group
+                .announcement
+                .clone()
+                .unwrap_or(group.announcement),
+            owner_id: plan.group.owner_id.clone().unwrap_or(group.owner_id),
+            muted_all: plan.group.muted_all.unwrap_or(group.muted_all),
+            ..group
+        };
+        self.event(&after, &me.user_id, &plan, version).await;
+        Ok((after, plan))
+    }
+
+    /// Applies the group's pending changes to its conversation, in order.
+    /// A failure leaves them for the next call or the sweep.
+    async fn sync(&self, group_id: &str) {
+        let _one = self.sync[shared::inbox::shard_of(group_id, SYNC_SHARDS)]
+            .lock()
+            .await;
+        let pending = match store::pending_changes(&self.pool, group_id).await {
+            Ok(pending) => pending,
+            Err(e) => {
+                tracing::warn!(error = %e, group_id, "cannot load pending changes");
+                return;
+            }
+        };
+        for row in pending {
+            let change = match decode(&row.change) {
+                Some(change) => change,
+                None => {
+                    tracing::error!(group_id, version = row.version, "undecodable stored change");
+                    return;
+                }
+            };
+            let applied: Result<msg_pb::ConversationChangeAck, RpcError> = self
+                .caller
+                .call(subject::call::CONVERSATION_APPLY, None, &change)
+                .await;
+            if let Err(e) = applied {
+                tracing::warn!(error = %e, group_id, version = row.version, "change not applied yet");
+                return;
+            }
+            if let Err(e) = store::mark_applied(&self.pool, group_id, row.version).await {
+                tracing::warn!(error = %e, group_id, "cannot mark change applied");
+                return;
+            }
+        }
+    }
+
+    async fn sweep(&self) {
+        match store::groups_with_pending(&self.pool, 100).await {
+            Ok(groups) => {
+                for group in groups {
+                    self.sync(&group).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "group sweep failed"),
+        }
+    }
+
+    async fn event(&self, group: &Group, actor: &str, plan: &Plan, version: i64) {
+        let subject = match plan.event {
+            "created" => subject::event::GROUP_CREATED,
+            "member_added" => subject::event::GROUP_MEMBER_ADDED,
+            "member_removed" => subject::event::GROUP_MEMBER_REMOVED,
+            "member_left" => subject::event::GROUP_MEMBER_LEFT,
+            "role_changed" => subject::event::GROUP_ROLE_CHANGED,
+            "owner_changed" => subject::event::GROUP_OWNER_CHANGED,
+            "muted" => subject::event::GROUP_MUTED,
+            "dismissed" => subject::event::GROUP_DISMISSED,
+            _ => subject::event::GROUP_UPDATED,
+        };
+        let event = pb::GroupEvent {
+            group_id: group.id.clone(),
+            kind: plan.event.to_owned(),
+            actor_id: actor.to_owned(),
+            user_ids: plan.user_ids.clone(),
+            group: Some(to_group(group, 0, None)),
+            version: version as u64,
+            at_ms: ids::now_ms(),
+        };
+        let dedup = format!("group:{}:{version}", group.id);
+        if let Err(e) = shared::nats::publish_event(
+            &self.nats.jetstream,
+            subject,
+            event.encode_to_vec().into(),
+            &dedup,
+        )
+        .await
+        {
+            tracing::warn!(error = %e, subject, "group event not stored");
+        }
+    }
+
+    /// The group as `viewer` sees it (with its own membership).
+    async fn view(&self, group: Group, viewer: &str) -> Result<pb::Group, RpcError> {
+        let count = store::member_count(&self.pool, &group.id)
+            .await
+            .map_err(|e| internal("count members", e))?;
+        let me = store::members_of(&self.pool, &group.id, &[viewer.to_owned()])
+            .await
+            .map_err(|e| internal("load member", e))?
+            .remove(viewer);
+        Ok(to_group(&group, count, me.as_ref()))
+    }
+
+    /// A live group and the caller's membership in it (members only).
+    async fn readable(&self, me: &Identity, group_id: &str) -> Result<Group, RpcError> {
+        group_id_ok(group_id)?;
+        let group = store::group(&self.pool, group_id)
+            .await
+            .map_err(|e| internal("load group", e))?
+            .ok_or_else(|| RpcError::not_found("no such group"))?;
+        let members = store::members_of(&self.pool, group_id, std::slice::from_ref(&me.user_id))
+            .await
+            .map_err(|e| internal("load member", e))?;
+        if !members.contains_key(&me.user_id) {
+            return Err(RpcError::forbidden("not a member of this group"));
+        }
+        Ok(group)
+    }
+
+    async fn get(&self, req: &Request) -> Result<pb::Group, RpcError> {
+        let me = Identity::from_headers(req.message.headers.as_ref())?;
+        let input: pb::GroupRequest = rpc::decode(&req.message.payload)?;
+        let group = self.readable(&me, &input.group_id).await?;
+        self.view(group, &me.user_id).await
+    }
+
+    async fn mine(&self, req: &Request) -> Result<pb::MyGroupsResponse, RpcError> {
+        let me = Identity::from_headers(req.message.headers.as_ref())?;
+        let _: pb::MyGroupsRequest = rpc::decode(&req.message.payload)?;
+        let ids = store::groups_of(&self.pool, &me.user_id, 1000)
+            .await
+            .map_err(|e| internal("load groups", e))?;
+        let mut groups = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(group) = store::group(&self.pool, &id)
+                .await
+                .map_err(|e| internal("load group", e))?
+            {
+                groups.push(self.view(group, &me.user_id).await?);
+            }
+        }
+        Ok(pb::MyGroupsResponse { groups })
+    }
+
+    async fn members(&self, req: &Request) -> Result<pb::ListMembersResponse, RpcError> {
+        let me = Identity::from_headers(req.message.headers.as_ref())?;
+        let input: pb::ListMembersRequest = rpc::decode(&req.message.payload)?;
+        self.readable(&me, &input.group_id).await?;
+        let limit = match input.limit {
+            0 => 200,
+            1..=500 => i64::from(input.limit),
+            _ => return Err(RpcError::bad_request("limit must be within 1..=500")),
+        };
+        if input.after_user_id.len() > 64 {
+            return Err(RpcError::bad_request("malformed after_user_id"));
+        }
+        let mut members =
+            store::members_page(&self.pool, &input.group_id, &input.after_user_id, limit + 1)
+                .await
+                .map_err(|e| internal("load members", e))?;
+        let has_more = members.len() as i64 > limit;
+        members.truncate(limit as usize);
+        Ok(pb::ListMembersResponse {
+            members: members.iter().map(to_member).collect(),
+            has_more,
+        })
+    }
+
+    async fn invite(&self, req: &Request) -> Result<pb::Group, RpcError> {
+        let me = Identity::from_headers(req.message.headers.as_ref())?;
+        let input: pb::MembersRequest = rpc::decode(&req.message.payload)?;
+        user_ids(&input.user_ids, MAX_USERS_PER_CALL)?;
+        if input.user_ids.is_empty() {
+            return Err(RpcError::bad_request("name at least one user"));
+        }
+        // Cheap refusals first: a non-member or a plain member learns
+        // nothing about the invited users.
+        let group = self.readable(&me, &input.group_id).await?;
+        let mine = store::members_of(&self.pool, &group.id, std::slice::from_ref(&me.user_id))
+            .await
+            .map_err(|e| internal("load member", e))?;
+        if mine
+            .get(&me.user_id)
+            .is_some_and(|m| m.role == Role::Member)
+        {
+            return Err(RpcError::forbidden("only the owner and admins may do this"));
+        }
+        let current = store::members_of(&self.pool, &group.id, &input.user_ids)
+            .await
+            .map_err(|e| internal("load members", e))?;
+        let new: Vec<String> = input
+            .user_ids
+            .iter()
+            .filter(|u| !current.contains_key(*u))
+            .cloned()
+            .collect();
+        self.may_add(&me.user_id, &new).await?;
+        let (group, _) = self
+            .change(&me, &input.group_id, Op::Invite(input.user_ids))
+            .await?;
+        self.view(group, &me.user_id).await
+    }
+
+    async fn remove(&self, req: &Request) -> Result<pb::Group, RpcError> {
+        let me = Identity::from_headers(req.message.headers.as_ref())?;
+        let input: pb::MembersRequest = rpc::decode(&req.message.payload)?;
+        user_ids(&input.user_ids, MAX_USERS_PER_CALL)?;
+        let (group, _) = self
+            .change(&me, &input.group_id, Op::Remove(input.user_ids))
+            .await?;
+        self.view(group, &me.user_id).await
+    }
+
+    async fn leave(&self, req: &Request) -> Result<pb::Empty, RpcError> {
+        let me = Identity::from_headers(req.message.headers.as_ref())?;
+        let input: pb::GroupRequest = rpc::decode(&req.message.payload)?;
+        self.change(&me, &input.group_id, Op::Leave).await?;
+        Ok(pb::Empty {})
+    }
+
+    async fn set_role(&self, req: &Request) -> Result<pb::Group, RpcError> {
+        let me = Identity::from_headers(req.message.headers.as_ref())?;
+        let input: pb::SetRoleRequest = rpc::decode(&req.message.payload)?;
+        user_ids(std::slice::from_ref(&input.user_id), 1)?;
+        let role = Role::parse(&input.role)
+            .filter(|r| *r != Role::Owner)
+            .ok_or_else(|| RpcError::bad_request("role must be admin or member"))?;
+        let op = Op::SetRole {
+            user: input.user_id,
+            role,
+        };
+        let (group, _) = self.change(&me, &input.group_id, op).await?;
+        self.view(group, &me.user_id).await
+    }
+
+    async fn transfer(&self, req: &Request) -> Result<pb::Group, RpcError> {
+        let me = Identity::from_headers(req.message.headers.as_ref())?;
+        let input: pb::TransferRequest = rpc::decode(&req.message.payload)?;
+        user_ids(std::slice::from_ref(&input.user_id), 1)?;
+        let (group, _) = self
+            .change(&me, &input.group_id, Op::Transfer(input.user_id))
+            .await?;
+        self.view(group, &me.user_id).await
+    }
+
+    async fn update(&self, req: &Request) -> Result<pb::Group, RpcError> {
+        let me = Identity::from_headers(req.message.headers.as_ref())?;
+        let input: pb::UpdateGroupRequest = rpc::decode(&req.message.payload)?;
+        let op = Op::Update {
+            name: input.name,
+            description: input.description,
+            announcement: input.announcement,
+        };
+        let (group, _) = self.change(&me, &input.group_id, op).await?;
+        self.view(group, &me.user_id).await
+    }
+
+    async fn mute(&self, req: &Request) -> Result<pb::Group, RpcError> {
+        let me = Identity::from_headers(req.message.headers.as_ref())?;
+        let input: pb::MuteRequest = rpc::decode(&req.message.payload)?;
+        if input.duration_secs > MAX_MUTE_SECS {
+            return Err(RpcError::bad_request(
+                "duration_secs must be at most a year",
+            ));
+        }
+        let user = if input.user_id.is_empty() {
+            None
+        } else {
+            user_ids(std::slice::from_ref(&input.user_id), 1)?;
+            Some(input.user_id)
+        };
+        let until_ms = match (input.muted, input.duration_secs) {
+            (false, _) => 0,
+            (true, 0) => i64::MAX,
+            (true, secs) => ids::now_ms() + secs as i64 * 1000,
+        };
+        let (group, _) = self
+            .change(&me, &input.group_id, Op::Mute { user, until_ms })
+            .await?;
+        self.view(group, &me.user_id).await
+    }
+
+    async fn dismiss(&self, req: &Request) -> Result<pb::Empty, RpcError> {
+        let me = Identity::from_headers(req.message.headers.as_ref())?;
+        let input: pb::GroupRequest = rpc::decode(&req.message.payload)?;
+        self.change(&me, &input.group_id, Op::Dismiss).await?;
+        Ok(pb::Empty {})
+    }
+}
+
+/// The conversation change that brings the group's conversation in step
+/// with `plan`.
+fn change_of(
+    group_id: &str,
+    version: i64,
+    actor: &str,
+    plan: &Plan,
+    title: Option<String>,
+) -> msg_pb::ConversationChange {
+    let mut members: Vec<msg_pb::MemberState> = plan
+        .upserts
+        .iter()
+        .map(|m| msg_pb::MemberState {
+            user_id: m.user_id.clone(),
+            present: true,
+            role: m.role.as_str().to_owned(),
+            muted_until_ms: m.muted_until_ms,
+        })
+        .collect();
+    members.extend(plan.removals.iter().map(|user| msg_pb::MemberState {
+        user_id: user.clone(),
+        present: false,
+        role: String::new(),
+        muted_until_ms: 0,
+    }));
+    msg_pb::ConversationChange {
+        conversation_id: ids::group_conversation(group_id),
+        version: version as u64,
+        change_id: ids::new_id(),
+        actor_id: actor.to_owned(),
+        members,
+        muted_all: plan.group.muted_all,
+        title,
+        dismissed: plan.group.dismissed,
+        notice: Some(msg_pb::SystemNotice {
+            kind: plan.notice.to_owned(),
+            actor_id: actor.to_owned(),
+            user_ids: plan.user_ids.clone(),
+            text: plan.text.clone(),
+        }),
+    }
+}
+
+fn encode(change: &msg_pb::ConversationChange) -> String {
+    base64::engine::general_purpose::STANDARD.encode(change.encode_to_vec())
+}
+
+fn decode(text: &str) -> Option<msg_pb::ConversationChange> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()?;
+    msg_pb::ConversationChange::decode(bytes.as_slice()).ok()
+}
+
+fn group_id_ok(id: &str) -> Result<(), RpcError> {
+    if subject::is_valid_token(id) {
+        Ok(())
+    } else {
+        Err(RpcError::bad_request("malformed group id"))
+    }
+}
+
+fn user_ids(ids: &[String], max: usize) -> Result<(), RpcError> {
+    if ids.len() > max {
+        return Err(RpcError::bad_request(format!("at most {max} user ids")));
+    }
+    if ids.iter().any(|id| !subject::is_valid_token(id)) {
+        return Err(RpcError::bad_request("malformed user id"));
+    }
+    Ok(())
+}
+
+fn to_member(m: &Member) -> pb::Member {
+    pb::Member {
+        user_id: m.user_id.clone(),
+        role: m.role.as_str().to_owned(),
+        muted_until_ms: m.muted_until_ms,
+        joined_at_ms: m.joined_at_ms,
+    }
+}
+
+fn to_group(group: &Group, count: i64, me: Option<&Member>) -> pb::Group {
+    pb::Group {
+        id: group.id.clone(),
+        conversation_id: ids::group_conversation(&group.id),
+        name: group.name.clone(),
+        description: group.description.clone(),
+        announcement: group.announcement.clone(),
+        owner_id: group.owner_id.clone(),
+        muted_all: group.muted_all,
+        member_count: count as u32,
+        max_members: group.max_members as u32,
+        created_at_ms: group.created_at_ms,
+        me: me.map(to_member),
+    }
+}
