@@ -313,7 +313,8 @@ impl Client {
     }
 
     /// The next `n` pushed messages with their cursors.
-    /// The next `n` messages, skipping other inbox entries (social notices).
+    /// The next `n` messages, skipping other inbox entries (social notices,
+    /// read positions, recalls...).
     pub async fn messages(&mut self, n: usize) -> anyhow::Result<Vec<(u64, Message)>> {
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
@@ -323,8 +324,8 @@ impl Client {
                 .with_context(|| format!("after {} of {n} messages", out.len()))?;
             match push.entry.and_then(|e| e.event) {
                 Some(inbox_entry::Event::Message(message)) => out.push((push.cursor, message)),
-                // Friend requests and friendships of the test setup.
-                Some(inbox_entry::Event::Social(_)) => {}
+                // Social notices, read positions, recalls, settings, deletions.
+                Some(_) => {}
                 None => bail!("empty inbox entry at cursor {}", push.cursor),
             }
         }

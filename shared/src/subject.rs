@@ -41,6 +41,12 @@ pub mod call {
     pub const MESSAGE_SEND: &str = "im.v1.message.send";
     pub const MESSAGE_HISTORY: &str = "im.v1.message.history";
     pub const CONVERSATION_LIST: &str = "im.v1.conversation.list";
+    pub const CONVERSATION_READ: &str = "im.v1.conversation.read";
+    pub const CONVERSATION_SETTINGS: &str = "im.v1.conversation.settings";
+    pub const CONVERSATION_TYPING: &str = "im.v1.conversation.typing";
+    pub const MESSAGE_RECALL: &str = "im.v1.message.recall";
+    pub const MESSAGE_DELETE: &str = "im.v1.message.delete";
+    pub const MESSAGE_READS: &str = "im.v1.message.reads";
     /// Internal: the groups service brings a group conversation in step.
     pub const CONVERSATION_APPLY: &str = "im.v1.conversation.apply";
     pub const GROUP_CREATE: &str = "im.v1.group.create";
@@ -66,6 +72,7 @@ pub mod event {
     pub const ALL: &str = "im.evt.v1.>";
     pub const USER_REGISTERED: &str = "im.evt.v1.user.registered";
     pub const MESSAGE_CREATED: &str = "im.evt.v1.message.created";
+    pub const MESSAGE_RECALLED: &str = "im.evt.v1.message.recalled";
     pub const PRESENCE_CHANGED: &str = "im.evt.v1.presence.changed";
     pub const PROFILE_UPDATED: &str = "im.evt.v1.profile.updated";
     pub const FRIEND_REQUESTED: &str = "im.evt.v1.friend.requested";

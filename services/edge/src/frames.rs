@@ -81,6 +81,7 @@ pub fn kind_name(kind: &client_frame::Kind) -> &'static str {
         client_frame::Kind::Ack(_) => "ack",
         client_frame::Kind::Resume(_) => "resume",
         client_frame::Kind::Ping(_) => "ping",
+        client_frame::Kind::Typing(_) => "typing",
     }
 }
 

@@ -65,6 +65,23 @@ pub fn router(state: Arc<EdgeState>) -> Router {
         .route("/v1/messages", post(send))
         .route("/v1/conversations", get(conversations))
         .route("/v1/conversations/{id}/messages", get(history))
+        .route("/v1/conversations/{id}/read", post(read_conversation))
+        .route(
+            "/v1/conversations/{id}/settings",
+            axum::routing::patch(conversation_settings),
+        )
+        .route(
+            "/v1/conversations/{id}/messages/delete",
+            post(delete_messages),
+        )
+        .route(
+            "/v1/conversations/{id}/messages/{seq}/recall",
+            post(recall_message),
+        )
+        .route(
+            "/v1/conversations/{id}/messages/{seq}/reads",
+            get(message_reads),
+        )
         .route("/v1/presence", get(presence))
         .route("/v1/ws", get(websocket))
         .route("/healthz", get(|| async { "ok" }))
@@ -529,6 +546,75 @@ async fn mute_group(
     forward(&state, subject::call::GROUP_MUTE, &me, &request).await
 }
 
+/// A seq from a path segment.
+fn seq_of(text: &str) -> Result<u64, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError(RpcError::bad_request("seq must be a positive number")))
+}
+
+async fn read_conversation(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+    Path(conversation_id): Path<String>,
+    body: Bytes,
+) -> ApiResult<msg_pb::ReadResponse> {
+    let request = msg_pb::ReadRequest {
+        conversation_id,
+        ..parse(&body)?
+    };
+    forward(&state, subject::call::CONVERSATION_READ, &me, &request).await
+}
+
+async fn conversation_settings(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+    Path(conversation_id): Path<String>,
+    body: Bytes,
+) -> ApiResult<msg_pb::SettingsChanged> {
+    let request = msg_pb::SettingsRequest {
+        conversation_id,
+        ..parse(&body)?
+    };
+    forward(&state, subject::call::CONVERSATION_SETTINGS, &me, &request).await
+}
+
+async fn delete_messages(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+    Path(conversation_id): Path<String>,
+    body: Bytes,
+) -> ApiResult<msg_pb::MessagesDeleted> {
+    let request = msg_pb::DeleteRequest {
+        conversation_id,
+        ..parse(&body)?
+    };
+    forward(&state, subject::call::MESSAGE_DELETE, &me, &request).await
+}
+
+async fn recall_message(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+    Path((conversation_id, seq)): Path<(String, String)>,
+) -> ApiResult<msg_pb::MessageRecalled> {
+    let request = msg_pb::RecallRequest {
+        conversation_id,
+        seq: seq_of(&seq)?,
+    };
+    forward(&state, subject::call::MESSAGE_RECALL, &me, &request).await
+}
+
+async fn message_reads(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+    Path((conversation_id, seq)): Path<(String, String)>,
+) -> ApiResult<msg_pb::ReadsResponse> {
+    let request = msg_pb::ReadsRequest {
+        conversation_id,
+        seq: seq_of(&seq)?,
+    };
+    forward(&state, subject::call::MESSAGE_READS, &me, &request).await
+}
+
 async fn send(
     State(state): State<Arc<EdgeState>>,
     Caller(me): Caller,
@@ -552,6 +638,8 @@ struct ConversationsQuery {
     before_activity_ms: i64,
     #[serde(default)]
     before_id: String,
+    #[serde(default)]
+    before_pinned: bool,
 }
 
 async fn conversations(
@@ -564,6 +652,7 @@ async fn conversations(
         limit: q.limit,
         before_activity_ms: q.before_activity_ms,
         before_id: q.before_id,
+        before_pinned: q.before_pinned,
     };
     Ok(Json(
         state

@@ -67,6 +67,15 @@ struct Conn {
     /// Highest cursor the client acked.
     acked: AtomicU64,
     slow_timeout: Duration,
+    /// Typing indicators this client may send.
+    typing: governor::DefaultDirectRateLimiter,
+}
+
+/// Typing indicators per connection: one a second, bursts of three.
+fn typing_limiter() -> governor::DefaultDirectRateLimiter {
+    let burst = std::num::NonZeroU32::new(3).expect("non-zero");
+    let quota = governor::Quota::per_second(std::num::NonZeroU32::MIN).allow_burst(burst);
+    governor::RateLimiter::direct(quota)
 }
 
 impl Conn {
@@ -162,6 +171,7 @@ pub async fn run(
         delivered: AtomicU64::new(0),
         acked: AtomicU64::new(acked),
         slow_timeout: Duration::from_secs(config.slow_client_timeout_secs),
+        typing: typing_limiter(),
     });
     tracing::debug!(user = %who.user_id, device = %who.device_id, "connected");
     state.devices.connected(&who).await;
@@ -279,7 +289,7 @@ async fn read_loop(
         };
         conn.binary
             .store(format == Format::Binary, Ordering::Relaxed);
-        if !handle_message(conn, format, &bytes, sends, resumes).await {
+        if !handle_message(state, conn, format, &bytes, sends, resumes).await {
             return;
         }
     }
@@ -287,7 +297,8 @@ async fn read_loop(
 
 /// Handles one client message; false when the connection should end.
 async fn handle_message(
-    conn: &Conn,
+    state: &EdgeState,
+    conn: &Arc<Conn>,
     format: Format,
     bytes: &[u8],
     sends: &mpsc::Sender<(u64, msg_pb::SendRequest)>,
@@ -321,6 +332,23 @@ async fn handle_message(
             Ok(()) => return true,
             Err(_) => RpcError::new(shared::ErrorCode::RateLimited, "too many resumes at once"),
         },
+        client_frame::Kind::Typing(typing) => {
+            if conn.typing.check().is_err() {
+                RpcError::new(shared::ErrorCode::RateLimited, "typing too often")
+            } else {
+                // Off the reader: a slow service must not stall this connection.
+                let (caller, conn) = (state.caller.clone(), conn.clone());
+                tokio::spawn(async move {
+                    let result: Result<msg_pb::Empty, RpcError> = caller
+                        .call(subject::call::CONVERSATION_TYPING, Some(&conn.who), &typing)
+                        .await;
+                    if let Err(e) = result {
+                        conn.send(frames::error(id, &e)).await;
+                    }
+                });
+                return true;
+            }
+        }
         client_frame::Kind::Ping(ping) => {
             let pong = pb::Pong {
                 client_ts_ms: ping.client_ts_ms,

@@ -17,6 +17,12 @@ pub struct Config {
     pub sweep_interval_secs: u64,
     /// One-to-one messages only between friends (blocks always apply).
     pub require_friendship: bool,
+    /// How long after sending a sender may recall a message.
+    pub recall_window_secs: u64,
+    /// Largest file a media message may reference, in bytes.
+    pub max_file_bytes: u64,
+    /// Typing indicators are not forwarded in groups larger than this.
+    pub typing_max_members: u32,
     #[serde(skip)]
     pub streams: StreamsConfig,
 }
@@ -29,6 +35,9 @@ impl Default for Config {
             max_concurrent_sends: 256,
             sweep_interval_secs: 30,
             require_friendship: true,
+            recall_window_secs: 120,
+            max_file_bytes: 100 * 1024 * 1024,
+            typing_max_members: 200,
             streams: StreamsConfig::default(),
         }
     }
@@ -54,6 +63,16 @@ impl Config {
         if !(1..=3600).contains(&self.sweep_interval_secs) {
             return Err(ConfigError::Invalid(
                 "messages.sweep_interval_secs must be within 1..=3600".into(),
+            ));
+        }
+        if !(1..=7 * 24 * 3600).contains(&self.recall_window_secs) {
+            return Err(ConfigError::Invalid(
+                "messages.recall_window_secs must be within 1..=604800".into(),
+            ));
+        }
+        if !(1..=(1u64 << 40)).contains(&self.max_file_bytes) {
+            return Err(ConfigError::Invalid(
+                "messages.max_file_bytes must be within 1..=1099511627776".into(),
             ));
         }
         self.streams.validate()

@@ -1,6 +1,10 @@
 //! The messages service's NATS micro endpoints: `im.v1.message.send`,
-//! `im.v1.message.history` and `im.v1.conversation.list`, plus the sweep that
-//! fans out messages a crash left stored but undelivered.
+//! `.history`, `.recall`, `.delete`, `.reads`; `im.v1.conversation.list`,
+//! `.read`, `.settings`, `.typing`, and (for the groups service) `.apply`;
+//! plus the sweep that fans out messages a crash left stored but undelivered.
+//! The conversation features besides sending live in [`conversation`].
+
+mod conversation;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -101,6 +105,26 @@ pub async fn run(
     let conversation = service.group("im.v1.conversation");
     let list = conversation.endpoint("list").await.map_err(err)?;
     let apply = conversation.endpoint("apply").await.map_err(err)?;
+    macro_rules! serve {
+        ($group:expr, $name:literal, $limit:expr, $handler:ident) => {{
+            let endpoint = $group.endpoint($name).await.map_err(err)?;
+            shared::service::serve_with(
+                endpoint,
+                $limit,
+                shutdown.clone(),
+                state.clone(),
+                |s, req| async move { s.$handler(&req).await },
+            )
+        }};
+    }
+    let more: Vec<futures::future::BoxFuture<'static, ()>> = vec![
+        Box::pin(serve!(message, "recall", 32, recall)),
+        Box::pin(serve!(message, "delete", 32, delete)),
+        Box::pin(serve!(message, "reads", 32, reads)),
+        Box::pin(serve!(conversation, "read", 64, read)),
+        Box::pin(serve!(conversation, "settings", 32, settings)),
+        Box::pin(serve!(conversation, "typing", 64, typing)),
+    ];
     tracing::info!("messages service ready");
 
     let send = shared::service::serve_with(
@@ -149,7 +173,14 @@ pub async fn run(
             }
         }
     };
-    tokio::join!(send, history, list, apply, sweep);
+    tokio::join!(
+        send,
+        history,
+        list,
+        apply,
+        sweep,
+        futures::future::join_all(more)
+    );
     let _ = service.stop().await;
     tracing::info!("messages service stopped");
     Ok(())
@@ -160,7 +191,7 @@ impl State {
         let me = Identity::from_headers(req.message.headers.as_ref())?;
         let input: pb::SendRequest = rpc::decode(&req.message.payload)?;
         validate::client_msg_id(&input.client_msg_id)?;
-        validate::body(input.body.as_ref(), self.config.max_text_chars)?;
+        validate::body(input.body.as_ref(), &self.limits())?;
         let (conversation_id, kind, members) = match ids::group_of(&input.conversation_id) {
             Some(_) if input.to_user_id.is_empty() => {
                 self.may_speak(&me, &input.conversation_id).await?;
@@ -178,6 +209,9 @@ impl State {
             }
         };
         let body = serde_json::to_string(&input.body).map_err(|e| internal("encode body", e))?;
+        let reply_to = self
+            .quote(&me, &conversation_id, input.reply_to_seq)
+            .await?;
 
         let _order = self.order[shard_of(&conversation_id)].lock().await;
         if let Some(existing) = self
@@ -200,6 +234,7 @@ impl State {
             sender_device_id: &me.device_id,
             client_msg_id: &input.client_msg_id,
             body: &body,
+            reply_to: &reply_to,
             now_ms: ids::now_ms(),
         };
         let row = match store::insert_message(&self.pool, &new).await {
@@ -221,6 +256,42 @@ impl State {
             RpcError::unavailable("message stored but not yet delivered; retry with the same client_msg_id")
         })?;
         Ok(ack(&row, false))
+    }
+
+    fn limits(&self) -> validate::Limits {
+        validate::Limits {
+            max_text_chars: self.config.max_text_chars,
+            max_file_bytes: self.config.max_file_bytes,
+        }
+    }
+
+    /// The quote of message `seq` for a reply (JSON, "" for no reply): it
+    /// must be a message of the same conversation that `me` may read.
+    async fn quote(
+        &self,
+        me: &Identity,
+        conversation_id: &str,
+        seq: u64,
+    ) -> Result<String, RpcError> {
+        if seq == 0 {
+            return Ok(String::new());
+        }
+        let seq = to_i64(seq)?;
+        let (joined, left) = self.readable(me, conversation_id).await?;
+        let quoted = store::message_at(&self.pool, conversation_id, seq)
+            .await
+            .map_err(|e| internal("load quoted message", e))?
+            .filter(|m| m.seq >= joined && (left == 0 || m.seq <= left))
+            .ok_or_else(|| RpcError::not_found("no such message to reply to"))?;
+        let body: Option<pb::MessageBody> =
+            serde_json::from_str(&quoted.body).map_err(|e| internal("decode quoted body", e))?;
+        let quote = pb::Quote {
+            seq: quoted.seq as u64,
+            message_id: quoted.id,
+            sender_id: quoted.sender_id,
+            preview: validate::preview(body.as_ref()),
+        };
+        serde_json::to_string(&quote).map_err(|e| internal("encode quote", e))
     }
 
     /// Applies a group change (from the groups service): membership, roles,
@@ -555,6 +626,7 @@ impl State {
         let after = to_i64(input.after_seq)?.max(joined - 1);
         let mut rows = store::history(
             &self.pool,
+            &me.user_id,
             &input.conversation_id,
             after,
             before,
@@ -600,48 +672,6 @@ impl State {
             )),
         }
     }
-
-    async fn conversations(&self, req: &Request) -> Result<pb::ConversationsResponse, RpcError> {
-        let me = Identity::from_headers(req.message.headers.as_ref())?;
-        let input: pb::ConversationsRequest = rpc::decode(&req.message.payload)?;
-        let limit = page(input.limit)?;
-        let before = if input.before_activity_ms > 0 {
-            input.before_activity_ms
-        } else {
-            i64::MAX
-        };
-        if input.before_id.len() > 200 {
-            return Err(RpcError::bad_request("before_id is too long"));
-        }
-        let mut rows =
-            store::conversations(&self.pool, &me.user_id, before, &input.before_id, limit + 1)
-                .await
-                .map_err(|e| internal("load conversations", e))?;
-        let has_more = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
-        let mut conversations = Vec::with_capacity(rows.len());
-        for row in rows {
-            let last = store::message_at(&self.pool, &row.id, row.last_seq)
-                .await
-                .map_err(|e| internal("load last message", e))?;
-            let peer = ids::direct_participants(&row.id)
-                .map(|(a, b)| if a == me.user_id { b } else { a }.to_owned())
-                .unwrap_or_default();
-            conversations.push(pb::Conversation {
-                id: row.id,
-                kind: row.kind,
-                peer_user_id: peer,
-                last_seq: row.last_seq as u64,
-                last_message: last.as_ref().map(to_proto).transpose()?,
-                last_activity_ms: row.last_activity_ms,
-                title: row.title,
-            });
-        }
-        Ok(pb::ConversationsResponse {
-            conversations,
-            has_more,
-        })
-    }
 }
 
 fn ack(row: &MessageRow, duplicate: bool) -> pb::SendAck {
@@ -658,6 +688,11 @@ fn ack(row: &MessageRow, duplicate: bool) -> pb::SendAck {
 fn to_proto(row: &MessageRow) -> Result<pb::Message, RpcError> {
     let body: Option<pb::MessageBody> =
         serde_json::from_str(&row.body).map_err(|e| internal("decode stored body", e))?;
+    let reply_to: Option<pb::Quote> = if row.reply_to.is_empty() {
+        None
+    } else {
+        Some(serde_json::from_str(&row.reply_to).map_err(|e| internal("decode stored quote", e))?)
+    };
     Ok(pb::Message {
         id: row.id.clone(),
         conversation_id: row.conversation_id.clone(),
@@ -667,6 +702,7 @@ fn to_proto(row: &MessageRow) -> Result<pb::Message, RpcError> {
         client_msg_id: row.client_msg_id.clone(),
         body,
         server_ts_ms: row.server_ts_ms,
+        reply_to,
     })
 }
 

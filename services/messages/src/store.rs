@@ -23,9 +23,11 @@ pub struct MessageRow {
     pub body: String,
     pub server_ts_ms: i64,
     pub fanned_out: i64,
+    /// The quoted message (Quote in its JSON mapping), "" = none.
+    pub reply_to: String,
 }
 
-const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, fanned_out";
+const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, fanned_out, reply_to";
 
 /// What a send stores.
 pub struct NewMessage<'a> {
@@ -37,6 +39,7 @@ pub struct NewMessage<'a> {
     pub sender_device_id: &'a str,
     pub client_msg_id: &'a str,
     pub body: &'a str,
+    pub reply_to: &'a str,
     pub now_ms: i64,
 }
 
@@ -75,8 +78,8 @@ pub async fn insert_message(pool: &AnyPool, m: &NewMessage<'_>) -> Result<Messag
         }
     }
     sqlx::query(
-        "INSERT INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, fanned_out)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0)",
+        "INSERT INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, fanned_out, reply_to)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9)",
     )
     .bind(m.id)
     .bind(m.conversation_id)
@@ -86,6 +89,7 @@ pub async fn insert_message(pool: &AnyPool, m: &NewMessage<'_>) -> Result<Messag
     .bind(m.client_msg_id)
     .bind(m.body)
     .bind(m.now_ms)
+    .bind(m.reply_to)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -99,6 +103,7 @@ pub async fn insert_message(pool: &AnyPool, m: &NewMessage<'_>) -> Result<Messag
         body: m.body.to_owned(),
         server_ts_ms: m.now_ms,
         fanned_out: 0,
+        reply_to: m.reply_to.to_owned(),
     })
 }
 
@@ -347,13 +352,16 @@ pub async fn apply_change(pool: &AnyPool, c: &Change<'_>) -> Result<Applied, sql
         body: c.body.to_owned(),
         server_ts_ms: c.now_ms,
         fanned_out: 0,
+        reply_to: String::new(),
     }))
 }
 
-/// A page of history: seq in `(after, before)`, `limit` rows, ascending.
+/// A page of `reader`'s history: seq in `(after, before)`, `limit` rows,
+/// ascending, without the messages the reader deleted for itself.
 /// `newest_first` picks the page next to `before` instead of next to `after`.
 pub async fn history(
     pool: &AnyPool,
+    reader: &str,
     conversation_id: &str,
     after: i64,
     before: i64,
@@ -361,15 +369,23 @@ pub async fn history(
     newest_first: bool,
 ) -> Result<Vec<MessageRow>, sqlx::Error> {
     let order = if newest_first { "DESC" } else { "ASC" };
+    let columns = MESSAGE_COLUMNS
+        .split(", ")
+        .map(|c| format!("m.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let mut rows: Vec<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages
-         WHERE conversation_id = $1 AND seq > $2 AND seq < $3
-         ORDER BY seq {order} LIMIT $4"
+        "SELECT {columns} FROM messages m
+         WHERE m.conversation_id = $1 AND m.seq > $2 AND m.seq < $3
+           AND NOT EXISTS (SELECT 1 FROM hidden_messages h
+               WHERE h.user_id = $5 AND h.conversation_id = m.conversation_id AND h.seq = m.seq)
+         ORDER BY m.seq {order} LIMIT $4"
     )))
     .bind(conversation_id)
     .bind(after)
     .bind(before)
     .bind(limit)
+    .bind(reader)
     .fetch_all(pool)
     .await?;
     if newest_first {
@@ -385,28 +401,179 @@ pub struct ConversationRow {
     pub title: String,
     pub last_seq: i64,
     pub last_activity_ms: i64,
+    pub joined_seq: i64,
+    pub left_seq: i64,
+    pub read_seq: i64,
+    pub pinned: i64,
+    pub notifications_muted: i64,
 }
 
-/// The conversations of a user, most recent activity first (ties by id),
-/// after the page boundary `(before_activity_ms, before_id)`.
+/// The conversations of a user, pinned first, then most recent activity
+/// first (ties by id), after the page boundary `(pinned, activity, id)`.
 pub async fn conversations(
     pool: &AnyPool,
     user_id: &str,
-    before_activity_ms: i64,
-    before_id: &str,
+    before: (i64, i64, &str),
     limit: i64,
 ) -> Result<Vec<ConversationRow>, sqlx::Error> {
+    let (pinned, activity, id) = before;
     sqlx::query_as(
-        "SELECT c.id, c.kind, c.title, c.last_seq, c.last_activity_ms
+        "SELECT c.id, c.kind, c.title, c.last_seq, c.last_activity_ms,
+                m.joined_seq, m.left_seq, m.read_seq, m.pinned, m.notifications_muted
          FROM conversation_members m JOIN conversations c ON c.id = m.conversation_id
          WHERE m.user_id = $1 AND c.last_seq > 0
-           AND (c.last_activity_ms < $2 OR (c.last_activity_ms = $2 AND c.id > $3))
-         ORDER BY c.last_activity_ms DESC, c.id ASC LIMIT $4",
+           AND (m.pinned < $2 OR (m.pinned = $2 AND (c.last_activity_ms < $3
+                OR (c.last_activity_ms = $3 AND c.id > $4))))
+         ORDER BY m.pinned DESC, c.last_activity_ms DESC, c.id ASC LIMIT $5",
     )
     .bind(user_id)
-    .bind(before_activity_ms)
-    .bind(before_id)
+    .bind(pinned)
+    .bind(activity)
+    .bind(id)
     .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Messages of others in `(after, upto]` of a conversation: the unread count.
+pub async fn unread(
+    pool: &AnyPool,
+    conversation_id: &str,
+    reader: &str,
+    after: i64,
+    upto: i64,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM messages
+         WHERE conversation_id = $1 AND seq > $2 AND seq <= $3 AND sender_id <> $4",
+    )
+    .bind(conversation_id)
+    .bind(after)
+    .bind(upto)
+    .bind(reader)
+    .fetch_one(pool)
+    .await
+}
+
+/// Moves a member's read position forward to `seq`; returns the position
+/// (unchanged when it was already there or beyond).
+pub async fn mark_read(
+    pool: &AnyPool,
+    conversation_id: &str,
+    user_id: &str,
+    seq: i64,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE conversation_members
+         SET read_seq = CASE WHEN read_seq < $3 THEN $3 ELSE read_seq END
+         WHERE conversation_id = $1 AND user_id = $2 RETURNING read_seq",
+    )
+    .bind(conversation_id)
+    .bind(user_id)
+    .bind(seq)
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn read_seq(
+    pool: &AnyPool,
+    conversation_id: &str,
+    user_id: &str,
+) -> Result<i64, sqlx::Error> {
+    let seq: Option<i64> = sqlx::query_scalar(
+        "SELECT read_seq FROM conversation_members WHERE conversation_id = $1 AND user_id = $2",
+    )
+    .bind(conversation_id)
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(seq.unwrap_or(0))
+}
+
+/// Sets a member's own flags; returns (pinned, muted), None for non-members.
+pub async fn set_flags(
+    pool: &AnyPool,
+    conversation_id: &str,
+    user_id: &str,
+    pinned: Option<bool>,
+    muted: Option<bool>,
+) -> Result<Option<(i64, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE conversation_members
+         SET pinned = COALESCE($3, pinned), notifications_muted = COALESCE($4, notifications_muted)
+         WHERE conversation_id = $1 AND user_id = $2 RETURNING pinned, notifications_muted",
+    )
+    .bind(conversation_id)
+    .bind(user_id)
+    .bind(pinned.map(i64::from))
+    .bind(muted.map(i64::from))
+    .fetch_optional(pool)
+    .await
+}
+
+/// Hides messages from one user's history.
+pub async fn hide(
+    pool: &AnyPool,
+    user_id: &str,
+    conversation_id: &str,
+    seqs: &[i64],
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    for seq in seqs {
+        sqlx::query(
+            "INSERT INTO hidden_messages (user_id, conversation_id, seq, hidden_at_ms)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, conversation_id, seq) DO NOTHING",
+        )
+        .bind(user_id)
+        .bind(conversation_id)
+        .bind(*seq)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
+
+/// Replaces a message's body (a recall).
+pub async fn set_body(pool: &AnyPool, id: &str, body: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE messages SET body = $2 WHERE id = $1")
+        .bind(id)
+        .bind(body)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The members (other than `sender`) who could read message `seq`, with
+/// their read positions.
+pub async fn read_positions(
+    pool: &AnyPool,
+    conversation_id: &str,
+    seq: i64,
+    sender: &str,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT user_id, read_seq FROM conversation_members
+         WHERE conversation_id = $1 AND user_id <> $3 AND joined_seq <= $2
+           AND (left_seq = 0 OR left_seq >= $2)",
+    )
+    .bind(conversation_id)
+    .bind(seq)
+    .bind(sender)
+    .fetch_all(pool)
+    .await
+}
+
+/// The current members of a conversation.
+pub async fn current_members(
+    pool: &AnyPool,
+    conversation_id: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT user_id FROM conversation_members WHERE conversation_id = $1 AND left_seq = 0",
+    )
+    .bind(conversation_id)
     .fetch_all(pool)
     .await
 }
