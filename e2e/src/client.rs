@@ -142,6 +142,48 @@ impl Client {
         self.ack_of(id).await
     }
 
+    /// Says "typing" in a conversation; returns the frame id.
+    pub async fn typing(&mut self, conversation_id: &str) -> anyhow::Result<u64> {
+        self.send_frame(client_frame::Kind::Typing(
+            shared::proto::message::TypingRequest {
+                conversation_id: conversation_id.into(),
+            },
+        ))
+        .await
+    }
+
+    /// Sends any body (with an optional reply) and returns the frame id.
+    pub async fn send_body(
+        &mut self,
+        to: &User,
+        client_msg_id: &str,
+        body: shared::proto::message::MessageBody,
+        reply_to_seq: u64,
+    ) -> anyhow::Result<u64> {
+        self.send_frame(client_frame::Kind::Send(SendRequest {
+            to_user_id: to.user_id.clone(),
+            client_msg_id: client_msg_id.into(),
+            body: Some(body),
+            reply_to_seq,
+            ..Default::default()
+        }))
+        .await
+    }
+
+    /// The next inbox entry about conversations that is not a message (read
+    /// position, recall, settings, deletion); skips social notices.
+    pub async fn next_notice(&mut self) -> anyhow::Result<inbox_entry::Event> {
+        loop {
+            let push = self.next_push().await?;
+            match push.entry.and_then(|e| e.event) {
+                Some(inbox_entry::Event::Message(_) | inbox_entry::Event::Social(_)) | None => {
+                    continue;
+                }
+                Some(other) => return Ok(other),
+            }
+        }
+    }
+
     /// Sends a text and waits for its ack.
     pub async fn send_acked(
         &mut self,

@@ -95,6 +95,8 @@ pub struct Settings {
     pub slow_client_timeout_secs: u64,
     /// Most members of a group.
     pub group_max_members: u32,
+    /// How long senders may recall their messages.
+    pub recall_window_secs: u64,
 }
 
 impl Default for Settings {
@@ -107,6 +109,7 @@ impl Default for Settings {
             send_queue: 256,
             slow_client_timeout_secs: 5,
             group_max_members: 2000,
+            recall_window_secs: 120,
         }
     }
 }
@@ -294,6 +297,7 @@ impl System {
         }));
         let messages_config = messages::Config {
             database_url: self.db_url("messages.db"),
+            recall_window_secs: self.settings.recall_window_secs,
             ..messages::Config::default()
         };
         let n = nats.clone();
@@ -365,6 +369,10 @@ impl System {
             .env("NATTER_SOCIAL__DATABASE_URL", self.db_url("social.db"))
             .env("NATTER_GROUPS__DATABASE_URL", self.db_url("groups.db"))
             .env("NATTER_GROUPS__SWEEP_INTERVAL_SECS", "1")
+            .env(
+                "NATTER_MESSAGES__RECALL_WINDOW_SECS",
+                self.settings.recall_window_secs.to_string(),
+            )
             .env(
                 "NATTER_GROUPS__MAX_MEMBERS",
                 self.settings.group_max_members.to_string(),

@@ -204,7 +204,7 @@ impl State {
         };
         let dedup = format!("settings:{}:{}", input.conversation_id, ids::new_id());
         self.tell(
-            &[me.user_id.clone()],
+            std::slice::from_ref(&me.user_id),
             delivery::inbox_entry::Event::Settings(changed.clone()),
             &dedup,
         )
@@ -347,7 +347,7 @@ impl State {
         };
         let dedup = format!("delete:{}:{}", input.conversation_id, ids::new_id());
         self.tell(
-            &[me.user_id.clone()],
+            std::slice::from_ref(&me.user_id),
             delivery::inbox_entry::Event::Deleted(deleted.clone()),
             &dedup,
         )
