@@ -19,6 +19,7 @@ pub struct User {
     pub user_id: String,
     pub device_id: String,
     pub token: String,
+    pub refresh_token: String,
 }
 
 impl Api {
@@ -108,6 +109,7 @@ impl Api {
             user_id: login.user_id,
             device_id: login.device_id,
             token: login.access_token,
+            refresh_token: login.refresh_token,
         })
     }
 

@@ -639,6 +639,34 @@ async fn presence_reaches_friends_only() -> anyhow::Result<()> {
 async fn changing_the_password_needs_the_current_one() -> anyhow::Result<()> {
     let (system, [alice]) = System::with_users(Mode::InProcess, ["alice"]).await?;
     let api = system.api();
+    let phone = api.another_device(&alice).await?;
+    let refresh = |token: &str| json!({ "refreshToken": token }).to_string();
+    // A refresh token works once: it is rotated.
+    let (status, renewed) = api
+        .post("/v1/auth/refresh", None, refresh(&phone.refresh_token))
+        .await?;
+    assert_eq!(status, 200, "{renewed}");
+    let phone_token = renewed["refreshToken"].as_str().unwrap_or("").to_owned();
+    assert_ne!(phone_token, phone.refresh_token);
+    assert!(
+        renewed["accessToken"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+    );
+    let (status, _) = api
+        .post("/v1/auth/refresh", None, refresh(&phone.refresh_token))
+        .await?;
+    assert_eq!(status, 401, "a used refresh token is spent");
+    for garbage in [
+        "",
+        "x",
+        "a.b.c",
+        "nodot",
+        &format!("{}.wrong", phone.device_id),
+    ] {
+        let (status, _) = api.post("/v1/auth/refresh", None, refresh(garbage)).await?;
+        assert_eq!(status, 401, "{garbage}");
+    }
     let change = |current: &str, new: &str| {
         json!({ "currentPassword": current, "newPassword": new }).to_string()
     };
@@ -676,6 +704,15 @@ async fn changing_the_password_needs_the_current_one() -> anyhow::Result<()> {
     assert_eq!(status, 200, "{body}");
     assert!(api.login("alice", &alice.password).await.is_err());
     api.login("alice", "新的密码很长很长").await?;
+    // The other device cannot refresh any more; this one still can.
+    let (status, _) = api
+        .post("/v1/auth/refresh", None, refresh(&phone_token))
+        .await?;
+    assert_eq!(status, 401);
+    let (status, _) = api
+        .post("/v1/auth/refresh", None, refresh(&alice.refresh_token))
+        .await?;
+    assert_eq!(status, 200);
     system.stop().await;
     Ok(())
 }

@@ -11,6 +11,8 @@ pub struct Config {
     pub database_url: String,
     /// Lifetime of access tokens, seconds.
     pub access_token_ttl_secs: u64,
+    /// Lifetime of a refresh token (each refresh issues a new one).
+    pub refresh_token_ttl_secs: u64,
     /// The `iss` claim of tokens.
     pub issuer: String,
     /// Password hashes computed at once; each takes ~19 MiB and one core for ~50 ms.
@@ -24,6 +26,7 @@ impl Default for Config {
         Self {
             database_url: String::new(),
             access_token_ttl_secs: 3600,
+            refresh_token_ttl_secs: 30 * 86_400,
             issuer: "natter".into(),
             max_concurrent_hashes: 2,
             streams: StreamsConfig::default(),
@@ -35,6 +38,13 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.database_url.is_empty() {
             return Err(ConfigError::Invalid("auth.database_url is empty".into()));
+        }
+        if !(3600..=365 * 86_400).contains(&self.refresh_token_ttl_secs)
+            || self.refresh_token_ttl_secs <= self.access_token_ttl_secs
+        {
+            return Err(ConfigError::Invalid(
+                "auth.refresh_token_ttl_secs must be within 3600..=31536000 and above access_token_ttl_secs".into(),
+            ));
         }
         if !(60..=7 * 86_400).contains(&self.access_token_ttl_secs) {
             return Err(ConfigError::Invalid(

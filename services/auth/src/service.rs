@@ -75,6 +75,7 @@ pub async fn run(config: Config, nats: Nats, shutdown: CancellationToken) -> Res
     let lookup = group.endpoint("lookup").await.map_err(nats_err)?;
     let phone = group.endpoint("phone").await.map_err(nats_err)?;
     let password = group.endpoint("password").await.map_err(nats_err)?;
+    let refresh = group.endpoint("refresh").await.map_err(nats_err)?;
     tracing::info!("auth service ready");
 
     let register = shared::service::serve_with(
@@ -123,7 +124,14 @@ pub async fn run(config: Config, nats: Nats, shutdown: CancellationToken) -> Res
         state.clone(),
         |s, req| async move { s.change_password(&req).await },
     );
-    tokio::join!(register, login, keys, lookup, phone, password);
+    let refresh = shared::service::serve_with(
+        refresh,
+        64,
+        shutdown.clone(),
+        state.clone(),
+        |s, req| async move { s.refresh(&req).await },
+    );
+    tokio::join!(register, login, keys, lookup, phone, password, refresh);
     let _ = service.stop().await;
     tracing::info!("auth service stopped");
     Ok(())
@@ -239,7 +247,47 @@ impl State {
             input.device_id
         };
 
-        let iat = now / 1000;
+        tracing::info!(%user_id, %device_id, "logged in");
+        let (refresh_token, refresh_hash, refresh_expires_at_ms) =
+            self.new_refresh(&device_id, now);
+        store::set_refresh(&self.pool, &device_id, &refresh_hash, refresh_expires_at_ms)
+            .await
+            .map_err(|e| internal("store refresh token", e))?;
+        self.tokens(
+            user_id,
+            device_id,
+            now,
+            refresh_token,
+            refresh_expires_at_ms,
+        )
+    }
+
+    /// A new refresh token for a device: (token, hash of its secret, expiry).
+    /// The token is "<device id>.<secret>"; only the hash is stored.
+    fn new_refresh(&self, device_id: &str, now_ms: i64) -> (String, String, i64) {
+        use base64::Engine as _;
+        use rand::RngCore as _;
+        let mut secret = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut secret);
+        let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+        let expires = now_ms + self.config.refresh_token_ttl_secs as i64 * 1000;
+        (
+            format!("{device_id}.{secret}"),
+            hash_secret(&secret),
+            expires,
+        )
+    }
+
+    /// Signs an access token and answers with it and the refresh token.
+    fn tokens(
+        &self,
+        user_id: String,
+        device_id: String,
+        now_ms: i64,
+        refresh_token: String,
+        refresh_expires_at_ms: i64,
+    ) -> Result<pb::LoginResponse, RpcError> {
+        let iat = now_ms / 1000;
         let exp = iat + self.config.access_token_ttl_secs as i64;
         let claims = Claims {
             sub: user_id.clone(),
@@ -252,13 +300,39 @@ impl State {
             .keys
             .sign(&claims)
             .map_err(|e| internal("sign token", e))?;
-        tracing::info!(%user_id, %device_id, "logged in");
         Ok(pb::LoginResponse {
             user_id,
             device_id,
             access_token,
             expires_at_ms: exp * 1000,
+            refresh_token,
+            refresh_expires_at_ms,
         })
+    }
+
+    /// Exchanges a refresh token for new tokens; the old one stops working.
+    async fn refresh(&self, req: &Request) -> Result<pb::LoginResponse, RpcError> {
+        let input: pb::RefreshRequest = rpc::decode(&req.message.payload)?;
+        let invalid = || RpcError::unauthorized("refresh token is not valid: log in again");
+        let (device_id, secret) = input
+            .refresh_token
+            .split_once('.')
+            .filter(|(d, s)| subject::is_valid_token(d) && !s.is_empty() && s.len() <= 100)
+            .ok_or_else(invalid)?;
+        let now = ids::now_ms();
+        let (token, hash, expires) = self.new_refresh(device_id, now);
+        let user_id = store::rotate_refresh(
+            &self.pool,
+            device_id,
+            &hash_secret(secret),
+            &hash,
+            now,
+            expires,
+        )
+        .await
+        .map_err(|e| internal("rotate refresh token", e))?
+        .ok_or_else(invalid)?;
+        self.tokens(user_id, device_id.to_owned(), now, token, expires)
     }
 
     async fn lookup(&self, req: &Request) -> Result<pb::LookupResponse, RpcError> {
@@ -312,7 +386,10 @@ impl State {
         store::set_password_hash(&self.pool, &me.user_id, &new_hash)
             .await
             .map_err(|e| internal("store password", e))?;
-        tracing::info!(user_id = %me.user_id, "password changed");
+        let revoked = store::revoke_other_devices(&self.pool, &me.user_id, &me.device_id)
+            .await
+            .map_err(|e| internal("log out other devices", e))?;
+        tracing::info!(user_id = %me.user_id, revoked, "password changed; other devices logged out");
         Ok(pb::ChangePasswordResponse {})
     }
 
@@ -340,6 +417,16 @@ impl State {
         .await
         .map_err(|e| internal("verify task", e))?
     }
+}
+
+/// The stored form of a refresh token's secret (hex SHA-256: the secret is
+/// 256 random bits, so a fast hash is enough).
+fn hash_secret(secret: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn account(row: store::AccountRow) -> pb::Account {

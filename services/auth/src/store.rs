@@ -169,3 +169,61 @@ pub async fn insert_signing_key(
     .await?;
     Ok(())
 }
+
+/// Stores a device's new refresh token (the hash of its secret).
+pub async fn set_refresh(
+    pool: &AnyPool,
+    device_id: &str,
+    hash: &str,
+    expires_at_ms: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE devices SET refresh_hash = $2, refresh_expires_at_ms = $3 WHERE id = $1")
+        .bind(device_id)
+        .bind(hash)
+        .bind(expires_at_ms)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Replaces a device's refresh token if `old_hash` is still its current one
+/// and unexpired; returns the device's user, None when the token is not valid.
+pub async fn rotate_refresh(
+    pool: &AnyPool,
+    device_id: &str,
+    old_hash: &str,
+    new_hash: &str,
+    now_ms: i64,
+    expires_at_ms: i64,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE devices SET refresh_hash = $3, refresh_expires_at_ms = $5, last_login_at_ms = $4
+         WHERE id = $1 AND refresh_hash = $2 AND refresh_hash <> '' AND refresh_expires_at_ms > $4
+         RETURNING user_id",
+    )
+    .bind(device_id)
+    .bind(old_hash)
+    .bind(new_hash)
+    .bind(now_ms)
+    .bind(expires_at_ms)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Logs out every device of `user_id` but `keep_device`: their refresh
+/// tokens stop working.
+pub async fn revoke_other_devices(
+    pool: &AnyPool,
+    user_id: &str,
+    keep_device: &str,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE devices SET refresh_hash = '', refresh_expires_at_ms = 0
+         WHERE user_id = $1 AND id <> $2 AND refresh_hash <> ''",
+    )
+    .bind(user_id)
+    .bind(keep_device)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}

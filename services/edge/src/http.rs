@@ -31,6 +31,7 @@ pub fn router(state: Arc<EdgeState>) -> Router {
         .route("/v1/auth/register", post(register))
         .route("/v1/auth/login", post(login))
         .route("/v1/auth/password", post(change_password))
+        .route("/v1/auth/refresh", post(refresh))
         .route("/v1/profile", get(my_profile).patch(update_profile))
         .route("/v1/profiles", get(profiles))
         .route("/v1/users/search", get(search_users))
@@ -180,6 +181,19 @@ where
     Resp: prost::Message + Default,
 {
     Ok(Json(state.caller.call(subject, Some(me), request).await?))
+}
+
+async fn refresh(
+    State(state): State<Arc<EdgeState>>,
+    body: Bytes,
+) -> ApiResult<auth_pb::LoginResponse> {
+    let request: auth_pb::RefreshRequest = parse(&body)?;
+    Ok(Json(
+        state
+            .caller
+            .call(subject::call::AUTH_REFRESH, None, &request)
+            .await?,
+    ))
 }
 
 async fn change_password(
