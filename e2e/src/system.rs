@@ -19,6 +19,8 @@ pub enum Mode {
     InProcess,
     /// Every service in its own `natter run --services <name>` process.
     Split,
+    /// Every service in one `natter run` process (the edge-box way).
+    AllInOne,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,7 +81,7 @@ pub struct System {
     /// presence service still runs.
     edge_shutdown: CancellationToken,
     edge_task: Option<tokio::task::JoinHandle<()>>,
-    processes: Vec<(Service, Child)>,
+    processes: Vec<(Vec<Service>, Child)>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -97,6 +99,11 @@ pub struct Settings {
     pub group_max_members: u32,
     /// How long senders may recall their messages.
     pub recall_window_secs: u64,
+    /// Only friends may be added to groups.
+    pub invite_friends_only: bool,
+    /// Short pings, heartbeats, inbox checks and presence TTL, so tests see
+    /// changes quickly (process modes; off = the production defaults).
+    pub quick_timings: bool,
 }
 
 impl Default for Settings {
@@ -110,6 +117,8 @@ impl Default for Settings {
             slow_client_timeout_secs: 5,
             group_max_members: 2000,
             recall_window_secs: 120,
+            invite_friends_only: true,
+            quick_timings: true,
         }
     }
 }
@@ -189,6 +198,10 @@ impl System {
                 for service in Service::ALL {
                     system.spawn_process(service)?;
                 }
+            }
+            Mode::AllInOne => {
+                system.edge_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+                system.spawn_services(&Service::ALL)?;
             }
         }
         system.wait_ready().await?;
@@ -331,6 +344,7 @@ impl System {
             database_url: self.db_url("groups.db"),
             sweep_interval_secs: 1,
             max_members: self.settings.group_max_members,
+            invite_friends_only: self.settings.invite_friends_only,
             ..groups::Config::default()
         };
         let n = nats.clone();
@@ -354,21 +368,42 @@ impl System {
 
     /// Starts one service as a `natter` process.
     pub fn spawn_process(&mut self, service: Service) -> anyhow::Result<()> {
+        self.spawn_services(&[service])
+    }
+
+    /// Starts a `natter` process running `services`.
+    pub fn spawn_services(&mut self, services: &[Service]) -> anyhow::Result<()> {
         let binary = natter_binary()?;
         let mut command = Command::new(&binary);
         if self.settings.permissions {
+            let user = match services {
+                [one] => one.name(),
+                _ => "natter",
+            };
             command
-                .env("NATTER_NATS__USER", service.name())
+                .env("NATTER_NATS__USER", user)
                 .env("NATTER_NATS__PASSWORD", TEST_PASSWORD);
         }
+        if self.settings.quick_timings {
+            command
+                .env("NATTER_EDGE__PING_INTERVAL_SECS", "1")
+                .env("NATTER_EDGE__HEARTBEAT_INTERVAL_SECS", "1")
+                .env("NATTER_EDGE__INBOX_CHECK_SECS", "1")
+                .env("NATTER_PRESENCE__DEVICE_TTL_SECS", "3")
+                .env("NATTER_GROUPS__SWEEP_INTERVAL_SECS", "1");
+        }
+        let names: Vec<&str> = services.iter().map(|s| s.name()).collect();
         let child = command
-            .args(["run", "--services", service.name()])
+            .args(["run", "--services", &names.join(",")])
             .env("NATTER_DATA_DIR", self.data.path())
             .env("NATTER_AUTH__DATABASE_URL", self.db_url("auth.db"))
             .env("NATTER_MESSAGES__DATABASE_URL", self.db_url("messages.db"))
             .env("NATTER_SOCIAL__DATABASE_URL", self.db_url("social.db"))
             .env("NATTER_GROUPS__DATABASE_URL", self.db_url("groups.db"))
-            .env("NATTER_GROUPS__SWEEP_INTERVAL_SECS", "1")
+            .env(
+                "NATTER_GROUPS__INVITE_FRIENDS_ONLY",
+                self.settings.invite_friends_only.to_string(),
+            )
             .env(
                 "NATTER_MESSAGES__RECALL_WINDOW_SECS",
                 self.settings.recall_window_secs.to_string(),
@@ -383,7 +418,6 @@ impl System {
                 "NATTER_EDGE__IDLE_TIMEOUT_SECS",
                 self.settings.idle_timeout_secs.to_string(),
             )
-            .env("NATTER_EDGE__PING_INTERVAL_SECS", "1")
             .env(
                 "NATTER_EDGE__SEND_QUEUE",
                 self.settings.send_queue.to_string(),
@@ -392,9 +426,6 @@ impl System {
                 "NATTER_EDGE__SLOW_CLIENT_TIMEOUT_SECS",
                 self.settings.slow_client_timeout_secs.to_string(),
             )
-            .env("NATTER_EDGE__HEARTBEAT_INTERVAL_SECS", "1")
-            .env("NATTER_EDGE__INBOX_CHECK_SECS", "1")
-            .env("NATTER_PRESENCE__DEVICE_TTL_SECS", "3")
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
@@ -402,7 +433,7 @@ impl System {
             .stdin(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
-        self.processes.push((service, child));
+        self.processes.push((services.to_vec(), child));
         Ok(())
     }
 
@@ -428,8 +459,8 @@ impl System {
 
     /// Kills a service's process as a crash would (SIGKILL).
     pub fn kill_process(&mut self, service: Service) {
-        self.processes.retain_mut(|(s, child)| {
-            if *s == service {
+        self.processes.retain_mut(|(services, child)| {
+            if services.contains(&service) {
                 let _ = child.kill();
                 let _ = child.wait();
                 false
@@ -499,11 +530,11 @@ fn natter_binary() -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from(path));
     }
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test> -> target/<profile>/natter
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .context("test executable has no parent")?;
+    // target/<profile>/deps/<test> or target/<profile>/<bin> -> target/<profile>/natter
+    let mut profile_dir = exe.parent().context("executable has no parent")?;
+    if profile_dir.ends_with("deps") {
+        profile_dir = profile_dir.parent().context("deps has no parent")?;
+    }
     let binary = profile_dir.join("natter");
     if !binary.exists() {
         bail!(
