@@ -366,6 +366,11 @@ impl System {
         Ok(())
     }
 
+    /// Process ids of the `natter` processes this system started.
+    pub fn natter_pids(&self) -> Vec<u32> {
+        self.processes.iter().map(|(_, child)| child.id()).collect()
+    }
+
     /// Starts one service as a `natter` process.
     pub fn spawn_process(&mut self, service: Service) -> anyhow::Result<()> {
         self.spawn_services(&[service])

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use e2e::{Format, Mode, Settings, System, chat};
+use e2e::{Client, Format, Mode, Settings, System, chat};
+use serde_json::json;
+use shared::proto::delivery::{inbox_entry, signal};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_works_with_per_service_users_and_others_are_kept_out() -> anyhow::Result<()> {
@@ -15,6 +17,53 @@ async fn chat_works_with_per_service_users_and_others_are_kept_out() -> anyhow::
     };
     let system = System::start_with(Mode::Split, settings).await?;
     chat(&system, 30, Format::Json).await?;
+
+    // Social, presence, groups and conversation features pass the
+    // permissions too (social -> auth and presence, presence -> social,
+    // groups -> social and messages, messages -> social).
+    let api = system.api();
+    let carol = api.user("carol").await?;
+    let dave = api.user("dave").await?;
+    api.befriend(&carol, &dave).await?;
+    let mut c = Client::connect_live(&system.ws_url(), &carol, Format::Json).await?;
+    let mut d = Client::connect_live(&system.ws_url(), &dave, Format::Binary).await?;
+    c.signal_where(Duration::from_secs(10), |s| {
+        matches!(&s.kind, Some(signal::Kind::Presence(p)) if p.user_id == dave.user_id && p.online)
+    })
+    .await?;
+    let (status, found) = api
+        .get("/v1/users/search?q=dav", Some(&carol.token))
+        .await?;
+    assert_eq!(status, 200, "{found}");
+    let (status, group) = api
+        .post(
+            "/v1/groups",
+            Some(&carol.token),
+            json!({ "name": "权限", "memberIds": [dave.user_id] }).to_string(),
+        )
+        .await?;
+    assert_eq!(status, 201, "{group}");
+    let conversation = group["conversationId"].as_str().unwrap_or("").to_owned();
+    let ack = c.post(&conversation, "p1", "hello group").await?;
+    let got = d.messages(2).await?;
+    assert_eq!(got[1].1.seq, ack.seq);
+    c.typing(&conversation).await?;
+    d.signal_where(Duration::from_secs(10), |s| {
+        matches!(&s.kind, Some(signal::Kind::Typing(_)))
+    })
+    .await?;
+    let (status, body) = api
+        .post(
+            &format!("/v1/conversations/{conversation}/messages/{}/recall", ack.seq),
+            Some(&carol.token),
+            "",
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    assert!(matches!(
+        d.next_notice().await?,
+        inbox_entry::Event::Recalled(_)
+    ));
 
     // An outside consumer of events cannot call the API with a forged
     // identity, nor write into an inbox.

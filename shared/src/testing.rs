@@ -61,6 +61,11 @@ impl NatsServer {
     }
 
     /// The port clients connect to.
+    /// The server's process id (None while stopped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

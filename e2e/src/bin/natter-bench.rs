@@ -39,14 +39,20 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("natter-bench: group fan-out, {} cores", std::thread::available_parallelism().map_or(1, |n| n.get()));
     println!(
-        "{:>7} {:>12} {:>12} {:>14} {:>14} {:>16}",
-        "members", "ack p50 ms", "ack p99 ms", "last p50 ms", "last p99 ms", "deliveries/s"
+        "{:>7} {:>10} {:>10} {:>11} {:>11} {:>12} {:>22}",
+        "members", "ack p50", "ack p99", "last p50", "last p99", "deliveries/s", "CPU ms nats/natter/us"
     );
     for &size in &args.group_sizes {
         let r = group_fanout(size, args.messages).await?;
         println!(
-            "{:>7} {:>12.2} {:>12.2} {:>14.2} {:>14.2} {:>16.0}",
-            size, r.ack_p50, r.ack_p99, r.last_p50, r.last_p99, r.deliveries_per_sec
+            "{:>7} {:>10.2} {:>10.2} {:>11.2} {:>11.2} {:>12.0} {:>22}",
+            size,
+            r.ack_p50,
+            r.ack_p99,
+            r.last_p50,
+            r.last_p99,
+            r.deliveries_per_sec,
+            format!("{}/{}/{}", r.cpu_ms[0], r.cpu_ms[1], r.cpu_ms[2])
         );
     }
     Ok(())
@@ -58,6 +64,33 @@ struct FanoutResult {
     last_p50: f64,
     last_p99: f64,
     deliveries_per_sec: f64,
+    /// CPU time used during the throughput phase by nats-server, natter and
+    /// this process, milliseconds.
+    cpu_ms: [u64; 3],
+}
+
+/// CPU time (user + system) of a process so far, milliseconds (Linux).
+fn cpu_ms(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // Fields after the command name (which may contain spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
+        .sum();
+    // USER_HZ is 100 on Linux.
+    ticks * 10
+}
+
+fn cpu_now(system: &System) -> [u64; 3] {
+    [
+        system.nats.pid().map_or(0, cpu_ms),
+        system.natter_pids().into_iter().map(cpu_ms).sum(),
+        cpu_ms(std::process::id()),
+    ]
 }
 
 async fn group_fanout(size: usize, messages: usize) -> anyhow::Result<FanoutResult> {
@@ -162,6 +195,7 @@ async fn group_fanout(size: usize, messages: usize) -> anyhow::Result<FanoutResu
     }
 
     // Throughput: back to back, until every member has every message.
+    let cpu_before = cpu_now(&system);
     let started = Instant::now();
     let mut seqs = Vec::new();
     for i in messages..total {
@@ -176,6 +210,8 @@ async fn group_fanout(size: usize, messages: usize) -> anyhow::Result<FanoutResu
         arrivals.entry(s).or_default().push(at);
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu_after = cpu_now(&system);
+    let cpu_ms = [0, 1, 2].map(|i| cpu_after[i] - cpu_before[i]);
     for reader in readers {
         reader.await??;
     }
@@ -188,6 +224,7 @@ async fn group_fanout(size: usize, messages: usize) -> anyhow::Result<FanoutResu
         last_p50: percentile(&lasts, 50.0),
         last_p99: percentile(&lasts, 99.0),
         deliveries_per_sec: (members * messages) as f64 / elapsed,
+        cpu_ms,
     })
 }
 
