@@ -354,16 +354,29 @@ impl Client {
         }
     }
 
-    /// The next `n` pushed messages with their cursors.
-    /// The next `n` messages, skipping other inbox entries (social notices,
-    /// read positions, recalls...).
+    /// The next `n` messages with their cursors, skipping other inbox
+    /// entries (social notices, read positions, recalls...). Messages of
+    /// large groups (`groupMessage`, no inbox entry) come with cursor 0.
     pub async fn messages(&mut self, n: usize) -> anyhow::Result<Vec<(u64, Message)>> {
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
-            let push = self
-                .next_push()
+            let frame = self
+                .next_where(|f| {
+                    matches!(
+                        f.kind,
+                        Some(server_frame::Kind::Push(_) | server_frame::Kind::GroupMessage(_))
+                    )
+                })
                 .await
                 .with_context(|| format!("after {} of {n} messages", out.len()))?;
+            let push = match frame.kind {
+                Some(server_frame::Kind::GroupMessage(message)) => {
+                    out.push((0, message));
+                    continue;
+                }
+                Some(server_frame::Kind::Push(push)) => push,
+                other => bail!("expected a message, got {other:?}"),
+            };
             match push.entry.and_then(|e| e.event) {
                 Some(inbox_entry::Event::Message(message)) => out.push((push.cursor, message)),
                 // Social notices, read positions, recalls, settings, deletions.
@@ -372,6 +385,27 @@ impl Client {
             }
         }
         Ok(out)
+    }
+
+    /// The next frame matching `wanted`, from the backlog first; other
+    /// frames stay in the backlog, in order.
+    pub async fn next_where(
+        &mut self,
+        wanted: impl Fn(&ServerFrame) -> bool,
+    ) -> anyhow::Result<ServerFrame> {
+        if let Some(i) = self.backlog.iter().position(&wanted) {
+            return Ok(self.backlog.remove(i).expect("present"));
+        }
+        loop {
+            let frame = self
+                .read(FRAME_TIMEOUT)
+                .await?
+                .context("no such frame in time")?;
+            if wanted(&frame) {
+                return Ok(frame);
+            }
+            self.backlog.push_back(frame);
+        }
     }
 
     /// Waits for the `caught_up` frame after a resume; returns its cursor.

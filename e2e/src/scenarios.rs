@@ -65,11 +65,14 @@ pub fn spawn_reader(
     })
 }
 
-/// True when no push is among `frames`.
+/// True when no push (nor a large group's message) is among `frames`.
 pub fn no_pushes(frames: &[ServerFrame]) -> bool {
-    frames
-        .iter()
-        .all(|f| !matches!(f.kind, Some(server_frame::Kind::Push(_))))
+    frames.iter().all(|f| {
+        !matches!(
+            f.kind,
+            Some(server_frame::Kind::Push(_) | server_frame::Kind::GroupMessage(_))
+        )
+    })
 }
 
 /// A sender that sends `n` messages one after another, as a real client

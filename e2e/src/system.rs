@@ -101,6 +101,8 @@ pub struct Settings {
     pub recall_window_secs: u64,
     /// Only friends may be added to groups.
     pub invite_friends_only: bool,
+    /// Groups of this many members use read fan-out.
+    pub large_group_members: u32,
     /// Short pings, heartbeats, inbox checks and presence TTL, so tests see
     /// changes quickly (process modes; off = the production defaults).
     pub quick_timings: bool,
@@ -118,6 +120,7 @@ impl Default for Settings {
             group_max_members: 2000,
             recall_window_secs: 120,
             invite_friends_only: true,
+            large_group_members: messages::Config::default().large_group_members,
             quick_timings: true,
         }
     }
@@ -311,6 +314,7 @@ impl System {
         let messages_config = messages::Config {
             database_url: self.db_url("messages.db"),
             recall_window_secs: self.settings.recall_window_secs,
+            large_group_members: self.settings.large_group_members,
             ..messages::Config::default()
         };
         let n = nats.clone();
@@ -412,6 +416,10 @@ impl System {
             .env(
                 "NATTER_MESSAGES__RECALL_WINDOW_SECS",
                 self.settings.recall_window_secs.to_string(),
+            )
+            .env(
+                "NATTER_MESSAGES__LARGE_GROUP_MEMBERS",
+                self.settings.large_group_members.to_string(),
             )
             .env(
                 "NATTER_GROUPS__MAX_MEMBERS",

@@ -54,7 +54,10 @@ async fn chat_works_with_per_service_users_and_others_are_kept_out() -> anyhow::
     .await?;
     let (status, body) = api
         .post(
-            &format!("/v1/conversations/{conversation}/messages/{}/recall", ack.seq),
+            &format!(
+                "/v1/conversations/{conversation}/messages/{}/recall",
+                ack.seq
+            ),
             Some(&carol.token),
             "",
         )

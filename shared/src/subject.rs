@@ -46,6 +46,8 @@ pub mod call {
     pub const CONVERSATION_SETTINGS: &str = "im.v1.conversation.settings";
     pub const CONVERSATION_TYPING: &str = "im.v1.conversation.typing";
     pub const MESSAGE_RECALL: &str = "im.v1.message.recall";
+    /// The caller's large groups (read fan-out), for its edge.
+    pub const CONVERSATION_LARGE: &str = "im.v1.conversation.large";
     pub const MESSAGE_DELETE: &str = "im.v1.message.delete";
     pub const MESSAGE_READS: &str = "im.v1.message.reads";
     /// Internal: the groups service brings a group conversation in step.
@@ -118,6 +120,12 @@ pub const PUSH_ALL: &str = "im.push.v1.>";
 /// The inbox (offline queue) subject of one user.
 pub fn inbox(user_id: &str) -> String {
     format!("im.inbox.v1.{user_id}")
+}
+
+/// The live subject of one large group's messages (read fan-out): each edge
+/// subscribes once per group it has members of.
+pub fn group_push(group_id: &str) -> String {
+    format!("im.group.v1.{group_id}")
 }
 
 /// The live push subject of one user.

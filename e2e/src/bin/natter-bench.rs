@@ -29,21 +29,37 @@ struct Args {
     /// Messages sent one at a time per group (latency), and back to back (throughput).
     #[arg(long, default_value_t = 20)]
     messages: usize,
+    /// Groups of this many members use read fan-out (the messages service's
+    /// `large_group_members`); a size above every group measures write fan-out.
+    #[arg(long, default_value_t = messages::Config::default().large_group_members)]
+    large_group_members: u32,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if args.group_sizes.iter().any(|n| !(2..=5000).contains(n)) || !(1..=1000).contains(&args.messages) {
+    if args.group_sizes.iter().any(|n| !(2..=5000).contains(n))
+        || !(1..=1000).contains(&args.messages)
+    {
         bail!("group sizes must be within 2..=5000 and messages within 1..=1000");
     }
-    println!("natter-bench: group fan-out, {} cores", std::thread::available_parallelism().map_or(1, |n| n.get()));
+    println!(
+        "natter-bench: group fan-out, {} cores, read fan-out from {} members",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        args.large_group_members
+    );
     println!(
         "{:>7} {:>10} {:>10} {:>11} {:>11} {:>12} {:>22}",
-        "members", "ack p50", "ack p99", "last p50", "last p99", "deliveries/s", "CPU ms nats/natter/us"
+        "members",
+        "ack p50",
+        "ack p99",
+        "last p50",
+        "last p99",
+        "deliveries/s",
+        "CPU ms nats/natter/us"
     );
     for &size in &args.group_sizes {
-        let r = group_fanout(size, args.messages).await?;
+        let r = group_fanout(size, args.messages, args.large_group_members).await?;
         println!(
             "{:>7} {:>10.2} {:>10.2} {:>11.2} {:>11.2} {:>12.0} {:>22}",
             size,
@@ -93,8 +109,13 @@ fn cpu_now(system: &System) -> [u64; 3] {
     ]
 }
 
-async fn group_fanout(size: usize, messages: usize) -> anyhow::Result<FanoutResult> {
+async fn group_fanout(
+    size: usize,
+    messages: usize,
+    large_group_members: u32,
+) -> anyhow::Result<FanoutResult> {
     let settings = Settings {
+        large_group_members,
         group_max_members: size.max(2) as u32,
         invite_friends_only: false,
         quick_timings: false,
@@ -125,7 +146,10 @@ async fn group_fanout(size: usize, messages: usize) -> anyhow::Result<FanoutResu
     if status != 201 {
         bail!("create group: {status} {group}");
     }
-    let conversation = group["conversationId"].as_str().context("conversation id")?.to_owned();
+    let conversation = group["conversationId"]
+        .as_str()
+        .context("conversation id")?
+        .to_owned();
 
     // Every member but the owner listens; each reports (seq, arrival).
     let (receipts_tx, mut receipts) = mpsc::unbounded_channel::<(u64, Instant)>();
@@ -167,11 +191,16 @@ async fn group_fanout(size: usize, messages: usize) -> anyhow::Result<FanoutResu
                 "clientMsgId": format!("b{i}"),
                 "body": { "text": { "text": format!("消息 {i}: the quick brown fox") } }
             });
-            let (status, ack) = api.post("/v1/messages", Some(&owner.token), body.to_string()).await?;
+            let (status, ack) = api
+                .post("/v1/messages", Some(&owner.token), body.to_string())
+                .await?;
             if status != 200 {
                 bail!("send: {status} {ack}");
             }
-            let seq: u64 = ack["seq"].as_str().and_then(|s| s.parse().ok()).context("seq")?;
+            let seq: u64 = ack["seq"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .context("seq")?;
             anyhow::Ok(seq)
         }
     };
@@ -202,7 +231,10 @@ async fn group_fanout(size: usize, messages: usize) -> anyhow::Result<FanoutResu
         seqs.push(send(i).await?);
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while seqs.iter().any(|s| arrivals.get(s).map_or(0, Vec::len) < members) {
+    while seqs
+        .iter()
+        .any(|s| arrivals.get(s).map_or(0, Vec::len) < members)
+    {
         let (s, at) = tokio::time::timeout_at(deadline, receipts.recv())
             .await
             .context("throughput phase did not finish in 120 s")?

@@ -9,6 +9,7 @@
 //! - [`ws`]: one WebSocket connection (reader, writer, sends, delivery);
 //! - [`frames`]: the JSON / protobuf frame codec;
 //! - [`inbox`]: replaying a user's inbox and storing device cursors;
+//! - [`groups`]: one subscription per large group, shared by connections;
 //! - [`presence`]: announcing connected devices to the presence service.
 //!
 //! Identity is established here and only here: the edge verifies the token
@@ -16,6 +17,7 @@
 
 pub mod config;
 pub mod frames;
+pub mod groups;
 pub mod http;
 pub mod inbox;
 pub mod keyring;
@@ -55,6 +57,7 @@ pub struct EdgeState {
     pub caller: shared::rpc::Caller,
     pub keyring: keyring::KeyRing,
     pub inbox: inbox::Inbox,
+    pub groups: groups::GroupHub,
     pub devices: presence::Devices,
     pub connections: Arc<Semaphore>,
     pub shutdown: CancellationToken,
@@ -89,6 +92,7 @@ impl Edge {
             keyring: keyring::KeyRing::new(caller.clone()),
             devices: presence::Devices::new(edge_id, caller.clone()),
             connections: Arc::new(Semaphore::new(config.max_connections)),
+            groups: groups::GroupHub::new(nats.client.clone()),
             caller,
             inbox,
             config,

@@ -7,7 +7,8 @@
 //! the last entry it delivered, forwards a live push only when the push says
 //! its predecessor is exactly that cursor, and otherwise reads the inbox to
 //! catch up. After a NATS reconnect or a slow-consumer event it catches up
-//! too, so a lost push is never a lost message. A client that does not drain
+//! too, so a lost push is never a lost message. Large groups (read fan-out)
+//! bypass the inbox: see [`large`]. A client that does not drain
 //! its queue in time is disconnected and resumes later from its cursor; it
 //! never holds up anyone else.
 
@@ -22,6 +23,7 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use prost::Message as _;
 use shared::nats::ConnectionEvent;
+use shared::proto::delivery::inbox_entry::Event;
 use shared::proto::delivery::{InboxEntry, Push};
 use shared::proto::edge::{self as pb, client_frame, server_frame};
 use shared::proto::message as msg_pb;
@@ -33,6 +35,9 @@ use tokio_util::sync::CancellationToken;
 use crate::EdgeState;
 use crate::frames::{self, Format};
 use crate::inbox::Start;
+
+mod large;
+use large::{Large, News};
 
 type Writer = WebSocketWrite<tokio::io::WriteHalf<TokioIo<Upgraded>>>;
 
@@ -69,6 +74,9 @@ struct Conn {
     slow_timeout: Duration,
     /// Typing indicators this client may send.
     typing: governor::DefaultDirectRateLimiter,
+    /// Group notices and membership markers delivered through the inbox
+    /// since the large groups were last looked at.
+    group_news: Mutex<Vec<News>>,
 }
 
 /// Typing indicators per connection: one a second, bursts of three.
@@ -172,6 +180,7 @@ pub async fn run(
         acked: AtomicU64::new(acked),
         slow_timeout: Duration::from_secs(config.slow_client_timeout_secs),
         typing: typing_limiter(),
+        group_news: Mutex::new(Vec::new()),
     });
     tracing::debug!(user = %who.user_id, device = %who.device_id, "connected");
     state.devices.connected(&who).await;
@@ -452,6 +461,7 @@ async fn delivery_loop(
     mut stored: u64,
 ) {
     let mut started = false;
+    let (mut large, mut group_rx) = Large::new(&state);
     let mut flush = tokio::time::interval(Duration::from_secs(state.config.cursor_flush_secs));
     // A push can be lost without any event reaching this edge (the
     // publisher's connection dropped after its inbox append, or a leaf link
@@ -467,9 +477,14 @@ async fn delivery_loop(
                 Some(cursor) => {
                     let from = if cursor == 0 { stored.max(conn.acked.load(Ordering::Acquire)) } else { cursor };
                     started = true;
-                    resume(&state, &conn, from).await
+                    // The heads told after the replay cover what its notices said.
+                    resume(&state, &conn, from).await && {
+                        conn.group_news.lock().expect("group news lock").clear();
+                        large.refresh(&state, &conn, &[], true).await
+                    }
                 }
             },
+            Some(message) = group_rx.recv() => large.on_message(&state, &conn, message).await,
             push = pushes.next() => match push {
                 None => {
                     conn.close(close::INTERNAL, "push subscription ended");
@@ -482,7 +497,9 @@ async fn delivery_loop(
             },
             event = events.recv() => match event {
                 Ok(ConnectionEvent::Disconnected) => true,
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) if started => catch_up(&state, &conn).await,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) if started => {
+                    catch_up(&state, &conn).await && large.fill_all(&state, &conn).await
+                }
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => true,
                 Err(broadcast::error::RecvError::Closed) => true,
             },
@@ -502,7 +519,12 @@ async fn delivery_loop(
         if !ok {
             break;
         }
+        let news = std::mem::take(&mut *conn.group_news.lock().expect("group news lock"));
+        if !news.is_empty() && started && !large.refresh(&state, &conn, &news, false).await {
+            break;
+        }
     }
+    large.leave_all(&state).await;
     flush_cursor(&state, &conn, stored).await;
 }
 
@@ -629,6 +651,31 @@ async fn on_signal(conn: &Conn, payload: &[u8]) -> bool {
 }
 
 async fn deliver(conn: &Conn, cursor: u64, entry: InboxEntry) -> bool {
+    // Group notices and membership markers may change the large groups.
+    let news = match &entry.event {
+        Some(Event::Message(m))
+            if ids::group_of(&m.conversation_id).is_some()
+                && matches!(
+                    m.body.as_ref().and_then(|b| b.kind.as_ref()),
+                    Some(msg_pb::message_body::Kind::System(_))
+                ) =>
+        {
+            Some(News {
+                conversation: m.conversation_id.clone(),
+                seq: m.seq,
+                delivered: true,
+            })
+        }
+        Some(Event::Membership(m)) => Some(News {
+            conversation: m.conversation_id.clone(),
+            seq: m.seq,
+            delivered: false,
+        }),
+        _ => None,
+    };
+    if let Some(news) = news {
+        conn.group_news.lock().expect("group news lock").push(news);
+    }
     let push = Push {
         cursor,
         entry: Some(entry),

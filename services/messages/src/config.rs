@@ -23,6 +23,10 @@ pub struct Config {
     pub max_file_bytes: u64,
     /// Typing indicators are not forwarded in groups larger than this.
     pub typing_max_members: u32,
+    /// Groups with at least this many members use read fan-out: a message is
+    /// published once for the group instead of appended to every member's
+    /// inbox (they go back to write fan-out below half of it).
+    pub large_group_members: u32,
     #[serde(skip)]
     pub streams: StreamsConfig,
 }
@@ -38,6 +42,7 @@ impl Default for Config {
             recall_window_secs: 120,
             max_file_bytes: 100 * 1024 * 1024,
             typing_max_members: 200,
+            large_group_members: 200,
             streams: StreamsConfig::default(),
         }
     }
@@ -68,6 +73,11 @@ impl Config {
         if !(1..=7 * 24 * 3600).contains(&self.recall_window_secs) {
             return Err(ConfigError::Invalid(
                 "messages.recall_window_secs must be within 1..=604800".into(),
+            ));
+        }
+        if !(2..=1_000_000).contains(&self.large_group_members) {
+            return Err(ConfigError::Invalid(
+                "messages.large_group_members must be within 2..=1000000".into(),
             ));
         }
         if !(1..=(1u64 << 40)).contains(&self.max_file_bytes) {

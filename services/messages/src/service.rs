@@ -124,6 +124,7 @@ pub async fn run(
         Box::pin(serve!(conversation, "read", 64, read)),
         Box::pin(serve!(conversation, "settings", 32, settings)),
         Box::pin(serve!(conversation, "typing", 64, typing)),
+        Box::pin(serve!(conversation, "large", 64, large_groups)),
     ];
     tracing::info!("messages service ready");
 
@@ -333,12 +334,13 @@ impl State {
             dismissed: input.dismissed,
             body: &body,
             now_ms: ids::now_ms(),
+            large_at: i64::from(self.config.large_group_members),
         };
         let _order = self.order[shard_of(&input.conversation_id)].lock().await;
         self.fan_out_pending(&input.conversation_id).await?;
         match store::apply_change(&self.pool, &change).await {
-            Ok(store::Applied::Done(row)) => {
-                self.fan_out(&row).await.map_err(|e| {
+            Ok(store::Applied::Done(row, read_fanout)) => {
+                self.fan_out_as(&row, read_fanout).await.map_err(|e| {
                     tracing::warn!(error = %e, message_id = %row.id, "notice fan-out failed; left to the sweep");
                     RpcError::unavailable("change applied but not yet delivered")
                 })?;
@@ -506,14 +508,65 @@ impl State {
         )))
     }
 
-    /// Delivers a stored message to every recipient's inbox, announces it,
-    /// then marks it fanned out.
+    /// Delivers a stored message the way its conversation is delivered now.
     async fn fan_out(&self, row: &MessageRow) -> Result<(), FanoutError> {
+        let read = ids::group_of(&row.conversation_id).is_some()
+            && store::conversation(&self.pool, &row.conversation_id)
+                .await
+                .map_err(|e| FanoutError::Event(format!("load conversation: {e}")))?
+                .is_some_and(|c| c.read_fanout != 0);
+        self.fan_out_as(row, read).await
+    }
+
+    /// Delivers a stored message, announces it, then marks it fanned out.
+    /// Write fan-out (`read` false): appended to every recipient's inbox.
+    /// Read fan-out (large groups): published once on the group's subject,
+    /// where each edge with members subscribes; members read what they
+    /// missed from the history. Membership changes also reach the inboxes
+    /// of the users concerned (see below), so their edges and their offline
+    /// devices learn of them.
+    async fn fan_out_as(&self, row: &MessageRow, read: bool) -> Result<(), FanoutError> {
         let message = to_proto(row).map_err(|e| FanoutError::Event(e.message))?;
-        let entry = delivery::InboxEntry {
-            event: Some(delivery::inbox_entry::Event::Message(message.clone())),
+        let (entry, recipients) = match ids::group_of(&row.conversation_id) {
+            Some(group) if read => {
+                if let Err(e) = self
+                    .caller
+                    .client
+                    .publish(subject::group_push(group), message.encode_to_vec().into())
+                    .await
+                {
+                    // Best effort: edges fill gaps from the history.
+                    tracing::warn!(error = %e, "group push failed");
+                }
+                // Users who join get the notice itself in their inbox (their
+                // edges do not follow the group yet); users who leave, are
+                // removed, or whose group is dismissed get a marker (their
+                // edges follow it and forward the notice as a group message).
+                let marker = || {
+                    delivery::inbox_entry::Event::Membership(pb::GroupMembershipChanged {
+                        conversation_id: row.conversation_id.clone(),
+                        seq: row.seq as u64,
+                    })
+                };
+                match message.body.as_ref().and_then(|b| b.kind.as_ref()) {
+                    Some(pb::message_body::Kind::System(n)) => match n.kind.as_str() {
+                        "member_added" => (
+                            delivery::inbox_entry::Event::Message(message.clone()),
+                            n.user_ids.clone(),
+                        ),
+                        "member_removed" | "member_left" => (marker(), n.user_ids.clone()),
+                        "dismissed" => (marker(), self.recipients(row).await?),
+                        _ => (marker(), Vec::new()),
+                    },
+                    _ => (marker(), Vec::new()),
+                }
+            }
+            _ => (
+                delivery::inbox_entry::Event::Message(message.clone()),
+                self.recipients(row).await?,
+            ),
         };
-        let recipients = self.recipients(row).await?;
+        let entry = delivery::InboxEntry { event: Some(entry) };
         // Appends for different users run side by side (each user's chain is
         // serialized inside `Inboxes`); all must succeed before the ack.
         let mut pending = futures::stream::FuturesUnordered::new();

@@ -192,16 +192,19 @@ pub struct ConversationState {
     pub last_seq: i64,
     pub muted_all: i64,
     pub dismissed: i64,
+    pub read_fanout: i64,
 }
 
 pub async fn conversation(
     pool: &AnyPool,
     id: &str,
 ) -> Result<Option<ConversationState>, sqlx::Error> {
-    sqlx::query_as("SELECT kind, last_seq, muted_all, dismissed FROM conversations WHERE id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as(
+        "SELECT kind, last_seq, muted_all, dismissed, read_fanout FROM conversations WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
 }
 
 /// Who receives message `seq` of a group conversation: those who were
@@ -223,8 +226,9 @@ pub async fn group_recipients(
 
 /// What applying a group change did.
 pub enum Applied {
-    /// Stored as the system message `row`.
-    Done(MessageRow),
+    /// Stored as the system message `row`; the flag is whether the group used
+    /// read fan-out before this change (the notice goes out that way).
+    Done(MessageRow, bool),
     /// This version (or a later one) was applied already.
     Duplicate,
     /// An earlier version is missing: the last applied one.
@@ -246,6 +250,8 @@ pub struct Change<'a> {
     /// The system notice body in its JSON mapping.
     pub body: &'a str,
     pub now_ms: i64,
+    /// Read fan-out from this many current members on, write fan-out below half.
+    pub large_at: i64,
 }
 
 /// Applies a group change and stores its system message, in one
@@ -261,8 +267,8 @@ pub async fn apply_change(pool: &AnyPool, c: &Change<'_>) -> Result<Applied, sql
     .bind(c.now_ms)
     .execute(&mut *tx)
     .await?;
-    let applied: i64 =
-        sqlx::query_scalar("SELECT applied_version FROM conversations WHERE id = $1")
+    let (applied, read_fanout): (i64, i64) =
+        sqlx::query_as("SELECT applied_version, read_fanout FROM conversations WHERE id = $1")
             .bind(c.conversation_id)
             .fetch_one(&mut *tx)
             .await?;
@@ -329,6 +335,19 @@ pub async fn apply_change(pool: &AnyPool, c: &Change<'_>) -> Result<Applied, sql
         .await?;
     }
     sqlx::query(
+        "UPDATE conversations SET read_fanout = CASE
+            WHEN (SELECT COUNT(*) FROM conversation_members
+                  WHERE conversation_id = $1 AND left_seq = 0) >= $2 THEN 1
+            WHEN (SELECT COUNT(*) FROM conversation_members
+                  WHERE conversation_id = $1 AND left_seq = 0) * 2 < $2 THEN 0
+            ELSE read_fanout END
+         WHERE id = $1",
+    )
+    .bind(c.conversation_id)
+    .bind(c.large_at)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
         "INSERT INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, fanned_out)
          VALUES ($1, $2, $3, $4, '', $5, $6, $7, 0)",
     )
@@ -342,18 +361,35 @@ pub async fn apply_change(pool: &AnyPool, c: &Change<'_>) -> Result<Applied, sql
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Applied::Done(MessageRow {
-        id: c.message_id.to_owned(),
-        conversation_id: c.conversation_id.to_owned(),
-        seq,
-        sender_id: c.actor_id.to_owned(),
-        sender_device_id: String::new(),
-        client_msg_id: c.client_msg_id.to_owned(),
-        body: c.body.to_owned(),
-        server_ts_ms: c.now_ms,
-        fanned_out: 0,
-        reply_to: String::new(),
-    }))
+    Ok(Applied::Done(
+        MessageRow {
+            id: c.message_id.to_owned(),
+            conversation_id: c.conversation_id.to_owned(),
+            seq,
+            sender_id: c.actor_id.to_owned(),
+            sender_device_id: String::new(),
+            client_msg_id: c.client_msg_id.to_owned(),
+            body: c.body.to_owned(),
+            server_ts_ms: c.now_ms,
+            fanned_out: 0,
+            reply_to: String::new(),
+        },
+        read_fanout != 0,
+    ))
+}
+
+/// The caller's current large groups (read fan-out) and their last seq.
+pub async fn large_groups(
+    pool: &AnyPool,
+    user_id: &str,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT c.id, c.last_seq FROM conversation_members m JOIN conversations c ON c.id = m.conversation_id
+         WHERE m.user_id = $1 AND m.left_seq = 0 AND c.read_fanout = 1 AND c.dismissed = 0",
+    )
+    .bind(user_id)
+    .fetch_all(pool)
+    .await
 }
 
 /// A page of `reader`'s history: seq in `(after, before)`, `limit` rows,

@@ -396,6 +396,26 @@ impl State {
         Ok(pb::Empty {})
     }
 
+    /// The caller's large groups (read fan-out) with their last seq: its
+    /// edge subscribes to them and tells the client where each stands.
+    pub(super) async fn large_groups(
+        &self,
+        req: &Request,
+    ) -> Result<pb::LargeGroupsResponse, RpcError> {
+        let me = Identity::from_headers(req.message.headers.as_ref())?;
+        let _: pb::LargeGroupsRequest = rpc::decode(&req.message.payload)?;
+        let heads = store::large_groups(&self.pool, &me.user_id)
+            .await
+            .map_err(|e| internal("load large groups", e))?
+            .into_iter()
+            .map(|(conversation_id, last_seq)| pb::GroupHead {
+                conversation_id,
+                last_seq: last_seq as u64,
+            })
+            .collect();
+        Ok(pb::LargeGroupsResponse { heads })
+    }
+
     /// Delivers one inbox entry to each of `users` (deduplicated per user).
     async fn tell(
         &self,

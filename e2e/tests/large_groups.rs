@@ -1,0 +1,277 @@
+//! Large groups (read fan-out): with the threshold set to 4 members, a group
+//! that grows to 4 stops appending its messages to every member's inbox.
+//! Its members still get every message once, in seq order; a late joiner
+//! starts at its join; a removed member stops at its removal; an offline
+//! member is told where the group stands and reads the rest from the
+//! history; below half the threshold the group goes back to the inbox.
+
+use e2e::{Api, Client, Format, Mode, Settings, System, User, text_of};
+use prost::Message as _;
+use reqwest::Method;
+use serde_json::{Value, json};
+use shared::proto::delivery::inbox_entry::Event;
+use shared::proto::edge::{ServerFrame, server_frame};
+use shared::proto::message::{Message, message_body};
+
+async fn create(api: &Api, owner: &User, name: &str, members: &[&User]) -> anyhow::Result<Value> {
+    let ids: Vec<&str> = members.iter().map(|m| m.user_id.as_str()).collect();
+    let (status, body) = api
+        .post(
+            "/v1/groups",
+            Some(&owner.token),
+            json!({ "name": name, "memberIds": ids }).to_string(),
+        )
+        .await?;
+    anyhow::ensure!(status == 201, "create group: {status} {body}");
+    Ok(body)
+}
+
+async fn remove(api: &Api, members: &str, owner: &User, who: &User) -> anyhow::Result<()> {
+    let (status, body) = api
+        .send_method(
+            Method::DELETE,
+            &format!("{members}/{}", who.user_id),
+            Some(&owner.token),
+            None,
+        )
+        .await?;
+    anyhow::ensure!(status == 200, "remove: {status} {body}");
+    Ok(())
+}
+
+fn notice(message: &Message) -> &str {
+    match message.body.as_ref().and_then(|b| b.kind.as_ref()) {
+        Some(message_body::Kind::System(n)) => &n.kind,
+        _ => "",
+    }
+}
+
+/// `n` messages: their seqs, and whether each came through the inbox
+/// (with a cursor) rather than as a large group's message.
+async fn seqs(client: &mut Client, n: usize) -> anyhow::Result<Vec<(u64, bool)>> {
+    Ok(client
+        .messages(n)
+        .await?
+        .iter()
+        .map(|(cursor, m)| (m.seq, *cursor > 0))
+        .collect())
+}
+
+fn range(from: u64, to: u64, inbox: bool) -> Vec<(u64, bool)> {
+    (from..=to).map(|s| (s, inbox)).collect()
+}
+
+/// Fails if a message (through the inbox or as a group message) arrives
+/// within 300 ms; other inbox entries (markers) are fine.
+async fn no_more_messages(client: &mut Client) -> anyhow::Result<()> {
+    for frame in client.drain(std::time::Duration::from_millis(300)).await? {
+        match frame.kind {
+            Some(server_frame::Kind::GroupMessage(m)) => anyhow::bail!("unexpected {m:?}"),
+            Some(server_frame::Kind::Push(p)) => {
+                if let Some(Event::Message(m)) = p.entry.and_then(|e| e.event) {
+                    anyhow::bail!("unexpected {m:?}");
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn history_seqs(history: &Value) -> Vec<u64> {
+    history["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["seq"].as_str()?.parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_groups_use_read_fan_out_with_the_same_guarantees() -> anyhow::Result<()> {
+    let settings = Settings {
+        large_group_members: 4,
+        ..Settings::default()
+    };
+    let (system, [alice, bob, carol, dave, erin]) = System::with_settings_and_users(
+        Mode::InProcess,
+        settings,
+        ["alice", "bob", "carol", "dave", "erin"],
+    )
+    .await?;
+    let api = system.api();
+    let url = system.ws_url();
+    let alice2 = api.another_device(&alice).await?;
+    let mut a = Client::connect_live(&url, &alice, Format::Binary).await?;
+    let mut a2 = Client::connect_live(&url, &alice2, Format::Json).await?;
+    let mut c = Client::connect_live(&url, &carol, Format::Json).await?;
+    let mut d = Client::connect_live(&url, &dave, Format::Binary).await?;
+    let mut e = Client::connect_live(&url, &erin, Format::Json).await?;
+
+    // Three members: write fan-out, every message through the inbox.
+    let group = create(&api, &alice, "大群 big group", &[&bob, &carol]).await?;
+    let group_id = group["id"].as_str().unwrap_or_default().to_owned();
+    let conversation = group["conversationId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let members = format!("/v1/groups/{group_id}/members");
+    a.post(&conversation, "small-1", "还是小群 still small")
+        .await?;
+    for client in [&mut a, &mut a2, &mut c] {
+        assert_eq!(seqs(client, 2).await?, range(1, 2, true));
+    }
+
+    // dave makes four: the notice still goes through the inboxes, and from
+    // then on messages are published once for the group.
+    let (status, body) = api
+        .send_method(
+            Method::POST,
+            &members,
+            Some(&alice.token),
+            Some(json!({ "userIds": [dave.user_id] })),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    for client in [&mut a, &mut a2, &mut c, &mut d] {
+        assert_eq!(seqs(client, 1).await?, vec![(3, true)]);
+    }
+    let mut ids = Vec::new();
+    for i in 4..=13u64 {
+        ids.push(
+            a.send_to(&conversation, &format!("big-{i}"), &format!("大家好 {i}"))
+                .await?,
+        );
+    }
+    for (i, id) in ids.into_iter().enumerate() {
+        assert_eq!(a.ack_of(id).await?.seq, i as u64 + 4);
+    }
+    for client in [&mut a, &mut a2, &mut c, &mut d] {
+        let got = client.messages(10).await?;
+        let order: Vec<(u64, bool)> = got.iter().map(|(cur, m)| (m.seq, *cur > 0)).collect();
+        assert_eq!(order, range(4, 13, false));
+        assert_eq!(text_of(&got[9].1), "大家好 13");
+    }
+
+    // Garbage, a repeat and a forged gap on the group's subject change nothing.
+    let nats = system.nats_client("natter").await?;
+    let subject = shared::subject::group_push(&group_id);
+    nats.publish(subject.clone(), "garbage".into()).await?;
+    let repeat = Message {
+        conversation_id: conversation.clone(),
+        seq: 5,
+        ..Default::default()
+    };
+    nats.publish(subject.clone(), repeat.encode_to_vec().into())
+        .await?;
+    let forged = Message {
+        conversation_id: conversation.clone(),
+        seq: 99,
+        body: Some(e2e::text("forged")),
+        ..Default::default()
+    };
+    nats.publish(subject, forged.encode_to_vec().into()).await?;
+    nats.flush().await?;
+    c.expect_no_more_pushes().await?;
+
+    // bob was offline all along: his inbox holds what came before the switch,
+    // then he is told where the group stands and reads the rest.
+    let mut b = Client::connect(&url, &bob, Format::Json).await?;
+    b.resume(0).await?;
+    b.caught_up().await?;
+    assert_eq!(seqs(&mut b, 3).await?, range(1, 3, true));
+    let heads = match b
+        .next_where(|f| matches!(f.kind, Some(server_frame::Kind::GroupHeads(_))))
+        .await?
+        .kind
+    {
+        Some(server_frame::Kind::GroupHeads(h)) => h.heads,
+        other => anyhow::bail!("expected group heads, got {other:?}"),
+    };
+    assert_eq!(heads.len(), 1);
+    assert_eq!(
+        (heads[0].conversation_id.as_str(), heads[0].last_seq),
+        (conversation.as_str(), 13)
+    );
+    let (_, history) = api.history(&bob, &conversation, "after_seq=3").await?;
+    assert_eq!(history_seqs(&history), (4..=13).collect::<Vec<_>>());
+
+    // erin joins: her notice comes through her inbox, then the group's
+    // messages; her history starts at her join.
+    let (status, body) = api
+        .send_method(
+            Method::POST,
+            &members,
+            Some(&alice.token),
+            Some(json!({ "userIds": [erin.user_id] })),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    let got = e.messages(1).await?;
+    assert_eq!((got[0].1.seq, got[0].0 > 0), (14, true));
+    assert_eq!(notice(&got[0].1), "member_added");
+    a.post(&conversation, "welcome", "欢迎 erin").await?;
+    assert_eq!(seqs(&mut e, 1).await?, vec![(15, false)]);
+    for client in [&mut a, &mut a2, &mut b, &mut c, &mut d] {
+        assert_eq!(seqs(client, 2).await?, range(14, 15, false));
+    }
+    let (_, history) = api.history(&erin, &conversation, "").await?;
+    assert_eq!(history_seqs(&history), vec![14, 15]);
+
+    // carol is removed: she gets the notice once, and a marker in her inbox
+    // for her other devices, then nothing more.
+    remove(&api, &members, &alice, &carol).await?;
+    let (mut notices, mut markers) = (Vec::new(), Vec::new());
+    while notices.is_empty() || markers.is_empty() {
+        let frame = c
+            .next_where(|f: &ServerFrame| {
+                matches!(
+                    f.kind,
+                    Some(server_frame::Kind::Push(_) | server_frame::Kind::GroupMessage(_))
+                )
+            })
+            .await?;
+        match frame.kind {
+            Some(server_frame::Kind::GroupMessage(m)) => {
+                notices.push((m.seq, notice(&m).to_owned()))
+            }
+            Some(server_frame::Kind::Push(p)) => match p.entry.and_then(|e| e.event) {
+                Some(Event::Membership(m)) => markers.push((m.conversation_id, m.seq)),
+                other => anyhow::bail!("unexpected inbox entry {other:?}"),
+            },
+            _ => {}
+        }
+    }
+    assert_eq!(notices, vec![(16, "member_removed".to_owned())]);
+    assert_eq!(markers, vec![(conversation.clone(), 16)]);
+    a.post(&conversation, "after-carol", "carol 走了").await?;
+    for client in [&mut a, &mut a2, &mut b, &mut d, &mut e] {
+        assert_eq!(seqs(client, 2).await?, range(16, 17, false));
+    }
+    c.expect_no_more_pushes().await?;
+    let id = c.send_to(&conversation, "c-late", "还在吗?").await?;
+    assert_eq!(c.error_of(id).await?.code, "forbidden");
+    let (_, history) = api.history(&carol, &conversation, "after_seq=13").await?;
+    assert_eq!(history_seqs(&history), vec![14, 15, 16]);
+
+    // Down to alice alone (below half the threshold): back to the inbox.
+    remove(&api, &members, &alice, &dave).await?;
+    remove(&api, &members, &alice, &erin).await?;
+    remove(&api, &members, &alice, &bob).await?;
+    for client in [&mut a, &mut a2] {
+        assert_eq!(seqs(client, 3).await?, range(18, 20, false));
+    }
+    a.post(&conversation, "alone", "一个人").await?;
+    for client in [&mut a, &mut a2] {
+        assert_eq!(seqs(client, 1).await?, vec![(21, true)]);
+    }
+    // Each removed member saw the group up to its own removal, and not after.
+    assert_eq!(seqs(&mut d, 1).await?, vec![(18, false)]);
+    assert_eq!(seqs(&mut e, 2).await?, range(18, 19, false));
+    assert_eq!(seqs(&mut b, 3).await?, range(18, 20, false));
+    for client in [&mut b, &mut d, &mut e] {
+        no_more_messages(client).await?;
+    }
+    system.stop().await;
+    Ok(())
+}
