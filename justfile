@@ -74,6 +74,12 @@ test: deps build
         cargo test --workspace --no-fail-fast
     fi
 
+# Measure natter as clients see it (release build; own nats-server and data
+# dir; loopback only). Pass options through: `just bench --group-sizes 100,1000`.
+bench *args: deps
+    cargo build --release -p natter -p e2e --bin natter --bin natter-bench
+    ./target/release/natter-bench {{args}}
+
 # Formatting and lints.
 check:
     cargo fmt --all --check

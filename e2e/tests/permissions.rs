@@ -11,8 +11,11 @@ use shared::proto::delivery::{inbox_entry, signal};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_works_with_per_service_users_and_others_are_kept_out() -> anyhow::Result<()> {
+    // Groups of two are "large": their messages take the read fan-out
+    // subjects (messages publishes, edges subscribe).
     let settings = Settings {
         permissions: true,
+        large_group_members: 2,
         ..Settings::default()
     };
     let system = System::start_with(Mode::Split, settings).await?;
@@ -47,6 +50,7 @@ async fn chat_works_with_per_service_users_and_others_are_kept_out() -> anyhow::
     let ack = c.post(&conversation, "p1", "hello group").await?;
     let got = d.messages(2).await?;
     assert_eq!(got[1].1.seq, ack.seq);
+    assert_eq!(got[1].0, 0, "a group message, not an inbox entry");
     c.typing(&conversation).await?;
     d.signal_where(Duration::from_secs(10), |s| {
         matches!(&s.kind, Some(signal::Kind::Typing(_)))
@@ -88,7 +92,7 @@ async fn chat_works_with_per_service_users_and_others_are_kept_out() -> anyhow::
     // It may read the public events.
     let mut events = observer.subscribe(shared::subject::event::ALL).await?;
     let api = system.api();
-    api.user("dave").await?;
+    api.user("erin").await?;
     let event = tokio::time::timeout(
         Duration::from_secs(5),
         futures::StreamExt::next(&mut events),
