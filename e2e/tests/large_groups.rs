@@ -11,7 +11,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use shared::proto::delivery::inbox_entry::Event;
 use shared::proto::edge::{ServerFrame, server_frame};
-use shared::proto::message::{Message, message_body};
+use shared::proto::message::{GroupHead, Message, message_body};
 
 async fn create(api: &Api, owner: &User, name: &str, members: &[&User]) -> anyhow::Result<Value> {
     let ids: Vec<&str> = members.iter().map(|m| m.user_id.as_str()).collect();
@@ -78,6 +78,17 @@ async fn no_more_messages(client: &mut Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The next `groupHeads` frame's heads.
+async fn group_heads(client: &mut Client) -> anyhow::Result<Vec<GroupHead>> {
+    let frame = client
+        .next_where(|f| matches!(f.kind, Some(server_frame::Kind::GroupHeads(_))))
+        .await?;
+    match frame.kind {
+        Some(server_frame::Kind::GroupHeads(h)) => Ok(h.heads),
+        other => anyhow::bail!("expected group heads, got {other:?}"),
+    }
+}
+
 fn history_seqs(history: &Value) -> Vec<u64> {
     history["messages"]
         .as_array()
@@ -134,7 +145,12 @@ async fn large_groups_use_read_fan_out_with_the_same_guarantees() -> anyhow::Res
         .await?;
     assert_eq!(status, 200, "{body}");
     for client in [&mut a, &mut a2, &mut c, &mut d] {
-        assert_eq!(seqs(client, 1).await?, vec![(3, true)]);
+        let got = client.messages(1).await?;
+        assert_eq!((got[0].1.seq, got[0].0 > 0), (3, true));
+        assert!(
+            got[0].1.group_large,
+            "the notice says the group is large now"
+        );
     }
     let mut ids = Vec::new();
     for i in 4..=13u64 {
@@ -180,14 +196,7 @@ async fn large_groups_use_read_fan_out_with_the_same_guarantees() -> anyhow::Res
     b.resume(0).await?;
     b.caught_up().await?;
     assert_eq!(seqs(&mut b, 3).await?, range(1, 3, true));
-    let heads = match b
-        .next_where(|f| matches!(f.kind, Some(server_frame::Kind::GroupHeads(_))))
-        .await?
-        .kind
-    {
-        Some(server_frame::Kind::GroupHeads(h)) => h.heads,
-        other => anyhow::bail!("expected group heads, got {other:?}"),
-    };
+    let heads = group_heads(&mut b).await?;
     assert_eq!(heads.len(), 1);
     assert_eq!(
         (heads[0].conversation_id.as_str(), heads[0].last_seq),
@@ -254,12 +263,16 @@ async fn large_groups_use_read_fan_out_with_the_same_guarantees() -> anyhow::Res
     let (_, history) = api.history(&carol, &conversation, "after_seq=13").await?;
     assert_eq!(history_seqs(&history), vec![14, 15, 16]);
 
-    // Down to alice alone (below half the threshold): back to the inbox.
+    // Down to alice alone (below half the threshold): the notice that
+    // shrinks the group goes through the inboxes again, and so does what follows.
     remove(&api, &members, &alice, &dave).await?;
     remove(&api, &members, &alice, &erin).await?;
     remove(&api, &members, &alice, &bob).await?;
     for client in [&mut a, &mut a2] {
-        assert_eq!(seqs(client, 3).await?, range(18, 20, false));
+        let got = client.messages(3).await?;
+        let order: Vec<(u64, bool)> = got.iter().map(|(cur, m)| (m.seq, *cur > 0)).collect();
+        assert_eq!(order, vec![(18, false), (19, false), (20, true)]);
+        assert!(got[1].1.group_large && !got[2].1.group_large);
     }
     a.post(&conversation, "alone", "一个人").await?;
     for client in [&mut a, &mut a2] {
@@ -268,10 +281,108 @@ async fn large_groups_use_read_fan_out_with_the_same_guarantees() -> anyhow::Res
     // Each removed member saw the group up to its own removal, and not after.
     assert_eq!(seqs(&mut d, 1).await?, vec![(18, false)]);
     assert_eq!(seqs(&mut e, 2).await?, range(18, 19, false));
-    assert_eq!(seqs(&mut b, 3).await?, range(18, 20, false));
+    assert_eq!(
+        seqs(&mut b, 3).await?,
+        vec![(18, false), (19, false), (20, true)]
+    );
     for client in [&mut b, &mut d, &mut e] {
         no_more_messages(client).await?;
     }
+    system.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumes_and_the_dismissal_of_a_large_group() -> anyhow::Result<()> {
+    let settings = Settings {
+        large_group_members: 3,
+        ..Settings::default()
+    };
+    let (system, [alice, bob, carol]) =
+        System::with_settings_and_users(Mode::InProcess, settings, ["alice", "bob", "carol"])
+            .await?;
+    let api = system.api();
+    let url = system.ws_url();
+    // Created large: the creation notice goes through the inboxes (the
+    // group was nothing before), then read fan-out.
+    let group = create(&api, &alice, "三人行", &[&bob, &carol]).await?;
+    let group_id = group["id"].as_str().unwrap_or_default().to_owned();
+    let conversation = group["conversationId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let mut a = Client::connect_live(&url, &alice, Format::Json).await?;
+    let got = a.messages(1).await?;
+    assert_eq!(
+        (got[0].1.seq, got[0].0 > 0, got[0].1.group_large),
+        (1, true, true)
+    );
+    let mut b = Client::connect_live(&url, &bob, Format::Binary).await?;
+    let cursor = b.messages(1).await?[0].0;
+    let heads = group_heads(&mut b).await?;
+    assert_eq!(
+        heads.iter().map(|h| h.last_seq).collect::<Vec<_>>(),
+        vec![1]
+    );
+    for i in 2..=4u64 {
+        assert_eq!(
+            a.post(&conversation, &format!("m{i}"), "你好").await?.seq,
+            i
+        );
+    }
+    assert_eq!(seqs(&mut b, 3).await?, range(2, 4, false));
+    assert_eq!(seqs(&mut a, 3).await?, range(2, 4, false));
+
+    // A second resume on the same connection: the heads say what it has
+    // (4), and nothing is sent twice.
+    b.resume(cursor).await?;
+    b.caught_up().await?;
+    let heads = group_heads(&mut b).await?;
+    assert_eq!(
+        heads.iter().map(|h| h.last_seq).collect::<Vec<_>>(),
+        vec![4]
+    );
+    a.post(&conversation, "m5", "继续").await?;
+    assert_eq!(seqs(&mut b, 1).await?, vec![(5, false)]);
+    assert_eq!(seqs(&mut a, 1).await?, vec![(5, false)]);
+    no_more_messages(&mut b).await?;
+
+    // carol comes back with her cursor: her inbox has the creation, the
+    // heads say 5.
+    let mut c = Client::connect_live(&url, &carol, Format::Json).await?;
+    assert_eq!(seqs(&mut c, 1).await?, vec![(1, true)]);
+    let heads = group_heads(&mut c).await?;
+    assert_eq!(
+        heads
+            .iter()
+            .map(|h| (h.conversation_id.as_str(), h.last_seq))
+            .collect::<Vec<_>>(),
+        vec![(conversation.as_str(), 5)]
+    );
+    c.close().await;
+
+    // The dismissal reaches everyone through the inbox, offline carol too.
+    let (status, body) = api
+        .send_method(
+            Method::DELETE,
+            &format!("/v1/groups/{group_id}"),
+            Some(&alice.token),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    for client in [&mut a, &mut b] {
+        let got = client.messages(1).await?;
+        assert_eq!((got[0].1.seq, got[0].0 > 0), (6, true));
+        assert_eq!(notice(&got[0].1), "dismissed");
+        assert!(!got[0].1.group_large);
+        no_more_messages(client).await?;
+    }
+    let mut c = Client::connect_live(&url, &carol, Format::Json).await?;
+    let got = c.messages(2).await?;
+    assert_eq!((got[1].1.seq, notice(&got[1].1)), (6, "dismissed"));
+    let heads = group_heads(&mut c).await?;
+    assert!(heads.is_empty(), "{heads:?}");
     system.stop().await;
     Ok(())
 }

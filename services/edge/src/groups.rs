@@ -53,8 +53,7 @@ impl GroupHub {
         let Some(group) = ids::group_of(conversation) else {
             return Ok(());
         };
-        let mut groups = self.groups.lock().await;
-        if let Some(existing) = groups.get(conversation) {
+        if let Some(existing) = self.groups.lock().await.get(conversation) {
             existing
                 .members
                 .lock()
@@ -62,7 +61,20 @@ impl GroupHub {
                 .insert(connection, tx);
             return Ok(());
         }
+        // Subscribed without the lock: a slow NATS connection must not hold
+        // up every other join and leave of this edge.
         let mut subscription = self.client.subscribe(subject::group_push(group)).await?;
+        let mut groups = self.groups.lock().await;
+        if let Some(existing) = groups.get(conversation) {
+            // Another connection subscribed meanwhile; this subscription
+            // ends when dropped.
+            existing
+                .members
+                .lock()
+                .expect("group members lock")
+                .insert(connection, tx);
+            return Ok(());
+        }
         let members: Members = Arc::new(Mutex::new(HashMap::from([(connection, tx)])));
         let listeners = members.clone();
         let task = tokio::spawn(async move {

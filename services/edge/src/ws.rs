@@ -480,7 +480,7 @@ async fn delivery_loop(
                     // The heads told after the replay cover what its notices said.
                     resume(&state, &conn, from).await && {
                         conn.group_news.lock().expect("group news lock").clear();
-                        large.refresh(&state, &conn, &[], true).await
+                        large.resume(&state, &conn).await
                     }
                 }
             },
@@ -520,7 +520,7 @@ async fn delivery_loop(
             break;
         }
         let news = std::mem::take(&mut *conn.group_news.lock().expect("group news lock"));
-        if !news.is_empty() && started && !large.refresh(&state, &conn, &news, false).await {
+        if !news.is_empty() && started && !large.apply(&state, &conn, news).await {
             break;
         }
     }
@@ -660,16 +660,15 @@ async fn deliver(conn: &Conn, cursor: u64, entry: InboxEntry) -> bool {
                     Some(msg_pb::message_body::Kind::System(_))
                 ) =>
         {
-            Some(News {
+            Some(News::Notice {
                 conversation: m.conversation_id.clone(),
                 seq: m.seq,
-                delivered: true,
+                large: m.group_large,
             })
         }
-        Some(Event::Membership(m)) => Some(News {
+        Some(Event::Membership(m)) => Some(News::Left {
             conversation: m.conversation_id.clone(),
             seq: m.seq,
-            delivered: false,
         }),
         _ => None,
     };

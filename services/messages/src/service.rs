@@ -339,8 +339,8 @@ impl State {
         let _order = self.order[shard_of(&input.conversation_id)].lock().await;
         self.fan_out_pending(&input.conversation_id).await?;
         match store::apply_change(&self.pool, &change).await {
-            Ok(store::Applied::Done(row, read_fanout)) => {
-                self.fan_out_as(&row, read_fanout).await.map_err(|e| {
+            Ok(store::Applied::Done(row)) => {
+                self.fan_out(&row).await.map_err(|e| {
                     tracing::warn!(error = %e, message_id = %row.id, "notice fan-out failed; left to the sweep");
                     RpcError::unavailable("change applied but not yet delivered")
                 })?;
@@ -508,27 +508,17 @@ impl State {
         )))
     }
 
-    /// Delivers a stored message the way its conversation is delivered now.
+    /// Delivers a stored message the way it was stored to be delivered,
+    /// announces it, then marks it fanned out. Write fan-out: appended to
+    /// every recipient's inbox. Read fan-out (large groups): published once
+    /// on the group's subject, where each edge with members subscribes;
+    /// members read what they missed from the history. Membership changes
+    /// also reach the inboxes of the users concerned (see below), so their
+    /// edges and their offline devices learn of them.
     async fn fan_out(&self, row: &MessageRow) -> Result<(), FanoutError> {
-        let read = ids::group_of(&row.conversation_id).is_some()
-            && store::conversation(&self.pool, &row.conversation_id)
-                .await
-                .map_err(|e| FanoutError::Event(format!("load conversation: {e}")))?
-                .is_some_and(|c| c.read_fanout != 0);
-        self.fan_out_as(row, read).await
-    }
-
-    /// Delivers a stored message, announces it, then marks it fanned out.
-    /// Write fan-out (`read` false): appended to every recipient's inbox.
-    /// Read fan-out (large groups): published once on the group's subject,
-    /// where each edge with members subscribes; members read what they
-    /// missed from the history. Membership changes also reach the inboxes
-    /// of the users concerned (see below), so their edges and their offline
-    /// devices learn of them.
-    async fn fan_out_as(&self, row: &MessageRow, read: bool) -> Result<(), FanoutError> {
         let message = to_proto(row).map_err(|e| FanoutError::Event(e.message))?;
         let (entry, recipients) = match ids::group_of(&row.conversation_id) {
-            Some(group) if read => {
+            Some(group) if row.delivery != 0 => {
                 if let Err(e) = self
                     .caller
                     .client
@@ -539,9 +529,10 @@ impl State {
                     tracing::warn!(error = %e, "group push failed");
                 }
                 // Users who join get the notice itself in their inbox (their
-                // edges do not follow the group yet); users who leave, are
-                // removed, or whose group is dismissed get a marker (their
-                // edges follow it and forward the notice as a group message).
+                // edges do not follow the group yet); users who leave or are
+                // removed get a marker (their edges follow the group and
+                // forward the notice as a group message). A dismissal, like
+                // any switch back to write fan-out, is not delivered here.
                 let marker = || {
                     delivery::inbox_entry::Event::Membership(pb::GroupMembershipChanged {
                         conversation_id: row.conversation_id.clone(),
@@ -555,7 +546,6 @@ impl State {
                             n.user_ids.clone(),
                         ),
                         "member_removed" | "member_left" => (marker(), n.user_ids.clone()),
-                        "dismissed" => (marker(), self.recipients(row).await?),
                         _ => (marker(), Vec::new()),
                     },
                     _ => (marker(), Vec::new()),
@@ -756,6 +746,7 @@ fn to_proto(row: &MessageRow) -> Result<pb::Message, RpcError> {
         body,
         server_ts_ms: row.server_ts_ms,
         reply_to,
+        group_large: row.group_large != 0,
     })
 }
 

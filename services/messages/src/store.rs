@@ -25,9 +25,13 @@ pub struct MessageRow {
     pub fanned_out: i64,
     /// The quoted message (Quote in its JSON mapping), "" = none.
     pub reply_to: String,
+    /// 1: delivered by read fan-out (a large group's), 0: through the inboxes.
+    pub delivery: i64,
+    /// 1: after this message its group is large.
+    pub group_large: i64,
 }
 
-const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, fanned_out, reply_to";
+const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, fanned_out, reply_to, delivery, group_large";
 
 /// What a send stores.
 pub struct NewMessage<'a> {
@@ -57,9 +61,9 @@ pub async fn insert_message(pool: &AnyPool, m: &NewMessage<'_>) -> Result<Messag
     .bind(m.now_ms)
     .execute(&mut *tx)
     .await?;
-    let seq: i64 = sqlx::query_scalar(
+    let (seq, large): (i64, i64) = sqlx::query_as(
         "UPDATE conversations SET last_seq = last_seq + 1, last_activity_ms = $2
-         WHERE id = $1 RETURNING last_seq",
+         WHERE id = $1 RETURNING last_seq, read_fanout",
     )
     .bind(m.conversation_id)
     .bind(m.now_ms)
@@ -78,8 +82,8 @@ pub async fn insert_message(pool: &AnyPool, m: &NewMessage<'_>) -> Result<Messag
         }
     }
     sqlx::query(
-        "INSERT INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, fanned_out, reply_to)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9)",
+        "INSERT INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, fanned_out, reply_to, delivery, group_large)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $10)",
     )
     .bind(m.id)
     .bind(m.conversation_id)
@@ -90,6 +94,7 @@ pub async fn insert_message(pool: &AnyPool, m: &NewMessage<'_>) -> Result<Messag
     .bind(m.body)
     .bind(m.now_ms)
     .bind(m.reply_to)
+    .bind(large)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -104,6 +109,8 @@ pub async fn insert_message(pool: &AnyPool, m: &NewMessage<'_>) -> Result<Messag
         server_ts_ms: m.now_ms,
         fanned_out: 0,
         reply_to: m.reply_to.to_owned(),
+        delivery: large,
+        group_large: large,
     })
 }
 
@@ -192,19 +199,16 @@ pub struct ConversationState {
     pub last_seq: i64,
     pub muted_all: i64,
     pub dismissed: i64,
-    pub read_fanout: i64,
 }
 
 pub async fn conversation(
     pool: &AnyPool,
     id: &str,
 ) -> Result<Option<ConversationState>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT kind, last_seq, muted_all, dismissed, read_fanout FROM conversations WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(pool)
-    .await
+    sqlx::query_as("SELECT kind, last_seq, muted_all, dismissed FROM conversations WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
 }
 
 /// Who receives message `seq` of a group conversation: those who were
@@ -226,9 +230,8 @@ pub async fn group_recipients(
 
 /// What applying a group change did.
 pub enum Applied {
-    /// Stored as the system message `row`; the flag is whether the group used
-    /// read fan-out before this change (the notice goes out that way).
-    Done(MessageRow, bool),
+    /// Stored as the system message `row`.
+    Done(MessageRow),
     /// This version (or a later one) was applied already.
     Duplicate,
     /// An earlier version is missing: the last applied one.
@@ -267,7 +270,7 @@ pub async fn apply_change(pool: &AnyPool, c: &Change<'_>) -> Result<Applied, sql
     .bind(c.now_ms)
     .execute(&mut *tx)
     .await?;
-    let (applied, read_fanout): (i64, i64) =
+    let (applied, large_before): (i64, i64) =
         sqlx::query_as("SELECT applied_version, read_fanout FROM conversations WHERE id = $1")
             .bind(c.conversation_id)
             .fetch_one(&mut *tx)
@@ -334,22 +337,27 @@ pub async fn apply_change(pool: &AnyPool, c: &Change<'_>) -> Result<Applied, sql
         .execute(&mut *tx)
         .await?;
     }
-    sqlx::query(
+    // Large from `large_at` current members on, small again below half of
+    // it (a group near the threshold does not switch back and forth).
+    let large_after: i64 = sqlx::query_scalar(
         "UPDATE conversations SET read_fanout = CASE
             WHEN (SELECT COUNT(*) FROM conversation_members
                   WHERE conversation_id = $1 AND left_seq = 0) >= $2 THEN 1
             WHEN (SELECT COUNT(*) FROM conversation_members
                   WHERE conversation_id = $1 AND left_seq = 0) * 2 < $2 THEN 0
             ELSE read_fanout END
-         WHERE id = $1",
+         WHERE id = $1 RETURNING read_fanout",
     )
     .bind(c.conversation_id)
     .bind(c.large_at)
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
+    // The notice of a switch goes through every member's inbox, so each
+    // edge learns of it in order with the user's other news.
+    let delivery = i64::from(large_before != 0 && large_after != 0);
     sqlx::query(
-        "INSERT INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, fanned_out)
-         VALUES ($1, $2, $3, $4, '', $5, $6, $7, 0)",
+        "INSERT INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, fanned_out, delivery, group_large)
+         VALUES ($1, $2, $3, $4, '', $5, $6, $7, 0, $8, $9)",
     )
     .bind(c.message_id)
     .bind(c.conversation_id)
@@ -358,24 +366,25 @@ pub async fn apply_change(pool: &AnyPool, c: &Change<'_>) -> Result<Applied, sql
     .bind(c.client_msg_id)
     .bind(c.body)
     .bind(c.now_ms)
+    .bind(delivery)
+    .bind(large_after)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Applied::Done(
-        MessageRow {
-            id: c.message_id.to_owned(),
-            conversation_id: c.conversation_id.to_owned(),
-            seq,
-            sender_id: c.actor_id.to_owned(),
-            sender_device_id: String::new(),
-            client_msg_id: c.client_msg_id.to_owned(),
-            body: c.body.to_owned(),
-            server_ts_ms: c.now_ms,
-            fanned_out: 0,
-            reply_to: String::new(),
-        },
-        read_fanout != 0,
-    ))
+    Ok(Applied::Done(MessageRow {
+        id: c.message_id.to_owned(),
+        conversation_id: c.conversation_id.to_owned(),
+        seq,
+        sender_id: c.actor_id.to_owned(),
+        sender_device_id: String::new(),
+        client_msg_id: c.client_msg_id.to_owned(),
+        body: c.body.to_owned(),
+        server_ts_ms: c.now_ms,
+        fanned_out: 0,
+        reply_to: String::new(),
+        delivery,
+        group_large: large_after,
+    }))
 }
 
 /// The caller's current large groups (read fan-out) and their last seq.

@@ -6,10 +6,16 @@
 //! conversation's history, read as the user, so a connection only ever gets
 //! what its user may read.
 //!
-//! Which groups a connection follows comes from the messages service
-//! (`im.v1.conversation.large`), asked again after each resume and whenever
-//! a group notice or a membership marker passes by (someone joined or left,
-//! a group grew into read fan-out or shrank out of it, a dismissal).
+//! Which groups a connection follows changes only with what the user's
+//! inbox says, in inbox order, so no extra call is made per notice:
+//! - after a resume, the messages service lists the user's large groups and
+//!   the client is told where each stands (`groupHeads`);
+//! - a group notice through the inbox with `group_large` set (the user
+//!   joined, or the group grew) starts following the group after it; one
+//!   without it (the group shrank or was dismissed) ends it, after the
+//!   messages before it;
+//! - a membership marker (the user left or was removed), or that notice
+//!   forwarded as a group message, ends it after the notice.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,28 +26,29 @@ use shared::proto::message as msg_pb;
 use shared::subject;
 use tokio::sync::mpsc;
 
-use super::Conn;
+use super::{Conn, close};
 use crate::EdgeState;
 use crate::frames;
 
 /// Group messages queued for one connection before pushes are dropped (and
 /// later read from the history).
-pub(super) const QUEUE: usize = 1024;
+const QUEUE: usize = 1024;
 
 /// Most history pages one gap fill reads (200 messages each); the rest
 /// follows at the next push or resume.
 const FILL_PAGES: usize = 100;
 
-/// A group notice or membership marker seen in the inbox: the large groups
-/// need a look.
+/// What the inbox said about a group.
 #[derive(Debug)]
-pub(super) struct News {
-    pub conversation: String,
-    pub seq: u64,
-    /// The notice itself reached the client through the inbox (a join, or a
-    /// group growing into read fan-out); otherwise it was a membership marker
-    /// (the user left) and the notice comes as a group message.
-    pub delivered: bool,
+pub(super) enum News {
+    /// A group notice passed through the inbox; `large` is its `group_large`.
+    Notice {
+        conversation: String,
+        seq: u64,
+        large: bool,
+    },
+    /// A membership marker: the user left the large group at `seq`.
+    Left { conversation: String, seq: u64 },
 }
 
 /// The large groups one connection follows and the seq it forwarded last in each.
@@ -78,26 +85,14 @@ impl Large {
             .collect())
     }
 
-    /// Brings the followed groups up to date with the messages service,
-    /// given the group notices and markers the inbox brought (`news`). A
-    /// group joined continues after the notice that brought it; any other
-    /// continues from its current head, which the client is told
-    /// (`groupHeads`) so it can read what lies before. With `tell_all`
-    /// (after a resume) the client is told every head. False when the
-    /// connection is closing.
-    pub async fn refresh(
-        &mut self,
-        state: &EdgeState,
-        conn: &Conn,
-        news: &[News],
-        tell_all: bool,
-    ) -> bool {
-        let wanted = match Self::heads(state, conn).await {
-            Ok(heads) => heads,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot list large groups");
-                return true;
-            }
+    /// After a resume: follows exactly the user's large groups and tells the
+    /// client where each stands (`groupHeads`): the last seq of a group it
+    /// starts to follow, or the last one forwarded of a group it followed
+    /// already. The connection closes (the client resumes again) when the
+    /// messages service cannot say. False when the connection is closing.
+    pub async fn resume(&mut self, state: &EdgeState, conn: &Conn) -> bool {
+        let Some(wanted) = Self::heads_or_close(state, conn).await else {
+            return false;
         };
         let gone: Vec<String> = self
             .delivered
@@ -106,93 +101,140 @@ impl Large {
             .cloned()
             .collect();
         for conversation in gone {
-            // The user left (a marker says so): what it may still read, up to
-            // the notice of its leaving, is forwarded first. A group that only
-            // shrank back to write fan-out continues through the inbox.
-            let left = news
-                .iter()
-                .any(|n| n.conversation == conversation && !n.delivered);
-            if left && !self.fill(state, conn, &conversation).await {
-                return false;
-            }
-            state.groups.leave(&conversation, self.id).await;
-            self.delivered.remove(&conversation);
-        }
-        // A notice that reached a followed group's client through the inbox
-        // (the group grew back into read fan-out) moves it on.
-        for n in news.iter().filter(|n| n.delivered) {
-            if let Some(delivered) = self.delivered.get_mut(&n.conversation) {
-                *delivered = (*delivered).max(n.seq);
-            }
+            self.unfollow(state, &conversation).await;
         }
         let mut new = Vec::new();
         for conversation in wanted.keys() {
-            if self.delivered.contains_key(conversation) {
-                continue;
+            if !self.delivered.contains_key(conversation) {
+                match state
+                    .groups
+                    .join(conversation, self.id, self.tx.clone())
+                    .await
+                {
+                    Ok(()) => new.push(conversation.clone()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot subscribe to a large group");
+                        conn.close(close::INTERNAL, "large group unavailable: resume");
+                        return false;
+                    }
+                }
             }
-            match state
-                .groups
-                .join(conversation, self.id, self.tx.clone())
-                .await
-            {
-                Ok(()) => new.push(conversation.clone()),
-                Err(e) => tracing::warn!(error = %e, "cannot subscribe to a large group"),
-            }
-        }
-        if new.is_empty() && !tell_all {
-            return true;
         }
         // Heads read after subscribing: nothing falls between the two.
-        let heads = match Self::heads(state, conn).await {
-            Ok(heads) => heads,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot list large groups");
-                wanted
+        let heads = if new.is_empty() {
+            wanted
+        } else {
+            match Self::heads_or_close(state, conn).await {
+                Some(heads) => heads,
+                None => return false,
             }
         };
-        let mut told = Vec::new();
-        let mut fill = Vec::new();
         for conversation in new {
-            let head = heads.get(&conversation).copied().unwrap_or(0);
-            // The notice that brought the group here (the user joined, or it
-            // grew into read fan-out) reached the client through the inbox.
-            match news
-                .iter()
-                .rev()
-                .find(|n| n.conversation == conversation && n.delivered)
-            {
-                Some(n) => {
-                    self.delivered.insert(conversation.clone(), n.seq);
-                    fill.push(conversation);
+            match heads.get(&conversation) {
+                Some(&head) => {
+                    self.delivered.insert(conversation, head);
                 }
-                None => {
-                    self.delivered.insert(conversation.clone(), head);
-                    told.push(conversation);
-                }
+                // Gone in between: its notice reaches the inbox.
+                None => state.groups.leave(&conversation, self.id).await,
             }
         }
-        if tell_all {
-            told = self.delivered.keys().cloned().collect();
-        }
-        if !told.is_empty() {
-            let heads = told
-                .into_iter()
-                .map(|c| msg_pb::GroupHead {
-                    last_seq: heads.get(&c).copied().unwrap_or(0),
-                    conversation_id: c,
-                })
-                .collect();
-            let frame = frames::reply(0, server_frame::Kind::GroupHeads(pb::GroupHeads { heads }));
-            if !conn.send(frame).await {
-                return false;
+        let heads = self
+            .delivered
+            .iter()
+            .map(|(c, &last_seq)| msg_pb::GroupHead {
+                conversation_id: c.clone(),
+                last_seq,
+            })
+            .collect();
+        let frame = frames::reply(0, server_frame::Kind::GroupHeads(pb::GroupHeads { heads }));
+        conn.send(frame).await
+    }
+
+    async fn heads_or_close(state: &EdgeState, conn: &Conn) -> Option<HashMap<String, u64>> {
+        match Self::heads(state, conn).await {
+            Ok(heads) => Some(heads),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list large groups");
+                conn.close(close::INTERNAL, "large groups unavailable: resume");
+                None
             }
         }
-        for conversation in fill {
-            if !self.fill(state, conn, &conversation).await {
+    }
+
+    /// Applies what the inbox said, in its order. False when the connection
+    /// is closing.
+    pub async fn apply(&mut self, state: &EdgeState, conn: &Conn, news: Vec<News>) -> bool {
+        for news in news {
+            let ok = match news {
+                News::Notice {
+                    conversation,
+                    seq,
+                    large: true,
+                } => self.follow(state, conn, conversation, seq).await,
+                News::Notice {
+                    conversation,
+                    seq,
+                    large: false,
+                } => self.end(state, conn, &conversation, seq).await,
+                News::Left { conversation, seq } => {
+                    self.end(state, conn, &conversation, seq + 1).await
+                }
+            };
+            if !ok {
                 return false;
             }
         }
         true
+    }
+
+    /// Follows a group after `seq` (its client has it up to there).
+    async fn follow(
+        &mut self,
+        state: &EdgeState,
+        conn: &Conn,
+        conversation: String,
+        seq: u64,
+    ) -> bool {
+        if let Some(delivered) = self.delivered.get_mut(&conversation) {
+            *delivered = (*delivered).max(seq);
+            return true;
+        }
+        if let Err(e) = state
+            .groups
+            .join(&conversation, self.id, self.tx.clone())
+            .await
+        {
+            tracing::warn!(error = %e, "cannot subscribe to a large group");
+            conn.close(close::INTERNAL, "large group unavailable: resume");
+            return false;
+        }
+        self.delivered.insert(conversation.clone(), seq);
+        // What was published before the subscription is in the history.
+        self.fill(state, conn, &conversation, 0).await
+    }
+
+    /// Stops following a group after forwarding what comes before `before`.
+    async fn end(
+        &mut self,
+        state: &EdgeState,
+        conn: &Conn,
+        conversation: &str,
+        before: u64,
+    ) -> bool {
+        if !self.delivered.contains_key(conversation) {
+            return true;
+        }
+        if !self.fill(state, conn, conversation, before).await {
+            return false;
+        }
+        self.unfollow(state, conversation).await;
+        true
+    }
+
+    async fn unfollow(&mut self, state: &EdgeState, conversation: &str) {
+        if self.delivered.remove(conversation).is_some() {
+            state.groups.leave(conversation, self.id).await;
+        }
     }
 
     /// A live group message: forwarded when it is the next one, ignored when
@@ -212,7 +254,7 @@ impl Large {
         if message.seq == delivered + 1 {
             return self.forward(state, conn, (*message).clone()).await;
         }
-        self.fill(state, conn, &message.conversation_id).await
+        self.fill(state, conn, &message.conversation_id, 0).await
     }
 
     /// Fills every followed group from the history (after a NATS reconnect
@@ -220,19 +262,29 @@ impl Large {
     pub async fn fill_all(&mut self, state: &EdgeState, conn: &Conn) -> bool {
         let conversations: Vec<String> = self.delivered.keys().cloned().collect();
         for conversation in conversations {
-            if !self.fill(state, conn, &conversation).await {
+            if !self.fill(state, conn, &conversation, 0).await {
                 return false;
             }
         }
         true
     }
 
-    /// Forwards everything after the delivered seq, from the history.
-    async fn fill(&mut self, state: &EdgeState, conn: &Conn, conversation: &str) -> bool {
+    /// Forwards what the history has after the delivered seq and before
+    /// `before` (0: up to the newest).
+    async fn fill(
+        &mut self,
+        state: &EdgeState,
+        conn: &Conn,
+        conversation: &str,
+        before: u64,
+    ) -> bool {
         for _ in 0..FILL_PAGES {
             let Some(&after) = self.delivered.get(conversation) else {
                 return true;
             };
+            if before != 0 && after + 1 >= before {
+                return true;
+            }
             let page: Result<msg_pb::HistoryResponse, RpcError> = state
                 .caller
                 .call(
@@ -241,7 +293,7 @@ impl Large {
                     &msg_pb::HistoryRequest {
                         conversation_id: conversation.to_owned(),
                         after_seq: after,
-                        before_seq: 0,
+                        before_seq: before,
                         limit: 200,
                     },
                 )
@@ -267,8 +319,8 @@ impl Large {
         true
     }
 
-    /// Sends one group message and moves the delivered seq; a system notice
-    /// (someone joined or left, the group was dismissed) refreshes the set.
+    /// Sends one group message and moves the delivered seq. The notice of
+    /// the user's own leaving ends the group here and now.
     async fn forward(&mut self, state: &EdgeState, conn: &Conn, message: msg_pb::Message) -> bool {
         let Some(delivered) = self.delivered.get_mut(&message.conversation_id) else {
             return true;
@@ -277,16 +329,20 @@ impl Large {
             return true;
         }
         *delivered = message.seq;
-        let notice = matches!(
-            message.body.as_ref().and_then(|b| b.kind.as_ref()),
-            Some(msg_pb::message_body::Kind::System(_))
-        );
+        let left = match message.body.as_ref().and_then(|b| b.kind.as_ref()) {
+            Some(msg_pb::message_body::Kind::System(n)) => {
+                matches!(n.kind.as_str(), "member_removed" | "member_left")
+                    && n.user_ids.iter().any(|u| *u == conn.who.user_id)
+            }
+            _ => false,
+        };
+        let conversation = message.conversation_id.clone();
         let frame = frames::reply(0, server_frame::Kind::GroupMessage(message));
         if !conn.send(frame).await {
             return false;
         }
-        if notice {
-            return Box::pin(self.refresh(state, conn, &[], false)).await;
+        if left {
+            self.unfollow(state, &conversation).await;
         }
         true
     }
