@@ -265,6 +265,10 @@ impl System {
         self.db_url("auth.db")
     }
 
+    pub fn messages_db_url(&self) -> String {
+        self.db_url("messages.db")
+    }
+
     async fn create_postgres_databases(&self) -> anyhow::Result<()> {
         let Some(base) = &self.postgres else {
             return Ok(());

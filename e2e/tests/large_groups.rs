@@ -386,3 +386,49 @@ async fn resumes_and_the_dismissal_of_a_large_group() -> anyhow::Result<()> {
     system.stop().await;
     Ok(())
 }
+
+/// A message of a large group stored but never published live, as if its
+/// push was lost on the way (a leaf node's link down for a moment): the
+/// edge's periodic check finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_group_message_is_found_by_the_periodic_check() -> anyhow::Result<()> {
+    let settings = Settings {
+        large_group_members: 2,
+        ..Settings::default()
+    };
+    let (system, [alice, bob]) =
+        System::with_settings_and_users(Mode::InProcess, settings, ["alice", "bob"]).await?;
+    let api = system.api();
+    let group = create(&api, &alice, "两人", &[&bob]).await?;
+    let conversation = group["conversationId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let mut b = Client::connect_live(&system.ws_url(), &bob, Format::Binary).await?;
+    assert_eq!(seqs(&mut b, 1).await?, vec![(1, true)]);
+    group_heads(&mut b).await?;
+
+    sqlx::any::install_default_drivers();
+    let mut db =
+        <sqlx::AnyConnection as sqlx::Connection>::connect(&system.messages_db_url()).await?;
+    sqlx::query("UPDATE conversations SET last_seq = 2 WHERE id = $1")
+        .bind(&conversation)
+        .execute(&mut db)
+        .await?;
+    sqlx::query(
+        "INSERT INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, fanned_out, reply_to, delivery, group_large)
+         VALUES ('lost-1', $1, 2, $2, 'd', 'lost-1', $3, 1, 1, '', 1, 1)",
+    )
+    .bind(&conversation)
+    .bind(&alice.user_id)
+    .bind(r#"{"text":{"text":"没人推送 nobody pushed me"}}"#)
+    .execute(&mut db)
+    .await?;
+    // The edge checks its large groups every second in tests.
+    let got = b.messages(1).await?;
+    assert_eq!((got[0].0, got[0].1.seq), (0, 2));
+    assert_eq!(text_of(&got[0].1), "没人推送 nobody pushed me");
+    no_more_messages(&mut b).await?;
+    system.stop().await;
+    Ok(())
+}

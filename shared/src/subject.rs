@@ -48,6 +48,8 @@ pub mod call {
     pub const MESSAGE_RECALL: &str = "im.v1.message.recall";
     /// The caller's large groups (read fan-out), for its edge.
     pub const CONVERSATION_LARGE: &str = "im.v1.conversation.large";
+    /// Internal: the last seq of some large groups, for the edges' check.
+    pub const CONVERSATION_HEADS: &str = "im.v1.conversation.heads";
     pub const MESSAGE_DELETE: &str = "im.v1.message.delete";
     pub const MESSAGE_READS: &str = "im.v1.message.reads";
     /// Internal: the groups service brings a group conversation in step.

@@ -1,8 +1,15 @@
 //! Large groups (read fan-out): their messages are published once on
 //! `im.group.v1.<group>` instead of into every member's inbox. This edge
-//! subscribes once per large group that any of its connections belongs to
-//! and hands each message to those connections, which forward it in seq
-//! order and fill gaps from the conversation's history (see `ws`).
+//! subscribes once per large group that any of its connections follows and
+//! hands each message to those connections, which forward it in seq order
+//! and fill gaps from the conversation's history (see `ws::large`).
+//!
+//! A live message can be lost on its way here without any event at this
+//! edge (a leaf node's link to the hub went down for a moment), and then no
+//! later message reveals the gap if it was the group's last. So every
+//! `edge.inbox_check_secs` the edge asks the messages service for the last
+//! seq of every group it follows (one call per 500 groups) and tells the
+//! connections, which fill from the history what they have not forwarded.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,16 +17,29 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use prost::Message as _;
-use shared::proto::message::Message;
+use shared::proto::message::{self as pb, Message};
+use shared::rpc::Caller;
 use shared::{ids, subject};
 use tokio::sync::mpsc;
 
-type Members = Arc<Mutex<HashMap<u64, mpsc::Sender<Arc<Message>>>>>;
+/// What a connection hears about one of its large groups.
+#[derive(Debug)]
+pub enum GroupPush {
+    /// A live message of the group.
+    Message(Arc<Message>),
+    /// The group's last seq, from the periodic check.
+    Head { conversation: Arc<str>, seq: u64 },
+}
+
+type Members = Arc<Mutex<HashMap<u64, mpsc::Sender<GroupPush>>>>;
 
 struct Group {
     members: Members,
     task: tokio::task::JoinHandle<()>,
 }
+
+/// Conversations per `im.v1.conversation.heads` call.
+const HEADS_PER_CALL: usize = 500;
 
 /// The large groups this edge listens to, and which connections want each.
 pub struct GroupHub {
@@ -48,7 +68,7 @@ impl GroupHub {
         &self,
         conversation: &str,
         connection: u64,
-        tx: mpsc::Sender<Arc<Message>>,
+        tx: mpsc::Sender<GroupPush>,
     ) -> Result<(), async_nats::SubscribeError> {
         let Some(group) = ids::group_of(conversation) else {
             return Ok(());
@@ -88,7 +108,7 @@ impl GroupHub {
                 for tx in listeners.values() {
                     // A full queue drops this push; that connection fills
                     // the gap from the history at its next one.
-                    let _ = tx.try_send(message.clone());
+                    let _ = tx.try_send(GroupPush::Message(message.clone()));
                 }
             }
         });
@@ -110,6 +130,56 @@ impl GroupHub {
         };
         if empty && let Some(group) = groups.remove(conversation) {
             group.task.abort();
+        }
+    }
+
+    /// Tells every connection the last seq of each group it follows (the
+    /// periodic check).
+    pub async fn check(&self, caller: &Caller) {
+        let followed: Vec<String> = self.groups.lock().await.keys().cloned().collect();
+        for chunk in followed.chunks(HEADS_PER_CALL) {
+            let request = pb::GroupHeadsRequest {
+                conversation_ids: chunk.to_vec(),
+            };
+            let reply: pb::LargeGroupsResponse = match caller
+                .call(subject::call::CONVERSATION_HEADS, None, &request)
+                .await
+            {
+                Ok(reply) => reply,
+                Err(e) => {
+                    tracing::debug!(error = %e, "large group check failed");
+                    return;
+                }
+            };
+            let groups = self.groups.lock().await;
+            for head in reply.heads {
+                let Some(group) = groups.get(&head.conversation_id) else {
+                    continue;
+                };
+                let conversation: Arc<str> = head.conversation_id.into();
+                for tx in group.members.lock().expect("group members lock").values() {
+                    let _ = tx.try_send(GroupPush::Head {
+                        conversation: conversation.clone(),
+                        seq: head.last_seq,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Runs [`GroupHub::check`] every `every` until `shutdown`.
+    pub async fn check_loop(
+        &self,
+        caller: &Caller,
+        every: std::time::Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => self.check(caller).await,
+            }
         }
     }
 }

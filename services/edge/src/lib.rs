@@ -135,6 +135,14 @@ impl Edge {
                 .heartbeat_loop(every, beat.shutdown.clone())
                 .await;
         });
+        let check = state.clone();
+        let group_check = tokio::spawn(async move {
+            let every = Duration::from_secs(check.config.inbox_check_secs);
+            check
+                .groups
+                .check_loop(&check.caller, every, check.shutdown.clone())
+                .await;
+        });
         tracing::info!(addr = %listener.local_addr().map_err(EdgeError::Serve)?, "edge listening");
         let app = http::router(state.clone());
         let graceful = shutdown.clone();
@@ -151,6 +159,7 @@ impl Edge {
         }
         key_loader.abort();
         let _ = heartbeat.await;
+        let _ = group_check.await;
         tracing::info!("edge stopped");
         Ok(())
     }

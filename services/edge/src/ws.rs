@@ -484,7 +484,7 @@ async fn delivery_loop(
                     }
                 }
             },
-            Some(message) = group_rx.recv() => large.on_message(&state, &conn, message).await,
+            Some(push) = group_rx.recv() => large.on_push(&state, &conn, push).await,
             push = pushes.next() => match push {
                 None => {
                     conn.close(close::INTERNAL, "push subscription ended");

@@ -125,6 +125,7 @@ pub async fn run(
         Box::pin(serve!(conversation, "settings", 32, settings)),
         Box::pin(serve!(conversation, "typing", 64, typing)),
         Box::pin(serve!(conversation, "large", 64, large_groups)),
+        Box::pin(serve!(conversation, "heads", 16, group_heads)),
     ];
     tracing::info!("messages service ready");
 

@@ -401,6 +401,26 @@ pub async fn large_groups(
     .await
 }
 
+/// The last seq of each of `conversations` that exists.
+pub async fn heads(
+    pool: &AnyPool,
+    conversations: &[String],
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    if conversations.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders = (1..=conversations.len())
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!("SELECT id, last_seq FROM conversations WHERE id IN ({placeholders})");
+    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+    for conversation in conversations {
+        query = query.bind(conversation);
+    }
+    query.fetch_all(pool).await
+}
+
 /// A page of `reader`'s history: seq in `(after, before)`, `limit` rows,
 /// ascending, without the messages the reader deleted for itself.
 /// `newest_first` picks the page next to `before` instead of next to `after`.

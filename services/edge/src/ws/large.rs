@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 use super::{Conn, close};
 use crate::EdgeState;
 use crate::frames;
+use crate::groups::GroupPush;
 
 /// Group messages queued for one connection before pushes are dropped (and
 /// later read from the history).
@@ -54,12 +55,12 @@ pub(super) enum News {
 /// The large groups one connection follows and the seq it forwarded last in each.
 pub(super) struct Large {
     id: u64,
-    tx: mpsc::Sender<Arc<msg_pb::Message>>,
+    tx: mpsc::Sender<GroupPush>,
     delivered: HashMap<String, u64>,
 }
 
 impl Large {
-    pub fn new(state: &EdgeState) -> (Self, mpsc::Receiver<Arc<msg_pb::Message>>) {
+    pub fn new(state: &EdgeState) -> (Self, mpsc::Receiver<GroupPush>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let large = Self {
             id: state.groups.connection_id(),
@@ -237,9 +238,25 @@ impl Large {
         }
     }
 
+    /// What the hub hands over: a live message, or a group's last seq from
+    /// the periodic check (anything not forwarded yet comes from the history).
+    pub async fn on_push(&mut self, state: &EdgeState, conn: &Conn, push: GroupPush) -> bool {
+        match push {
+            GroupPush::Message(message) => self.on_message(state, conn, message).await,
+            GroupPush::Head { conversation, seq } => {
+                match self.delivered.get(conversation.as_ref()) {
+                    Some(&delivered) if seq > delivered => {
+                        self.fill(state, conn, &conversation, 0).await
+                    }
+                    _ => true,
+                }
+            }
+        }
+    }
+
     /// A live group message: forwarded when it is the next one, ignored when
     /// already forwarded; after a gap the missing ones come from the history.
-    pub async fn on_message(
+    async fn on_message(
         &mut self,
         state: &EdgeState,
         conn: &Conn,

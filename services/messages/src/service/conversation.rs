@@ -17,6 +17,8 @@ use crate::store;
 
 const MAX_DELETE: usize = 200;
 const MAX_READERS_LISTED: usize = 200;
+/// Most conversations one `heads` call asks about.
+const MAX_HEADS: usize = 500;
 
 impl State {
     pub(super) async fn conversations(
@@ -407,6 +409,38 @@ impl State {
         let heads = store::large_groups(&self.pool, &me.user_id)
             .await
             .map_err(|e| internal("load large groups", e))?
+            .into_iter()
+            .map(|(conversation_id, last_seq)| pb::GroupHead {
+                conversation_id,
+                last_seq: last_seq as u64,
+            })
+            .collect();
+        Ok(pb::LargeGroupsResponse { heads })
+    }
+
+    /// Internal (edges): the last seq of the given large groups, so an edge
+    /// can tell its connections that they missed a live group message.
+    pub(super) async fn group_heads(
+        &self,
+        req: &Request,
+    ) -> Result<pb::LargeGroupsResponse, RpcError> {
+        Identity::refuse_user(req.message.headers.as_ref())?;
+        let input: pb::GroupHeadsRequest = rpc::decode(&req.message.payload)?;
+        if input.conversation_ids.len() > MAX_HEADS {
+            return Err(RpcError::bad_request(format!(
+                "at most {MAX_HEADS} conversations at once"
+            )));
+        }
+        if input
+            .conversation_ids
+            .iter()
+            .any(|c| ids::group_of(c).is_none())
+        {
+            return Err(RpcError::bad_request("not a group conversation id"));
+        }
+        let heads = store::heads(&self.pool, &input.conversation_ids)
+            .await
+            .map_err(|e| internal("load heads", e))?
             .into_iter()
             .map(|(conversation_id, last_seq)| pb::GroupHead {
                 conversation_id,
