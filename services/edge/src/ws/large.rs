@@ -349,7 +349,7 @@ impl Large {
         let left = match message.body.as_ref().and_then(|b| b.kind.as_ref()) {
             Some(msg_pb::message_body::Kind::System(n)) => {
                 matches!(n.kind.as_str(), "member_removed" | "member_left")
-                    && n.user_ids.iter().any(|u| *u == conn.who.user_id)
+                    && n.user_ids.contains(&conn.who.user_id)
             }
             _ => false,
         };
