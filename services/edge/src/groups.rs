@@ -5,14 +5,17 @@
 //! and fill gaps from the conversation's history (see `ws::large`).
 //!
 //! A live message can be lost on its way here without any event at this
-//! edge (a leaf node's link to the hub went down for a moment), and then no
-//! later message reveals the gap if it was the group's last. So every
+//! edge (a leaf node's link to the hub went down for a moment), or dropped
+//! for one connection whose queue was full, and then no later message
+//! reveals the gap if it was the group's last. So every
 //! `edge.inbox_check_secs` the edge asks the messages service for the last
-//! seq of every group it follows (one call per 500 groups) and tells the
-//! connections, which fill from the history what they have not forwarded.
+//! seq of every group it follows (one call per 500 groups). A group whose
+//! last seq at the previous check has still not arrived here lost a message:
+//! all its connections are told to fill from the history; otherwise only
+//! the connections that had a message dropped are.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
@@ -31,10 +34,29 @@ pub enum GroupPush {
     Head { conversation: Arc<str>, seq: u64 },
 }
 
-type Members = Arc<Mutex<HashMap<u64, mpsc::Sender<GroupPush>>>>;
+struct Member {
+    tx: mpsc::Sender<GroupPush>,
+    /// A message was dropped for it (queue full) since the last check.
+    dropped: AtomicBool,
+}
+
+impl Member {
+    fn new(tx: mpsc::Sender<GroupPush>) -> Self {
+        Self {
+            tx,
+            dropped: AtomicBool::new(false),
+        }
+    }
+}
+
+type Members = Arc<Mutex<HashMap<u64, Member>>>;
 
 struct Group {
     members: Members,
+    /// The highest seq that arrived on the subscription.
+    seen: Arc<AtomicU64>,
+    /// The group's last seq at the previous check.
+    checked: AtomicU64,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -78,7 +100,7 @@ impl GroupHub {
                 .members
                 .lock()
                 .expect("group members lock")
-                .insert(connection, tx);
+                .insert(connection, Member::new(tx));
             return Ok(());
         }
         // Subscribed without the lock: a slow NATS connection must not hold
@@ -92,27 +114,43 @@ impl GroupHub {
                 .members
                 .lock()
                 .expect("group members lock")
-                .insert(connection, tx);
+                .insert(connection, Member::new(tx));
             return Ok(());
         }
-        let members: Members = Arc::new(Mutex::new(HashMap::from([(connection, tx)])));
-        let listeners = members.clone();
+        let members: Members = Arc::new(Mutex::new(HashMap::from([(connection, Member::new(tx))])));
+        let seen = Arc::new(AtomicU64::new(0));
+        let (listeners, highest) = (members.clone(), seen.clone());
         let task = tokio::spawn(async move {
             while let Some(push) = subscription.next().await {
                 let Ok(message) = Message::decode(push.payload.as_ref()) else {
                     tracing::warn!("undecodable group push ignored");
                     continue;
                 };
+                highest.fetch_max(message.seq, Ordering::Relaxed);
                 let message = Arc::new(message);
                 let listeners = listeners.lock().expect("group members lock");
-                for tx in listeners.values() {
+                for member in listeners.values() {
                     // A full queue drops this push; that connection fills
-                    // the gap from the history at its next one.
-                    let _ = tx.try_send(GroupPush::Message(message.clone()));
+                    // the gap at its next one, or at the next check.
+                    if member
+                        .tx
+                        .try_send(GroupPush::Message(message.clone()))
+                        .is_err()
+                    {
+                        member.dropped.store(true, Ordering::Relaxed);
+                    }
                 }
             }
         });
-        groups.insert(conversation.to_owned(), Group { members, task });
+        groups.insert(
+            conversation.to_owned(),
+            Group {
+                members,
+                seen,
+                checked: AtomicU64::new(0),
+                task,
+            },
+        );
         Ok(())
     }
 
@@ -156,12 +194,17 @@ impl GroupHub {
                 let Some(group) = groups.get(&head.conversation_id) else {
                     continue;
                 };
+                let seen = group.seen.load(Ordering::Relaxed);
+                // Messages in flight at the previous check have arrived by now.
+                let lost = group.checked.swap(head.last_seq, Ordering::Relaxed) > seen;
                 let conversation: Arc<str> = head.conversation_id.into();
-                for tx in group.members.lock().expect("group members lock").values() {
-                    let _ = tx.try_send(GroupPush::Head {
-                        conversation: conversation.clone(),
-                        seq: head.last_seq,
-                    });
+                for member in group.members.lock().expect("group members lock").values() {
+                    if member.dropped.swap(false, Ordering::Relaxed) || lost {
+                        let _ = member.tx.try_send(GroupPush::Head {
+                            conversation: conversation.clone(),
+                            seq: head.last_seq.max(seen),
+                        });
+                    }
                 }
             }
         }
@@ -178,8 +221,19 @@ impl GroupHub {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tick.tick() => self.check(caller).await,
+                _ = tick.tick() => tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = self.check(caller) => {}
+                },
             }
+        }
+    }
+
+    /// Ends every subscription (the edge stopped; connections left over
+    /// after the shutdown timeout get nothing more).
+    pub async fn close(&self) {
+        for (_, group) in self.groups.lock().await.drain() {
+            group.task.abort();
         }
     }
 }

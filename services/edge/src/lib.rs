@@ -160,6 +160,7 @@ impl Edge {
         key_loader.abort();
         let _ = heartbeat.await;
         let _ = group_check.await;
+        state.groups.close().await;
         tracing::info!("edge stopped");
         Ok(())
     }

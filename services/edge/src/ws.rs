@@ -23,7 +23,6 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use prost::Message as _;
 use shared::nats::ConnectionEvent;
-use shared::proto::delivery::inbox_entry::Event;
 use shared::proto::delivery::{InboxEntry, Push};
 use shared::proto::edge::{self as pb, client_frame, server_frame};
 use shared::proto::message as msg_pb;
@@ -37,6 +36,7 @@ use crate::frames::{self, Format};
 use crate::inbox::Start;
 
 mod large;
+use crate::groups::GroupPush;
 use large::{Large, News};
 
 type Writer = WebSocketWrite<tokio::io::WriteHalf<TokioIo<Upgraded>>>;
@@ -74,9 +74,9 @@ struct Conn {
     slow_timeout: Duration,
     /// Typing indicators this client may send.
     typing: governor::DefaultDirectRateLimiter,
-    /// Group notices and membership markers delivered through the inbox
-    /// since the large groups were last looked at.
-    group_news: Mutex<Vec<News>>,
+    /// The large groups this connection follows (used by the delivery task
+    /// only; behind a lock so inbox delivery can reach it too).
+    large: tokio::sync::Mutex<Large>,
 }
 
 /// Typing indicators per connection: one a second, bursts of three.
@@ -170,6 +170,7 @@ pub async fn run(
     };
 
     let (out_tx, out_rx) = mpsc::channel(config.send_queue);
+    let (large, group_rx) = Large::new(&state);
     let conn = Arc::new(Conn {
         who: who.clone(),
         binary: AtomicBool::new(format == Format::Binary),
@@ -180,7 +181,7 @@ pub async fn run(
         acked: AtomicU64::new(acked),
         slow_timeout: Duration::from_secs(config.slow_client_timeout_secs),
         typing: typing_limiter(),
-        group_news: Mutex::new(Vec::new()),
+        large: tokio::sync::Mutex::new(large),
     });
     tracing::debug!(user = %who.user_id, device = %who.device_id, "connected");
     state.devices.connected(&who).await;
@@ -198,6 +199,7 @@ pub async fn run(
         state.clone(),
         conn.clone(),
         push_sub,
+        group_rx,
         resume_rx,
         state.nats.events(),
         acked,
@@ -456,12 +458,12 @@ async fn delivery_loop(
     state: Arc<EdgeState>,
     conn: Arc<Conn>,
     mut pushes: async_nats::Subscriber,
+    mut group_rx: mpsc::Receiver<GroupPush>,
     mut resumes: mpsc::Receiver<u64>,
     mut events: broadcast::Receiver<ConnectionEvent>,
     mut stored: u64,
 ) {
     let mut started = false;
-    let (mut large, mut group_rx) = Large::new(&state);
     let mut flush = tokio::time::interval(Duration::from_secs(state.config.cursor_flush_secs));
     // A push can be lost without any event reaching this edge (the
     // publisher's connection dropped after its inbox append, or a leaf link
@@ -477,14 +479,10 @@ async fn delivery_loop(
                 Some(cursor) => {
                     let from = if cursor == 0 { stored.max(conn.acked.load(Ordering::Acquire)) } else { cursor };
                     started = true;
-                    // The heads told after the replay cover what its notices said.
-                    resume(&state, &conn, from).await && {
-                        conn.group_news.lock().expect("group news lock").clear();
-                        large.resume(&state, &conn).await
-                    }
+                    resume(&state, &conn, from).await && conn.large.lock().await.resume(&state, &conn).await
                 }
             },
-            Some(push) = group_rx.recv() => large.on_push(&state, &conn, push).await,
+            Some(push) = group_rx.recv() => conn.large.lock().await.on_push(&state, &conn, push).await,
             push = pushes.next() => match push {
                 None => {
                     conn.close(close::INTERNAL, "push subscription ended");
@@ -498,7 +496,7 @@ async fn delivery_loop(
             event = events.recv() => match event {
                 Ok(ConnectionEvent::Disconnected) => true,
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) if started => {
-                    catch_up(&state, &conn).await && large.fill_all(&state, &conn).await
+                    catch_up(&state, &conn, true).await && conn.large.lock().await.fill_all(&state, &conn).await
                 }
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => true,
                 Err(broadcast::error::RecvError::Closed) => true,
@@ -508,7 +506,7 @@ async fn delivery_loop(
                 true
             }
             _ = check.tick(), if started => match state.inbox.last_cursor(&conn.who.user_id).await {
-                Ok(last) if last > conn.delivered.load(Ordering::Acquire) => catch_up(&state, &conn).await,
+                Ok(last) if last > conn.delivered.load(Ordering::Acquire) => catch_up(&state, &conn, true).await,
                 Ok(_) => true,
                 Err(e) => {
                     tracing::debug!(error = %e, "inbox check failed");
@@ -519,12 +517,8 @@ async fn delivery_loop(
         if !ok {
             break;
         }
-        let news = std::mem::take(&mut *conn.group_news.lock().expect("group news lock"));
-        if !news.is_empty() && started && !large.apply(&state, &conn, news).await {
-            break;
-        }
     }
-    large.leave_all(&state).await;
+    conn.large.lock().await.leave_all(&state).await;
     flush_cursor(&state, &conn, stored).await;
 }
 
@@ -570,7 +564,8 @@ async fn resume(state: &EdgeState, conn: &Conn, cursor: u64) -> bool {
         }
     };
     conn.delivered.store(after, Ordering::Release);
-    if !catch_up(state, conn).await {
+    // The replay does not move the large groups: `groupHeads` follows it.
+    if !catch_up(state, conn, false).await {
         return false;
     }
     let cursor = conn.delivered.load(Ordering::Acquire);
@@ -581,14 +576,15 @@ async fn resume(state: &EdgeState, conn: &Conn, cursor: u64) -> bool {
     .await
 }
 
-/// Delivers every inbox entry after the delivered cursor.
-async fn catch_up(state: &EdgeState, conn: &Conn) -> bool {
+/// Delivers every inbox entry after the delivered cursor; `live`: the
+/// entries' group news moves the large groups (not during a resume's replay).
+async fn catch_up(state: &EdgeState, conn: &Conn, live: bool) -> bool {
     let after = conn.delivered.load(Ordering::Acquire);
     tracing::debug!(user = %conn.who.user_id, after, "catching up from the inbox");
     let result = state
         .inbox
         .replay(&conn.who.user_id, after, |cursor, entry| async move {
-            let ok = deliver(conn, cursor, entry).await;
+            let ok = deliver(state, conn, cursor, entry, live).await;
             if ok {
                 conn.delivered.store(cursor, Ordering::Release);
             }
@@ -625,14 +621,14 @@ async fn on_push(state: &EdgeState, conn: &Conn, payload: &[u8]) -> bool {
     }
     match (push.prev, push.entry) {
         (Some(prev), Some(entry)) if prev == delivered => {
-            let ok = deliver(conn, push.cursor, entry).await;
+            let ok = deliver(state, conn, push.cursor, entry, true).await;
             if ok {
                 conn.delivered.store(push.cursor, Ordering::Release);
             }
             ok
         }
         // A gap (or a push whose predecessor is unknown): read the inbox.
-        _ => catch_up(state, conn).await,
+        _ => catch_up(state, conn, true).await,
     }
 }
 
@@ -650,30 +646,26 @@ async fn on_signal(conn: &Conn, payload: &[u8]) -> bool {
     }
 }
 
-async fn deliver(conn: &Conn, cursor: u64, entry: InboxEntry) -> bool {
-    // Group notices and membership markers may change the large groups.
-    let news = match &entry.event {
-        Some(Event::Message(m))
-            if ids::group_of(&m.conversation_id).is_some()
-                && matches!(
-                    m.body.as_ref().and_then(|b| b.kind.as_ref()),
-                    Some(msg_pb::message_body::Kind::System(_))
-                ) =>
-        {
-            Some(News::Notice {
-                conversation: m.conversation_id.clone(),
-                seq: m.seq,
-                large: m.group_large,
-            })
-        }
-        Some(Event::Membership(m)) => Some(News::Left {
-            conversation: m.conversation_id.clone(),
-            seq: m.seq,
-        }),
-        _ => None,
+/// Sends one inbox entry. A live entry's group news moves the large groups
+/// in inbox order: a group leaving read fan-out (or the user leaving it)
+/// first gets what it had before the entry, a group entering it is followed
+/// after the entry.
+async fn deliver(
+    state: &EdgeState,
+    conn: &Conn,
+    cursor: u64,
+    entry: InboxEntry,
+    live: bool,
+) -> bool {
+    let news = if live { News::of(&entry) } else { None };
+    let (before, after) = match news {
+        Some(news) if news.ends() => (Some(news), None),
+        news => (None, news),
     };
-    if let Some(news) = news {
-        conn.group_news.lock().expect("group news lock").push(news);
+    if let Some(news) = before
+        && !conn.large.lock().await.apply(state, conn, news).await
+    {
+        return false;
     }
     let push = Push {
         cursor,
@@ -681,8 +673,16 @@ async fn deliver(conn: &Conn, cursor: u64, entry: InboxEntry) -> bool {
         prev: None,
         signal: None,
     };
-    conn.send(frames::reply(0, server_frame::Kind::Push(push)))
+    if !conn
+        .send(frames::reply(0, server_frame::Kind::Push(push)))
         .await
+    {
+        return false;
+    }
+    match after {
+        Some(news) => conn.large.lock().await.apply(state, conn, news).await,
+        None => true,
+    }
 }
 
 /// A pseudo-random number of milliseconds below `max` (spreads periodic work).

@@ -281,13 +281,15 @@ pub async fn apply_change(pool: &AnyPool, c: &Change<'_>) -> Result<Applied, sql
     if applied != c.version - 1 {
         return Ok(Applied::Gap(applied));
     }
-    let seq: i64 = sqlx::query_scalar(
+    // Conditional on the version read above: with two instances on
+    // PostgreSQL (read committed) the other may have applied it meanwhile.
+    let seq: Option<i64> = sqlx::query_scalar(
         "UPDATE conversations SET last_seq = last_seq + 1, last_activity_ms = $2,
             applied_version = $3,
             muted_all = COALESCE($4, muted_all),
             title = COALESCE($5, title),
             dismissed = CASE WHEN $6 = 1 THEN 1 ELSE dismissed END
-         WHERE id = $1 RETURNING last_seq",
+         WHERE id = $1 AND applied_version = $3 - 1 RETURNING last_seq",
     )
     .bind(c.conversation_id)
     .bind(c.now_ms)
@@ -295,8 +297,11 @@ pub async fn apply_change(pool: &AnyPool, c: &Change<'_>) -> Result<Applied, sql
     .bind(c.muted_all.map(i64::from))
     .bind(c.title)
     .bind(i64::from(c.dismissed))
-    .fetch_one(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
+    let Some(seq) = seq else {
+        return Ok(Applied::Duplicate);
+    };
     for (user, present, role, muted_until) in &c.members {
         if *present {
             sqlx::query(

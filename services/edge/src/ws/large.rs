@@ -7,23 +7,29 @@
 //! what its user may read.
 //!
 //! Which groups a connection follows changes only with what the user's
-//! inbox says, in inbox order, so no extra call is made per notice:
+//! inbox says, as each entry is delivered, so no extra call is made per
+//! notice and the client sees each group in seq order:
 //! - after a resume, the messages service lists the user's large groups and
-//!   the client is told where each stands (`groupHeads`);
+//!   the client is told where each stands (`groupHeads`); the replay before
+//!   it moves nothing;
 //! - a group notice through the inbox with `group_large` set (the user
-//!   joined, or the group grew) starts following the group after it; one
-//!   without it (the group shrank or was dismissed) ends it, after the
-//!   messages before it;
+//!   joined, or the group grew) starts following the group after it;
+//! - one without it (the group shrank or was dismissed) ends it: the
+//!   messages before it are forwarded first, then the notice;
 //! - a membership marker (the user left or was removed), or that notice
 //!   forwarded as a group message, ends it after the notice.
+//!
+//! A history fill never forwards a message without `group_large`: from
+//! there on the inbox delivers the group.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use shared::RpcError;
+use shared::proto::delivery::InboxEntry;
+use shared::proto::delivery::inbox_entry::Event;
 use shared::proto::edge::{self as pb, server_frame};
 use shared::proto::message as msg_pb;
-use shared::subject;
+use shared::{RpcError, ids, subject};
 use tokio::sync::mpsc;
 
 use super::{Conn, close};
@@ -39,7 +45,7 @@ const QUEUE: usize = 1024;
 /// follows at the next push or resume.
 const FILL_PAGES: usize = 100;
 
-/// What the inbox said about a group.
+/// What an inbox entry says about a group.
 #[derive(Debug)]
 pub(super) enum News {
     /// A group notice passed through the inbox; `large` is its `group_large`.
@@ -50,6 +56,38 @@ pub(super) enum News {
     },
     /// A membership marker: the user left the large group at `seq`.
     Left { conversation: String, seq: u64 },
+}
+
+impl News {
+    /// The group news of an inbox entry, if any.
+    pub fn of(entry: &InboxEntry) -> Option<News> {
+        match &entry.event {
+            Some(Event::Message(m))
+                if ids::group_of(&m.conversation_id).is_some()
+                    && matches!(
+                        m.body.as_ref().and_then(|b| b.kind.as_ref()),
+                        Some(msg_pb::message_body::Kind::System(_))
+                    ) =>
+            {
+                Some(News::Notice {
+                    conversation: m.conversation_id.clone(),
+                    seq: m.seq,
+                    large: m.group_large,
+                })
+            }
+            Some(Event::Membership(m)) => Some(News::Left {
+                conversation: m.conversation_id.clone(),
+                seq: m.seq,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Whether it ends a followed group (applied before its entry is sent,
+    /// so the client gets the group's messages in seq order).
+    pub fn ends(&self) -> bool {
+        !matches!(self, News::Notice { large: true, .. })
+    }
 }
 
 /// The large groups one connection follows and the seq it forwarded last in each.
@@ -162,30 +200,21 @@ impl Large {
         }
     }
 
-    /// Applies what the inbox said, in its order. False when the connection
-    /// is closing.
-    pub async fn apply(&mut self, state: &EdgeState, conn: &Conn, news: Vec<News>) -> bool {
-        for news in news {
-            let ok = match news {
-                News::Notice {
-                    conversation,
-                    seq,
-                    large: true,
-                } => self.follow(state, conn, conversation, seq).await,
-                News::Notice {
-                    conversation,
-                    seq,
-                    large: false,
-                } => self.end(state, conn, &conversation, seq).await,
-                News::Left { conversation, seq } => {
-                    self.end(state, conn, &conversation, seq + 1).await
-                }
-            };
-            if !ok {
-                return false;
-            }
+    /// Applies what an inbox entry said. False when the connection is closing.
+    pub async fn apply(&mut self, state: &EdgeState, conn: &Conn, news: News) -> bool {
+        match news {
+            News::Notice {
+                conversation,
+                seq,
+                large: true,
+            } => self.follow(state, conn, conversation, seq).await,
+            News::Notice {
+                conversation,
+                seq,
+                large: false,
+            } => self.end(state, conn, &conversation, seq).await,
+            News::Left { conversation, seq } => self.end(state, conn, &conversation, seq + 1).await,
         }
-        true
     }
 
     /// Follows a group after `seq` (its client has it up to there).
@@ -287,7 +316,8 @@ impl Large {
     }
 
     /// Forwards what the history has after the delivered seq and before
-    /// `before` (0: up to the newest).
+    /// `before` (0: up to the newest), oldest first. It stops at a message
+    /// that ends read fan-out (the inbox delivers that one and what follows).
     async fn fill(
         &mut self,
         state: &EdgeState,
@@ -307,10 +337,12 @@ impl Large {
                 .call(
                     subject::call::MESSAGE_HISTORY,
                     Some(&conn.who),
+                    // Ascending from `after` (with a `before_seq` the
+                    // history would page from the newest end).
                     &msg_pb::HistoryRequest {
                         conversation_id: conversation.to_owned(),
                         after_seq: after,
-                        before_seq: before,
+                        before_seq: 0,
                         limit: 200,
                     },
                 )
@@ -325,6 +357,9 @@ impl Large {
             };
             let more = page.has_more && !page.messages.is_empty();
             for message in page.messages {
+                if before != 0 && message.seq >= before {
+                    return true;
+                }
                 if !self.forward(state, conn, message).await {
                     return false;
                 }
@@ -343,6 +378,13 @@ impl Large {
             return true;
         };
         if message.seq <= *delivered {
+            return true;
+        }
+        if !message.group_large {
+            // The group left read fan-out here: the inbox brings this
+            // message and the rest.
+            let conversation = message.conversation_id.clone();
+            self.unfollow(state, &conversation).await;
             return true;
         }
         *delivered = message.seq;
