@@ -74,6 +74,9 @@ pub struct System {
     pub mode: Mode,
     pub settings: Settings,
     pub edge_addr: SocketAddr,
+    /// Process modes: the time from starting the natter processes until
+    /// every service answered and the edge was ready.
+    pub ready_in: Option<Duration>,
     postgres: Option<String>,
     db_prefix: String,
     shutdown: CancellationToken,
@@ -183,6 +186,7 @@ impl System {
             mode,
             settings,
             edge_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ready_in: None,
             postgres: std::env::var("E2E_POSTGRES_URL")
                 .ok()
                 .filter(|u| !u.is_empty()),
@@ -194,6 +198,7 @@ impl System {
             tasks: Vec::new(),
         };
         system.create_postgres_databases().await?;
+        let spawned = std::time::Instant::now();
         match mode {
             Mode::InProcess => system.start_in_process().await?,
             Mode::Split => {
@@ -208,6 +213,9 @@ impl System {
             }
         }
         system.wait_ready().await?;
+        if mode != Mode::InProcess {
+            system.ready_in = Some(spawned.elapsed());
+        }
         Ok(system)
     }
 
@@ -504,7 +512,7 @@ impl System {
                 if tokio::time::Instant::now() > deadline {
                     bail!("{name} did not start");
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
         while !api.ready().await {

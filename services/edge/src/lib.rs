@@ -146,6 +146,13 @@ impl Edge {
         tracing::info!(addr = %listener.local_addr().map_err(EdgeError::Serve)?, "edge listening");
         let app = http::router(state.clone());
         let graceful = shutdown.clone();
+        // Frames are small and latency matters: no Nagle delay (with the
+        // peer's delayed acks it held a push back up to 40 ms).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { graceful.cancelled().await })
             .await

@@ -1,52 +1,26 @@
-//! natter-bench: drives a real natter the way clients do (HTTP API and
-//! WebSocket connections with protobuf frames) and reports what it measured.
-//!
-//! It starts its own system: a nats-server on a free port and one `natter`
-//! process (all services) from the same target directory, in a temporary
-//! data dir. Traffic goes to loopback only, and every loop is bounded.
-//!
-//! Scenario `groups`: for each group size, register that many users, put
-//! them in one group, connect all of them, then the owner sends messages
-//! over HTTP, one at a time (latency) and back to back (throughput), while
-//! every member's connection records when each message arrives.
+//! Group fan-out: for each group size, a fresh system; register that many
+//! users, put them in one group, connect all of them, then the owner sends
+//! messages over HTTP, one at a time (latency: send→ack and send→last
+//! member) and back to back (throughput), while every member's connection
+//! records when each message arrives.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use clap::Parser;
-use e2e::{Client, Format, Mode, Settings, System, User};
+use e2e::{Client, Format, User};
 use futures::StreamExt;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-#[derive(Parser)]
-#[command(name = "natter-bench", about = "Measure natter as clients see it")]
-struct Args {
-    /// Group sizes (members, owner included) of the group fan-out scenario.
-    #[arg(long, value_delimiter = ',', default_values_t = [100usize, 500, 1000])]
-    group_sizes: Vec<usize>,
-    /// Messages sent one at a time per group (latency), and back to back (throughput).
-    #[arg(long, default_value_t = 20)]
-    messages: usize,
-    /// Groups of this many members use read fan-out (the messages service's
-    /// `large_group_members`); a size above every group measures write fan-out.
-    #[arg(long, default_value_t = messages::Config::default().large_group_members)]
-    large_group_members: u32,
-}
+use crate::Plan;
+use crate::report::{percentile, round};
+use crate::target::{External, Target, cpu_ms, unique};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    if args.group_sizes.iter().any(|n| !(2..=5000).contains(n))
-        || !(1..=1000).contains(&args.messages)
-    {
-        bail!("group sizes must be within 2..=5000 and messages within 1..=1000");
-    }
+pub async fn run(external: Option<&External>, plan: &Plan) -> anyhow::Result<Value> {
     println!(
-        "natter-bench: group fan-out, {} cores, read fan-out from {} members",
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
-        args.large_group_members
+        "\ngroup fan-out (read fan-out from {} members)",
+        plan.large_group_members
     );
     println!(
         "{:>7} {:>10} {:>10} {:>11} {:>11} {:>12} {:>22}",
@@ -58,8 +32,12 @@ async fn main() -> anyhow::Result<()> {
         "deliveries/s",
         "CPU ms nats/natter/us"
     );
-    for &size in &args.group_sizes {
-        let r = group_fanout(size, args.messages, args.large_group_members).await?;
+    let mut rows = Vec::new();
+    for &size in &plan.group_sizes {
+        let target = Target::start(external, plan).await?;
+        let r = group_fanout(&target, size, plan.group_messages).await;
+        target.stop().await;
+        let r = r?;
         println!(
             "{:>7} {:>10.2} {:>10.2} {:>11.2} {:>11.2} {:>12.0} {:>22}",
             size,
@@ -70,8 +48,19 @@ async fn main() -> anyhow::Result<()> {
             r.deliveries_per_sec,
             format!("{}/{}/{}", r.cpu_ms[0], r.cpu_ms[1], r.cpu_ms[2])
         );
+        rows.push(json!({
+            "members": size,
+            "read_fanout": size >= plan.large_group_members as usize,
+            "messages": plan.group_messages,
+            "send_to_ack_p50_ms": round(r.ack_p50),
+            "send_to_ack_p99_ms": round(r.ack_p99),
+            "send_to_last_member_p50_ms": round(r.last_p50),
+            "send_to_last_member_p99_ms": round(r.last_p99),
+            "deliveries_per_sec": round(r.deliveries_per_sec),
+            "cpu_ms": { "nats": r.cpu_ms[0], "natter": r.cpu_ms[1], "bench": r.cpu_ms[2] },
+        }));
     }
-    Ok(())
+    Ok(json!({ "large_group_members": plan.large_group_members, "groups": rows }))
 }
 
 struct FanoutResult {
@@ -85,49 +74,24 @@ struct FanoutResult {
     cpu_ms: [u64; 3],
 }
 
-/// CPU time (user + system) of a process so far, milliseconds (Linux).
-fn cpu_ms(pid: u32) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    // Fields after the command name (which may contain spaces) in parentheses.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
-        .sum();
-    // USER_HZ is 100 on Linux.
-    ticks * 10
-}
-
-fn cpu_now(system: &System) -> [u64; 3] {
+fn cpu_now(target: &Target) -> [u64; 3] {
     [
-        system.nats.pid().map_or(0, cpu_ms),
-        system.natter_pids().into_iter().map(cpu_ms).sum(),
+        target.nats_pid().map_or(0, cpu_ms),
+        target.natter_pid().map_or(0, cpu_ms),
         cpu_ms(std::process::id()),
     ]
 }
 
 async fn group_fanout(
+    target: &Target,
     size: usize,
     messages: usize,
-    large_group_members: u32,
 ) -> anyhow::Result<FanoutResult> {
-    let settings = Settings {
-        large_group_members,
-        group_max_members: size.max(2) as u32,
-        invite_friends_only: false,
-        quick_timings: false,
-        idle_timeout_secs: 600,
-        ..Settings::default()
-    };
-    let system = System::start_with(Mode::AllInOne, settings).await?;
-    let api = system.api();
+    let api = target.api();
     let users: Vec<User> = futures::stream::iter(0..size)
         .map(|i| {
             let api = api.clone();
-            async move { api.user(&format!("member{i}")).await }
+            async move { api.user(&unique(&format!("member{i}"))).await }
         })
         .buffer_unordered(16)
         .collect::<Vec<_>>()
@@ -153,7 +117,7 @@ async fn group_fanout(
 
     // Every member but the owner listens; each reports (seq, arrival).
     let (receipts_tx, mut receipts) = mpsc::unbounded_channel::<(u64, Instant)>();
-    let url = system.ws_url();
+    let url = target.ws_url();
     let clients: Vec<Client> = futures::stream::iter(users[1..].iter().cloned())
         .map(|user| {
             let url = url.clone();
@@ -224,7 +188,7 @@ async fn group_fanout(
     }
 
     // Throughput: back to back, until every member has every message.
-    let cpu_before = cpu_now(&system);
+    let cpu_before = cpu_now(target);
     let started = Instant::now();
     let mut seqs = Vec::new();
     for i in messages..total {
@@ -242,12 +206,11 @@ async fn group_fanout(
         arrivals.entry(s).or_default().push(at);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu_after = cpu_now(&system);
+    let cpu_after = cpu_now(target);
     let cpu_ms = [0, 1, 2].map(|i| cpu_after[i] - cpu_before[i]);
     for reader in readers {
         reader.await??;
     }
-    system.stop().await;
     acks.sort_by(f64::total_cmp);
     lasts.sort_by(f64::total_cmp);
     Ok(FanoutResult {
@@ -258,13 +221,4 @@ async fn group_fanout(
         deliveries_per_sec: (members * messages) as f64 / elapsed,
         cpu_ms,
     })
-}
-
-/// The nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }

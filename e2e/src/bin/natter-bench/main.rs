@@ -1,0 +1,225 @@
+//! natter-bench: drives a real natter the way clients do (HTTP API and
+//! WebSocket connections with protobuf frames) and reports what it measured,
+//! next to the raw NATS limit measured on the same server in the same run.
+//!
+//! By default it starts its own systems: a nats-server on a free port and
+//! one all-in-one `natter` process from the same target directory, in a
+//! temporary data dir (a fresh one per scenario that needs a clean slate).
+//! With `--url` and `--nats-url` it drives a running natter instead (`just
+//! up`); figures that need the processes (RSS, CPU) are then left out.
+//! Traffic goes to loopback only, and every loop is bounded in count and time.
+//!
+//! Layout: `target.rs` (what is measured: own system or a running one),
+//! `wire.rs` (a lean WebSocket client), one module per scenario
+//! (`baseline`, `direct`, `groups`, `offline`, `idle`, `footprint`),
+//! `report.rs` (percentiles, the table and the JSON file).
+
+mod baseline;
+mod direct;
+mod footprint;
+mod groups;
+mod idle;
+mod offline;
+mod report;
+mod target;
+mod wire;
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use clap::{Parser, ValueEnum};
+use serde_json::{Value, json};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// A smoke run: small sizes, short phases (about a minute).
+    Quick,
+    /// The figures: the sizes the targets are stated for.
+    Full,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+enum Scenario {
+    Footprint,
+    Baseline,
+    Direct,
+    Groups,
+    Offline,
+    Idle,
+}
+
+#[derive(Parser)]
+#[command(name = "natter-bench", about = "Measure natter as clients see it")]
+struct Args {
+    #[arg(long, value_enum, default_value_t = Mode::Full)]
+    mode: Mode,
+    /// Scenarios to run (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Scenario>,
+    /// Where the JSON report goes.
+    #[arg(long, default_value = "target/bench/latest.json")]
+    out: PathBuf,
+    /// Drive a running natter at this base URL (e.g. http://127.0.0.1:8080)
+    /// instead of starting one; needs --nats-url.
+    #[arg(long, requires = "nats_url")]
+    url: Option<String>,
+    /// The NATS server of the running natter (for the raw baseline).
+    #[arg(long, requires = "url")]
+    nats_url: Option<String>,
+    /// Group sizes of the group scenario (default: 100 in quick mode,
+    /// 100,500,1000 in full mode).
+    #[arg(long, value_delimiter = ',')]
+    group_sizes: Vec<usize>,
+    /// Groups of this many members use read fan-out (own systems only); a
+    /// size above every group measures write fan-out alone.
+    #[arg(long, default_value_t = messages::Config::default().large_group_members)]
+    large_group_members: u32,
+    /// Idle connection counts (default: 1000 quick, 10000,50000 full).
+    #[arg(long, value_delimiter = ',')]
+    idle: Vec<usize>,
+}
+
+/// The sizes of one run.
+pub struct Plan {
+    pub quick: bool,
+    /// Seconds of each measured phase.
+    pub phase_secs: u64,
+    pub pairs: usize,
+    pub group_sizes: Vec<usize>,
+    pub group_messages: usize,
+    pub large_group_members: u32,
+    pub offline_messages: usize,
+    pub idle: Vec<usize>,
+}
+
+impl Plan {
+    fn new(args: &Args) -> anyhow::Result<Self> {
+        let quick = args.mode == Mode::Quick;
+        let group_sizes = match (&args.group_sizes[..], quick) {
+            ([], true) => vec![100],
+            ([], false) => vec![100, 500, 1000],
+            (sizes, _) => sizes.to_vec(),
+        };
+        let idle = match (&args.idle[..], quick) {
+            ([], true) => vec![1000],
+            ([], false) => vec![10_000, 50_000],
+            (counts, _) => counts.to_vec(),
+        };
+        if group_sizes.iter().any(|n| !(2..=5000).contains(n)) {
+            bail!("group sizes must be within 2..=5000");
+        }
+        if idle.iter().any(|n| !(1..=100_000).contains(n)) {
+            bail!("idle connection counts must be within 1..=100000");
+        }
+        Ok(Self {
+            quick,
+            phase_secs: if quick { 2 } else { 5 },
+            pairs: if quick { 4 } else { 16 },
+            group_sizes,
+            group_messages: if quick { 5 } else { 20 },
+            large_group_members: args.large_group_members,
+            offline_messages: if quick { 1000 } else { 10_000 },
+            idle,
+        })
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let plan = Plan::new(&args)?;
+    let external = match (&args.url, &args.nats_url) {
+        (Some(url), Some(nats)) => Some(target::External {
+            url: url.trim_end_matches('/').to_owned(),
+            nats_url: nats.clone(),
+        }),
+        _ => None,
+    };
+    let mut scenarios = if args.only.is_empty() {
+        vec![
+            Scenario::Footprint,
+            Scenario::Baseline,
+            Scenario::Direct,
+            Scenario::Groups,
+            Scenario::Offline,
+            Scenario::Idle,
+        ]
+    } else {
+        args.only.clone()
+    };
+    scenarios.sort();
+    scenarios.dedup();
+    // Idle connections need many file descriptors, here and in the natter
+    // process started from here.
+    if scenarios.contains(&Scenario::Idle) {
+        let want = plan.idle.iter().max().copied().unwrap_or(0) as u64 * 2 + 4096;
+        target::raise_fd_limit(want)?;
+    }
+    println!(
+        "natter-bench: {} mode, {} cores, load average {}",
+        if plan.quick { "quick" } else { "full" },
+        report::cores(),
+        report::loadavg()
+    );
+
+    let mut results = serde_json::Map::new();
+    // The raw NATS figures every natter figure is compared to.
+    let mut base: Option<baseline::Baseline> = None;
+    let mut nats_version = String::new();
+    for scenario in scenarios {
+        let value: Value = match scenario {
+            Scenario::Footprint => match &external {
+                Some(_) => json!({ "skipped": "needs its own system" }),
+                None => footprint::run().await?,
+            },
+            Scenario::Baseline => {
+                let target = target::Target::start(external.as_ref(), &plan).await?;
+                nats_version = target.nats_version().await;
+                let b = baseline::run(&target, &plan).await?;
+                let value = b.to_json();
+                base = Some(b);
+                target.stop().await;
+                value
+            }
+            Scenario::Direct => {
+                let target = target::Target::start(external.as_ref(), &plan).await?;
+                let value = direct::run(&target, &plan, base.as_ref()).await?;
+                target.stop().await;
+                value
+            }
+            Scenario::Groups => groups::run(external.as_ref(), &plan).await?,
+            Scenario::Offline => {
+                let target = target::Target::start(external.as_ref(), &plan).await?;
+                let value = offline::run(&target, &plan).await?;
+                target.stop().await;
+                value
+            }
+            Scenario::Idle => idle::run(external.as_ref(), &plan).await?,
+        };
+        results.insert(format!("{scenario:?}").to_lowercase(), value);
+    }
+
+    let report = json!({
+        "schema": 1,
+        "mode": if plan.quick { "quick" } else { "full" },
+        "machine": {
+            "cores": report::cores(),
+            "loadavg": report::loadavg(),
+        },
+        "versions": {
+            "natter": env!("CARGO_PKG_VERSION"),
+            "nats_server": nats_version,
+        },
+        "target": match &external {
+            Some(e) => json!({ "url": e.url, "nats_url": e.nats_url }),
+            None => json!("own system (all-in-one natter, nats-server -js, temporary data dir)"),
+        },
+        "results": Value::Object(results),
+    });
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
+    println!("\nreport written to {}", args.out.display());
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! What a scenario drives: a system of its own (nats-server + one
+//! all-in-one natter process in a temporary data dir) or a running natter.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use e2e::{Api, Mode, Settings, System};
+
+use crate::Plan;
+
+/// A running natter given on the command line.
+pub struct External {
+    pub url: String,
+    pub nats_url: String,
+}
+
+pub enum Target {
+    Own(Box<System>),
+    External {
+        url: String,
+        nats_url: String,
+        edge: SocketAddr,
+    },
+}
+
+/// The settings of the systems the bench starts: production timings, long
+/// idle timeout (a loaded bench client may answer pings late).
+pub fn settings(plan: &Plan) -> Settings {
+    Settings {
+        invite_friends_only: false,
+        quick_timings: false,
+        idle_timeout_secs: 600,
+        group_max_members: 5000,
+        large_group_members: plan.large_group_members,
+        send_queue: 1024,
+        ..Settings::default()
+    }
+}
+
+impl Target {
+    pub async fn start(external: Option<&External>, plan: &Plan) -> anyhow::Result<Self> {
+        match external {
+            Some(e) => {
+                let authority = e
+                    .url
+                    .strip_prefix("http://")
+                    .context("--url must be http://host:port")?;
+                let edge = tokio::net::lookup_host(authority)
+                    .await?
+                    .next()
+                    .context("--url has no address")?;
+                anyhow::ensure!(
+                    edge.ip().is_loopback(),
+                    "the bench drives loopback addresses only"
+                );
+                Ok(Self::External {
+                    url: e.url.clone(),
+                    nats_url: e.nats_url.clone(),
+                    edge,
+                })
+            }
+            None => Ok(Self::Own(Box::new(
+                System::start_with(Mode::AllInOne, settings(plan)).await?,
+            ))),
+        }
+    }
+
+    pub fn api(&self) -> Api {
+        match self {
+            Self::Own(system) => system.api(),
+            Self::External { url, .. } => Api::new(url.clone()),
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        match self {
+            Self::Own(system) => system.ws_url(),
+            Self::External { edge, .. } => format!("ws://{edge}/v1/ws"),
+        }
+    }
+
+    pub fn edge_addr(&self) -> SocketAddr {
+        match self {
+            Self::Own(system) => system.edge_addr,
+            Self::External { edge, .. } => *edge,
+        }
+    }
+
+    pub fn nats_url(&self) -> String {
+        match self {
+            Self::Own(system) => system.nats.url(),
+            Self::External { nats_url, .. } => nats_url.clone(),
+        }
+    }
+
+    /// The natter process (own systems only).
+    pub fn natter_pid(&self) -> Option<u32> {
+        match self {
+            Self::Own(system) => system.natter_pids().first().copied(),
+            Self::External { .. } => None,
+        }
+    }
+
+    pub fn nats_pid(&self) -> Option<u32> {
+        match self {
+            Self::Own(system) => system.nats.pid(),
+            Self::External { .. } => None,
+        }
+    }
+
+    pub async fn nats_version(&self) -> String {
+        match async_nats::connect(self.nats_url()).await {
+            Ok(client) => client.server_info().version,
+            Err(_) => String::new(),
+        }
+    }
+
+    pub async fn stop(self) {
+        if let Self::Own(system) = self {
+            system.stop().await;
+        }
+    }
+}
+
+/// A username unique to this run (a running natter may know the plain one
+/// from an earlier run).
+pub fn unique(name: &str) -> String {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let tag = TAG.get_or_init(|| {
+        let id = shared::ids::new_id().replace('-', "");
+        id[id.len() - 8..].to_owned()
+    });
+    format!("{name}_{tag}")
+}
+
+/// Resident memory of a process, bytes (Linux).
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// CPU time (user + system) of a process so far, milliseconds (Linux).
+pub fn cpu_ms(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // Fields after the command name (which may contain spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
+        .sum();
+    // USER_HZ is 100 on Linux.
+    ticks * 10
+}
+
+/// Raises this process's open-file limit (inherited by the processes it
+/// starts) to at least `want`.
+pub fn raise_fd_limit(want: u64) -> anyhow::Result<()> {
+    let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
+    if soft >= want {
+        return Ok(());
+    }
+    let hard = hard.max(want);
+    rlimit::setrlimit(rlimit::Resource::NOFILE, want, hard).with_context(|| {
+        format!("raising the open-file limit to {want} (run as root or raise `ulimit -n`)")
+    })
+}
