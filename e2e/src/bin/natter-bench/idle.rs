@@ -24,11 +24,24 @@ const PER_ADDRESS: usize = 20_000;
 
 pub async fn run(external: Option<&External>, plan: &Plan) -> anyhow::Result<Value> {
     let mut rounds = Vec::new();
-    for &n in &plan.idle {
+    for &requested in &plan.idle {
+        // One descriptor per connection in this process and in natter's,
+        // with room for everything else.
+        let most = plan.fd_limit.map_or(usize::MAX, |l| (l as usize).saturating_sub(2048));
+        let n = requested.min(most);
+        if n < requested {
+            println!(
+                "\nidle connections: {requested} requested, {n} possible under the open-file limit of {} (raising it needs CAP_SYS_RESOURCE)",
+                plan.fd_limit.unwrap_or(0)
+            );
+        }
         let target = Target::start(external, plan).await?;
         let round = connections(&target, n).await;
         target.stop().await;
-        rounds.push(round?);
+        let mut round = round?;
+        round["requested"] = json!(requested);
+        round["fd_limit"] = json!(plan.fd_limit);
+        rounds.push(round);
     }
     Ok(json!({ "rounds": rounds }))
 }

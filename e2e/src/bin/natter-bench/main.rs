@@ -90,6 +90,8 @@ pub struct Plan {
     pub large_group_members: u32,
     pub offline_messages: usize,
     pub idle: Vec<usize>,
+    /// The open-file limit the idle scenario runs under.
+    pub fd_limit: Option<u64>,
 }
 
 impl Plan {
@@ -120,6 +122,7 @@ impl Plan {
             large_group_members: args.large_group_members,
             offline_messages: if quick { 1000 } else { 10_000 },
             idle,
+            fd_limit: None,
         })
     }
 }
@@ -127,7 +130,7 @@ impl Plan {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let plan = Plan::new(&args)?;
+    let mut plan = Plan::new(&args)?;
     let external = match (&args.url, &args.nats_url) {
         (Some(url), Some(nats)) => Some(target::External {
             url: url.trim_end_matches('/').to_owned(),
@@ -149,11 +152,13 @@ async fn main() -> anyhow::Result<()> {
     };
     scenarios.sort();
     scenarios.dedup();
-    // Idle connections need many file descriptors, here and in the natter
-    // process started from here.
+    // Idle connections need a file descriptor each, here and in the natter
+    // process started from here: counts beyond the limit are capped (and
+    // the report says so).
     if scenarios.contains(&Scenario::Idle) {
-        let want = plan.idle.iter().max().copied().unwrap_or(0) as u64 * 2 + 4096;
-        target::raise_fd_limit(want)?;
+        let want = plan.idle.iter().max().copied().unwrap_or(0) as u64 + 4096;
+        let limit = target::raise_fd_limit(want)?;
+        plan.fd_limit = Some(limit);
     }
     println!(
         "natter-bench: {} mode, {} cores, load average {}",

@@ -158,14 +158,18 @@ pub fn cpu_ms(pid: u32) -> u64 {
 }
 
 /// Raises this process's open-file limit (inherited by the processes it
-/// starts) to at least `want`.
-pub fn raise_fd_limit(want: u64) -> anyhow::Result<()> {
+/// starts) towards `want`, as far as the hard limit allows (raising that
+/// needs CAP_SYS_RESOURCE). Returns the limit now in force.
+pub fn raise_fd_limit(want: u64) -> anyhow::Result<u64> {
     let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
     if soft >= want {
-        return Ok(());
+        return Ok(soft);
     }
-    let hard = hard.max(want);
-    rlimit::setrlimit(rlimit::Resource::NOFILE, want, hard).with_context(|| {
-        format!("raising the open-file limit to {want} (run as root or raise `ulimit -n`)")
-    })
+    if rlimit::setrlimit(rlimit::Resource::NOFILE, want, hard.max(want)).is_ok() {
+        return Ok(want);
+    }
+    let limit = want.min(hard);
+    rlimit::setrlimit(rlimit::Resource::NOFILE, limit, hard)
+        .with_context(|| format!("raising the open-file limit to {limit}"))?;
+    Ok(limit)
 }
