@@ -60,6 +60,15 @@ struct Group {
     task: tokio::task::JoinHandle<()>,
 }
 
+impl Group {
+    fn add(&self, connection: u64, tx: mpsc::Sender<GroupPush>) {
+        self.members
+            .lock()
+            .expect("group members lock")
+            .insert(connection, Member::new(tx));
+    }
+}
+
 /// Conversations per `im.v1.conversation.heads` call.
 const HEADS_PER_CALL: usize = 500;
 
@@ -96,11 +105,7 @@ impl GroupHub {
             return Ok(());
         };
         if let Some(existing) = self.groups.lock().await.get(conversation) {
-            existing
-                .members
-                .lock()
-                .expect("group members lock")
-                .insert(connection, Member::new(tx));
+            existing.add(connection, tx);
             return Ok(());
         }
         // Subscribed without the lock: a slow NATS connection must not hold
@@ -110,11 +115,7 @@ impl GroupHub {
         if let Some(existing) = groups.get(conversation) {
             // Another connection subscribed meanwhile; this subscription
             // ends when dropped.
-            existing
-                .members
-                .lock()
-                .expect("group members lock")
-                .insert(connection, Member::new(tx));
+            existing.add(connection, tx);
             return Ok(());
         }
         let members: Members = Arc::new(Mutex::new(HashMap::from([(connection, Member::new(tx))])));

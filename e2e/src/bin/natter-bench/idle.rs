@@ -27,7 +27,9 @@ pub async fn run(external: Option<&External>, plan: &Plan) -> anyhow::Result<Val
     for &requested in &plan.idle {
         // One descriptor per connection in this process and in natter's,
         // with room for everything else.
-        let most = plan.fd_limit.map_or(usize::MAX, |l| (l as usize).saturating_sub(2048));
+        let most = plan
+            .fd_limit
+            .map_or(usize::MAX, |l| (l as usize).saturating_sub(2048));
         let n = requested.min(most);
         if n < requested {
             println!(

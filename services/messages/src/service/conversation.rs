@@ -406,16 +406,10 @@ impl State {
     ) -> Result<pb::LargeGroupsResponse, RpcError> {
         let me = Identity::from_headers(req.message.headers.as_ref())?;
         let _: pb::LargeGroupsRequest = rpc::decode(&req.message.payload)?;
-        let heads = store::large_groups(&self.pool, &me.user_id)
+        let rows = store::large_groups(&self.pool, &me.user_id)
             .await
-            .map_err(|e| internal("load large groups", e))?
-            .into_iter()
-            .map(|(conversation_id, last_seq)| pb::GroupHead {
-                conversation_id,
-                last_seq: last_seq as u64,
-            })
-            .collect();
-        Ok(pb::LargeGroupsResponse { heads })
+            .map_err(|e| internal("load large groups", e))?;
+        Ok(heads_of(rows))
     }
 
     /// Internal (edges): the last seq of the given large groups, so an edge
@@ -438,16 +432,10 @@ impl State {
         {
             return Err(RpcError::bad_request("not a group conversation id"));
         }
-        let heads = store::heads(&self.pool, &input.conversation_ids)
+        let rows = store::heads(&self.pool, &input.conversation_ids)
             .await
-            .map_err(|e| internal("load heads", e))?
-            .into_iter()
-            .map(|(conversation_id, last_seq)| pb::GroupHead {
-                conversation_id,
-                last_seq: last_seq as u64,
-            })
-            .collect();
-        Ok(pb::LargeGroupsResponse { heads })
+            .map_err(|e| internal("load heads", e))?;
+        Ok(heads_of(rows))
     }
 
     /// Delivers one inbox entry to each of `users` (deduplicated per user).
@@ -470,4 +458,16 @@ impl State {
         }
         Ok(())
     }
+}
+
+/// (conversation, last seq) rows as group heads.
+fn heads_of(rows: Vec<(String, i64)>) -> pb::LargeGroupsResponse {
+    let heads = rows
+        .into_iter()
+        .map(|(conversation_id, last_seq)| pb::GroupHead {
+            conversation_id,
+            last_seq: last_seq as u64,
+        })
+        .collect();
+    pb::LargeGroupsResponse { heads }
 }
