@@ -432,3 +432,79 @@ async fn a_lost_group_message_is_found_by_the_periodic_check() -> anyhow::Result
     system.stop().await;
     Ok(())
 }
+
+/// The messages service is killed (SIGKILL) while a large group's messages
+/// stream in, then restarted: every acked message reaches every connected
+/// member once, in order (the sweep publishes what was stored but not
+/// published; edges fill any gap from the history).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_messages_service_loses_no_group_message() -> anyhow::Result<()> {
+    let settings = Settings {
+        large_group_members: 2,
+        ..Settings::default()
+    };
+    let (mut system, [alice, bob, carol]) =
+        System::with_settings_and_users(Mode::Split, settings, ["alice", "bob", "carol"]).await?;
+    let api = system.api();
+    let group = create(&api, &alice, "不怕崩溃", &[&bob, &carol]).await?;
+    let conversation = group["conversationId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    const N: u64 = 60;
+    let mut readers = Vec::new();
+    for user in [&bob, &carol] {
+        let mut client = Client::connect_live(&system.ws_url(), user, Format::Binary).await?;
+        assert_eq!(seqs(&mut client, 1).await?, vec![(1, true)]);
+        readers.push(tokio::spawn(async move {
+            let got = seqs(&mut client, N as usize).await?;
+            no_more_messages(&mut client).await?;
+            anyhow::Ok(got)
+        }));
+    }
+    let (progress_tx, mut progress) = tokio::sync::watch::channel(0u64);
+    let sender = {
+        let (url, conversation) = (system.ws_url(), conversation.clone());
+        tokio::spawn(async move {
+            let mut client = Client::connect(&url, &alice, Format::Json).await?;
+            let mut retries = 0;
+            for i in 1..=N {
+                loop {
+                    let id = client
+                        .send_to(&conversation, &format!("g{i}"), &format!("第 {i} 条"))
+                        .await?;
+                    match client.reply(id).await?.kind {
+                        Some(server_frame::Kind::Ack(ack)) => {
+                            anyhow::ensure!(
+                                ack.seq == i + 1,
+                                "message {i} acked with seq {}",
+                                ack.seq
+                            );
+                            break;
+                        }
+                        Some(server_frame::Kind::Error(e))
+                            if ["unavailable", "internal"].contains(&e.code.as_str()) =>
+                        {
+                            retries += 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        }
+                        other => anyhow::bail!("unexpected answer to message {i}: {other:?}"),
+                    }
+                }
+                let _ = progress_tx.send(i);
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            anyhow::Ok(retries)
+        })
+    };
+    progress.wait_for(|acked| *acked >= N / 3).await?;
+    system.kill_process(e2e::Service::Messages);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    system.spawn_process(e2e::Service::Messages)?;
+    let retries = sender.await??;
+    assert!(retries > 0, "the kill should have made some sends fail");
+    for reader in readers {
+        assert_eq!(reader.await??, range(2, N + 1, false));
+    }
+    Ok(())
+}
