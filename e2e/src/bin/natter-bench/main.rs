@@ -74,6 +74,9 @@ struct Args {
     /// size above every group measures write fan-out alone.
     #[arg(long, default_value_t = messages::Config::default().large_group_members)]
     large_group_members: u32,
+    /// One-to-one pairs (default: 4 quick, 16 full).
+    #[arg(long)]
+    pairs: Option<usize>,
     /// Idle connection counts (default: 1000 quick, 10000,50000 full).
     #[arg(long, value_delimiter = ',')]
     idle: Vec<usize>,
@@ -110,13 +113,16 @@ impl Plan {
         if group_sizes.iter().any(|n| !(2..=5000).contains(n)) {
             bail!("group sizes must be within 2..=5000");
         }
+        if args.pairs.is_some_and(|p| !(1..=1000).contains(&p)) {
+            bail!("pairs must be within 1..=1000");
+        }
         if idle.iter().any(|n| !(1..=100_000).contains(n)) {
             bail!("idle connection counts must be within 1..=100000");
         }
         Ok(Self {
             quick,
             phase_secs: if quick { 2 } else { 5 },
-            pairs: if quick { 4 } else { 16 },
+            pairs: args.pairs.unwrap_or(if quick { 4 } else { 16 }),
             group_sizes,
             group_messages: if quick { 5 } else { 20 },
             large_group_members: args.large_group_members,
