@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 
 use crate::baseline::Baseline;
 use crate::report::{latency, ratio, round};
-use crate::target::{Target, cpu_ms, unique};
+use crate::target::{Target, cpu_ms, unique, used};
 use crate::{Plan, wire};
 
 /// Unacked sends per connection (the edge stops reading beyond 64).
@@ -41,6 +41,8 @@ struct Peer {
     to: String,
     /// The next frame id (1 was the resume).
     next_id: AtomicU64,
+    /// Messages sent so far (all phases).
+    sent: AtomicU64,
     reader: tokio::task::JoinHandle<()>,
 }
 
@@ -84,6 +86,10 @@ pub async fn run(target: &Target, plan: &Plan, base: Option<&Baseline>) -> anyho
     let delivered_per_sec = delivered as f64 / saturated_secs;
 
     // Half of that rate, for latency.
+    anyhow::ensure!(
+        delivered_per_sec >= 2.0,
+        "almost nothing was delivered at saturation"
+    );
     let half = delivered_per_sec / 2.0;
     let paced = Instant::now();
     let sent_paced = blast(&peers, epoch, paced + phase, Some(half)).await?;
@@ -137,7 +143,10 @@ pub async fn run(target: &Target, plan: &Plan, base: Option<&Baseline>) -> anyho
             "sent_per_sec": round(sent as f64 / saturated_secs),
             "delivered_per_sec": round(delivered_per_sec),
             "ratio_to_request_reply": ratio(delivered_per_sec, base_rate),
-            "cpu_ms": { "nats": cpu_after[0] - cpu_before[0], "natter": cpu_after[1] - cpu_before[1] },
+            "cpu_ms": {
+                "nats": used(cpu_before[0], cpu_after[0]),
+                "natter": used(cpu_before[1], cpu_after[1]),
+            },
         },
         "paced": {
             "rate_per_sec": round(half),
@@ -148,10 +157,10 @@ pub async fn run(target: &Target, plan: &Plan, base: Option<&Baseline>) -> anyho
     }))
 }
 
-fn cpu(target: &Target) -> [u64; 2] {
+fn cpu(target: &Target) -> [Option<u64>; 2] {
     [
-        target.nats_pid().map_or(0, cpu_ms),
-        target.natter_pid().map_or(0, cpu_ms),
+        target.nats_pid().and_then(cpu_ms),
+        target.natter_pid().and_then(cpu_ms),
     ]
 }
 
@@ -171,11 +180,7 @@ async fn connect(
 ) -> anyhow::Result<Peer> {
     let (mut sink, mut stream) = wire::connect(target.edge_addr(), &user.token, None).await?;
     wire::send(&mut sink, wire::resume(1, 0)).await?;
-    loop {
-        if let Some(server_frame::Kind::CaughtUp(_)) = wire::next(&mut stream).await?.kind {
-            break;
-        }
-    }
+    wire::caught_up(&mut stream).await?;
     let window = Arc::new(Semaphore::new(WINDOW));
     let sent_at: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
     let seen: Arc<Mutex<Seen>> = Arc::default();
@@ -216,6 +221,7 @@ async fn connect(
         seen,
         to: to.to_owned(),
         next_id: AtomicU64::new(2),
+        sent: AtomicU64::new(0),
         reader,
     })
 }
@@ -241,16 +247,21 @@ async fn blast(
                 t
             });
             let mut sent = 0usize;
+            let deadline = tokio::time::Instant::from_std(until);
             while Instant::now() < until {
-                if let Some(tick) = tick.as_mut() {
-                    tick.tick().await;
+                if let Some(tick) = tick.as_mut()
+                    && tokio::time::timeout_at(deadline, tick.tick())
+                        .await
+                        .is_err()
+                {
+                    break;
                 }
-                let deadline = tokio::time::Instant::from_std(until);
                 let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, peer.window.acquire()).await
                 else {
                     break;
                 };
                 permit.forget();
+                peer.sent.fetch_add(1, Ordering::Relaxed);
                 let id = peer.next_id.fetch_add(1, Ordering::Relaxed);
                 peer.sent_at
                     .lock()
@@ -275,12 +286,16 @@ async fn blast(
     Ok(total)
 }
 
-/// Waits (at most 30 s) until every send is acked, then a moment for the
-/// last deliveries.
+/// Waits (at most 60 s) until every send is acked and every peer has
+/// received what its partner sent, so one phase does not spill into the next.
 async fn settle(peers: &[Peer]) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline && peers.iter().any(|p| p.window.available_permits() < WINDOW) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = |i: usize, p: &Peer| {
+        p.window.available_permits() == WINDOW
+            && p.seen.lock().expect("seen lock").received.len() as u64
+                >= peers[i ^ 1].sent.load(Ordering::Relaxed)
+    };
+    while Instant::now() < deadline && !peers.iter().enumerate().all(|(i, p)| done(i, p)) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
 }

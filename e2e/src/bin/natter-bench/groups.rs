@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::Plan;
 use crate::report::{percentile, round};
-use crate::target::{External, Target, cpu_ms, unique};
+use crate::target::{External, Target, cpu_ms, unique, used};
 
 pub async fn run(external: Option<&External>, plan: &Plan) -> anyhow::Result<Value> {
     println!(
@@ -46,7 +46,9 @@ pub async fn run(external: Option<&External>, plan: &Plan) -> anyhow::Result<Val
             r.last_p50,
             r.last_p99,
             r.deliveries_per_sec,
-            format!("{}/{}/{}", r.cpu_ms[0], r.cpu_ms[1], r.cpu_ms[2])
+            r.cpu_ms
+                .map(|c| c.map_or("?".to_owned(), |c| c.to_string()))
+                .join("/")
         );
         rows.push(json!({
             "members": size,
@@ -71,13 +73,13 @@ struct FanoutResult {
     deliveries_per_sec: f64,
     /// CPU time used during the throughput phase by nats-server, natter and
     /// this process, milliseconds.
-    cpu_ms: [u64; 3],
+    cpu_ms: [Option<u64>; 3],
 }
 
-fn cpu_now(target: &Target) -> [u64; 3] {
+fn cpu_now(target: &Target) -> [Option<u64>; 3] {
     [
-        target.nats_pid().map_or(0, cpu_ms),
-        target.natter_pid().map_or(0, cpu_ms),
+        target.nats_pid().and_then(cpu_ms),
+        target.natter_pid().and_then(cpu_ms),
         cpu_ms(std::process::id()),
     ]
 }
@@ -207,7 +209,7 @@ async fn group_fanout(
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu_after = cpu_now(target);
-    let cpu_ms = [0, 1, 2].map(|i| cpu_after[i] - cpu_before[i]);
+    let cpu_ms = [0, 1, 2].map(|i| used(cpu_before[i], cpu_after[i]));
     for reader in readers {
         reader.await??;
     }

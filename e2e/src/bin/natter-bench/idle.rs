@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures::StreamExt;
 use serde_json::{Value, json};
-use shared::proto::edge::server_frame;
 
 use crate::report::round;
 use crate::target::{External, Target, rss_bytes, unique};
@@ -80,11 +79,7 @@ async fn connections(target: &Target, n: usize) -> anyhow::Result<Value> {
     let live: Vec<(wire::Sink, tokio::task::JoinHandle<()>)> = futures::stream::iter(opened)
         .map(|(mut sink, mut stream)| async move {
             wire::send(&mut sink, wire::resume(1, 0)).await?;
-            loop {
-                if let Some(server_frame::Kind::CaughtUp(_)) = wire::next(&mut stream).await?.kind {
-                    break;
-                }
-            }
+            wire::caught_up(&mut stream).await?;
             // From now on only read (which answers the edge's pings).
             let reader =
                 tokio::spawn(async move { while wire::next(&mut stream).await.is_ok() {} });

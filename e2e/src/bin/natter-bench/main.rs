@@ -1,6 +1,7 @@
 //! natter-bench: drives a real natter the way clients do (HTTP API and
 //! WebSocket connections with protobuf frames) and reports what it measured,
-//! next to the raw NATS limit measured on the same server in the same run.
+//! next to the raw NATS limit measured in the same run on a nats-server
+//! started the same way (or the running one).
 //!
 //! By default it starts its own systems: a nats-server on a free port and
 //! one all-in-one `natter` process from the same target directory, in a
@@ -124,7 +125,8 @@ impl Plan {
             phase_secs: if quick { 2 } else { 5 },
             pairs: args.pairs.unwrap_or(if quick { 4 } else { 16 }),
             group_sizes,
-            group_messages: if quick { 5 } else { 20 },
+            // At least 100 in full mode, so p99 is not just the maximum.
+            group_messages: if quick { 10 } else { 100 },
             large_group_members: args.large_group_members,
             offline_messages: if quick { 1000 } else { 10_000 },
             idle,

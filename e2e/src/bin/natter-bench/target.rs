@@ -45,17 +45,15 @@ impl Target {
                     .url
                     .strip_prefix("http://")
                     .context("--url must be http://host:port")?;
-                let edge = tokio::net::lookup_host(authority)
-                    .await?
-                    .next()
-                    .context("--url has no address")?;
-                anyhow::ensure!(
-                    edge.ip().is_loopback(),
-                    "the bench drives loopback addresses only"
-                );
+                let edge = loopback(authority).await.context("--url")?;
+                let nats = e
+                    .nats_url
+                    .strip_prefix("nats://")
+                    .context("--nats-url must be nats://host:port")?;
+                let nats = loopback(nats).await.context("--nats-url")?;
                 Ok(Self::External {
-                    url: e.url.clone(),
-                    nats_url: e.nats_url.clone(),
+                    url: format!("http://{edge}"),
+                    nats_url: format!("nats://{nats}"),
                     edge,
                 })
             }
@@ -122,6 +120,18 @@ impl Target {
     }
 }
 
+/// The address behind `authority` (host:port), which must resolve to
+/// loopback addresses only: the bench sends traffic nowhere else.
+async fn loopback(authority: &str) -> anyhow::Result<SocketAddr> {
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host(authority).await?.collect();
+    anyhow::ensure!(!addresses.is_empty(), "{authority} has no address");
+    anyhow::ensure!(
+        addresses.iter().all(|a| a.ip().is_loopback()),
+        "{authority} is not a loopback address: the bench drives loopback addresses only"
+    );
+    Ok(addresses[0])
+}
+
 /// A username unique to this run (a running natter may know the plain one
 /// from an earlier run).
 pub fn unique(name: &str) -> String {
@@ -141,20 +151,21 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// CPU time used between two readings, when both were possible.
+pub fn used(before: Option<u64>, after: Option<u64>) -> Option<u64> {
+    after?.checked_sub(before?)
+}
+
 /// CPU time (user + system) of a process so far, milliseconds (Linux).
-pub fn cpu_ms(pid: u32) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
+pub fn cpu_ms(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may contain spaces) in parentheses.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
-        .sum();
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let system: u64 = fields.get(12)?.parse().ok()?;
     // USER_HZ is 100 on Linux.
-    ticks * 10
+    Some((user + system) * 10)
 }
 
 /// Raises this process's open-file limit (inherited by the processes it

@@ -24,6 +24,19 @@ pub async fn connect(
     token: &str,
     source: Option<IpAddr>,
 ) -> anyhow::Result<(Sink, Stream)> {
+    tokio::time::timeout(WAIT, open(edge, token, source))
+        .await
+        .context("no welcome in time")?
+}
+
+/// How long the bench waits for any one answer.
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn open(
+    edge: SocketAddr,
+    token: &str,
+    source: Option<IpAddr>,
+) -> anyhow::Result<(Sink, Stream)> {
     let socket = match edge {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
@@ -40,6 +53,19 @@ pub async fn connect(
         Some(server_frame::Kind::Welcome(_)) => Ok((sink, stream)),
         other => bail!("expected welcome, got {other:?}"),
     }
+}
+
+/// Reads until `caughtUp` (after a resume), at most [`WAIT`].
+pub async fn caught_up(stream: &mut Stream) -> anyhow::Result<()> {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(server_frame::Kind::CaughtUp(_)) = next(stream).await?.kind {
+                return anyhow::Ok(());
+            }
+        }
+    })
+    .await
+    .context("no caughtUp in time")?
 }
 
 /// The next server frame (skipping WebSocket control frames).
@@ -84,13 +110,18 @@ pub fn stamp_of(message: &shared::proto::message::Message) -> Option<u128> {
 
 /// A chat message's size on the wire (a send frame), for the baseline.
 pub fn typical_payload() -> Vec<u8> {
-    let epoch = std::time::Instant::now();
+    // A stamp as long as a minute into a run has (11 digits), so the size
+    // does not change from run to run.
+    let text = format!(
+        "{} 消息 {}: the quick brown fox jumps over the lazy dog",
+        60_000_000_000u64, 123_456
+    );
     ClientFrame {
         id: 1,
         kind: Some(client_frame::Kind::Send(SendRequest {
             to_user_id: shared::ids::new_id(),
             client_msg_id: "c-123456".into(),
-            body: Some(e2e::text(&stamped_text(epoch, 123_456))),
+            body: Some(e2e::text(&text)),
             ..Default::default()
         })),
     }
