@@ -126,6 +126,25 @@ impl Api {
     }
 
     /// A page of history as the typed response.
+    /// `owner` creates a group with `members`; fails unless it is created.
+    pub async fn create_group(
+        &self,
+        owner: &User,
+        name: &str,
+        members: &[&User],
+    ) -> anyhow::Result<Value> {
+        let ids: Vec<&str> = members.iter().map(|m| m.user_id.as_str()).collect();
+        let (status, body) = self
+            .post(
+                "/v1/groups",
+                Some(&owner.token),
+                json!({ "name": name, "description": "test", "memberIds": ids }).to_string(),
+            )
+            .await?;
+        anyhow::ensure!(status == 201, "create group: {status} {body}");
+        Ok(body)
+    }
+
     pub async fn history(
         &self,
         user: &User,

@@ -7,19 +7,6 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use shared::proto::message::{Message, message_body};
 
-async fn create(api: &Api, owner: &User, name: &str, members: &[&User]) -> anyhow::Result<Value> {
-    let ids: Vec<&str> = members.iter().map(|m| m.user_id.as_str()).collect();
-    let (status, body) = api
-        .post(
-            "/v1/groups",
-            Some(&owner.token),
-            json!({ "name": name, "description": "test", "memberIds": ids }).to_string(),
-        )
-        .await?;
-    anyhow::ensure!(status == 201, "create group: {status} {body}");
-    Ok(body)
-}
-
 async fn call(
     api: &Api,
     method: Method,
@@ -54,7 +41,9 @@ async fn group_chat_reaches_every_member_in_order_and_refuses_outsiders() -> any
     let mut b = Client::connect_live(&system.ws_url(), &bob, Format::Json).await?;
     let mut c = Client::connect_live(&system.ws_url(), &carol, Format::Binary).await?;
 
-    let group = create(&api, &alice, "周末爬山", &[&bob, &carol]).await?;
+    let group = api
+        .create_group(&alice, "周末爬山", &[&bob, &carol])
+        .await?;
     assert_eq!(group["memberCount"], 3);
     assert_eq!(group["me"]["role"], "owner");
     let conversation = str_of(&group, "conversationId").to_owned();
@@ -156,7 +145,7 @@ async fn admins_manage_members_and_a_removed_member_stops_at_once() -> anyhow::R
     let (system, [alice, bob, carol, dave]) =
         System::with_users(Mode::InProcess, ["alice", "bob", "carol", "dave"]).await?;
     let api = system.api();
-    let group = create(&api, &alice, "team", &[&bob, &carol]).await?;
+    let group = api.create_group(&alice, "team", &[&bob, &carol]).await?;
     let (group_id, conversation) = (
         str_of(&group, "id").to_owned(),
         str_of(&group, "conversationId").to_owned(),
@@ -271,7 +260,9 @@ async fn ownership_mutes_names_and_dismissal() -> anyhow::Result<()> {
     let (system, [alice, bob, carol]) =
         System::with_users(Mode::InProcess, ["alice", "bob", "carol"]).await?;
     let api = system.api();
-    let group = create(&api, &alice, "book club", &[&bob, &carol]).await?;
+    let group = api
+        .create_group(&alice, "book club", &[&bob, &carol])
+        .await?;
     let (group_id, conversation) = (
         str_of(&group, "id").to_owned(),
         str_of(&group, "conversationId").to_owned(),
@@ -471,7 +462,7 @@ async fn groups_have_a_size_limit_and_bad_requests_are_refused() -> anyhow::Resu
         )
         .await?;
     assert_eq!(too_many.0, 409, "{}", too_many.1);
-    let group = create(&api, &alice, "small", &[&bob]).await?;
+    let group = api.create_group(&alice, "small", &[&bob]).await?;
     let members = format!("/v1/groups/{}/members", str_of(&group, "id"));
     let (status, _) = call(
         &api,

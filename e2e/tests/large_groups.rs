@@ -13,19 +13,6 @@ use shared::proto::delivery::inbox_entry::Event;
 use shared::proto::edge::{ServerFrame, server_frame};
 use shared::proto::message::{GroupHead, Message, message_body};
 
-async fn create(api: &Api, owner: &User, name: &str, members: &[&User]) -> anyhow::Result<Value> {
-    let ids: Vec<&str> = members.iter().map(|m| m.user_id.as_str()).collect();
-    let (status, body) = api
-        .post(
-            "/v1/groups",
-            Some(&owner.token),
-            json!({ "name": name, "memberIds": ids }).to_string(),
-        )
-        .await?;
-    anyhow::ensure!(status == 201, "create group: {status} {body}");
-    Ok(body)
-}
-
 async fn remove(api: &Api, members: &str, owner: &User, who: &User) -> anyhow::Result<()> {
     let (status, body) = api
         .send_method(
@@ -120,7 +107,9 @@ async fn large_groups_use_read_fan_out_with_the_same_guarantees() -> anyhow::Res
     let mut e = Client::connect_live(&url, &erin, Format::Json).await?;
 
     // Three members: write fan-out, every message through the inbox.
-    let group = create(&api, &alice, "大群 big group", &[&bob, &carol]).await?;
+    let group = api
+        .create_group(&alice, "大群 big group", &[&bob, &carol])
+        .await?;
     let group_id = group["id"].as_str().unwrap_or_default().to_owned();
     let conversation = group["conversationId"]
         .as_str()
@@ -305,7 +294,7 @@ async fn resumes_and_the_dismissal_of_a_large_group() -> anyhow::Result<()> {
     let url = system.ws_url();
     // Created large: the creation notice goes through the inboxes (the
     // group was nothing before), then read fan-out.
-    let group = create(&api, &alice, "三人行", &[&bob, &carol]).await?;
+    let group = api.create_group(&alice, "三人行", &[&bob, &carol]).await?;
     let group_id = group["id"].as_str().unwrap_or_default().to_owned();
     let conversation = group["conversationId"]
         .as_str()
@@ -399,7 +388,7 @@ async fn a_lost_group_message_is_found_by_the_periodic_check() -> anyhow::Result
     let (system, [alice, bob]) =
         System::with_settings_and_users(Mode::InProcess, settings, ["alice", "bob"]).await?;
     let api = system.api();
-    let group = create(&api, &alice, "两人", &[&bob]).await?;
+    let group = api.create_group(&alice, "两人", &[&bob]).await?;
     let conversation = group["conversationId"]
         .as_str()
         .unwrap_or_default()
@@ -446,7 +435,9 @@ async fn killing_the_messages_service_loses_no_group_message() -> anyhow::Result
     let (mut system, [alice, bob, carol]) =
         System::with_settings_and_users(Mode::Split, settings, ["alice", "bob", "carol"]).await?;
     let api = system.api();
-    let group = create(&api, &alice, "不怕崩溃", &[&bob, &carol]).await?;
+    let group = api
+        .create_group(&alice, "不怕崩溃", &[&bob, &carol])
+        .await?;
     let conversation = group["conversationId"]
         .as_str()
         .unwrap_or_default()
