@@ -468,6 +468,53 @@ async fn deleting_a_friend_ends_it_on_both_sides() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The messages service caches friendships and blocks for one-to-one sends;
+/// a change still applies to the very next send, each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_or_unfriending_applies_to_the_very_next_message() -> anyhow::Result<()> {
+    let (system, [alice, bob]) = System::with_users(Mode::InProcess, ["alice", "bob"]).await?;
+    let api = system.api();
+    let mut a = Client::connect_live(&system.ws_url(), &alice, Format::Binary).await?;
+    let blocks = format!("/v1/blocks/{}", alice.user_id);
+    let mut seq = 0;
+    for round in 0..10 {
+        // Allowed (and cached), then blocked: refused at once.
+        seq += 1;
+        let ack = a.send_acked(&bob, &format!("ok{round}"), "hi").await?;
+        assert_eq!(ack.seq, seq);
+        let (status, _) = api
+            .send_method(Method::PUT, &blocks, Some(&bob.token), None)
+            .await?;
+        assert_eq!(status, 200);
+        let id = a.send_text(&bob, &format!("no{round}"), "hi?").await?;
+        assert_eq!(a.error_of(id).await?.code, "forbidden", "round {round}");
+        // Unblocked: allowed at once (the refusal was cached too).
+        let (status, _) = api
+            .send_method(Method::DELETE, &blocks, Some(&bob.token), None)
+            .await?;
+        assert_eq!(status, 200);
+        seq += 1;
+        let ack = a.send_acked(&bob, &format!("again{round}"), "hi!").await?;
+        assert_eq!(ack.seq, seq, "round {round}");
+    }
+    // No longer friends: refused at once; friends again: allowed at once.
+    let (status, _) = api
+        .send_method(
+            Method::DELETE,
+            &format!("/v1/friends/{}", bob.user_id),
+            Some(&alice.token),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 200);
+    let id = a.send_text(&bob, "unfriended", "hi?").await?;
+    assert_eq!(a.error_of(id).await?.code, "forbidden");
+    api.befriend(&alice, &bob).await?;
+    assert_eq!(a.send_acked(&bob, "friends", "hi").await?.seq, seq + 1);
+    system.stop().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocked_user_can_neither_message_nor_request_and_is_not_told_why() -> anyhow::Result<()>
 {

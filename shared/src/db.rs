@@ -33,6 +33,41 @@ pub async fn connect(
     max_connections: u32,
     migrator: &sqlx::migrate::Migrator,
 ) -> Result<AnyPool, DbError> {
+    let pool = open(url, max_connections).await?;
+    migrator.run(&pool).await?;
+    Ok(pool)
+}
+
+/// A pool for reads and a pool for writes. On SQLite the write pool holds
+/// one connection, so writers queue for it in the pool instead of sleeping
+/// in SQLite's busy handler (which backs off by milliseconds), while WAL
+/// readers run beside them. On PostgreSQL both are the same pool.
+#[derive(Clone, Debug)]
+pub struct Pools {
+    pub read: AnyPool,
+    pub write: AnyPool,
+}
+
+/// Opens [`Pools`] for `url` with up to `readers` read connections and runs
+/// `migrator`.
+pub async fn connect_pools(
+    url: &str,
+    readers: u32,
+    migrator: &sqlx::migrate::Migrator,
+) -> Result<Pools, DbError> {
+    if !url.starts_with("sqlite://") {
+        let pool = connect(url, readers, migrator).await?;
+        return Ok(Pools {
+            read: pool.clone(),
+            write: pool,
+        });
+    }
+    let write = connect(url, 1, migrator).await?;
+    let read = open(url, readers).await?;
+    Ok(Pools { read, write })
+}
+
+async fn open(url: &str, max_connections: u32) -> Result<AnyPool, DbError> {
     install_default_drivers();
     if let Some(rest) = url.strip_prefix("sqlite://") {
         let file = rest.split('?').next().unwrap_or_default();
@@ -72,7 +107,6 @@ pub async fn connect(
             url: redact(url),
             source,
         })?;
-    migrator.run(&pool).await?;
     Ok(pool)
 }
 

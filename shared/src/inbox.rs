@@ -22,7 +22,7 @@ use bytes::Bytes;
 use prost::Message;
 use tokio::sync::Mutex;
 
-const SHARDS: usize = 64;
+const SHARDS: usize = 1024;
 /// Entries per cache shard before it is cleared (a miss costs one direct get).
 const SHARD_CAPACITY: usize = 4096;
 const MAX_ATTEMPTS: usize = 8;

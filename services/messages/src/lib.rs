@@ -6,7 +6,9 @@
 //! - [`validate`]: the rules for what a sender may send;
 //! - [`store`]: the SQL (conversations, members, messages);
 //! - [`service`]: the NATS micro endpoints (`im.v1.message.*`,
-//!   `im.v1.conversation.*`) and the recovery sweep.
+//!   `im.v1.conversation.*`) and the recovery sweep;
+//! - `writer`: the group commit of sends and fan-out marks;
+//! - `relations`: the cache of friendships and blocks for one-to-one sends.
 //!
 //! Invariant: a message is acked to its sender only after it is stored and in
 //! every recipient's inbox. A message stored but not yet fanned out (a crash
@@ -14,9 +16,11 @@
 //! the periodic sweep; inbox appends carry a dedup id so a redo is harmless.
 
 pub mod config;
+mod relations;
 pub mod service;
 pub mod store;
 pub mod validate;
+mod writer;
 
 pub use config::Config;
 pub use service::run;

@@ -21,7 +21,9 @@ use shared::{Nats, RpcError, ids, rpc, subject};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use crate::relations::Relations;
 use crate::store::{self, MessageRow};
+use crate::writer::Writer;
 use crate::{Config, validate};
 use shared::inbox::{DeliveryError, Inboxes};
 
@@ -54,7 +56,14 @@ pub enum MessagesError {
 
 struct State {
     config: Config,
+    /// Reads; writes go through `write` (see [`db::Pools`]).
     pool: AnyPool,
+    write: AnyPool,
+    writer: Writer,
+    relations: Relations,
+    /// Conversations whose last fan-out failed here: their next send or
+    /// change fans out what is pending first (the sweep covers the rest).
+    unsent: std::sync::Mutex<HashSet<String>>,
     inboxes: Inboxes,
     jetstream: async_nats::jetstream::Context,
     caller: Caller,
@@ -71,7 +80,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), MessagesError> {
     config.validate()?;
-    let pool = db::connect(&config.database_url, 8, &store::MIGRATOR).await?;
+    let pools = db::connect_pools(&config.database_url, 8, &store::MIGRATOR).await?;
     let stream = shared::nats::inbox_stream(&nats.jetstream, &config.streams).await?;
     shared::nats::events_stream(&nats.jetstream, &config.streams).await?;
     let state = Arc::new(State {
@@ -81,7 +90,13 @@ pub async fn run(
         order: (0..ORDER_SHARDS).map(|_| Mutex::new(())).collect(),
         shutdown: shutdown.clone(),
         config,
-        pool,
+        writer: Writer::start(pools.write.clone()),
+        relations: Relations::subscribe(nats.client.clone())
+            .await
+            .map_err(|e| MessagesError::Service(format!("subscribe to social events: {e}")))?,
+        unsent: std::sync::Mutex::new(HashSet::new()),
+        pool: pools.read,
+        write: pools.write,
     });
 
     // Deliver whatever a crash left undelivered. A conversation this fails
@@ -175,7 +190,19 @@ pub async fn run(
             }
         }
     };
+    let s = state.clone();
+    let drainer = shutdown.clone();
+    let drain = async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = drainer.cancelled() => break,
+                _ = tick.tick() => s.relations.drain(),
+            }
+        }
+    };
     tokio::join!(
+        drain,
         send,
         history,
         list,
@@ -184,6 +211,7 @@ pub async fn run(
         futures::future::join_all(more)
     );
     let _ = service.stop().await;
+    state.writer.flush().await;
     tracing::info!("messages service stopped");
     Ok(())
 }
@@ -216,42 +244,30 @@ impl State {
             .await?;
 
         let _order = self.order[shard_of(&conversation_id)].lock().await;
-        if let Some(existing) = self
-            .existing(&me, &input.client_msg_id, &conversation_id)
-            .await?
-        {
-            return Ok(ack(&existing, true));
-        }
         // An earlier message whose fan-out failed goes out first, so this one
         // cannot overtake it in the inboxes.
         self.fan_out_pending(&conversation_id).await?;
-        let id = ids::new_id();
-        let members: Vec<&str> = members.iter().map(String::as_str).collect();
         let new = store::NewMessage {
-            id: &id,
-            conversation_id: &conversation_id,
+            id: ids::new_id(),
+            conversation_id: conversation_id.clone(),
             kind,
-            members: &members,
-            sender_id: &me.user_id,
-            sender_device_id: &me.device_id,
-            client_msg_id: &input.client_msg_id,
-            body: &body,
-            reply_to: &reply_to,
+            members,
+            sender_id: me.user_id.clone(),
+            sender_device_id: me.device_id.clone(),
+            client_msg_id: input.client_msg_id.clone(),
+            body,
+            reply_to,
             now_ms: ids::now_ms(),
         };
-        let row = match store::insert_message(&self.pool, &new).await {
-            Ok(row) => row,
-            // Another instance stored the same send first.
-            Err(e) if db::is_unique_violation(&e) => {
-                return match self
-                    .existing(&me, &input.client_msg_id, &conversation_id)
-                    .await?
-                {
-                    Some(existing) => Ok(ack(&existing, true)),
-                    None => Err(internal("store message", e)),
-                };
-            }
-            Err(e) => return Err(internal("store message", e)),
+        let Some(row) = self.writer.store(new).await? else {
+            // A repeated send (or another instance stored it first).
+            return match self
+                .existing(&me, &input.client_msg_id, &conversation_id)
+                .await?
+            {
+                Some(existing) => Ok(ack(&existing, true)),
+                None => Err(RpcError::unavailable("message not stored; retry")),
+            };
         };
         self.fan_out(&row).await.map_err(|e| {
             tracing::warn!(error = %e, message_id = %row.id, "fan-out failed; left to retry or sweep");
@@ -339,7 +355,7 @@ impl State {
         };
         let _order = self.order[shard_of(&input.conversation_id)].lock().await;
         self.fan_out_pending(&input.conversation_id).await?;
-        match store::apply_change(&self.pool, &change).await {
+        match store::apply_change(&self.write, &change).await {
             Ok(store::Applied::Done(row)) => {
                 self.fan_out(&row).await.map_err(|e| {
                     tracing::warn!(error = %e, message_id = %row.id, "notice fan-out failed; left to the sweep");
@@ -430,17 +446,25 @@ impl State {
     /// neither blocks the other, and (by default) they are friends. Asked
     /// on every send, so a block or an ended friendship applies at once.
     async fn may_message(&self, me: &str, peer: &str) -> Result<(), RpcError> {
-        let relation: social_pb::RelationResponse = self
-            .caller
-            .call(
-                subject::call::FRIEND_RELATION,
-                None,
-                &social_pb::RelationRequest {
-                    user_id: me.to_owned(),
-                    other_user_id: peer.to_owned(),
-                },
-            )
-            .await?;
+        let relation = match self.relations.get(me, peer) {
+            Some(relation) => relation,
+            None => {
+                let asked = std::time::Instant::now();
+                let relation: social_pb::RelationResponse = self
+                    .caller
+                    .call(
+                        subject::call::FRIEND_RELATION,
+                        None,
+                        &social_pb::RelationRequest {
+                            user_id: me.to_owned(),
+                            other_user_id: peer.to_owned(),
+                        },
+                    )
+                    .await?;
+                self.relations.put(me, peer, relation.clone(), asked);
+                relation
+            }
+        };
         if !relation.exists {
             return Err(RpcError::not_found("no such user"));
         }
@@ -517,6 +541,18 @@ impl State {
     /// also reach the inboxes of the users concerned (see below), so their
     /// edges and their offline devices learn of them.
     async fn fan_out(&self, row: &MessageRow) -> Result<(), FanoutError> {
+        let result = self.deliver(row).await;
+        if result.is_err() {
+            self.unsent_set().insert(row.conversation_id.clone());
+        }
+        result
+    }
+
+    fn unsent_set(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.unsent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn deliver(&self, row: &MessageRow) -> Result<(), FanoutError> {
         let message = to_proto(row).map_err(|e| FanoutError::Event(e.message))?;
         let (entry, recipients) = match ids::group_of(&row.conversation_id) {
             Some(group) if row.delivery != 0 => {
@@ -559,32 +595,38 @@ impl State {
         };
         let entry = delivery::InboxEntry { event: Some(entry) };
         // Appends for different users run side by side (each user's chain is
-        // serialized inside `Inboxes`); all must succeed before the ack.
-        let mut pending = futures::stream::FuturesUnordered::new();
-        for user in recipients {
-            if pending.len() >= FANOUT_CONCURRENCY
-                && let Some(result) = pending.next().await
-            {
-                let _: u64 = result?;
+        // serialized inside `Inboxes`), beside the event; all must succeed
+        // before the ack.
+        let appends = async {
+            let mut pending = futures::stream::FuturesUnordered::new();
+            for user in recipients {
+                if pending.len() >= FANOUT_CONCURRENCY
+                    && let Some(result) = pending.next().await
+                {
+                    let _: u64 = result?;
+                }
+                let dedup = format!("{}:{user}", row.id);
+                pending.push(self.deliver_to(user, &entry, dedup));
             }
-            let dedup = format!("{}:{user}", row.id);
-            pending.push(self.deliver_to(user, &entry, dedup));
-        }
-        while let Some(result) = pending.next().await {
-            result?;
-        }
-        let payload = message.encode_to_vec().into();
-        shared::nats::publish_event(
-            &self.jetstream,
-            subject::event::MESSAGE_CREATED,
-            payload,
-            &row.id,
-        )
-        .await
-        .map_err(|e| FanoutError::Event(e.to_string()))?;
-        store::mark_fanned_out(&self.pool, &row.id)
+            while let Some(result) = pending.next().await {
+                result?;
+            }
+            Ok::<(), FanoutError>(())
+        };
+        let event = async {
+            shared::nats::publish_event(
+                &self.jetstream,
+                subject::event::MESSAGE_CREATED,
+                message.encode_to_vec().into(),
+                &row.id,
+            )
             .await
-            .map_err(|e| FanoutError::Event(format!("mark fanned out: {e}")))?;
+            .map_err(|e| FanoutError::Event(e.to_string()))
+        };
+        let (appended, announced) = futures::join!(appends, event);
+        appended?;
+        announced?;
+        self.writer.fanned_out(row.id.clone()).await;
         Ok(())
     }
 
@@ -600,6 +642,9 @@ impl State {
     /// Fans out the pending messages of one conversation, in seq order
     /// (the caller holds the conversation's order lock).
     async fn fan_out_pending(&self, conversation_id: &str) -> Result<(), RpcError> {
+        if !self.unsent_set().contains(conversation_id) {
+            return Ok(());
+        }
         let pending = store::not_fanned_out_in(&self.pool, conversation_id)
             .await
             .map_err(|e| internal("load pending messages", e))?;
@@ -609,6 +654,7 @@ impl State {
                 RpcError::unavailable("an earlier message is not yet delivered; retry")
             })?;
         }
+        self.unsent_set().remove(conversation_id);
         Ok(())
     }
 

@@ -34,84 +34,149 @@ pub struct MessageRow {
 const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, fanned_out, reply_to, delivery, group_large";
 
 /// What a send stores.
-pub struct NewMessage<'a> {
-    pub id: &'a str,
-    pub conversation_id: &'a str,
-    pub kind: &'a str,
-    pub members: &'a [&'a str],
-    pub sender_id: &'a str,
-    pub sender_device_id: &'a str,
-    pub client_msg_id: &'a str,
-    pub body: &'a str,
-    pub reply_to: &'a str,
+#[derive(Clone, Debug)]
+pub struct NewMessage {
+    pub id: String,
+    pub conversation_id: String,
+    pub kind: &'static str,
+    /// The participants of a direct chat (members from its first message).
+    pub members: Vec<String>,
+    pub sender_id: String,
+    pub sender_device_id: String,
+    pub client_msg_id: String,
+    pub body: String,
+    pub reply_to: String,
     pub now_ms: i64,
 }
 
-/// Stores a message with the next seq of its conversation, creating the
-/// conversation and its members on first use. Returns the stored row. A
-/// duplicate `(sender, client_msg_id)` is a unique violation.
-pub async fn insert_message(pool: &AnyPool, m: &NewMessage<'_>) -> Result<MessageRow, sqlx::Error> {
+/// Marks `fanned` fanned out and stores `messages`, in one transaction (group
+/// commit). Each message gets the next seq of its conversation, in the order
+/// given; its conversation and members are created on first use. `None` for
+/// a message whose `(sender, client_msg_id)` is stored already (its seq is
+/// given back). Conversations are updated in id order, so two instances
+/// batching on PostgreSQL cannot deadlock on them.
+pub async fn store_batch(
+    pool: &AnyPool,
+    fanned: &[String],
+    messages: &[&NewMessage],
+) -> Result<Vec<Option<MessageRow>>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO conversations (id, kind, last_seq, last_activity_ms, created_at_ms)
-         VALUES ($1, $2, 0, $3, $3) ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(m.conversation_id)
-    .bind(m.kind)
-    .bind(m.now_ms)
-    .execute(&mut *tx)
-    .await?;
-    let (seq, large): (i64, i64) = sqlx::query_as(
+    let mut order: Vec<usize> = (0..messages.len()).collect();
+    order.sort_by(|a, b| {
+        messages[*a]
+            .conversation_id
+            .cmp(&messages[*b].conversation_id)
+    });
+    let mut rows = vec![None; messages.len()];
+    for i in order {
+        rows[i] = insert_in(&mut tx, messages[i]).await?;
+    }
+    for chunk in fanned.chunks(500) {
+        let marks = (1..=chunk.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("UPDATE messages SET fanned_out = 1 WHERE id IN ({marks})");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(id);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(rows)
+}
+
+/// Takes the next seq of `m`'s conversation: (seq, read fan-out), None
+/// when the conversation does not exist yet.
+async fn next_seq(
+    conn: &mut sqlx::AnyConnection,
+    m: &NewMessage,
+) -> Result<Option<(i64, i64)>, sqlx::Error> {
+    sqlx::query_as(
         "UPDATE conversations SET last_seq = last_seq + 1, last_activity_ms = $2
          WHERE id = $1 RETURNING last_seq, read_fanout",
     )
-    .bind(m.conversation_id)
+    .bind(&m.conversation_id)
     .bind(m.now_ms)
-    .fetch_one(&mut *tx)
-    .await?;
+    .fetch_optional(conn)
+    .await
+}
+
+async fn insert_in(
+    conn: &mut sqlx::AnyConnection,
+    m: &NewMessage,
+) -> Result<Option<MessageRow>, sqlx::Error> {
+    let (seq, large) = match next_seq(&mut *conn, m).await? {
+        Some(next) => next,
+        None => {
+            sqlx::query(
+                "INSERT INTO conversations (id, kind, last_seq, last_activity_ms, created_at_ms)
+                 VALUES ($1, $2, 0, $3, $3)",
+            )
+            .bind(&m.conversation_id)
+            .bind(m.kind)
+            .bind(m.now_ms)
+            .execute(&mut *conn)
+            .await?;
+            next_seq(&mut *conn, m)
+                .await?
+                .ok_or(sqlx::Error::RowNotFound)?
+        }
+    };
+    let stored = sqlx::query(
+        "INSERT INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, fanned_out, reply_to, delivery, group_large)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $10)
+         ON CONFLICT (sender_id, client_msg_id) DO NOTHING",
+    )
+    .bind(&m.id)
+    .bind(&m.conversation_id)
+    .bind(seq)
+    .bind(&m.sender_id)
+    .bind(&m.sender_device_id)
+    .bind(&m.client_msg_id)
+    .bind(&m.body)
+    .bind(m.now_ms)
+    .bind(&m.reply_to)
+    .bind(large)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if stored == 0 {
+        // A repeated send: give the seq back (nothing else saw it; this
+        // transaction holds the conversation's row).
+        sqlx::query("UPDATE conversations SET last_seq = last_seq - 1 WHERE id = $1")
+            .bind(&m.conversation_id)
+            .execute(&mut *conn)
+            .await?;
+        return Ok(None);
+    }
     if seq == 1 {
-        for member in m.members {
+        for member in &m.members {
             sqlx::query(
                 "INSERT INTO conversation_members (conversation_id, user_id, joined_seq)
                  VALUES ($1, $2, 1) ON CONFLICT (conversation_id, user_id) DO NOTHING",
             )
-            .bind(m.conversation_id)
-            .bind(*member)
-            .execute(&mut *tx)
+            .bind(&m.conversation_id)
+            .bind(member)
+            .execute(&mut *conn)
             .await?;
         }
     }
-    sqlx::query(
-        "INSERT INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, fanned_out, reply_to, delivery, group_large)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $10)",
-    )
-    .bind(m.id)
-    .bind(m.conversation_id)
-    .bind(seq)
-    .bind(m.sender_id)
-    .bind(m.sender_device_id)
-    .bind(m.client_msg_id)
-    .bind(m.body)
-    .bind(m.now_ms)
-    .bind(m.reply_to)
-    .bind(large)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(MessageRow {
-        id: m.id.to_owned(),
-        conversation_id: m.conversation_id.to_owned(),
+    Ok(Some(MessageRow {
+        id: m.id.clone(),
+        conversation_id: m.conversation_id.clone(),
         seq,
-        sender_id: m.sender_id.to_owned(),
-        sender_device_id: m.sender_device_id.to_owned(),
-        client_msg_id: m.client_msg_id.to_owned(),
-        body: m.body.to_owned(),
+        sender_id: m.sender_id.clone(),
+        sender_device_id: m.sender_device_id.clone(),
+        client_msg_id: m.client_msg_id.clone(),
+        body: m.body.clone(),
         server_ts_ms: m.now_ms,
         fanned_out: 0,
-        reply_to: m.reply_to.to_owned(),
+        reply_to: m.reply_to.clone(),
         delivery: large,
         group_large: large,
-    })
+    }))
 }
 
 pub async fn by_client_msg_id(
@@ -126,14 +191,6 @@ pub async fn by_client_msg_id(
     .bind(client_msg_id)
     .fetch_optional(pool)
     .await
-}
-
-pub async fn mark_fanned_out(pool: &AnyPool, id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE messages SET fanned_out = 1 WHERE id = $1")
-        .bind(id)
-        .execute(pool)
-        .await?;
-    Ok(())
 }
 
 /// Messages stored but not fanned out, stored before `before_ms`, oldest first.

@@ -117,7 +117,7 @@ impl State {
         let before = store::read_seq(&self.pool, &input.conversation_id, &me.user_id)
             .await
             .map_err(|e| internal("load read position", e))?;
-        let now = store::mark_read(&self.pool, &input.conversation_id, &me.user_id, seq)
+        let now = store::mark_read(&self.write, &input.conversation_id, &me.user_id, seq)
             .await
             .map_err(|e| internal("store read position", e))?
             .ok_or_else(|| RpcError::not_found("no messages in this conversation yet"))?;
@@ -190,7 +190,7 @@ impl State {
             return Err(RpcError::bad_request("set pinned or muted"));
         }
         let (pinned, muted) = store::set_flags(
-            &self.pool,
+            &self.write,
             &input.conversation_id,
             &me.user_id,
             input.pinned,
@@ -251,7 +251,7 @@ impl State {
                     kind: Some(pb::message_body::Kind::Recalled(done.clone())),
                 }))
                 .map_err(|e| internal("encode body", e))?;
-                store::set_body(&self.pool, &row.id, &body)
+                store::set_body(&self.write, &row.id, &body)
                     .await
                     .map_err(|e| internal("store recall", e))?;
                 row.body = body;
@@ -335,7 +335,7 @@ impl State {
         seqs.sort_unstable();
         seqs.dedup();
         store::hide(
-            &self.pool,
+            &self.write,
             &me.user_id,
             &input.conversation_id,
             &seqs,
