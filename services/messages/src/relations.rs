@@ -71,7 +71,7 @@ impl Relations {
         inner.apply_events(connects(&self.client));
         let key = (user.to_owned(), other.to_owned());
         match inner.cached.get(&key) {
-            Some((relation, at)) if at.elapsed() < TTL => Some(relation.clone()),
+            Some((relation, at)) if at.elapsed() < TTL => Some(*relation),
             Some(_) => {
                 inner.cached.remove(&key);
                 None

@@ -461,7 +461,7 @@ impl State {
                         },
                     )
                     .await?;
-                self.relations.put(me, peer, relation.clone(), asked);
+                self.relations.put(me, peer, relation, asked);
                 relation
             }
         };
