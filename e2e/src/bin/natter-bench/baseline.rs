@@ -1,5 +1,7 @@
 //! The raw NATS limit on the same server, with payloads the size of a chat
-//! message: request-reply with 64 requests in flight, and core pub/sub.
+//! message: request-reply with 64 requests in flight, core pub/sub, and
+//! JetStream publishes to a file stream with 64 acks awaited at once (the
+//! durable append every natter message makes several of).
 //! natter's figures are printed as ratios to these, because absolute
 //! figures on a shared machine drift from run to run.
 
@@ -25,6 +27,9 @@ pub struct Baseline {
     pub publish_per_sec: f64,
     pub received_per_sec: f64,
     pub dropped: u64,
+    /// Acked JetStream publishes per second; None when the server refused
+    /// the bench's temporary stream.
+    pub jetstream_per_sec: Option<f64>,
 }
 
 impl Baseline {
@@ -36,6 +41,7 @@ impl Baseline {
             "pubsub_published_per_sec": round(self.publish_per_sec),
             "pubsub_received_per_sec": round(self.received_per_sec),
             "pubsub_dropped": self.dropped,
+            "jetstream_publish_per_sec": self.jetstream_per_sec.map(round),
         })
     }
 }
@@ -129,7 +135,15 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Baseline> {
         .duration_since(started)
         .as_secs_f64()
         .max(publish_secs);
+    let jetstream_per_sec = match jetstream(&publisher, &inbox, &payload, phase).await {
+        Ok(rate) => Some(rate),
+        Err(e) => {
+            eprintln!("JetStream baseline skipped: {e:#}");
+            None
+        }
+    };
     let result = Baseline {
+        jetstream_per_sec,
         payload_bytes: payload.len(),
         request_reply_per_sec,
         publish_per_sec: published as f64 / publish_secs,
@@ -144,5 +158,64 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Baseline> {
         result.received_per_sec,
         result.dropped
     );
+    if let Some(rate) = result.jetstream_per_sec {
+        println!(
+            "raw JetStream (file stream, {IN_FLIGHT} acks in flight): {rate:.0} acked publishes/s"
+        );
+    }
     Ok(result)
+}
+
+/// Acked publishes per second to a temporary file stream, deleted after.
+async fn jetstream(
+    client: &async_nats::Client,
+    id: &str,
+    payload: &bytes::Bytes,
+    phase: Duration,
+) -> anyhow::Result<f64> {
+    use async_nats::jetstream::{self, message::PublishMessage, stream};
+    let js = jetstream::new(client.clone());
+    let name = format!("BENCH_{id}");
+    js.create_stream(stream::Config {
+        name: name.clone(),
+        subjects: vec![format!("bench.js.{id}.>")],
+        storage: stream::StorageType::File,
+        max_age: Duration::from_secs(300),
+        ..Default::default()
+    })
+    .await?;
+    let publish = |n: u64| {
+        let js = js.clone();
+        // Spread over subjects the way inbox appends are.
+        let subject = format!("bench.js.{id}.{}", n % 64);
+        let message = PublishMessage::build()
+            .payload(payload.clone())
+            .message_id(format!("{id}:{n}"));
+        async move { js.send_publish(subject, message).await?.await }
+    };
+    let started = Instant::now();
+    let mut done = 0u64;
+    let mut sent = 0u64;
+    let mut pending = futures::stream::FuturesUnordered::new();
+    let result: anyhow::Result<()> = async {
+        while started.elapsed() < phase {
+            while pending.len() < IN_FLIGHT {
+                pending.push(publish(sent));
+                sent += 1;
+            }
+            if let Some(result) = pending.next().await {
+                result?;
+                done += 1;
+            }
+        }
+        while let Some(result) = pending.next().await {
+            result?;
+            done += 1;
+        }
+        Ok(())
+    }
+    .await;
+    let rate = done as f64 / started.elapsed().as_secs_f64();
+    let _ = js.delete_stream(&name).await;
+    result.map(|()| rate)
 }

@@ -117,13 +117,15 @@ pub async fn run(target: &Target, plan: &Plan, base: Option<&Baseline>) -> anyho
     }
 
     let base_rate = base.map(|b| b.request_reply_per_sec);
+    let js_rate = base.and_then(|b| b.jetstream_per_sec);
     let receive = latency(&mut receive);
     let ack = latency(&mut ack);
     println!(
-        "\none-to-one ({} pairs): {:.0} delivered/s at saturation ({}x raw request-reply), {:.0} sent/s",
+        "\none-to-one ({} pairs): {:.0} delivered/s at saturation ({}x raw request-reply, {}x raw JetStream publishes), {:.0} sent/s",
         plan.pairs,
         delivered_per_sec,
         ratio(delivered_per_sec, base_rate),
+        ratio(delivered_per_sec, js_rate),
         sent as f64 / saturated_secs
     );
     println!(
@@ -143,6 +145,7 @@ pub async fn run(target: &Target, plan: &Plan, base: Option<&Baseline>) -> anyho
             "sent_per_sec": round(sent as f64 / saturated_secs),
             "delivered_per_sec": round(delivered_per_sec),
             "ratio_to_request_reply": ratio(delivered_per_sec, base_rate),
+            "ratio_to_jetstream_publish": ratio(delivered_per_sec, js_rate),
             "cpu_ms": {
                 "nats": used(cpu_before[0], cpu_after[0]),
                 "natter": used(cpu_before[1], cpu_after[1]),
@@ -241,8 +244,11 @@ async fn blast(
         tasks.push(tokio::spawn(async move {
             let peer = &peers[i];
             let mut sink = peer.sink.lock().await;
+            // Peers tick in turn, not all at once: a fixed rate, not bursts
+            // of one message per connection.
             let mut tick = every.map(|e| {
-                let mut t = tokio::time::interval(e);
+                let offset = e.mul_f64(i as f64 / peers.len() as f64);
+                let mut t = tokio::time::interval_at(tokio::time::Instant::now() + offset, e);
                 t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 t
             });
