@@ -81,8 +81,12 @@ async fn open(url: &str, max_connections: u32) -> Result<AnyPool, DbError> {
             })?;
         }
     }
+    let sqlite = url.starts_with("sqlite://");
     let pool = AnyPoolOptions::new()
         .max_connections(max_connections)
+        // A local file needs no liveness check on every acquire (a round
+        // trip to the connection's worker thread each time).
+        .test_before_acquire(!sqlite)
         .after_connect(|conn, _meta| {
             Box::pin(async move {
                 if conn.backend_name() == "SQLite" {
@@ -95,6 +99,10 @@ async fn open(url: &str, max_connections: u32) -> Result<AnyPool, DbError> {
                         .execute(&mut *conn)
                         .await?;
                     sqlx::query("PRAGMA busy_timeout = 10000")
+                        .execute(&mut *conn)
+                        .await?;
+                    // Statement journals of multi-row writes stay in memory.
+                    sqlx::query("PRAGMA temp_store = MEMORY")
                         .execute(&mut *conn)
                         .await?;
                 }

@@ -35,11 +35,15 @@ use crate::EdgeState;
 use crate::frames::{self, Format};
 use crate::inbox::Start;
 
+mod coalesce;
 mod large;
 use crate::groups::GroupPush;
+use coalesce::Coalesce;
 use large::{Large, News};
 
-type Writer = WebSocketWrite<tokio::io::WriteHalf<TokioIo<Upgraded>>>;
+type Writer = WebSocketWrite<Coalesce<tokio::io::WriteHalf<TokioIo<Upgraded>>>>;
+/// Frames already queued are written together, up to this many.
+const COALESCED_FRAMES: usize = 64;
 
 /// Close codes the edge uses besides the standard ones.
 pub mod close {
@@ -142,7 +146,10 @@ pub async fn run(
     ws.set_max_message_size(config.max_frame_bytes);
     ws.set_auto_pong(true);
     ws.set_auto_close(true);
-    let (mut reader, writer) = ws.split(tokio::io::split);
+    let (mut reader, writer) = ws.split(|io| {
+        let (read, write) = tokio::io::split(io);
+        (read, Coalesce::new(write))
+    });
 
     let push_sub = match state
         .nats
@@ -164,7 +171,9 @@ pub async fn run(
         Err(e) => {
             tracing::warn!(error = %e, "cannot read acked cursor");
             let close = Frame::close(close::INTERNAL, b"cursor store unavailable: retry");
-            let _ = writer.write_frame(close).await;
+            if writer.write_frame(close).await.is_ok() {
+                let _ = writer.flush().await;
+            }
             return;
         }
     };
@@ -234,7 +243,7 @@ async fn read_loop(
     state: &EdgeState,
     conn: &Arc<Conn>,
     reader: &mut fastwebsockets::WebSocketRead<tokio::io::ReadHalf<TokioIo<Upgraded>>>,
-    sends: &mpsc::Sender<(u64, msg_pb::SendRequest)>,
+    sends: &mpsc::Sender<(u64, Box<msg_pb::SendRequest>)>,
     resumes: &mpsc::Sender<u64>,
 ) {
     let idle = Duration::from_secs(state.config.idle_timeout_secs);
@@ -312,7 +321,7 @@ async fn handle_message(
     conn: &Arc<Conn>,
     format: Format,
     bytes: &[u8],
-    sends: &mpsc::Sender<(u64, msg_pb::SendRequest)>,
+    sends: &mpsc::Sender<(u64, Box<msg_pb::SendRequest>)>,
     resumes: &mpsc::Sender<u64>,
 ) -> bool {
     let frame = match frames::decode(format, bytes) {
@@ -328,7 +337,7 @@ async fn handle_message(
         client_frame::Kind::Send(send) => {
             return tokio::select! {
                 _ = conn.cancel.cancelled() => false,
-                sent = sends.send((id, send)) => sent.is_ok(),
+                sent = sends.send((id, Box::new(send))) => sent.is_ok(),
             };
         }
         client_frame::Kind::Ack(ack) => {
@@ -383,27 +392,32 @@ async fn write_loop(
     ping.tick().await;
     let mut closed = false;
     loop {
-        let frame = tokio::select! {
+        let first = tokio::select! {
             biased;
             _ = conn.cancel.cancelled() => break,
             out = queue.recv() => match out {
                 None => break,
-                Some(Out::Frame(frame)) => {
-                    let format = conn.format();
-                    let bytes = frames::encode(format, &frame);
-                    match format {
-                        Format::Json => Frame::text(Payload::Owned(bytes)),
-                        Format::Binary => Frame::binary(Payload::Owned(bytes)),
-                    }
-                }
-                Some(Out::Control(opcode, payload)) => {
-                    closed |= opcode == OpCode::Close;
-                    Frame::new(true, opcode, None, Payload::Owned(payload))
-                }
+                Some(out) => out,
             },
-            _ = ping.tick() => Frame::new(true, OpCode::Ping, None, Payload::Owned(Vec::new())),
+            _ = ping.tick() => Out::Control(OpCode::Ping, Vec::new()),
         };
-        match tokio::time::timeout(conn.slow_timeout, writer.write_frame(frame)).await {
+        // Frames queued meanwhile go out in the same write.
+        let write = async {
+            writer
+                .write_frame(to_frame(&conn, first, &mut closed))
+                .await?;
+            for _ in 1..COALESCED_FRAMES {
+                if closed {
+                    break;
+                }
+                let Ok(next) = queue.try_recv() else { break };
+                writer
+                    .write_frame(to_frame(&conn, next, &mut closed))
+                    .await?;
+            }
+            writer.flush().await
+        };
+        match tokio::time::timeout(conn.slow_timeout, write).await {
             Ok(Ok(())) if !closed => {}
             Ok(Ok(())) => return,
             Ok(Err(_)) => return conn.cancel.cancel(),
@@ -420,11 +434,30 @@ async fn write_loop(
             .expect("close lock")
             .clone()
             .unwrap_or((close::GOING_AWAY, "server shutting down".into()));
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            writer.write_frame(Frame::close(code, reason.as_bytes())),
-        )
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            writer
+                .write_frame(Frame::close(code, reason.as_bytes()))
+                .await?;
+            writer.flush().await
+        })
         .await;
+    }
+}
+
+fn to_frame(conn: &Conn, out: Out, closed: &mut bool) -> Frame<'static> {
+    match out {
+        Out::Frame(frame) => {
+            let format = conn.format();
+            let bytes = frames::encode(format, &frame);
+            match format {
+                Format::Json => Frame::text(Payload::Owned(bytes)),
+                Format::Binary => Frame::binary(Payload::Owned(bytes)),
+            }
+        }
+        Out::Control(opcode, payload) => {
+            *closed |= opcode == OpCode::Close;
+            Frame::new(true, opcode, None, Payload::Owned(payload))
+        }
     }
 }
 
@@ -433,7 +466,7 @@ async fn write_loop(
 async fn send_loop(
     state: Arc<EdgeState>,
     conn: Arc<Conn>,
-    mut sends: mpsc::Receiver<(u64, msg_pb::SendRequest)>,
+    mut sends: mpsc::Receiver<(u64, Box<msg_pb::SendRequest>)>,
 ) {
     let caller = state.nats.caller();
     loop {
