@@ -140,40 +140,11 @@ async fn insert_many(
     }
     let mut stored = std::collections::HashSet::new();
     for chunk in numbered.chunks(ROWS) {
-        let values = (0..chunk.len())
-            .map(|k| {
-                let p: Vec<String> = (1..=10).map(|j| format!("${}", k * 10 + j)).collect();
-                format!(
-                    "({}, {}, {}, {}, {}, {}, {}, {}, 0, {}, {}, {})",
-                    p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[9]
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "INSERT INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, fanned_out, reply_to, delivery, group_large)
-             VALUES {values} ON CONFLICT (sender_id, client_msg_id) DO NOTHING RETURNING id"
-        );
-        let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
-        for &i in chunk {
-            let m = messages[i];
-            let (seq, large) = rows[i]
-                .as_ref()
-                .map(|r| (r.seq, r.delivery))
-                .unwrap_or_default();
-            query = query
-                .bind(&m.id)
-                .bind(&m.conversation_id)
-                .bind(seq)
-                .bind(&m.sender_id)
-                .bind(&m.sender_device_id)
-                .bind(&m.client_msg_id)
-                .bind(&m.body)
-                .bind(m.now_ms)
-                .bind(&m.reply_to)
-                .bind(large);
-        }
-        stored.extend(query.fetch_all(&mut *conn).await?);
+        let chunk: Vec<(&NewMessage, i64, i64)> = chunk
+            .iter()
+            .filter_map(|&i| rows[i].as_ref().map(|r| (messages[i], r.seq, r.delivery)))
+            .collect();
+        stored.extend(insert_rows(&mut *conn, &chunk).await?);
     }
     for i in numbered {
         let m = messages[i];
@@ -224,24 +195,7 @@ async fn insert_in(
                 .ok_or(sqlx::Error::RowNotFound)?
         }
     };
-    let stored = sqlx::query(
-        "INSERT INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, fanned_out, reply_to, delivery, group_large)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $10)
-         ON CONFLICT (sender_id, client_msg_id) DO NOTHING",
-    )
-    .bind(&m.id)
-    .bind(&m.conversation_id)
-    .bind(seq)
-    .bind(&m.sender_id)
-    .bind(&m.sender_device_id)
-    .bind(&m.client_msg_id)
-    .bind(&m.body)
-    .bind(m.now_ms)
-    .bind(&m.reply_to)
-    .bind(large)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+    let stored = insert_rows(&mut *conn, &[(m, seq, large)]).await?.len();
     if stored == 0 {
         give_back_seq(&mut *conn, m).await?;
         return Ok(None);
@@ -250,6 +204,43 @@ async fn insert_in(
         add_members(&mut *conn, m).await?;
     }
     Ok(Some(row_of(m, seq, large)))
+}
+
+/// Inserts messages with their (seq, read fan-out); returns the ids stored
+/// (a repeated `(sender, client_msg_id)` is skipped).
+async fn insert_rows(
+    conn: &mut sqlx::AnyConnection,
+    rows: &[(&NewMessage, i64, i64)],
+) -> Result<Vec<String>, sqlx::Error> {
+    let values = (0..rows.len())
+        .map(|k| {
+            let p: Vec<String> = (1..=10).map(|j| format!("${}", k * 10 + j)).collect();
+            format!(
+                "({}, {}, {}, {}, {}, {}, {}, {}, 0, {}, {}, {})",
+                p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[9]
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "INSERT INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, fanned_out, reply_to, delivery, group_large)
+         VALUES {values} ON CONFLICT (sender_id, client_msg_id) DO NOTHING RETURNING id"
+    );
+    let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+    for (m, seq, large) in rows {
+        query = query
+            .bind(&m.id)
+            .bind(&m.conversation_id)
+            .bind(*seq)
+            .bind(&m.sender_id)
+            .bind(&m.sender_device_id)
+            .bind(&m.client_msg_id)
+            .bind(&m.body)
+            .bind(m.now_ms)
+            .bind(&m.reply_to)
+            .bind(*large);
+    }
+    query.fetch_all(conn).await
 }
 
 /// A repeated send gives its seq back (nothing else saw it: this
