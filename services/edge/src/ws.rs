@@ -134,7 +134,9 @@ pub async fn run(
     format: Format,
     cancel: CancellationToken,
 ) {
-    let ws = match upgrade.await {
+    // The one-off steps are boxed: a connection's future keeps only the
+    // size of what it waits on for most of its life (the next frame).
+    let ws = match Box::pin(upgrade).await {
         Ok(ws) => ws,
         Err(e) => {
             tracing::debug!(error = %e, "websocket upgrade failed");
@@ -151,12 +153,7 @@ pub async fn run(
         (read, Coalesce::new(write))
     });
 
-    let push_sub = match state
-        .nats
-        .client
-        .subscribe(subject::push(&who.user_id))
-        .await
-    {
+    let push_sub = match Box::pin(state.nats.client.subscribe(subject::push(&who.user_id))).await {
         Ok(sub) => sub,
         Err(e) => {
             tracing::warn!(error = %e, "cannot subscribe to pushes");
@@ -166,14 +163,16 @@ pub async fn run(
     // Without the stored cursor a `resume` from it could replay the whole
     // inbox: better to close and let the client retry.
     let mut writer = writer;
-    let acked = match state.inbox.acked_cursor(&who.user_id, &who.device_id).await {
+    let acked = match Box::pin(state.inbox.acked_cursor(&who.user_id, &who.device_id)).await {
         Ok(cursor) => cursor,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read acked cursor");
             let close = Frame::close(close::INTERNAL, b"cursor store unavailable: retry");
-            if writer.write_frame(close).await.is_ok() {
-                let _ = writer.flush().await;
-            }
+            let _ = Box::pin(async {
+                writer.write_frame(close).await?;
+                writer.flush().await
+            })
+            .await;
             return;
         }
     };
@@ -193,7 +192,7 @@ pub async fn run(
         large: tokio::sync::Mutex::new(large),
     });
     tracing::debug!(user = %who.user_id, device = %who.device_id, "connected");
-    state.devices.connected(&who).await;
+    Box::pin(state.devices.connected(&who)).await;
 
     let writer = tokio::spawn(write_loop(
         writer,
@@ -221,10 +220,7 @@ pub async fn run(
         idle_timeout_secs: config.idle_timeout_secs as u32,
         max_frame_bytes: config.max_frame_bytes as u32,
     };
-    if conn
-        .send(frames::reply(0, server_frame::Kind::Welcome(welcome)))
-        .await
-    {
+    if Box::pin(conn.send(frames::reply(0, server_frame::Kind::Welcome(welcome)))).await {
         read_loop(&state, &conn, &mut reader, &send_tx, &resume_tx).await;
     }
 
@@ -234,8 +230,11 @@ pub async fn run(
         conn.close(close::NORMAL, "bye");
     }
     drop((send_tx, resume_tx));
-    let _ = tokio::join!(writer, sender, delivery);
-    state.devices.disconnected(&who).await;
+    Box::pin(async {
+        let _ = tokio::join!(writer, sender, delivery);
+        state.devices.disconnected(&who).await;
+    })
+    .await;
     tracing::debug!(user = %who.user_id, device = %who.device_id, "disconnected");
 }
 
@@ -309,7 +308,7 @@ async fn read_loop(
         };
         conn.binary
             .store(format == Format::Binary, Ordering::Relaxed);
-        if !handle_message(state, conn, format, &bytes, sends, resumes).await {
+        if !Box::pin(handle_message(state, conn, format, &bytes, sends, resumes)).await {
             return;
         }
     }
@@ -512,10 +511,16 @@ async fn delivery_loop(
                 Some(cursor) => {
                     let from = if cursor == 0 { stored.max(conn.acked.load(Ordering::Acquire)) } else { cursor };
                     started = true;
-                    resume(&state, &conn, from).await && conn.large.lock().await.resume(&state, &conn).await
+                    Box::pin(async {
+                        resume(&state, &conn, from).await
+                            && conn.large.lock().await.resume(&state, &conn).await
+                    })
+                    .await
                 }
             },
-            Some(push) = group_rx.recv() => conn.large.lock().await.on_push(&state, &conn, push).await,
+            Some(push) = group_rx.recv() => {
+                Box::pin(async { conn.large.lock().await.on_push(&state, &conn, push).await }).await
+            }
             push = pushes.next() => match push {
                 None => {
                     conn.close(close::INTERNAL, "push subscription ended");
@@ -523,36 +528,52 @@ async fn delivery_loop(
                 }
                 // Before the first resume, pushes are dropped (the replay reads
                 // them from the inbox); signals are forwarded at once.
-                Some(message) if started => on_push(&state, &conn, &message.payload).await,
-                Some(message) => on_signal(&conn, &message.payload).await,
+                Some(message) if started => Box::pin(on_push(&state, &conn, &message.payload)).await,
+                Some(message) => Box::pin(on_signal(&conn, &message.payload)).await,
             },
             event = events.recv() => match event {
                 Ok(ConnectionEvent::Disconnected) => true,
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) if started => {
-                    catch_up(&state, &conn, true).await && conn.large.lock().await.fill_all(&state, &conn).await
+                    Box::pin(async {
+                        catch_up(&state, &conn, true).await
+                            && conn.large.lock().await.fill_all(&state, &conn).await
+                    })
+                    .await
                 }
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => true,
                 Err(broadcast::error::RecvError::Closed) => true,
             },
             _ = flush.tick() => {
-                stored = flush_cursor(&state, &conn, stored).await;
+                stored = Box::pin(flush_cursor(&state, &conn, stored)).await;
                 true
             }
-            _ = check.tick(), if started => match state.inbox.last_cursor(&conn.who.user_id).await {
-                Ok(last) if last > conn.delivered.load(Ordering::Acquire) => catch_up(&state, &conn, true).await,
-                Ok(_) => true,
-                Err(e) => {
-                    tracing::debug!(error = %e, "inbox check failed");
-                    true
-                }
-            },
+            _ = check.tick(), if started => Box::pin(check_inbox(&state, &conn)).await,
         };
         if !ok {
             break;
         }
     }
-    conn.large.lock().await.leave_all(&state).await;
-    flush_cursor(&state, &conn, stored).await;
+    // Boxed, like every step above: the loop's own future stays small
+    // while it waits, and an idle connection holds just that.
+    Box::pin(async {
+        conn.large.lock().await.leave_all(&state).await;
+        flush_cursor(&state, &conn, stored).await;
+    })
+    .await;
+}
+
+/// Compares the inbox's end with what was delivered; catches up if behind.
+async fn check_inbox(state: &EdgeState, conn: &Conn) -> bool {
+    match state.inbox.last_cursor(&conn.who.user_id).await {
+        Ok(last) if last > conn.delivered.load(Ordering::Acquire) => {
+            catch_up(state, conn, true).await
+        }
+        Ok(_) => true,
+        Err(e) => {
+            tracing::debug!(error = %e, "inbox check failed");
+            true
+        }
+    }
 }
 
 async fn flush_cursor(state: &EdgeState, conn: &Conn, stored: u64) -> u64 {
