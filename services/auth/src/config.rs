@@ -15,7 +15,9 @@ pub struct Config {
     pub refresh_token_ttl_secs: u64,
     /// The `iss` claim of tokens.
     pub issuer: String,
-    /// Password hashes computed at once; each takes ~19 MiB and one core for ~50 ms.
+    /// Password hashes computed at once; each takes one core for ~50 ms and
+    /// ~19 MiB of working memory, kept for the next hash (so up to this many
+    /// times 19 MiB stay allocated after the first logins).
     pub max_concurrent_hashes: usize,
     #[serde(skip)]
     pub streams: StreamsConfig,

@@ -12,6 +12,7 @@
 //! from `im.v1.auth.keys`, so an edge cannot mint tokens and keys can rotate.
 
 pub mod config;
+mod hashing;
 pub mod keys;
 pub mod service;
 pub mod store;

@@ -4,8 +4,6 @@
 
 use std::sync::Arc;
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use async_nats::service::{Request, ServiceExt};
 use shared::db::{self, AnyPool};
 use shared::proto::auth as pb;
@@ -14,6 +12,7 @@ use shared::{Nats, RpcError, ids, rpc, subject};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::hashing::{DUMMY_HASH, Hasher};
 use crate::keys::{Claims, KeyError, KeySet};
 use crate::{Config, store, validate};
 
@@ -35,9 +34,7 @@ struct State {
     pool: AnyPool,
     keys: KeySet,
     hashing: Semaphore,
-    /// A valid hash checked when the username is unknown, so a login takes
-    /// as long whether or not the account exists.
-    dummy_hash: String,
+    hasher: Arc<Hasher>,
 }
 
 /// Runs the auth service until `shutdown` is cancelled.
@@ -45,19 +42,16 @@ pub async fn run(config: Config, nats: Nats, shutdown: CancellationToken) -> Res
     config.validate()?;
     let pool = db::connect(&config.database_url, 8, &store::MIGRATOR).await?;
     let keys = KeySet::load_or_generate(&pool).await?;
-    let dummy_hash = hash_password("dummy password for timing".into())
-        .await
-        .map_err(|_| AuthError::Nats("cannot hash".into()))?;
     shared::nats::events_stream(&nats.jetstream, &config.streams)
         .await
         .map_err(|e| AuthError::Nats(e.to_string()))?;
     let state = Arc::new(State {
         nats: nats.clone(),
         hashing: Semaphore::new(config.max_concurrent_hashes),
+        hasher: Arc::new(Hasher::new(config.max_concurrent_hashes)),
         config,
         pool,
         keys,
-        dummy_hash,
     });
 
     let service = nats
@@ -216,7 +210,7 @@ impl State {
             .map_err(|e| internal("load user", e))?;
         let (user_id, hash) = match credentials {
             Some(c) => (Some(c.id), c.password_hash),
-            None => (None, self.dummy_hash.clone()),
+            None => (None, DUMMY_HASH.to_owned()),
         };
         let valid = self.verify(input.password, hash).await?;
         let user_id = match (user_id, valid) {
@@ -399,7 +393,11 @@ impl State {
             .acquire()
             .await
             .map_err(|_| RpcError::unavailable("shutting down"))?;
-        hash_password(password).await
+        let hasher = self.hasher.clone();
+        tokio::task::spawn_blocking(move || hasher.hash(password.as_bytes()))
+            .await
+            .map_err(|e| internal("hash task", e))?
+            .map_err(|e| internal("hash password", e))
     }
 
     async fn verify(&self, password: String, hash: String) -> Result<bool, RpcError> {
@@ -408,14 +406,11 @@ impl State {
             .acquire()
             .await
             .map_err(|_| RpcError::unavailable("shutting down"))?;
-        tokio::task::spawn_blocking(move || {
-            let parsed = PasswordHash::new(&hash).map_err(|e| internal("parse stored hash", e))?;
-            Ok(Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok())
-        })
-        .await
-        .map_err(|e| internal("verify task", e))?
+        let hasher = self.hasher.clone();
+        tokio::task::spawn_blocking(move || hasher.verify(password.as_bytes(), &hash))
+            .await
+            .map_err(|e| internal("verify task", e))?
+            .map_err(|e| internal("verify stored hash", e))
     }
 }
 
@@ -436,17 +431,4 @@ fn account(row: store::AccountRow) -> pb::Account {
         nickname: row.nickname,
         created_at_ms: row.created_at_ms,
     }
-}
-
-/// Argon2id with the crate's default (OWASP) parameters, off the async threads.
-async fn hash_password(password: String) -> Result<String, RpcError> {
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut rand::rngs::OsRng);
-        Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| internal("hash password", e))
-    })
-    .await
-    .map_err(|e| internal("hash task", e))?
 }
