@@ -7,8 +7,10 @@
 //! use, and every lookup first applies the events already received. A send
 //! made after the caller saw its block (or friendship) succeed reaches this
 //! connection after the event, so it sees the change: a block still applies
-//! at once. Entries also expire after [`TTL`], and the cache is emptied after
-//! a reconnect (events may have been missed meanwhile).
+//! at once (on one NATS server; in a cluster the event and the send may take
+//! different routes, so a block applies within the event's propagation
+//! time). Entries also expire after [`TTL`], and the cache is emptied after a
+//! reconnect or a slow-consumer event (events may have been missed).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -17,8 +19,10 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use futures::StreamExt;
 use prost::Message as _;
+use shared::nats::ConnectionEvent;
 use shared::proto::social as social_pb;
 use shared::subject;
+use tokio::sync::broadcast;
 
 /// How long a cached relation is trusted without an event.
 const TTL: Duration = Duration::from_secs(10);
@@ -35,31 +39,31 @@ const EVENTS: [&str; 4] = [
 type Relation = social_pb::RelationResponse;
 
 pub struct Relations {
-    client: async_nats::Client,
     inner: Mutex<Inner>,
 }
 
 struct Inner {
     events: Vec<async_nats::Subscriber>,
+    connection: broadcast::Receiver<ConnectionEvent>,
     cached: HashMap<(String, String), (Relation, Instant)>,
-    connects: u64,
     /// When an event (or a reconnect) last invalidated entries.
     last_change: Instant,
 }
 
 impl Relations {
-    pub async fn subscribe(client: async_nats::Client) -> Result<Self, async_nats::SubscribeError> {
+    pub async fn subscribe(
+        client: &async_nats::Client,
+        connection: broadcast::Receiver<ConnectionEvent>,
+    ) -> Result<Self, async_nats::SubscribeError> {
         let mut events = Vec::new();
         for name in EVENTS {
             events.push(client.subscribe(name).await?);
         }
-        let connects = connects(&client);
         Ok(Self {
-            client,
             inner: Mutex::new(Inner {
                 events,
+                connection,
                 cached: HashMap::new(),
-                connects,
                 last_change: Instant::now(),
             }),
         })
@@ -68,7 +72,7 @@ impl Relations {
     /// The cached relation of `user` to `other`, if still valid.
     pub fn get(&self, user: &str, other: &str) -> Option<Relation> {
         let mut inner = self.lock();
-        inner.apply_events(connects(&self.client));
+        inner.apply_events();
         let key = (user.to_owned(), other.to_owned());
         match inner.cached.get(&key) {
             Some((relation, at)) if at.elapsed() < TTL => Some(*relation),
@@ -84,7 +88,7 @@ impl Relations {
     /// since `asked` (the answer may predate it).
     pub fn put(&self, user: &str, other: &str, relation: Relation, asked: Instant) {
         let mut inner = self.lock();
-        inner.apply_events(connects(&self.client));
+        inner.apply_events();
         if inner.last_change >= asked {
             return;
         }
@@ -99,7 +103,7 @@ impl Relations {
     /// Applies the events received so far (called periodically, so the
     /// subscriptions never fill up while no one sends).
     pub fn drain(&self) {
-        self.lock().apply_events(connects(&self.client));
+        self.lock().apply_events();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -109,15 +113,25 @@ impl Relations {
 
 impl Inner {
     /// Drops the entries the received events concern.
-    fn apply_events(&mut self, connects: u64) {
+    fn apply_events(&mut self) {
         let mut changed = false;
-        if connects != self.connects {
-            self.connects = connects;
-            self.cached.clear();
-            changed = true;
+        loop {
+            match self.connection.try_recv() {
+                Ok(ConnectionEvent::Disconnected) => {}
+                // Events may have been missed: a reconnect, a subscription
+                // that overflowed, or more connection events than kept.
+                Ok(ConnectionEvent::Connected | ConnectionEvent::SlowConsumer)
+                | Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                    self.cached.clear();
+                    changed = true;
+                }
+                Err(_) => break,
+            }
         }
         for events in &mut self.events {
-            while let Some(Some(event)) = events.next().now_or_never() {
+            // Unconstrained: tokio's per-task budget must not make a queued
+            // event look absent.
+            while let Some(Some(event)) = tokio::task::unconstrained(events.next()).now_or_never() {
                 changed = true;
                 match pair_of(&event) {
                     Some((a, b)) => {
@@ -143,11 +157,4 @@ fn pair_of(event: &async_nats::Message) -> Option<(String, String)> {
         let b = social_pb::Block::decode(event.payload.clone()).ok()?;
         Some((b.user_id, b.blocked_user_id))
     }
-}
-
-fn connects(client: &async_nats::Client) -> u64 {
-    client
-        .statistics()
-        .connects
-        .load(std::sync::atomic::Ordering::Relaxed)
 }

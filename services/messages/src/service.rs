@@ -61,9 +61,14 @@ struct State {
     write: AnyPool,
     writer: Writer,
     relations: Relations,
-    /// Conversations whose last fan-out failed here: their next send or
-    /// change fans out what is pending first (the sweep covers the rest).
+    /// Conversations with a message stored but not fanned out: their last
+    /// fan-out here failed, or a sweep found one left over (a crash, another
+    /// instance). Their next send or change fans out what is pending first,
+    /// so inbox order follows seq order.
     unsent: std::sync::Mutex<HashSet<String>>,
+    /// Whether `unsent` is complete: false until a sweep has read the
+    /// conversations left pending; meanwhile every send asks the database.
+    unsent_known: std::sync::atomic::AtomicBool,
     inboxes: Inboxes,
     jetstream: async_nats::jetstream::Context,
     caller: Caller,
@@ -91,17 +96,18 @@ pub async fn run(
         shutdown: shutdown.clone(),
         config,
         writer: Writer::start(pools.write.clone()),
-        relations: Relations::subscribe(nats.client.clone())
+        relations: Relations::subscribe(&nats.client, nats.events())
             .await
             .map_err(|e| MessagesError::Service(format!("subscribe to social events: {e}")))?,
         unsent: std::sync::Mutex::new(HashSet::new()),
+        unsent_known: std::sync::atomic::AtomicBool::new(false),
         pool: pools.read,
         write: pools.write,
     });
 
     // Deliver whatever a crash left undelivered. A conversation this fails
     // for is retried by the periodic sweep, or by its next send (which fans
-    // out the earlier messages first).
+    // out the earlier messages first: the sweep notes which are left).
     if let Err(e) = state.sweep(i64::MAX).await {
         tracing::warn!(error = %e, "startup fan-out sweep failed; retrying later");
     }
@@ -642,7 +648,9 @@ impl State {
     /// Fans out the pending messages of one conversation, in seq order
     /// (the caller holds the conversation's order lock).
     async fn fan_out_pending(&self, conversation_id: &str) -> Result<(), RpcError> {
-        if !self.unsent_set().contains(conversation_id) {
+        if self.unsent_known.load(std::sync::atomic::Ordering::Acquire)
+            && !self.unsent_set().contains(conversation_id)
+        {
             return Ok(());
         }
         let pending = store::not_fanned_out_in(&self.pool, conversation_id)
@@ -662,6 +670,22 @@ impl State {
     /// A conversation whose fan-out fails is left for the next sweep (its
     /// later messages too, to keep their order); the others go on.
     async fn sweep(&self, before_ms: i64) -> Result<usize, FanoutError> {
+        let result = self.sweep_pages(before_ms).await;
+        // The fanned-out marks are written, then whatever is still pending
+        // is noted, so the next send of those conversations delivers it first.
+        self.writer.flush().await;
+        match store::pending_conversations(&self.pool, before_ms).await {
+            Ok(left) => {
+                self.unsent_set().extend(left);
+                self.unsent_known
+                    .store(true, std::sync::atomic::Ordering::Release);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list conversations left pending"),
+        }
+        result
+    }
+
+    async fn sweep_pages(&self, before_ms: i64) -> Result<usize, FanoutError> {
         let mut done = 0;
         loop {
             let rows = store::not_fanned_out(&self.pool, before_ms, 500)
@@ -689,6 +713,8 @@ impl State {
             if rows.len() < 500 || progress == 0 {
                 break;
             }
+            // The next page must not list this page's messages again.
+            self.writer.flush().await;
         }
         if done > 0 {
             tracing::info!(messages = done, "fanned out messages left pending");

@@ -112,8 +112,24 @@ async fn insert_many(
 ) -> Result<Vec<Option<MessageRow>>, sqlx::Error> {
     const ROWS: usize = 200;
     let now = messages.iter().map(|m| m.now_ms).max().unwrap_or_default();
+    let mut sorted = messages.to_vec();
+    sorted.sort_by(|a, b| a.conversation_id.cmp(&b.conversation_id));
+    let postgres = conn.backend_name() == "PostgreSQL";
     let mut next = std::collections::HashMap::new();
-    for chunk in messages.chunks(ROWS) {
+    for chunk in sorted.chunks(ROWS) {
+        if postgres {
+            // Take the rows' locks in id order (an UPDATE takes them in
+            // scan order), so two instances' batches cannot deadlock.
+            let sql = format!(
+                "SELECT id FROM conversations WHERE id IN ({}) ORDER BY id FOR UPDATE",
+                placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for m in chunk {
+                query = query.bind(&m.conversation_id);
+            }
+            query.execute(&mut *conn).await?;
+        }
         let sql = format!(
             "UPDATE conversations SET last_seq = last_seq + 1, last_activity_ms = $1
              WHERE id IN ({}) RETURNING id, last_seq, read_fanout",
@@ -183,7 +199,7 @@ async fn insert_in(
         None => {
             sqlx::query(
                 "INSERT INTO conversations (id, kind, last_seq, last_activity_ms, created_at_ms)
-                 VALUES ($1, $2, 0, $3, $3)",
+                 VALUES ($1, $2, 0, $3, $3) ON CONFLICT (id) DO NOTHING",
             )
             .bind(&m.conversation_id)
             .bind(m.kind)
@@ -311,6 +327,21 @@ pub async fn not_fanned_out(
     )))
     .bind(before_ms)
     .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// The conversations with a message stored before `before_ms` and not yet
+/// fanned out.
+pub async fn pending_conversations(
+    pool: &AnyPool,
+    before_ms: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT conversation_id FROM messages
+         WHERE fanned_out = 0 AND server_ts_ms < $1 LIMIT 100000",
+    )
+    .bind(before_ms)
     .fetch_all(pool)
     .await
 }
