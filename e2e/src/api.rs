@@ -190,6 +190,20 @@ impl Api {
         .await
     }
 
+    /// `by` blocks `user` (`on`) or unblocks them; the HTTP status.
+    pub async fn set_block(&self, by: &User, user: &User, on: bool) -> anyhow::Result<StatusCode> {
+        let method = if on {
+            reqwest::Method::PUT
+        } else {
+            reqwest::Method::DELETE
+        };
+        let path = format!("/v1/blocks/{}", user.user_id);
+        Ok(self
+            .send_method(method, &path, Some(&by.token), None)
+            .await?
+            .0)
+    }
+
     /// Makes `a` and `b` friends: `a` asks, `b` accepts.
     pub async fn befriend(&self, a: &User, b: &User) -> anyhow::Result<()> {
         let (status, body) = self.request_friend(a, b, "hi").await?;

@@ -33,17 +33,10 @@ async fn chat_works_with_per_service_users_and_others_are_kept_out() -> anyhow::
     // messages hears social's block events (its cached relation is dropped).
     assert_eq!(c.send_acked(&dave, "d1", "hi").await?.seq, 1);
     assert_eq!(c.send_acked(&dave, "d2", "hi").await?.seq, 2);
-    let blocks = format!("/v1/blocks/{}", carol.user_id);
-    let (status, _) = api
-        .send_method(reqwest::Method::PUT, &blocks, Some(&dave.token), None)
-        .await?;
-    assert_eq!(status, 200);
+    assert_eq!(api.set_block(&dave, &carol, true).await?, 200);
     let id = c.send_text(&dave, "d3", "hi?").await?;
     assert_eq!(c.error_of(id).await?.code, "forbidden");
-    let (status, _) = api
-        .send_method(reqwest::Method::DELETE, &blocks, Some(&dave.token), None)
-        .await?;
-    assert_eq!(status, 200);
+    assert_eq!(api.set_block(&dave, &carol, false).await?, 200);
     assert_eq!(d.messages(2).await?[1].1.seq, 2);
     c.signal_where(Duration::from_secs(10), |s| {
         matches!(&s.kind, Some(signal::Kind::Presence(p)) if p.user_id == dave.user_id && p.online)

@@ -475,24 +475,17 @@ async fn a_block_or_unfriending_applies_to_the_very_next_message() -> anyhow::Re
     let (system, [alice, bob]) = System::with_users(Mode::InProcess, ["alice", "bob"]).await?;
     let api = system.api();
     let mut a = Client::connect_live(&system.ws_url(), &alice, Format::Binary).await?;
-    let blocks = format!("/v1/blocks/{}", alice.user_id);
     let mut seq = 0;
     for round in 0..10 {
         // Allowed (and cached), then blocked: refused at once.
         seq += 1;
         let ack = a.send_acked(&bob, &format!("ok{round}"), "hi").await?;
         assert_eq!(ack.seq, seq);
-        let (status, _) = api
-            .send_method(Method::PUT, &blocks, Some(&bob.token), None)
-            .await?;
-        assert_eq!(status, 200);
+        assert_eq!(api.set_block(&bob, &alice, true).await?, 200);
         let id = a.send_text(&bob, &format!("no{round}"), "hi?").await?;
         assert_eq!(a.error_of(id).await?.code, "forbidden", "round {round}");
         // Unblocked: allowed at once (the refusal was cached too).
-        let (status, _) = api
-            .send_method(Method::DELETE, &blocks, Some(&bob.token), None)
-            .await?;
-        assert_eq!(status, 200);
+        assert_eq!(api.set_block(&bob, &alice, false).await?, 200);
         seq += 1;
         let ack = a.send_acked(&bob, &format!("again{round}"), "hi!").await?;
         assert_eq!(ack.seq, seq, "round {round}");

@@ -207,6 +207,24 @@ impl Caller {
 
     /// Calls `subject` with `request` as `identity` (None for anonymous calls
     /// such as login) and decodes the reply.
+    /// What social says of `user` and `other` (`im.v1.friend.relation`):
+    /// whether `other` exists, whether they are friends, who blocks whom.
+    pub async fn relation(
+        &self,
+        user: &str,
+        other: &str,
+    ) -> Result<crate::proto::social::RelationResponse, RpcError> {
+        self.call(
+            crate::subject::call::FRIEND_RELATION,
+            None,
+            &crate::proto::social::RelationRequest {
+                user_id: user.to_owned(),
+                other_user_id: other.to_owned(),
+            },
+        )
+        .await
+    }
+
     pub async fn call<Req: Message, Resp: Message + Default>(
         &self,
         subject: &'static str,

@@ -15,7 +15,7 @@ use async_nats::service::{Request, ServiceExt};
 use base64::Engine as _;
 use prost::Message as _;
 use shared::db::{self, AnyPool};
-use shared::proto::{group as pb, message as msg_pb, social as social_pb};
+use shared::proto::{group as pb, message as msg_pb};
 use shared::rpc::{Caller, Identity, internal};
 use shared::{Nats, RpcError, ids, rpc, subject};
 use tokio::sync::Mutex;
@@ -173,17 +173,7 @@ impl State {
     /// blocked the actor, and (by default) are the actor's friends.
     async fn may_add(&self, actor: &str, users: &[String]) -> Result<(), RpcError> {
         for user in users {
-            let relation: social_pb::RelationResponse = self
-                .caller
-                .call(
-                    subject::call::FRIEND_RELATION,
-                    None,
-                    &social_pb::RelationRequest {
-                        user_id: actor.to_owned(),
-                        other_user_id: user.clone(),
-                    },
-                )
-                .await?;
+            let relation = self.caller.relation(actor, user).await?;
             if !relation.exists {
                 return Err(RpcError::not_found(format!("no such user {user}")));
             }

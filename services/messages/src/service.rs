@@ -14,7 +14,7 @@ use async_nats::service::{Request, ServiceExt};
 use futures::StreamExt;
 use prost::Message as _;
 use shared::db::{self, AnyPool};
-use shared::proto::{delivery, message as pb, social as social_pb};
+use shared::proto::{delivery, message as pb};
 use shared::rpc::internal;
 use shared::rpc::{Caller, Identity};
 use shared::{Nats, RpcError, ids, rpc, subject};
@@ -456,17 +456,7 @@ impl State {
             Some(relation) => relation,
             None => {
                 let asked = std::time::Instant::now();
-                let relation: social_pb::RelationResponse = self
-                    .caller
-                    .call(
-                        subject::call::FRIEND_RELATION,
-                        None,
-                        &social_pb::RelationRequest {
-                            user_id: me.to_owned(),
-                            other_user_id: peer.to_owned(),
-                        },
-                    )
-                    .await?;
+                let relation = self.caller.relation(me, peer).await?;
                 self.relations.put(me, peer, relation, asked);
                 relation
             }

@@ -68,23 +68,10 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Baseline> {
         })
     };
     responder.flush().await?;
-    let started = Instant::now();
-    let mut done = 0u64;
-    let mut pending = futures::stream::FuturesUnordered::new();
-    while started.elapsed() < phase {
-        while pending.len() < IN_FLIGHT {
-            pending.push(requester.request(subject.clone(), payload.clone()));
-        }
-        if let Some(result) = pending.next().await {
-            result?;
-            done += 1;
-        }
-    }
-    while let Some(result) = pending.next().await {
-        result?;
-        done += 1;
-    }
-    let request_reply_per_sec = done as f64 / started.elapsed().as_secs_f64();
+    let request_reply_per_sec = saturate(phase, |_| {
+        requester.request(subject.clone(), payload.clone())
+    })
+    .await?;
     echo.abort();
 
     // Pub/sub: one publisher connection, one subscriber connection.
@@ -193,29 +180,34 @@ async fn jetstream(
             .message_id(format!("{id}:{n}"));
         async move { js.send_publish(subject, message).await?.await }
     };
+    let rate = saturate(phase, publish).await;
+    let _ = js.delete_stream(&name).await;
+    rate
+}
+
+/// Completed operations per second with `IN_FLIGHT` of them running at
+/// once for `phase`; `start(n)` starts the n-th.
+async fn saturate<F, T, E>(phase: Duration, mut start: impl FnMut(u64) -> F) -> anyhow::Result<f64>
+where
+    F: std::future::Future<Output = Result<T, E>>,
+    E: Into<anyhow::Error>,
+{
     let started = Instant::now();
-    let mut done = 0u64;
-    let mut sent = 0u64;
+    let (mut sent, mut done) = (0u64, 0u64);
     let mut pending = futures::stream::FuturesUnordered::new();
-    let result: anyhow::Result<()> = async {
-        while started.elapsed() < phase {
-            while pending.len() < IN_FLIGHT {
-                pending.push(publish(sent));
-                sent += 1;
-            }
-            if let Some(result) = pending.next().await {
-                result?;
-                done += 1;
-            }
+    while started.elapsed() < phase {
+        while pending.len() < IN_FLIGHT {
+            pending.push(start(sent));
+            sent += 1;
         }
-        while let Some(result) = pending.next().await {
-            result?;
+        if let Some(result) = pending.next().await {
+            result.map_err(Into::into)?;
             done += 1;
         }
-        Ok(())
     }
-    .await;
-    let rate = done as f64 / started.elapsed().as_secs_f64();
-    let _ = js.delete_stream(&name).await;
-    result.map(|()| rate)
+    while let Some(result) = pending.next().await {
+        result.map_err(Into::into)?;
+        done += 1;
+    }
+    Ok(done as f64 / started.elapsed().as_secs_f64())
 }
