@@ -16,8 +16,7 @@ pub struct Config {
     /// The `iss` claim of tokens.
     pub issuer: String,
     /// Password hashes computed at once; each takes one core for ~50 ms and
-    /// ~19 MiB of working memory, kept for the next hash (so up to this many
-    /// times 19 MiB stay allocated after the first logins).
+    /// ~19 MiB of working memory while it runs (given back when it ends).
     pub max_concurrent_hashes: usize,
     #[serde(skip)]
     pub streams: StreamsConfig,

@@ -1,14 +1,16 @@
 //! Password hashing: Argon2id with the argon2 crate's default (OWASP)
-//! parameters, in PHC strings, with its ~19 MiB of working memory reused.
+//! parameters, in PHC strings, with its ~19 MiB of working memory given back
+//! to the system after each hash.
 //!
-//! The crate's `PasswordHasher` allocates that memory anew for every hash,
-//! on whichever blocking thread runs it; glibc keeps the freed blocks in
-//! per-thread arenas, so a process that had logins on a few threads held
-//! ~180 MB for good. Here each hash borrows a buffer from a pool that holds
-//! at most `auth.max_concurrent_hashes` of them: the memory is bounded and
-//! taken once.
-
-use std::sync::Mutex;
+//! The crate's `PasswordHasher` allocates that memory with a plain `Vec`.
+//! glibc serves the first such block with `mmap`, but freeing it raises
+//! glibc's mmap threshold to its size, so every later block comes from the
+//! blocking thread's heap arena and stays there once freed: a process that
+//! had logins on a few threads held ~180 MB for good. Here the buffer's
+//! capacity is reserved above glibc's highest mmap threshold (32 MiB), so it
+//! is always mapped on its own and unmapped when dropped; only the pages
+//! the hash touches (~19 MiB) are ever resident, and only while it runs.
+//! At most `auth.max_concurrent_hashes` hashes run at once.
 
 use argon2::password_hash::{self, Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -18,22 +20,14 @@ use argon2::{Algorithm, Argon2, Block, Params, Version};
 /// Fixed, so starting takes no hash and no working memory.
 pub const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$pfPMNlYJhyMcf4p47CxHQQ$TmWkX2wYqK2WQSH9AX5PG6EdUCmboBaYVAzhuYVOVwc";
 
-pub struct Hasher {
-    spare: Mutex<Vec<Vec<Block>>>,
-    keep: usize,
-}
+/// Capacity reserved for a hash's memory, in 1 KiB blocks: more than
+/// glibc's `DEFAULT_MMAP_THRESHOLD_MAX` (32 MiB on 64-bit), so the buffer is
+/// always its own mapping. Only the blocks in use are touched.
+const MAPPED_BLOCKS: usize = 33 * 1024;
 
-impl Hasher {
-    /// Keeps up to `keep` buffers (one per hash running at once).
-    pub fn new(keep: usize) -> Self {
-        Self {
-            spare: Mutex::new(Vec::new()),
-            keep,
-        }
-    }
 
     /// The PHC string of `password` with a fresh salt.
-    pub fn hash(&self, password: &[u8]) -> password_hash::Result<String> {
+    pub fn hash(password: &[u8]) -> password_hash::Result<String> {
         let params = Params::default();
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
         let salt = SaltString::generate(&mut rand::rngs::OsRng);
@@ -41,7 +35,7 @@ impl Hasher {
         let mut salt_bytes = [0u8; 64];
         let salt_bytes = salt.decode_b64(&mut salt_bytes)?;
         let len = params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN);
-        let output = self.with_memory(params.block_count(), |memory| {
+        let output = with_memory(params.block_count(), |memory| {
             Output::init_with(len, |out| {
                 Ok(argon2.hash_password_into_with_memory(password, salt_bytes, out, memory)?)
             })
@@ -58,7 +52,7 @@ impl Hasher {
 
     /// Whether `password` matches the stored PHC string (compared in
     /// constant time); an error for a string that is not an Argon2 hash.
-    pub fn verify(&self, password: &[u8], stored: &str) -> password_hash::Result<bool> {
+    pub fn verify(password: &[u8], stored: &str) -> password_hash::Result<bool> {
         let stored = PasswordHash::new(stored)?;
         let algorithm = Algorithm::try_from(stored.algorithm)?;
         let version = stored
@@ -73,7 +67,7 @@ impl Hasher {
         let mut salt_bytes = [0u8; 64];
         let salt_bytes = salt.decode_b64(&mut salt_bytes)?;
         let argon2 = Argon2::new(algorithm, version, params.clone());
-        let computed = self.with_memory(params.block_count(), |memory| {
+        let computed = with_memory(params.block_count(), |memory| {
             Output::init_with(expected.len(), |out| {
                 Ok(argon2.hash_password_into_with_memory(password, salt_bytes, out, memory)?)
             })
@@ -81,20 +75,10 @@ impl Hasher {
         Ok(computed == expected)
     }
 
-    fn with_memory<T>(&self, blocks: usize, f: impl FnOnce(&mut [Block]) -> T) -> T {
-        let spare = self.lock().pop().filter(|m| m.len() >= blocks);
-        let mut memory = spare.unwrap_or_else(|| vec![Block::default(); blocks]);
-        let result = f(&mut memory);
-        let mut spare = self.lock();
-        if spare.len() < self.keep {
-            spare.push(memory);
-        }
-        result
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<Block>>> {
-        self.spare.lock().unwrap_or_else(|e| e.into_inner())
-    }
+fn with_memory<T>(blocks: usize, f: impl FnOnce(&mut [Block]) -> T) -> T {
+    let mut memory = Vec::with_capacity(blocks.max(MAPPED_BLOCKS));
+    memory.resize(blocks, Block::default());
+    f(&mut memory)
 }
 
 #[cfg(test)]
@@ -105,9 +89,8 @@ mod tests {
 
     /// Hashes match the crate's own: each verifies the other's.
     #[test]
-    fn hashes_are_the_crates_and_memory_is_reused() -> anyhow::Result<()> {
-        let hasher = Hasher::new(1);
-        let ours = hasher.hash("密码 password".as_bytes())?;
+    fn hashes_are_the_crates() -> anyhow::Result<()> {
+        let ours = hash("密码 password".as_bytes())?;
         assert!(
             ours.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
             "{ours}"
@@ -122,13 +105,12 @@ mod tests {
         let theirs = Argon2::default()
             .hash_password(b"hunter42", &salt)?
             .to_string();
-        assert!(hasher.verify(b"hunter42", &theirs)?);
-        assert!(!hasher.verify(b"hunter43", &theirs)?);
-        assert!(!hasher.verify("密码 passwore".as_bytes(), &ours)?);
-        assert!(hasher.verify(b"x", "not a hash").is_err());
-        assert!(!hasher.verify(b"x", DUMMY_HASH)?);
-        assert!(hasher.verify(b"dummy password for timing", DUMMY_HASH)?);
-        assert_eq!(hasher.lock().len(), 1, "one buffer kept");
+        assert!(verify(b"hunter42", &theirs)?);
+        assert!(!verify(b"hunter43", &theirs)?);
+        assert!(!verify("密码 passwore".as_bytes(), &ours)?);
+        assert!(verify(b"x", "not a hash").is_err());
+        assert!(!verify(b"x", DUMMY_HASH)?);
+        assert!(verify(b"dummy password for timing", DUMMY_HASH)?);
         Ok(())
     }
 }

@@ -12,7 +12,7 @@ use shared::{Nats, RpcError, ids, rpc, subject};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::hashing::{DUMMY_HASH, Hasher};
+use crate::hashing::{self, DUMMY_HASH};
 use crate::keys::{Claims, KeyError, KeySet};
 use crate::{Config, store, validate};
 
@@ -34,7 +34,6 @@ struct State {
     pool: AnyPool,
     keys: KeySet,
     hashing: Semaphore,
-    hasher: Arc<Hasher>,
 }
 
 /// Runs the auth service until `shutdown` is cancelled.
@@ -48,7 +47,6 @@ pub async fn run(config: Config, nats: Nats, shutdown: CancellationToken) -> Res
     let state = Arc::new(State {
         nats: nats.clone(),
         hashing: Semaphore::new(config.max_concurrent_hashes),
-        hasher: Arc::new(Hasher::new(config.max_concurrent_hashes)),
         config,
         pool,
         keys,
@@ -393,8 +391,7 @@ impl State {
             .acquire()
             .await
             .map_err(|_| RpcError::unavailable("shutting down"))?;
-        let hasher = self.hasher.clone();
-        tokio::task::spawn_blocking(move || hasher.hash(password.as_bytes()))
+        tokio::task::spawn_blocking(move || hashing::hash(password.as_bytes()))
             .await
             .map_err(|e| internal("hash task", e))?
             .map_err(|e| internal("hash password", e))
@@ -406,8 +403,7 @@ impl State {
             .acquire()
             .await
             .map_err(|_| RpcError::unavailable("shutting down"))?;
-        let hasher = self.hasher.clone();
-        tokio::task::spawn_blocking(move || hasher.verify(password.as_bytes(), &hash))
+        tokio::task::spawn_blocking(move || hashing::verify(password.as_bytes(), &hash))
             .await
             .map_err(|e| internal("verify task", e))?
             .map_err(|e| internal("verify stored hash", e))

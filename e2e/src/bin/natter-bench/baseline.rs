@@ -1,7 +1,11 @@
 //! The raw NATS limit on the same server, with payloads the size of a chat
 //! message: request-reply with 64 requests in flight, core pub/sub, and
 //! JetStream publishes to a file stream with 64 acks awaited at once (the
-//! durable append every natter message makes several of).
+//! durable append every natter message makes several of). Last, the NATS
+//! work of one natter message without natter: a request whose responder
+//! makes the message's durable appends and two pushes before it replies,
+//! once with natter's three appends and once with one, to show what the
+//! NATS traffic alone allows and what fewer appends would lift it to.
 //! natter's figures are printed as ratios to these, because absolute
 //! figures on a shared machine drift from run to run.
 
@@ -9,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::message::PublishMessage;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -30,6 +35,9 @@ pub struct Baseline {
     /// Acked JetStream publishes per second; None when the server refused
     /// the bench's temporary stream.
     pub jetstream_per_sec: Option<f64>,
+    /// Requests per second whose responder made three (then one) appends
+    /// and two pushes; None as above.
+    pub message_path_per_sec: Option<[f64; 2]>,
 }
 
 impl Baseline {
@@ -42,6 +50,8 @@ impl Baseline {
             "pubsub_received_per_sec": round(self.received_per_sec),
             "pubsub_dropped": self.dropped,
             "jetstream_publish_per_sec": self.jetstream_per_sec.map(round),
+            "message_path_3_appends_per_sec": self.message_path_per_sec.map(|r| round(r[0])),
+            "message_path_1_append_per_sec": self.message_path_per_sec.map(|r| round(r[1])),
         })
     }
 }
@@ -129,8 +139,16 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Baseline> {
             None
         }
     };
+    let message_path_per_sec = match message_path(&url, &inbox, &payload, phase).await {
+        Ok(rates) => Some(rates),
+        Err(e) => {
+            eprintln!("message path baseline skipped: {e:#}");
+            None
+        }
+    };
     let result = Baseline {
         jetstream_per_sec,
+        message_path_per_sec,
         payload_bytes: payload.len(),
         request_reply_per_sec,
         publish_per_sec: published as f64 / publish_secs,
@@ -150,7 +168,97 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Baseline> {
             "raw JetStream (file stream, {IN_FLIGHT} acks in flight): {rate:.0} acked publishes/s"
         );
     }
+    if let Some([three, one]) = result.message_path_per_sec {
+        println!(
+            "raw NATS work of one message (request, appends, 2 pushes, reply; {IN_FLIGHT} in flight): {three:.0}/s with 3 appends, {one:.0}/s with 1"
+        );
+    }
     Ok(result)
+}
+
+/// Creates a temporary file stream for `subjects`, deleted when `run` ends.
+async fn with_stream<T>(
+    js: &async_nats::jetstream::Context,
+    name: String,
+    subjects: String,
+    run: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    use async_nats::jetstream::stream;
+    js.create_stream(stream::Config {
+        name: name.clone(),
+        subjects: vec![subjects],
+        storage: stream::StorageType::File,
+        max_age: Duration::from_secs(300),
+        ..Default::default()
+    })
+    .await?;
+    let result = run.await;
+    let _ = js.delete_stream(&name).await;
+    result
+}
+
+/// The NATS traffic of one natter message, without natter: the "edge"
+/// connection sends a request; the "messages" connection's responder makes
+/// `appends` acked JetStream publishes at once (recipient inbox, sender
+/// inbox, event), publishes two pushes, which the edge connection receives,
+/// and replies. Completed requests per second with three appends, then one.
+async fn message_path(
+    url: &str,
+    id: &str,
+    payload: &bytes::Bytes,
+    phase: Duration,
+) -> anyhow::Result<[f64; 2]> {
+    let edge = async_nats::ConnectOptions::new()
+        .subscription_capacity(1 << 20)
+        .connect(url)
+        .await?;
+    let messages = async_nats::connect(url).await?;
+    let js = async_nats::jetstream::new(messages.clone());
+    let mut pushes = edge.subscribe(format!("bench.push.{id}.>")).await?;
+    let drain = tokio::spawn(async move { while pushes.next().await.is_some() {} });
+    let mut rates = [0.0; 2];
+    for (rate, appends) in rates.iter_mut().zip([3usize, 1]) {
+        let subject = format!("bench.send.{id}.{appends}");
+        let mut requests = messages.subscribe(subject.clone()).await?;
+        messages.flush().await?;
+        let responder = {
+            let (messages, js, id) = (messages.clone(), js.clone(), id.to_owned());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while let Some(request) = requests.next().await {
+                    n += 1;
+                    let (messages, js, id) = (messages.clone(), js.clone(), id.clone());
+                    tokio::spawn(async move {
+                        let acks = (0..appends).map(|i| {
+                            let publish = PublishMessage::build()
+                                .payload(request.payload.clone())
+                                .message_id(format!("{id}:{appends}:{n}:{i}"));
+                            let js = js.clone();
+                            let subject = format!("bench.path.{id}.{}", (n * 3 + i as u64) % 64);
+                            async move { js.send_publish(subject, publish).await?.await }
+                        });
+                        if futures::future::try_join_all(acks).await.is_err() {
+                            return;
+                        }
+                        for to in ["a", "b"] {
+                            let push = format!("bench.push.{id}.{to}");
+                            let _ = messages.publish(push, request.payload.clone()).await;
+                        }
+                        if let Some(reply) = request.reply {
+                            let _ = messages.publish(reply, request.payload).await;
+                        }
+                    });
+                }
+            })
+        };
+        let name = format!("BENCH_PATH_{id}_{appends}");
+        let run = saturate(phase, |_| edge.request(subject.clone(), payload.clone()));
+        let result = with_stream(&js, name, format!("bench.path.{id}.>"), run).await;
+        responder.abort();
+        *rate = result?;
+    }
+    drain.abort();
+    Ok(rates)
 }
 
 /// Acked publishes per second to a temporary file stream, deleted after.
@@ -160,17 +268,7 @@ async fn jetstream(
     payload: &bytes::Bytes,
     phase: Duration,
 ) -> anyhow::Result<f64> {
-    use async_nats::jetstream::{self, message::PublishMessage, stream};
-    let js = jetstream::new(client.clone());
-    let name = format!("BENCH_{id}");
-    js.create_stream(stream::Config {
-        name: name.clone(),
-        subjects: vec![format!("bench.js.{id}.>")],
-        storage: stream::StorageType::File,
-        max_age: Duration::from_secs(300),
-        ..Default::default()
-    })
-    .await?;
+    let js = async_nats::jetstream::new(client.clone());
     let publish = |n: u64| {
         let js = js.clone();
         // Spread over subjects the way inbox appends are.
@@ -180,9 +278,8 @@ async fn jetstream(
             .message_id(format!("{id}:{n}"));
         async move { js.send_publish(subject, message).await?.await }
     };
-    let rate = saturate(phase, publish).await;
-    let _ = js.delete_stream(&name).await;
-    rate
+    let run = saturate(phase, publish);
+    with_stream(&js, format!("BENCH_{id}"), format!("bench.js.{id}.>"), run).await
 }
 
 /// Completed operations per second with `IN_FLIGHT` of them running at

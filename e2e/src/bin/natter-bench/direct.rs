@@ -118,14 +118,16 @@ pub async fn run(target: &Target, plan: &Plan, base: Option<&Baseline>) -> anyho
 
     let base_rate = base.map(|b| b.request_reply_per_sec);
     let js_rate = base.and_then(|b| b.jetstream_per_sec);
+    let path_rate = base.and_then(|b| b.message_path_per_sec).map(|r| r[0]);
     let receive = latency(&mut receive);
     let ack = latency(&mut ack);
     println!(
-        "\none-to-one ({} pairs): {:.0} delivered/s at saturation ({}x raw request-reply, {}x raw JetStream publishes), {:.0} sent/s",
+        "\none-to-one ({} pairs): {:.0} delivered/s at saturation ({}x raw request-reply, {}x raw JetStream publishes, {}x the raw NATS work of a message), {:.0} sent/s",
         plan.pairs,
         delivered_per_sec,
         ratio(delivered_per_sec, base_rate),
         ratio(delivered_per_sec, js_rate),
+        ratio(delivered_per_sec, path_rate),
         sent as f64 / saturated_secs
     );
     println!(
@@ -146,6 +148,7 @@ pub async fn run(target: &Target, plan: &Plan, base: Option<&Baseline>) -> anyho
             "delivered_per_sec": round(delivered_per_sec),
             "ratio_to_request_reply": ratio(delivered_per_sec, base_rate),
             "ratio_to_jetstream_publish": ratio(delivered_per_sec, js_rate),
+            "ratio_to_message_path": ratio(delivered_per_sec, path_rate),
             "cpu_ms": {
                 "nats": used(cpu_before[0], cpu_after[0]),
                 "natter": used(cpu_before[1], cpu_after[1]),
