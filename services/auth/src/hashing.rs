@@ -25,55 +25,54 @@ pub const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$pfPMNlYJhyMcf4p47Cx
 /// always its own mapping. Only the blocks in use are touched.
 const MAPPED_BLOCKS: usize = 33 * 1024;
 
-
-    /// The PHC string of `password` with a fresh salt.
-    pub fn hash(password: &[u8]) -> password_hash::Result<String> {
-        let params = Params::default();
-        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
-        let salt = SaltString::generate(&mut rand::rngs::OsRng);
-        let salt = salt.as_salt();
-        let mut salt_bytes = [0u8; 64];
-        let salt_bytes = salt.decode_b64(&mut salt_bytes)?;
-        let len = params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN);
-        let output = with_memory(params.block_count(), |memory| {
-            Output::init_with(len, |out| {
-                Ok(argon2.hash_password_into_with_memory(password, salt_bytes, out, memory)?)
-            })
-        })?;
-        Ok(PasswordHash {
-            algorithm: Algorithm::Argon2id.ident(),
-            version: Some(Version::V0x13.into()),
-            params: ParamsString::try_from(&params)?,
-            salt: Some(salt),
-            hash: Some(output),
-        }
-        .to_string())
+/// The PHC string of `password` with a fresh salt.
+pub fn hash(password: &[u8]) -> password_hash::Result<String> {
+    let params = Params::default();
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    let salt = salt.as_salt();
+    let mut salt_bytes = [0u8; 64];
+    let salt_bytes = salt.decode_b64(&mut salt_bytes)?;
+    let len = params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN);
+    let output = with_memory(params.block_count(), |memory| {
+        Output::init_with(len, |out| {
+            Ok(argon2.hash_password_into_with_memory(password, salt_bytes, out, memory)?)
+        })
+    })?;
+    Ok(PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params)?,
+        salt: Some(salt),
+        hash: Some(output),
     }
+    .to_string())
+}
 
-    /// Whether `password` matches the stored PHC string (compared in
-    /// constant time); an error for a string that is not an Argon2 hash.
-    pub fn verify(password: &[u8], stored: &str) -> password_hash::Result<bool> {
-        let stored = PasswordHash::new(stored)?;
-        let algorithm = Algorithm::try_from(stored.algorithm)?;
-        let version = stored
-            .version
-            .map(Version::try_from)
-            .transpose()?
-            .unwrap_or_default();
-        let params = Params::try_from(&stored)?;
-        let (Some(salt), Some(expected)) = (stored.salt, stored.hash) else {
-            return Err(password_hash::Error::PhcStringField);
-        };
-        let mut salt_bytes = [0u8; 64];
-        let salt_bytes = salt.decode_b64(&mut salt_bytes)?;
-        let argon2 = Argon2::new(algorithm, version, params.clone());
-        let computed = with_memory(params.block_count(), |memory| {
-            Output::init_with(expected.len(), |out| {
-                Ok(argon2.hash_password_into_with_memory(password, salt_bytes, out, memory)?)
-            })
-        })?;
-        Ok(computed == expected)
-    }
+/// Whether `password` matches the stored PHC string (compared in
+/// constant time); an error for a string that is not an Argon2 hash.
+pub fn verify(password: &[u8], stored: &str) -> password_hash::Result<bool> {
+    let stored = PasswordHash::new(stored)?;
+    let algorithm = Algorithm::try_from(stored.algorithm)?;
+    let version = stored
+        .version
+        .map(Version::try_from)
+        .transpose()?
+        .unwrap_or_default();
+    let params = Params::try_from(&stored)?;
+    let (Some(salt), Some(expected)) = (stored.salt, stored.hash) else {
+        return Err(password_hash::Error::PhcStringField);
+    };
+    let mut salt_bytes = [0u8; 64];
+    let salt_bytes = salt.decode_b64(&mut salt_bytes)?;
+    let argon2 = Argon2::new(algorithm, version, params.clone());
+    let computed = with_memory(params.block_count(), |memory| {
+        Output::init_with(expected.len(), |out| {
+            Ok(argon2.hash_password_into_with_memory(password, salt_bytes, out, memory)?)
+        })
+    })?;
+    Ok(computed == expected)
+}
 
 fn with_memory<T>(blocks: usize, f: impl FnOnce(&mut [Block]) -> T) -> T {
     let mut memory = Vec::with_capacity(blocks.max(MAPPED_BLOCKS));
