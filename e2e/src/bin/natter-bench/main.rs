@@ -211,6 +211,12 @@ async fn main() -> anyhow::Result<()> {
         };
         results.insert(format!("{scenario:?}").to_lowercase(), value);
     }
+    if nats_version.is_empty() {
+        // No baseline ran: ask a server for its version all the same.
+        let target = target::Target::start(external.as_ref(), &plan).await?;
+        nats_version = target.nats_version().await;
+        target.stop().await;
+    }
 
     let report = json!({
         "schema": 1,
