@@ -394,6 +394,32 @@ impl System {
 
     /// Starts a `natter` process running `services`.
     pub fn spawn_services(&mut self, services: &[Service]) -> anyhow::Result<()> {
+        self.spawn_services_on(services, self.edge_addr)
+    }
+
+    /// Starts one more edge process on a free loopback port (edges side by
+    /// side, as behind a load balancer); returns its address and process id
+    /// once it is ready.
+    pub async fn spawn_edge(&mut self) -> anyhow::Result<(SocketAddr, u32)> {
+        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        self.spawn_services_on(&[Service::Edge], listen)?;
+        let pid = self.natter_pids().last().copied().context("no process")?;
+        let api = Api::new(format!("http://{listen}"));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !api.ready().await {
+            if tokio::time::Instant::now() > deadline {
+                bail!("the edge on {listen} did not become ready");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok((listen, pid))
+    }
+
+    fn spawn_services_on(
+        &mut self,
+        services: &[Service],
+        listen: SocketAddr,
+    ) -> anyhow::Result<()> {
         let binary = natter_binary()?;
         let mut command = Command::new(&binary);
         if self.settings.permissions {
@@ -438,7 +464,7 @@ impl System {
                 self.settings.group_max_members.to_string(),
             )
             .env("NATTER_NATS__URL", self.nats.url())
-            .env("NATTER_EDGE__LISTEN", self.edge_addr.to_string())
+            .env("NATTER_EDGE__LISTEN", listen.to_string())
             .env(
                 "NATTER_EDGE__IDLE_TIMEOUT_SECS",
                 self.settings.idle_timeout_secs.to_string(),

@@ -1,43 +1,65 @@
 //! Idle connections: N WebSocket connections that resume and then only
-//! answer pings. The figures are the connect rate and the natter process's
-//! resident memory per connection. Connections come from several loopback
-//! source addresses (127.0.0.10, .11, ...) so N may pass the 64k ports one
-//! address has; tokens are spread over a few users' devices (one login
-//! each: argon2 makes a login per connection too slow for a benchmark).
+//! answer pings. The figures are the connect rate and the edges' resident
+//! memory per connection. Connections come from several loopback source
+//! addresses (127.0.0.10, .11, ...) so N may pass the 64k ports one address
+//! has; tokens are spread over a few users' devices (one login each: argon2
+//! makes a login per connection too slow for a benchmark).
+//!
+//! Every connection takes a file descriptor in the client and in the edge.
+//! When N passes what one process may open (the open-file limit, which only
+//! CAP_SYS_RESOURCE raises), the bench's own system gets more edge
+//! processes beside the all-in-one one, as behind a load balancer, and the
+//! clients run in as many worker processes (`natter-bench idle-worker`),
+//! each holding its share open until the bench closes its stdin. The memory
+//! per connection is then the growth of all edges together.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::StreamExt;
 use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
 
 use crate::report::round;
-use crate::target::{External, Target, rss_bytes, unique};
+use crate::target::{External, Target, raise_fd_limit, rss_bytes, unique};
 use crate::{Plan, wire};
 
-/// Connections opened at once.
+/// Connections opened at once (per client process).
 const CONCURRENCY: usize = 256;
-/// Connections per source address (below the ~28k ephemeral ports).
-const PER_ADDRESS: usize = 20_000;
+/// Connections per source address. Binding to an address with port 0 makes
+/// the kernel search the ephemeral range for a port that address does not
+/// use yet, and that search slows with every port taken: few connections
+/// per address keep opening fast.
+const PER_ADDRESS: usize = 2_000;
+/// Descriptors a process keeps for everything but idle connections.
+const SPARE_FDS: usize = 2048;
+/// How long a worker may take to open and resume its share.
+const WORKER_READY: Duration = Duration::from_secs(600);
+/// Tokens handed to worker processes (comma-separated).
+const TOKENS_ENV: &str = "NATTER_BENCH_TOKENS";
 
 pub async fn run(external: Option<&External>, plan: &Plan) -> anyhow::Result<Value> {
+    let per_process = plan
+        .fd_limit
+        .map_or(usize::MAX, |l| (l as usize).saturating_sub(SPARE_FDS))
+        .max(1);
     let mut rounds = Vec::new();
     for &requested in &plan.idle {
-        // One descriptor per connection in this process and in natter's,
-        // with room for everything else.
-        let most = plan
-            .fd_limit
-            .map_or(usize::MAX, |l| (l as usize).saturating_sub(2048));
-        let n = requested.min(most);
+        // A running natter has the edges it has: one process's worth.
+        let n = match external {
+            Some(_) => requested.min(per_process),
+            None => requested,
+        };
         if n < requested {
             println!(
-                "\nidle connections: {requested} requested, {n} possible under the open-file limit of {} (raising it needs CAP_SYS_RESOURCE)",
+                "\nidle connections: {requested} requested, {n} possible under the open-file limit of {} (raising it needs CAP_SYS_RESOURCE; the bench's own system would add edges)",
                 plan.fd_limit.unwrap_or(0)
             );
         }
-        let target = Target::start(external, plan).await?;
-        let round = connections(&target, n).await;
+        let mut target = Target::start(external, plan).await?;
+        let round = connections(&mut target, n, per_process).await;
         target.stop().await;
         let mut round = round?;
         round["requested"] = json!(requested);
@@ -47,24 +69,111 @@ pub async fn run(external: Option<&External>, plan: &Plan) -> anyhow::Result<Val
     Ok(json!({ "rounds": rounds }))
 }
 
-async fn connections(target: &Target, n: usize) -> anyhow::Result<Value> {
+async fn connections(target: &mut Target, n: usize, per_process: usize) -> anyhow::Result<Value> {
     let api = target.api();
     let users = (n / 500).clamp(1, 100);
     let mut tokens = Vec::new();
     for i in 0..users {
         tokens.push(api.user(&unique(&format!("idle{i}"))).await?.token);
     }
+    let mut edges = vec![(target.edge_addr(), target.natter_pid())];
+    while edges.len() < n.div_ceil(per_process) {
+        let (addr, pid) = target.add_edge().await?;
+        edges.push((addr, Some(pid)));
+    }
+    let shares: Vec<usize> = (0..edges.len())
+        .map(|k| n / edges.len() + usize::from(k < n % edges.len()))
+        .collect();
     // Settle, then the baseline memory.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_before = target.natter_pid().and_then(rss_bytes);
-    let edge = target.edge_addr();
+    let rss = || -> Option<u64> { edges.iter().map(|(_, pid)| pid.and_then(rss_bytes)).sum() };
+    let rss_before = rss();
 
+    let (connect_secs, resume_secs, rss_after) = if edges.len() == 1 {
+        let source = Ipv4Addr::new(127, 0, 0, 10);
+        let (live, connect_secs, resume_secs) = open_idle(edges[0].0, &tokens, n, source).await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rss_after = rss();
+        drop(live);
+        (connect_secs, resume_secs, rss_after)
+    } else {
+        let mut workers = Vec::new();
+        for (k, ((edge, _), share)) in edges.iter().zip(&shares).enumerate() {
+            workers.push(spawn_worker(*edge, *share, k, &tokens)?);
+        }
+        let (mut connect_secs, mut resume_secs) = (0f64, 0f64);
+        for worker in &mut workers {
+            let (c, r) = worker.ready().await?;
+            connect_secs = connect_secs.max(c);
+            resume_secs = resume_secs.max(r);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rss_after = rss();
+        for worker in workers {
+            worker.stop().await;
+        }
+        (connect_secs, resume_secs, rss_after)
+    };
+    let per_connection = match (rss_before, rss_after) {
+        (Some(b), Some(a)) => Some(a.saturating_sub(b) as f64 / n as f64),
+        _ => None,
+    };
+    println!(
+        "\nidle connections: {n} on {} edge process(es), opened at {:.0}/s, resumed at {:.0}/s; edge RSS {} → {} MB, {} per connection",
+        edges.len(),
+        n as f64 / connect_secs,
+        n as f64 / resume_secs,
+        rss_before.map_or("?".into(), |b| format!("{:.1}", b as f64 / 1e6)),
+        rss_after.map_or("?".into(), |a| format!("{:.1}", a as f64 / 1e6)),
+        per_connection.map_or("?".into(), |p| format!("{:.1} KB", p / 1024.0)),
+    );
+    Ok(json!({
+        "connections": n,
+        "users": users,
+        "edge_processes": edges.len(),
+        "client_processes": if edges.len() == 1 { 1 } else { edges.len() + 1 },
+        "source_addresses": shares.iter().map(|s| s.div_ceil(PER_ADDRESS)).sum::<usize>(),
+        "connect_per_sec": round(n as f64 / connect_secs),
+        "resume_per_sec": round(n as f64 / resume_secs),
+        "natter_rss_before_bytes": rss_before,
+        "natter_rss_after_bytes": rss_after,
+        "natter_rss_per_connection_bytes": per_connection.map(round),
+    }))
+}
+
+/// Open, resumed connections, each with a task that reads (and so answers
+/// the edge's pings) until it is dropped.
+struct Live(Vec<(wire::Sink, tokio::task::JoinHandle<()>)>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        for (_, reader) in &self.0 {
+            reader.abort();
+        }
+    }
+}
+
+/// Opens `n` connections to `edge` from `source`, `source`+1, ... (one
+/// address per `PER_ADDRESS`) and resumes each as a client does. Returns
+/// them with the seconds opening and resuming took.
+async fn open_idle(
+    edge: SocketAddr,
+    tokens: &[String],
+    n: usize,
+    source: Ipv4Addr,
+) -> anyhow::Result<(Live, f64, f64)> {
+    anyhow::ensure!(!tokens.is_empty(), "no tokens");
+    let [a, b, c, d] = source.octets();
     let started = Instant::now();
     let opened: Vec<(wire::Sink, wire::Stream)> = futures::stream::iter(0..n)
         .map(|i| {
             let token = tokens[i % tokens.len()].clone();
-            let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10 + (i / PER_ADDRESS) as u8));
-            async move { wire::connect(edge, &token, Some(source)).await }
+            let last = usize::from(d) + i / PER_ADDRESS;
+            let source = u8::try_from(last).map(|d| IpAddr::V4(Ipv4Addr::new(a, b, c, d)));
+            async move {
+                let source = source.context("too many source addresses")?;
+                wire::connect(edge, &token, Some(source)).await
+            }
         })
         .buffer_unordered(CONCURRENCY)
         .collect::<Vec<_>>()
@@ -76,7 +185,7 @@ async fn connections(target: &Target, n: usize) -> anyhow::Result<Value> {
 
     // Every connection resumes and waits until caught up, as a client does.
     let started = Instant::now();
-    let live: Vec<(wire::Sink, tokio::task::JoinHandle<()>)> = futures::stream::iter(opened)
+    let live = futures::stream::iter(opened)
         .map(|(mut sink, mut stream)| async move {
             wire::send(&mut sink, wire::resume(1, 0)).await?;
             wire::caught_up(&mut stream).await?;
@@ -91,33 +200,92 @@ async fn connections(target: &Target, n: usize) -> anyhow::Result<Value> {
         .into_iter()
         .collect::<Result<_, _>>()
         .context("resuming idle connections")?;
-    let resume_secs = started.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_after = target.natter_pid().and_then(rss_bytes);
-    let per_connection = match (rss_before, rss_after) {
-        (Some(b), Some(a)) => Some(a.saturating_sub(b) as f64 / n as f64),
-        _ => None,
-    };
-    for (_, reader) in &live {
-        reader.abort();
+    Ok((Live(live), connect_secs, started.elapsed().as_secs_f64()))
+}
+
+/// A client worker process holding a share of the idle connections.
+struct Worker {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+fn spawn_worker(
+    edge: SocketAddr,
+    count: usize,
+    k: usize,
+    tokens: &[String],
+) -> anyhow::Result<Worker> {
+    // Worker k's connections come from 127.0.k+1.10 and up.
+    let source = Ipv4Addr::new(127, 0, u8::try_from(k + 1)?, 10);
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["idle-worker", "--edge", &edge.to_string()])
+        .args([
+            "--count",
+            &count.to_string(),
+            "--source",
+            &source.to_string(),
+        ])
+        .env(TOKENS_ENV, tokens.join(","))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting an idle-worker process")?;
+    let stdout = child.stdout.take().context("worker stdout")?;
+    Ok(Worker {
+        child,
+        lines: tokio::io::BufReader::new(stdout).lines(),
+    })
+}
+
+impl Worker {
+    /// Waits for the worker's "ready <open secs> <resume secs>" line.
+    async fn ready(&mut self) -> anyhow::Result<(f64, f64)> {
+        let line = tokio::time::timeout(WORKER_READY, self.lines.next_line())
+            .await
+            .context("an idle worker took too long")??
+            .context("an idle worker exited before it was ready")?;
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next(), words.next()) {
+            (Some("ready"), Some(c), Some(r)) => Ok((c.parse()?, r.parse()?)),
+            _ => anyhow::bail!("unexpected line from an idle worker: {line}"),
+        }
     }
-    drop(live);
-    println!(
-        "\nidle connections: {n} opened at {:.0}/s, resumed at {:.0}/s; natter RSS {} → {} MB, {} per connection",
-        n as f64 / connect_secs,
-        n as f64 / resume_secs,
-        rss_before.map_or("?".into(), |b| format!("{:.1}", b as f64 / 1e6)),
-        rss_after.map_or("?".into(), |a| format!("{:.1}", a as f64 / 1e6)),
-        per_connection.map_or("?".into(), |p| format!("{:.1} KB", p / 1024.0)),
+
+    /// Closes the worker's stdin (which ends it) and waits for it.
+    async fn stop(mut self) {
+        drop(self.child.stdin.take());
+        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// `natter-bench idle-worker`: opens `count` idle connections to `edge`
+/// with the tokens in `NATTER_BENCH_TOKENS`, prints "ready <open secs>
+/// <resume secs>", and holds them until its stdin closes (or ten minutes
+/// pass).
+pub async fn worker(edge: SocketAddr, count: usize, source: Ipv4Addr) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        edge.ip().is_loopback(),
+        "the bench drives loopback addresses only"
     );
-    Ok(json!({
-        "connections": n,
-        "users": users,
-        "source_addresses": n.div_ceil(PER_ADDRESS),
-        "connect_per_sec": round(n as f64 / connect_secs),
-        "resume_per_sec": round(n as f64 / resume_secs),
-        "natter_rss_before_bytes": rss_before,
-        "natter_rss_after_bytes": rss_after,
-        "natter_rss_per_connection_bytes": per_connection.map(round),
-    }))
+    raise_fd_limit((count + SPARE_FDS) as u64)?;
+    let tokens: Vec<String> = std::env::var(TOKENS_ENV)
+        .with_context(|| format!("{TOKENS_ENV} is not set"))?
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let (live, connect_secs, resume_secs) = open_idle(edge, &tokens, count, source).await?;
+    println!("ready {connect_secs} {resume_secs}");
+    let stdin_closed = tokio::task::spawn_blocking(|| {
+        use std::io::Read;
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(600), stdin_closed).await;
+    drop(live);
+    Ok(())
 }

@@ -28,7 +28,7 @@ mod wire;
 use std::path::PathBuf;
 
 use anyhow::bail;
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -81,6 +81,23 @@ struct Args {
     /// Idle connection counts (default: 1000 quick, 10000,50000 full).
     #[arg(long, value_delimiter = ',')]
     idle: Vec<usize>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Holds idle connections for the idle scenario when they take more
+    /// than one process (started by the bench itself).
+    #[command(hide = true)]
+    IdleWorker {
+        #[arg(long)]
+        edge: std::net::SocketAddr,
+        #[arg(long)]
+        count: usize,
+        #[arg(long)]
+        source: std::net::Ipv4Addr,
+    },
 }
 
 /// The sizes of one run.
@@ -138,6 +155,16 @@ impl Plan {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Command::IdleWorker {
+        edge,
+        count,
+        source,
+    }) = args.command
+    {
+        idle::worker(edge, count, source).await?;
+        // Leave without waiting for its stdin reader.
+        std::process::exit(0);
+    }
     let mut plan = Plan::new(&args)?;
     let external = match (&args.url, &args.nats_url) {
         (Some(url), Some(nats)) => Some(target::External {

@@ -106,6 +106,15 @@ impl Target {
         }
     }
 
+    /// Starts one more edge process beside the system's (own systems
+    /// only): its address and process id.
+    pub async fn add_edge(&mut self) -> anyhow::Result<(SocketAddr, u32)> {
+        match self {
+            Self::Own(system) => system.spawn_edge().await,
+            Self::External { .. } => anyhow::bail!("more edges need a system of the bench's own"),
+        }
+    }
+
     pub async fn nats_version(&self) -> String {
         match async_nats::connect(self.nats_url()).await {
             Ok(client) => client.server_info().version,
