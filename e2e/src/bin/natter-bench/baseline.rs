@@ -77,7 +77,7 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Baseline> {
             }
         })
     };
-    responder.flush().await?;
+    wait_for_responder(&requester, &subject, &payload).await?;
     let request_reply_per_sec = saturate(phase, |_| {
         requester.request(subject.clone(), payload.clone())
     })
@@ -252,7 +252,10 @@ async fn message_path(
             })
         };
         let name = format!("BENCH_PATH_{id}_{appends}");
-        let run = saturate(phase, |_| edge.request(subject.clone(), payload.clone()));
+        let run = async {
+            wait_for_responder(&edge, &subject, payload).await?;
+            saturate(phase, |_| edge.request(subject.clone(), payload.clone())).await
+        };
         let result = with_stream(&js, name, format!("bench.path.{id}.>"), run).await;
         responder.abort();
         *rate = result?;
@@ -280,6 +283,27 @@ async fn jetstream(
     };
     let run = saturate(phase, publish);
     with_stream(&js, format!("BENCH_{id}"), format!("bench.js.{id}.>"), run).await
+}
+
+/// Waits until a request to `subject` is answered: a subscription made on
+/// another connection reaches the server in its own time, and until then
+/// requests fail at once with "no responders".
+async fn wait_for_responder(
+    client: &async_nats::Client,
+    subject: &str,
+    payload: &bytes::Bytes,
+) -> anyhow::Result<()> {
+    use async_nats::RequestErrorKind;
+    for _ in 0..500 {
+        match client.request(subject.to_owned(), payload.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == RequestErrorKind::NoResponders => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    anyhow::bail!("nothing answers on {subject}")
 }
 
 /// Completed operations per second with `IN_FLIGHT` of them running at

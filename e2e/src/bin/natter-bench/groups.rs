@@ -139,9 +139,12 @@ async fn group_fanout(
     for mut client in clients {
         let tx = receipts_tx.clone();
         readers.push(tokio::spawn(async move {
+            let mut seen = std::collections::HashSet::new();
             for _ in 0..total {
                 let got = client.messages(1).await?;
-                let _ = tx.send((got[0].1.seq, Instant::now()));
+                let seq = got[0].1.seq;
+                anyhow::ensure!(seen.insert(seq), "seq {seq} was delivered twice");
+                let _ = tx.send((seq, Instant::now()));
             }
             anyhow::Ok(())
         }));
@@ -179,10 +182,12 @@ async fn group_fanout(
         acks.push(started.elapsed().as_secs_f64() * 1000.0);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while arrivals.get(&seq).map_or(0, Vec::len) < members {
-            let (s, at) = tokio::time::timeout_at(deadline, receipts.recv())
+            let Some((s, at)) = tokio::time::timeout_at(deadline, receipts.recv())
                 .await
                 .context("members did not all receive in 30 s")?
-                .context("readers ended")?;
+            else {
+                return Err(readers_ended(readers).await);
+            };
             arrivals.entry(s).or_default().push(at);
         }
         let last = arrivals[&seq].iter().max().copied().unwrap_or(started);
@@ -201,10 +206,12 @@ async fn group_fanout(
         .iter()
         .any(|s| arrivals.get(s).map_or(0, Vec::len) < members)
     {
-        let (s, at) = tokio::time::timeout_at(deadline, receipts.recv())
+        let Some((s, at)) = tokio::time::timeout_at(deadline, receipts.recv())
             .await
             .context("throughput phase did not finish in 120 s")?
-            .context("readers ended")?;
+        else {
+            return Err(readers_ended(readers).await);
+        };
         arrivals.entry(s).or_default().push(at);
     }
     let elapsed = started.elapsed().as_secs_f64();
@@ -223,4 +230,17 @@ async fn group_fanout(
         deliveries_per_sec: (members * messages) as f64 / elapsed,
         cpu_ms,
     })
+}
+
+/// Why every member's reader stopped before all messages arrived: the first
+/// reader's error (a lost connection, a timeout, a message twice).
+async fn readers_ended(readers: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>) -> anyhow::Error {
+    for reader in readers {
+        match reader.await {
+            Ok(Err(e)) => return e.context("a member's reader failed"),
+            Err(e) => return anyhow::Error::new(e).context("a member's reader panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
+    anyhow::anyhow!("every member read all its messages, yet some were missing")
 }
