@@ -186,7 +186,10 @@ async fn group_fanout(
                 .await
                 .context("members did not all receive in 30 s")?
             else {
-                return Err(readers_ended(readers).await);
+                let had = arrivals.get(&seq).map_or(0, Vec::len);
+                return Err(readers_ended(readers)
+                    .await
+                    .context(format!("seq {seq} reached {had} of {members} members")));
             };
             arrivals.entry(s).or_default().push(at);
         }
