@@ -34,11 +34,7 @@ pub fn hash(password: &[u8]) -> password_hash::Result<String> {
     let mut salt_bytes = [0u8; 64];
     let salt_bytes = salt.decode_b64(&mut salt_bytes)?;
     let len = params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN);
-    let output = with_memory(params.block_count(), |memory| {
-        Output::init_with(len, |out| {
-            Ok(argon2.hash_password_into_with_memory(password, salt_bytes, out, memory)?)
-        })
-    })?;
+    let output = compute(&argon2, password, salt_bytes, len)?;
     Ok(PasswordHash {
         algorithm: Algorithm::Argon2id.ident(),
         version: Some(Version::V0x13.into()),
@@ -65,19 +61,25 @@ pub fn verify(password: &[u8], stored: &str) -> password_hash::Result<bool> {
     };
     let mut salt_bytes = [0u8; 64];
     let salt_bytes = salt.decode_b64(&mut salt_bytes)?;
-    let argon2 = Argon2::new(algorithm, version, params.clone());
-    let computed = with_memory(params.block_count(), |memory| {
-        Output::init_with(expected.len(), |out| {
-            Ok(argon2.hash_password_into_with_memory(password, salt_bytes, out, memory)?)
-        })
-    })?;
+    let argon2 = Argon2::new(algorithm, version, params);
+    let computed = compute(&argon2, password, salt_bytes, expected.len())?;
     Ok(computed == expected)
 }
 
-fn with_memory<T>(blocks: usize, f: impl FnOnce(&mut [Block]) -> T) -> T {
+/// The `len`-byte Argon2 output of `password` and `salt`, in working memory
+/// of its own mapping (see [`MAPPED_BLOCKS`]).
+fn compute(
+    argon2: &Argon2<'_>,
+    password: &[u8],
+    salt: &[u8],
+    len: usize,
+) -> password_hash::Result<Output> {
+    let blocks = argon2.params().block_count();
     let mut memory = Vec::with_capacity(blocks.max(MAPPED_BLOCKS));
     memory.resize(blocks, Block::default());
-    f(&mut memory)
+    Output::init_with(len, |out| {
+        Ok(argon2.hash_password_into_with_memory(password, salt, out, &mut memory)?)
+    })
 }
 
 #[cfg(test)]

@@ -220,7 +220,6 @@ async fn message_path(
     for (rate, appends) in rates.iter_mut().zip([3usize, 1]) {
         let subject = format!("bench.send.{id}.{appends}");
         let mut requests = messages.subscribe(subject.clone()).await?;
-        messages.flush().await?;
         let responder = {
             let (messages, js, id) = (messages.clone(), js.clone(), id.to_owned());
             tokio::spawn(async move {
