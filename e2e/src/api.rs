@@ -125,7 +125,6 @@ impl Api {
         self.login(&user.username, &user.password).await
     }
 
-    /// A page of history as the typed response.
     /// `owner` creates a group with `members`; fails unless it is created.
     pub async fn create_group(
         &self,
@@ -145,6 +144,7 @@ impl Api {
         Ok(body)
     }
 
+    /// A page of history (`query`: the URL's query string).
     pub async fn history(
         &self,
         user: &User,

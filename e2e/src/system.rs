@@ -109,6 +109,9 @@ pub struct Settings {
     /// Short pings, heartbeats, inbox checks and presence TTL, so tests see
     /// changes quickly (process modes; off = the production defaults).
     pub quick_timings: bool,
+    /// How often edges check inboxes and large groups for lost pushes
+    /// (process modes: with quick timings).
+    pub inbox_check_secs: u64,
 }
 
 impl Default for Settings {
@@ -125,6 +128,7 @@ impl Default for Settings {
             invite_friends_only: true,
             large_group_members: messages::Config::default().large_group_members,
             quick_timings: true,
+            inbox_check_secs: 1,
         }
     }
 }
@@ -143,7 +147,7 @@ pub fn edge_config(listen: SocketAddr, settings: &Settings) -> edge::Config {
         idle_timeout_secs: settings.idle_timeout_secs,
         ping_interval_secs: 1,
         heartbeat_interval_secs: 1,
-        inbox_check_secs: 1,
+        inbox_check_secs: settings.inbox_check_secs,
         slow_client_timeout_secs: settings.slow_client_timeout_secs,
         send_queue: settings.send_queue,
         ..edge::Config::default()
@@ -435,7 +439,10 @@ impl System {
             command
                 .env("NATTER_EDGE__PING_INTERVAL_SECS", "1")
                 .env("NATTER_EDGE__HEARTBEAT_INTERVAL_SECS", "1")
-                .env("NATTER_EDGE__INBOX_CHECK_SECS", "1")
+                .env(
+                    "NATTER_EDGE__INBOX_CHECK_SECS",
+                    self.settings.inbox_check_secs.to_string(),
+                )
                 .env("NATTER_PRESENCE__DEVICE_TTL_SECS", "3")
                 .env("NATTER_GROUPS__SWEEP_INTERVAL_SECS", "1");
         }

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use e2e::{Client, Format, Mode, System, chat, text_of};
+use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn realtime_chat_delivers_in_order_json() -> anyhow::Result<()> {
@@ -191,6 +192,67 @@ async fn every_device_of_both_users_receives() -> anyhow::Result<()> {
     assert_eq!((got[0].1.seq, text_of(&got[0].1)), (21, "收到"));
     let got = a2.messages(1).await?;
     assert_eq!(got[0].1.sender_id, bob.user_id);
+    system.stop().await;
+    Ok(())
+}
+
+/// A page of long messages can be larger than one NATS message may be
+/// (1 MB here): the page is cut short, says there is more, and paging on
+/// reaches every message once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_long_messages_is_cut_to_what_nats_carries() -> anyhow::Result<()> {
+    let (system, [alice, bob]) = System::with_users(Mode::InProcess, ["alice", "bob"]).await?;
+    let api = system.api();
+    let mut a = Client::connect(&system.ws_url(), &alice, Format::Binary).await?;
+    // 100 messages of 12 KB each (4,000 three-byte characters).
+    let text = "长".repeat(4000);
+    for chunk in (1..=100u64).collect::<Vec<_>>().chunks(25) {
+        let mut ids = Vec::new();
+        for i in chunk {
+            ids.push(a.send_text(&bob, &format!("m{i}"), &text).await?);
+        }
+        for id in ids {
+            a.ack_of(id).await?;
+        }
+    }
+    let conversation = shared::ids::direct_conversation(&alice.user_id, &bob.user_id);
+    let seqs = |page: &Value| -> Vec<u64> {
+        page["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| m["seq"].as_str().unwrap_or_default().parse().unwrap_or(0))
+            .collect()
+    };
+
+    // Newest first, then older pages down to the first message.
+    let mut seen = Vec::new();
+    let mut query = "limit=200".to_owned();
+    for _ in 0..10 {
+        let (status, page) = api.history(&bob, &conversation, &query).await?;
+        assert_eq!(status, 200, "{page}");
+        let got = seqs(&page);
+        assert!(!got.is_empty() && got.len() < 100, "{} messages", got.len());
+        seen.splice(0..0, got.iter().copied());
+        if page["hasMore"] != true {
+            break;
+        }
+        query = format!("before_seq={}&limit=200", got[0]);
+    }
+    assert_eq!(seen, (1..=100).collect::<Vec<_>>());
+
+    // Forwards from the start: the oldest that fit.
+    let (status, page) = api
+        .history(&bob, &conversation, "after_seq=1&limit=200")
+        .await?;
+    assert_eq!(status, 200, "{page}");
+    let got = seqs(&page);
+    assert_eq!(got, (2..2 + got.len() as u64).collect::<Vec<_>>());
+    assert!(
+        got.len() < 99 && page["hasMore"] == true,
+        "{} messages",
+        got.len()
+    );
     system.stop().await;
     Ok(())
 }

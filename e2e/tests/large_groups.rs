@@ -422,6 +422,50 @@ async fn a_lost_group_message_is_found_by_the_periodic_check() -> anyhow::Result
     Ok(())
 }
 
+/// A member that stops reading falls so far behind that its connection's
+/// queue of group messages overflows and messages are dropped for it. Once
+/// it reads again it gets every message once, in order, and at once: not at
+/// the periodic check, an hour away here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_dropped_for_a_slow_member_follow_as_soon_as_it_reads() -> anyhow::Result<()> {
+    let settings = Settings {
+        large_group_members: 2,
+        inbox_check_secs: 3600,
+        send_queue: 16,
+        slow_client_timeout_secs: 120,
+        ..Settings::default()
+    };
+    let (system, [alice, bob]) =
+        System::with_settings_and_users(Mode::InProcess, settings, ["alice", "bob"]).await?;
+    let group = system.api().create_group(&alice, "慢读者", &[&bob]).await?;
+    let conversation = group["conversationId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let mut b = Client::connect_live(&system.ws_url(), &bob, Format::Binary).await?;
+    assert_eq!(seqs(&mut b, 1).await?, vec![(1, true)]);
+    group_heads(&mut b).await?;
+
+    // More than bob's socket buffers, its frame queue and its group queue
+    // (1,024) hold together, while bob reads nothing.
+    const N: u64 = 1600;
+    let text = "满".repeat(4000);
+    let mut a = Client::connect(&system.ws_url(), &alice, Format::Binary).await?;
+    for chunk in (1..=N).collect::<Vec<_>>().chunks(50) {
+        let mut ids = Vec::new();
+        for i in chunk {
+            ids.push(a.send_to(&conversation, &format!("m{i}"), &text).await?);
+        }
+        for id in ids {
+            a.ack_of(id).await?;
+        }
+    }
+    assert_eq!(seqs(&mut b, N as usize).await?, range(2, N + 1, false));
+    no_more_messages(&mut b).await?;
+    system.stop().await;
+    Ok(())
+}
+
 /// The messages service is killed (SIGKILL) while a large group's messages
 /// stream in, then restarted: every acked message reaches every connected
 /// member once, in order (the sweep publishes what was stored but not

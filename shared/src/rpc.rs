@@ -188,8 +188,22 @@ pub async fn respond<M: Message>(
             code: err.code.status() as usize,
         }),
     };
-    if let Err(e) = request.respond(reply).await {
-        tracing::debug!(error = %e, subject = %request.message.subject, "could not send reply");
+    match request.respond(reply).await {
+        Ok(()) => {}
+        // Better a clear error than a caller left to time out.
+        Err(e) if e.kind() == async_nats::client::PublishErrorKind::MaxPayloadExceeded => {
+            tracing::warn!(subject = %request.message.subject, "reply larger than NATS's max_payload");
+            let error = async_nats::service::error::Error {
+                status: "the reply is larger than the server's max_payload".into(),
+                code: crate::ErrorCode::Internal.status() as usize,
+            };
+            if let Err(e) = request.respond(Err(error)).await {
+                tracing::debug!(error = %e, subject = %request.message.subject, "could not send reply");
+            }
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, subject = %request.message.subject, "could not send reply");
+        }
     }
 }
 

@@ -11,8 +11,11 @@
 //! `edge.inbox_check_secs` the edge asks the messages service for the last
 //! seq of every group it follows (one call per 500 groups). A group whose
 //! last seq at the previous check has still not arrived here lost a message:
-//! all its connections are told to fill from the history; otherwise only
-//! the connections that had a message dropped are.
+//! all its connections are told to fill from the history.
+//!
+//! A message dropped for one connection (its queue was full) is not left to
+//! that check: as soon as the queue has room again, the connection is told
+//! the seq it missed and fills from the history.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,23 +33,63 @@ use tokio::sync::mpsc;
 pub enum GroupPush {
     /// A live message of the group.
     Message(Arc<Message>),
-    /// The group's last seq, from the periodic check.
+    /// The group's last seq (from the periodic check), or the seq of a
+    /// message dropped for this connection.
     Head { conversation: Arc<str>, seq: u64 },
+    /// A gap fill of the group failed: time to try again.
+    Retry(Arc<str>),
 }
 
 struct Member {
     tx: mpsc::Sender<GroupPush>,
-    /// A message was dropped for it (queue full) since the last check.
-    dropped: AtomicBool,
+    /// A message was dropped for it (queue full) and it has not been told yet.
+    dropped: Arc<AtomicBool>,
 }
 
 impl Member {
     fn new(tx: mpsc::Sender<GroupPush>) -> Self {
         Self {
             tx,
-            dropped: AtomicBool::new(false),
+            dropped: Arc::new(AtomicBool::new(false)),
         }
     }
+
+    /// Hands over what the group's `seq` says (a live message, or a head
+    /// from the check); when the queue is full, drops it and makes sure the
+    /// connection hears of `seq` once there is room again.
+    fn hand(&self, conversation: &Arc<str>, seq: u64, push: GroupPush) {
+        match self.tx.try_send(push) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if !self.dropped.swap(true, Ordering::AcqRel) {
+                    tokio::spawn(tell_dropped(
+                        self.tx.clone(),
+                        self.dropped.clone(),
+                        conversation.clone(),
+                        seq,
+                    ));
+                }
+            }
+            // The connection ended; its leave follows.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+/// Waits for room in a connection's queue, then tells it the seq of a
+/// message it missed; it then fills from the history. The mark is cleared
+/// before the notice is queued: a message dropped before that was already
+/// stored (messages are stored before they are published), so the fill the
+/// notice starts reads it; one dropped after it starts another notice.
+async fn tell_dropped(
+    tx: mpsc::Sender<GroupPush>,
+    dropped: Arc<AtomicBool>,
+    conversation: Arc<str>,
+    seq: u64,
+) {
+    let Ok(room) = tx.reserve().await else { return };
+    dropped.store(false, Ordering::Release);
+    room.send(GroupPush::Head { conversation, seq });
 }
 
 type Members = Arc<Mutex<HashMap<u64, Member>>>;
@@ -121,6 +164,7 @@ impl GroupHub {
         let members: Members = Arc::new(Mutex::new(HashMap::from([(connection, Member::new(tx))])));
         let seen = Arc::new(AtomicU64::new(0));
         let (listeners, highest) = (members.clone(), seen.clone());
+        let name: Arc<str> = conversation.into();
         let task = tokio::spawn(async move {
             while let Some(push) = subscription.next().await {
                 let Ok(message) = Message::decode(push.payload.as_ref()) else {
@@ -131,15 +175,7 @@ impl GroupHub {
                 let message = Arc::new(message);
                 let listeners = listeners.lock().expect("group members lock");
                 for member in listeners.values() {
-                    // A full queue drops this push; that connection fills
-                    // the gap at its next one, or at the next check.
-                    if member
-                        .tx
-                        .try_send(GroupPush::Message(message.clone()))
-                        .is_err()
-                    {
-                        member.dropped.store(true, Ordering::Relaxed);
-                    }
+                    member.hand(&name, message.seq, GroupPush::Message(message.clone()));
                 }
             }
         });
@@ -172,8 +208,8 @@ impl GroupHub {
         }
     }
 
-    /// Tells every connection the last seq of each group it follows (the
-    /// periodic check).
+    /// The periodic check: tells the connections of each group that lost a
+    /// message the group's last seq.
     pub async fn check(&self, caller: &Caller) {
         let followed: Vec<String> = self.groups.lock().await.keys().cloned().collect();
         for chunk in followed.chunks(HEADS_PER_CALL) {
@@ -199,13 +235,16 @@ impl GroupHub {
                 // Messages in flight at the previous check have arrived by now.
                 let lost = group.checked.swap(head.last_seq, Ordering::Relaxed) > seen;
                 let conversation: Arc<str> = head.conversation_id.into();
+                if !lost {
+                    continue;
+                }
+                let seq = head.last_seq.max(seen);
                 for member in group.members.lock().expect("group members lock").values() {
-                    if member.dropped.swap(false, Ordering::Relaxed) || lost {
-                        let _ = member.tx.try_send(GroupPush::Head {
-                            conversation: conversation.clone(),
-                            seq: head.last_seq.max(seen),
-                        });
-                    }
+                    let push = GroupPush::Head {
+                        conversation: conversation.clone(),
+                        seq,
+                    };
+                    member.hand(&conversation, seq, push);
                 }
             }
         }

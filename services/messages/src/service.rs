@@ -32,6 +32,8 @@ const ORDER_SHARDS: usize = 256;
 const FANOUT_CONCURRENCY: usize = 128;
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 200;
+/// Room left in a NATS message for a reply's headers and framing.
+const REPLY_HEADROOM: usize = 8 * 1024;
 
 /// Why a stored message is not (yet) in every inbox and the event stream.
 #[derive(Debug, thiserror::Error)]
@@ -749,7 +751,15 @@ impl State {
                 rows.pop();
             }
         }
-        let messages = rows.iter().map(to_proto).collect::<Result<_, _>>()?;
+        let mut messages: Vec<pb::Message> = rows.iter().map(to_proto).collect::<Result<_, _>>()?;
+        // Long messages: a whole page may not fit in one NATS message.
+        let budget = self
+            .caller
+            .client
+            .server_info()
+            .max_payload
+            .saturating_sub(REPLY_HEADROOM);
+        let has_more = fit_page(&mut messages, budget, newest_first) || has_more;
         Ok(pb::HistoryResponse { messages, has_more })
     }
 
@@ -813,6 +823,37 @@ fn to_proto(row: &MessageRow) -> Result<pb::Message, RpcError> {
     })
 }
 
+/// Keeps the messages of a page that fit in `budget` encoded bytes, those
+/// nearest the page's anchor first: the newest of a `newest_first` page, the
+/// oldest of one read forwards. At least one stays (a single message always
+/// fits). True when some were left out.
+fn fit_page(messages: &mut Vec<pb::Message>, budget: usize, newest_first: bool) -> bool {
+    let size = |m: &pb::Message| {
+        let len = m.encoded_len();
+        1 + prost::length_delimiter_len(len) + len
+    };
+    let (mut used, mut keep) = (0, 0);
+    for i in 0..messages.len() {
+        let nearest = if newest_first {
+            messages.len() - 1 - i
+        } else {
+            i
+        };
+        used += size(&messages[nearest]);
+        if keep > 0 && used > budget {
+            break;
+        }
+        keep += 1;
+    }
+    let left_out = messages.len() - keep;
+    if newest_first {
+        messages.drain(..left_out);
+    } else {
+        messages.truncate(keep);
+    }
+    left_out > 0
+}
+
 fn page(limit: u32) -> Result<i64, RpcError> {
     match limit {
         0 => Ok(DEFAULT_PAGE as i64),
@@ -829,4 +870,57 @@ fn to_i64(seq: u64) -> Result<i64, RpcError> {
 
 fn shard_of(key: &str) -> usize {
     shared::inbox::shard_of(key, ORDER_SHARDS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page_of(seqs: std::ops::RangeInclusive<u64>, text_bytes: usize) -> Vec<pb::Message> {
+        seqs.map(|seq| pb::Message {
+            seq,
+            body: Some(pb::MessageBody {
+                kind: Some(pb::message_body::Kind::Text(pb::Text {
+                    text: "长".repeat(text_bytes / 3),
+                })),
+            }),
+            ..Default::default()
+        })
+        .collect()
+    }
+
+    fn seqs(messages: &[pb::Message]) -> Vec<u64> {
+        messages.iter().map(|m| m.seq).collect()
+    }
+
+    #[test]
+    fn a_page_is_cut_to_the_budget_at_its_far_end() {
+        // Ten messages of ~12 KB in a 50 KB budget: four fit.
+        let mut forwards = page_of(1..=10, 12_000);
+        assert!(fit_page(&mut forwards, 50_000, false));
+        assert_eq!(seqs(&forwards), [1, 2, 3, 4]);
+        let encoded = pb::HistoryResponse {
+            messages: forwards,
+            has_more: true,
+        }
+        .encoded_len();
+        assert!(encoded <= 50_000, "{encoded}");
+
+        let mut newest = page_of(1..=10, 12_000);
+        assert!(fit_page(&mut newest, 50_000, true));
+        assert_eq!(seqs(&newest), [7, 8, 9, 10]);
+    }
+
+    #[test]
+    fn a_page_that_fits_is_left_whole_and_one_message_always_stays() {
+        let mut small = page_of(1..=200, 30);
+        assert!(!fit_page(&mut small, 1_000_000, false));
+        assert_eq!(small.len(), 200);
+
+        let mut huge = page_of(1..=3, 12_000);
+        assert!(fit_page(&mut huge, 100, true));
+        assert_eq!(seqs(&huge), [3]);
+        let mut empty = Vec::new();
+        assert!(!fit_page(&mut empty, 0, false));
+    }
 }

@@ -20,10 +20,13 @@
 //!   forwarded as a group message, ends it after the notice.
 //!
 //! A history fill never forwards a message without `group_large`: from
-//! there on the inbox delivers the group.
+//! there on the inbox delivers the group. A fill that fails (the messages
+//! service is busy or away) is tried again after a backoff, so a gap never
+//! waits for the group's next message.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use shared::proto::delivery::InboxEntry;
 use shared::proto::delivery::inbox_entry::Event;
@@ -44,6 +47,11 @@ const QUEUE: usize = 1024;
 /// Most history pages one gap fill reads (200 messages each); the rest
 /// follows at the next push or resume.
 const FILL_PAGES: usize = 100;
+
+/// The first wait before a failed gap fill is tried again; it doubles with
+/// each failure in a row, up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// What an inbox entry says about a group.
 #[derive(Debug)]
@@ -95,6 +103,23 @@ pub(super) struct Large {
     id: u64,
     tx: mpsc::Sender<GroupPush>,
     delivered: HashMap<String, u64>,
+    /// Groups whose last gap fill failed.
+    retries: HashMap<String, Retry>,
+}
+
+#[derive(Default)]
+struct Retry {
+    /// Failed fills in a row.
+    failures: u32,
+    /// A [`GroupPush::Retry`] is on its way.
+    scheduled: bool,
+}
+
+/// How long to wait after `failures` failed fills in a row, before jitter.
+fn backoff(failures: u32) -> Duration {
+    RETRY_FIRST
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(RETRY_MAX)
 }
 
 impl Large {
@@ -104,6 +129,7 @@ impl Large {
             id: state.groups.connection_id(),
             tx,
             delivered: HashMap::new(),
+            retries: HashMap::new(),
         };
         (large, rx)
     }
@@ -254,24 +280,42 @@ impl Large {
         if !self.delivered.contains_key(conversation) {
             return true;
         }
-        if !self.fill(state, conn, conversation, before).await {
-            return false;
+        // No retry here: the group is left next. The client resumes and
+        // is told where its groups stand, as after any closed connection.
+        match self.read_history(state, conn, conversation, before).await {
+            Ok(true) => {}
+            Ok(false) => return false,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read a large group's last messages");
+                conn.close(close::INTERNAL, "group history unavailable: resume");
+                return false;
+            }
         }
         self.unfollow(state, conversation).await;
         true
     }
 
     async fn unfollow(&mut self, state: &EdgeState, conversation: &str) {
+        self.retries.remove(conversation);
         if self.delivered.remove(conversation).is_some() {
             state.groups.leave(conversation, self.id).await;
         }
     }
 
-    /// What the hub hands over: a live message, or a group's last seq from
-    /// the periodic check (anything not forwarded yet comes from the history).
+    /// What the hub hands over: a live message, a group's last seq (anything
+    /// not forwarded yet comes from the history), or a retry of a failed fill.
     pub async fn on_push(&mut self, state: &EdgeState, conn: &Conn, push: GroupPush) -> bool {
         match push {
             GroupPush::Message(message) => self.on_message(state, conn, message).await,
+            GroupPush::Retry(conversation) => {
+                if let Some(retry) = self.retries.get_mut(conversation.as_ref()) {
+                    retry.scheduled = false;
+                    if retry.failures == 0 {
+                        self.retries.remove(conversation.as_ref());
+                    }
+                }
+                self.fill(state, conn, &conversation, 0).await
+            }
             GroupPush::Head { conversation, seq } => {
                 match self.delivered.get(conversation.as_ref()) {
                     Some(&delivered) if seq > delivered => {
@@ -318,6 +362,8 @@ impl Large {
     /// Forwards what the history has after the delivered seq and before
     /// `before` (0: up to the newest), oldest first. It stops at a message
     /// that ends read fan-out (the inbox delivers that one and what follows).
+    /// A history call that fails is tried again later. False when the
+    /// connection is closing.
     async fn fill(
         &mut self,
         state: &EdgeState,
@@ -325,12 +371,57 @@ impl Large {
         conversation: &str,
         before: u64,
     ) -> bool {
+        match self.read_history(state, conn, conversation, before).await {
+            Ok(open) => {
+                if let Some(retry) = self.retries.get_mut(conversation) {
+                    retry.failures = 0;
+                    if !retry.scheduled {
+                        self.retries.remove(conversation);
+                    }
+                }
+                open
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot fill a large group's gap; trying again later");
+                self.retry_later(conversation);
+                true
+            }
+        }
+    }
+
+    /// Schedules a [`GroupPush::Retry`] of `conversation`, unless one is on
+    /// its way. The wait has up to as much again at random, so the members
+    /// of a group whose fills failed together do not all come back at once.
+    fn retry_later(&mut self, conversation: &str) {
+        let retry = self.retries.entry(conversation.to_owned()).or_default();
+        retry.failures = retry.failures.saturating_add(1);
+        if retry.scheduled {
+            return;
+        }
+        retry.scheduled = true;
+        let wait = backoff(retry.failures);
+        let wait = wait + Duration::from_millis(super::rand_millis(wait.as_millis() as u64));
+        let (tx, conversation) = (self.tx.clone(), Arc::<str>::from(conversation));
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let _ = tx.send(GroupPush::Retry(conversation)).await;
+        });
+    }
+
+    /// [`Large::fill`]'s reading: Ok(false) when the connection is closing.
+    async fn read_history(
+        &mut self,
+        state: &EdgeState,
+        conn: &Conn,
+        conversation: &str,
+        before: u64,
+    ) -> Result<bool, RpcError> {
         for _ in 0..FILL_PAGES {
             let Some(&after) = self.delivered.get(conversation) else {
-                return true;
+                return Ok(true);
             };
             if before != 0 && after + 1 >= before {
-                return true;
+                return Ok(true);
             }
             let page: Result<msg_pb::HistoryResponse, RpcError> = state
                 .caller
@@ -347,28 +438,21 @@ impl Large {
                     },
                 )
                 .await;
-            let page = match page {
-                Ok(page) => page,
-                Err(e) => {
-                    // The next push (or reconnect) tries again.
-                    tracing::debug!(error = %e, "cannot fill a large group's gap");
-                    return true;
-                }
-            };
+            let page = page?;
             let more = page.has_more && !page.messages.is_empty();
             for message in page.messages {
                 if before != 0 && message.seq >= before {
-                    return true;
+                    return Ok(true);
                 }
                 if !self.forward(state, conn, message).await {
-                    return false;
+                    return Ok(false);
                 }
             }
             if !more {
-                return true;
+                return Ok(true);
             }
         }
-        true
+        Ok(true)
     }
 
     /// Sends one group message and moves the delivered seq. The notice of
@@ -412,5 +496,20 @@ impl Large {
             state.groups.leave(conversation, self.id).await;
         }
         self.delivered.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_doubles_up_to_its_cap() {
+        let waits: Vec<u64> = (1..=9).map(|n| backoff(n).as_millis() as u64).collect();
+        assert_eq!(
+            waits,
+            [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
+        );
+        assert_eq!(backoff(u32::MAX), RETRY_MAX);
     }
 }
