@@ -66,7 +66,10 @@ pub async fn run(external: Option<&External>, plan: &Plan) -> anyhow::Result<Val
         round["fd_limit"] = json!(plan.fd_limit);
         rounds.push(round);
     }
-    Ok(json!({ "rounds": rounds }))
+    // The same clients against the bare crates natter's edge is built on.
+    let largest = plan.idle.iter().max().copied().unwrap_or(1);
+    let floor = crate::floor::measure(largest.min(per_process)).await?;
+    Ok(json!({ "rounds": rounds, "floor": floor }))
 }
 
 async fn connections(target: &mut Target, n: usize, per_process: usize) -> anyhow::Result<Value> {
@@ -143,7 +146,7 @@ async fn connections(target: &mut Target, n: usize, per_process: usize) -> anyho
 
 /// Open, resumed connections, each with a task that reads (and so answers
 /// the edge's pings) until it is dropped.
-struct Live(Vec<(wire::Sink, tokio::task::JoinHandle<()>)>);
+pub struct Live(Vec<(wire::Sink, tokio::task::JoinHandle<()>)>);
 
 impl Drop for Live {
     fn drop(&mut self) {
@@ -156,7 +159,7 @@ impl Drop for Live {
 /// Opens `n` connections to `edge` from `source`, `source`+1, ... (one
 /// address per `PER_ADDRESS`) and resumes each as a client does. Returns
 /// them with the seconds opening and resuming took.
-async fn open_idle(
+pub async fn open_idle(
     edge: SocketAddr,
     tokens: &[String],
     n: usize,

@@ -17,6 +17,7 @@
 
 mod baseline;
 mod direct;
+mod floor;
 mod footprint;
 mod groups;
 mod idle;
@@ -98,6 +99,10 @@ enum Command {
         #[arg(long)]
         source: std::net::Ipv4Addr,
     },
+    /// Serves bare WebSockets for the idle scenario's floor (started by the
+    /// bench itself).
+    #[command(hide = true)]
+    WsFloor,
 }
 
 /// The sizes of one run.
@@ -155,15 +160,21 @@ impl Plan {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Some(Command::IdleWorker {
-        edge,
-        count,
-        source,
-    }) = args.command
-    {
-        idle::worker(edge, count, source).await?;
-        // Leave without waiting for its stdin reader.
-        std::process::exit(0);
+    match args.command {
+        Some(Command::IdleWorker {
+            edge,
+            count,
+            source,
+        }) => {
+            idle::worker(edge, count, source).await?;
+            // Leave without waiting for its stdin reader.
+            std::process::exit(0);
+        }
+        Some(Command::WsFloor) => {
+            floor::serve().await?;
+            std::process::exit(0);
+        }
+        None => {}
     }
     let mut plan = Plan::new(&args)?;
     let external = match (&args.url, &args.nats_url) {
