@@ -234,10 +234,10 @@ impl GroupHub {
                 let seen = group.seen.load(Ordering::Relaxed);
                 // Messages in flight at the previous check have arrived by now.
                 let lost = group.checked.swap(head.last_seq, Ordering::Relaxed) > seen;
-                let conversation: Arc<str> = head.conversation_id.into();
                 if !lost {
                     continue;
                 }
+                let conversation: Arc<str> = head.conversation_id.into();
                 let seq = head.last_seq.max(seen);
                 for member in group.members.lock().expect("group members lock").values() {
                     let push = GroupPush::Head {
