@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use e2e::{Client, Format, User};
 use futures::StreamExt;
 use serde_json::{Value, json};
+use shared::proto::edge::server_frame;
 use tokio::sync::mpsc;
 
 use crate::Plan;
@@ -126,6 +127,13 @@ async fn group_fanout(
             async move {
                 let mut client = Client::connect_live(&url, &user, Format::Binary).await?;
                 client.messages(1).await?; // the "created" notice
+                // Where the large groups stand (sent after every resume):
+                // live group messages follow from there, and what a group
+                // had before it a client reads from the history. Nothing is
+                // sent before every member has it, so nothing is missed.
+                client
+                    .next_where(|f| matches!(f.kind, Some(server_frame::Kind::GroupHeads(_))))
+                    .await?;
                 anyhow::Ok(client)
             }
         })
