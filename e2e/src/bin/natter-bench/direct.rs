@@ -121,13 +121,19 @@ pub async fn run(target: &Target, plan: &Plan, base: Option<&Baseline>) -> anyho
     let path_rate = base.and_then(|b| b.message_path_per_sec).map(|r| r[0]);
     let receive = latency(&mut receive);
     let ack = latency(&mut ack);
+    let ratios = match base {
+        Some(_) => format!(
+            " ({}x raw request-reply, {}x raw JetStream publishes, {}x the raw NATS work of a message)",
+            ratio(delivered_per_sec, base_rate),
+            ratio(delivered_per_sec, js_rate),
+            ratio(delivered_per_sec, path_rate),
+        ),
+        None => " (no baseline in this run)".to_owned(),
+    };
     println!(
-        "\none-to-one ({} pairs): {:.0} delivered/s at saturation ({}x raw request-reply, {}x raw JetStream publishes, {}x the raw NATS work of a message), {:.0} sent/s",
+        "\none-to-one ({} pairs): {:.0} delivered/s at saturation{ratios}, {:.0} sent/s",
         plan.pairs,
         delivered_per_sec,
-        ratio(delivered_per_sec, base_rate),
-        ratio(delivered_per_sec, js_rate),
-        ratio(delivered_per_sec, path_rate),
         sent as f64 / saturated_secs
     );
     println!(
