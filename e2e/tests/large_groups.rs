@@ -476,7 +476,10 @@ async fn messages_dropped_for_a_slow_member_follow_as_soon_as_it_reads() -> anyh
         anyhow::Ok(got)
     });
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    anyhow::ensure!(!reader.is_finished(), "the dropped messages came without the history");
+    anyhow::ensure!(
+        !reader.is_finished(),
+        "the dropped messages came without the history"
+    );
     system.spawn_process(e2e::Service::Messages)?;
     assert_eq!(reader.await??, range(2, N + 1, false));
     system.stop().await;

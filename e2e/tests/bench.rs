@@ -1,0 +1,83 @@
+//! The benchmark itself: a quick run with small sizes drives every scenario
+//! end to end (own nats-server and natter, loopback only) and writes a
+//! complete report. Only that it ran and measured is asserted, never how
+//! fast: figures come from `just bench`, not from tests.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn positive(report: &Value, pointer: &str) -> f64 {
+    let value = report
+        .pointer(pointer)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("{pointer} missing in {report}"));
+    assert!(value > 0.0, "{pointer} = {value}");
+    value
+}
+
+#[test]
+fn a_quick_run_measures_every_scenario() {
+    let out = tempfile::tempdir().expect("temporary dir");
+    let path = out.path().join("report.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_natter-bench"))
+        .args(["--mode", "quick", "--pairs", "2", "--group-sizes", "12"])
+        .args(["--large-group-members", "10", "--idle", "300"])
+        .arg("--out")
+        .arg(&path)
+        .output()
+        .expect("natter-bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "natter-bench failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for heading in [
+        "raw NATS",
+        "one-to-one",
+        "group fan-out",
+        "offline drain",
+        "idle connections",
+        "floor",
+    ] {
+        assert!(stdout.contains(heading), "no {heading:?} in:\n{stdout}");
+    }
+
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("report written")).expect("JSON");
+    assert_eq!(report["mode"], "quick");
+    assert_eq!(
+        report["machine"]["cores"].as_u64(),
+        std::thread::available_parallelism()
+            .ok()
+            .map(|n| n.get() as u64)
+    );
+    assert!(
+        report["versions"]["nats_server"]
+            .as_str()
+            .is_some_and(|v| !v.is_empty())
+    );
+    positive(&report, "/results/footprint/start_to_ready_ms");
+    positive(&report, "/results/footprint/natter_idle_rss_bytes");
+    positive(&report, "/results/baseline/request_reply_per_sec");
+    positive(&report, "/results/baseline/message_path_3_appends_per_sec");
+    positive(&report, "/results/direct/saturation/delivered_per_sec");
+    positive(&report, "/results/direct/saturation/ratio_to_request_reply");
+    positive(&report, "/results/direct/paced/send_to_receive/p99_ms");
+    let group = &report["results"]["groups"]["groups"][0];
+    assert_eq!(
+        (group["members"].as_u64(), group["read_fanout"].as_bool()),
+        (Some(12), Some(true))
+    );
+    positive(group, "/send_to_last_member_p99_ms");
+    positive(&report, "/results/offline/connect_to_last_ms");
+    let idle = &report["results"]["idle"]["rounds"][0];
+    assert_eq!(idle["connections"].as_u64(), Some(300));
+    positive(idle, "/natter_rss_per_connection_bytes");
+    assert_eq!(
+        report["results"]["idle"]["floor"]["connections"].as_u64(),
+        Some(300)
+    );
+    positive(&report, "/results/idle/floor/rss_per_connection_bytes");
+}
