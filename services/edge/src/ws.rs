@@ -1,6 +1,7 @@
 //! One WebSocket connection: a reader (this task), a writer task fed by a
 //! bounded queue, a sender task that forwards sends to the messages service in
-//! order, and a delivery task that replays the user's inbox from a cursor and
+//! order (started at the first send: an idle connection has none), and a
+//! delivery task that replays the user's inbox from a cursor and
 //! then forwards live pushes.
 //!
 //! Delivery never shows a device a gap or a duplicate: it tracks the cursor of
@@ -200,8 +201,7 @@ pub async fn run(
         conn.clone(),
         Duration::from_secs(config.ping_interval_secs),
     ));
-    let (send_tx, send_rx) = mpsc::channel(config.max_inflight_sends);
-    let sender = tokio::spawn(send_loop(state.clone(), conn.clone(), send_rx));
+    let mut sends = None;
     let (resume_tx, resume_rx) = mpsc::channel(4);
     let delivery = tokio::spawn(delivery_loop(
         state.clone(),
@@ -221,7 +221,7 @@ pub async fn run(
         max_frame_bytes: config.max_frame_bytes as u32,
     };
     if Box::pin(conn.send(frames::reply(0, server_frame::Kind::Welcome(welcome)))).await {
-        read_loop(&state, &conn, &mut reader, &send_tx, &resume_tx).await;
+        read_loop(&state, &conn, &mut reader, &mut sends, &resume_tx).await;
     }
 
     if state.shutdown.is_cancelled() {
@@ -229,8 +229,14 @@ pub async fn run(
     } else {
         conn.close(close::NORMAL, "bye");
     }
-    drop((send_tx, resume_tx));
+    drop(resume_tx);
+    let sender = sends.map(|sends| sends.task);
     Box::pin(async {
+        let sender = async {
+            if let Some(task) = sender {
+                let _ = task.await;
+            }
+        };
         let _ = tokio::join!(writer, sender, delivery);
         state.devices.disconnected(&who).await;
     })
@@ -239,10 +245,10 @@ pub async fn run(
 }
 
 async fn read_loop(
-    state: &EdgeState,
+    state: &Arc<EdgeState>,
     conn: &Arc<Conn>,
     reader: &mut fastwebsockets::WebSocketRead<tokio::io::ReadHalf<TokioIo<Upgraded>>>,
-    sends: &mpsc::Sender<(u64, Box<msg_pb::SendRequest>)>,
+    sends: &mut Option<Sends>,
     resumes: &mpsc::Sender<u64>,
 ) {
     let idle = Duration::from_secs(state.config.idle_timeout_secs);
@@ -316,11 +322,11 @@ async fn read_loop(
 
 /// Handles one client message; false when the connection should end.
 async fn handle_message(
-    state: &EdgeState,
+    state: &Arc<EdgeState>,
     conn: &Arc<Conn>,
     format: Format,
     bytes: &[u8],
-    sends: &mpsc::Sender<(u64, Box<msg_pb::SendRequest>)>,
+    sends: &mut Option<Sends>,
     resumes: &mpsc::Sender<u64>,
 ) -> bool {
     let frame = match frames::decode(format, bytes) {
@@ -334,9 +340,10 @@ async fn handle_message(
         // A full queue of sends waiting for their ack stops this reader until
         // one is answered: back-pressure on a client that pipelines too much.
         client_frame::Kind::Send(send) => {
+            let sends = sends.get_or_insert_with(|| Sends::start(state, conn));
             return tokio::select! {
                 _ = conn.cancel.cancelled() => false,
-                sent = sends.send((id, Box::new(send))) => sent.is_ok(),
+                sent = sends.tx.send((id, Box::new(send))) => sent.is_ok(),
             };
         }
         client_frame::Kind::Ack(ack) => {
@@ -457,6 +464,20 @@ fn to_frame(conn: &Conn, out: Out, closed: &mut bool) -> Frame<'static> {
             *closed |= opcode == OpCode::Close;
             Frame::new(true, opcode, None, Payload::Owned(payload))
         }
+    }
+}
+
+/// A connection's sender task and its queue.
+struct Sends {
+    tx: mpsc::Sender<(u64, Box<msg_pb::SendRequest>)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sends {
+    fn start(state: &Arc<EdgeState>, conn: &Arc<Conn>) -> Self {
+        let (tx, rx) = mpsc::channel(state.config.max_inflight_sends);
+        let task = tokio::spawn(send_loop(state.clone(), conn.clone(), rx));
+        Self { tx, task }
     }
 }
 
