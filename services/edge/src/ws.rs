@@ -179,7 +179,7 @@ pub async fn run(
     };
 
     let (out_tx, out_rx) = mpsc::channel(config.send_queue);
-    let (large, group_rx) = Large::new(&state);
+    let large = Large::new(&state);
     let conn = Arc::new(Conn {
         who: who.clone(),
         binary: AtomicBool::new(format == Format::Binary),
@@ -207,7 +207,6 @@ pub async fn run(
         state.clone(),
         conn.clone(),
         push_sub,
-        group_rx,
         resume_rx,
         state.nats.events(),
         acked,
@@ -511,12 +510,12 @@ async fn delivery_loop(
     state: Arc<EdgeState>,
     conn: Arc<Conn>,
     mut pushes: async_nats::Subscriber,
-    mut group_rx: mpsc::Receiver<GroupPush>,
     mut resumes: mpsc::Receiver<u64>,
     mut events: broadcast::Receiver<ConnectionEvent>,
     mut stored: u64,
 ) {
     let mut started = false;
+    let mut group_rx = None;
     let mut flush = tokio::time::interval(Duration::from_secs(state.config.cursor_flush_secs));
     // A push can be lost without any event reaching this edge (the
     // publisher's connection dropped after its inbox append, or a leaf link
@@ -539,7 +538,7 @@ async fn delivery_loop(
                     .await
                 }
             },
-            Some(push) = group_rx.recv() => {
+            Some(push) = next_group(&mut group_rx) => {
                 Box::pin(async { conn.large.lock().await.on_push(&state, &conn, push).await }).await
             }
             push = pushes.next() => match push {
@@ -573,6 +572,12 @@ async fn delivery_loop(
         if !ok {
             break;
         }
+        // The step may have followed the connection's first large group.
+        if group_rx.is_none()
+            && let Ok(mut large) = conn.large.try_lock()
+        {
+            group_rx = large.take_receiver();
+        }
     }
     // Boxed, like every step above: the loop's own future stays small
     // while it waits, and an idle connection holds just that.
@@ -581,6 +586,15 @@ async fn delivery_loop(
         flush_cursor(&state, &conn, stored).await;
     })
     .await;
+}
+
+/// The next message for the connection's large groups; never while it
+/// follows none.
+async fn next_group(rx: &mut Option<mpsc::Receiver<GroupPush>>) -> Option<GroupPush> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Compares the inbox's end with what was delivered; catches up if behind.

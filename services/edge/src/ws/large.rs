@@ -101,7 +101,11 @@ impl News {
 /// The large groups one connection follows and the seq it forwarded last in each.
 pub(super) struct Large {
     id: u64,
-    tx: mpsc::Sender<GroupPush>,
+    /// The queue the hub hands this connection's group messages to, made
+    /// when the connection first follows a large group (most never do).
+    tx: Option<mpsc::Sender<GroupPush>>,
+    /// Its receiving end, until the delivery loop takes it.
+    rx: Option<mpsc::Receiver<GroupPush>>,
     delivered: HashMap<String, u64>,
     /// Groups whose last gap fill failed.
     retries: HashMap<String, Retry>,
@@ -123,15 +127,31 @@ fn backoff(failures: u32) -> Duration {
 }
 
 impl Large {
-    pub fn new(state: &EdgeState) -> (Self, mpsc::Receiver<GroupPush>) {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let large = Self {
+    pub fn new(state: &EdgeState) -> Self {
+        Self {
             id: state.groups.connection_id(),
-            tx,
+            tx: None,
+            rx: None,
             delivered: HashMap::new(),
             retries: HashMap::new(),
-        };
-        (large, rx)
+        }
+    }
+
+    /// The sending end of this connection's queue (made on first use).
+    fn sender(&mut self) -> mpsc::Sender<GroupPush> {
+        if let Some(tx) = &self.tx {
+            return tx.clone();
+        }
+        let (tx, rx) = mpsc::channel(QUEUE);
+        self.tx = Some(tx.clone());
+        self.rx = Some(rx);
+        tx
+    }
+
+    /// The receiving end of the queue, once after it was made: the delivery
+    /// loop takes it after each step.
+    pub fn take_receiver(&mut self) -> Option<mpsc::Receiver<GroupPush>> {
+        self.rx.take()
     }
 
     async fn heads(state: &EdgeState, conn: &Conn) -> Result<HashMap<String, u64>, RpcError> {
@@ -171,11 +191,8 @@ impl Large {
         let mut new = Vec::new();
         for conversation in wanted.keys() {
             if !self.delivered.contains_key(conversation) {
-                match state
-                    .groups
-                    .join(conversation, self.id, self.tx.clone())
-                    .await
-                {
+                let tx = self.sender();
+                match state.groups.join(conversation, self.id, tx).await {
                     Ok(()) => new.push(conversation.clone()),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot subscribe to a large group");
@@ -255,11 +272,8 @@ impl Large {
             *delivered = (*delivered).max(seq);
             return true;
         }
-        if let Err(e) = state
-            .groups
-            .join(&conversation, self.id, self.tx.clone())
-            .await
-        {
+        let tx = self.sender();
+        if let Err(e) = state.groups.join(&conversation, self.id, tx).await {
             tracing::warn!(error = %e, "cannot subscribe to a large group");
             conn.close(close::INTERNAL, "large group unavailable: resume");
             return false;
@@ -401,7 +415,7 @@ impl Large {
         retry.scheduled = true;
         let wait = backoff(retry.failures);
         let wait = wait + Duration::from_millis(super::rand_millis(wait.as_millis() as u64));
-        let (tx, conversation) = (self.tx.clone(), Arc::<str>::from(conversation));
+        let (tx, conversation) = (self.sender(), Arc::<str>::from(conversation));
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
             let _ = tx.send(GroupPush::Retry(conversation)).await;
