@@ -6,7 +6,6 @@
 //! is the edge's figure minus this one.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -18,9 +17,8 @@ use hyper_util::rt::TokioIo;
 use prost::Message as _;
 use serde_json::{Value, json};
 use shared::proto::edge::{CaughtUp, ServerFrame, Welcome, server_frame};
-use tokio::io::AsyncBufReadExt;
 
-use crate::idle::open_idle;
+use crate::idle::{Helper, open_idle, until_stdin_closes};
 use crate::report::round;
 use crate::target::rss_bytes;
 
@@ -30,13 +28,9 @@ pub async fn serve() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     println!("{}", listener.local_addr()?);
     let app = axum::Router::new().route("/v1/ws", axum::routing::get(upgrade));
-    let stdin_closed = tokio::task::spawn_blocking(|| {
-        use std::io::Read;
-        let _ = std::io::stdin().read_to_end(&mut Vec::new());
-    });
     tokio::select! {
         served = axum::serve(listener, app) => served?,
-        _ = tokio::time::timeout(Duration::from_secs(600), stdin_closed) => {}
+        _ = until_stdin_closes() => {}
     }
     Ok(())
 }
@@ -93,22 +87,12 @@ async fn hold(mut ws: WebSocket<TokioIo<Upgraded>>) {
 /// Measures the floor with `n` idle connections (one process's worth):
 /// the server's RSS growth per connection.
 pub async fn measure(n: usize) -> anyhow::Result<Value> {
-    let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .arg("ws-floor")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting the ws-floor process")?;
-    let pid = child.id().context("ws-floor pid")?;
-    let stdout = child.stdout.take().context("ws-floor stdout")?;
-    let line = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::io::BufReader::new(stdout).lines().next_line(),
-    )
-    .await
-    .context("ws-floor did not start in time")??
-    .context("ws-floor exited")?;
+    let mut server = Helper::start(&["ws-floor"], &[])?;
+    let pid = server.pid().context("ws-floor pid")?;
+    let line = server
+        .line(Duration::from_secs(10))
+        .await
+        .context("the ws-floor server")?;
     let addr: SocketAddr = line.trim().parse()?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = rss_bytes(pid);
@@ -119,13 +103,7 @@ pub async fn measure(n: usize) -> anyhow::Result<Value> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_bytes(pid);
     drop(live);
-    drop(child.stdin.take());
-    if tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .is_err()
-    {
-        let _ = child.kill().await;
-    }
+    server.stop().await;
     let per_connection = match (before, after) {
         (Some(b), Some(a)) => Some(a.saturating_sub(b) as f64 / n as f64),
         _ => None,

@@ -206,11 +206,66 @@ pub async fn open_idle(
     Ok((Live(live), connect_secs, started.elapsed().as_secs_f64()))
 }
 
-/// A client worker process holding a share of the idle connections.
-struct Worker {
+/// A process started from this binary for a hidden subcommand: it speaks in
+/// lines on its stdout and ends when its stdin closes.
+pub struct Helper {
     child: tokio::process::Child,
     lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
 }
+
+impl Helper {
+    /// Starts `natter-bench <args>` with `env` added.
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let mut child = tokio::process::Command::new(std::env::current_exe()?)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting natter-bench {}", args.join(" ")))?;
+        let stdout = child.stdout.take().context("helper stdout")?;
+        Ok(Self {
+            child,
+            lines: tokio::io::BufReader::new(stdout).lines(),
+        })
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Its next line, within `wait`.
+    pub async fn line(&mut self, wait: Duration) -> anyhow::Result<String> {
+        tokio::time::timeout(wait, self.lines.next_line())
+            .await
+            .context("a helper process took too long")??
+            .context("a helper process exited early")
+    }
+
+    /// Closes its stdin (which ends it) and waits for it.
+    pub async fn stop(mut self) {
+        drop(self.child.stdin.take());
+        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// In a helper process: returns when stdin closes, or after ten minutes.
+pub async fn until_stdin_closes() {
+    let closed = tokio::task::spawn_blocking(|| {
+        use std::io::Read;
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(600), closed).await;
+}
+
+/// A client worker process holding a share of the idle connections.
+struct Worker(Helper);
 
 fn spawn_worker(
     edge: SocketAddr,
@@ -220,34 +275,26 @@ fn spawn_worker(
 ) -> anyhow::Result<Worker> {
     // Worker k's connections come from 127.0.k+1.10 and up.
     let source = Ipv4Addr::new(127, 0, u8::try_from(k + 1)?, 10);
-    let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["idle-worker", "--edge", &edge.to_string()])
-        .args([
-            "--count",
-            &count.to_string(),
-            "--source",
-            &source.to_string(),
-        ])
-        .env(TOKENS_ENV, tokens.join(","))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting an idle-worker process")?;
-    let stdout = child.stdout.take().context("worker stdout")?;
-    Ok(Worker {
-        child,
-        lines: tokio::io::BufReader::new(stdout).lines(),
-    })
+    let (edge, count, source) = (edge.to_string(), count.to_string(), source.to_string());
+    let args = [
+        "idle-worker",
+        "--edge",
+        &edge,
+        "--count",
+        &count,
+        "--source",
+        &source,
+    ];
+    Ok(Worker(Helper::start(
+        &args,
+        &[(TOKENS_ENV, &tokens.join(","))],
+    )?))
 }
 
 impl Worker {
     /// Waits for the worker's "ready <open secs> <resume secs>" line.
     async fn ready(&mut self) -> anyhow::Result<(f64, f64)> {
-        let line = tokio::time::timeout(WORKER_READY, self.lines.next_line())
-            .await
-            .context("an idle worker took too long")??
-            .context("an idle worker exited before it was ready")?;
+        let line = self.0.line(WORKER_READY).await.context("an idle worker")?;
         let mut words = line.split_whitespace();
         match (words.next(), words.next(), words.next()) {
             (Some("ready"), Some(c), Some(r)) => Ok((c.parse()?, r.parse()?)),
@@ -255,15 +302,8 @@ impl Worker {
         }
     }
 
-    /// Closes the worker's stdin (which ends it) and waits for it.
-    async fn stop(mut self) {
-        drop(self.child.stdin.take());
-        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
-        }
+    async fn stop(self) {
+        self.0.stop().await;
     }
 }
 
@@ -284,11 +324,7 @@ pub async fn worker(edge: SocketAddr, count: usize, source: Ipv4Addr) -> anyhow:
         .collect();
     let (live, connect_secs, resume_secs) = open_idle(edge, &tokens, count, source).await?;
     println!("ready {connect_secs} {resume_secs}");
-    let stdin_closed = tokio::task::spawn_blocking(|| {
-        use std::io::Read;
-        let _ = std::io::stdin().read_to_end(&mut Vec::new());
-    });
-    let _ = tokio::time::timeout(Duration::from_secs(600), stdin_closed).await;
+    until_stdin_closes().await;
     drop(live);
     Ok(())
 }
