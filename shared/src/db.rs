@@ -3,8 +3,11 @@
 //! serves both. Schemas stay portable: TEXT, BIGINT and INTEGER columns only.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use tokio_util::task::AbortOnDropHandle;
 
 pub use sqlx::AnyPool;
 
@@ -33,7 +36,7 @@ pub async fn connect(
     max_connections: u32,
     migrator: &sqlx::migrate::Migrator,
 ) -> Result<AnyPool, DbError> {
-    let pool = open(url, max_connections).await?;
+    let pool = open(url, max_connections, Checkpoints::OnCommit).await?;
     migrator.run(&pool).await?;
     Ok(pool)
 }
@@ -41,11 +44,14 @@ pub async fn connect(
 /// A pool for reads and a pool for writes. On SQLite the write pool holds
 /// one connection, so writers queue for it in the pool instead of sleeping
 /// in SQLite's busy handler (which backs off by milliseconds), while WAL
-/// readers run beside them. On PostgreSQL both are the same pool.
+/// readers run beside them, and WAL checkpoints run off the commit path
+/// (see [`checkpoints`]) until the last clone of these pools is dropped. On
+/// PostgreSQL both are the same pool.
 #[derive(Clone, Debug)]
 pub struct Pools {
     pub read: AnyPool,
     pub write: AnyPool,
+    _checkpoints: Option<Arc<AbortOnDropHandle<()>>>,
 }
 
 /// Opens [`Pools`] for `url` with up to `readers` read connections and runs
@@ -60,14 +66,110 @@ pub async fn connect_pools(
         return Ok(Pools {
             read: pool.clone(),
             write: pool,
+            _checkpoints: None,
         });
     }
-    let write = connect(url, 1, migrator).await?;
-    let read = open(url, readers).await?;
-    Ok(Pools { read, write })
+    let write = open(url, 1, Checkpoints::Background).await?;
+    migrator.run(&write).await?;
+    let read = open(url, readers, Checkpoints::Background).await?;
+    let checkpointer = open(url, 1, Checkpoints::Background).await?;
+    let task = tokio::spawn(checkpoints(checkpointer, write.clone(), CHECKPOINT_EVERY));
+    Ok(Pools {
+        read,
+        write,
+        _checkpoints: Some(Arc::new(AbortOnDropHandle::new(task))),
+    })
 }
 
-async fn open(url: &str, max_connections: u32) -> Result<AnyPool, DbError> {
+/// Who copies SQLite's WAL back into the database file.
+#[derive(Clone, Copy)]
+enum Checkpoints {
+    /// SQLite's default: the commit that takes the WAL past 1,000 pages.
+    OnCommit,
+    /// [`checkpoints`]; a commit does it only past [`WAL_BACKSTOP`] pages.
+    Background,
+}
+
+/// How often [`checkpoints`] copies the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+/// WAL pages past which [`checkpoints`] starts the WAL over.
+const WAL_RESTART: i64 = 4096;
+/// WAL pages past which a commit checkpoints itself, should the background
+/// task fall behind.
+const WAL_BACKSTOP: i64 = 8 * WAL_RESTART;
+/// A WAL file longer than this is cut back when it starts over (bytes).
+const WAL_KEEP_BYTES: i64 = 64 << 20;
+
+/// Keeps an SQLite WAL short without making commits wait for it.
+///
+/// SQLite checkpoints in the commit that takes the WAL past 1,000 pages, and
+/// a checkpoint syncs the WAL and the database file: two fsyncs, milliseconds
+/// each on a real disk, that every write queued behind that commit waits for.
+/// Here a connection of its own copies the WAL every `every` (a passive
+/// checkpoint runs beside the writer). Copying alone never lets the WAL start
+/// over while writes keep coming, so once it is longer than [`WAL_RESTART`]
+/// pages, the write connection is taken for a moment to copy what came in
+/// meanwhile; with nothing left in it, the next write starts the WAL from its
+/// beginning. Commits wait for that short copy only, once per
+/// [`WAL_RESTART`] pages instead of once per 1,000.
+async fn checkpoints(own: AnyPool, write: AnyPool, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Said once while checkpoints keep failing (a full disk, say), not each tick.
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        if write.is_closed() {
+            return;
+        }
+        let copied = async {
+            let wal = checkpoint(&own).await?;
+            if wal < WAL_RESTART {
+                return Ok(None);
+            }
+            let mut conn = write.acquire().await?;
+            let held = std::time::Instant::now();
+            checkpoint(&mut *conn).await?;
+            Ok::<_, sqlx::Error>(Some((wal, held.elapsed())))
+        };
+        match copied.await {
+            Ok(copied) => {
+                if let Some((wal, held)) = copied {
+                    tracing::debug!(
+                        wal,
+                        ?held,
+                        "WAL copied in full: the next write starts it over"
+                    );
+                }
+                if std::mem::take(&mut failing) {
+                    tracing::info!("WAL checkpoints work again");
+                }
+            }
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "WAL checkpoint failed; retrying every {every:?}");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Runs a passive checkpoint on `conn`; the length of the WAL in pages.
+async fn checkpoint<'c, E>(conn: E) -> Result<i64, sqlx::Error>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let (_busy, wal, _copied): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(conn)
+        .await?;
+    Ok(wal)
+}
+
+async fn open(
+    url: &str,
+    max_connections: u32,
+    checkpoints: Checkpoints,
+) -> Result<AnyPool, DbError> {
     install_default_drivers();
     if let Some(rest) = url.strip_prefix("sqlite://") {
         let file = rest.split('?').next().unwrap_or_default();
@@ -87,7 +189,7 @@ async fn open(url: &str, max_connections: u32) -> Result<AnyPool, DbError> {
         // A local file needs no liveness check on every acquire (a round
         // trip to the connection's worker thread each time).
         .test_before_acquire(!sqlite)
-        .after_connect(|conn, _meta| {
+        .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 if conn.backend_name() == "SQLite" {
                     // WAL lets readers run beside the writer; NORMAL sync is
@@ -105,6 +207,16 @@ async fn open(url: &str, max_connections: u32) -> Result<AnyPool, DbError> {
                     sqlx::query("PRAGMA temp_store = MEMORY")
                         .execute(&mut *conn)
                         .await?;
+                    if let Checkpoints::Background = checkpoints {
+                        for pragma in [
+                            format!("PRAGMA wal_autocheckpoint = {WAL_BACKSTOP}"),
+                            format!("PRAGMA journal_size_limit = {WAL_KEEP_BYTES}"),
+                        ] {
+                            sqlx::query(sqlx::AssertSqlSafe(pragma))
+                                .execute(&mut *conn)
+                                .await?;
+                        }
+                    }
                 }
                 Ok(())
             })
@@ -139,6 +251,67 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
+    /// The checkpoint sequence in an SQLite WAL file's header: SQLite
+    /// increments it each time the WAL starts over.
+    fn wal_restarts(db: &std::path::Path) -> u32 {
+        let wal = std::fs::read(db.with_extension("db-wal")).unwrap();
+        u32::from_be_bytes(wal[12..16].try_into().unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_long_sqlite_wal_starts_over_though_commits_never_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("t.db");
+        let url = super::sqlite_url(&db);
+        let pools = super::connect_pools(&url, 2, &sqlx::migrate::Migrator::DEFAULT)
+            .await
+            .unwrap();
+        let (auto,): (i64,) = sqlx::query_as("PRAGMA wal_autocheckpoint")
+            .fetch_one(&pools.write)
+            .await
+            .unwrap();
+        assert_eq!(auto, super::WAL_BACKSTOP);
+        sqlx::query("CREATE TABLE t (x TEXT NOT NULL)")
+            .execute(&pools.write)
+            .await
+            .unwrap();
+        let before = wal_restarts(&db);
+        // Past WAL_RESTART pages, in commits of ~100 pages each: SQLite's
+        // default would have started the WAL over a few times by now.
+        let row = "x".repeat(3000);
+        for _ in 0..(super::WAL_RESTART / 100 + 10) {
+            let mut tx = pools.write.begin().await.unwrap();
+            for _ in 0..100 {
+                sqlx::query("INSERT INTO t (x) VALUES ($1)")
+                    .bind(&row)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+            }
+            tx.commit().await.unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while wal_restarts(&db) == before {
+            assert!(
+                Instant::now() < deadline,
+                "the WAL did not start over within 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            // A WAL starts over at the first write after it was copied in full.
+            sqlx::query("INSERT INTO t (x) VALUES ('y')")
+                .execute(&pools.write)
+                .await
+                .unwrap();
+        }
+        let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM t")
+            .fetch_one(&pools.read)
+            .await
+            .unwrap();
+        assert!(rows > super::WAL_RESTART, "{rows} rows");
+    }
+
     #[test]
     fn redacts_passwords() {
         assert_eq!(
