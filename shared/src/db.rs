@@ -73,7 +73,7 @@ pub async fn connect_pools(
     migrator.run(&write).await?;
     let read = open(url, readers, Checkpoints::Background).await?;
     let checkpointer = open(url, 1, Checkpoints::Background).await?;
-    let task = tokio::spawn(checkpoints(checkpointer, write.clone(), CHECKPOINT_EVERY));
+    let task = tokio::spawn(checkpoints(checkpointer, write.clone()));
     Ok(Pools {
         read,
         write,
@@ -90,9 +90,11 @@ enum Checkpoints {
     Background,
 }
 
-/// How often [`checkpoints`] copies the WAL into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
-/// WAL pages past which [`checkpoints`] starts the WAL over.
+/// How often [`checkpoints`] copies the WAL into the database file while
+/// writes come in, and how often it looks when none came.
+const CHECKPOINT_BUSY: Duration = Duration::from_millis(100);
+const CHECKPOINT_IDLE: Duration = Duration::from_secs(1);
+/// WAL pages past which [`checkpoints`] makes sure the WAL starts over.
 const WAL_RESTART: i64 = 4096;
 /// WAL pages past which a commit checkpoints itself, should the background
 /// task fall behind.
@@ -105,38 +107,38 @@ const WAL_KEEP_BYTES: i64 = 64 << 20;
 /// SQLite checkpoints in the commit that takes the WAL past 1,000 pages, and
 /// a checkpoint syncs the WAL and the database file: two fsyncs, milliseconds
 /// each on a real disk, that every write queued behind that commit waits for.
-/// Here a connection of its own copies the WAL every `every` (a passive
-/// checkpoint runs beside the writer). Copying alone never lets the WAL start
-/// over while writes keep coming, so once it is longer than [`WAL_RESTART`]
-/// pages, the write connection is taken for a moment to copy what came in
-/// meanwhile; with nothing left in it, the next write starts the WAL from its
-/// beginning. Commits wait for that short copy only, once per
-/// [`WAL_RESTART`] pages instead of once per 1,000.
-async fn checkpoints(own: AnyPool, write: AnyPool, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Said once while checkpoints keep failing (a full disk, say), not each tick.
+/// Here a connection of its own copies the WAL into the database file (a
+/// passive checkpoint runs beside the writer) every [`CHECKPOINT_BUSY`]
+/// while writes come in. The WAL starts over at the first write after it was
+/// copied in full, which a copy beside steady writes never is; so once it
+/// is longer than [`WAL_RESTART`] pages, the write connection is taken for
+/// a moment to copy what came in meanwhile. Commits wait for that short copy
+/// only, once per [`WAL_RESTART`] pages instead of once per 1,000.
+async fn checkpoints(own: AnyPool, write: AnyPool) {
+    // Said once while checkpoints keep failing (a full disk, say), not each time.
     let mut failing = false;
+    let mut last = None;
     loop {
-        tick.tick().await;
-        if write.is_closed() {
-            return;
-        }
         let copied = async {
             let wal = checkpoint(&own).await?;
-            if wal < WAL_RESTART {
-                return Ok(None);
+            // Even with every page copied, a write may be under way, and
+            // the WAL starts over only at a write that begins with nothing
+            // left to copy; hence the hold. A WAL unchanged since the last
+            // look was held for then, and no write came since.
+            if wal.pages < WAL_RESTART || last == Some(wal) {
+                return Ok((wal, None));
             }
             let mut conn = write.acquire().await?;
             let held = std::time::Instant::now();
             checkpoint(&mut *conn).await?;
-            Ok::<_, sqlx::Error>(Some((wal, held.elapsed())))
+            Ok::<_, sqlx::Error>((wal, Some(held.elapsed())))
         };
+        let mut pause = CHECKPOINT_BUSY;
         match copied.await {
-            Ok(copied) => {
-                if let Some((wal, held)) = copied {
+            Ok((wal, held)) => {
+                if let Some(held) = held {
                     tracing::debug!(
-                        wal,
+                        pages = wal.pages,
                         ?held,
                         "WAL copied in full: the next write starts it over"
                     );
@@ -144,25 +146,39 @@ async fn checkpoints(own: AnyPool, write: AnyPool, every: Duration) {
                 if std::mem::take(&mut failing) {
                     tracing::info!("WAL checkpoints work again");
                 }
+                if last.replace(wal) == Some(wal) {
+                    pause = CHECKPOINT_IDLE;
+                }
             }
             Err(e) if !failing => {
                 failing = true;
-                tracing::warn!(error = %e, "WAL checkpoint failed; retrying every {every:?}");
+                tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
             }
             Err(_) => {}
+        }
+        tokio::time::sleep(pause).await;
+        if write.is_closed() {
+            return;
         }
     }
 }
 
-/// Runs a passive checkpoint on `conn`; the length of the WAL in pages.
-async fn checkpoint<'c, E>(conn: E) -> Result<i64, sqlx::Error>
+/// A WAL's length and how much of it is in the database file (pages).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Wal {
+    pages: i64,
+    copied: i64,
+}
+
+/// Runs a passive checkpoint on `conn`.
+async fn checkpoint<'c, E>(conn: E) -> Result<Wal, sqlx::Error>
 where
     E: sqlx::Executor<'c, Database = sqlx::Any>,
 {
-    let (_busy, wal, _copied): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+    let (_busy, pages, copied): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
         .fetch_one(conn)
         .await?;
-    Ok(wal)
+    Ok(Wal { pages, copied })
 }
 
 async fn open(
@@ -292,19 +308,39 @@ mod tests {
             }
             tx.commit().await.unwrap();
         }
+        // Writes keep coming, as under load: four writers queue for the
+        // write connection, so a commit follows the last one at once. A copy
+        // beside them never catches up, so the WAL starts over only because
+        // the task holds the write connection for the last of it.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writers: Vec<_> = (0..4)
+            .map(|_| {
+                let (write, stop) = (pools.write.clone(), stop.clone());
+                tokio::spawn(async move {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        sqlx::query("INSERT INTO t (x) VALUES ('y')")
+                            .execute(&write)
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while wal_restarts(&db) == before {
-            assert!(
-                Instant::now() < deadline,
-                "the WAL did not start over within 20 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            // A WAL starts over at the first write after it was copied in full.
-            sqlx::query("INSERT INTO t (x) VALUES ('y')")
-                .execute(&pools.write)
-                .await
-                .unwrap();
+        let restarted = loop {
+            if wal_restarts(&db) != before {
+                break true;
+            }
+            if Instant::now() > deadline {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for writer in writers {
+            writer.await.unwrap();
         }
+        assert!(restarted, "the WAL did not start over within 20 s");
         let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM t")
             .fetch_one(&pools.read)
             .await
