@@ -756,3 +756,43 @@ async fn changing_the_password_needs_the_current_one() -> anyhow::Result<()> {
     system.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logging_out_ends_the_devices_session_only() -> anyhow::Result<()> {
+    let (system, [alice]) = System::with_users(Mode::InProcess, ["alice"]).await?;
+    let api = system.api();
+    let phone = api.another_device(&alice).await?;
+    let refresh = |token: &str| json!({ "refreshToken": token }).to_string();
+    let (status, _) = api.post("/v1/auth/logout", None, String::new()).await?;
+    assert_eq!(status, 401, "logout needs a caller");
+    let (status, body) = api
+        .post("/v1/auth/logout", Some(&phone.token), String::new())
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = api
+        .post("/v1/auth/refresh", None, refresh(&phone.refresh_token))
+        .await?;
+    assert_eq!(status, 401, "a logged-out device cannot refresh");
+    let (status, body) = api
+        .post("/v1/auth/logout", Some(&phone.token), "{}".to_owned())
+        .await?;
+    assert_eq!(status, 200, "logging out again changes nothing: {body}");
+    let (status, body) = api
+        .post(
+            "/v1/auth/logout",
+            Some(&phone.token),
+            r#"{"all":true}"#.to_owned(),
+        )
+        .await?;
+    assert_eq!(
+        (status.as_u16(), code(&body)),
+        (400, "bad_request"),
+        "{body}"
+    );
+    let (status, body) = api
+        .post("/v1/auth/refresh", None, refresh(&alice.refresh_token))
+        .await?;
+    assert_eq!(status, 200, "the other device still refreshes: {body}");
+    system.stop().await;
+    Ok(())
+}

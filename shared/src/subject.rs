@@ -21,6 +21,7 @@ pub mod call {
     pub const AUTH_PHONE: &str = "im.v1.auth.phone";
     pub const AUTH_PASSWORD: &str = "im.v1.auth.password";
     pub const AUTH_REFRESH: &str = "im.v1.auth.refresh";
+    pub const AUTH_LOGOUT: &str = "im.v1.auth.logout";
     pub const PROFILE_GET: &str = "im.v1.profile.get";
     pub const PROFILE_UPDATE: &str = "im.v1.profile.update";
     pub const USER_SEARCH: &str = "im.v1.user.search";

@@ -68,6 +68,7 @@ pub async fn run(config: Config, nats: Nats, shutdown: CancellationToken) -> Res
     let phone = group.endpoint("phone").await.map_err(nats_err)?;
     let password = group.endpoint("password").await.map_err(nats_err)?;
     let refresh = group.endpoint("refresh").await.map_err(nats_err)?;
+    let logout = group.endpoint("logout").await.map_err(nats_err)?;
     tracing::info!("auth service ready");
 
     let register = shared::service::serve_with(
@@ -123,7 +124,16 @@ pub async fn run(config: Config, nats: Nats, shutdown: CancellationToken) -> Res
         state.clone(),
         |s, req| async move { s.refresh(&req).await },
     );
-    tokio::join!(register, login, keys, lookup, phone, password, refresh);
+    let logout = shared::service::serve_with(
+        logout,
+        64,
+        shutdown.clone(),
+        state.clone(),
+        |s, req| async move { s.logout(&req).await },
+    );
+    tokio::join!(
+        register, login, keys, lookup, phone, password, refresh, logout
+    );
     let _ = service.stop().await;
     tracing::info!("auth service stopped");
     Ok(())
@@ -383,6 +393,17 @@ impl State {
             .map_err(|e| internal("log out other devices", e))?;
         tracing::info!(user_id = %me.user_id, revoked, "password changed; other devices logged out");
         Ok(pb::ChangePasswordResponse {})
+    }
+
+    /// Logs the caller's device out (its refresh token stops working).
+    async fn logout(&self, req: &Request) -> Result<pb::LogoutResponse, RpcError> {
+        let me = shared::rpc::Identity::from_headers(req.message.headers.as_ref())?;
+        let _: pb::LogoutRequest = rpc::decode(&req.message.payload)?;
+        store::revoke_device(&self.pool, &me.user_id, &me.device_id)
+            .await
+            .map_err(|e| internal("log out device", e))?;
+        tracing::info!(user_id = %me.user_id, device_id = %me.device_id, "device logged out");
+        Ok(pb::LogoutResponse {})
     }
 
     async fn hash(&self, password: String) -> Result<String, RpcError> {

@@ -212,6 +212,23 @@ pub async fn rotate_refresh(
 
 /// Logs out every device of `user_id` but `keep_device`: their refresh
 /// tokens stop working.
+/// Logs one device out: its refresh token stops working.
+pub async fn revoke_device(
+    pool: &AnyPool,
+    user_id: &str,
+    device_id: &str,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE devices SET refresh_hash = '', refresh_expires_at_ms = 0
+         WHERE user_id = $1 AND id = $2 AND refresh_hash <> ''",
+    )
+    .bind(user_id)
+    .bind(device_id)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 pub async fn revoke_other_devices(
     pool: &AnyPool,
     user_id: &str,

@@ -32,6 +32,7 @@ pub fn router(state: Arc<EdgeState>) -> Router {
         .route("/v1/auth/login", post(login))
         .route("/v1/auth/password", post(change_password))
         .route("/v1/auth/refresh", post(refresh))
+        .route("/v1/auth/logout", post(logout))
         .route("/v1/profile", get(my_profile).patch(update_profile))
         .route("/v1/profiles", get(profiles))
         .route("/v1/users/search", get(search_users))
@@ -87,6 +88,8 @@ pub fn router(state: Arc<EdgeState>) -> Router {
         .route("/v1/ws", get(websocket))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/", get(crate::web::index))
+        .route("/assets/{name}", get(crate::web::asset))
         .fallback(|| async { ApiError(RpcError::not_found("no such endpoint")) })
         .layer(axum::extract::DefaultBodyLimit::max(
             state.config.max_frame_bytes,
@@ -194,6 +197,19 @@ async fn refresh(
             .call(subject::call::AUTH_REFRESH, None, &request)
             .await?,
     ))
+}
+
+async fn logout(
+    State(state): State<Arc<EdgeState>>,
+    Caller(me): Caller,
+    body: Bytes,
+) -> ApiResult<auth_pb::LogoutResponse> {
+    let request: auth_pb::LogoutRequest = if body.is_empty() {
+        auth_pb::LogoutRequest {}
+    } else {
+        parse(&body)?
+    };
+    forward(&state, subject::call::AUTH_LOGOUT, &me, &request).await
 }
 
 async fn change_password(

@@ -10,7 +10,8 @@
 //! - [`frames`]: the JSON / protobuf frame codec;
 //! - [`inbox`]: replaying a user's inbox and storing device cursors;
 //! - [`groups`]: one subscription per large group, shared by connections;
-//! - [`presence`]: announcing connected devices to the presence service.
+//! - [`presence`]: announcing connected devices to the presence service;
+//! - [`web`]: the embedded web client, served at `/`.
 //!
 //! Identity is established here and only here: the edge verifies the token
 //! and sets the caller's user and device id in the headers of every call.
@@ -22,6 +23,7 @@ pub mod http;
 pub mod inbox;
 pub mod keyring;
 pub mod presence;
+pub mod web;
 pub mod ws;
 
 use std::net::SocketAddr;

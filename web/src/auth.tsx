@@ -1,0 +1,92 @@
+// Log in and register. A login reuses this browser's device of that user
+// when it has one (its inbox cursor and presence stay the same device).
+import { useState } from "preact/hooks";
+import { api, ApiError } from "./api";
+import { lang, setLang, t } from "./i18n";
+import { signedIn } from "./state";
+import { errorMessage } from "./errors";
+
+function deviceName(): string {
+  const ua = navigator.userAgent;
+  const browser = /Edg\//.test(ua) ? "Edge" : /Firefox\//.test(ua) ? "Firefox" : /Chrom(e|ium)\//.test(ua) ? "Chrome" : /Safari\//.test(ua) ? "Safari" : "Browser";
+  const os = /Android/.test(ua) ? "Android" : /iPhone|iPad/.test(ua) ? "iOS" : /Mac OS X/.test(ua) ? "macOS" : /Windows/.test(ua) ? "Windows" : /Linux/.test(ua) ? "Linux" : "";
+  return `${browser}${os ? ` on ${os}` : ""}`.slice(0, 64);
+}
+
+export function LangSwitch() {
+  return (
+    <span class="lang-switch" role="group" aria-label={t().language}>
+      <button type="button" aria-pressed={lang.value === "zh"} onClick={() => setLang("zh")}>中文</button>
+      <button type="button" aria-pressed={lang.value === "en"} onClick={() => setLang("en")}>English</button>
+    </span>
+  );
+}
+
+export function AuthScreen() {
+  const s = t();
+  const [mode, setMode] = useState<"login" | "register">("login");
+  const [username, setUsername] = useState("");
+  const [password, setPassword] = useState("");
+  const [nickname, setNickname] = useState("");
+  const [error, setError] = useState("");
+  const [busy, setBusy] = useState(false);
+
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    setBusy(true);
+    setError("");
+    try {
+      if (mode === "register") await api.register(username.trim(), password, nickname.trim() || undefined);
+      const known = localStorage.getItem(`natter.device.${username.trim().toLowerCase()}`) ?? undefined;
+      let session;
+      try {
+        session = await api.login(username.trim(), password, deviceName(), known);
+      } catch (err) {
+        if (!(known && err instanceof ApiError && err.status === 404)) throw err;
+        session = await api.login(username.trim(), password, deviceName());
+      }
+      signedIn(session, username.trim());
+    } catch (err) {
+      setError(errorMessage(err, mode === "login" ? "login" : "register"));
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  return (
+    <main class="auth">
+      <div class="auth-card">
+        <div class="auth-logo">
+          <img src="data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 64 64'%3E%3Crect width='64' height='64' rx='16' fill='%232f7cf6'/%3E%3Cpath d='M14 21a7 7 0 0 1 7-7h22a7 7 0 0 1 7 7v13a7 7 0 0 1-7 7H31l-10 8v-8a7 7 0 0 1-7-7z' fill='%23fff'/%3E%3C/svg%3E" alt="" />
+          <h1>natter</h1>
+        </div>
+        <p class="tagline">{s.tagline}</p>
+        <h2>{mode === "login" ? s.loginTitle : s.registerTitle}</h2>
+        <form onSubmit={submit}>
+          <label class="field">
+            {s.username}
+            <input name="username" autocomplete="username" required minLength={3} maxLength={32} value={username} onInput={(e) => setUsername(e.currentTarget.value)} />
+          </label>
+          {mode === "register" && (
+            <label class="field">
+              {s.nickname}
+              <input name="nickname" maxLength={64} value={nickname} onInput={(e) => setNickname(e.currentTarget.value)} />
+            </label>
+          )}
+          <label class="field">
+            {s.password}
+            <input name="password" type="password" autocomplete={mode === "login" ? "current-password" : "new-password"} required minLength={mode === "register" ? 8 : 1} maxLength={128} value={password} onInput={(e) => setPassword(e.currentTarget.value)} />
+          </label>
+          {error && <p class="error-text" role="alert">{error}</p>}
+          <button class="btn" type="submit" disabled={busy}>{mode === "login" ? s.login : s.register}</button>
+        </form>
+        <div class="auth-foot">
+          <button class="linkish" type="button" onClick={() => { setMode(mode === "login" ? "register" : "login"); setError(""); }}>
+            {mode === "login" ? s.noAccount : s.haveAccount}
+          </button>
+          <LangSwitch />
+        </div>
+      </div>
+    </main>
+  );
+}

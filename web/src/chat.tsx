@@ -1,0 +1,512 @@
+// The chat view: header, the message list and the composer.
+//
+// The list is windowed: of the messages loaded for a conversation, at most
+// MAX are in the DOM. Scrolling up widens the window upwards (and reads older
+// pages from the server at its top), scrolling down widens it downwards; the
+// far side is dropped. The scroll position is kept on an anchor message
+// across every change, so a conversation of any length scrolls smoothly.
+import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
+import { api, enc } from "./api";
+import { formatDay, formatLastSeen, formatTime, t } from "./i18n";
+import {
+  conversations, detailsOpen, displayName, formerGroups, groupIdOf, groups, highlight, jumpTo, loadLatest,
+  loadNewer, loadOlder, myId, pane, peerOf, pending, presence, previewOf, reportError, retrySend, sendMessage, timelines,
+  typing, type Msg, type Pending, conversationTitle, showToast,
+} from "./state";
+import { sendTyping, failures } from "./ws";
+import type { Conversation, Message } from "./types";
+import { attempt, Avatar, Icon, Menu, Modal, RichText, type MenuItem } from "./ui";
+import { errorMessage } from "./errors";
+
+const WINDOW = 80;
+const STEP = 40;
+const MAX = 160;
+const RECALL_WINDOW_MS = 120_000;
+
+/** The sentence of a group notice. */
+export function systemText(m: Message): string {
+  const sys = m.body?.system;
+  if (!sys) return "";
+  const s = t();
+  const name = (id: string) => (id === myId.value ? s.you : displayName(id));
+  const actor = name(sys.actorId || m.senderId || "");
+  const users = (sys.userIds ?? []).map(name).join(lang_sep());
+  const f = s.sys[sys.kind];
+  return f ? f(actor, users, sys.text ?? "") : `[${sys.kind}]`;
+}
+
+function lang_sep() {
+  return t().you === "你" ? "、" : ", ";
+}
+
+export function ChatView({ id }: { id: string }) {
+  const s = t();
+  const c = conversations.value.get(id);
+  if (!c) return <div class="empty-main">{s.selectChat}</div>;
+  return (
+    <section class="main" aria-label={conversationTitle(c)}>
+      <ChatHeader c={c} />
+      <MessageList key={id} c={c} />
+      <Composer key={`composer-${id}`} c={c} />
+    </section>
+  );
+}
+
+function ChatHeader({ c }: { c: Conversation }) {
+  const s = t();
+  const [menu, setMenu] = useState<{ x: number; y: number } | null>(null);
+  const title = conversationTitle(c);
+  const peer = c.peerUserId ?? peerOf(c.id);
+  const gid = groupIdOf(c.id);
+  const group = gid ? groups.value.get(gid) : undefined;
+  const typers = [...(typing.value.get(c.id)?.entries() ?? [])].filter(([, until]) => until > Date.now()).map(([u]) => u);
+  let status = "";
+  let cls = "status";
+  if (typers.length) {
+    status = s.typing(typers.map(displayName).join(", "));
+    cls += " typing";
+  } else if (peer) {
+    const p = presence.value.get(peer);
+    status = p?.online ? s.online : p ? formatLastSeen(p.lastSeenMs) : "";
+    if (p?.online) cls += " online";
+  } else if (group) status = s.members(group.memberCount ?? 0);
+  const toggleDetails = () => {
+    if (matchMedia("(max-width: 760px)").matches) pane.value = "details";
+    else detailsOpen.value = !detailsOpen.value;
+  };
+  const setFlag = (body: { pinned?: boolean; muted?: boolean }) =>
+    attempt(() => api.patch(`/v1/conversations/${enc(c.id)}/settings`, body).then((r: any) => {
+      const next = new Map(conversations.value);
+      next.set(c.id, { ...c, pinned: !!r.pinned, muted: !!r.muted });
+      conversations.value = next;
+    }), reportError);
+  return (
+    <header class="chat-head">
+      <button class="icon-btn back-btn" aria-label={s.back} onClick={() => (pane.value = "list")}><Icon name="back" /></button>
+      <Avatar id={gid ?? peer ?? c.id} name={title} size={40} online={!!peer && !!presence.value.get(peer)?.online} />
+      <button class="title" onClick={toggleDetails} aria-label={`${s.details}: ${title}`}>
+        <strong>{title}</strong>
+        <span class={cls} aria-live="polite">{status}</span>
+      </button>
+      {c.lastSeq && (
+        <button class="icon-btn" aria-label={s.messageMenu} aria-haspopup="menu" onClick={(e) => { const r = (e.currentTarget as HTMLElement).getBoundingClientRect(); setMenu({ x: r.right - 180, y: r.bottom + 4 }); }}>
+          <Icon name="more" />
+        </button>
+      )}
+      <button class="icon-btn" aria-label={s.details} aria-pressed={detailsOpen.value} onClick={toggleDetails}><Icon name="info" /></button>
+      {menu && (
+        <Menu x={menu.x} y={menu.y} label={s.messageMenu} onClose={() => setMenu(null)} items={[
+          { label: c.pinned ? s.unpin : s.pin, onSelect: () => setFlag({ pinned: !c.pinned }) },
+          { label: c.muted ? s.unmute : s.mute, onSelect: () => setFlag({ muted: !c.muted }) },
+        ]} />
+      )}
+    </header>
+  );
+}
+
+type Item =
+  | { kind: "day"; key: string; label: string }
+  | { kind: "msg"; key: string; m: Msg; first: boolean; last: boolean }
+  | { kind: "pending"; key: string; p: Pending };
+
+function MessageList({ c }: { c: Conversation }) {
+  const s = t();
+  const id = c.id;
+  const tl = timelines.value.get(id);
+  const msgs = tl?.msgs ?? [];
+  const scroller = useRef<HTMLDivElement>(null);
+  const win = useRef({ start: 0, end: 0, first: "", len: 0, epoch: -1 });
+  const stick = useRef(true);
+  const anchor = useRef<{ key: string; offset: number } | null>(null);
+  const [, rerender] = useState(0);
+  const [menu, setMenu] = useState<{ x: number; y: number; m: Msg } | null>(null);
+  const [reads, setReads] = useState<{ m: Msg; readers: string[]; count: number; total: number } | null>(null);
+  const [flash, setFlash] = useState<string | null>(null);
+  const setReply = (m: Msg) => replyTarget.set(id, m);
+
+  // Keep the window's indices on the same messages as the list changes.
+  const w = win.current;
+  if (tl && w.epoch !== tl.epoch) {
+    w.epoch = tl.epoch;
+    w.end = msgs.length;
+    w.start = Math.max(0, w.end - WINDOW);
+    stick.current = !highlight.value;
+  } else if (msgs.length && msgs[0].seq !== w.first) {
+    const shift = msgs.findIndex((m) => m.seq === w.first);
+    if (shift > 0) {
+      w.start += shift;
+      w.end += shift;
+      w.start = Math.max(0, w.start - STEP);
+    } else if (shift < 0) {
+      w.start = Math.max(0, msgs.length - WINDOW);
+      w.end = msgs.length;
+    }
+  }
+  if (w.len !== msgs.length && w.end >= w.len) {
+    // Appended at the end while the window reached it: follow.
+    w.end = msgs.length;
+    if (stick.current) w.start = Math.max(w.start, w.end - MAX);
+  }
+  w.end = Math.min(w.end, msgs.length);
+  w.start = Math.max(0, Math.min(w.start, w.end));
+  w.first = msgs[0]?.seq ?? "";
+  w.len = msgs.length;
+
+  const shown = msgs.slice(w.start, w.end);
+  const atEnd = w.end >= msgs.length && !!tl?.atLatest;
+  const mine = pending.value.filter((p) => p.conversationId === id);
+  const items: Item[] = [];
+  let prevDay = "";
+  let prev: Msg | undefined;
+  shown.forEach((m, i) => {
+    const ts = Number(m.serverTsMs ?? 0);
+    const day = new Date(ts).toDateString();
+    if (day !== prevDay) {
+      items.push({ kind: "day", key: `day-${m.seq}`, label: formatDay(ts) });
+      prevDay = day;
+      prev = undefined;
+    }
+    const next = shown[i + 1];
+    const sameAsPrev = prev && !prev.body?.system && prev.senderId === m.senderId && ts - Number(prev.serverTsMs ?? 0) < 300_000;
+    const sameAsNext = next && !next.body?.system && next.senderId === m.senderId && Number(next.serverTsMs ?? 0) - ts < 300_000 && new Date(Number(next.serverTsMs ?? 0)).toDateString() === day;
+    items.push({ kind: "msg", key: m.seq, m, first: !sameAsPrev, last: !sameAsNext });
+    prev = m;
+  });
+  if (atEnd) for (const p of mine) items.push({ kind: "pending", key: `p-${p.clientMsgId}`, p });
+
+  const findAnchor = () => {
+    const el = scroller.current;
+    if (!el) return;
+    const top = el.scrollTop;
+    for (const child of el.querySelectorAll<HTMLElement>("[data-key]")) {
+      if (child.offsetTop + child.offsetHeight > top) {
+        anchor.current = { key: child.dataset.key!, offset: child.offsetTop - top };
+        return;
+      }
+    }
+  };
+
+  useLayoutEffect(() => {
+    const el = scroller.current;
+    if (!el) return;
+    if (stick.current) el.scrollTop = el.scrollHeight;
+    else if (anchor.current) {
+      const a = el.querySelector<HTMLElement>(`[data-key="${CSS.escape(anchor.current.key)}"]`);
+      if (a) el.scrollTop = a.offsetTop - anchor.current.offset;
+    }
+    findAnchor();
+  });
+
+  // A jump (a quote clicked): put the message in the window and show it.
+  useEffect(() => {
+    const h = highlight.value;
+    if (!h || h.conversationId !== id) return;
+    const i = msgs.findIndex((m) => m.seq === h.seq);
+    if (i < 0) return;
+    if (i < w.start || i >= w.end) {
+      w.start = Math.max(0, i - WINDOW / 2);
+      w.end = Math.min(msgs.length, i + WINDOW / 2);
+      stick.current = false;
+      rerender((n) => n + 1);
+      return;
+    }
+    const el = scroller.current?.querySelector<HTMLElement>(`[data-key="${CSS.escape(h.seq)}"]`);
+    if (el) {
+      stick.current = false;
+      el.scrollIntoView({ block: "center" });
+      findAnchor();
+      setFlash(h.seq);
+      setTimeout(() => setFlash(null), 1700);
+      highlight.value = null;
+    }
+  });
+
+  const onScroll = () => {
+    const el = scroller.current;
+    if (!el) return;
+    const fromBottom = el.scrollHeight - el.scrollTop - el.clientHeight;
+    stick.current = fromBottom < 40 && w.end >= msgs.length && !!tl?.atLatest;
+    findAnchor();
+    if (el.scrollTop < 400) {
+      if (w.start > 0) {
+        w.start = Math.max(0, w.start - STEP);
+        w.end = Math.min(w.end, w.start + MAX);
+        rerender((n) => n + 1);
+      } else if (tl?.hasOlder && !tl.loading) {
+        loadOlder(id).catch(reportError);
+      }
+    } else if (fromBottom < 400) {
+      if (w.end < msgs.length) {
+        w.end = Math.min(msgs.length, w.end + STEP);
+        w.start = Math.max(w.start, w.end - MAX);
+        rerender((n) => n + 1);
+      } else if (tl && !tl.atLatest && !tl.loading) {
+        loadNewer(id).catch(reportError);
+      }
+    }
+  };
+
+  const toLatest = () => {
+    stick.current = true;
+    if (tl && !tl.atLatest) loadLatest(id).catch(reportError);
+    else {
+      w.end = msgs.length;
+      w.start = Math.max(0, w.end - WINDOW);
+      rerender((n) => n + 1);
+    }
+  };
+
+  const isGroup = c.kind === "group";
+  const group = isGroup ? groups.value.get(groupIdOf(id) ?? "") : undefined;
+  const canModerate = group?.me?.role === "owner" || group?.me?.role === "admin";
+  const menuItems = (m: Msg): MenuItem[] => {
+    const items: MenuItem[] = [];
+    const live = !m.body?.recalled && !m.body?.system;
+    if (live && !formerGroups.value.has(id)) items.push({ label: s.reply, onSelect: () => setReply(m) });
+    const own = m.senderId === myId.value;
+    if (live && ((own && Date.now() - Number(m.serverTsMs ?? 0) < RECALL_WINDOW_MS) || canModerate)) {
+      items.push({ label: s.recall, danger: true, onSelect: () => attempt(() => api.post(`/v1/conversations/${enc(id)}/messages/${m.seq}/recall`), reportError) });
+    }
+    if (isGroup && own && live) {
+      items.push({
+        label: s.readBy,
+        onSelect: () => attempt(async () => {
+          const r = await api.get<{ readCount?: number; memberCount?: number; readerIds?: string[] }>(`/v1/conversations/${enc(id)}/messages/${m.seq}/reads`);
+          setReads({ m, readers: r.readerIds ?? [], count: r.readCount ?? 0, total: r.memberCount ?? 0 });
+        }, reportError),
+      });
+    }
+    items.push({ label: s.deleteForMe, danger: true, onSelect: () => attempt(() => api.post(`/v1/conversations/${enc(id)}/messages/delete`, { seqs: [m.seq] }), reportError) });
+    return items;
+  };
+
+  return (
+    <div class="chat-wrap">
+      <div class="messages" ref={scroller} onScroll={onScroll} role="log" aria-label={s.chats} aria-busy={!!tl?.loading}>
+        <div class="messages-inner" role="list">
+          {tl && !tl.hasOlder && w.start === 0 && <div class="history-edge">{s.beginning}</div>}
+          {tl?.loading && <div class="history-edge">{s.loadingOlder}</div>}
+          {items.map((it) => {
+            if (it.kind === "day") return <div class="day" key={it.key} role="separator">{it.label}</div>;
+            if (it.kind === "pending") return <PendingRow key={it.key} p={it.p} />;
+            const m = it.m;
+            if (m.body?.system) return <div class="sys" key={it.key} data-key={m.seq} role="listitem">{systemText(m)}</div>;
+            return (
+              <MessageRow key={it.key} m={m} c={c} showName={isGroup && it.first} showAvatar={isGroup && it.first} flash={flash === m.seq}
+                onMenu={(x, y) => setMenu({ x, y, m })} />
+            );
+          })}
+        </div>
+      </div>
+      {!(stick.current || atEnd && w.end >= msgs.length) || (tl && !tl.atLatest) ? (
+        <button class="btn small jump-latest" onClick={toLatest}>{s.jumpToLatest} ↓</button>
+      ) : null}
+      {menu && <Menu x={menu.x} y={menu.y} label={s.messageMenu} items={menuItems(menu.m)} onClose={() => setMenu(null)} />}
+      {reads && (
+        <Modal title={`${s.readBy} (${reads.count}/${reads.total})`} onClose={() => setReads(null)} foot={<button class="btn" onClick={() => setReads(null)}>{s.close}</button>}>
+          {reads.readers.map((u) => (
+            <div class="member" key={u}><Avatar id={u} name={displayName(u)} size={30} /><span class="name">{displayName(u)}</span></div>
+          ))}
+        </Modal>
+      )}
+    </div>
+  );
+}
+
+function MessageRow({ m, c, showName, showAvatar, flash, onMenu }: { m: Msg; c: Conversation; showName: boolean; showAvatar: boolean; flash: boolean; onMenu: (x: number, y: number) => void }) {
+  const s = t();
+  const mine = m.senderId === myId.value;
+  const ts = Number(m.serverTsMs ?? 0);
+  const read = mine && c.kind === "direct" && Number(c.peerReadSeq ?? 0) >= Number(m.seq);
+  const openMenu = (e: MouseEvent) => {
+    e.preventDefault();
+    const r = (e.currentTarget as HTMLElement).getBoundingClientRect();
+    onMenu(e.type === "contextmenu" ? e.clientX : r.left, e.type === "contextmenu" ? e.clientY : r.bottom + 4);
+  };
+  return (
+    <div class={`row ${mine ? "mine" : ""} ${flash ? "flash" : ""}`} data-key={m.seq} role="listitem" onContextMenu={openMenu}>
+      {c.kind === "group" && !mine && (
+        <span class="avatar-slot">{showAvatar && <Avatar id={m.senderId ?? ""} name={displayName(m.senderId)} size={34} />}</span>
+      )}
+      <div class="bubble">
+        {showName && !mine && <div class="sender">{displayName(m.senderId)}</div>}
+        {m.replyTo && !m.body?.recalled && <QuoteButton c={c} q={m.replyTo} />}
+        <Body m={m} />
+        <span class={`meta ${read ? "read" : ""}`}>
+          {formatTime(ts)}
+          {mine && !m.body?.recalled && (
+            <span role="img" aria-label={read ? s.read : s.sent} title={read ? s.read : s.sent}>
+              <Icon name={read ? "checks" : "check"} />
+            </span>
+          )}
+        </span>
+      </div>
+      <button class="icon-btn msg-menu-btn" aria-label={s.messageMenu} aria-haspopup="menu" onClick={openMenu}><Icon name="more" /></button>
+    </div>
+  );
+}
+
+function QuoteButton({ c, q }: { c: Conversation; q: NonNullable<Message["replyTo"]> }) {
+  const s = t();
+  const name = displayName(q.senderId);
+  return (
+    <button class="quote" aria-label={`${s.replyingTo} ${name}: ${q.preview ?? ""}`} onClick={() => q.seq && jumpTo(c.id, q.seq).catch(reportError)}>
+      <strong>{name}</strong>
+      <span>{q.preview}</span>
+    </button>
+  );
+}
+
+function Body({ m }: { m: Msg }) {
+  const s = t();
+  const b = m.body;
+  if (!b) return null;
+  if (b.recalled) return <span class="recalled">{s.recalled}</span>;
+  if (b.text) return <span class="text"><RichText text={b.text.text} /></span>;
+  if (b.location) {
+    const { latitude = 0, longitude = 0, title, address } = b.location;
+    return <span class="attachment">📍 {title || `${latitude.toFixed(4)}, ${longitude.toFixed(4)}`}{address ? ` · ${address}` : ""}</span>;
+  }
+  if (b.voice?.transcript) return <span class="attachment">{s.kinds.voice} “{b.voice.transcript}”</span>;
+  return <span class="attachment">{previewOf(m, s.kinds)}</span>;
+}
+
+function PendingRow({ p }: { p: Pending }) {
+  const s = t();
+  const failed = p.status === "failed";
+  return (
+    <div class="row mine" data-key={`p-${p.clientMsgId}`} role="listitem" aria-busy={!failed}>
+      <div class="bubble">
+        {p.replyTo && (
+          <span class="quote"><strong>{displayName(p.replyTo.senderId)}</strong><span>{previewOf(p.replyTo)}</span></span>
+        )}
+        <Body m={{ id: "", conversationId: p.conversationId, seq: "0", body: p.body }} />
+        <span class={`meta ${failed ? "failed" : ""}`}>
+          {formatTime(p.createdAtMs)}
+          <span role="img" aria-label={failed ? s.failed : s.sending} title={failed ? s.failed : s.sending}>
+            <Icon name={failed ? "alert" : "clock"} />
+          </span>
+        </span>
+        {failed && (
+          <div class="failed-line">
+            {p.error || s.failed}
+            <button class="btn small" onClick={() => retrySend(p.clientMsgId)}>{s.retry}</button>
+          </div>
+        )}
+      </div>
+    </div>
+  );
+}
+
+/** The message being replied to, per conversation (shared by list and composer). */
+const replyTarget = {
+  map: new Map<string, Msg>(),
+  listeners: new Set<() => void>(),
+  set(id: string, m: Msg | undefined) {
+    if (m) this.map.set(id, m);
+    else this.map.delete(id);
+    for (const l of this.listeners) l();
+  },
+};
+
+const EMOJI = ["😀", "😂", "🥹", "😊", "😍", "🤔", "😅", "😭", "😎", "🥳", "😴", "🙏", "👍", "👎", "👏", "🙌", "💪", "🤝", "👋", "❤️", "🔥", "🎉", "✨", "💯", "🌹", "☕", "🍺", "🍜", "🌞", "🌙", "⭐", "✅"];
+
+function Composer({ c }: { c: Conversation }) {
+  const s = t();
+  const [text, setText] = useState("");
+  const [emoji, setEmoji] = useState(false);
+  const [, rerender] = useState(0);
+  const area = useRef<HTMLTextAreaElement>(null);
+  const lastTyping = useRef(0);
+  useEffect(() => {
+    const l = () => rerender((n) => n + 1);
+    replyTarget.listeners.add(l);
+    const f = (e: Parameters<typeof failures.emit>[0]) => showToast(errorMessage(e), true);
+    failures.listeners.push(f);
+    return () => {
+      replyTarget.listeners.delete(l);
+      failures.listeners = failures.listeners.filter((x) => x !== f);
+    };
+  }, []);
+  useEffect(() => area.current?.focus(), [c.id]);
+  const reply = replyTarget.map.get(c.id);
+  useEffect(() => {
+    if (reply) area.current?.focus();
+  }, [reply]);
+
+  const gid = groupIdOf(c.id);
+  const group = gid ? groups.value.get(gid) : undefined;
+  if (gid && formerGroups.value.has(c.id)) return <div class="composer"><p class="composer-note">{s.notMember}</p></div>;
+  const role = group?.me?.role;
+  const mutedUntil = Number(group?.me?.mutedUntilMs ?? 0);
+  if (group && mutedUntil > Date.now()) return <div class="composer"><p class="composer-note">{s.youAreMuted}</p></div>;
+  if (group?.mutedAll && role === "member") return <div class="composer"><p class="composer-note">{s.groupMuted}</p></div>;
+
+  const submit = () => {
+    const body = text.trim();
+    if (!body) return;
+    sendMessage(c.id, { text: { text: text.replace(/^\n+|\s+$/g, "") } }, reply);
+    replyTarget.set(c.id, undefined);
+    setText("");
+    setEmoji(false);
+    area.current?.focus();
+    const el = area.current?.closest(".main")?.querySelector<HTMLElement>(".messages");
+    if (el) requestAnimationFrame(() => (el.scrollTop = el.scrollHeight));
+  };
+  const onKey = (e: KeyboardEvent) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing && e.keyCode !== 229) {
+      e.preventDefault();
+      submit();
+    }
+  };
+  const onInput = (e: Event) => {
+    const v = (e.currentTarget as HTMLTextAreaElement).value;
+    setText(v);
+    const el = e.currentTarget as HTMLTextAreaElement;
+    el.style.height = "auto";
+    el.style.height = `${Math.min(160, el.scrollHeight + 2)}px`;
+    if (v && Date.now() - lastTyping.current > 3000) {
+      lastTyping.current = Date.now();
+      sendTyping(c.id);
+    }
+  };
+  return (
+    <div class="composer">
+      <div class="composer-inner">
+        {reply && (
+          <div class="reply-bar">
+            <span class="quote"><strong>{s.replyingTo} {displayName(reply.senderId)}</strong><span>{previewOf(reply, s.kinds)}</span></span>
+            <button class="icon-btn" aria-label={s.cancelReply} onClick={() => replyTarget.set(c.id, undefined)}><Icon name="close" /></button>
+          </div>
+        )}
+        <div class="composer-row">
+          <button class="icon-btn" aria-label={s.emoji} aria-expanded={emoji} onClick={() => setEmoji(!emoji)}><Icon name="smile" /></button>
+          <textarea ref={area} rows={1} aria-label={s.typeMessage} placeholder={s.typeMessage} value={text} onInput={onInput} onKeyDown={onKey} maxLength={4000} />
+          <button class="send-btn" aria-label={s.send} disabled={!text.trim()} onClick={submit}><Icon name="send" /></button>
+        </div>
+        {emoji && (
+          <div class="emoji-pop" role="group" aria-label={s.emoji}>
+            {EMOJI.map((e) => (
+              <button aria-label={e} onClick={() => { setText(text + e); area.current?.focus(); }}>{e}</button>
+            ))}
+          </div>
+        )}
+      </div>
+    </div>
+  );
+}
+
+export function EmptyMain() {
+  const s = t();
+  return (
+    <section class="main">
+      <div class="empty-main">
+        <div>
+          <Icon name="chat" />
+          <p>{s.selectChat}</p>
+        </div>
+      </div>
+    </section>
+  );
+}
+

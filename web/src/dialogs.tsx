@@ -1,0 +1,111 @@
+// Dialogs opened from the sidebar: a new group, picking friends, and the
+// settings (profile, language, theme, log out).
+import { useState } from "preact/hooks";
+import { api } from "./api";
+import { lang, setLang, t } from "./i18n";
+import { friends, loadGroups, logout, me, openConversation, reportError, showToast } from "./state";
+import type { Group, Profile } from "./types";
+import { attempt, Avatar, Modal } from "./ui";
+import { setTheme, theme } from "./theme";
+
+export function PickFriends({ title, exclude, action, onPick, onClose, children }: {
+  title: string; exclude?: Set<string>; action: string; onPick: (ids: string[]) => void; onClose: () => void; children?: preact.ComponentChildren;
+}) {
+  const s = t();
+  const [picked, setPicked] = useState<Set<string>>(new Set());
+  const list = [...friends.value.values()].filter((f) => !exclude?.has(f.profile.userId));
+  const toggle = (id: string) => {
+    const next = new Set(picked);
+    if (next.has(id)) next.delete(id);
+    else next.add(id);
+    setPicked(next);
+  };
+  return (
+    <Modal title={title} onClose={onClose} foot={<><button class="btn secondary" onClick={onClose}>{s.cancel}</button><button class="btn" onClick={() => onPick([...picked])}>{action}</button></>}>
+      {children}
+      <fieldset style={{ border: 0, padding: 0, margin: 0 }}>
+        <legend class="group-label" style={{ padding: "4px 0" }}>{s.chooseFriends}</legend>
+        {list.length === 0 && <p class="list-empty">{s.noFriendsToAdd}</p>}
+        {list.map((f) => {
+          const name = f.profile.nickname || f.profile.username || "";
+          return (
+            <label class="pick" key={f.profile.userId}>
+              <input type="checkbox" checked={picked.has(f.profile.userId)} onChange={() => toggle(f.profile.userId)} />
+              <Avatar id={f.profile.userId} name={name} size={32} />
+              <span>{name}</span>
+            </label>
+          );
+        })}
+      </fieldset>
+    </Modal>
+  );
+}
+
+export function NewGroupDialog({ onClose }: { onClose: () => void }) {
+  const s = t();
+  const [name, setName] = useState("");
+  const [description, setDescription] = useState("");
+  const create = (ids: string[]) =>
+    attempt(async () => {
+      const g = await api.post<Group>("/v1/groups", { name: name.trim(), description: description.trim(), memberIds: ids });
+      await loadGroups();
+      onClose();
+      // The conversation appears with its "created" notice.
+      setTimeout(() => openConversation(g.conversationId), 300);
+    }, reportError);
+  return (
+    <PickFriends title={s.newGroup} action={s.create} onPick={create} onClose={onClose}>
+      <label class="field">
+        {s.groupName}
+        <input maxLength={64} required value={name} onInput={(e) => setName(e.currentTarget.value)} />
+      </label>
+      <label class="field">
+        {s.description}
+        <input maxLength={500} value={description} onInput={(e) => setDescription(e.currentTarget.value)} />
+      </label>
+    </PickFriends>
+  );
+}
+
+export function SettingsDialog({ onClose }: { onClose: () => void }) {
+  const s = t();
+  const profile = me.value;
+  const [nickname, setNickname] = useState(profile?.nickname ?? "");
+  const [signature, setSignature] = useState(profile?.signature ?? "");
+  const save = () =>
+    attempt(async () => {
+      me.value = await api.patch<Profile>("/v1/profile", { nickname: nickname.trim(), signature: signature.trim() });
+      showToast(s.saved);
+    }, reportError);
+  return (
+    <Modal title={s.settings} onClose={onClose} foot={<><button class="btn danger" onClick={() => logout()}>{s.logout}</button><button class="btn secondary" onClick={onClose}>{s.close}</button><button class="btn" onClick={save}>{s.save}</button></>}>
+      <div class="profile-top">
+        <Avatar id={profile?.userId ?? ""} name={nickname || profile?.username || ""} size={64} />
+        <span class="sub">@{profile?.username}</span>
+      </div>
+      <label class="field">
+        {s.nickname.replace(/（.*）|\s*\(.*\)/, "")}
+        <input maxLength={64} value={nickname} onInput={(e) => setNickname(e.currentTarget.value)} />
+      </label>
+      <label class="field">
+        {s.signature}
+        <input maxLength={200} value={signature} onInput={(e) => setSignature(e.currentTarget.value)} />
+      </label>
+      <div class="field">
+        {s.language}
+        <div class="seg" role="group" aria-label={s.language}>
+          <button aria-pressed={lang.value === "zh"} onClick={() => setLang("zh")}>简体中文</button>
+          <button aria-pressed={lang.value === "en"} onClick={() => setLang("en")}>English</button>
+        </div>
+      </div>
+      <div class="field">
+        {s.theme}
+        <div class="seg" role="group" aria-label={s.theme}>
+          <button aria-pressed={theme.value === "system"} onClick={() => setTheme("system")}>{s.themeSystem}</button>
+          <button aria-pressed={theme.value === "light"} onClick={() => setTheme("light")}>{s.themeLight}</button>
+          <button aria-pressed={theme.value === "dark"} onClick={() => setTheme("dark")}>{s.themeDark}</button>
+        </div>
+      </div>
+    </Modal>
+  );
+}

@@ -1,0 +1,41 @@
+// The readable text of an error, in the user's language: a sentence for the
+// stable code, and the server's own detail where it says what to fix.
+import { ApiError } from "./api";
+import { lang, t } from "./i18n";
+
+const zhDetails: [RegExp, string][] = [
+  [/username is taken|username .*taken/i, "用户名已被占用"],
+  [/password .*(at least|characters)/i, "密码需要 8 到 128 个字符"],
+  [/username/i, "用户名需要 3-32 个字母、数字或 _ . -，并以字母开头"],
+  [/only message your friends/i, "只能给好友发消息：请先发送好友申请"],
+  [/you blocked this user/i, "你已拉黑该用户，请先移出黑名单"],
+  [/does not accept your friend request/i, "对方不接受你的好友申请"],
+  [/recalled within/i, "只能撤回两分钟内的消息"],
+  [/only the sender may recall/i, "只能撤回自己的消息"],
+  [/group is muted/i, "全员禁言中，仅群主和管理员可发言"],
+  [/you are muted/i, "你已被禁言"],
+  [/not a member of this group/i, "你不是该群成员"],
+  [/only the owner and admins/i, "只有群主和管理员可以这样做"],
+  [/only the owner may/i, "只有群主可以这样做"],
+  [/already friends/i, "你们已经是好友了"],
+  [/already .*member/i, "已经是群成员了"],
+  [/can only add your friends/i, "只能邀请你的好友入群"],
+  [/the owner and admins cannot be muted/i, "不能禁言群主和管理员"],
+  [/transfer/i, "群主需要先转让群主才能退群"],
+];
+
+export function errorMessage(e: unknown, context?: "login" | "register"): string {
+  const s = t();
+  if (!(e instanceof ApiError)) return s.errors.internal;
+  if (e.code === "unauthorized" && context !== "login") return s.errors.session;
+  if (e.code === "unauthorized" || e.code === "network" || e.code === "internal" || e.code === "unavailable" || e.code === "rate_limited") {
+    return s.errors[e.code] ?? s.errors.internal;
+  }
+  const base = s.errors[e.code] ?? s.errors.internal;
+  if (!e.message) return base;
+  if (lang.value === "zh") {
+    const hit = zhDetails.find(([re]) => re.test(e.message));
+    return hit ? hit[1] : `${base}（${e.message}）`;
+  }
+  return `${base}: ${e.message}`;
+}

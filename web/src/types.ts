@@ -1,0 +1,153 @@
+// The wire types the client uses, in the canonical protobuf JSON mapping
+// (docs/protocol.md): 64-bit integers are strings, defaults are left out.
+
+export interface Session {
+  userId: string;
+  deviceId: string;
+  accessToken: string;
+  expiresAtMs: string;
+  refreshToken: string;
+  refreshExpiresAtMs?: string;
+}
+
+export interface Profile {
+  userId: string;
+  username?: string;
+  nickname?: string;
+  signature?: string;
+  avatar?: string;
+  updatedAtMs?: string;
+}
+
+export interface UserPresence {
+  userId: string;
+  online?: boolean;
+  onlineDeviceIds?: string[];
+  lastSeenMs?: string;
+}
+
+export interface Friend {
+  profile: Profile;
+  sinceMs?: string;
+  presence?: UserPresence;
+}
+
+export interface FriendRequest {
+  id: string;
+  fromUserId: string;
+  toUserId: string;
+  greeting?: string;
+  status?: string;
+  createdAtMs?: string;
+  peer?: Profile;
+}
+
+export interface SystemNotice {
+  kind: string;
+  actorId?: string;
+  userIds?: string[];
+  text?: string;
+}
+
+export interface MessageBody {
+  text?: { text: string };
+  image?: { fileId: string; width?: number; height?: number };
+  voice?: { fileId: string; durationMs?: number; transcript?: string };
+  video?: { fileId: string; durationMs?: number };
+  file?: { fileId: string; name: string; sizeBytes?: string };
+  location?: { latitude?: number; longitude?: number; title?: string; address?: string };
+  system?: SystemNotice;
+  recalled?: { byUserId?: string; atMs?: string };
+}
+
+export interface Quote {
+  seq?: string;
+  messageId?: string;
+  senderId?: string;
+  preview?: string;
+}
+
+export interface Message {
+  id: string;
+  conversationId: string;
+  seq: string;
+  senderId?: string;
+  senderDeviceId?: string;
+  clientMsgId?: string;
+  body?: MessageBody;
+  serverTsMs?: string;
+  replyTo?: Quote;
+  groupLarge?: boolean;
+}
+
+export interface Conversation {
+  id: string;
+  kind: "direct" | "group";
+  peerUserId?: string;
+  lastSeq?: string;
+  lastMessage?: Message;
+  lastActivityMs?: string;
+  title?: string;
+  unreadCount?: string;
+  readSeq?: string;
+  pinned?: boolean;
+  muted?: boolean;
+  peerReadSeq?: string;
+}
+
+export interface Group {
+  id: string;
+  conversationId: string;
+  name: string;
+  description?: string;
+  announcement?: string;
+  ownerId: string;
+  mutedAll?: boolean;
+  memberCount?: number;
+  maxMembers?: number;
+  createdAtMs?: string;
+  me?: Member;
+}
+
+export interface Member {
+  userId: string;
+  role: "owner" | "admin" | "member";
+  mutedUntilMs?: string;
+  joinedAtMs?: string;
+}
+
+export interface SendAck {
+  messageId: string;
+  conversationId: string;
+  seq: string;
+  serverTsMs: string;
+  clientMsgId: string;
+  duplicate?: boolean;
+}
+
+export interface InboxEntry {
+  message?: Message;
+  social?: { requestReceived?: FriendRequest; friendAdded?: Profile; friendRemoved?: string };
+  recalled?: { conversationId: string; seq: string; messageId?: string; byUserId?: string; atMs?: string };
+  read?: { conversationId: string; userId: string; readSeq: string };
+  settings?: { conversationId: string; pinned?: boolean; muted?: boolean };
+  deleted?: { conversationId: string; seqs: string[] };
+  membership?: { conversationId: string; seq: string };
+}
+
+export interface ServerFrame {
+  replyTo?: string;
+  welcome?: { userId: string; deviceId: string; ackedCursor?: string; idleTimeoutSecs?: number; maxFrameBytes?: number };
+  ack?: SendAck;
+  push?: { cursor: string; entry?: InboxEntry; prev?: string };
+  error?: { code: string; message: string };
+  pong?: { clientTsMs?: string; serverTsMs?: string };
+  resyncRequired?: { cursor?: string };
+  caughtUp?: { cursor?: string };
+  signal?: {
+    presence?: { userId: string; online?: boolean; lastSeenMs?: string };
+    typing?: { conversationId: string; userId: string };
+  };
+  groupMessage?: Message;
+  groupHeads?: { heads?: { conversationId: string; lastSeq: string }[] };
+}
