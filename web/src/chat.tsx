@@ -282,7 +282,7 @@ function MessageList({ c }: { c: Conversation }) {
 
   return (
     <div class="chat-wrap">
-      <div class="messages" ref={scroller} onScroll={onScroll} role="log" aria-label={s.chats} aria-busy={!!tl?.loading}>
+      <div class="messages" ref={scroller} onScroll={onScroll} role="log" aria-label={s.messages} aria-busy={!!tl?.loading}>
         <div class="messages-inner" role="list">
           {tl && !tl.hasOlder && w.start === 0 && <div class="history-edge">{s.beginning}</div>}
           {tl?.loading && <div class="history-edge">{s.loadingOlder}</div>}
@@ -449,6 +449,7 @@ function Composer({ c }: { c: Conversation }) {
     replyTarget.set(c.id, undefined);
     setText("");
     setEmoji(false);
+    if (area.current) area.current.style.height = "";
     area.current?.focus();
     const el = area.current?.closest(".main")?.querySelector<HTMLElement>(".messages");
     if (el) requestAnimationFrame(() => (el.scrollTop = el.scrollHeight));
