@@ -28,9 +28,9 @@ export function systemText(m: Message): string {
   const sys = m.body?.system;
   if (!sys) return "";
   const s = t();
-  const name = (id: string) => (id === myId.value ? s.you : displayName(id));
-  const actor = name(sys.actorId || m.senderId || "");
-  const users = (sys.userIds ?? []).map(name).join(lang_sep());
+  const name = (id: string, you: string) => (id === myId.value ? you : displayName(id));
+  const actor = name(sys.actorId || m.senderId || "", s.you);
+  const users = (sys.userIds ?? []).map((u) => name(u, s.youObject)).join(lang_sep());
   const f = s.sys[sys.kind];
   return f ? f(actor, users, sys.text ?? "") : `[${sys.kind}]`;
 }

@@ -1,0 +1,124 @@
+// The session: staying logged in, refreshing tokens, logging out, going
+// offline and coming back with nothing lost and nothing twice, two tabs.
+import { expect, test } from "@playwright/test";
+import {
+  baseUrl, befriend, call, chatHeader, composer, conversation, loggedIn, messages, say, seedUser, sendText, watch,
+} from "./helpers";
+
+test("offline: what was sent meanwhile arrives once, in order, and what I wrote goes out", async ({ browser }) => {
+  const alice = await seedUser("alice", "Alice");
+  const bob = await seedUser("bob", "Bob");
+  await befriend(alice, bob);
+  await sendText(bob, { toUserId: alice.userId }, "before");
+  const { context, page } = await loggedIn(browser, alice);
+  await conversation(page, "Bob").click();
+  await expect(messages(page).filter({ hasText: "before" })).toHaveCount(1);
+
+  // Browser offline: the client says so; Bob writes; Alice writes too.
+  await context.setOffline(true);
+  await expect(page.getByRole("status").filter({ hasText: "You are offline" })).toBeVisible();
+  const missed = Array.from({ length: 6 }, (_, i) => `missed ${i + 1} 离线消息`);
+  for (const text of missed) await sendText(bob, { toUserId: alice.userId }, text);
+  await say(page, "written while offline");
+  await expect(messages(page).filter({ hasText: "written while offline" }).getByRole("img", { name: "Sending" })).toBeVisible();
+
+  await context.setOffline(false);
+  await expect(page.getByRole("status").filter({ hasText: /offline|Connecting/ })).toHaveCount(0, { timeout: 20_000 });
+  for (const text of missed) await expect(messages(page).filter({ hasText: text })).toHaveCount(1);
+  const texts = (await messages(page).allInnerTexts()).map((t) => t.split("\n")[0]);
+  const got = texts.filter((t) => t.startsWith("missed"));
+  expect(got).toEqual(missed);
+  // The message written offline went out once, and Bob has it once.
+  await expect(messages(page).filter({ hasText: "written while offline" }).getByRole("img", { name: /Sent|Read/ })).toBeVisible();
+  const history = await call("GET", `/v1/conversations/${encodeURIComponent(bobChat(alice.userId, bob.userId))}/messages?limit=50`, undefined, bob.accessToken);
+  expect(history.messages.filter((m: any) => m.body?.text?.text === "written while offline")).toHaveLength(1);
+
+  // A closed page: messages sent meanwhile show once when it opens again.
+  await page.close();
+  const later = ["after close 1", "after close 2", "after close 3"];
+  for (const text of later) await sendText(bob, { toUserId: alice.userId }, text);
+  const again = await context.newPage();
+  watch(again);
+  await again.goto(baseUrl());
+  await expect(conversation(again, "Bob, 3")).toBeVisible();
+  await conversation(again, "Bob").click();
+  for (const text of [...missed, ...later]) await expect(messages(again).filter({ hasText: text })).toHaveCount(1);
+  await sendText(bob, { toUserId: alice.userId }, "live again");
+  await expect(messages(again).filter({ hasText: "live again" })).toHaveCount(1);
+  const all = (await messages(again).allInnerTexts()).map((t) => t.split("\n")[0]);
+  expect(all.slice(-4)).toEqual([...later, "live again"]);
+  await context.close();
+});
+
+function bobChat(a: string, b: string) {
+  return a < b ? `d:${a}:${b}` : `d:${b}:${a}`;
+}
+
+test("stays logged in across reloads, refreshes its token, logs out", async ({ browser }) => {
+  const carol = await seedUser("carol", "Carol");
+  const dave = await seedUser("dave", "Dave");
+  await befriend(carol, dave);
+  const { context, page } = await loggedIn(browser, carol);
+  await page.reload();
+  await expect(page.getByRole("tab", { name: /^Chats/ })).toBeVisible();
+
+  // An expired access token is refreshed before the next call.
+  const before = await page.evaluate(() => JSON.parse(localStorage.getItem("natter.session")!));
+  await page.evaluate(() => {
+    const s = JSON.parse(localStorage.getItem("natter.session")!);
+    s.expiresAtMs = String(Date.now() - 1000);
+    localStorage.setItem("natter.session", JSON.stringify(s));
+  });
+  await page.reload();
+  await page.getByRole("tab", { name: /^Contacts/ }).click();
+  await expect(page.getByRole("region", { name: "Friends", exact: true })).toContainText("Dave");
+  const after = await page.evaluate(() => JSON.parse(localStorage.getItem("natter.session")!));
+  expect(after.refreshToken).not.toBe(before.refreshToken);
+  expect(Number(after.expiresAtMs)).toBeGreaterThan(Date.now());
+  expect(after.deviceId).toBe(before.deviceId);
+
+  // Logging out ends the device's session on the server too.
+  await page.getByRole("button", { name: "Settings" }).first().click();
+  await page.getByRole("dialog", { name: "Settings" }).getByRole("button", { name: "Log out" }).click();
+  await expect(page.getByRole("heading", { name: "Welcome back" })).toBeVisible();
+  expect(await page.evaluate(() => localStorage.getItem("natter.session"))).toBeNull();
+  const refused = await fetch(`${baseUrl()}/v1/auth/refresh`, { method: "POST", body: JSON.stringify({ refreshToken: after.refreshToken }) });
+  expect(refused.status).toBe(401);
+  await page.reload();
+  await expect(page.getByRole("heading", { name: "Welcome back" })).toBeVisible();
+  await context.close();
+});
+
+test("two tabs of one user stay in step; a stale cursor resyncs", async ({ browser }) => {
+  const erin = await seedUser("erin", "Erin");
+  const frank = await seedUser("frank", "Frank");
+  await befriend(erin, frank);
+  await sendText(frank, { toUserId: erin.userId }, "hello erin");
+  const { context, page: one } = await loggedIn(browser, erin);
+  const two = await context.newPage();
+  watch(two);
+  await two.goto(baseUrl());
+  await conversation(one, "Frank").click();
+  await conversation(two, "Frank").click();
+  await say(one, "sent from tab one");
+  await expect(messages(two).filter({ hasText: "sent from tab one" })).toHaveCount(1);
+  await sendText(frank, { toUserId: erin.userId }, "to both tabs");
+  await expect(messages(one).filter({ hasText: "to both tabs" })).toHaveCount(1);
+  await expect(messages(two).filter({ hasText: "to both tabs" })).toHaveCount(1);
+
+  // Logging out in one tab logs out the other.
+  // (First: a cursor beyond the inbox's end gets resyncRequired, and the client reloads what it shows.)
+  await two.evaluate(() => localStorage.setItem("natter.cursor", "999999999"));
+  await two.reload();
+  await conversation(two, "Frank").click();
+  await expect(messages(two).filter({ hasText: "to both tabs" })).toHaveCount(1);
+  await sendText(frank, { toUserId: erin.userId }, "after resync");
+  await expect(messages(two).filter({ hasText: "after resync" })).toHaveCount(1);
+  await expect(chatHeader(two)).toContainText("Frank");
+
+  await one.getByRole("button", { name: "Settings" }).first().click();
+  await one.getByRole("dialog", { name: "Settings" }).getByRole("button", { name: "Log out" }).click();
+  await expect(two.getByRole("heading", { name: "Welcome back" })).toBeVisible();
+  await expect(composer(one)).toHaveCount(0);
+  await context.close();
+});
