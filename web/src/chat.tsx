@@ -124,26 +124,30 @@ function MessageList({ c }: { c: Conversation }) {
   const [flash, setFlash] = useState<string | null>(null);
   const setReply = (m: Msg) => replyTarget.set(id, m);
 
-  // Keep the window's indices on the same messages as the list changes.
+  // Keep the window's indices on the same messages as the list changes:
+  // a page read at the top shifts them; messages appended at the end are
+  // followed when the window reached the end.
   const w = win.current;
+  let before = w.len;
   if (tl && w.epoch !== tl.epoch) {
     w.epoch = tl.epoch;
     w.end = msgs.length;
     w.start = Math.max(0, w.end - WINDOW);
     stick.current = !highlight.value;
+    before = msgs.length;
   } else if (msgs.length && msgs[0].seq !== w.first) {
     const shift = msgs.findIndex((m) => m.seq === w.first);
     if (shift > 0) {
-      w.start += shift;
-      w.end += shift;
-      w.start = Math.max(0, w.start - STEP);
-    } else if (shift < 0) {
+      w.start = Math.max(0, w.start + shift - STEP);
+      w.end = Math.min(w.end + shift, w.start + MAX);
+      before += shift;
+    } else {
       w.start = Math.max(0, msgs.length - WINDOW);
       w.end = msgs.length;
+      before = msgs.length;
     }
   }
-  if (w.len !== msgs.length && w.end >= w.len) {
-    // Appended at the end while the window reached it: follow.
+  if (msgs.length > before && w.end >= before) {
     w.end = msgs.length;
     if (stick.current) w.start = Math.max(w.start, w.end - MAX);
   }
