@@ -27,6 +27,35 @@ deps:
     nats-server --version
     command -v cargo >/dev/null || { echo "cargo is missing: install Rust from rustup.rs" >&2; exit 1; }
 
+# What the web client's tests need: Debian's chromium and fonts (CJK and
+# emoji; installed with apt when run as root, else a hint), and the npm
+# packages of web/ (`npm ci`). natter itself needs none of it.
+web-deps:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v node >/dev/null || { echo "node is missing: install Node.js 20 or later (for the web client's build and tests)" >&2; exit 1; }
+    missing=()
+    command -v chromium >/dev/null || missing+=(chromium)
+    [ -d /usr/share/fonts/opentype/noto ] || missing+=(fonts-noto-cjk)
+    [ -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || missing+=(fonts-noto-color-emoji)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        if [ "$(id -u)" -eq 0 ]; then
+            echo "installing ${missing[*]} with apt"
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+        else
+            echo "missing: ${missing[*]}: run sudo apt-get install ${missing[*]}" >&2
+            exit 1
+        fi
+    fi
+    if [ ! -d web/node_modules ] || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then
+        (cd web && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+
+# Build the web client into web/dist (committed; the edge embeds it).
+web: web-deps
+    cd web && npm run build
+
 # Build the natter binary (debug).
 build:
     cargo build -p natter
@@ -64,8 +93,12 @@ up: deps build
     echo ""
     wait "$natter_pid"
 
-# Run every test: unit, integration and end-to-end (real nats-server).
-test: deps build
+# Run every test: unit, integration and end-to-end (real nats-server), then
+# the web client's checks and browser tests (real chromium, real natter).
+test: test-rust test-web
+
+# The Rust tests (E2E_POSTGRES_URL=postgres://... runs them on PostgreSQL).
+test-rust: deps build
     #!/usr/bin/env bash
     set -euo pipefail
     if cargo nextest --version >/dev/null 2>&1; then
@@ -73,6 +106,13 @@ test: deps build
     else
         cargo test --workspace --no-fail-fast
     fi
+
+# The web client: the committed build matches the sources (and its size),
+# the types check, and the browser tests pass against a real natter.
+test-web: deps web-deps build
+    cd web && node build.mjs --check
+    cd web && npx tsc --noEmit -p .
+    cd web && npx playwright test
 
 # Measure natter as clients see it (release build; own nats-server and data
 # dir; loopback only). Pass options through: `just bench --group-sizes 100,1000`.

@@ -33,7 +33,14 @@ test("offline: what was sent meanwhile arrives once, in order, and what I wrote 
   const history = await call("GET", `/v1/conversations/${encodeURIComponent(bobChat(alice.userId, bob.userId))}/messages?limit=50`, undefined, bob.accessToken);
   expect(history.messages.filter((m: any) => m.body?.text?.text === "written while offline")).toHaveLength(1);
 
-  // A closed page: messages sent meanwhile show once when it opens again.
+  // A closed page: messages sent meanwhile show once when it opens again
+  // (once the open chat was marked read on the server).
+  await expect
+    .poll(async () => {
+      const list = await call("GET", "/v1/conversations", undefined, alice.accessToken);
+      return list.conversations.find((c: any) => c.peerUserId === bob.userId)?.unreadCount ?? "0";
+    })
+    .toBe("0");
   await page.close();
   const later = ["after close 1", "after close 2", "after close 3"];
   for (const text of later) await sendText(bob, { toUserId: alice.userId }, text);
