@@ -11,12 +11,11 @@ import { formatDay, formatLastSeen, formatTime, t } from "./i18n";
 import {
   conversations, detailsOpen, displayName, formerGroups, groupIdOf, groups, highlight, jumpTo, loadLatest,
   loadNewer, loadOlder, myId, pane, peerOf, pending, presence, previewOf, reportError, retrySend, sendMessage, timelines,
-  typing, type Msg, type Pending, conversationTitle, showToast,
+  typing, type Msg, type Pending, conversationTitle,
 } from "./state";
-import { sendTyping, failures } from "./ws";
+import { sendTyping } from "./ws";
 import type { Conversation, Message } from "./types";
 import { attempt, Avatar, Icon, Menu, Modal, RichText, type MenuItem } from "./ui";
-import { errorMessage } from "./errors";
 
 const WINDOW = 80;
 const STEP = 40;
@@ -89,13 +88,13 @@ function ChatHeader({ c }: { c: Conversation }) {
         <span class={cls} aria-live="polite">{status}</span>
       </button>
       {c.lastSeq && (
-        <button class="icon-btn" aria-label={s.messageMenu} aria-haspopup="menu" onClick={(e) => { const r = (e.currentTarget as HTMLElement).getBoundingClientRect(); setMenu({ x: r.right - 180, y: r.bottom + 4 }); }}>
+        <button class="icon-btn" aria-label={s.chatMenu} aria-haspopup="menu" onClick={(e) => { const r = (e.currentTarget as HTMLElement).getBoundingClientRect(); setMenu({ x: r.right - 180, y: r.bottom + 4 }); }}>
           <Icon name="more" />
         </button>
       )}
       <button class="icon-btn" aria-label={s.details} aria-pressed={detailsOpen.value} onClick={toggleDetails}><Icon name="info" /></button>
       {menu && (
-        <Menu x={menu.x} y={menu.y} label={s.messageMenu} onClose={() => setMenu(null)} items={[
+        <Menu x={menu.x} y={menu.y} label={s.chatMenu} onClose={() => setMenu(null)} items={[
           { label: c.pinned ? s.unpin : s.pin, onSelect: () => setFlag({ pinned: !c.pinned }) },
           { label: c.muted ? s.unmute : s.mute, onSelect: () => setFlag({ muted: !c.muted }) },
         ]} />
@@ -425,11 +424,8 @@ function Composer({ c }: { c: Conversation }) {
   useEffect(() => {
     const l = () => rerender((n) => n + 1);
     replyTarget.listeners.add(l);
-    const f = (e: Parameters<typeof failures.emit>[0]) => showToast(errorMessage(e), true);
-    failures.listeners.push(f);
     return () => {
       replyTarget.listeners.delete(l);
-      failures.listeners = failures.listeners.filter((x) => x !== f);
     };
   }, []);
   useEffect(() => area.current?.focus(), [c.id]);

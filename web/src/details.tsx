@@ -26,7 +26,7 @@ export function DetailsPane({ conversationId }: { conversationId: string }) {
         <h2>{gid ? s.details : s.profile}</h2>
       </div>
       <div class="details-body">
-        {gid ? <GroupInfo gid={gid} conversationId={conversationId} /> : peer ? <PersonInfo userId={peer} /> : null}
+        {gid ? <GroupInfo gid={gid} conversationId={conversationId} /> : peer ? <PersonInfo userId={peer} inChat /> : null}
       </div>
     </aside>
   );
@@ -50,7 +50,7 @@ export function ContactPage({ userId }: { userId: string }) {
   );
 }
 
-function PersonInfo({ userId }: { userId: string }) {
+function PersonInfo({ userId, inChat = false }: { userId: string; inChat?: boolean }) {
   const s = t();
   const [confirm, setConfirm] = useState<"delete" | "block" | null>(null);
   const friend = friends.value.get(userId);
@@ -74,7 +74,7 @@ function PersonInfo({ userId }: { userId: string }) {
       {friend?.sinceMs && <div class="section"><p class="placeholder">{s.since(new Date(Number(friend.sinceMs)).toLocaleDateString())}</p></div>}
       {userId !== myId.value && (
         <div class="actions">
-          {friend && <button class="btn" onClick={() => openDirect(userId)}>{s.message}</button>}
+          {friend && !inChat && <button class="btn" onClick={() => openDirect(userId)}>{s.message}</button>}
           {friend && <button class="btn danger" onClick={() => setConfirm("delete")}>{s.deleteFriend}</button>}
           {isBlocked ? (
             <button class="btn secondary" onClick={() => run(() => api.del(`/v1/blocks/${enc(userId)}`))}>{s.unblock}</button>

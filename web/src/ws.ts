@@ -5,6 +5,7 @@
 // The cursor lives in localStorage, so a reload or another tab of the same
 // device resumes where this one stopped; it only moves forward.
 import { accessToken, api, ApiError } from "./api";
+import { errorMessage } from "./errors";
 import {
   applyEntry, applyGroupHead, applyPresence, applyTyping, connection, loadConversations, loadEverything, loadLatest,
   activeId, pending, receiveMessage, refreshPresence, friends, resync, sendAcked, sendFailed, session, setTransport,
@@ -173,9 +174,13 @@ export class Connection {
       const p = this.sends.get(f.replyTo ?? "");
       if (p) {
         this.sends.delete(f.replyTo ?? "");
-        sendFailed(p.clientMsgId, f.error.code === "unavailable" ? "" : f.error.message);
-        if (f.error.code === "unavailable") setTimeout(() => this.resendPending(), 1000);
-        else failures.emit(new ApiError(f.error.code, f.error.message));
+        if (f.error.code === "unavailable") {
+          // Stored but not yet delivered, or a service restarting: the same
+          // clientMsgId again shortly.
+          setTimeout(() => this.send(p), 1000);
+        } else {
+          sendFailed(p.clientMsgId, errorMessage(new ApiError(f.error.code, f.error.message)));
+        }
       }
       return;
     }
@@ -269,14 +274,6 @@ export class Connection {
     if (ws && ws.readyState === WebSocket.OPEN && this.caughtUp) this.frame(ws, { typing: { conversationId } });
   }
 }
-
-/** Errors of sends, for the view to show. */
-export const failures = {
-  listeners: [] as ((e: ApiError) => void)[],
-  emit(e: ApiError) {
-    for (const l of this.listeners) l(e);
-  },
-};
 
 let current: Connection | null = null;
 
