@@ -133,7 +133,7 @@ function ContactsPanel() {
   return (
     <>
       <form class="side-search" role="search" onSubmit={search}>
-        <input class="input" type="search" aria-label={s.searchUsers} placeholder={s.searchUsers} value={q} onInput={(e) => { setQ(e.currentTarget.value); if (!e.currentTarget.value) setResults(null); }} />
+        <input class="input" type="search" aria-label={s.searchUsers} placeholder={s.searchUsersShort} value={q} onInput={(e) => { setQ(e.currentTarget.value); if (!e.currentTarget.value) setResults(null); }} />
       </form>
       <div class="list">
         {results && (

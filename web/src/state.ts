@@ -34,6 +34,8 @@ export interface Pending {
   status: "sending" | "failed";
   error?: string;
   createdAtMs: number;
+  /** Sends answered `unavailable` in a row (retried a few times on their own). */
+  unavailable?: number;
 }
 
 export const session = signal<Session | null>(loadSession());

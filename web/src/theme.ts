@@ -1,5 +1,6 @@
-// Light, dark, or the system's; the choice is kept in localStorage and set
-// as data-theme on <html> (the stylesheet does the rest).
+// Light, dark, or the system's; the choice is kept in localStorage. The
+// theme in force is always set as data-theme on <html> ("system" follows
+// prefers-color-scheme as it changes); the stylesheet does the rest.
 import { signal } from "@preact/signals";
 
 export type Theme = "system" | "light" | "dark";
@@ -11,10 +12,14 @@ function initial(): Theme {
 
 export const theme = signal<Theme>(initial());
 
+const dark = matchMedia("(prefers-color-scheme: dark)");
+
 function apply(v: Theme) {
-  if (v === "system") document.documentElement.removeAttribute("data-theme");
-  else document.documentElement.setAttribute("data-theme", v);
+  const resolved = v === "system" ? (dark.matches ? "dark" : "light") : v;
+  document.documentElement.setAttribute("data-theme", resolved);
 }
+
+dark.addEventListener("change", () => apply(theme.value));
 
 export function setTheme(v: Theme) {
   if (v === "system") localStorage.removeItem("natter.theme");

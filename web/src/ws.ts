@@ -174,10 +174,11 @@ export class Connection {
       const p = this.sends.get(f.replyTo ?? "");
       if (p) {
         this.sends.delete(f.replyTo ?? "");
-        if (f.error.code === "unavailable") {
+        if (f.error.code === "unavailable" && (p.unavailable ?? 0) < 5) {
           // Stored but not yet delivered, or a service restarting: the same
           // clientMsgId again shortly.
-          setTimeout(() => this.send(p), 1000);
+          p.unavailable = (p.unavailable ?? 0) + 1;
+          setTimeout(() => this.send(p), 1000 * p.unavailable);
         } else {
           sendFailed(p.clientMsgId, errorMessage(new ApiError(f.error.code, f.error.message)));
         }
