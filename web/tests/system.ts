@@ -70,6 +70,8 @@ async function waitForPort(port: number, ms: number, proc: ChildProcess) {
 
 export interface System {
   url: string;
+  /** Kills natter (SIGKILL, as a crash would) and starts it again on the same port and data. */
+  restart(downMs?: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -84,21 +86,32 @@ export async function startSystem(env: Record<string, string> = {}): Promise<Sys
   const log = openSync(join(dir, "natter.log"), "a");
   const ns = spawn(nats, ["-a", "127.0.0.1", "-p", String(natsPort), "-js", "-sd", join(dir, "nats")], { stdio: ["ignore", log, log] });
   await waitForPort(natsPort, 10_000, ns);
-  const app = spawn(natter, ["run"], {
-    stdio: ["ignore", log, log],
-    env: {
-      ...process.env,
-      NATTER_NATS__URL: `nats://127.0.0.1:${natsPort}`,
-      NATTER_DATA_DIR: join(dir, "data"),
-      NATTER_EDGE__LISTEN: `127.0.0.1:${httpPort}`,
-      RUST_LOG: process.env.RUST_LOG ?? "warn",
-      ...env,
-    },
-  });
+  const launch = () =>
+    spawn(natter, ["run"], {
+      stdio: ["ignore", log, log],
+      env: {
+        ...process.env,
+        NATTER_NATS__URL: `nats://127.0.0.1:${natsPort}`,
+        NATTER_DATA_DIR: join(dir, "data"),
+        NATTER_EDGE__LISTEN: `127.0.0.1:${httpPort}`,
+        RUST_LOG: process.env.RUST_LOG ?? "warn",
+        ...env,
+      },
+    });
+  let app = launch();
   const url = `http://127.0.0.1:${httpPort}`;
-  await waitFor(`${url}/readyz`, 30_000, app, `natter (log: ${join(dir, "natter.log")})`);
+  const what = `natter (log: ${join(dir, "natter.log")})`;
+  await waitFor(`${url}/readyz`, 30_000, app, what);
   return {
     url,
+    async restart(downMs = 0) {
+      const done = new Promise((r) => app.once("exit", r));
+      app.kill("SIGKILL");
+      await done;
+      await new Promise((r) => setTimeout(r, downMs));
+      app = launch();
+      await waitFor(`${url}/readyz`, 30_000, app, what);
+    },
     async stop() {
       for (const p of [app, ns]) {
         if (p.exitCode === null) {
