@@ -454,20 +454,26 @@ export function applyEntry(e: InboxEntry) {
     return;
   }
   if (e.social) {
+    // Friendships change at once; requests are read again (a replayed old
+    // request may have been answered since, on another device).
     const s = e.social;
-    if (s.requestReceived) {
-      const r = s.requestReceived;
-      requestsIn.value = [r, ...requestsIn.value.filter((x) => x.id !== r.id && x.fromUserId !== r.fromUserId)];
-    }
     if (s.friendAdded) {
       const p = s.friendAdded;
       setMap(friends, p.userId, { profile: p, sinceMs: String(Date.now()) });
-      requestsIn.value = requestsIn.value.filter((x) => x.fromUserId !== p.userId);
-      requestsOut.value = requestsOut.value.filter((x) => x.toUserId !== p.userId);
       refreshPresence([p.userId]);
     }
     if (s.friendRemoved) setMap(friends, s.friendRemoved, undefined);
+    reloadSocialSoon();
   }
+}
+
+let socialTimer: ReturnType<typeof setTimeout> | null = null;
+function reloadSocialSoon() {
+  if (socialTimer) return;
+  socialTimer = setTimeout(() => {
+    socialTimer = null;
+    loadSocial().catch(() => {});
+  }, 300);
 }
 
 function patchMessage(conversationId: string, seq: string, f: (m: Msg) => Msg) {

@@ -4,9 +4,12 @@ import { expect, test } from "@playwright/test";
 import { befriend, call, chatHeader, composer, conversation, loggedIn, messages, say, seedUser, shot } from "./helpers";
 
 test("contacts: search by nickname, reject, presence, delete, block and unblock", async ({ browser }) => {
+  // Other tests share the server: a nickname of this test's own.
+  const tag = Math.random().toString(36).slice(2, 6);
+  const wangName = `王小明${tag}`;
   const [me, wang, li, zhao] = await Promise.all([
     seedUser("me", "Me"),
-    seedUser("wang", "王小明"),
+    seedUser("wang", wangName),
     seedUser("li", "李雷"),
     seedUser("zhao", "赵六"),
   ]);
@@ -23,16 +26,16 @@ test("contacts: search by nickname, reject, presence, delete, block and unblock"
   expect(rejected.requests.find((r: any) => r.id === asked.request.id).status).toBe("rejected");
 
   const search = page.getByRole("searchbox", { name: "Search people by username, nickname or phone" });
-  await search.fill("小明");
+  await search.fill(`小明${tag}`);
   await search.press("Enter");
-  await page.getByRole("button", { name: "Add friend 王小明" }).click();
+  await page.getByRole("button", { name: `Add friend ${wangName}` }).click();
   await page.getByRole("dialog").getByRole("button", { name: "Send request" }).click();
   const wangRequests = await call("GET", "/v1/friends/requests", undefined, wang.accessToken);
   const req = wangRequests.requests.find((r: any) => r.fromUserId === me.userId);
   expect(req.greeting).toBe("Hi, let's be friends!");
   await call("POST", `/v1/friends/requests/${req.id}/accept`, {}, wang.accessToken);
   const friends = page.getByRole("region", { name: "Friends", exact: true });
-  await expect(friends.getByRole("button", { name: /王小明/ })).toBeVisible();
+  await expect(friends.getByRole("button", { name: new RegExp(wangName) })).toBeVisible();
 
   // Presence: Zhao comes online in a browser, and the dot and label follow.
   await expect(friends.getByRole("button", { name: /赵六/ })).not.toContainText("online");
@@ -45,10 +48,10 @@ test("contacts: search by nickname, reject, presence, delete, block and unblock"
   await expect(page.getByRole("region", { name: "Profile" })).toContainText("last seen", { timeout: 20_000 });
 
   // Delete Wang: gone from both lists.
-  await friends.getByRole("button", { name: /王小明/ }).click();
+  await friends.getByRole("button", { name: new RegExp(wangName) }).click();
   await page.getByRole("button", { name: "Delete friend" }).click();
   await page.getByRole("dialog").getByRole("button", { name: "OK" }).click();
-  await expect(friends.getByRole("button", { name: /王小明/ })).toHaveCount(0);
+  await expect(friends.getByRole("button", { name: new RegExp(wangName) })).toHaveCount(0);
   const wangFriends = await call("GET", "/v1/friends", undefined, wang.accessToken);
   expect(wangFriends.friends ?? []).toHaveLength(0);
 
