@@ -6,7 +6,7 @@ import { ChatView, EmptyMain } from "./chat";
 import { ContactPage, DetailsPane } from "./details";
 import { errorMessage } from "./errors";
 import { lang, t } from "./i18n";
-import { activeId, contactId, detailsOpen, pane, reportError, session, setErrorText, tab, toast } from "./state";
+import { activeId, contactId, detailsOpen, pane, reportError, session, setErrorText, sortedConversations, tab, toast } from "./state";
 import { Sidebar } from "./sidebar";
 import { boot, stopConnection } from "./ws";
 
@@ -15,8 +15,12 @@ setErrorText((e) => errorMessage(e));
 export function App() {
   useEffect(() => {
     document.documentElement.lang = lang.value === "zh" ? "zh-CN" : "en";
-    document.title = "natter";
   }, [lang.value]);
+  // The tab's title counts unread messages of conversations not muted.
+  const unread = sortedConversations.value.reduce((n, c) => n + (c.muted ? 0 : Number(c.unreadCount ?? 0)), 0);
+  useEffect(() => {
+    document.title = unread > 0 ? `(${unread > 99 ? "99+" : unread}) natter` : "natter";
+  }, [unread]);
   const s = session.value;
   return (
     <>

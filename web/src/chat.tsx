@@ -335,7 +335,7 @@ function MessageRow({ m, c, showName, showAvatar, flash, onMenu }: { m: Msg; c: 
         {showName && !mine && <div class="sender">{displayName(m.senderId)}</div>}
         {m.replyTo && !m.body?.recalled && <QuoteButton c={c} q={m.replyTo} />}
         <Body m={m} />
-        <span class={`meta ${read ? "read" : ""}`}>
+        <span class={`meta ${read ? "read" : ""}`} title={new Date(ts).toLocaleString()}>
           {formatTime(ts)}
           {mine && !m.body?.recalled && (
             <span role="img" aria-label={read ? s.read : s.sent} title={read ? s.read : s.sent}>

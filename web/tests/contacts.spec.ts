@@ -30,8 +30,13 @@ test("contacts: search by nickname, reject, presence, delete, block and unblock"
   await search.press("Enter");
   await page.getByRole("button", { name: `Add friend ${wangName}` }).click();
   await page.getByRole("dialog").getByRole("button", { name: "Send request" }).click();
-  const wangRequests = await call("GET", "/v1/friends/requests", undefined, wang.accessToken);
-  const req = wangRequests.requests.find((r: any) => r.fromUserId === me.userId);
+  await expect(page.getByRole("dialog")).toHaveCount(0);
+  const incoming = async () => {
+    const list = await call("GET", "/v1/friends/requests", undefined, wang.accessToken);
+    return (list.requests ?? []).find((r: any) => r.fromUserId === me.userId);
+  };
+  await expect.poll(incoming).toBeTruthy();
+  const req = await incoming();
   expect(req.greeting).toBe("Hi, let's be friends!");
   await call("POST", `/v1/friends/requests/${req.id}/accept`, {}, wang.accessToken);
   const friends = page.getByRole("region", { name: "Friends", exact: true });

@@ -48,8 +48,10 @@ test("offline: what was sent meanwhile arrives once, in order, and what I wrote 
   watch(again);
   await again.goto(baseUrl());
   await expect(conversation(again, "Bob, 3")).toBeVisible();
+  await expect(again).toHaveTitle("(3) natter");
   await conversation(again, "Bob").click();
   for (const text of [...missed, ...later]) await expect(messages(again).filter({ hasText: text })).toHaveCount(1);
+  await expect(again).toHaveTitle("natter");
   await sendText(bob, { toUserId: alice.userId }, "live again");
   await expect(messages(again).filter({ hasText: "live again" })).toHaveCount(1);
   const all = (await messages(again).allInnerTexts()).map((t) => t.split("\n")[0]);
