@@ -67,11 +67,11 @@ function PersonInfo({ userId, inChat = false }: { userId: string; inChat?: boole
         <h3>{name}</h3>
         <span class="sub">@{p?.username}</span>
         {friend && <span class="sub">{pr?.online ? s.online : pr ? formatLastSeen(pr.lastSeenMs) : ""}</span>}
+        {friend?.sinceMs && <span class="sub">{s.since(new Date(Number(friend.sinceMs)).toLocaleDateString())}</span>}
       </div>
       {p?.signature && (
         <div class="section"><h4>{s.signature}</h4><p>{p.signature}</p></div>
       )}
-      {friend?.sinceMs && <div class="section"><p class="placeholder">{s.since(new Date(Number(friend.sinceMs)).toLocaleDateString())}</p></div>}
       {userId !== myId.value && (
         <div class="actions">
           {friend && !inChat && <button class="btn" onClick={() => openDirect(userId)}>{s.message}</button>}

@@ -40,6 +40,16 @@ test("contacts: search by nickname, reject, presence, delete, block and unblock"
   expect(req.greeting).toBe("Hi, let's be friends!");
   await call("POST", `/v1/friends/requests/${req.id}/accept`, {}, wang.accessToken);
   const friends = page.getByRole("region", { name: "Friends", exact: true });
+
+  // Found by the exact phone number (written as people write it), never shown.
+  const digits = String(Math.floor(Math.random() * 1e8)).padStart(8, "0");
+  const phoned = await seedUser("phoned", `电话${tag}`, `+86138${digits}`);
+  await search.fill(`+86 138-${digits.slice(0, 4)}-${digits.slice(4)}`);
+  await search.press("Enter");
+  const found = page.getByRole("region", { name: "Search" });
+  await expect(found).toContainText(`电话${tag}`);
+  await expect(found).toContainText(`@${phoned.username}`);
+  await expect(found).not.toContainText(digits);
   await expect(friends.getByRole("button", { name: new RegExp(wangName) })).toBeVisible();
 
   // Presence: Zhao comes online in a browser, and the dot and label follow.

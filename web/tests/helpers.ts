@@ -39,9 +39,9 @@ export async function call<T = any>(method: string, path: string, body?: unknown
   return (text ? JSON.parse(text) : {}) as T;
 }
 
-export async function seedUser(name: string, nickname = ""): Promise<User> {
+export async function seedUser(name: string, nickname = "", phone = ""): Promise<User> {
   const username = uniq(name);
-  await call("POST", "/v1/auth/register", { username, password: PASSWORD, ...(nickname ? { nickname } : {}) });
+  await call("POST", "/v1/auth/register", { username, password: PASSWORD, ...(nickname ? { nickname } : {}), ...(phone ? { phone } : {}) });
   const s = await call("POST", "/v1/auth/login", { username, password: PASSWORD, deviceName: "seed" });
   return { username, userId: s.userId, deviceId: s.deviceId, accessToken: s.accessToken, nickname: nickname || username };
 }
