@@ -4,6 +4,7 @@
 //! - [`proto`]: the protobuf wire types (prost) with their JSON mapping (pbjson);
 //! - [`subject`]: the one module that names subjects, streams, buckets, headers;
 //! - [`rpc`]: the request/error envelope, caller identity, and a typed call helper;
+//! - [`endpoint`]: one typed definition per call endpoint, its server and its typed call;
 //! - [`service`]: serving micro service endpoints with bounded concurrency;
 //! - [`nats`]: connecting, connection events, the shared JetStream streams;
 //! - [`config`]: layered configuration (defaults, TOML file, `NATTER_*` env);
@@ -16,6 +17,7 @@
 
 pub mod config;
 pub mod db;
+pub mod endpoint;
 pub mod ids;
 pub mod inbox;
 pub mod nats;

@@ -239,6 +239,27 @@ impl Caller {
         .await
     }
 
+    /// Calls endpoint `E` as the user `me` (through an edge).
+    pub async fn call_as<E>(
+        &self,
+        me: &Identity,
+        request: &E::Request,
+    ) -> Result<E::Reply, RpcError>
+    where
+        E: crate::endpoint::Endpoint<Access = crate::endpoint::User>,
+    {
+        self.call(E::SUBJECT, Some(me), request).await
+    }
+
+    /// Calls an internal or public endpoint `E` (no user identity).
+    pub async fn call_to<E>(&self, request: &E::Request) -> Result<E::Reply, RpcError>
+    where
+        E: crate::endpoint::Endpoint,
+        E::Access: crate::endpoint::Anonymous,
+    {
+        self.call(E::SUBJECT, None, request).await
+    }
+
     pub async fn call<Req: Message, Resp: Message + Default>(
         &self,
         subject: &'static str,

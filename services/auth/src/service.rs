@@ -1,14 +1,19 @@
-//! The auth service's NATS micro endpoints:
-//! `im.v1.auth.register`, `.login`, `.password`, `.keys`, and for other
-//! services `.lookup` and `.phone`.
+//! The auth service's NATS micro endpoints (defined in
+//! `shared::endpoint::endpoints`): `im.v1.auth.register`, `.login`,
+//! `.refresh`, `.logout`, `.password`, and for other services `.keys`,
+//! `.lookup` and `.phone`.
 
 use std::sync::Arc;
 
-use async_nats::service::{Request, ServiceExt};
+use async_nats::service::ServiceExt;
 use shared::db::{self, AnyPool};
+use shared::endpoint::Server;
+use shared::endpoint::endpoints::{
+    AuthKeys, AuthLogin, AuthLogout, AuthLookup, AuthPassword, AuthPhone, AuthRefresh, AuthRegister,
+};
 use shared::proto::auth as pb;
 use shared::rpc::internal;
-use shared::{Nats, RpcError, ids, rpc, subject};
+use shared::{Identity, Nats, RpcError, ids, subject};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -59,89 +64,57 @@ pub async fn run(config: Config, nats: Nats, shutdown: CancellationToken) -> Res
         .start("natter-auth", env!("CARGO_PKG_VERSION"))
         .await
         .map_err(|e| AuthError::Nats(e.to_string()))?;
-    let group = service.group("im.v1.auth");
+    let server = Server::new(service, state, shutdown);
     let nats_err = |e: async_nats::Error| AuthError::Nats(e.to_string());
-    let register = group.endpoint("register").await.map_err(nats_err)?;
-    let login = group.endpoint("login").await.map_err(nats_err)?;
-    let keys = group.endpoint("keys").await.map_err(nats_err)?;
-    let lookup = group.endpoint("lookup").await.map_err(nats_err)?;
-    let phone = group.endpoint("phone").await.map_err(nats_err)?;
-    let password = group.endpoint("password").await.map_err(nats_err)?;
-    let refresh = group.endpoint("refresh").await.map_err(nats_err)?;
-    let logout = group.endpoint("logout").await.map_err(nats_err)?;
-    tracing::info!("auth service ready");
-
-    let register = shared::service::serve_with(
-        register,
-        64,
-        shutdown.clone(),
-        state.clone(),
-        |s, req| async move { s.register(&req).await },
-    );
-    let login = shared::service::serve_with(
-        login,
-        64,
-        shutdown.clone(),
-        state.clone(),
-        |s, req| async move { s.login(&req).await },
-    );
-    let keys = shared::service::serve_with(
-        keys,
-        16,
-        shutdown.clone(),
-        state.clone(),
-        |s, _req| async move {
+    let register = server
+        .serve::<AuthRegister, _, _>(64, |s, (), input| async move { s.register(input).await })
+        .await
+        .map_err(nats_err)?;
+    let login = server
+        .serve::<AuthLogin, _, _>(64, |s, (), input| async move { s.login(input).await })
+        .await
+        .map_err(nats_err)?;
+    let keys = server
+        .serve::<AuthKeys, _, _>(16, |s, (), _| async move {
             Ok(pb::PublicKeysResponse {
                 keys: s.keys.public_keys().to_vec(),
             })
-        },
-    );
-    let lookup = shared::service::serve_with(
-        lookup,
-        64,
-        shutdown.clone(),
-        state.clone(),
-        |s, req| async move { s.lookup(&req).await },
-    );
-    let phone = shared::service::serve_with(
-        phone,
-        64,
-        shutdown.clone(),
-        state.clone(),
-        |s, req| async move { s.phone(&req).await },
-    );
-    let password = shared::service::serve_with(
-        password,
-        16,
-        shutdown.clone(),
-        state.clone(),
-        |s, req| async move { s.change_password(&req).await },
-    );
-    let refresh = shared::service::serve_with(
-        refresh,
-        64,
-        shutdown.clone(),
-        state.clone(),
-        |s, req| async move { s.refresh(&req).await },
-    );
-    let logout = shared::service::serve_with(
-        logout,
-        64,
-        shutdown.clone(),
-        state.clone(),
-        |s, req| async move { s.logout(&req).await },
-    );
+        })
+        .await
+        .map_err(nats_err)?;
+    let lookup = server
+        .serve::<AuthLookup, _, _>(64, |s, (), input| async move { s.lookup(input).await })
+        .await
+        .map_err(nats_err)?;
+    let phone = server
+        .serve::<AuthPhone, _, _>(64, |s, (), input| async move { s.phone(input).await })
+        .await
+        .map_err(nats_err)?;
+    let password = server
+        .serve::<AuthPassword, _, _>(16, |s, me, input| async move {
+            s.change_password(me, input).await
+        })
+        .await
+        .map_err(nats_err)?;
+    let refresh = server
+        .serve::<AuthRefresh, _, _>(64, |s, (), input| async move { s.refresh(input).await })
+        .await
+        .map_err(nats_err)?;
+    let logout = server
+        .serve::<AuthLogout, _, _>(64, |s, me, _| async move { s.logout(me).await })
+        .await
+        .map_err(nats_err)?;
+    tracing::info!("auth service ready");
     tokio::join!(
         register, login, keys, lookup, phone, password, refresh, logout
     );
-    let _ = service.stop().await;
+    server.stop().await;
     tracing::info!("auth service stopped");
     Ok(())
 }
 
 impl State {
-    async fn register(&self, req: &Request) -> Result<pb::RegisterResponse, RpcError> {
-        let input: pb::RegisterRequest = rpc::decode(&req.message.payload)?;
+    async fn register(&self, input: pb::RegisterRequest) -> Result<pb::RegisterResponse, RpcError> {
         validate::username(&input.username)?;
         validate::password(&input.password)?;
         let nickname = validate::display_text("nickname", &input.nickname)?;
@@ -204,8 +177,7 @@ impl State {
         Ok(pb::RegisterResponse { user_id: id })
     }
 
-    async fn login(&self, req: &Request) -> Result<pb::LoginResponse, RpcError> {
-        let input: pb::LoginRequest = rpc::decode(&req.message.payload)?;
+    async fn login(&self, input: pb::LoginRequest) -> Result<pb::LoginResponse, RpcError> {
         let device_name = validate::display_text("device_name", &input.device_name)?;
         let denied = || RpcError::unauthorized("invalid username or password");
         if input.username.len() > validate::USERNAME_MAX
@@ -313,8 +285,7 @@ impl State {
     }
 
     /// Exchanges a refresh token for new tokens; the old one stops working.
-    async fn refresh(&self, req: &Request) -> Result<pb::LoginResponse, RpcError> {
-        let input: pb::RefreshRequest = rpc::decode(&req.message.payload)?;
+    async fn refresh(&self, input: pb::RefreshRequest) -> Result<pb::LoginResponse, RpcError> {
         let invalid = || RpcError::unauthorized("refresh token is not valid: log in again");
         let (device_id, secret) = input
             .refresh_token
@@ -337,8 +308,7 @@ impl State {
         self.tokens(user_id, device_id.to_owned(), now, token, expires)
     }
 
-    async fn lookup(&self, req: &Request) -> Result<pb::LookupResponse, RpcError> {
-        let input: pb::LookupRequest = rpc::decode(&req.message.payload)?;
+    async fn lookup(&self, input: pb::LookupRequest) -> Result<pb::LookupResponse, RpcError> {
         if input.user_ids.len() > 1000 {
             return Err(RpcError::bad_request("at most 1000 user ids per lookup"));
         }
@@ -356,8 +326,10 @@ impl State {
         })
     }
 
-    async fn phone(&self, req: &Request) -> Result<pb::PhoneLookupResponse, RpcError> {
-        let input: pb::PhoneLookupRequest = rpc::decode(&req.message.payload)?;
+    async fn phone(
+        &self,
+        input: pb::PhoneLookupRequest,
+    ) -> Result<pb::PhoneLookupResponse, RpcError> {
         let Some(phone) = shared::text::phone(&input.phone) else {
             return Ok(pb::PhoneLookupResponse { account: None });
         };
@@ -369,9 +341,11 @@ impl State {
         })
     }
 
-    async fn change_password(&self, req: &Request) -> Result<pb::ChangePasswordResponse, RpcError> {
-        let me = shared::rpc::Identity::from_headers(req.message.headers.as_ref())?;
-        let input: pb::ChangePasswordRequest = rpc::decode(&req.message.payload)?;
+    async fn change_password(
+        &self,
+        me: Identity,
+        input: pb::ChangePasswordRequest,
+    ) -> Result<pb::ChangePasswordResponse, RpcError> {
         validate::password(&input.new_password)?;
         let denied = || RpcError::forbidden("the current password is wrong");
         if input.current_password.chars().count() > validate::PASSWORD_MAX {
@@ -396,9 +370,7 @@ impl State {
     }
 
     /// Logs the caller's device out (its refresh token stops working).
-    async fn logout(&self, req: &Request) -> Result<pb::LogoutResponse, RpcError> {
-        let me = shared::rpc::Identity::from_headers(req.message.headers.as_ref())?;
-        let _: pb::LogoutRequest = rpc::decode(&req.message.payload)?;
+    async fn logout(&self, me: Identity) -> Result<pb::LogoutResponse, RpcError> {
         store::revoke_device(&self.pool, &me.user_id, &me.device_id)
             .await
             .map_err(|e| internal("log out device", e))?;

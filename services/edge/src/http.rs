@@ -16,6 +16,7 @@ use axum::{Json, Router};
 use fastwebsockets::upgrade::IncomingUpgrade;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use shared::endpoint::endpoints::{AuthLogin, AuthLogout, AuthPassword, AuthRefresh, AuthRegister};
 use shared::proto::{
     auth as auth_pb, group as group_pb, message as msg_pb, presence as presence_pb,
     social as social_pb,
@@ -152,10 +153,7 @@ async fn register(
     body: Bytes,
 ) -> Result<(StatusCode, Json<auth_pb::RegisterResponse>), ApiError> {
     let request: auth_pb::RegisterRequest = parse(&body)?;
-    let reply = state
-        .caller
-        .call(subject::call::AUTH_REGISTER, None, &request)
-        .await?;
+    let reply = state.caller.call_to::<AuthRegister>(&request).await?;
     Ok((StatusCode::CREATED, Json(reply)))
 }
 
@@ -164,12 +162,7 @@ async fn login(
     body: Bytes,
 ) -> ApiResult<auth_pb::LoginResponse> {
     let request: auth_pb::LoginRequest = parse(&body)?;
-    Ok(Json(
-        state
-            .caller
-            .call(subject::call::AUTH_LOGIN, None, &request)
-            .await?,
-    ))
+    Ok(Json(state.caller.call_to::<AuthLogin>(&request).await?))
 }
 
 /// Calls a service as the caller and answers with its reply.
@@ -191,12 +184,7 @@ async fn refresh(
     body: Bytes,
 ) -> ApiResult<auth_pb::LoginResponse> {
     let request: auth_pb::RefreshRequest = parse(&body)?;
-    Ok(Json(
-        state
-            .caller
-            .call(subject::call::AUTH_REFRESH, None, &request)
-            .await?,
-    ))
+    Ok(Json(state.caller.call_to::<AuthRefresh>(&request).await?))
 }
 
 async fn logout(
@@ -209,7 +197,9 @@ async fn logout(
     } else {
         parse(&body)?
     };
-    forward(&state, subject::call::AUTH_LOGOUT, &me, &request).await
+    Ok(Json(
+        state.caller.call_as::<AuthLogout>(&me, &request).await?,
+    ))
 }
 
 async fn change_password(
@@ -218,7 +208,9 @@ async fn change_password(
     body: Bytes,
 ) -> ApiResult<auth_pb::ChangePasswordResponse> {
     let request: auth_pb::ChangePasswordRequest = parse(&body)?;
-    forward(&state, subject::call::AUTH_PASSWORD, &me, &request).await
+    Ok(Json(
+        state.caller.call_as::<AuthPassword>(&me, &request).await?,
+    ))
 }
 
 async fn my_profile(

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use shared::endpoint::endpoints::AuthKeys;
 use shared::proto::auth as pb;
 use shared::rpc::{Caller, Identity};
 use shared::token::Claims;
@@ -40,9 +41,9 @@ impl KeyRing {
 
     /// Fetches the key set; fails when the auth service does not answer.
     pub async fn refresh(&self) -> Result<usize, RpcError> {
-        let reply: pb::PublicKeysResponse = self
+        let reply = self
             .caller
-            .call(subject::call::AUTH_KEYS, None, &pb::PublicKeysRequest {})
+            .call_to::<AuthKeys>(&pb::PublicKeysRequest {})
             .await?;
         let keys: HashMap<String, DecodingKey> = reply
             .keys

@@ -11,6 +11,7 @@ use async_nats::service::{Request, ServiceExt};
 use futures::StreamExt;
 use prost::Message as _;
 use shared::db::{self, AnyPool};
+use shared::endpoint::endpoints::{AuthLookup, AuthPhone};
 use shared::inbox::Inboxes;
 use shared::proto::social::{self as pb, social_notice};
 use shared::proto::{auth as auth_pb, delivery, presence as presence_pb};
@@ -219,15 +220,11 @@ impl State {
             .cloned()
             .collect();
         if !missing.is_empty() {
-            let reply: auth_pb::LookupResponse = self
+            let reply = self
                 .caller
-                .call(
-                    subject::call::AUTH_LOOKUP,
-                    None,
-                    &auth_pb::LookupRequest {
-                        user_ids: missing.clone(),
-                    },
-                )
+                .call_to::<AuthLookup>(&auth_pb::LookupRequest {
+                    user_ids: missing.clone(),
+                })
                 .await?;
             for account in &reply.accounts {
                 store::create_profile(
@@ -359,13 +356,9 @@ impl State {
         }
         // A phone number finds exactly its account and nothing else.
         if let Some(phone) = shared::text::phone(query) {
-            let reply: auth_pb::PhoneLookupResponse = self
+            let reply = self
                 .caller
-                .call(
-                    subject::call::AUTH_PHONE,
-                    None,
-                    &auth_pb::PhoneLookupRequest { phone },
-                )
+                .call_to::<AuthPhone>(&auth_pb::PhoneLookupRequest { phone })
                 .await?;
             let ids: Vec<String> = reply
                 .account

@@ -1,0 +1,208 @@
+//! Typed endpoint contracts: one definition per NATS call endpoint (its
+//! subject from [`crate::subject::call`], who may call it, its request and
+//! reply types), one runner that serves a handler for it, and one typed call.
+//!
+//! A server registers `async fn(state, caller, request) -> Result<reply, RpcError>`
+//! with [`Server::serve`]; the runner decodes the request, establishes the
+//! caller (the identity headers for [`User`] endpoints, their absence for
+//! [`Internal`] ones), runs the handler in a span named after the subject
+//! with bounded concurrency, answers, and drains on shutdown. A client calls
+//! [`crate::rpc::Caller::call_as`] (as a user) or
+//! [`crate::rpc::Caller::call_to`] (internal and public endpoints).
+//!
+//! Endpoints are added in [`endpoints`] below; see ARCHITECTURE.md for a
+//! whole example (definition, handler, route).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use async_nats::HeaderMap;
+use async_nats::service::Service;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::rpc::{self, Identity, RpcError};
+
+/// Who may call an endpoint, and what the handler learns of the caller.
+pub trait Access: Send + Sync + 'static {
+    /// What the handler is given.
+    type Caller: Send + 'static;
+    /// Reads (or refuses) the caller from a request's headers.
+    fn caller(headers: Option<&HeaderMap>) -> Result<Self::Caller, RpcError>;
+}
+
+/// A user, through an edge: the handler gets the verified [`Identity`].
+pub struct User;
+/// Another service only: a call carrying a user identity is refused.
+pub struct Internal;
+/// Anyone (register, log in, refresh): no identity needed.
+pub struct Public;
+
+impl Access for User {
+    type Caller = Identity;
+    fn caller(headers: Option<&HeaderMap>) -> Result<Identity, RpcError> {
+        Identity::from_headers(headers)
+    }
+}
+
+impl Access for Internal {
+    type Caller = ();
+    fn caller(headers: Option<&HeaderMap>) -> Result<(), RpcError> {
+        Identity::refuse_user(headers)
+    }
+}
+
+impl Access for Public {
+    type Caller = ();
+    fn caller(_: Option<&HeaderMap>) -> Result<(), RpcError> {
+        Ok(())
+    }
+}
+
+/// Marks the accesses whose calls carry no identity.
+pub trait Anonymous: Access {}
+impl Anonymous for Internal {}
+impl Anonymous for Public {}
+
+/// One NATS call endpoint.
+pub trait Endpoint: 'static {
+    /// The full subject, from [`crate::subject::call`]; its last token is the
+    /// endpoint's name, the rest its micro service group.
+    const SUBJECT: &'static str;
+    type Access: Access;
+    type Request: prost::Message + Default + Send + 'static;
+    type Reply: prost::Message + Default + Send + 'static;
+
+    /// `(group, name)` of the subject, as the micro service API registers it.
+    fn parts() -> (&'static str, &'static str) {
+        Self::SUBJECT
+            .rsplit_once('.')
+            .expect("a call subject has a group and a name")
+    }
+}
+
+/// What a [`User`] handler is given as its caller.
+pub type CallerOf<E> = <<E as Endpoint>::Access as Access>::Caller;
+
+/// A running micro service and the state its handlers share.
+pub struct Server<S> {
+    service: Service,
+    state: Arc<S>,
+    shutdown: CancellationToken,
+}
+
+impl<S: Send + Sync + 'static> Server<S> {
+    pub fn new(service: Service, state: Arc<S>, shutdown: CancellationToken) -> Self {
+        Self {
+            service,
+            state,
+            shutdown,
+        }
+    }
+
+    /// Registers endpoint `E` and answers the future that serves it until
+    /// shutdown, with at most `concurrency` requests at once.
+    pub async fn serve<E, F, Fut>(
+        &self,
+        concurrency: usize,
+        handler: F,
+    ) -> Result<impl Future<Output = ()> + Send + 'static, async_nats::Error>
+    where
+        E: Endpoint,
+        F: Fn(Arc<S>, CallerOf<E>, E::Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<E::Reply, RpcError>> + Send + 'static,
+    {
+        let (group, name) = E::parts();
+        let endpoint = self.service.group(group).endpoint(name).await?;
+        let state = self.state.clone();
+        let handler = Arc::new(handler);
+        Ok(crate::service::serve(
+            endpoint,
+            concurrency,
+            self.shutdown.clone(),
+            move |request| {
+                let state = state.clone();
+                let handler = handler.clone();
+                async move {
+                    let caller = E::Access::caller(request.message.headers.as_ref())?;
+                    let input = rpc::decode::<E::Request>(&request.message.payload)?;
+                    handler(state, caller, input).await
+                }
+                .instrument(tracing::info_span!("call", subject = E::SUBJECT))
+            },
+        ))
+    }
+
+    /// Stops the micro service (after its endpoints stopped serving).
+    pub async fn stop(self) {
+        if let Err(e) = self.service.stop().await {
+            tracing::debug!(error = %e, "stopping service");
+        }
+    }
+}
+
+/// Defines endpoint types: `Name: SUBJECT, Access, Request => Reply;`.
+macro_rules! endpoints {
+    ($($(#[$doc:meta])* $name:ident: $subject:ident, $access:ident, $req:ty => $reply:ty;)*) => {
+        $(
+            $(#[$doc])*
+            pub struct $name;
+            impl Endpoint for $name {
+                const SUBJECT: &'static str = crate::subject::call::$subject;
+                type Access = $access;
+                type Request = $req;
+                type Reply = $reply;
+            }
+        )*
+    };
+}
+
+/// Every endpoint (services migrate to these definitions one by one; see
+/// ARCHITECTURE.md).
+pub mod endpoints {
+    use super::{Endpoint, Internal, Public, User};
+    use crate::proto::auth;
+
+    endpoints! {
+        /// Create an account.
+        AuthRegister: AUTH_REGISTER, Public, auth::RegisterRequest => auth::RegisterResponse;
+        /// Log in with a password (a new device, or `device_id` again).
+        AuthLogin: AUTH_LOGIN, Public, auth::LoginRequest => auth::LoginResponse;
+        /// Exchange a refresh token for new tokens.
+        AuthRefresh: AUTH_REFRESH, Public, auth::RefreshRequest => auth::LoginResponse;
+        /// Log the calling device out.
+        AuthLogout: AUTH_LOGOUT, User, auth::LogoutRequest => auth::LogoutResponse;
+        /// Change the caller's password (and log out its other devices).
+        AuthPassword: AUTH_PASSWORD, User, auth::ChangePasswordRequest => auth::ChangePasswordResponse;
+        /// The public keys that verify access tokens (for edges).
+        AuthKeys: AUTH_KEYS, Internal, auth::PublicKeysRequest => auth::PublicKeysResponse;
+        /// Which user ids exist, with their public account fields.
+        AuthLookup: AUTH_LOOKUP, Internal, auth::LookupRequest => auth::LookupResponse;
+        /// The account with an exact phone number.
+        AuthPhone: AUTH_PHONE, Internal, auth::PhoneLookupRequest => auth::PhoneLookupResponse;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endpoints::*;
+    use super::*;
+
+    #[test]
+    fn an_endpoint_splits_its_subject_into_group_and_name() {
+        assert_eq!(AuthLogin::parts(), ("im.v1.auth", "login"));
+        assert_eq!(AuthLogout::parts(), ("im.v1.auth", "logout"));
+    }
+
+    #[test]
+    fn internal_endpoints_refuse_a_user_and_user_endpoints_require_one() {
+        let mut user = HeaderMap::new();
+        user.insert(crate::subject::header::USER_ID, "u1");
+        user.insert(crate::subject::header::DEVICE_ID, "d1");
+        assert!(Internal::caller(Some(&user)).is_err());
+        assert!(Internal::caller(None).is_ok());
+        assert_eq!(User::caller(Some(&user)).unwrap().user_id, "u1");
+        assert!(User::caller(None).is_err());
+        assert!(Public::caller(Some(&user)).is_ok());
+    }
+}
