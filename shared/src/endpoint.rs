@@ -161,7 +161,7 @@ macro_rules! endpoints {
 /// ARCHITECTURE.md).
 pub mod endpoints {
     use super::{Endpoint, Internal, Public, User};
-    use crate::proto::auth;
+    use crate::proto::{auth, group};
 
     endpoints! {
         /// Create an account.
@@ -180,6 +180,30 @@ pub mod endpoints {
         AuthLookup: AUTH_LOOKUP, Internal, auth::LookupRequest => auth::LookupResponse;
         /// The account with an exact phone number.
         AuthPhone: AUTH_PHONE, Internal, auth::PhoneLookupRequest => auth::PhoneLookupResponse;
+        /// Create a group (the caller owns it).
+        GroupCreate: GROUP_CREATE, User, group::CreateGroupRequest => group::Group;
+        /// A group, for its members.
+        GroupGet: GROUP_GET, User, group::GroupRequest => group::Group;
+        /// The caller's groups.
+        GroupMine: GROUP_MINE, User, group::MyGroupsRequest => group::MyGroupsResponse;
+        /// A page of a group's members.
+        GroupMembers: GROUP_MEMBERS, User, group::ListMembersRequest => group::ListMembersResponse;
+        /// Add members (owner and admins).
+        GroupInvite: GROUP_INVITE, User, group::MembersRequest => group::Group;
+        /// Remove members.
+        GroupRemove: GROUP_REMOVE, User, group::MembersRequest => group::Group;
+        /// Leave a group.
+        GroupLeave: GROUP_LEAVE, User, group::GroupRequest => group::Empty;
+        /// Change a member's role (owner).
+        GroupRole: GROUP_ROLE, User, group::SetRoleRequest => group::Group;
+        /// Hand ownership to a member (owner).
+        GroupTransfer: GROUP_TRANSFER, User, group::TransferRequest => group::Group;
+        /// Rename, describe, announce.
+        GroupUpdate: GROUP_UPDATE, User, group::UpdateGroupRequest => group::Group;
+        /// Mute a member or the whole group.
+        GroupMute: GROUP_MUTE, User, group::MuteRequest => group::Group;
+        /// End a group (owner).
+        GroupDismiss: GROUP_DISMISS, User, group::GroupRequest => group::Empty;
     }
 }
 

@@ -325,8 +325,9 @@ export function receiveMessage(m: Message, fromAck = false) {
       lastSeq: m.seq,
       lastMessage: m,
       lastActivityMs: m.serverTsMs,
+      // My own messages never count as unread, and do not move my read
+      // position on the server either (markRead does that).
       unreadCount: mine || viewing || num(m.seq) <= num(known.readSeq) ? known.unreadCount : String(num(known.unreadCount) + 1),
-      readSeq: mine ? m.seq : known.readSeq,
     });
   }
   if (m.clientMsgId && mine) {
@@ -532,12 +533,15 @@ export function markRead(id: string) {
       if (!c || !c.lastSeq || num(c.readSeq) >= num(c.lastSeq)) return;
       if (activeId.value !== id || document.visibilityState !== "visible") return;
       const seq = c.lastSeq;
+      const before = { readSeq: c.readSeq, unreadCount: c.unreadCount };
       updateConversation(id, (x) => ({ ...x, readSeq: seq, unreadCount: "0" }));
       try {
         const r = await api.post<{ readSeq?: string; unreadCount?: string }>(`/v1/conversations/${enc(id)}/read`, { seq });
         updateConversation(id, (x) => ({ ...x, unreadCount: r.unreadCount ?? "0" }));
       } catch {
-        /* the next message or open retries */
+        // Not stored: put the position back (unless it moved meanwhile) and try again.
+        updateConversation(id, (x) => (x.readSeq === seq ? { ...x, ...before } : x));
+        setTimeout(() => markRead(id), 2000);
       }
     }, 250),
   );

@@ -16,7 +16,8 @@ use axum::{Json, Router};
 use fastwebsockets::upgrade::IncomingUpgrade;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use shared::endpoint::endpoints::{AuthLogin, AuthLogout, AuthPassword, AuthRefresh, AuthRegister};
+use shared::endpoint::endpoints::*;
+use shared::endpoint::{self, Endpoint};
 use shared::proto::{
     auth as auth_pb, group as group_pb, message as msg_pb, presence as presence_pb,
     social as social_pb,
@@ -163,6 +164,18 @@ async fn login(
 ) -> ApiResult<auth_pb::LoginResponse> {
     let request: auth_pb::LoginRequest = parse(&body)?;
     Ok(Json(state.caller.call_to::<AuthLogin>(&request).await?))
+}
+
+/// Calls endpoint `E` as the caller and answers with its reply.
+async fn forward_as<E>(
+    state: &EdgeState,
+    me: &Identity,
+    request: &E::Request,
+) -> ApiResult<E::Reply>
+where
+    E: Endpoint<Access = endpoint::User>,
+{
+    Ok(Json(state.caller.call_as::<E>(me, request).await?))
 }
 
 /// Calls a service as the caller and answers with its reply.
@@ -426,7 +439,7 @@ async fn my_groups(
     Caller(me): Caller,
 ) -> ApiResult<group_pb::MyGroupsResponse> {
     let request = group_pb::MyGroupsRequest {};
-    forward(&state, subject::call::GROUP_MINE, &me, &request).await
+    forward_as::<GroupMine>(&state, &me, &request).await
 }
 
 async fn create_group(
@@ -435,7 +448,7 @@ async fn create_group(
     body: Bytes,
 ) -> Result<(StatusCode, Json<group_pb::Group>), ApiError> {
     let request: group_pb::CreateGroupRequest = parse(&body)?;
-    let created = forward(&state, subject::call::GROUP_CREATE, &me, &request).await?;
+    let created = forward_as::<GroupCreate>(&state, &me, &request).await?;
     Ok((StatusCode::CREATED, created))
 }
 
@@ -445,7 +458,7 @@ async fn group(
     Path(group_id): Path<String>,
 ) -> ApiResult<group_pb::Group> {
     let request = group_pb::GroupRequest { group_id };
-    forward(&state, subject::call::GROUP_GET, &me, &request).await
+    forward_as::<GroupGet>(&state, &me, &request).await
 }
 
 async fn update_group(
@@ -458,7 +471,7 @@ async fn update_group(
         group_id,
         ..parse(&body)?
     };
-    forward(&state, subject::call::GROUP_UPDATE, &me, &request).await
+    forward_as::<GroupUpdate>(&state, &me, &request).await
 }
 
 async fn dismiss_group(
@@ -467,7 +480,7 @@ async fn dismiss_group(
     Path(group_id): Path<String>,
 ) -> ApiResult<group_pb::Empty> {
     let request = group_pb::GroupRequest { group_id };
-    forward(&state, subject::call::GROUP_DISMISS, &me, &request).await
+    forward_as::<GroupDismiss>(&state, &me, &request).await
 }
 
 #[derive(Deserialize)]
@@ -491,7 +504,7 @@ async fn group_members(
         limit: q.limit,
         after_user_id: q.after_user_id,
     };
-    forward(&state, subject::call::GROUP_MEMBERS, &me, &request).await
+    forward_as::<GroupMembers>(&state, &me, &request).await
 }
 
 async fn invite_members(
@@ -504,7 +517,7 @@ async fn invite_members(
         group_id,
         ..parse(&body)?
     };
-    forward(&state, subject::call::GROUP_INVITE, &me, &request).await
+    forward_as::<GroupInvite>(&state, &me, &request).await
 }
 
 async fn remove_member(
@@ -516,7 +529,7 @@ async fn remove_member(
         group_id,
         user_ids: vec![user],
     };
-    forward(&state, subject::call::GROUP_REMOVE, &me, &request).await
+    forward_as::<GroupRemove>(&state, &me, &request).await
 }
 
 async fn set_member_role(
@@ -530,7 +543,7 @@ async fn set_member_role(
         user_id,
         ..parse(&body)?
     };
-    forward(&state, subject::call::GROUP_ROLE, &me, &request).await
+    forward_as::<GroupRole>(&state, &me, &request).await
 }
 
 async fn leave_group(
@@ -539,7 +552,7 @@ async fn leave_group(
     Path(group_id): Path<String>,
 ) -> ApiResult<group_pb::Empty> {
     let request = group_pb::GroupRequest { group_id };
-    forward(&state, subject::call::GROUP_LEAVE, &me, &request).await
+    forward_as::<GroupLeave>(&state, &me, &request).await
 }
 
 async fn transfer_group(
@@ -552,7 +565,7 @@ async fn transfer_group(
         group_id,
         ..parse(&body)?
     };
-    forward(&state, subject::call::GROUP_TRANSFER, &me, &request).await
+    forward_as::<GroupTransfer>(&state, &me, &request).await
 }
 
 async fn mute_group(
@@ -565,7 +578,7 @@ async fn mute_group(
         group_id,
         ..parse(&body)?
     };
-    forward(&state, subject::call::GROUP_MUTE, &me, &request).await
+    forward_as::<GroupMute>(&state, &me, &request).await
 }
 
 /// A seq from a path segment.

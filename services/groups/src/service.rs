@@ -11,13 +11,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::service::{Request, ServiceExt};
+use async_nats::service::ServiceExt;
 use base64::Engine as _;
 use prost::Message as _;
 use shared::db::{self, AnyPool};
+use shared::endpoint::Server;
+use shared::endpoint::endpoints::{
+    GroupCreate, GroupDismiss, GroupGet, GroupInvite, GroupLeave, GroupMembers, GroupMine,
+    GroupMute, GroupRemove, GroupRole, GroupTransfer, GroupUpdate,
+};
 use shared::proto::{group as pb, message as msg_pb};
 use shared::rpc::{Caller, Identity, internal};
-use shared::{Nats, RpcError, ids, rpc, subject};
+use shared::{Nats, RpcError, ids, subject};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
@@ -75,32 +80,80 @@ pub async fn run(
         .await
         .map_err(|e| GroupsError::Service(e.to_string()))?;
     let err = |e: async_nats::Error| GroupsError::Service(e.to_string());
-    let group = service.group("im.v1.group");
-    macro_rules! serve {
-        ($name:literal, $limit:expr, $handler:ident) => {{
-            let endpoint = group.endpoint($name).await.map_err(err)?;
-            shared::service::serve_with(
-                endpoint,
-                $limit,
-                shutdown.clone(),
-                state.clone(),
-                |s, req| async move { s.$handler(&req).await },
-            )
-        }};
-    }
+    let server = Server::new(service, state.clone(), shutdown.clone());
     let endpoints: Vec<futures::future::BoxFuture<'static, ()>> = vec![
-        Box::pin(serve!("create", 16, create)),
-        Box::pin(serve!("get", 64, get)),
-        Box::pin(serve!("mine", 32, mine)),
-        Box::pin(serve!("members", 32, members)),
-        Box::pin(serve!("invite", 16, invite)),
-        Box::pin(serve!("remove", 16, remove)),
-        Box::pin(serve!("leave", 16, leave)),
-        Box::pin(serve!("role", 16, set_role)),
-        Box::pin(serve!("transfer", 16, transfer)),
-        Box::pin(serve!("update", 16, update)),
-        Box::pin(serve!("mute", 16, mute)),
-        Box::pin(serve!("dismiss", 16, dismiss)),
+        Box::pin(
+            server
+                .serve::<GroupCreate, _, _>(16, State::create)
+                .await
+                .map_err(err)?,
+        ),
+        Box::pin(
+            server
+                .serve::<GroupGet, _, _>(64, State::get)
+                .await
+                .map_err(err)?,
+        ),
+        Box::pin(
+            server
+                .serve::<GroupMine, _, _>(32, State::mine)
+                .await
+                .map_err(err)?,
+        ),
+        Box::pin(
+            server
+                .serve::<GroupMembers, _, _>(32, State::members)
+                .await
+                .map_err(err)?,
+        ),
+        Box::pin(
+            server
+                .serve::<GroupInvite, _, _>(16, State::invite)
+                .await
+                .map_err(err)?,
+        ),
+        Box::pin(
+            server
+                .serve::<GroupRemove, _, _>(16, State::remove)
+                .await
+                .map_err(err)?,
+        ),
+        Box::pin(
+            server
+                .serve::<GroupLeave, _, _>(16, State::leave)
+                .await
+                .map_err(err)?,
+        ),
+        Box::pin(
+            server
+                .serve::<GroupRole, _, _>(16, State::set_role)
+                .await
+                .map_err(err)?,
+        ),
+        Box::pin(
+            server
+                .serve::<GroupTransfer, _, _>(16, State::transfer)
+                .await
+                .map_err(err)?,
+        ),
+        Box::pin(
+            server
+                .serve::<GroupUpdate, _, _>(16, State::update)
+                .await
+                .map_err(err)?,
+        ),
+        Box::pin(
+            server
+                .serve::<GroupMute, _, _>(16, State::mute)
+                .await
+                .map_err(err)?,
+        ),
+        Box::pin(
+            server
+                .serve::<GroupDismiss, _, _>(16, State::dismiss)
+                .await
+                .map_err(err)?,
+        ),
     ];
     tracing::info!("groups service ready");
     let s = state.clone();
@@ -115,15 +168,17 @@ pub async fn run(
         }
     };
     tokio::join!(futures::future::join_all(endpoints), sweep);
-    let _ = service.stop().await;
+    server.stop().await;
     tracing::info!("groups service stopped");
     Ok(())
 }
 
 impl State {
-    async fn create(&self, req: &Request) -> Result<pb::Group, RpcError> {
-        let me = Identity::from_headers(req.message.headers.as_ref())?;
-        let input: pb::CreateGroupRequest = rpc::decode(&req.message.payload)?;
+    async fn create(
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::CreateGroupRequest,
+    ) -> Result<pb::Group, RpcError> {
         let name = plan::name(&input.name)?.to_owned();
         let description = plan::description(&input.description)?.to_owned();
         user_ids(&input.member_ids, self.config.max_members as usize)?;
@@ -356,16 +411,20 @@ impl State {
         Ok(group)
     }
 
-    async fn get(&self, req: &Request) -> Result<pb::Group, RpcError> {
-        let me = Identity::from_headers(req.message.headers.as_ref())?;
-        let input: pb::GroupRequest = rpc::decode(&req.message.payload)?;
+    async fn get(
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::GroupRequest,
+    ) -> Result<pb::Group, RpcError> {
         let group = self.readable(&me, &input.group_id).await?;
         self.view(group, &me.user_id).await
     }
 
-    async fn mine(&self, req: &Request) -> Result<pb::MyGroupsResponse, RpcError> {
-        let me = Identity::from_headers(req.message.headers.as_ref())?;
-        let _: pb::MyGroupsRequest = rpc::decode(&req.message.payload)?;
+    async fn mine(
+        self: Arc<Self>,
+        me: Identity,
+        _: pb::MyGroupsRequest,
+    ) -> Result<pb::MyGroupsResponse, RpcError> {
         let ids = store::groups_of(&self.pool, &me.user_id, 1000)
             .await
             .map_err(|e| internal("load groups", e))?;
@@ -381,9 +440,11 @@ impl State {
         Ok(pb::MyGroupsResponse { groups })
     }
 
-    async fn members(&self, req: &Request) -> Result<pb::ListMembersResponse, RpcError> {
-        let me = Identity::from_headers(req.message.headers.as_ref())?;
-        let input: pb::ListMembersRequest = rpc::decode(&req.message.payload)?;
+    async fn members(
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::ListMembersRequest,
+    ) -> Result<pb::ListMembersResponse, RpcError> {
         self.readable(&me, &input.group_id).await?;
         let limit = match input.limit {
             0 => 200,
@@ -405,9 +466,11 @@ impl State {
         })
     }
 
-    async fn invite(&self, req: &Request) -> Result<pb::Group, RpcError> {
-        let me = Identity::from_headers(req.message.headers.as_ref())?;
-        let input: pb::MembersRequest = rpc::decode(&req.message.payload)?;
+    async fn invite(
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::MembersRequest,
+    ) -> Result<pb::Group, RpcError> {
         user_ids(&input.user_ids, MAX_USERS_PER_CALL)?;
         if input.user_ids.is_empty() {
             return Err(RpcError::bad_request("name at least one user"));
@@ -440,9 +503,11 @@ impl State {
         self.view(group, &me.user_id).await
     }
 
-    async fn remove(&self, req: &Request) -> Result<pb::Group, RpcError> {
-        let me = Identity::from_headers(req.message.headers.as_ref())?;
-        let input: pb::MembersRequest = rpc::decode(&req.message.payload)?;
+    async fn remove(
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::MembersRequest,
+    ) -> Result<pb::Group, RpcError> {
         user_ids(&input.user_ids, MAX_USERS_PER_CALL)?;
         let (group, _) = self
             .change(&me, &input.group_id, Op::Remove(input.user_ids))
@@ -450,16 +515,20 @@ impl State {
         self.view(group, &me.user_id).await
     }
 
-    async fn leave(&self, req: &Request) -> Result<pb::Empty, RpcError> {
-        let me = Identity::from_headers(req.message.headers.as_ref())?;
-        let input: pb::GroupRequest = rpc::decode(&req.message.payload)?;
+    async fn leave(
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::GroupRequest,
+    ) -> Result<pb::Empty, RpcError> {
         self.change(&me, &input.group_id, Op::Leave).await?;
         Ok(pb::Empty {})
     }
 
-    async fn set_role(&self, req: &Request) -> Result<pb::Group, RpcError> {
-        let me = Identity::from_headers(req.message.headers.as_ref())?;
-        let input: pb::SetRoleRequest = rpc::decode(&req.message.payload)?;
+    async fn set_role(
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::SetRoleRequest,
+    ) -> Result<pb::Group, RpcError> {
         user_ids(std::slice::from_ref(&input.user_id), 1)?;
         let role = Role::parse(&input.role)
             .filter(|r| *r != Role::Owner)
@@ -472,9 +541,11 @@ impl State {
         self.view(group, &me.user_id).await
     }
 
-    async fn transfer(&self, req: &Request) -> Result<pb::Group, RpcError> {
-        let me = Identity::from_headers(req.message.headers.as_ref())?;
-        let input: pb::TransferRequest = rpc::decode(&req.message.payload)?;
+    async fn transfer(
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::TransferRequest,
+    ) -> Result<pb::Group, RpcError> {
         user_ids(std::slice::from_ref(&input.user_id), 1)?;
         let (group, _) = self
             .change(&me, &input.group_id, Op::Transfer(input.user_id))
@@ -482,9 +553,11 @@ impl State {
         self.view(group, &me.user_id).await
     }
 
-    async fn update(&self, req: &Request) -> Result<pb::Group, RpcError> {
-        let me = Identity::from_headers(req.message.headers.as_ref())?;
-        let input: pb::UpdateGroupRequest = rpc::decode(&req.message.payload)?;
+    async fn update(
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::UpdateGroupRequest,
+    ) -> Result<pb::Group, RpcError> {
         let op = Op::Update {
             name: input.name,
             description: input.description,
@@ -494,9 +567,11 @@ impl State {
         self.view(group, &me.user_id).await
     }
 
-    async fn mute(&self, req: &Request) -> Result<pb::Group, RpcError> {
-        let me = Identity::from_headers(req.message.headers.as_ref())?;
-        let input: pb::MuteRequest = rpc::decode(&req.message.payload)?;
+    async fn mute(
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::MuteRequest,
+    ) -> Result<pb::Group, RpcError> {
         if input.duration_secs > MAX_MUTE_SECS {
             return Err(RpcError::bad_request(
                 "duration_secs must be at most a year",
@@ -519,9 +594,11 @@ impl State {
         self.view(group, &me.user_id).await
     }
 
-    async fn dismiss(&self, req: &Request) -> Result<pb::Empty, RpcError> {
-        let me = Identity::from_headers(req.message.headers.as_ref())?;
-        let input: pb::GroupRequest = rpc::decode(&req.message.payload)?;
+    async fn dismiss(
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::GroupRequest,
+    ) -> Result<pb::Empty, RpcError> {
         self.change(&me, &input.group_id, Op::Dismiss).await?;
         Ok(pb::Empty {})
     }
