@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use async_nats::HeaderMap;
 use async_nats::service::Service;
+use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -84,11 +85,12 @@ pub trait Endpoint: 'static {
 /// What a [`User`] handler is given as its caller.
 pub type CallerOf<E> = <<E as Endpoint>::Access as Access>::Caller;
 
-/// A running micro service and the state its handlers share.
+/// A micro service, the state its handlers share, and the endpoints it serves.
 pub struct Server<S> {
     service: Service,
     state: Arc<S>,
     shutdown: CancellationToken,
+    endpoints: Vec<BoxFuture<'static, ()>>,
 }
 
 impl<S: Send + Sync + 'static> Server<S> {
@@ -97,16 +99,17 @@ impl<S: Send + Sync + 'static> Server<S> {
             service,
             state,
             shutdown,
+            endpoints: Vec::new(),
         }
     }
 
-    /// Registers endpoint `E` and answers the future that serves it until
-    /// shutdown, with at most `concurrency` requests at once.
+    /// Registers endpoint `E` with its handler, served by [`Server::run`]
+    /// with at most `concurrency` requests at once.
     pub async fn serve<E, F, Fut>(
-        &self,
+        &mut self,
         concurrency: usize,
         handler: F,
-    ) -> Result<impl Future<Output = ()> + Send + 'static, async_nats::Error>
+    ) -> Result<(), async_nats::Error>
     where
         E: Endpoint,
         F: Fn(Arc<S>, CallerOf<E>, E::Request) -> Fut + Send + Sync + 'static,
@@ -116,7 +119,7 @@ impl<S: Send + Sync + 'static> Server<S> {
         let endpoint = self.service.group(group).endpoint(name).await?;
         let state = self.state.clone();
         let handler = Arc::new(handler);
-        Ok(crate::service::serve(
+        self.endpoints.push(Box::pin(crate::service::serve(
             endpoint,
             concurrency,
             self.shutdown.clone(),
@@ -130,11 +133,14 @@ impl<S: Send + Sync + 'static> Server<S> {
                 }
                 .instrument(tracing::info_span!("call", subject = E::SUBJECT))
             },
-        ))
+        )));
+        Ok(())
     }
 
-    /// Stops the micro service (after its endpoints stopped serving).
-    pub async fn stop(self) {
+    /// Serves every registered endpoint until shutdown, lets the requests in
+    /// flight finish, then stops the micro service.
+    pub async fn run(self) {
+        futures::future::join_all(self.endpoints).await;
         if let Err(e) = self.service.stop().await {
             tracing::debug!(error = %e, "stopping service");
         }

@@ -222,7 +222,7 @@ function IncomingRequest({ r }: { r: FriendRequest }) {
     attempt(async () => {
       await api.post(`/v1/friends/requests/${enc(r.id)}/${verb}`);
       requestsIn.value = requestsIn.value.filter((x) => x.id !== r.id);
-      if (verb === "accept") await loadSocial();
+      await loadSocial();
     }, reportError);
   return (
     <div class="request" role="group" aria-label={name}>
@@ -246,8 +246,8 @@ function AddFriendDialog({ p, onClose }: { p: Profile; onClose: () => void }) {
     attempt(async () => {
       const r = await api.post<{ request?: FriendRequest; becameFriends?: boolean }>("/v1/friends/requests", { toUserId: p.userId, greeting });
       if (r.request && !r.becameFriends) requestsOut.value = [r.request, ...requestsOut.value.filter((x) => x.toUserId !== p.userId)];
-      if (r.becameFriends) await loadSocial();
       onClose();
+      await loadSocial();
     }, reportError);
   return (
     <Modal

@@ -623,13 +623,18 @@ export function previewOf(m: Message | undefined, kinds?: Record<string, string>
 
 // --------------------------------------------------------------- social
 
+let socialLoads = 0;
+
+/** Reads friends, requests and blocks; a load started later wins over an earlier one. */
 export async function loadSocial() {
+  const load = ++socialLoads;
   const [fr, inc, out, bl] = await Promise.all([
     api.get<{ friends?: Friend[] }>("/v1/friends"),
     api.get<{ requests?: FriendRequest[] }>("/v1/friends/requests?direction=incoming"),
     api.get<{ requests?: FriendRequest[] }>("/v1/friends/requests?direction=outgoing"),
     api.get<{ users?: Profile[] }>("/v1/blocks"),
   ]);
+  if (load !== socialLoads) return;
   batch(() => {
     const map = new Map<string, Friend>();
     const pres = new Map(presence.value);

@@ -1,6 +1,7 @@
 // What the browser tests share: unique users, seeding through the HTTP API
 // (for what a test is not about), logging in through the page, screenshots.
-import { expect, type Browser, type BrowserContext, type Page } from "@playwright/test";
+import { expect, test, type Browser, type BrowserContext, type Page } from "@playwright/test";
+import { startSystem, type System } from "./system";
 import { mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 
@@ -28,15 +29,36 @@ export interface User {
   nickname: string;
 }
 
-export async function call<T = any>(method: string, path: string, body?: unknown, token?: string): Promise<T> {
-  const r = await fetch(baseUrl() + path, {
-    method,
-    headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
-    body: body === undefined ? undefined : JSON.stringify(body),
+/** An HTTP API call against the natter at `base()`, failing on an error status. */
+export function callAt(base: () => string) {
+  return async function call<T = any>(method: string, path: string, body?: unknown, token?: string): Promise<T> {
+    const r = await fetch(base() + path, {
+      method,
+      headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await r.text();
+    if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${text}`);
+    return (text ? JSON.parse(text) : {}) as T;
+  };
+}
+
+export const call = callAt(baseUrl);
+
+/** Runs the calling test file against a natter of its own, started before its tests and stopped after. */
+export function ownSystem(env: Record<string, string> = {}) {
+  let system: System | undefined;
+  test.beforeAll(async () => {
+    system = await startSystem(env);
   });
-  const text = await r.text();
-  if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${text}`);
-  return (text ? JSON.parse(text) : {}) as T;
+  test.afterAll(async () => {
+    await system?.stop();
+  });
+  const url = () => {
+    if (!system) throw new Error("the system is not started yet");
+    return system.url;
+  };
+  return { url, call: callAt(url), restart: (downMs?: number) => system!.restart(downMs) };
 }
 
 export async function seedUser(name: string, nickname = "", phone = ""): Promise<User> {

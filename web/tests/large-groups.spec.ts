@@ -2,27 +2,10 @@
 // resume) look the same to a person. This file runs its own natter with
 // large groups from 3 members on.
 import { expect, test } from "@playwright/test";
-import { startSystem, type System } from "./system";
-import { conversation, messages, say, PASSWORD } from "./helpers";
+import { conversation, messages, say, PASSWORD, ownSystem } from "./helpers";
 
-let system: System;
-test.beforeAll(async () => {
-  system = await startSystem({ NATTER_MESSAGES__LARGE_GROUP_MEMBERS: "3" });
-});
-test.afterAll(async () => {
-  await system?.stop();
-});
-
-async function call(method: string, path: string, body?: unknown, token?: string): Promise<any> {
-  const r = await fetch(system.url + path, {
-    method,
-    headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await r.text();
-  if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${text}`);
-  return text ? JSON.parse(text) : {};
-}
+const system = ownSystem({ NATTER_MESSAGES__LARGE_GROUP_MEMBERS: "3" });
+const call = system.call;
 
 async function user(name: string) {
   await call("POST", "/v1/auth/register", { username: name, password: PASSWORD, nickname: name });
@@ -51,7 +34,7 @@ test("a large group: live messages, a member offline catches up from the history
       }
     }));
     frames.set(u.name, kinds);
-    await page.goto(system.url);
+    await page.goto(system.url());
     await page.getByLabel("Username").fill(u.name);
     await page.getByLabel("Password").fill(PASSWORD);
     await page.getByRole("button", { name: "Log in", exact: true }).click();

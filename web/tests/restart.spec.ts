@@ -3,27 +3,10 @@
 // nothing lost and nothing twice; a send made while it was down goes out
 // once. This file runs its own natter (it kills it).
 import { expect, test } from "@playwright/test";
-import { startSystem, type System } from "./system";
-import { composer, conversation, messages, PASSWORD } from "./helpers";
+import { composer, conversation, messages, PASSWORD, ownSystem } from "./helpers";
 
-let system: System;
-test.beforeAll(async () => {
-  system = await startSystem();
-});
-test.afterAll(async () => {
-  await system?.stop();
-});
-
-async function call(method: string, path: string, body?: unknown, token?: string): Promise<any> {
-  const r = await fetch(system.url + path, {
-    method,
-    headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await r.text();
-  if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${text}`);
-  return text ? JSON.parse(text) : {};
-}
+const system = ownSystem();
+const call = system.call;
 
 test("natter killed and restarted: the client reconnects and resumes, nothing lost or twice", async ({ browser }) => {
   const users: Record<string, { userId: string; token: string }> = {};
@@ -41,7 +24,7 @@ test("natter killed and restarted: the client reconnects and resumes, nothing lo
 
   const context = await browser.newContext();
   const page = await context.newPage();
-  await page.goto(system.url);
+  await page.goto(system.url());
   await page.getByLabel("Username").fill("ana");
   await page.getByLabel("Password").fill(PASSWORD);
   await page.getByRole("button", { name: "Log in", exact: true }).click();

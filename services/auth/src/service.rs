@@ -33,6 +33,12 @@ pub enum AuthError {
     Nats(String),
 }
 
+impl From<async_nats::Error> for AuthError {
+    fn from(e: async_nats::Error) -> Self {
+        Self::Nats(e.to_string())
+    }
+}
+
 struct State {
     config: Config,
     nats: Nats,
@@ -64,51 +70,39 @@ pub async fn run(config: Config, nats: Nats, shutdown: CancellationToken) -> Res
         .start("natter-auth", env!("CARGO_PKG_VERSION"))
         .await
         .map_err(|e| AuthError::Nats(e.to_string()))?;
-    let server = Server::new(service, state, shutdown);
-    let nats_err = |e: async_nats::Error| AuthError::Nats(e.to_string());
-    let register = server
+    let mut server = Server::new(service, state, shutdown);
+    server
         .serve::<AuthRegister, _, _>(64, |s, (), input| async move { s.register(input).await })
-        .await
-        .map_err(nats_err)?;
-    let login = server
+        .await?;
+    server
         .serve::<AuthLogin, _, _>(64, |s, (), input| async move { s.login(input).await })
-        .await
-        .map_err(nats_err)?;
-    let keys = server
+        .await?;
+    server
+        .serve::<AuthRefresh, _, _>(64, |s, (), input| async move { s.refresh(input).await })
+        .await?;
+    server
+        .serve::<AuthLogout, _, _>(64, |s, me, _| async move { s.logout(me).await })
+        .await?;
+    server
+        .serve::<AuthPassword, _, _>(16, |s, me, input| async move {
+            s.change_password(me, input).await
+        })
+        .await?;
+    server
         .serve::<AuthKeys, _, _>(16, |s, (), _| async move {
             Ok(pb::PublicKeysResponse {
                 keys: s.keys.public_keys().to_vec(),
             })
         })
-        .await
-        .map_err(nats_err)?;
-    let lookup = server
+        .await?;
+    server
         .serve::<AuthLookup, _, _>(64, |s, (), input| async move { s.lookup(input).await })
-        .await
-        .map_err(nats_err)?;
-    let phone = server
+        .await?;
+    server
         .serve::<AuthPhone, _, _>(64, |s, (), input| async move { s.phone(input).await })
-        .await
-        .map_err(nats_err)?;
-    let password = server
-        .serve::<AuthPassword, _, _>(16, |s, me, input| async move {
-            s.change_password(me, input).await
-        })
-        .await
-        .map_err(nats_err)?;
-    let refresh = server
-        .serve::<AuthRefresh, _, _>(64, |s, (), input| async move { s.refresh(input).await })
-        .await
-        .map_err(nats_err)?;
-    let logout = server
-        .serve::<AuthLogout, _, _>(64, |s, me, _| async move { s.logout(me).await })
-        .await
-        .map_err(nats_err)?;
+        .await?;
     tracing::info!("auth service ready");
-    tokio::join!(
-        register, login, keys, lookup, phone, password, refresh, logout
-    );
-    server.stop().await;
+    server.run().await;
     tracing::info!("auth service stopped");
     Ok(())
 }

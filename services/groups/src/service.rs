@@ -46,6 +46,12 @@ pub enum GroupsError {
     Service(String),
 }
 
+impl From<async_nats::Error> for GroupsError {
+    fn from(e: async_nats::Error) -> Self {
+        Self::Service(e.to_string())
+    }
+}
+
 struct State {
     config: Config,
     pool: AnyPool,
@@ -79,82 +85,25 @@ pub async fn run(
         .start("natter-groups", env!("CARGO_PKG_VERSION"))
         .await
         .map_err(|e| GroupsError::Service(e.to_string()))?;
-    let err = |e: async_nats::Error| GroupsError::Service(e.to_string());
-    let server = Server::new(service, state.clone(), shutdown.clone());
-    let endpoints: Vec<futures::future::BoxFuture<'static, ()>> = vec![
-        Box::pin(
-            server
-                .serve::<GroupCreate, _, _>(16, State::create)
-                .await
-                .map_err(err)?,
-        ),
-        Box::pin(
-            server
-                .serve::<GroupGet, _, _>(64, State::get)
-                .await
-                .map_err(err)?,
-        ),
-        Box::pin(
-            server
-                .serve::<GroupMine, _, _>(32, State::mine)
-                .await
-                .map_err(err)?,
-        ),
-        Box::pin(
-            server
-                .serve::<GroupMembers, _, _>(32, State::members)
-                .await
-                .map_err(err)?,
-        ),
-        Box::pin(
-            server
-                .serve::<GroupInvite, _, _>(16, State::invite)
-                .await
-                .map_err(err)?,
-        ),
-        Box::pin(
-            server
-                .serve::<GroupRemove, _, _>(16, State::remove)
-                .await
-                .map_err(err)?,
-        ),
-        Box::pin(
-            server
-                .serve::<GroupLeave, _, _>(16, State::leave)
-                .await
-                .map_err(err)?,
-        ),
-        Box::pin(
-            server
-                .serve::<GroupRole, _, _>(16, State::set_role)
-                .await
-                .map_err(err)?,
-        ),
-        Box::pin(
-            server
-                .serve::<GroupTransfer, _, _>(16, State::transfer)
-                .await
-                .map_err(err)?,
-        ),
-        Box::pin(
-            server
-                .serve::<GroupUpdate, _, _>(16, State::update)
-                .await
-                .map_err(err)?,
-        ),
-        Box::pin(
-            server
-                .serve::<GroupMute, _, _>(16, State::mute)
-                .await
-                .map_err(err)?,
-        ),
-        Box::pin(
-            server
-                .serve::<GroupDismiss, _, _>(16, State::dismiss)
-                .await
-                .map_err(err)?,
-        ),
-    ];
+    let mut server = Server::new(service, state.clone(), shutdown.clone());
+    server.serve::<GroupCreate, _, _>(16, State::create).await?;
+    server.serve::<GroupGet, _, _>(64, State::get).await?;
+    server.serve::<GroupMine, _, _>(32, State::mine).await?;
+    server
+        .serve::<GroupMembers, _, _>(32, State::members)
+        .await?;
+    server.serve::<GroupInvite, _, _>(16, State::invite).await?;
+    server.serve::<GroupRemove, _, _>(16, State::remove).await?;
+    server.serve::<GroupLeave, _, _>(16, State::leave).await?;
+    server.serve::<GroupRole, _, _>(16, State::set_role).await?;
+    server
+        .serve::<GroupTransfer, _, _>(16, State::transfer)
+        .await?;
+    server.serve::<GroupUpdate, _, _>(16, State::update).await?;
+    server.serve::<GroupMute, _, _>(16, State::mute).await?;
+    server
+        .serve::<GroupDismiss, _, _>(16, State::dismiss)
+        .await?;
     tracing::info!("groups service ready");
     let s = state.clone();
     let stop = shutdown.clone();
@@ -167,8 +116,7 @@ pub async fn run(
             }
         }
     };
-    tokio::join!(futures::future::join_all(endpoints), sweep);
-    server.stop().await;
+    tokio::join!(server.run(), sweep);
     tracing::info!("groups service stopped");
     Ok(())
 }
