@@ -167,7 +167,7 @@ macro_rules! endpoints {
 /// ARCHITECTURE.md).
 pub mod endpoints {
     use super::{Endpoint, Internal, Public, User};
-    use crate::proto::{auth, group};
+    use crate::proto::{auth, group, social};
 
     endpoints! {
         /// Create an account.
@@ -210,6 +210,36 @@ pub mod endpoints {
         GroupMute: GROUP_MUTE, User, group::MuteRequest => group::Group;
         /// End a group (owner).
         GroupDismiss: GROUP_DISMISS, User, group::GroupRequest => group::Empty;
+        /// Profiles by user id (the caller's own when none given).
+        ProfileGet: PROFILE_GET, User, social::GetProfilesRequest => social::GetProfilesResponse;
+        /// Change the caller's profile.
+        ProfileUpdate: PROFILE_UPDATE, User, social::UpdateProfileRequest => social::Profile;
+        /// Find users by username, nickname or exact phone.
+        UserSearch: USER_SEARCH, User, social::SearchRequest => social::SearchResponse;
+        /// Ask a user to be friends.
+        FriendAsk: FRIEND_REQUEST, User, social::SendFriendRequestRequest => social::SendFriendRequestResponse;
+        /// The caller's friend requests, in or out.
+        FriendRequests: FRIEND_REQUESTS, User, social::ListFriendRequestsRequest => social::ListFriendRequestsResponse;
+        /// Accept a friend request.
+        FriendAccept: FRIEND_ACCEPT, User, social::AnswerFriendRequestRequest => social::AnswerFriendRequestResponse;
+        /// Reject a friend request.
+        FriendReject: FRIEND_REJECT, User, social::AnswerFriendRequestRequest => social::AnswerFriendRequestResponse;
+        /// A page of the caller's friends, with presence.
+        FriendList: FRIEND_LIST, User, social::ListFriendsRequest => social::ListFriendsResponse;
+        /// End a friendship.
+        FriendDelete: FRIEND_DELETE, User, social::UserRequest => social::Empty;
+        /// How two users relate (friends, blocks).
+        FriendRelation: FRIEND_RELATION, Internal, social::RelationRequest => social::RelationResponse;
+        /// Who may see a user's presence.
+        FriendAudience: FRIEND_AUDIENCE, Internal, social::AudienceRequest => social::AudienceResponse;
+        /// Whose presence a viewer may see.
+        FriendVisible: FRIEND_VISIBLE, Internal, social::VisibleRequest => social::VisibleResponse;
+        /// Block a user.
+        BlockAdd: BLOCK_ADD, User, social::UserRequest => social::Empty;
+        /// Unblock a user.
+        BlockRemove: BLOCK_REMOVE, User, social::UserRequest => social::Empty;
+        /// The users the caller blocked.
+        BlockList: BLOCK_LIST, User, social::Empty => social::ListBlockedResponse;
     }
 }
 

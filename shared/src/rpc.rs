@@ -219,8 +219,6 @@ impl Caller {
         Self { client, timeout }
     }
 
-    /// Calls `subject` with `request` as `identity` (None for anonymous calls
-    /// such as login) and decodes the reply.
     /// What social says of `user` and `other` (`im.v1.friend.relation`):
     /// whether `other` exists, whether they are friends, who blocks whom.
     pub async fn relation(
@@ -228,9 +226,7 @@ impl Caller {
         user: &str,
         other: &str,
     ) -> Result<crate::proto::social::RelationResponse, RpcError> {
-        self.call(
-            crate::subject::call::FRIEND_RELATION,
-            None,
+        self.call_to::<crate::endpoint::endpoints::FriendRelation>(
             &crate::proto::social::RelationRequest {
                 user_id: user.to_owned(),
                 other_user_id: other.to_owned(),
@@ -260,6 +256,9 @@ impl Caller {
         self.call(E::SUBJECT, None, request).await
     }
 
+    /// Calls `subject` with `request` as `identity` (None for anonymous calls
+    /// such as login) and decodes the reply. Prefer the typed
+    /// [`Caller::call_as`] and [`Caller::call_to`].
     pub async fn call<Req: Message, Resp: Message + Default>(
         &self,
         subject: &'static str,

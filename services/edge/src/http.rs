@@ -246,13 +246,8 @@ async fn one_profile(
     me: &Identity,
     user_ids: Vec<String>,
 ) -> ApiResult<social_pb::Profile> {
-    let Json(reply): Json<social_pb::GetProfilesResponse> = forward(
-        state,
-        subject::call::PROFILE_GET,
-        me,
-        &social_pb::GetProfilesRequest { user_ids },
-    )
-    .await?;
+    let Json(reply) =
+        forward_as::<ProfileGet>(state, me, &social_pb::GetProfilesRequest { user_ids }).await?;
     let profile = reply
         .profiles
         .into_iter()
@@ -287,7 +282,7 @@ async fn profiles(
         return Err(ApiError(RpcError::bad_request("user_ids is empty")));
     }
     let request = social_pb::GetProfilesRequest { user_ids };
-    forward(&state, subject::call::PROFILE_GET, &me, &request).await
+    forward_as::<ProfileGet>(&state, &me, &request).await
 }
 
 async fn update_profile(
@@ -296,7 +291,7 @@ async fn update_profile(
     body: Bytes,
 ) -> ApiResult<social_pb::Profile> {
     let request: social_pb::UpdateProfileRequest = parse(&body)?;
-    forward(&state, subject::call::PROFILE_UPDATE, &me, &request).await
+    forward_as::<ProfileUpdate>(&state, &me, &request).await
 }
 
 #[derive(Deserialize)]
@@ -320,7 +315,7 @@ async fn search_users(
         limit: q.limit,
         cursor: q.cursor,
     };
-    forward(&state, subject::call::USER_SEARCH, &me, &request).await
+    forward_as::<UserSearch>(&state, &me, &request).await
 }
 
 #[derive(Deserialize)]
@@ -342,7 +337,7 @@ async fn friends(
         limit: q.limit,
         after_user_id: q.after_user_id,
     };
-    forward(&state, subject::call::FRIEND_LIST, &me, &request).await
+    forward_as::<FriendList>(&state, &me, &request).await
 }
 
 async fn delete_friend(
@@ -351,7 +346,7 @@ async fn delete_friend(
     Path(user_id): Path<String>,
 ) -> ApiResult<social_pb::Empty> {
     let request = social_pb::UserRequest { user_id };
-    forward(&state, subject::call::FRIEND_DELETE, &me, &request).await
+    forward_as::<FriendDelete>(&state, &me, &request).await
 }
 
 #[derive(Deserialize)]
@@ -379,7 +374,7 @@ async fn friend_requests(
         limit: q.limit,
         before_ms: q.before_ms,
     };
-    forward(&state, subject::call::FRIEND_REQUESTS, &me, &request).await
+    forward_as::<FriendRequests>(&state, &me, &request).await
 }
 
 async fn request_friend(
@@ -388,7 +383,7 @@ async fn request_friend(
     body: Bytes,
 ) -> ApiResult<social_pb::SendFriendRequestResponse> {
     let request: social_pb::SendFriendRequestRequest = parse(&body)?;
-    forward(&state, subject::call::FRIEND_REQUEST, &me, &request).await
+    forward_as::<FriendAsk>(&state, &me, &request).await
 }
 
 async fn accept_friend(
@@ -397,7 +392,7 @@ async fn accept_friend(
     Path(request_id): Path<String>,
 ) -> ApiResult<social_pb::AnswerFriendRequestResponse> {
     let request = social_pb::AnswerFriendRequestRequest { request_id };
-    forward(&state, subject::call::FRIEND_ACCEPT, &me, &request).await
+    forward_as::<FriendAccept>(&state, &me, &request).await
 }
 
 async fn reject_friend(
@@ -406,14 +401,14 @@ async fn reject_friend(
     Path(request_id): Path<String>,
 ) -> ApiResult<social_pb::AnswerFriendRequestResponse> {
     let request = social_pb::AnswerFriendRequestRequest { request_id };
-    forward(&state, subject::call::FRIEND_REJECT, &me, &request).await
+    forward_as::<FriendReject>(&state, &me, &request).await
 }
 
 async fn blocked(
     State(state): State<Arc<EdgeState>>,
     Caller(me): Caller,
 ) -> ApiResult<social_pb::ListBlockedResponse> {
-    forward(&state, subject::call::BLOCK_LIST, &me, &social_pb::Empty {}).await
+    forward_as::<BlockList>(&state, &me, &social_pb::Empty {}).await
 }
 
 async fn block(
@@ -422,7 +417,7 @@ async fn block(
     Path(user_id): Path<String>,
 ) -> ApiResult<social_pb::Empty> {
     let request = social_pb::UserRequest { user_id };
-    forward(&state, subject::call::BLOCK_ADD, &me, &request).await
+    forward_as::<BlockAdd>(&state, &me, &request).await
 }
 
 async fn unblock(
@@ -431,7 +426,7 @@ async fn unblock(
     Path(user_id): Path<String>,
 ) -> ApiResult<social_pb::Empty> {
     let request = social_pb::UserRequest { user_id };
-    forward(&state, subject::call::BLOCK_REMOVE, &me, &request).await
+    forward_as::<BlockRemove>(&state, &me, &request).await
 }
 
 async fn my_groups(

@@ -10,6 +10,7 @@ use async_nats::jetstream::message::PublishMessage;
 use async_nats::service::{Request, ServiceExt};
 use futures::StreamExt;
 use prost::Message as _;
+use shared::endpoint::endpoints::{FriendAudience, FriendVisible};
 use shared::proto::presence as pb;
 use shared::rpc::internal;
 use shared::{Nats, RpcError, ids, rpc, subject};
@@ -151,15 +152,11 @@ async fn tell_friends(
             _ = shutdown.cancelled() => return,
             change = news.recv() => match change { Some(c) => c, None => return },
         };
-        let audience: Result<social::AudienceResponse, RpcError> = state
+        let audience = state
             .caller
-            .call(
-                subject::call::FRIEND_AUDIENCE,
-                None,
-                &social::AudienceRequest {
-                    user_id: change.user_id.clone(),
-                },
-            )
+            .call_to::<FriendAudience>(&social::AudienceRequest {
+                user_id: change.user_id.clone(),
+            })
             .await;
         let friends = match audience {
             Ok(reply) => reply.user_ids,
@@ -322,16 +319,12 @@ impl State {
         let caller = headers.and_then(|h| h.get(subject::header::USER_ID));
         if caller.is_some() {
             let me = shared::rpc::Identity::from_headers(headers)?;
-            let visible: shared::proto::social::VisibleResponse = self
+            let visible = self
                 .caller
-                .call(
-                    subject::call::FRIEND_VISIBLE,
-                    None,
-                    &shared::proto::social::VisibleRequest {
-                        viewer_id: me.user_id,
-                        user_ids: input.user_ids.clone(),
-                    },
-                )
+                .call_to::<FriendVisible>(&shared::proto::social::VisibleRequest {
+                    viewer_id: me.user_id,
+                    user_ids: input.user_ids.clone(),
+                })
                 .await?;
             if input
                 .user_ids

@@ -7,16 +7,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
-use async_nats::service::{Request, ServiceExt};
+use async_nats::service::ServiceExt;
 use futures::StreamExt;
 use prost::Message as _;
 use shared::db::{self, AnyPool};
+use shared::endpoint::Server;
 use shared::endpoint::endpoints::{AuthLookup, AuthPhone};
+use shared::endpoint::endpoints::{
+    BlockAdd, BlockList, BlockRemove, FriendAccept, FriendAsk, FriendAudience, FriendDelete,
+    FriendList, FriendReject, FriendRelation, FriendRequests, FriendVisible, ProfileGet,
+    ProfileUpdate, UserSearch,
+};
 use shared::inbox::Inboxes;
 use shared::proto::social::{self as pb, social_notice};
 use shared::proto::{auth as auth_pb, delivery, presence as presence_pb};
 use shared::rpc::{Caller, Identity, internal};
-use shared::{Nats, RpcError, ids, rpc, subject};
+use shared::{Nats, RpcError, ids, subject};
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
@@ -41,6 +47,12 @@ pub enum SocialError {
     Nats(#[from] shared::nats::NatsError),
     #[error("nats service: {0}")]
     Service(String),
+}
+
+impl From<async_nats::Error> for SocialError {
+    fn from(e: async_nats::Error) -> Self {
+        Self::Service(e.to_string())
+    }
 }
 
 struct State {
@@ -76,45 +88,53 @@ pub async fn run(
         .start("natter-social", env!("CARGO_PKG_VERSION"))
         .await
         .map_err(|e| SocialError::Service(e.to_string()))?;
-    let err = |e: async_nats::Error| SocialError::Service(e.to_string());
-    let profile = service.group("im.v1.profile");
-    let user = service.group("im.v1.user");
-    let friend = service.group("im.v1.friend");
-    let block = service.group("im.v1.block");
-    macro_rules! serve {
-        ($group:expr, $name:literal, $limit:expr, $handler:ident) => {{
-            let endpoint = $group.endpoint($name).await.map_err(err)?;
-            shared::service::serve_with(
-                endpoint,
-                $limit,
-                shutdown.clone(),
-                state.clone(),
-                |s, req| async move { s.$handler(&req).await },
-            )
-        }};
-    }
-    let endpoints: Vec<futures::future::BoxFuture<'static, ()>> = vec![
-        Box::pin(serve!(profile, "get", 64, get_profiles)),
-        Box::pin(serve!(profile, "update", 16, update_profile)),
-        Box::pin(serve!(user, "search", 32, search)),
-        Box::pin(serve!(friend, "request", 32, request_friend)),
-        Box::pin(serve!(friend, "requests", 32, list_requests)),
-        Box::pin(serve!(friend, "accept", 32, accept)),
-        Box::pin(serve!(friend, "reject", 32, reject)),
-        Box::pin(serve!(friend, "list", 32, list_friends)),
-        Box::pin(serve!(friend, "delete", 32, delete_friend)),
-        Box::pin(serve!(friend, "relation", 256, relation)),
-        Box::pin(serve!(friend, "audience", 64, audience)),
-        Box::pin(serve!(friend, "visible", 64, visible)),
-        Box::pin(serve!(block, "add", 16, block_user)),
-        Box::pin(serve!(block, "remove", 16, unblock_user)),
-        Box::pin(serve!(block, "list", 16, list_blocked)),
-    ];
-    let endpoints = futures::future::join_all(endpoints);
+    let mut server = Server::new(service, state.clone(), shutdown.clone());
+    server
+        .serve::<ProfileGet, _, _>(64, State::get_profiles)
+        .await?;
+    server
+        .serve::<ProfileUpdate, _, _>(16, State::update_profile)
+        .await?;
+    server.serve::<UserSearch, _, _>(32, State::search).await?;
+    server
+        .serve::<FriendAsk, _, _>(32, State::request_friend)
+        .await?;
+    server
+        .serve::<FriendRequests, _, _>(32, State::list_requests)
+        .await?;
+    server
+        .serve::<FriendAccept, _, _>(32, State::accept)
+        .await?;
+    server
+        .serve::<FriendReject, _, _>(32, State::reject)
+        .await?;
+    server
+        .serve::<FriendList, _, _>(32, State::list_friends)
+        .await?;
+    server
+        .serve::<FriendDelete, _, _>(32, State::delete_friend)
+        .await?;
+    server
+        .serve::<FriendRelation, _, _>(256, State::relation)
+        .await?;
+    server
+        .serve::<FriendAudience, _, _>(64, State::audience)
+        .await?;
+    server
+        .serve::<FriendVisible, _, _>(64, State::visible)
+        .await?;
+    server
+        .serve::<BlockAdd, _, _>(16, State::block_user)
+        .await?;
+    server
+        .serve::<BlockRemove, _, _>(16, State::unblock_user)
+        .await?;
+    server
+        .serve::<BlockList, _, _>(16, State::list_blocked)
+        .await?;
     tracing::info!("social service ready");
     let registrations = consume_registrations(state.clone(), events, shutdown.clone());
-    tokio::join!(endpoints, registrations);
-    let _ = service.stop().await;
+    tokio::join!(server.run(), registrations);
     tracing::info!("social service stopped");
     Ok(())
 }
@@ -267,9 +287,11 @@ impl State {
             .ok_or_else(|| RpcError::not_found("no such user"))
     }
 
-    async fn get_profiles(&self, req: &Request) -> Result<pb::GetProfilesResponse, RpcError> {
-        let me = Identity::from_headers(req.message.headers.as_ref())?;
-        let input: pb::GetProfilesRequest = rpc::decode(&req.message.payload)?;
+    async fn get_profiles(
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::GetProfilesRequest,
+    ) -> Result<pb::GetProfilesResponse, RpcError> {
         let ids = if input.user_ids.is_empty() {
             vec![me.user_id]
         } else {
@@ -282,9 +304,11 @@ impl State {
         })
     }
 
-    async fn update_profile(&self, req: &Request) -> Result<pb::Profile, RpcError> {
-        let me = Identity::from_headers(req.message.headers.as_ref())?;
-        let input: pb::UpdateProfileRequest = rpc::decode(&req.message.payload)?;
+    async fn update_profile(
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::UpdateProfileRequest,
+    ) -> Result<pb::Profile, RpcError> {
         let current = self
             .profile(&me.user_id)
             .await?
@@ -334,9 +358,11 @@ impl State {
         Ok(profile)
     }
 
-    async fn search(&self, req: &Request) -> Result<pb::SearchResponse, RpcError> {
-        let me = Identity::from_headers(req.message.headers.as_ref())?;
-        let input: pb::SearchRequest = rpc::decode(&req.message.payload)?;
+    async fn search(
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::SearchRequest,
+    ) -> Result<pb::SearchResponse, RpcError> {
         let query = input.query.trim();
         if query.is_empty()
             || query.chars().count() > QUERY_MAX
@@ -395,11 +421,10 @@ impl State {
     }
 
     async fn request_friend(
-        &self,
-        req: &Request,
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::SendFriendRequestRequest,
     ) -> Result<pb::SendFriendRequestResponse, RpcError> {
-        let me = Identity::from_headers(req.message.headers.as_ref())?;
-        let input: pb::SendFriendRequestRequest = rpc::decode(&req.message.payload)?;
         let greeting = shared::text::display("greeting", &input.greeting, GREETING_MAX)?;
         let peer = self.other_user(&me, &input.to_user_id).await?;
         let (friends, blocking, blocked_by) =
@@ -555,11 +580,10 @@ impl State {
     }
 
     async fn list_requests(
-        &self,
-        req: &Request,
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::ListFriendRequestsRequest,
     ) -> Result<pb::ListFriendRequestsResponse, RpcError> {
-        let me = Identity::from_headers(req.message.headers.as_ref())?;
-        let input: pb::ListFriendRequestsRequest = rpc::decode(&req.message.payload)?;
         let incoming = match input.direction.as_str() {
             "" | "incoming" => true,
             "outgoing" => false,
@@ -633,9 +657,11 @@ impl State {
         Ok(row)
     }
 
-    async fn accept(&self, req: &Request) -> Result<pb::AnswerFriendRequestResponse, RpcError> {
-        let me = Identity::from_headers(req.message.headers.as_ref())?;
-        let input: pb::AnswerFriendRequestRequest = rpc::decode(&req.message.payload)?;
+    async fn accept(
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::AnswerFriendRequestRequest,
+    ) -> Result<pb::AnswerFriendRequestResponse, RpcError> {
         let row = self.my_request(&me, &input.request_id).await?;
         let (_, _, blocked_by) = store::relation(&self.pool, &me.user_id, &row.from_user_id)
             .await
@@ -653,9 +679,11 @@ impl State {
         })
     }
 
-    async fn reject(&self, req: &Request) -> Result<pb::AnswerFriendRequestResponse, RpcError> {
-        let me = Identity::from_headers(req.message.headers.as_ref())?;
-        let input: pb::AnswerFriendRequestRequest = rpc::decode(&req.message.payload)?;
+    async fn reject(
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::AnswerFriendRequestRequest,
+    ) -> Result<pb::AnswerFriendRequestResponse, RpcError> {
         let row = self.my_request(&me, &input.request_id).await?;
         let now = ids::now_ms();
         if !store::reject_request(&self.pool, &row.id, now)
@@ -674,9 +702,11 @@ impl State {
         })
     }
 
-    async fn list_friends(&self, req: &Request) -> Result<pb::ListFriendsResponse, RpcError> {
-        let me = Identity::from_headers(req.message.headers.as_ref())?;
-        let input: pb::ListFriendsRequest = rpc::decode(&req.message.payload)?;
+    async fn list_friends(
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::ListFriendsRequest,
+    ) -> Result<pb::ListFriendsResponse, RpcError> {
         let limit = page(input.limit, 200)?;
         if input.after_user_id.len() > 64 {
             return Err(RpcError::bad_request("malformed after_user_id"));
@@ -733,9 +763,11 @@ impl State {
         Ok(pb::ListFriendsResponse { friends, has_more })
     }
 
-    async fn delete_friend(&self, req: &Request) -> Result<pb::Empty, RpcError> {
-        let me = Identity::from_headers(req.message.headers.as_ref())?;
-        let input: pb::UserRequest = rpc::decode(&req.message.payload)?;
+    async fn delete_friend(
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::UserRequest,
+    ) -> Result<pb::Empty, RpcError> {
         if !subject::is_valid_token(&input.user_id) {
             return Err(RpcError::bad_request("malformed user id"));
         }
@@ -769,9 +801,11 @@ impl State {
         Ok(pb::Empty {})
     }
 
-    async fn block_user(&self, req: &Request) -> Result<pb::Empty, RpcError> {
-        let me = Identity::from_headers(req.message.headers.as_ref())?;
-        let input: pb::UserRequest = rpc::decode(&req.message.payload)?;
+    async fn block_user(
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::UserRequest,
+    ) -> Result<pb::Empty, RpcError> {
         let other = self.other_user(&me, &input.user_id).await?;
         let now = ids::now_ms();
         let added = store::add_block(&self.pool, &me.user_id, &other.user_id, now)
@@ -796,9 +830,11 @@ impl State {
         Ok(pb::Empty {})
     }
 
-    async fn unblock_user(&self, req: &Request) -> Result<pb::Empty, RpcError> {
-        let me = Identity::from_headers(req.message.headers.as_ref())?;
-        let input: pb::UserRequest = rpc::decode(&req.message.payload)?;
+    async fn unblock_user(
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::UserRequest,
+    ) -> Result<pb::Empty, RpcError> {
         if !subject::is_valid_token(&input.user_id) {
             return Err(RpcError::bad_request("malformed user id"));
         }
@@ -822,8 +858,11 @@ impl State {
         Ok(pb::Empty {})
     }
 
-    async fn list_blocked(&self, req: &Request) -> Result<pb::ListBlockedResponse, RpcError> {
-        let me = Identity::from_headers(req.message.headers.as_ref())?;
+    async fn list_blocked(
+        self: Arc<Self>,
+        me: Identity,
+        _: pb::Empty,
+    ) -> Result<pb::ListBlockedResponse, RpcError> {
         let ids = store::blocked(&self.pool, &me.user_id, 1000)
             .await
             .map_err(|e| internal("load blocks", e))?;
@@ -836,8 +875,11 @@ impl State {
         Ok(pb::ListBlockedResponse { users })
     }
 
-    async fn relation(&self, req: &Request) -> Result<pb::RelationResponse, RpcError> {
-        let input: pb::RelationRequest = rpc::decode(&req.message.payload)?;
+    async fn relation(
+        self: Arc<Self>,
+        (): (),
+        input: pb::RelationRequest,
+    ) -> Result<pb::RelationResponse, RpcError> {
         user_ids(&[input.user_id.clone(), input.other_user_id.clone()])?;
         let exists = self.profile(&input.other_user_id).await?.is_some();
         let (friends, blocking, blocked_by) =
@@ -852,8 +894,11 @@ impl State {
         })
     }
 
-    async fn audience(&self, req: &Request) -> Result<pb::AudienceResponse, RpcError> {
-        let input: pb::AudienceRequest = rpc::decode(&req.message.payload)?;
+    async fn audience(
+        self: Arc<Self>,
+        (): (),
+        input: pb::AudienceRequest,
+    ) -> Result<pb::AudienceResponse, RpcError> {
         user_ids(std::slice::from_ref(&input.user_id))?;
         let user_ids = store::audience(&self.pool, &input.user_id)
             .await
@@ -861,8 +906,11 @@ impl State {
         Ok(pb::AudienceResponse { user_ids })
     }
 
-    async fn visible(&self, req: &Request) -> Result<pb::VisibleResponse, RpcError> {
-        let input: pb::VisibleRequest = rpc::decode(&req.message.payload)?;
+    async fn visible(
+        self: Arc<Self>,
+        (): (),
+        input: pb::VisibleRequest,
+    ) -> Result<pb::VisibleResponse, RpcError> {
         user_ids(std::slice::from_ref(&input.viewer_id))?;
         user_ids(&input.user_ids)?;
         let mut visible = store::visible_to(&self.pool, &input.viewer_id, &input.user_ids)
