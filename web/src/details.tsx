@@ -106,6 +106,8 @@ function GroupInfo({ gid, conversationId }: { gid: string; conversationId: strin
   const [inviting, setInviting] = useState(false);
   const [confirm, setConfirm] = useState<{ text: string; run: () => Promise<unknown> } | null>(null);
   const [menu, setMenu] = useState<{ x: number; y: number; m: Member } | null>(null);
+  // The switch shows the asked state while the server answers.
+  const [mutingAll, setMutingAll] = useState<boolean | null>(null);
   useEffect(() => {
     if (!formerGroups.value.has(conversationId)) {
       loadGroup(gid).catch(reportError);
@@ -160,7 +162,16 @@ function GroupInfo({ gid, conversationId }: { gid: string; conversationId: strin
       {manager && (
         <label class="toggle">
           {s.muteAll}
-          <input type="checkbox" role="switch" checked={!!group.mutedAll} onChange={(e) => change(() => api.post(`/v1/groups/${enc(gid)}/mute`, { muted: e.currentTarget.checked }))} />
+          <input
+            type="checkbox"
+            role="switch"
+            checked={mutingAll ?? !!group.mutedAll}
+            onChange={(e) => {
+              const muted = e.currentTarget.checked;
+              setMutingAll(muted);
+              change(() => api.post(`/v1/groups/${enc(gid)}/mute`, { muted })).finally(() => setMutingAll(null));
+            }}
+          />
         </label>
       )}
       <div class="section" aria-label={s.memberList} role="region">
