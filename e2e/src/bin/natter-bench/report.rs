@@ -28,12 +28,22 @@ pub fn round(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-/// `value / base` when there is a base.
+/// `value / base` when there is a base, to three significant digits (a
+/// small ratio such as 0.004 must not read as 0).
 pub fn ratio(value: f64, base: Option<f64>) -> Value {
     match base {
-        Some(b) if b > 0.0 => json!(round(value / b)),
+        Some(b) if b > 0.0 => json!(significant(value / b, 3)),
         _ => Value::Null,
     }
+}
+
+/// `x` rounded to `digits` significant digits.
+pub fn significant(x: f64, digits: i32) -> f64 {
+    if x == 0.0 || !x.is_finite() {
+        return x;
+    }
+    let scale = 10f64.powi(digits - 1 - x.abs().log10().floor() as i32);
+    (x * scale).round() / scale
 }
 
 pub fn cores() -> usize {
@@ -66,5 +76,7 @@ mod tests {
         assert_eq!(ratio(5.0, Some(20.0)), json!(0.25));
         assert_eq!(ratio(5.0, None), Value::Null);
         assert_eq!(ratio(5.0, Some(0.0)), Value::Null);
+        assert_eq!(ratio(4.0, Some(1000.0)), json!(0.004));
+        assert_eq!(ratio(2.0, Some(3.0)), json!(0.667));
     }
 }
