@@ -295,6 +295,19 @@ async fn history_and_conversation_list() -> anyhow::Result<()> {
     let (_, newer) = api.history(&bob, &bob_conversation, "after_seq=25").await?;
     assert_eq!(newer["messages"].as_array().unwrap().len(), 5);
     assert_eq!(newer.get("hasMore"), None);
+    // After 0 is the start of the conversation (a client with nothing
+    // local reads forwards from there), not the newest page.
+    let (_, first) = api
+        .history(&bob, &bob_conversation, "after_seq=0&limit=3")
+        .await?;
+    let seqs: Vec<&str> = first["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_str().unwrap())
+        .collect();
+    assert_eq!(seqs, ["1", "2", "3"]);
+    assert_eq!(first["hasMore"], true);
 
     let (status, list) = api.get("/v1/conversations", Some(&alice.token)).await?;
     assert_eq!(status, 200);

@@ -38,6 +38,10 @@ pub struct User;
 pub struct Internal;
 /// Anyone (register, log in, refresh): no identity needed.
 pub struct Public;
+/// A user through an edge, or another service: the handler gets the
+/// verified identity when there is one (a presence query answers a user
+/// only about its friends, a service about anyone).
+pub struct UserOrService;
 
 impl Access for User {
     type Caller = Identity;
@@ -60,10 +64,26 @@ impl Access for Public {
     }
 }
 
-/// Marks the accesses whose calls carry no identity.
+impl Access for UserOrService {
+    type Caller = Option<Identity>;
+    fn caller(headers: Option<&HeaderMap>) -> Result<Option<Identity>, RpcError> {
+        let asserted = headers.is_some_and(|h| h.get(crate::subject::header::USER_ID).is_some());
+        asserted
+            .then(|| Identity::from_headers(headers))
+            .transpose()
+    }
+}
+
+/// Marks the accesses a call may carry no identity to.
 pub trait Anonymous: Access {}
 impl Anonymous for Internal {}
 impl Anonymous for Public {}
+impl Anonymous for UserOrService {}
+
+/// Marks the accesses a call may carry a user's identity to.
+pub trait AsUser: Access {}
+impl AsUser for User {}
+impl AsUser for UserOrService {}
 
 /// One NATS call endpoint.
 pub trait Endpoint: 'static {
@@ -94,13 +114,27 @@ pub struct Server<S> {
 }
 
 impl<S: Send + Sync + 'static> Server<S> {
-    pub fn new(service: Service, state: Arc<S>, shutdown: CancellationToken) -> Self {
-        Self {
+    /// Starts micro service `name` (e.g. `natter-auth`, what `$SRV.INFO`
+    /// shows) whose handlers share `state`.
+    pub async fn start(
+        client: &async_nats::Client,
+        name: &str,
+        description: &str,
+        state: Arc<S>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, async_nats::Error> {
+        use async_nats::service::ServiceExt;
+        let service = client
+            .service_builder()
+            .description(description)
+            .start(name, env!("CARGO_PKG_VERSION"))
+            .await?;
+        Ok(Self {
             service,
             state,
             shutdown,
             endpoints: Vec::new(),
-        }
+        })
     }
 
     /// Registers endpoint `E` with its handler, served by [`Server::run`]
@@ -166,8 +200,8 @@ macro_rules! endpoints {
 /// Every endpoint (services migrate to these definitions one by one; see
 /// ARCHITECTURE.md).
 pub mod endpoints {
-    use super::{Endpoint, Internal, Public, User};
-    use crate::proto::{auth, group, social};
+    use super::{Endpoint, Internal, Public, User, UserOrService};
+    use crate::proto::{auth, group, message, presence, social};
 
     endpoints! {
         /// Create an account.
@@ -240,6 +274,36 @@ pub mod endpoints {
         BlockRemove: BLOCK_REMOVE, User, social::UserRequest => social::Empty;
         /// The users the caller blocked.
         BlockList: BLOCK_LIST, User, social::Empty => social::ListBlockedResponse;
+        /// Send a message (one-to-one or to a group).
+        MessageSend: MESSAGE_SEND, User, message::SendRequest => message::SendAck;
+        /// A page of a conversation's history.
+        MessageHistory: MESSAGE_HISTORY, User, message::HistoryRequest => message::HistoryResponse;
+        /// Recall a message for everyone.
+        MessageRecall: MESSAGE_RECALL, User, message::RecallRequest => message::MessageRecalled;
+        /// Hide messages from the caller's own history.
+        MessageDelete: MESSAGE_DELETE, User, message::DeleteRequest => message::MessagesDeleted;
+        /// Who has read a message.
+        MessageReads: MESSAGE_READS, User, message::ReadsRequest => message::ReadsResponse;
+        /// A page of the caller's conversations.
+        ConversationList: CONVERSATION_LIST, User, message::ConversationsRequest => message::ConversationsResponse;
+        /// Move the caller's read position.
+        ConversationRead: CONVERSATION_READ, User, message::ReadRequest => message::ReadResponse;
+        /// Pin or mute a conversation for the caller.
+        ConversationSettings: CONVERSATION_SETTINGS, User, message::SettingsRequest => message::SettingsChanged;
+        /// Tell the others the caller is typing.
+        ConversationTyping: CONVERSATION_TYPING, User, message::TypingRequest => message::Empty;
+        /// The caller's large groups (read fan-out), for its edge.
+        ConversationLarge: CONVERSATION_LARGE, User, message::LargeGroupsRequest => message::LargeGroupsResponse;
+        /// The last seq of some large groups, for the edges' check.
+        ConversationHeads: CONVERSATION_HEADS, Internal, message::GroupHeadsRequest => message::LargeGroupsResponse;
+        /// The groups service brings a group conversation in step.
+        ConversationApply: CONVERSATION_APPLY, Internal, message::ConversationChange => message::ConversationChangeAck;
+        /// An edge reports a device online or offline.
+        PresenceStatus: PRESENCE_STATUS, Internal, presence::DeviceStatus => presence::HeartbeatAck;
+        /// An edge refreshes its online devices.
+        PresenceHeartbeat: PRESENCE_HEARTBEAT, Internal, presence::Heartbeat => presence::HeartbeatAck;
+        /// Presence of some users (a user may ask about itself and its friends).
+        PresenceQuery: PRESENCE_QUERY, UserOrService, presence::QueryRequest => presence::QueryResponse;
     }
 }
 
@@ -264,5 +328,15 @@ mod tests {
         assert_eq!(User::caller(Some(&user)).unwrap().user_id, "u1");
         assert!(User::caller(None).is_err());
         assert!(Public::caller(Some(&user)).is_ok());
+        assert_eq!(
+            UserOrService::caller(Some(&user))
+                .unwrap()
+                .map(|me| me.user_id),
+            Some("u1".to_owned())
+        );
+        assert_eq!(UserOrService::caller(None).unwrap(), None);
+        let mut forged = HeaderMap::new();
+        forged.insert(crate::subject::header::USER_ID, "u1");
+        assert!(UserOrService::caller(Some(&forged)).is_err());
     }
 }

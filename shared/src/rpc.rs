@@ -242,7 +242,8 @@ impl Caller {
         request: &E::Request,
     ) -> Result<E::Reply, RpcError>
     where
-        E: crate::endpoint::Endpoint<Access = crate::endpoint::User>,
+        E: crate::endpoint::Endpoint,
+        E::Access: crate::endpoint::AsUser,
     {
         self.call(E::SUBJECT, Some(me), request).await
     }

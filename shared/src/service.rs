@@ -61,23 +61,3 @@ pub async fn serve<Resp, F, Fut>(
         tracing::warn!("requests still in flight after shutdown timeout");
     }
 }
-
-/// [`serve`] for handlers that are methods of a shared state:
-/// `serve_with(endpoint, 64, shutdown, state.clone(), |s, req| async move { s.send(&req).await })`.
-pub async fn serve_with<S, Resp, F, Fut>(
-    endpoint: Endpoint,
-    concurrency: usize,
-    shutdown: CancellationToken,
-    state: Arc<S>,
-    handler: F,
-) where
-    S: Send + Sync + 'static,
-    Resp: Message + 'static,
-    F: Fn(Arc<S>, Arc<Request>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Resp, RpcError>> + Send + 'static,
-{
-    serve(endpoint, concurrency, shutdown, move |request| {
-        handler(state.clone(), request)
-    })
-    .await
-}

@@ -141,6 +141,24 @@ pub fn cursor_key(user_id: &str, device_id: &str) -> String {
     format!("{user_id}.{device_id}")
 }
 
+/// Keys of the presence bucket ([`PRESENCE_BUCKET`]).
+pub mod presence_key {
+    /// Every device key (what the presence watcher follows).
+    pub const DEVICES: &str = "dev.>";
+    /// The prefix of device keys.
+    pub const DEVICE_PREFIX: &str = "dev.";
+
+    /// The key of one online device (its value: the edge holding it).
+    pub fn device(user_id: &str, device_id: &str) -> String {
+        format!("dev.{user_id}.{device_id}")
+    }
+
+    /// The key of a user's last-seen time.
+    pub fn seen(user_id: &str) -> String {
+        format!("seen.{user_id}")
+    }
+}
+
 /// True when `token` can be used as one NATS subject token: non-empty, at most
 /// 64 bytes, only ASCII letters, digits, '-' and '_'. User and device ids are
 /// checked with this before they are put into a subject.

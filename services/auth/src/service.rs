@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use async_nats::service::ServiceExt;
 use shared::db::{self, AnyPool};
 use shared::endpoint::Server;
 use shared::endpoint::endpoints::{
@@ -63,14 +62,14 @@ pub async fn run(config: Config, nats: Nats, shutdown: CancellationToken) -> Res
         keys,
     });
 
-    let service = nats
-        .client
-        .service_builder()
-        .description("natter accounts, devices and access tokens")
-        .start("natter-auth", env!("CARGO_PKG_VERSION"))
-        .await
-        .map_err(|e| AuthError::Nats(e.to_string()))?;
-    let mut server = Server::new(service, state, shutdown);
+    let mut server = Server::start(
+        &nats.client,
+        "natter-auth",
+        "natter accounts, devices and access tokens",
+        state,
+        shutdown,
+    )
+    .await?;
     server
         .serve::<AuthRegister, _, _>(64, |s, (), input| async move { s.register(input).await })
         .await?;

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use prost::Message as _;
+use shared::endpoint::endpoints::ConversationHeads;
 use shared::proto::message::{self as pb, Message};
 use shared::rpc::Caller;
 use shared::{ids, subject};
@@ -216,10 +217,7 @@ impl GroupHub {
             let request = pb::GroupHeadsRequest {
                 conversation_ids: chunk.to_vec(),
             };
-            let reply: pb::LargeGroupsResponse = match caller
-                .call(subject::call::CONVERSATION_HEADS, None, &request)
-                .await
-            {
+            let reply = match caller.call_to::<ConversationHeads>(&request).await {
                 Ok(reply) => reply,
                 Err(e) => {
                     tracing::debug!(error = %e, "large group check failed");

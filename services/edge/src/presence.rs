@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use shared::endpoint::endpoints::{PresenceHeartbeat, PresenceStatus};
 use shared::proto::presence as pb;
 use shared::rpc::{Caller, Identity};
-use shared::subject;
 use tokio_util::sync::CancellationToken;
 
 const HEARTBEAT_CHUNK: usize = 5_000;
@@ -75,10 +75,7 @@ impl Devices {
             online,
             edge_id: self.edge_id.clone(),
         };
-        let result: Result<pb::HeartbeatAck, _> = self
-            .caller
-            .call(subject::call::PRESENCE_STATUS, None, &status)
-            .await;
+        let result = self.caller.call_to::<PresenceStatus>(&status).await;
         if let Err(e) = result {
             // Presence is advisory: the heartbeat (or the TTL) repairs it.
             tracing::debug!(error = %e, online, "presence update failed");
@@ -109,10 +106,7 @@ impl Devices {
                     edge_id: self.edge_id.clone(),
                     devices: chunk.to_vec(),
                 };
-                let result: Result<pb::HeartbeatAck, _> = self
-                    .caller
-                    .call(subject::call::PRESENCE_HEARTBEAT, None, &beat)
-                    .await;
+                let result = self.caller.call_to::<PresenceHeartbeat>(&beat).await;
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "presence heartbeat failed");
                 }

@@ -23,6 +23,7 @@ use futures::StreamExt;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use prost::Message as _;
+use shared::endpoint::endpoints::{ConversationTyping, MessageSend};
 use shared::nats::ConnectionEvent;
 use shared::proto::delivery::{InboxEntry, Push};
 use shared::proto::edge::{self as pb, client_frame, server_frame};
@@ -364,8 +365,8 @@ async fn handle_message(
                 // Off the reader: a slow service must not stall this connection.
                 let (caller, conn) = (state.caller.clone(), conn.clone());
                 tokio::spawn(async move {
-                    let result: Result<msg_pb::Empty, RpcError> = caller
-                        .call(subject::call::CONVERSATION_TYPING, Some(&conn.who), &typing)
+                    let result = caller
+                        .call_as::<ConversationTyping>(&conn.who, &typing)
                         .await;
                     if let Err(e) = result {
                         conn.send(frames::error(id, &e)).await;
@@ -493,9 +494,7 @@ async fn send_loop(
             _ = conn.cancel.cancelled() => return,
             next = sends.recv() => match next { Some(next) => next, None => return },
         };
-        let result: Result<msg_pb::SendAck, RpcError> = caller
-            .call(subject::call::MESSAGE_SEND, Some(&conn.who), &request)
-            .await;
+        let result = caller.call_as::<MessageSend>(&conn.who, &request).await;
         let frame = match result {
             Ok(ack) => frames::reply(id, server_frame::Kind::Ack(ack)),
             Err(e) => frames::error(id, &e),

@@ -11,11 +11,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::service::ServiceExt;
 use base64::Engine as _;
 use prost::Message as _;
 use shared::db::{self, AnyPool};
 use shared::endpoint::Server;
+use shared::endpoint::endpoints::ConversationApply;
 use shared::endpoint::endpoints::{
     GroupCreate, GroupDismiss, GroupGet, GroupInvite, GroupLeave, GroupMembers, GroupMine,
     GroupMute, GroupRemove, GroupRole, GroupTransfer, GroupUpdate,
@@ -78,14 +78,14 @@ pub async fn run(
         pool,
     });
 
-    let service = nats
-        .client
-        .service_builder()
-        .description("natter groups")
-        .start("natter-groups", env!("CARGO_PKG_VERSION"))
-        .await
-        .map_err(|e| GroupsError::Service(e.to_string()))?;
-    let mut server = Server::new(service, state.clone(), shutdown.clone());
+    let mut server = Server::start(
+        &nats.client,
+        "natter-groups",
+        "natter groups",
+        state.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     server.serve::<GroupCreate, _, _>(16, State::create).await?;
     server.serve::<GroupGet, _, _>(64, State::get).await?;
     server.serve::<GroupMine, _, _>(32, State::mine).await?;
@@ -271,10 +271,7 @@ impl State {
                     return;
                 }
             };
-            let applied: Result<msg_pb::ConversationChangeAck, RpcError> = self
-                .caller
-                .call(subject::call::CONVERSATION_APPLY, None, &change)
-                .await;
+            let applied = self.caller.call_to::<ConversationApply>(&change).await;
             if let Err(e) = applied {
                 tracing::warn!(error = %e, group_id, version = row.version, "change not applied yet");
                 return;

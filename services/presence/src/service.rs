@@ -7,13 +7,17 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv::{self, Operation};
 use async_nats::jetstream::message::PublishMessage;
-use async_nats::service::{Request, ServiceExt};
 use futures::StreamExt;
 use prost::Message as _;
-use shared::endpoint::endpoints::{FriendAudience, FriendVisible};
+use shared::endpoint::Server;
+use shared::endpoint::endpoints::{
+    FriendAudience, FriendVisible, PresenceHeartbeat, PresenceQuery, PresenceStatus,
+};
 use shared::proto::presence as pb;
+use shared::rpc::Identity;
 use shared::rpc::internal;
-use shared::{Nats, RpcError, ids, rpc, subject};
+use shared::subject::presence_key;
+use shared::{Nats, RpcError, ids, subject};
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
@@ -31,6 +35,12 @@ pub enum PresenceError {
     Bucket(String),
     #[error("nats service: {0}")]
     Service(String),
+}
+
+impl From<async_nats::Error> for PresenceError {
+    fn from(e: async_nats::Error) -> Self {
+        Self::Service(e.to_string())
+    }
 }
 
 struct State {
@@ -68,45 +78,29 @@ pub async fn run(
 
     let mut watch = state
         .kv
-        .watch_with_history("dev.>")
+        .watch_with_history(presence_key::DEVICES)
         .await
         .map_err(|e| PresenceError::Bucket(e.to_string()))?;
 
-    let service = nats
-        .client
-        .service_builder()
-        .description("natter presence")
-        .start("natter-presence", env!("CARGO_PKG_VERSION"))
-        .await
-        .map_err(|e| PresenceError::Service(e.to_string()))?;
-    let err = |e: async_nats::Error| PresenceError::Service(e.to_string());
-    let group = service.group("im.v1.presence");
-    let status = group.endpoint("status").await.map_err(err)?;
-    let heartbeat = group.endpoint("heartbeat").await.map_err(err)?;
-    let query = group.endpoint("query").await.map_err(err)?;
+    let mut server = Server::start(
+        &nats.client,
+        "natter-presence",
+        "natter presence",
+        state.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    server
+        .serve::<PresenceStatus, _, _>(256, State::status)
+        .await?;
+    server
+        .serve::<PresenceHeartbeat, _, _>(16, State::heartbeat)
+        .await?;
+    server
+        .serve::<PresenceQuery, _, _>(64, State::query)
+        .await?;
     tracing::info!("presence service ready");
 
-    let status = shared::service::serve_with(
-        status,
-        256,
-        shutdown.clone(),
-        state.clone(),
-        |s, req| async move { s.status(&req).await },
-    );
-    let heartbeat = shared::service::serve_with(
-        heartbeat,
-        16,
-        shutdown.clone(),
-        state.clone(),
-        |s, req| async move { s.heartbeat(&req).await },
-    );
-    let query = shared::service::serve_with(
-        query,
-        64,
-        shutdown.clone(),
-        state.clone(),
-        |s, req| async move { s.query(&req).await },
-    );
     let s = state.clone();
     let stop = shutdown.clone();
     let watcher = async move {
@@ -118,7 +112,7 @@ pub async fn run(
                     Some(Err(e)) => tracing::warn!(error = %e, "presence watch error"),
                     None => {
                         tracing::warn!("presence watch ended; restarting");
-                        match s.kv.watch_with_history("dev.>").await {
+                        match s.kv.watch_with_history(presence_key::DEVICES).await {
                             Ok(w) => watch = w,
                             Err(e) => {
                                 tracing::warn!(error = %e, "presence watch restart failed");
@@ -131,8 +125,7 @@ pub async fn run(
         }
     };
     let fanout = tell_friends(state.clone(), news_rx, shutdown.clone());
-    tokio::join!(status, heartbeat, query, watcher, fanout);
-    let _ = service.stop().await;
+    tokio::join!(server.run(), watcher, fanout);
     tracing::info!("presence service stopped");
     Ok(())
 }
@@ -193,14 +186,6 @@ async fn bucket(nats: &Nats, config: &Config) -> Result<kv::Store, PresenceError
         .map_err(|e| PresenceError::Bucket(e.to_string()))
 }
 
-fn device_key(user: &str, device: &str) -> String {
-    format!("dev.{user}.{device}")
-}
-
-fn seen_key(user: &str) -> String {
-    format!("seen.{user}")
-}
-
 fn valid(device: &pb::DeviceRef) -> bool {
     subject::is_valid_token(&device.user_id) && subject::is_valid_token(&device.device_id)
 }
@@ -227,7 +212,10 @@ impl State {
             edge_id: edge_id.to_owned(),
         };
         let prefix = self.kv.put_prefix.as_ref().unwrap_or(&self.kv.prefix);
-        let subject = format!("{prefix}{}", device_key(&device.user_id, &device.device_id));
+        let subject = format!(
+            "{prefix}{}",
+            presence_key::device(&device.user_id, &device.device_id)
+        );
         let publish = PublishMessage::build()
             .payload(value.encode_to_vec().into())
             .ttl(Duration::from_secs(self.config.device_ttl_secs));
@@ -238,8 +226,11 @@ impl State {
             .map_err(|e| internal("presence put", e))
     }
 
-    async fn status(&self, req: &Request) -> Result<pb::HeartbeatAck, RpcError> {
-        let input: pb::DeviceStatus = rpc::decode(&req.message.payload)?;
+    async fn status(
+        self: Arc<Self>,
+        _: (),
+        input: pb::DeviceStatus,
+    ) -> Result<pb::HeartbeatAck, RpcError> {
         let device = input
             .device
             .filter(valid)
@@ -250,7 +241,7 @@ impl State {
         }
         // Only the edge that holds the device may take it offline: when a
         // device moved to another edge, the old edge's late goodbye is ignored.
-        let key = device_key(&device.user_id, &device.device_id);
+        let key = presence_key::device(&device.user_id, &device.device_id);
         let entry = self
             .kv
             .entry(&key)
@@ -271,8 +262,11 @@ impl State {
         Ok(pb::HeartbeatAck {})
     }
 
-    async fn heartbeat(&self, req: &Request) -> Result<pb::HeartbeatAck, RpcError> {
-        let input: pb::Heartbeat = rpc::decode(&req.message.payload)?;
+    async fn heartbeat(
+        self: Arc<Self>,
+        _: (),
+        input: pb::Heartbeat,
+    ) -> Result<pb::HeartbeatAck, RpcError> {
         if input.devices.len() > MAX_HEARTBEAT {
             return Err(RpcError::too_large(format!(
                 "at most {MAX_HEARTBEAT} devices per heartbeat"
@@ -305,8 +299,11 @@ impl State {
     /// Presence of up to 200 users. A user may see its own presence and its
     /// friends' (unless they blocked it); services (calls without a caller
     /// identity) see anyone's.
-    async fn query(&self, req: &Request) -> Result<pb::QueryResponse, RpcError> {
-        let input: pb::QueryRequest = rpc::decode(&req.message.payload)?;
+    async fn query(
+        self: Arc<Self>,
+        me: Option<Identity>,
+        input: pb::QueryRequest,
+    ) -> Result<pb::QueryResponse, RpcError> {
         if input.user_ids.is_empty() || input.user_ids.len() > MAX_QUERY {
             return Err(RpcError::bad_request(format!(
                 "ask for 1..={MAX_QUERY} users"
@@ -315,10 +312,7 @@ impl State {
         if input.user_ids.iter().any(|id| !subject::is_valid_token(id)) {
             return Err(RpcError::bad_request("malformed user id"));
         }
-        let headers = req.message.headers.as_ref();
-        let caller = headers.and_then(|h| h.get(subject::header::USER_ID));
-        if caller.is_some() {
-            let me = shared::rpc::Identity::from_headers(headers)?;
+        if let Some(me) = me {
             let visible = self
                 .caller
                 .call_to::<FriendVisible>(&shared::proto::social::VisibleRequest {
@@ -362,7 +356,7 @@ impl State {
     async fn last_seen(&self, user_id: &str) -> Result<i64, RpcError> {
         let value = self
             .kv
-            .get(seen_key(user_id))
+            .get(presence_key::seen(user_id))
             .await
             .map_err(|e| internal("presence get", e))?;
         Ok(value
@@ -372,7 +366,7 @@ impl State {
 
     /// Applies one change of the bucket; announces a user's transitions.
     async fn observe(&self, entry: kv::Entry) {
-        let Some(rest) = entry.key.strip_prefix("dev.") else {
+        let Some(rest) = entry.key.strip_prefix(presence_key::DEVICE_PREFIX) else {
             return;
         };
         let Some((user, device)) = rest.split_once('.') else {
@@ -391,7 +385,10 @@ impl State {
                 .get(user)
                 .is_some_and(|d| d.len() == 1 && d.contains(device));
         if last_device_leaves
-            && let Err(e) = self.kv.put(seen_key(user), now.to_string().into()).await
+            && let Err(e) = self
+                .kv
+                .put(presence_key::seen(user), now.to_string().into())
+                .await
         {
             tracing::warn!(error = %e, "cannot store last seen");
         }

@@ -7,12 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
-use async_nats::service::ServiceExt;
 use futures::StreamExt;
 use prost::Message as _;
 use shared::db::{self, AnyPool};
 use shared::endpoint::Server;
-use shared::endpoint::endpoints::{AuthLookup, AuthPhone};
+use shared::endpoint::endpoints::{AuthLookup, AuthPhone, PresenceQuery};
 use shared::endpoint::endpoints::{
     BlockAdd, BlockList, BlockRemove, FriendAccept, FriendAsk, FriendAudience, FriendDelete,
     FriendList, FriendReject, FriendRelation, FriendRequests, FriendVisible, ProfileGet,
@@ -81,14 +80,14 @@ pub async fn run(
         pool,
     });
 
-    let service = nats
-        .client
-        .service_builder()
-        .description("natter profiles, friends and blocks")
-        .start("natter-social", env!("CARGO_PKG_VERSION"))
-        .await
-        .map_err(|e| SocialError::Service(e.to_string()))?;
-    let mut server = Server::new(service, state.clone(), shutdown.clone());
+    let mut server = Server::start(
+        &nats.client,
+        "natter-social",
+        "natter profiles, friends and blocks",
+        state.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     server
         .serve::<ProfileGet, _, _>(64, State::get_profiles)
         .await?;
@@ -730,13 +729,9 @@ impl State {
         } else {
             match self
                 .caller
-                .call::<_, presence_pb::QueryResponse>(
-                    subject::call::PRESENCE_QUERY,
-                    None,
-                    &presence_pb::QueryRequest {
-                        user_ids: ids.clone(),
-                    },
-                )
+                .call_to::<PresenceQuery>(&presence_pb::QueryRequest {
+                    user_ids: ids.clone(),
+                })
                 .await
             {
                 Ok(reply) => reply

@@ -28,11 +28,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use shared::endpoint::endpoints::{ConversationLarge, MessageHistory};
 use shared::proto::delivery::InboxEntry;
 use shared::proto::delivery::inbox_entry::Event;
 use shared::proto::edge::{self as pb, server_frame};
 use shared::proto::message as msg_pb;
-use shared::{RpcError, ids, subject};
+use shared::{RpcError, ids};
 use tokio::sync::mpsc;
 
 use super::{Conn, close};
@@ -155,13 +156,9 @@ impl Large {
     }
 
     async fn heads(state: &EdgeState, conn: &Conn) -> Result<HashMap<String, u64>, RpcError> {
-        let reply: msg_pb::LargeGroupsResponse = state
+        let reply = state
             .caller
-            .call(
-                subject::call::CONVERSATION_LARGE,
-                Some(&conn.who),
-                &msg_pb::LargeGroupsRequest {},
-            )
+            .call_as::<ConversationLarge>(&conn.who, &msg_pb::LargeGroupsRequest {})
             .await?;
         Ok(reply
             .heads
@@ -437,16 +434,15 @@ impl Large {
             if before != 0 && after + 1 >= before {
                 return Ok(true);
             }
-            let page: Result<msg_pb::HistoryResponse, RpcError> = state
+            let page = state
                 .caller
-                .call(
-                    subject::call::MESSAGE_HISTORY,
-                    Some(&conn.who),
+                .call_as::<MessageHistory>(
+                    &conn.who,
                     // Ascending from `after` (with a `before_seq` the
                     // history would page from the newest end).
                     &msg_pb::HistoryRequest {
                         conversation_id: conversation.to_owned(),
-                        after_seq: after,
+                        after_seq: Some(after),
                         before_seq: 0,
                         limit: 200,
                     },

@@ -1,0 +1,234 @@
+//! Fan-out: a stored message into every recipient's inbox (or onto a large
+//! group's subject) and the event stream, in seq order per conversation;
+//! the set of conversations with messages left to fan out; the sweep that
+//! finds them after a crash.
+
+use std::collections::HashSet;
+
+use futures::StreamExt;
+use prost::Message as _;
+use shared::inbox::DeliveryError;
+use shared::proto::{delivery, message as pb};
+use shared::rpc::internal;
+use shared::{RpcError, ids, subject};
+
+use super::{FANOUT_CONCURRENCY, State, shard_of, to_proto};
+use crate::store::{self, MessageRow};
+
+/// Why a stored message is not (yet) in every inbox and the event stream.
+#[derive(Debug, thiserror::Error)]
+pub enum FanoutError {
+    /// An inbox append failed.
+    #[error(transparent)]
+    Deliver(#[from] DeliveryError),
+    /// The `message.created` event was not stored.
+    #[error("event: {0}")]
+    Event(String),
+    /// What to deliver, or to whom, could not be read.
+    #[error("{0}")]
+    Store(String),
+}
+
+impl State {
+    /// Who receives a stored message: both participants of a direct chat,
+    /// the members of a group at the time of the message.
+    pub(super) async fn recipients(&self, row: &MessageRow) -> Result<Vec<String>, FanoutError> {
+        if let Some((a, b)) = ids::direct_participants(&row.conversation_id) {
+            return Ok(vec![a.to_owned(), b.to_owned()]);
+        }
+        if ids::group_of(&row.conversation_id).is_some() {
+            return store::group_recipients(&self.pool, &row.conversation_id, row.seq)
+                .await
+                .map_err(|e| FanoutError::Store(format!("load recipients: {e}")));
+        }
+        Err(FanoutError::Store(format!(
+            "bad conversation {}",
+            row.conversation_id
+        )))
+    }
+
+    /// Delivers a stored message the way it was stored to be delivered,
+    /// announces it, then marks it fanned out. Write fan-out: appended to
+    /// every recipient's inbox. Read fan-out (large groups): published once
+    /// on the group's subject, where each edge with members subscribes;
+    /// members read what they missed from the history. Membership changes
+    /// also reach the inboxes of the users concerned (see below), so their
+    /// edges and their offline devices learn of them.
+    pub(super) async fn fan_out(&self, row: &MessageRow) -> Result<(), FanoutError> {
+        let result = self.deliver(row).await;
+        if result.is_err() {
+            self.pending_set().insert(row.conversation_id.clone());
+        }
+        result
+    }
+
+    pub(super) fn pending_set(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) async fn deliver(&self, row: &MessageRow) -> Result<(), FanoutError> {
+        let message = to_proto(row).map_err(|e| FanoutError::Store(e.message))?;
+        let (entry, recipients) = match ids::group_of(&row.conversation_id) {
+            Some(group) if row.delivery != 0 => {
+                if let Err(e) = self
+                    .caller
+                    .client
+                    .publish(subject::group_push(group), message.encode_to_vec().into())
+                    .await
+                {
+                    // Best effort: edges fill gaps from the history.
+                    tracing::warn!(error = %e, "group push failed");
+                }
+                // Users who join get the notice itself in their inbox (their
+                // edges do not follow the group yet); users who leave or are
+                // removed get a marker (their edges follow the group and
+                // forward the notice as a group message). A dismissal, like
+                // any switch back to write fan-out, is not delivered here.
+                let marker = || {
+                    delivery::inbox_entry::Event::Membership(pb::GroupMembershipChanged {
+                        conversation_id: row.conversation_id.clone(),
+                        seq: row.seq as u64,
+                    })
+                };
+                match message.body.as_ref().and_then(|b| b.kind.as_ref()) {
+                    Some(pb::message_body::Kind::System(n)) => match n.kind.as_str() {
+                        "member_added" => (
+                            delivery::inbox_entry::Event::Message(message.clone()),
+                            n.user_ids.clone(),
+                        ),
+                        "member_removed" | "member_left" => (marker(), n.user_ids.clone()),
+                        _ => (marker(), Vec::new()),
+                    },
+                    _ => (marker(), Vec::new()),
+                }
+            }
+            _ => (
+                delivery::inbox_entry::Event::Message(message.clone()),
+                self.recipients(row).await?,
+            ),
+        };
+        let entry = delivery::InboxEntry { event: Some(entry) };
+        // Appends for different users run side by side (each user's chain is
+        // serialized inside `Inboxes`), beside the event; all must succeed
+        // before the ack.
+        let appends = async {
+            let mut pending = futures::stream::FuturesUnordered::new();
+            for user in recipients {
+                if pending.len() >= FANOUT_CONCURRENCY
+                    && let Some(result) = pending.next().await
+                {
+                    let _: u64 = result?;
+                }
+                let dedup = format!("{}:{user}", row.id);
+                pending.push(self.deliver_to(user, &entry, dedup));
+            }
+            while let Some(result) = pending.next().await {
+                result?;
+            }
+            Ok::<(), FanoutError>(())
+        };
+        let event = async {
+            shared::nats::publish_event(
+                &self.jetstream,
+                subject::event::MESSAGE_CREATED,
+                message.encode_to_vec().into(),
+                &row.id,
+            )
+            .await
+            .map_err(|e| FanoutError::Event(e.to_string()))
+        };
+        let (appended, announced) = futures::join!(appends, event);
+        appended?;
+        announced?;
+        self.writer.fanned_out(row.id.clone()).await;
+        Ok(())
+    }
+
+    pub(super) async fn deliver_to(
+        &self,
+        user: String,
+        entry: &delivery::InboxEntry,
+        dedup: String,
+    ) -> Result<u64, DeliveryError> {
+        self.inboxes.deliver(&user, entry, &dedup).await
+    }
+
+    /// Fans out the pending messages of one conversation, in seq order
+    /// (the caller holds the conversation's order lock).
+    pub(super) async fn fan_out_pending(&self, conversation_id: &str) -> Result<(), RpcError> {
+        if self
+            .pending_known
+            .load(std::sync::atomic::Ordering::Acquire)
+            && !self.pending_set().contains(conversation_id)
+        {
+            return Ok(());
+        }
+        let pending = store::not_fanned_out_in(&self.pool, conversation_id)
+            .await
+            .map_err(|e| internal("load pending messages", e))?;
+        for row in &pending {
+            self.fan_out(row).await.map_err(|e| {
+                tracing::warn!(error = %e, message_id = %row.id, "fan-out of a pending message failed");
+                RpcError::unavailable("an earlier message is not yet delivered; retry")
+            })?;
+        }
+        self.pending_set().remove(conversation_id);
+        Ok(())
+    }
+
+    /// Fans out messages stored before `before_ms` that are not fanned out.
+    /// A conversation whose fan-out fails is left for the next sweep (its
+    /// later messages too, to keep their order); the others go on.
+    pub(super) async fn sweep(&self, before_ms: i64) -> Result<usize, FanoutError> {
+        let result = self.sweep_pages(before_ms).await;
+        // The fanned-out marks are written, then whatever is still pending
+        // is noted, so the next send of those conversations delivers it first.
+        self.writer.flush().await;
+        match store::pending_conversations(&self.pool, before_ms).await {
+            Ok(left) => {
+                self.pending_set().extend(left);
+                self.pending_known
+                    .store(true, std::sync::atomic::Ordering::Release);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list conversations left pending"),
+        }
+        result
+    }
+
+    pub(super) async fn sweep_pages(&self, before_ms: i64) -> Result<usize, FanoutError> {
+        let mut done = 0;
+        loop {
+            let rows = store::not_fanned_out(&self.pool, before_ms, 500)
+                .await
+                .map_err(|e| FanoutError::Store(format!("load pending: {e}")))?;
+            let mut failed: HashSet<&str> = HashSet::new();
+            let mut progress = 0;
+            for row in &rows {
+                if self.shutdown.is_cancelled() {
+                    return Ok(done);
+                }
+                if failed.contains(row.conversation_id.as_str()) {
+                    continue;
+                }
+                let _order = self.order[shard_of(&row.conversation_id)].lock().await;
+                match self.fan_out(row).await {
+                    Ok(()) => progress += 1,
+                    Err(e) => {
+                        tracing::warn!(error = %e, message_id = %row.id, "sweep fan-out failed");
+                        failed.insert(&row.conversation_id);
+                    }
+                }
+            }
+            done += progress;
+            if rows.len() < 500 || progress == 0 {
+                break;
+            }
+            // The next page must not list this page's messages again.
+            self.writer.flush().await;
+        }
+        if done > 0 {
+            tracing::info!(messages = done, "fanned out messages left pending");
+        }
+        Ok(done)
+    }
+}

@@ -1,0 +1,108 @@
+//! Read positions and receipts: a member's position moves forward only,
+//! and reaches its other devices (and a direct chat's peer) through their
+//! inboxes.
+
+use std::sync::Arc;
+
+use shared::proto::{delivery, message as pb};
+use shared::rpc::{Identity, internal};
+use shared::{RpcError, ids};
+
+use super::{State, to_i64};
+use crate::store;
+
+const MAX_READERS_LISTED: usize = 200;
+
+impl State {
+    /// Moves the caller's read position forward and tells its devices (and
+    /// the peer of a direct chat, whose messages are now read).
+    pub(super) async fn read(
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::ReadRequest,
+    ) -> Result<pb::ReadResponse, RpcError> {
+        let (joined, left) = self.readable(&me, &input.conversation_id).await?;
+        let conversation = store::conversation(&self.pool, &input.conversation_id)
+            .await
+            .map_err(|e| internal("load conversation", e))?
+            .ok_or_else(|| RpcError::not_found("no messages in this conversation yet"))?;
+        let last = if left > 0 {
+            left.min(conversation.last_seq)
+        } else {
+            conversation.last_seq
+        };
+        let seq = to_i64(input.seq)?;
+        if seq > last {
+            return Err(RpcError::bad_request(format!(
+                "seq is beyond the last message ({last})"
+            )));
+        }
+        let before = store::read_seq(&self.pool, &input.conversation_id, &me.user_id)
+            .await
+            .map_err(|e| internal("load read position", e))?;
+        let now = store::mark_read(&self.write, &input.conversation_id, &me.user_id, seq)
+            .await
+            .map_err(|e| internal("store read position", e))?
+            .ok_or_else(|| RpcError::not_found("no messages in this conversation yet"))?;
+        if now > before {
+            let position = pb::ReadPosition {
+                conversation_id: input.conversation_id.clone(),
+                user_id: me.user_id.clone(),
+                read_seq: now as u64,
+            };
+            let mut told = vec![me.user_id.clone()];
+            if let Some((a, b)) = ids::direct_participants(&input.conversation_id) {
+                told.push(if a == me.user_id { b } else { a }.to_owned());
+            }
+            let entry = delivery::inbox_entry::Event::Read(position);
+            let dedup = format!("read:{}:{}:{now}", input.conversation_id, me.user_id);
+            self.tell(&told, entry, &dedup).await?;
+        }
+        let unread = store::unread(
+            &self.pool,
+            &input.conversation_id,
+            &me.user_id,
+            now.max(joined - 1),
+            last,
+        )
+        .await
+        .map_err(|e| internal("count unread", e))?;
+        Ok(pb::ReadResponse {
+            read_seq: now as u64,
+            unread_count: unread as u64,
+        })
+    }
+
+    /// How many of the members who could read message `seq` have read it.
+    pub(super) async fn reads(
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::ReadsRequest,
+    ) -> Result<pb::ReadsResponse, RpcError> {
+        let (joined, left) = self.readable(&me, &input.conversation_id).await?;
+        let seq = to_i64(input.seq)?;
+        let message = store::message_at(&self.pool, &input.conversation_id, seq)
+            .await
+            .map_err(|e| internal("load message", e))?
+            .filter(|m| m.seq >= joined && (left == 0 || m.seq <= left))
+            .ok_or_else(|| RpcError::not_found("no such message"))?;
+        let positions =
+            store::read_positions(&self.pool, &input.conversation_id, seq, &message.sender_id)
+                .await
+                .map_err(|e| internal("load read positions", e))?;
+        let readers: Vec<String> = positions
+            .iter()
+            .filter(|(_, read)| *read >= seq)
+            .map(|(user, _)| user.clone())
+            .collect();
+        Ok(pb::ReadsResponse {
+            read_count: readers.len() as u32,
+            member_count: positions.len() as u32,
+            reader_ids: if readers.len() <= MAX_READERS_LISTED {
+                readers
+            } else {
+                Vec::new()
+            },
+        })
+    }
+}

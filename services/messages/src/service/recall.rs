@@ -1,0 +1,162 @@
+//! Recall (for everyone, through every recipient's inbox, so devices that
+//! were offline learn of it too) and delete for me.
+
+use std::sync::Arc;
+
+use shared::proto::{delivery, message as pb};
+use shared::rpc::{Identity, internal};
+use shared::{RpcError, ids};
+
+use super::{State, shard_of, to_i64};
+use crate::store;
+
+const MAX_DELETE: usize = 200;
+
+impl State {
+    /// Replaces a message with "recalled" for everyone who received it.
+    /// Recalling again re-delivers the news (the first delivery may have
+    /// failed) and answers the same.
+    pub(super) async fn recall(
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::RecallRequest,
+    ) -> Result<pb::MessageRecalled, RpcError> {
+        let (joined, left) = self.readable(&me, &input.conversation_id).await?;
+        let seq = to_i64(input.seq)?;
+        let _order = self.order[shard_of(&input.conversation_id)].lock().await;
+        // The message itself reaches every inbox before news of its recall.
+        self.fan_out_pending(&input.conversation_id).await?;
+        let mut row = store::message_at(&self.pool, &input.conversation_id, seq)
+            .await
+            .map_err(|e| internal("load message", e))?
+            .filter(|m| m.seq >= joined && (left == 0 || m.seq <= left))
+            .ok_or_else(|| RpcError::not_found("no such message"))?;
+        let body: Option<pb::MessageBody> =
+            serde_json::from_str(&row.body).map_err(|e| internal("decode stored body", e))?;
+        let recalled = match body.and_then(|b| b.kind) {
+            Some(pb::message_body::Kind::Recalled(r)) => Some(r),
+            Some(pb::message_body::Kind::System(_)) => {
+                return Err(RpcError::bad_request("system notices cannot be recalled"));
+            }
+            _ => None,
+        };
+        let recalled = match recalled {
+            Some(done) => done,
+            None => {
+                self.may_recall(&me, &row, left).await?;
+                let done = pb::Recalled {
+                    by_user_id: me.user_id.clone(),
+                    at_ms: ids::now_ms(),
+                };
+                let body = serde_json::to_string(&Some(pb::MessageBody {
+                    kind: Some(pb::message_body::Kind::Recalled(done.clone())),
+                }))
+                .map_err(|e| internal("encode body", e))?;
+                store::set_body(&self.write, &row.id, &body)
+                    .await
+                    .map_err(|e| internal("store recall", e))?;
+                row.body = body;
+                done
+            }
+        };
+        let news = pb::MessageRecalled {
+            conversation_id: row.conversation_id.clone(),
+            seq: row.seq as u64,
+            message_id: row.id.clone(),
+            by_user_id: recalled.by_user_id,
+            at_ms: recalled.at_ms,
+        };
+        let recipients = self
+            .recipients(&row)
+            .await
+            .map_err(|e| internal("load recipients", e))?;
+        self.tell(
+            &recipients,
+            delivery::inbox_entry::Event::Recalled(news.clone()),
+            &format!("recall:{}", row.id),
+        )
+        .await?;
+        if let Err(e) = shared::nats::publish_event(
+            &self.jetstream,
+            shared::subject::event::MESSAGE_RECALLED,
+            prost::Message::encode_to_vec(&news).into(),
+            &format!("recall:{}", row.id),
+        )
+        .await
+        {
+            tracing::warn!(error = %e, "message.recalled event not stored");
+        }
+        Ok(news)
+    }
+
+    /// The sender within the recall window, or a current owner or admin of
+    /// the message's group at any time.
+    pub(super) async fn may_recall(
+        &self,
+        me: &Identity,
+        row: &store::MessageRow,
+        left: i64,
+    ) -> Result<(), RpcError> {
+        if ids::group_of(&row.conversation_id).is_some() && left == 0 {
+            let member = store::member(&self.pool, &row.conversation_id, &me.user_id)
+                .await
+                .map_err(|e| internal("load membership", e))?;
+            if member.is_some_and(|m| m.role == "owner" || m.role == "admin") {
+                return Ok(());
+            }
+        }
+        if row.sender_id != me.user_id {
+            return Err(RpcError::forbidden(
+                "only the sender may recall this message",
+            ));
+        }
+        let window_ms = self.config.recall_window_secs as i64 * 1000;
+        if ids::now_ms() - row.server_ts_ms > window_ms {
+            return Err(RpcError::forbidden(format!(
+                "messages can only be recalled within {} seconds",
+                self.config.recall_window_secs
+            )));
+        }
+        Ok(())
+    }
+
+    /// Hides messages from the caller's own history; its devices are told.
+    pub(super) async fn delete(
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::DeleteRequest,
+    ) -> Result<pb::MessagesDeleted, RpcError> {
+        if input.seqs.is_empty() || input.seqs.len() > MAX_DELETE {
+            return Err(RpcError::bad_request(format!("name 1..={MAX_DELETE} seqs")));
+        }
+        self.readable(&me, &input.conversation_id).await?;
+        let mut seqs = input
+            .seqs
+            .iter()
+            .map(|s| to_i64(*s))
+            .collect::<Result<Vec<i64>, _>>()?;
+        seqs.sort_unstable();
+        seqs.dedup();
+        store::hide(
+            &self.write,
+            &me.user_id,
+            &input.conversation_id,
+            &seqs,
+            ids::now_ms(),
+        )
+        .await
+        .map_err(|e| internal("hide messages", e))?;
+        let deleted = pb::MessagesDeleted {
+            conversation_id: input.conversation_id.clone(),
+            seqs: seqs.iter().map(|s| *s as u64).collect(),
+        };
+        let dedup = format!("delete:{}:{}", input.conversation_id, ids::new_id());
+        self.tell(
+            std::slice::from_ref(&me.user_id),
+            delivery::inbox_entry::Event::Deleted(deleted.clone()),
+            &dedup,
+        )
+        .await?;
+        Ok(deleted)
+    }
+}

@@ -1,0 +1,387 @@
+//! Storing sends. `seq` is assigned by incrementing
+//! `conversations.last_seq` inside the transaction that inserts the message,
+//! so seqs are gapless and unique per conversation (also enforced by a
+//! unique index). The increment is the first write of the transaction, so
+//! SQLite takes its write lock up front instead of failing to upgrade a read
+//! lock.
+
+use shared::db::AnyPool;
+
+/// A stored message.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct MessageRow {
+    pub id: String,
+    pub conversation_id: String,
+    pub seq: i64,
+    pub sender_id: String,
+    pub sender_device_id: String,
+    pub client_msg_id: String,
+    /// The body in its JSON mapping.
+    pub body: String,
+    pub server_ts_ms: i64,
+    pub fanned_out: i64,
+    /// The quoted message (Quote in its JSON mapping), "" = none.
+    pub reply_to: String,
+    /// 1: delivered by read fan-out (a large group's), 0: through the inboxes.
+    pub delivery: i64,
+    /// 1: after this message its group is large.
+    pub group_large: i64,
+}
+
+pub(super) const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, fanned_out, reply_to, delivery, group_large";
+
+/// What a send stores.
+#[derive(Clone, Debug)]
+pub struct NewMessage {
+    pub id: String,
+    pub conversation_id: String,
+    pub kind: &'static str,
+    /// The participants of a direct chat (members from its first message).
+    pub members: Vec<String>,
+    pub sender_id: String,
+    pub sender_device_id: String,
+    pub client_msg_id: String,
+    pub body: String,
+    pub reply_to: String,
+    pub now_ms: i64,
+}
+
+/// Marks `fanned` fanned out and stores `messages`, in one transaction (group
+/// commit). Each message gets the next seq of its conversation, in the order
+/// given; its conversation and members are created on first use. `None` for
+/// a message whose `(sender, client_msg_id)` is stored already (its seq is
+/// given back). Conversations are updated in id order, so two instances
+/// batching on PostgreSQL cannot deadlock on them.
+pub async fn store_batch(
+    pool: &AnyPool,
+    fanned: &[String],
+    messages: &[&NewMessage],
+) -> Result<Vec<Option<MessageRow>>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let conversations: std::collections::HashSet<&str> = messages
+        .iter()
+        .map(|m| m.conversation_id.as_str())
+        .collect();
+    let rows = if messages.len() > 1 && conversations.len() == messages.len() {
+        insert_many(&mut tx, messages).await?
+    } else {
+        let mut order: Vec<usize> = (0..messages.len()).collect();
+        order.sort_by(|a, b| {
+            messages[*a]
+                .conversation_id
+                .cmp(&messages[*b].conversation_id)
+        });
+        let mut rows = vec![None; messages.len()];
+        for i in order {
+            rows[i] = insert_in(&mut tx, messages[i]).await?;
+        }
+        rows
+    };
+    for chunk in fanned.chunks(500) {
+        let sql = format!(
+            "UPDATE messages SET fanned_out = 1 WHERE id IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(id);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(rows)
+}
+
+/// `$from, $from+1, ...`: `count` placeholders.
+fn placeholders(from: usize, count: usize) -> String {
+    (from..from + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Messages to distinct conversations in a few statements: one update takes
+/// the next seq of every existing conversation, one insert stores the
+/// messages. A conversation's first message goes the one-by-one way.
+async fn insert_many(
+    conn: &mut sqlx::AnyConnection,
+    messages: &[&NewMessage],
+) -> Result<Vec<Option<MessageRow>>, sqlx::Error> {
+    const ROWS: usize = 200;
+    let now = messages.iter().map(|m| m.now_ms).max().unwrap_or_default();
+    let mut sorted = messages.to_vec();
+    sorted.sort_by(|a, b| a.conversation_id.cmp(&b.conversation_id));
+    let postgres = conn.backend_name() == "PostgreSQL";
+    let mut next = std::collections::HashMap::new();
+    for chunk in sorted.chunks(ROWS) {
+        if postgres {
+            // Take the rows' locks in id order (an UPDATE takes them in
+            // scan order), so two instances' batches cannot deadlock.
+            let sql = format!(
+                "SELECT id FROM conversations WHERE id IN ({}) ORDER BY id FOR UPDATE",
+                placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for m in chunk {
+                query = query.bind(&m.conversation_id);
+            }
+            query.execute(&mut *conn).await?;
+        }
+        let sql = format!(
+            "UPDATE conversations SET last_seq = last_seq + 1, last_activity_ms = $1
+             WHERE id IN ({}) RETURNING id, last_seq, read_fanout",
+            placeholders(2, chunk.len())
+        );
+        let mut query = sqlx::query_as::<_, (String, i64, i64)>(sqlx::AssertSqlSafe(sql)).bind(now);
+        for m in chunk {
+            query = query.bind(&m.conversation_id);
+        }
+        for (id, seq, large) in query.fetch_all(&mut *conn).await? {
+            next.insert(id, (seq, large));
+        }
+    }
+    let mut rows = vec![None; messages.len()];
+    let mut numbered = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        match next.get(&m.conversation_id) {
+            Some(&(seq, large)) => {
+                rows[i] = Some(row_of(m, seq, large));
+                numbered.push(i);
+            }
+            None => rows[i] = insert_in(&mut *conn, m).await?,
+        }
+    }
+    let mut stored = std::collections::HashSet::new();
+    for chunk in numbered.chunks(ROWS) {
+        let chunk: Vec<(&NewMessage, i64, i64)> = chunk
+            .iter()
+            .filter_map(|&i| rows[i].as_ref().map(|r| (messages[i], r.seq, r.delivery)))
+            .collect();
+        stored.extend(insert_rows(&mut *conn, &chunk).await?);
+    }
+    for i in numbered {
+        let m = messages[i];
+        if !stored.contains(&m.id) {
+            give_back_seq(&mut *conn, m).await?;
+            rows[i] = None;
+        } else if rows[i].as_ref().is_some_and(|r| r.seq == 1) {
+            add_members(&mut *conn, m).await?;
+        }
+    }
+    Ok(rows)
+}
+
+/// Takes the next seq of `m`'s conversation: (seq, read fan-out), None
+/// when the conversation does not exist yet.
+async fn next_seq(
+    conn: &mut sqlx::AnyConnection,
+    m: &NewMessage,
+) -> Result<Option<(i64, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE conversations SET last_seq = last_seq + 1, last_activity_ms = $2
+         WHERE id = $1 RETURNING last_seq, read_fanout",
+    )
+    .bind(&m.conversation_id)
+    .bind(m.now_ms)
+    .fetch_optional(conn)
+    .await
+}
+
+async fn insert_in(
+    conn: &mut sqlx::AnyConnection,
+    m: &NewMessage,
+) -> Result<Option<MessageRow>, sqlx::Error> {
+    let (seq, large) = match next_seq(&mut *conn, m).await? {
+        Some(next) => next,
+        None => {
+            sqlx::query(
+                "INSERT INTO conversations (id, kind, last_seq, last_activity_ms, created_at_ms)
+                 VALUES ($1, $2, 0, $3, $3) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&m.conversation_id)
+            .bind(m.kind)
+            .bind(m.now_ms)
+            .execute(&mut *conn)
+            .await?;
+            next_seq(&mut *conn, m)
+                .await?
+                .ok_or(sqlx::Error::RowNotFound)?
+        }
+    };
+    let stored = insert_rows(&mut *conn, &[(m, seq, large)]).await?.len();
+    if stored == 0 {
+        give_back_seq(&mut *conn, m).await?;
+        return Ok(None);
+    }
+    if seq == 1 {
+        add_members(&mut *conn, m).await?;
+    }
+    Ok(Some(row_of(m, seq, large)))
+}
+
+/// Inserts messages with their (seq, read fan-out); returns the ids stored
+/// (a repeated `(sender, client_msg_id)` is skipped).
+async fn insert_rows(
+    conn: &mut sqlx::AnyConnection,
+    rows: &[(&NewMessage, i64, i64)],
+) -> Result<Vec<String>, sqlx::Error> {
+    let values = (0..rows.len())
+        .map(|k| {
+            let p: Vec<String> = (1..=10).map(|j| format!("${}", k * 10 + j)).collect();
+            format!(
+                "({}, {}, {}, {}, {}, {}, {}, {}, 0, {}, {}, {})",
+                p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[9]
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "INSERT INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, fanned_out, reply_to, delivery, group_large)
+         VALUES {values} ON CONFLICT (sender_id, client_msg_id) DO NOTHING RETURNING id"
+    );
+    let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+    for (m, seq, large) in rows {
+        query = query
+            .bind(&m.id)
+            .bind(&m.conversation_id)
+            .bind(*seq)
+            .bind(&m.sender_id)
+            .bind(&m.sender_device_id)
+            .bind(&m.client_msg_id)
+            .bind(&m.body)
+            .bind(m.now_ms)
+            .bind(&m.reply_to)
+            .bind(*large);
+    }
+    query.fetch_all(conn).await
+}
+
+/// A repeated send gives its seq back (nothing else saw it: this
+/// transaction holds the conversation's row).
+async fn give_back_seq(conn: &mut sqlx::AnyConnection, m: &NewMessage) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE conversations SET last_seq = last_seq - 1 WHERE id = $1")
+        .bind(&m.conversation_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The participants of a direct chat, from its first message on.
+async fn add_members(conn: &mut sqlx::AnyConnection, m: &NewMessage) -> Result<(), sqlx::Error> {
+    for member in &m.members {
+        sqlx::query(
+            "INSERT INTO conversation_members (conversation_id, user_id, joined_seq)
+             VALUES ($1, $2, 1) ON CONFLICT (conversation_id, user_id) DO NOTHING",
+        )
+        .bind(&m.conversation_id)
+        .bind(member)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+fn row_of(m: &NewMessage, seq: i64, large: i64) -> MessageRow {
+    MessageRow {
+        id: m.id.clone(),
+        conversation_id: m.conversation_id.clone(),
+        seq,
+        sender_id: m.sender_id.clone(),
+        sender_device_id: m.sender_device_id.clone(),
+        client_msg_id: m.client_msg_id.clone(),
+        body: m.body.clone(),
+        server_ts_ms: m.now_ms,
+        fanned_out: 0,
+        reply_to: m.reply_to.clone(),
+        delivery: large,
+        group_large: large,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{MIGRATOR, current_members, not_fanned_out};
+
+    fn send(conversation: &str, sender: &str, client_msg_id: &str) -> NewMessage {
+        NewMessage {
+            id: shared::ids::new_id(),
+            conversation_id: conversation.into(),
+            kind: "direct",
+            members: vec![sender.into(), "peer".into()],
+            sender_id: sender.into(),
+            sender_device_id: "d".into(),
+            client_msg_id: client_msg_id.into(),
+            body: "{}".into(),
+            reply_to: String::new(),
+            now_ms: 1,
+        }
+    }
+
+    fn seqs(rows: &[Option<MessageRow>]) -> Vec<Option<i64>> {
+        rows.iter().map(|r| r.as_ref().map(|r| r.seq)).collect()
+    }
+
+    /// A batch stores new and existing conversations' messages with gapless
+    /// seqs, gives repeated sends none, and marks fan-outs, on real SQLite.
+    #[tokio::test]
+    async fn batches_number_gaplessly_and_skip_repeats() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let url = shared::db::sqlite_url(&dir.path().join("m.db"));
+        let pool = shared::db::connect(&url, 1, &MIGRATOR).await?;
+        let (a, b) = (send("c1", "u1", "a"), send("c2", "u2", "b"));
+        // New conversations: their first messages.
+        let first = store_batch(&pool, &[], &[&a, &b]).await?;
+        assert_eq!(seqs(&first), [Some(1), Some(1)]);
+        // Existing ones in one statement, a new one beside them, a repeat
+        // (same sender and client_msg_id) and a fan-out mark.
+        let repeat = send("c2", "u2", "b");
+        let marked = a.id.clone();
+        let second = store_batch(
+            &pool,
+            std::slice::from_ref(&marked),
+            &[&send("c1", "u1", "a2"), &repeat, &send("c3", "u3", "c")],
+        )
+        .await?;
+        assert_eq!(seqs(&second), [Some(2), None, Some(1)]);
+        // Two messages of one conversation in a batch keep their order.
+        let third = store_batch(
+            &pool,
+            &[],
+            &[&send("c1", "u1", "a3"), &send("c1", "peer", "a4")],
+        )
+        .await?;
+        assert_eq!(seqs(&third), [Some(3), Some(4)]);
+        // A client_msg_id already used elsewhere stores nothing, and leaves
+        // no numbered conversation behind.
+        let reused = store_batch(
+            &pool,
+            &[],
+            &[&send("c4", "u1", "a"), &send("c3", "u3", "c2")],
+        )
+        .await?;
+        assert_eq!(seqs(&reused), [None, Some(2)]);
+        // The repeats gave their seqs back: c2 goes on at 2, c4 starts at 1
+        // (with its members).
+        let fourth = store_batch(
+            &pool,
+            &[],
+            &[
+                &send("c2", "u2", "b3"),
+                &send("c1", "u1", "a5"),
+                &send("c4", "u1", "x"),
+            ],
+        )
+        .await?;
+        assert_eq!(seqs(&fourth), [Some(2), Some(5), Some(1)]);
+        assert_eq!(current_members(&pool, "c4").await?.len(), 2);
+        assert_eq!(current_members(&pool, "c3").await?.len(), 2);
+        let pending: Vec<String> = not_fanned_out(&pool, i64::MAX, 100)
+            .await?
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert!(!pending.contains(&marked) && pending.contains(&b.id));
+        Ok(())
+    }
+}

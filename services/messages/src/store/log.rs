@@ -1,0 +1,151 @@
+//! Reading the message log: one message, a page of history, the messages
+//! left to fan out; recalls and deletions for oneself.
+
+use shared::db::AnyPool;
+
+use super::{MESSAGE_COLUMNS, MessageRow};
+
+pub async fn by_client_msg_id(
+    pool: &AnyPool,
+    sender_id: &str,
+    client_msg_id: &str,
+) -> Result<Option<MessageRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender_id = $1 AND client_msg_id = $2"
+    )))
+    .bind(sender_id)
+    .bind(client_msg_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Messages stored but not fanned out, stored before `before_ms`, oldest first.
+pub async fn not_fanned_out(
+    pool: &AnyPool,
+    before_ms: i64,
+    limit: i64,
+) -> Result<Vec<MessageRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE fanned_out = 0 AND server_ts_ms < $1
+         ORDER BY conversation_id, seq LIMIT $2"
+    )))
+    .bind(before_ms)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// The conversations with a message stored before `before_ms` and not yet
+/// fanned out.
+pub async fn pending_conversations(
+    pool: &AnyPool,
+    before_ms: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT conversation_id FROM messages
+         WHERE fanned_out = 0 AND server_ts_ms < $1 LIMIT 100000",
+    )
+    .bind(before_ms)
+    .fetch_all(pool)
+    .await
+}
+
+/// The messages of one conversation not yet fanned out, in seq order.
+pub async fn not_fanned_out_in(
+    pool: &AnyPool,
+    conversation_id: &str,
+) -> Result<Vec<MessageRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND fanned_out = 0
+         ORDER BY seq"
+    )))
+    .bind(conversation_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// A page of `reader`'s history: seq in `(after, before)`, `limit` rows,
+/// ascending, without the messages the reader deleted for itself.
+/// `newest_first` picks the page next to `before` instead of next to `after`.
+pub async fn history(
+    pool: &AnyPool,
+    reader: &str,
+    conversation_id: &str,
+    after: i64,
+    before: i64,
+    limit: i64,
+    newest_first: bool,
+) -> Result<Vec<MessageRow>, sqlx::Error> {
+    let order = if newest_first { "DESC" } else { "ASC" };
+    let columns = MESSAGE_COLUMNS
+        .split(", ")
+        .map(|c| format!("m.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut rows: Vec<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {columns} FROM messages m
+         WHERE m.conversation_id = $1 AND m.seq > $2 AND m.seq < $3
+           AND NOT EXISTS (SELECT 1 FROM hidden_messages h
+               WHERE h.user_id = $5 AND h.conversation_id = m.conversation_id AND h.seq = m.seq)
+         ORDER BY m.seq {order} LIMIT $4"
+    )))
+    .bind(conversation_id)
+    .bind(after)
+    .bind(before)
+    .bind(limit)
+    .bind(reader)
+    .fetch_all(pool)
+    .await?;
+    if newest_first {
+        rows.reverse();
+    }
+    Ok(rows)
+}
+
+/// Hides messages from one user's history.
+pub async fn hide(
+    pool: &AnyPool,
+    user_id: &str,
+    conversation_id: &str,
+    seqs: &[i64],
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    for seq in seqs {
+        sqlx::query(
+            "INSERT INTO hidden_messages (user_id, conversation_id, seq, hidden_at_ms)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, conversation_id, seq) DO NOTHING",
+        )
+        .bind(user_id)
+        .bind(conversation_id)
+        .bind(*seq)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
+
+/// Replaces a message's body (a recall).
+pub async fn set_body(pool: &AnyPool, id: &str, body: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE messages SET body = $2 WHERE id = $1")
+        .bind(id)
+        .bind(body)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub async fn message_at(
+    pool: &AnyPool,
+    conversation_id: &str,
+    seq: i64,
+) -> Result<Option<MessageRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq = $2"
+    )))
+    .bind(conversation_id)
+    .bind(seq)
+    .fetch_optional(pool)
+    .await
+}

@@ -1,0 +1,140 @@
+//! The conversation list, read positions and each member's own flags.
+
+use shared::db::AnyPool;
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct ConversationRow {
+    pub id: String,
+    pub kind: String,
+    pub title: String,
+    pub last_seq: i64,
+    pub last_activity_ms: i64,
+    pub joined_seq: i64,
+    pub left_seq: i64,
+    pub read_seq: i64,
+    pub pinned: i64,
+    pub notifications_muted: i64,
+}
+
+/// The conversations of a user, pinned first, then most recent activity
+/// first (ties by id), after the page boundary `(pinned, activity, id)`.
+pub async fn conversations(
+    pool: &AnyPool,
+    user_id: &str,
+    before: (i64, i64, &str),
+    limit: i64,
+) -> Result<Vec<ConversationRow>, sqlx::Error> {
+    let (pinned, activity, id) = before;
+    sqlx::query_as(
+        "SELECT c.id, c.kind, c.title, c.last_seq, c.last_activity_ms,
+                m.joined_seq, m.left_seq, m.read_seq, m.pinned, m.notifications_muted
+         FROM conversation_members m JOIN conversations c ON c.id = m.conversation_id
+         WHERE m.user_id = $1 AND c.last_seq > 0
+           AND (m.pinned < $2 OR (m.pinned = $2 AND (c.last_activity_ms < $3
+                OR (c.last_activity_ms = $3 AND c.id > $4))))
+         ORDER BY m.pinned DESC, c.last_activity_ms DESC, c.id ASC LIMIT $5",
+    )
+    .bind(user_id)
+    .bind(pinned)
+    .bind(activity)
+    .bind(id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Messages of others in `(after, upto]` of a conversation: the unread count.
+pub async fn unread(
+    pool: &AnyPool,
+    conversation_id: &str,
+    reader: &str,
+    after: i64,
+    upto: i64,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM messages
+         WHERE conversation_id = $1 AND seq > $2 AND seq <= $3 AND sender_id <> $4",
+    )
+    .bind(conversation_id)
+    .bind(after)
+    .bind(upto)
+    .bind(reader)
+    .fetch_one(pool)
+    .await
+}
+
+/// Moves a member's read position forward to `seq`; returns the position
+/// (unchanged when it was already there or beyond).
+pub async fn mark_read(
+    pool: &AnyPool,
+    conversation_id: &str,
+    user_id: &str,
+    seq: i64,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE conversation_members
+         SET read_seq = CASE WHEN read_seq < $3 THEN $3 ELSE read_seq END
+         WHERE conversation_id = $1 AND user_id = $2 RETURNING read_seq",
+    )
+    .bind(conversation_id)
+    .bind(user_id)
+    .bind(seq)
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn read_seq(
+    pool: &AnyPool,
+    conversation_id: &str,
+    user_id: &str,
+) -> Result<i64, sqlx::Error> {
+    let seq: Option<i64> = sqlx::query_scalar(
+        "SELECT read_seq FROM conversation_members WHERE conversation_id = $1 AND user_id = $2",
+    )
+    .bind(conversation_id)
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(seq.unwrap_or(0))
+}
+
+/// Sets a member's own flags; returns (pinned, muted), None for non-members.
+pub async fn set_flags(
+    pool: &AnyPool,
+    conversation_id: &str,
+    user_id: &str,
+    pinned: Option<bool>,
+    muted: Option<bool>,
+) -> Result<Option<(i64, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE conversation_members
+         SET pinned = COALESCE($3, pinned), notifications_muted = COALESCE($4, notifications_muted)
+         WHERE conversation_id = $1 AND user_id = $2 RETURNING pinned, notifications_muted",
+    )
+    .bind(conversation_id)
+    .bind(user_id)
+    .bind(pinned.map(i64::from))
+    .bind(muted.map(i64::from))
+    .fetch_optional(pool)
+    .await
+}
+
+/// The members (other than `sender`) who could read message `seq`, with
+/// their read positions.
+pub async fn read_positions(
+    pool: &AnyPool,
+    conversation_id: &str,
+    seq: i64,
+    sender: &str,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT user_id, read_seq FROM conversation_members
+         WHERE conversation_id = $1 AND user_id <> $3 AND joined_seq <= $2
+           AND (left_seq = 0 OR left_seq >= $2)",
+    )
+    .bind(conversation_id)
+    .bind(seq)
+    .bind(sender)
+    .fetch_all(pool)
+    .await
+}
