@@ -24,7 +24,7 @@ pub enum InboxError {
     Cursor(String),
 }
 
-pub struct Inbox {
+pub struct InboxReader {
     stream: Stream,
     cursors: kv::Store,
     /// Bounds the replays running at once, so that a reconnect storm (every
@@ -42,7 +42,7 @@ pub enum Start {
     Resync(u64),
 }
 
-impl Inbox {
+impl InboxReader {
     pub async fn open(
         nats: &Nats,
         streams: &shared::nats::StreamsConfig,

@@ -9,7 +9,7 @@
 //! - [`ws`]: one WebSocket connection (reader, writer, sends, delivery);
 //! - [`frames`]: the JSON / protobuf frame codec;
 //! - [`inbox`]: replaying a user's inbox and storing device cursors;
-//! - [`groups`]: one subscription per large group, shared by connections;
+//! - [`group_hub`]: one subscription per large group, shared by connections;
 //! - [`presence`]: announcing connected devices to the presence service;
 //! - [`web`]: the embedded web client, served at `/`.
 //!
@@ -18,7 +18,7 @@
 
 pub mod config;
 pub mod frames;
-pub mod groups;
+pub mod group_hub;
 pub mod http;
 pub mod inbox;
 pub mod keyring;
@@ -58,8 +58,8 @@ pub struct EdgeState {
     pub nats: Nats,
     pub caller: shared::rpc::Caller,
     pub keyring: keyring::KeyRing,
-    pub inbox: inbox::Inbox,
-    pub groups: groups::GroupHub,
+    pub inbox: inbox::InboxReader,
+    pub group_hub: group_hub::GroupHub,
     pub devices: presence::Devices,
     pub connections: Arc<Semaphore>,
     pub shutdown: CancellationToken,
@@ -87,14 +87,14 @@ impl Edge {
                 source,
             })?;
         let inbox =
-            inbox::Inbox::open(&nats, &config.streams, config.max_concurrent_replays).await?;
+            inbox::InboxReader::open(&nats, &config.streams, config.max_concurrent_replays).await?;
         let caller = nats.caller();
         let edge_id = shared::ids::new_id();
         let state = Arc::new(EdgeState {
             keyring: keyring::KeyRing::new(caller.clone()),
             devices: presence::Devices::new(edge_id, caller.clone()),
             connections: Arc::new(Semaphore::new(config.max_connections)),
-            groups: groups::GroupHub::new(nats.client.clone()),
+            group_hub: group_hub::GroupHub::new(nats.client.clone()),
             caller,
             inbox,
             config,
@@ -141,7 +141,7 @@ impl Edge {
         let group_check = tokio::spawn(async move {
             let every = Duration::from_secs(check.config.inbox_check_secs);
             check
-                .groups
+                .group_hub
                 .check_loop(&check.caller, every, check.shutdown.clone())
                 .await;
         });
@@ -169,7 +169,7 @@ impl Edge {
         key_loader.abort();
         let _ = heartbeat.await;
         let _ = group_check.await;
-        state.groups.close().await;
+        state.group_hub.close().await;
         tracing::info!("edge stopped");
         Ok(())
     }

@@ -1,5 +1,5 @@
 //! One connection's large groups (read fan-out). Their messages do not pass
-//! through the user's inbox: the edge's [`GroupHub`](crate::groups::GroupHub)
+//! through the user's inbox: the edge's [`GroupHub`](crate::group_hub::GroupHub)
 //! hands each live group message to the connections of its members, and
 //! this module forwards them as `groupMessage` frames in seq order without
 //! gaps or repeats. A gap (a lost or dropped push) is filled from the
@@ -39,7 +39,7 @@ use tokio::sync::mpsc;
 use super::{Conn, close};
 use crate::EdgeState;
 use crate::frames;
-use crate::groups::GroupPush;
+use crate::group_hub::GroupPush;
 
 /// Group messages queued for one connection before pushes are dropped (and
 /// later read from the history).
@@ -130,7 +130,7 @@ fn backoff(failures: u32) -> Duration {
 impl Large {
     pub fn new(state: &EdgeState) -> Self {
         Self {
-            id: state.groups.connection_id(),
+            id: state.group_hub.connection_id(),
             tx: None,
             rx: None,
             delivered: HashMap::new(),
@@ -189,7 +189,7 @@ impl Large {
         for conversation in wanted.keys() {
             if !self.delivered.contains_key(conversation) {
                 let tx = self.sender();
-                match state.groups.join(conversation, self.id, tx).await {
+                match state.group_hub.join(conversation, self.id, tx).await {
                     Ok(()) => new.push(conversation.clone()),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot subscribe to a large group");
@@ -214,7 +214,7 @@ impl Large {
                     self.delivered.insert(conversation, head);
                 }
                 // Gone in between: its notice reaches the inbox.
-                None => state.groups.leave(&conversation, self.id).await,
+                None => state.group_hub.leave(&conversation, self.id).await,
             }
         }
         let heads = self
@@ -270,7 +270,7 @@ impl Large {
             return true;
         }
         let tx = self.sender();
-        if let Err(e) = state.groups.join(&conversation, self.id, tx).await {
+        if let Err(e) = state.group_hub.join(&conversation, self.id, tx).await {
             tracing::warn!(error = %e, "cannot subscribe to a large group");
             conn.close(close::INTERNAL, "large group unavailable: resume");
             return false;
@@ -309,7 +309,7 @@ impl Large {
     async fn unfollow(&mut self, state: &EdgeState, conversation: &str) {
         self.retries.remove(conversation);
         if self.delivered.remove(conversation).is_some() {
-            state.groups.leave(conversation, self.id).await;
+            state.group_hub.leave(conversation, self.id).await;
         }
     }
 
@@ -503,7 +503,7 @@ impl Large {
     /// Stops following every group (the connection ends).
     pub async fn leave_all(&mut self, state: &EdgeState) {
         for conversation in self.delivered.keys() {
-            state.groups.leave(conversation, self.id).await;
+            state.group_hub.leave(conversation, self.id).await;
         }
         self.delivered.clear();
     }

@@ -1,0 +1,111 @@
+//! What a client asks over its WebSocket: sends (forwarded in order by one
+//! task per connection, started at the first send), acks, typing, resumes
+//! and pings.
+
+use super::*;
+
+/// Handles one client message; false when the connection should end.
+pub(super) async fn handle_message(
+    state: &Arc<EdgeState>,
+    conn: &Arc<Conn>,
+    format: Format,
+    bytes: &[u8],
+    sends: &mut Option<Sends>,
+    resumes: &mpsc::Sender<u64>,
+) -> bool {
+    let frame = match frames::decode(format, bytes) {
+        Ok(frame) => frame,
+        Err(bad) => return conn.send(frames::error(bad.id, &bad.error)).await,
+    };
+    let id = frame.id;
+    let Some(kind) = frame.kind else { return true };
+    tracing::trace!(kind = frames::kind_name(&kind), id, "frame");
+    let error = match kind {
+        // A full queue of sends waiting for their ack stops this reader until
+        // one is answered: back-pressure on a client that pipelines too much.
+        client_frame::Kind::Send(send) => {
+            let sends = sends.get_or_insert_with(|| Sends::start(state, conn));
+            return tokio::select! {
+                _ = conn.cancel.cancelled() => false,
+                sent = sends.tx.send((id, Box::new(send))) => sent.is_ok(),
+            };
+        }
+        client_frame::Kind::Ack(ack) => {
+            if ack.cursor > conn.delivered.load(Ordering::Acquire) {
+                RpcError::bad_request("cursor is ahead of what was delivered")
+            } else {
+                conn.acked.fetch_max(ack.cursor, Ordering::AcqRel);
+                return true;
+            }
+        }
+        client_frame::Kind::Resume(resume) => match resumes.try_send(resume.cursor) {
+            Ok(()) => return true,
+            Err(_) => RpcError::new(shared::ErrorCode::RateLimited, "too many resumes at once"),
+        },
+        client_frame::Kind::Typing(typing) => {
+            if conn.typing.check().is_err() {
+                RpcError::new(shared::ErrorCode::RateLimited, "typing too often")
+            } else {
+                // Off the reader: a slow service must not stall this connection.
+                let (caller, conn) = (state.caller.clone(), conn.clone());
+                tokio::spawn(async move {
+                    let result = caller
+                        .call_as::<ConversationTyping>(&conn.who, &typing)
+                        .await;
+                    if let Err(e) = result {
+                        conn.send(frames::error(id, &e)).await;
+                    }
+                });
+                return true;
+            }
+        }
+        client_frame::Kind::Ping(ping) => {
+            let pong = pb::Pong {
+                client_ts_ms: ping.client_ts_ms,
+                server_ts_ms: ids::now_ms(),
+            };
+            return conn
+                .send(frames::reply(id, server_frame::Kind::Pong(pong)))
+                .await;
+        }
+    };
+    conn.send(frames::error(id, &error)).await
+}
+
+/// A connection's sender task and its queue.
+pub(super) struct Sends {
+    tx: mpsc::Sender<(u64, Box<msg_pb::SendRequest>)>,
+    pub(super) task: tokio::task::JoinHandle<()>,
+}
+
+impl Sends {
+    pub(super) fn start(state: &Arc<EdgeState>, conn: &Arc<Conn>) -> Self {
+        let (tx, rx) = mpsc::channel(state.config.max_inflight_sends);
+        let task = tokio::spawn(send_loop(state.clone(), conn.clone(), rx));
+        Self { tx, task }
+    }
+}
+
+/// Forwards sends to the messages service one at a time, so a device's
+/// messages keep the order it sent them in, and answers each with its ack.
+pub(super) async fn send_loop(
+    state: Arc<EdgeState>,
+    conn: Arc<Conn>,
+    mut sends: mpsc::Receiver<(u64, Box<msg_pb::SendRequest>)>,
+) {
+    let caller = state.nats.caller();
+    loop {
+        let (id, request) = tokio::select! {
+            _ = conn.cancel.cancelled() => return,
+            next = sends.recv() => match next { Some(next) => next, None => return },
+        };
+        let result = caller.call_as::<MessageSend>(&conn.who, &request).await;
+        let frame = match result {
+            Ok(ack) => frames::reply(id, server_frame::Kind::Ack(ack)),
+            Err(e) => frames::error(id, &e),
+        };
+        if !conn.send(frame).await {
+            return;
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! Profiles (created from the registration event, or on first sight) and
+//! user search by username, nickname or exact phone.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use prost::Message as _;
+use shared::endpoint::endpoints::{AuthLookup, AuthPhone};
+use shared::proto::auth as auth_pb;
+use shared::proto::social as pb;
+use shared::rpc::{Identity, internal};
+use shared::{RpcError, ids, subject};
+
+use super::{State, user_ids};
+use crate::store::{self, ProfileRow};
+
+const NICKNAME_MAX: usize = 64;
+const SIGNATURE_MAX: usize = 200;
+const QUERY_MAX: usize = 64;
+const AVATAR_MAX: usize = 128;
+
+impl State {
+    /// The profiles of `ids` that exist, in the order asked, creating the
+    /// ones whose registration event has not arrived yet.
+    pub(super) async fn profiles(&self, ids: &[String]) -> Result<Vec<ProfileRow>, RpcError> {
+        let mut found: HashMap<String, ProfileRow> = store::profiles(&self.pool, ids)
+            .await
+            .map_err(|e| internal("load profiles", e))?
+            .into_iter()
+            .map(|p| (p.user_id.clone(), p))
+            .collect();
+        let missing: Vec<String> = ids
+            .iter()
+            .filter(|id| !found.contains_key(*id) && subject::is_valid_token(id))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            let reply = self
+                .caller
+                .call_to::<AuthLookup>(&auth_pb::LookupRequest {
+                    user_ids: missing.clone(),
+                })
+                .await?;
+            for account in &reply.accounts {
+                store::create_profile(
+                    &self.pool,
+                    &account.user_id,
+                    &account.username,
+                    &account.nickname,
+                    account.created_at_ms,
+                )
+                .await
+                .map_err(|e| internal("create profile", e))?;
+            }
+            if !reply.accounts.is_empty() {
+                for p in store::profiles(&self.pool, &missing)
+                    .await
+                    .map_err(|e| internal("load profiles", e))?
+                {
+                    found.insert(p.user_id.clone(), p);
+                }
+            }
+        }
+        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+    }
+
+    pub(super) async fn profile(&self, id: &str) -> Result<Option<ProfileRow>, RpcError> {
+        Ok(self.profiles(&[id.to_owned()]).await?.pop())
+    }
+
+    /// The other user of a call: a well-formed id other than the caller's,
+    /// of an existing user.
+    pub(super) async fn other_user(&self, me: &Identity, id: &str) -> Result<ProfileRow, RpcError> {
+        if !subject::is_valid_token(id) {
+            return Err(RpcError::bad_request("malformed user id"));
+        }
+        if id == me.user_id {
+            return Err(RpcError::bad_request("that is yourself"));
+        }
+        self.profile(id)
+            .await?
+            .ok_or_else(|| RpcError::not_found("no such user"))
+    }
+
+    pub(super) async fn get_profiles(
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::GetProfilesRequest,
+    ) -> Result<pb::GetProfilesResponse, RpcError> {
+        let ids = if input.user_ids.is_empty() {
+            vec![me.user_id]
+        } else {
+            input.user_ids
+        };
+        user_ids(&ids)?;
+        let profiles = self.profiles(&ids).await?;
+        Ok(pb::GetProfilesResponse {
+            profiles: profiles.into_iter().map(to_profile).collect(),
+        })
+    }
+
+    pub(super) async fn update_profile(
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::UpdateProfileRequest,
+    ) -> Result<pb::Profile, RpcError> {
+        let current = self
+            .profile(&me.user_id)
+            .await?
+            .ok_or_else(|| RpcError::not_found("no such user"))?;
+        let nickname = match input.nickname.as_deref() {
+            None => None,
+            Some(n) => match shared::text::display("nickname", n, NICKNAME_MAX)? {
+                "" => Some(current.username.as_str()),
+                n => Some(n),
+            },
+        };
+        let signature = input
+            .signature
+            .as_deref()
+            .map(|s| shared::text::display("signature", s, SIGNATURE_MAX))
+            .transpose()?;
+        let avatar = input.avatar.as_deref().map(str::trim);
+        if let Some(avatar) = avatar
+            && !avatar.is_empty()
+            && (avatar.len() > AVATAR_MAX
+                || !avatar
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)))
+        {
+            return Err(RpcError::bad_request("avatar must be a file id"));
+        }
+        let update = store::ProfileUpdate {
+            nickname,
+            signature,
+            avatar,
+        };
+        let now = ids::now_ms();
+        store::update_profile(&self.pool, &me.user_id, &update, now)
+            .await
+            .map_err(|e| internal("update profile", e))?;
+        let profile = self
+            .profile(&me.user_id)
+            .await?
+            .map(to_profile)
+            .ok_or_else(|| RpcError::not_found("no such user"))?;
+        self.event(
+            subject::event::PROFILE_UPDATED,
+            profile.encode_to_vec(),
+            &format!("profile:{}:{now}", me.user_id),
+        )
+        .await;
+        Ok(profile)
+    }
+
+    pub(super) async fn search(
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::SearchRequest,
+    ) -> Result<pb::SearchResponse, RpcError> {
+        let query = input.query.trim();
+        if query.is_empty()
+            || query.chars().count() > QUERY_MAX
+            || query.chars().any(char::is_control)
+        {
+            return Err(RpcError::bad_request(format!(
+                "query must be 1-{QUERY_MAX} characters"
+            )));
+        }
+        let limit = match input.limit {
+            0 => 20,
+            1..=50 => input.limit as i64,
+            _ => return Err(RpcError::bad_request("limit must be within 1..=50")),
+        };
+        if input.cursor.len() > 200 {
+            return Err(RpcError::bad_request("malformed cursor"));
+        }
+        // A phone number finds exactly its account and nothing else.
+        if let Some(phone) = shared::text::phone(query) {
+            let reply = self
+                .caller
+                .call_to::<AuthPhone>(&auth_pb::PhoneLookupRequest { phone })
+                .await?;
+            let ids: Vec<String> = reply
+                .account
+                .map(|a| a.user_id)
+                .filter(|id| *id != me.user_id && input.cursor.is_empty())
+                .into_iter()
+                .collect();
+            let users = self
+                .profiles(&ids)
+                .await?
+                .into_iter()
+                .map(to_profile)
+                .collect();
+            return Ok(pb::SearchResponse {
+                users,
+                next_cursor: String::new(),
+            });
+        }
+        let mut rows = store::search(&self.pool, &me.user_id, query, &input.cursor, limit + 1)
+            .await
+            .map_err(|e| internal("search", e))?;
+        let next_cursor = if rows.len() as i64 > limit {
+            rows.truncate(limit as usize);
+            rows.last()
+                .map(|p| shared::text::fold(&p.username))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(pb::SearchResponse {
+            users: rows.into_iter().map(to_profile).collect(),
+            next_cursor,
+        })
+    }
+}
+
+pub(super) fn to_profile(row: ProfileRow) -> pb::Profile {
+    pb::Profile {
+        user_id: row.user_id,
+        username: row.username,
+        nickname: row.nickname,
+        signature: row.signature,
+        avatar: row.avatar,
+        updated_at_ms: row.updated_at_ms,
+    }
+}
