@@ -23,49 +23,8 @@ pub enum Mode {
     AllInOne,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Service {
-    Auth,
-    Messages,
-    Presence,
-    Social,
-    Groups,
-    Edge,
-}
-
-impl Service {
-    pub const ALL: [Service; 6] = [
-        Service::Auth,
-        Service::Messages,
-        Service::Presence,
-        Service::Social,
-        Service::Groups,
-        Service::Edge,
-    ];
-
-    fn name(self) -> &'static str {
-        match self {
-            Service::Auth => "auth",
-            Service::Messages => "messages",
-            Service::Presence => "presence",
-            Service::Social => "social",
-            Service::Groups => "groups",
-            Service::Edge => "edge",
-        }
-    }
-
-    /// The micro service name its instances answer `$SRV.PING` with.
-    fn micro_name(self) -> Option<&'static str> {
-        match self {
-            Service::Auth => Some("natter-auth"),
-            Service::Messages => Some("natter-messages"),
-            Service::Presence => Some("natter-presence"),
-            Service::Social => Some("natter-social"),
-            Service::Groups => Some("natter-groups"),
-            Service::Edge => None,
-        }
-    }
-}
+/// The services, as the binary knows them.
+pub use natter::Service;
 
 /// A running natter system. Dropping it stops everything.
 pub struct System {
@@ -315,70 +274,45 @@ impl System {
         Ok(options.connect(self.nats.url()).await?)
     }
 
+    /// The configuration of an in-process system: the binary's, with this
+    /// test's databases and settings.
+    fn natter_config(&self) -> natter::NatterConfig {
+        let mut config = natter::NatterConfig {
+            data_dir: self.data.path().to_owned(),
+            nats: self.nats_config(),
+            ..natter::NatterConfig::default()
+        };
+        config.auth.database_url = self.db_url("auth.db");
+        config.messages.database_url = self.db_url("messages.db");
+        config.messages.recall_window_secs = self.settings.recall_window_secs;
+        config.messages.large_group_members = self.settings.large_group_members;
+        config.presence.device_ttl_secs = 3;
+        config.social.database_url = self.db_url("social.db");
+        config.groups.database_url = self.db_url("groups.db");
+        config.groups.sweep_interval_secs = 1;
+        config.groups.max_members = self.settings.group_max_members;
+        config.groups.invite_friends_only = self.settings.invite_friends_only;
+        config.edge = edge_config(SocketAddr::from(([127, 0, 0, 1], 0)), &self.settings);
+        config
+    }
+
     async fn start_in_process(&mut self) -> anyhow::Result<()> {
-        let nats = shared::Nats::connect(&self.nats_config(), "e2e").await?;
-        let stop = self.shutdown.clone();
-        let auth_config = auth::Config {
-            database_url: self.db_url("auth.db"),
-            ..auth::Config::default()
-        };
-        let n = nats.clone();
-        let s = stop.clone();
-        self.tasks.push(tokio::spawn(async move {
-            auth::run(auth_config, n, s).await.expect("auth runs")
-        }));
-        let messages_config = messages::Config {
-            database_url: self.db_url("messages.db"),
-            recall_window_secs: self.settings.recall_window_secs,
-            large_group_members: self.settings.large_group_members,
-            ..messages::Config::default()
-        };
-        let n = nats.clone();
-        let s = stop.clone();
-        self.tasks.push(tokio::spawn(async move {
-            messages::run(messages_config, n, s)
-                .await
-                .expect("messages runs")
-        }));
-        let presence_config = presence::Config {
-            device_ttl_secs: 3,
-            ..presence::Config::default()
-        };
-        let n = nats.clone();
-        let s = stop.clone();
-        self.tasks.push(tokio::spawn(async move {
-            presence::run(presence_config, n, s)
-                .await
-                .expect("presence runs")
-        }));
-        let social_config = social::Config {
-            database_url: self.db_url("social.db"),
-            ..social::Config::default()
-        };
-        let n = nats.clone();
-        let s = stop.clone();
-        self.tasks.push(tokio::spawn(async move {
-            social::run(social_config, n, s).await.expect("social runs")
-        }));
-        let groups_config = groups::Config {
-            database_url: self.db_url("groups.db"),
-            sweep_interval_secs: 1,
-            max_members: self.settings.group_max_members,
-            invite_friends_only: self.settings.invite_friends_only,
-            ..groups::Config::default()
-        };
-        let n = nats.clone();
-        let s = stop.clone();
-        self.tasks.push(tokio::spawn(async move {
-            groups::run(groups_config, n, s).await.expect("groups runs")
-        }));
+        let config = std::sync::Arc::new(self.natter_config());
+        let nats = shared::Nats::connect(&config.nats, "e2e").await?;
+        for service in Service::ALL {
+            if service == Service::Edge {
+                continue;
+            }
+            let (config, nats, stop) = (config.clone(), nats.clone(), self.shutdown.clone());
+            self.tasks.push(tokio::spawn(async move {
+                if let Err(e) = service.run(&config, nats, stop).await {
+                    panic!("{} failed: {e}", service.name());
+                }
+            }));
+        }
         let edge_stop = self.edge_shutdown.clone();
-        let edge = edge::Edge::bind(
-            edge_config(SocketAddr::from(([127, 0, 0, 1], 0)), &self.settings),
-            nats,
-            edge_stop,
-        )
-        .await?;
+        // Bound here (not through the registry) to learn its free port.
+        let edge = edge::Edge::bind(config.edge(), nats, edge_stop).await?;
         self.edge_addr = edge.local_addr();
         self.edge_task = Some(tokio::spawn(async move {
             edge.serve().await.expect("edge runs")

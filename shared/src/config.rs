@@ -121,11 +121,11 @@ impl NatsConfig {
         if self.url.trim().is_empty() {
             return Err(ConfigError::Invalid("nats.url is empty".into()));
         }
-        if !(100..=120_000).contains(&self.request_timeout_ms) {
-            return Err(ConfigError::Invalid(
-                "nats.request_timeout_ms must be within 100..=120000".into(),
-            ));
-        }
+        within(
+            "nats.request_timeout_ms",
+            self.request_timeout_ms,
+            100..=120_000,
+        )?;
         if self.subscription_capacity < 1024 {
             return Err(ConfigError::Invalid(
                 "nats.subscription_capacity must be at least 1024".into(),
@@ -141,6 +141,23 @@ impl NatsConfig {
 }
 
 /// Duration helper for configs given in seconds.
+/// Checks that setting `key` lies within `range`, and says so when not:
+/// `within("edge.send_queue", self.send_queue, 1..=65_536)?`.
+pub fn within<T>(key: &str, value: T, range: std::ops::RangeInclusive<T>) -> Result<(), ConfigError>
+where
+    T: PartialOrd + std::fmt::Display,
+{
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(format!(
+            "{key} must be within {}..={}",
+            range.start(),
+            range.end()
+        )))
+    }
+}
+
 pub fn secs(value: u64) -> Duration {
     Duration::from_secs(value)
 }

@@ -11,7 +11,7 @@ use async_nats::{ConnectOptions, Event};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::config::{ConfigError, NatsConfig};
+use crate::config::{ConfigError, NatsConfig, within};
 use crate::subject;
 
 /// A connection event worth reacting to.
@@ -175,11 +175,7 @@ impl Default for StreamsConfig {
 
 impl StreamsConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(1..=5).contains(&self.replicas) {
-            return Err(ConfigError::Invalid(
-                "streams.replicas must be within 1..=5".into(),
-            ));
-        }
+        within("streams.replicas", self.replicas, 1..=5)?;
         if self.inbox_max_age_secs < 60 || self.events_max_age_secs < 60 {
             return Err(ConfigError::Invalid(
                 "stream max ages must be at least 60 s".into(),

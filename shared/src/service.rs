@@ -61,3 +61,37 @@ pub async fn serve<Resp, F, Fut>(
         tracing::warn!("requests still in flight after shutdown timeout");
     }
 }
+
+/// Why a service could not start (or stopped with an error): one type for
+/// every service, so the binary and the test harness treat them alike.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    #[error(transparent)]
+    Nats(#[from] crate::nats::NatsError),
+    /// The micro service or one of its endpoints could not be registered.
+    #[error("nats service: {0}")]
+    Service(String),
+    /// Anything else the service needs at start (its signing keys, a bucket,
+    /// a listening socket): what it was and why it failed.
+    #[error("{what}: {reason}")]
+    Setup { what: String, reason: String },
+}
+
+impl StartError {
+    pub fn setup(what: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        Self::Setup {
+            what: what.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl From<async_nats::Error> for StartError {
+    fn from(e: async_nats::Error) -> Self {
+        Self::Service(e.to_string())
+    }
+}

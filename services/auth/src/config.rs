@@ -1,7 +1,7 @@
 //! Configuration of the auth service.
 
 use serde::{Deserialize, Serialize};
-use shared::config::ConfigError;
+use shared::config::{ConfigError, within};
 use shared::nats::StreamsConfig;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -47,19 +47,19 @@ impl Config {
                 "auth.refresh_token_ttl_secs must be within 3600..=31536000 and above access_token_ttl_secs".into(),
             ));
         }
-        if !(60..=7 * 86_400).contains(&self.access_token_ttl_secs) {
-            return Err(ConfigError::Invalid(
-                "auth.access_token_ttl_secs must be within 60..=604800".into(),
-            ));
-        }
+        within(
+            "auth.access_token_ttl_secs",
+            self.access_token_ttl_secs,
+            60..=7 * 86_400,
+        )?;
         if self.issuer.is_empty() {
             return Err(ConfigError::Invalid("auth.issuer is empty".into()));
         }
-        if !(1..=64).contains(&self.max_concurrent_hashes) {
-            return Err(ConfigError::Invalid(
-                "auth.max_concurrent_hashes must be within 1..=64".into(),
-            ));
-        }
+        within(
+            "auth.max_concurrent_hashes",
+            self.max_concurrent_hashes,
+            1..=64,
+        )?;
         self.streams.validate()
     }
 }

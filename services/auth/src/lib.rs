@@ -21,3 +21,6 @@ pub mod validate;
 pub use config::Config;
 pub use keys::Claims;
 pub use service::run;
+
+/// The micro service name its instances register (what `$SRV.PING` answers).
+pub const MICRO_NAME: &str = "natter-auth";

@@ -12,31 +12,14 @@ use shared::endpoint::endpoints::{
 };
 use shared::proto::auth as pb;
 use shared::rpc::internal;
+use shared::service::StartError;
 use shared::{Identity, Nats, RpcError, ids, subject};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::hashing::{self, DUMMY_HASH};
-use crate::keys::{Claims, KeyError, KeySet};
+use crate::keys::{Claims, KeySet};
 use crate::{Config, store, validate};
-
-#[derive(Debug, thiserror::Error)]
-pub enum AuthError {
-    #[error(transparent)]
-    Config(#[from] shared::config::ConfigError),
-    #[error(transparent)]
-    Db(#[from] db::DbError),
-    #[error(transparent)]
-    Keys(#[from] KeyError),
-    #[error("nats: {0}")]
-    Nats(String),
-}
-
-impl From<async_nats::Error> for AuthError {
-    fn from(e: async_nats::Error) -> Self {
-        Self::Nats(e.to_string())
-    }
-}
 
 struct State {
     config: Config,
@@ -47,13 +30,17 @@ struct State {
 }
 
 /// Runs the auth service until `shutdown` is cancelled.
-pub async fn run(config: Config, nats: Nats, shutdown: CancellationToken) -> Result<(), AuthError> {
+pub async fn run(
+    config: Config,
+    nats: Nats,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
     config.validate()?;
     let pool = db::connect(&config.database_url, 8, &store::MIGRATOR).await?;
-    let keys = KeySet::load_or_generate(&pool).await?;
-    shared::nats::events_stream(&nats.jetstream, &config.streams)
+    let keys = KeySet::load_or_generate(&pool)
         .await
-        .map_err(|e| AuthError::Nats(e.to_string()))?;
+        .map_err(|e| StartError::setup("signing keys", e))?;
+    shared::nats::events_stream(&nats.jetstream, &config.streams).await?;
     let state = Arc::new(State {
         nats: nats.clone(),
         hashing: Semaphore::new(config.max_concurrent_hashes),
@@ -64,7 +51,7 @@ pub async fn run(config: Config, nats: Nats, shutdown: CancellationToken) -> Res
 
     let mut server = Server::start(
         &nats.client,
-        "natter-auth",
+        crate::MICRO_NAME,
         "natter accounts, devices and access tokens",
         state,
         shutdown,

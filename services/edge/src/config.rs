@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
-use shared::config::ConfigError;
+use shared::config::{ConfigError, within};
 use shared::nats::StreamsConfig;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -68,49 +68,38 @@ impl Config {
                 Err(ConfigError::Invalid(what.into()))
             }
         };
-        check(
-            (1024..=16 << 20).contains(&self.max_frame_bytes),
-            "edge.max_frame_bytes must be within 1024..=16777216",
+        within(
+            "edge.max_frame_bytes",
+            self.max_frame_bytes,
+            1024..=16 << 20,
         )?;
-        check(
-            (2..=3600).contains(&self.idle_timeout_secs),
-            "edge.idle_timeout_secs must be within 2..=3600",
-        )?;
+        within("edge.idle_timeout_secs", self.idle_timeout_secs, 2..=3600)?;
         check(
             self.ping_interval_secs >= 1 && self.ping_interval_secs < self.idle_timeout_secs,
             "edge.ping_interval_secs must be at least 1 and below idle_timeout_secs",
         )?;
-        check(
-            (16..=65_536).contains(&self.send_queue),
-            "edge.send_queue must be within 16..=65536",
+        within("edge.send_queue", self.send_queue, 16..=65_536)?;
+        within(
+            "edge.slow_client_timeout_secs",
+            self.slow_client_timeout_secs,
+            1..=300,
         )?;
-        check(
-            (1..=300).contains(&self.slow_client_timeout_secs),
-            "edge.slow_client_timeout_secs must be within 1..=300",
-        )?;
-        check(
-            (1..=1024).contains(&self.max_inflight_sends),
-            "edge.max_inflight_sends must be within 1..=1024",
-        )?;
+        within("edge.max_inflight_sends", self.max_inflight_sends, 1..=1024)?;
         check(
             self.max_connections >= 1,
             "edge.max_connections must be at least 1",
         )?;
-        check(
-            (1..=1200).contains(&self.heartbeat_interval_secs),
-            "edge.heartbeat_interval_secs must be within 1..=1200",
+        within(
+            "edge.heartbeat_interval_secs",
+            self.heartbeat_interval_secs,
+            1..=1200,
         )?;
-        check(
-            (1..=60).contains(&self.cursor_flush_secs),
-            "edge.cursor_flush_secs must be within 1..=60",
-        )?;
-        check(
-            (1..=3600).contains(&self.inbox_check_secs),
-            "edge.inbox_check_secs must be within 1..=3600",
-        )?;
-        check(
-            (1..=10_000).contains(&self.max_concurrent_replays),
-            "edge.max_concurrent_replays must be within 1..=10000",
+        within("edge.cursor_flush_secs", self.cursor_flush_secs, 1..=60)?;
+        within("edge.inbox_check_secs", self.inbox_check_secs, 1..=3600)?;
+        within(
+            "edge.max_concurrent_replays",
+            self.max_concurrent_replays,
+            1..=10_000,
         )?;
         self.streams.validate()
     }

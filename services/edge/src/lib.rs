@@ -31,26 +31,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shared::Nats;
+use shared::service::StartError;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::Config;
-
-#[derive(Debug, thiserror::Error)]
-pub enum EdgeError {
-    #[error(transparent)]
-    Config(#[from] shared::config::ConfigError),
-    #[error(transparent)]
-    Nats(#[from] shared::nats::NatsError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("http server: {0}")]
-    Serve(std::io::Error),
-}
 
 /// What every connection and handler of this edge shares.
 pub struct EdgeState {
@@ -78,14 +64,11 @@ impl Edge {
         config: Config,
         nats: Nats,
         shutdown: CancellationToken,
-    ) -> Result<Self, EdgeError> {
+    ) -> Result<Self, StartError> {
         config.validate()?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
-            .map_err(|source| EdgeError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+            .map_err(|e| StartError::setup(format!("cannot listen on {}", config.listen), e))?;
         let inbox =
             inbox::InboxReader::open(&nats, &config.streams, config.max_concurrent_replays).await?;
         let caller = nats.caller();
@@ -113,7 +96,7 @@ impl Edge {
 
     /// Serves until shutdown, then closes every connection (1001) and waits
     /// for them.
-    pub async fn serve(self) -> Result<(), EdgeError> {
+    pub async fn serve(self) -> Result<(), StartError> {
         let Self { state, listener } = self;
         let shutdown = state.shutdown.clone();
         // Token keys: keep trying until the auth service answers.
@@ -145,7 +128,7 @@ impl Edge {
                 .check_loop(&check.caller, every, check.shutdown.clone())
                 .await;
         });
-        tracing::info!(addr = %listener.local_addr().map_err(EdgeError::Serve)?, "edge listening");
+        tracing::info!(addr = %listener.local_addr().map_err(|e| StartError::setup("http server", e))?, "edge listening");
         let app = http::router(state.clone());
         let graceful = shutdown.clone();
         // Frames are small and latency matters: no Nagle delay (with the
@@ -158,7 +141,7 @@ impl Edge {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { graceful.cancelled().await })
             .await
-            .map_err(EdgeError::Serve)?;
+            .map_err(|e| StartError::setup("http server", e))?;
         state.tasks.close();
         if tokio::time::timeout(Duration::from_secs(10), state.tasks.wait())
             .await
@@ -176,6 +159,10 @@ impl Edge {
 }
 
 /// Runs an edge until `shutdown` is cancelled.
-pub async fn run(config: Config, nats: Nats, shutdown: CancellationToken) -> Result<(), EdgeError> {
+pub async fn run(
+    config: Config,
+    nats: Nats,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
     Edge::bind(config, nats, shutdown).await?.serve().await
 }

@@ -1,7 +1,7 @@
 //! Configuration of the groups service.
 
 use serde::{Deserialize, Serialize};
-use shared::config::ConfigError;
+use shared::config::{ConfigError, within};
 use shared::nats::StreamsConfig;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -36,16 +36,12 @@ impl Config {
         if self.database_url.is_empty() {
             return Err(ConfigError::Invalid("groups.database_url is empty".into()));
         }
-        if !(2..=100_000).contains(&self.max_members) {
-            return Err(ConfigError::Invalid(
-                "groups.max_members must be within 2..=100000".into(),
-            ));
-        }
-        if !(1..=3600).contains(&self.sweep_interval_secs) {
-            return Err(ConfigError::Invalid(
-                "groups.sweep_interval_secs must be within 1..=3600".into(),
-            ));
-        }
+        within("groups.max_members", self.max_members, 2..=100_000)?;
+        within(
+            "groups.sweep_interval_secs",
+            self.sweep_interval_secs,
+            1..=3600,
+        )?;
         self.streams.validate()
     }
 }

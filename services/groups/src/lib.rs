@@ -22,3 +22,6 @@ pub mod store;
 
 pub use config::Config;
 pub use service::run;
+
+/// The micro service name its instances register (what `$SRV.PING` answers).
+pub const MICRO_NAME: &str = "natter-groups";

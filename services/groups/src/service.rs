@@ -22,6 +22,7 @@ use shared::endpoint::endpoints::{
 };
 use shared::proto::{group as pb, message as msg_pb};
 use shared::rpc::{Caller, Identity, internal};
+use shared::service::StartError;
 use shared::{Nats, RpcError, ids, subject};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -33,24 +34,6 @@ use crate::store;
 const SYNC_SHARDS: usize = 64;
 const MAX_USERS_PER_CALL: usize = 200;
 const MAX_MUTE_SECS: u64 = 366 * 24 * 3600;
-
-#[derive(Debug, thiserror::Error)]
-pub enum GroupsError {
-    #[error(transparent)]
-    Config(#[from] shared::config::ConfigError),
-    #[error(transparent)]
-    Db(#[from] db::DbError),
-    #[error(transparent)]
-    Nats(#[from] shared::nats::NatsError),
-    #[error("nats service: {0}")]
-    Service(String),
-}
-
-impl From<async_nats::Error> for GroupsError {
-    fn from(e: async_nats::Error) -> Self {
-        Self::Service(e.to_string())
-    }
-}
 
 struct State {
     config: Config,
@@ -66,7 +49,7 @@ pub async fn run(
     config: Config,
     nats: Nats,
     shutdown: CancellationToken,
-) -> Result<(), GroupsError> {
+) -> Result<(), StartError> {
     config.validate()?;
     let pool = db::connect(&config.database_url, 8, &store::MIGRATOR).await?;
     shared::nats::events_stream(&nats.jetstream, &config.streams).await?;
@@ -80,7 +63,7 @@ pub async fn run(
 
     let mut server = Server::start(
         &nats.client,
-        "natter-groups",
+        crate::MICRO_NAME,
         "natter groups",
         state.clone(),
         shutdown.clone(),

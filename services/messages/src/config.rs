@@ -1,7 +1,7 @@
 //! Configuration of the messages service.
 
 use serde::{Deserialize, Serialize};
-use shared::config::ConfigError;
+use shared::config::{ConfigError, within};
 use shared::nats::StreamsConfig;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -55,36 +55,32 @@ impl Config {
                 "messages.database_url is empty".into(),
             ));
         }
-        if !(1..=100_000).contains(&self.max_text_chars) {
-            return Err(ConfigError::Invalid(
-                "messages.max_text_chars must be within 1..=100000".into(),
-            ));
-        }
-        if !(1..=10_000).contains(&self.max_concurrent_sends) {
-            return Err(ConfigError::Invalid(
-                "messages.max_concurrent_sends must be within 1..=10000".into(),
-            ));
-        }
-        if !(1..=3600).contains(&self.sweep_interval_secs) {
-            return Err(ConfigError::Invalid(
-                "messages.sweep_interval_secs must be within 1..=3600".into(),
-            ));
-        }
-        if !(1..=7 * 24 * 3600).contains(&self.recall_window_secs) {
-            return Err(ConfigError::Invalid(
-                "messages.recall_window_secs must be within 1..=604800".into(),
-            ));
-        }
-        if !(2..=1_000_000).contains(&self.large_group_members) {
-            return Err(ConfigError::Invalid(
-                "messages.large_group_members must be within 2..=1000000".into(),
-            ));
-        }
-        if !(1..=(1u64 << 40)).contains(&self.max_file_bytes) {
-            return Err(ConfigError::Invalid(
-                "messages.max_file_bytes must be within 1..=1099511627776".into(),
-            ));
-        }
+        within("messages.max_text_chars", self.max_text_chars, 1..=100_000)?;
+        within(
+            "messages.max_concurrent_sends",
+            self.max_concurrent_sends,
+            1..=10_000,
+        )?;
+        within(
+            "messages.sweep_interval_secs",
+            self.sweep_interval_secs,
+            1..=3600,
+        )?;
+        within(
+            "messages.recall_window_secs",
+            self.recall_window_secs,
+            1..=7 * 24 * 3600,
+        )?;
+        within(
+            "messages.large_group_members",
+            self.large_group_members,
+            2..=1_000_000,
+        )?;
+        within(
+            "messages.max_file_bytes",
+            self.max_file_bytes,
+            1..=(1u64 << 40),
+        )?;
         self.streams.validate()
     }
 }

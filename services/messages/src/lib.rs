@@ -24,3 +24,6 @@ mod writer;
 
 pub use config::Config;
 pub use service::run;
+
+/// The micro service name its instances register (what `$SRV.PING` answers).
+pub const MICRO_NAME: &str = "natter-messages";

@@ -24,6 +24,7 @@ use shared::endpoint::Server;
 use shared::endpoint::endpoints::*;
 use shared::proto::message as pb;
 use shared::rpc::{Caller, internal};
+use shared::service::StartError;
 use shared::{Nats, RpcError, db, ids};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -39,24 +40,6 @@ use shared::inbox::Inboxes;
 const ORDER_SHARDS: usize = 256;
 /// Inbox appends in flight for one message.
 const FANOUT_CONCURRENCY: usize = 128;
-
-#[derive(Debug, thiserror::Error)]
-pub enum MessagesError {
-    #[error(transparent)]
-    Config(#[from] shared::config::ConfigError),
-    #[error(transparent)]
-    Db(#[from] db::DbError),
-    #[error(transparent)]
-    Nats(#[from] shared::nats::NatsError),
-    #[error("nats service: {0}")]
-    Service(String),
-}
-
-impl From<async_nats::Error> for MessagesError {
-    fn from(e: async_nats::Error) -> Self {
-        Self::Service(e.to_string())
-    }
-}
 
 struct State {
     config: Config,
@@ -87,7 +70,7 @@ pub async fn run(
     config: Config,
     nats: Nats,
     shutdown: CancellationToken,
-) -> Result<(), MessagesError> {
+) -> Result<(), StartError> {
     config.validate()?;
     let pools = db::connect_pools(&config.database_url, 8, &store::MIGRATOR).await?;
     let stream = shared::nats::inbox_stream(&nats.jetstream, &config.streams).await?;
@@ -101,7 +84,7 @@ pub async fn run(
         writer: Writer::start(pools.write.clone()),
         relations: Relations::subscribe(&nats.client, nats.events())
             .await
-            .map_err(|e| MessagesError::Service(format!("subscribe to social events: {e}")))?,
+            .map_err(|e| StartError::setup("subscribe to social events", e))?,
         pending: std::sync::Mutex::new(HashSet::new()),
         pending_known: AtomicBool::new(false),
         pool: pools.read,
@@ -118,7 +101,7 @@ pub async fn run(
 
     let mut server = Server::start(
         &nats.client,
-        "natter-messages",
+        crate::MICRO_NAME,
         "natter conversations and messages",
         state.clone(),
         shutdown.clone(),

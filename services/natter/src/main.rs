@@ -5,16 +5,14 @@
 //! It only wires things: arguments -> configuration -> telemetry -> NATS ->
 //! each selected service's `run(config, nats, shutdown)` until a signal.
 
-mod config;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::NatterConfig;
+use natter::{NatterConfig, Service};
 
 #[derive(Parser)]
 #[command(
@@ -45,25 +43,6 @@ enum Command {
     Config,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Service {
-    Auth,
-    Messages,
-    Presence,
-    Social,
-    Groups,
-    Edge,
-}
-
-const ALL: [Service; 6] = [
-    Service::Auth,
-    Service::Messages,
-    Service::Presence,
-    Service::Social,
-    Service::Groups,
-    Service::Edge,
-];
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -87,7 +66,7 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
     }) {
         Command::Run { services } => {
             let services = if services.is_empty() {
-                ALL.to_vec()
+                Service::ALL.to_vec()
             } else {
                 services
             };
@@ -117,76 +96,18 @@ async fn run(config: NatterConfig, services: &[Service]) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let edge_shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-    for service in services {
-        let (nats, stop) = (nats.clone(), shutdown.clone());
-        let name = format!("{service:?}").to_lowercase();
-        match service {
-            Service::Auth => {
-                let c = config.auth();
-                tasks.spawn(async move {
-                    (
-                        name,
-                        auth::run(c, nats, stop).await.map_err(anyhow::Error::from),
-                    )
-                })
-            }
-            Service::Messages => {
-                let c = config.messages();
-                tasks.spawn(async move {
-                    (
-                        name,
-                        messages::run(c, nats, stop)
-                            .await
-                            .map_err(anyhow::Error::from),
-                    )
-                })
-            }
-            Service::Presence => {
-                let c = config.presence();
-                tasks.spawn(async move {
-                    (
-                        name,
-                        presence::run(c, nats, stop)
-                            .await
-                            .map_err(anyhow::Error::from),
-                    )
-                })
-            }
-            Service::Social => {
-                let c = config.social();
-                tasks.spawn(async move {
-                    (
-                        name,
-                        social::run(c, nats, stop)
-                            .await
-                            .map_err(anyhow::Error::from),
-                    )
-                })
-            }
-            Service::Groups => {
-                let c = config.groups();
-                tasks.spawn(async move {
-                    (
-                        name,
-                        groups::run(c, nats, stop)
-                            .await
-                            .map_err(anyhow::Error::from),
-                    )
-                })
-            }
-            Service::Edge => {
-                let c = config.edge();
-                let addr = c.listen;
-                tracing::info!("natter edge at http://{addr}");
-                let stop = edge_shutdown.clone();
-                tasks.spawn(async move {
-                    (
-                        name,
-                        edge::run(c, nats, stop).await.map_err(anyhow::Error::from),
-                    )
-                })
-            }
+    let config = std::sync::Arc::new(config);
+    for &service in services {
+        let nats = nats.clone();
+        // Edges stop on their own signal (see above).
+        let stop = if service == Service::Edge {
+            tracing::info!("natter edge at http://{}", config.edge.listen);
+            edge_shutdown.clone()
+        } else {
+            shutdown.clone()
         };
+        let config = config.clone();
+        tasks.spawn(async move { (service, service.run(&config, nats, stop).await) });
     }
     tracing::info!(
         ?services,
@@ -222,14 +143,15 @@ async fn run(config: NatterConfig, services: &[Service]) -> anyhow::Result<()> {
         });
     }
     while let Some(joined) = tasks.join_next().await {
-        let (name, result) = joined.context("service task panicked")?;
+        let (service, result) = joined.context("service task panicked")?;
+        let name = service.name();
         if let Err(e) = result {
-            tracing::error!(service = %name, error = %format!("{e:#}"), "service failed");
-            failure.get_or_insert(e.context(format!("{name} service failed")));
+            tracing::error!(service = name, error = %e, "service failed");
+            failure.get_or_insert(anyhow::Error::from(e).context(format!("{name} service failed")));
         } else if !edge_shutdown.is_cancelled() {
-            tracing::error!(service = %name, "service stopped unexpectedly");
+            tracing::error!(service = name, "service stopped unexpectedly");
         }
-        if name == "edge" {
+        if service == Service::Edge {
             edges_done += 1;
         }
         // A failure stops everything; a finished edge stops the services.

@@ -1,7 +1,7 @@
 //! Configuration of the presence service.
 
 use serde::{Deserialize, Serialize};
-use shared::config::ConfigError;
+use shared::config::{ConfigError, within};
 use shared::nats::StreamsConfig;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -25,11 +25,7 @@ impl Default for Config {
 
 impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(2..=3600).contains(&self.device_ttl_secs) {
-            return Err(ConfigError::Invalid(
-                "presence.device_ttl_secs must be within 2..=3600".into(),
-            ));
-        }
+        within("presence.device_ttl_secs", self.device_ttl_secs, 2..=3600)?;
         self.streams.validate()
     }
 }

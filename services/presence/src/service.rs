@@ -16,6 +16,7 @@ use shared::endpoint::endpoints::{
 use shared::proto::presence as pb;
 use shared::rpc::Identity;
 use shared::rpc::internal;
+use shared::service::StartError;
 use shared::subject::presence_key;
 use shared::{Nats, RpcError, ids, subject};
 use tokio_util::sync::CancellationToken;
@@ -24,24 +25,6 @@ use crate::Config;
 
 const MAX_QUERY: usize = 200;
 const MAX_HEARTBEAT: usize = 10_000;
-
-#[derive(Debug, thiserror::Error)]
-pub enum PresenceError {
-    #[error(transparent)]
-    Config(#[from] shared::config::ConfigError),
-    #[error(transparent)]
-    Nats(#[from] shared::nats::NatsError),
-    #[error("presence bucket: {0}")]
-    Bucket(String),
-    #[error("nats service: {0}")]
-    Service(String),
-}
-
-impl From<async_nats::Error> for PresenceError {
-    fn from(e: async_nats::Error) -> Self {
-        Self::Service(e.to_string())
-    }
-}
 
 struct State {
     config: Config,
@@ -62,7 +45,7 @@ pub async fn run(
     config: Config,
     nats: Nats,
     shutdown: CancellationToken,
-) -> Result<(), PresenceError> {
+) -> Result<(), StartError> {
     config.validate()?;
     shared::nats::events_stream(&nats.jetstream, &config.streams).await?;
     let kv = bucket(&nats, &config).await?;
@@ -80,11 +63,11 @@ pub async fn run(
         .kv
         .watch_with_history(presence_key::DEVICES)
         .await
-        .map_err(|e| PresenceError::Bucket(e.to_string()))?;
+        .map_err(|e| StartError::setup("presence bucket", e))?;
 
     let mut server = Server::start(
         &nats.client,
-        "natter-presence",
+        crate::MICRO_NAME,
         "natter presence",
         state.clone(),
         shutdown.clone(),
@@ -167,7 +150,7 @@ async fn tell_friends(
     }
 }
 
-async fn bucket(nats: &Nats, config: &Config) -> Result<kv::Store, PresenceError> {
+async fn bucket(nats: &Nats, config: &Config) -> Result<kv::Store, StartError> {
     if let Ok(store) = nats.jetstream.get_key_value(subject::PRESENCE_BUCKET).await {
         return Ok(store);
     }
@@ -183,7 +166,7 @@ async fn bucket(nats: &Nats, config: &Config) -> Result<kv::Store, PresenceError
             ..Default::default()
         })
         .await
-        .map_err(|e| PresenceError::Bucket(e.to_string()))
+        .map_err(|e| StartError::setup("presence bucket", e))
 }
 
 fn valid(device: &pb::DeviceRef) -> bool {

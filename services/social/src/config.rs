@@ -1,7 +1,7 @@
 //! Configuration of the social service.
 
 use serde::{Deserialize, Serialize};
-use shared::config::ConfigError;
+use shared::config::{ConfigError, within};
 use shared::nats::StreamsConfig;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -30,11 +30,7 @@ impl Config {
         if self.database_url.is_empty() {
             return Err(ConfigError::Invalid("social.database_url is empty".into()));
         }
-        if !(1..=100_000).contains(&self.max_friends) {
-            return Err(ConfigError::Invalid(
-                "social.max_friends must be within 1..=100000".into(),
-            ));
-        }
+        within("social.max_friends", self.max_friends, 1..=100_000)?;
         self.streams.validate()
     }
 }

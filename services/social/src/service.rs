@@ -26,6 +26,7 @@ use shared::inbox::Inboxes;
 use shared::proto::social::{self as pb, social_notice};
 use shared::proto::{auth as auth_pb, delivery};
 use shared::rpc::Caller;
+use shared::service::StartError;
 use shared::{Nats, RpcError, subject};
 use tokio_util::sync::CancellationToken;
 
@@ -35,24 +36,6 @@ use crate::store;
 const MAX_IDS: usize = 200;
 /// The durable consumer (one for all instances) that creates profiles.
 const CONSUMER: &str = "natter-social";
-
-#[derive(Debug, thiserror::Error)]
-pub enum SocialError {
-    #[error(transparent)]
-    Config(#[from] shared::config::ConfigError),
-    #[error(transparent)]
-    Db(#[from] db::DbError),
-    #[error(transparent)]
-    Nats(#[from] shared::nats::NatsError),
-    #[error("nats service: {0}")]
-    Service(String),
-}
-
-impl From<async_nats::Error> for SocialError {
-    fn from(e: async_nats::Error) -> Self {
-        Self::Service(e.to_string())
-    }
-}
 
 struct State {
     config: Config,
@@ -67,7 +50,7 @@ pub async fn run(
     config: Config,
     nats: Nats,
     shutdown: CancellationToken,
-) -> Result<(), SocialError> {
+) -> Result<(), StartError> {
     config.validate()?;
     let pool = db::connect(&config.database_url, 8, &store::MIGRATOR).await?;
     let inbox = shared::nats::inbox_stream(&nats.jetstream, &config.streams).await?;
@@ -82,7 +65,7 @@ pub async fn run(
 
     let mut server = Server::start(
         &nats.client,
-        "natter-social",
+        crate::MICRO_NAME,
         "natter profiles, friends and blocks",
         state.clone(),
         shutdown.clone(),

@@ -37,7 +37,6 @@ impl State {
     }
 
     /// Unblocks a user (unblocking one who is not blocked changes nothing).
-
     pub(super) async fn unblock_user(
         self: Arc<Self>,
         me: Identity,
