@@ -331,7 +331,7 @@ mod tests {
         assert_eq!(
             UserOrService::caller(Some(&user))
                 .unwrap()
-                .map(|me| me.user_id),
+                .map(|me| me.user_id.to_string()),
             Some("u1".to_owned())
         );
         assert_eq!(UserOrService::caller(None).unwrap(), None);

@@ -18,6 +18,7 @@
 pub mod config;
 pub mod db;
 pub mod endpoint;
+pub mod group;
 pub mod ids;
 pub mod inbox;
 pub mod nats;

@@ -14,8 +14,9 @@ use async_nats::{HeaderMap, RequestErrorKind};
 use bytes::Bytes;
 use prost::Message;
 
+use crate::ids::{DeviceId, UserId};
 use crate::proto::common;
-use crate::subject::{self, header};
+use crate::subject::header;
 
 /// Stable error codes shown to API clients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,20 +138,17 @@ pub fn internal(what: &str, err: impl std::fmt::Display) -> RpcError {
 /// The verified caller of a call, set by the edge in headers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
-    pub user_id: String,
-    pub device_id: String,
+    pub user_id: UserId,
+    pub device_id: DeviceId,
 }
 
 impl Identity {
     /// Reads the identity headers of a request; `unauthorized` when absent or malformed.
     pub fn from_headers(headers: Option<&HeaderMap>) -> Result<Self, RpcError> {
-        let get = |name: &str| {
-            headers
-                .and_then(|h| h.get(name))
-                .map(|v| v.as_str().to_owned())
-                .filter(|v| subject::is_valid_token(v))
-        };
-        match (get(header::USER_ID), get(header::DEVICE_ID)) {
+        let get = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
+        let user_id = get(header::USER_ID).and_then(|v| UserId::parse(v).ok());
+        let device_id = get(header::DEVICE_ID).and_then(|v| DeviceId::parse(v).ok());
+        match (user_id, device_id) {
             (Some(user_id), Some(device_id)) => Ok(Self { user_id, device_id }),
             _ => Err(RpcError::unauthorized("missing caller identity")),
         }
@@ -338,8 +336,8 @@ mod tests {
         assert_eq!(
             Identity::from_headers(Some(&h)).unwrap(),
             Identity {
-                user_id: "u1".into(),
-                device_id: "d1".into()
+                user_id: UserId::parse("u1").unwrap(),
+                device_id: DeviceId::parse("d1").unwrap()
             }
         );
         assert!(Identity::from_headers(None).is_err());

@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use shared::RpcError;
 use shared::endpoint::endpoints::AuthKeys;
+use shared::ids::{DeviceId, UserId};
 use shared::proto::auth as pb;
 use shared::rpc::{Caller, Identity};
 use shared::token::Claims;
-use shared::{RpcError, subject};
 use tokio::sync::Mutex;
 
 const REFRESH_GAP: Duration = Duration::from_secs(5);
@@ -82,13 +83,10 @@ impl KeyRing {
                 Err(_) => return Err(invalid()),
             }
         };
-        if !subject::is_valid_token(&claims.sub) || !subject::is_valid_token(&claims.did) {
-            return Err(invalid());
+        match (UserId::parse(claims.sub), DeviceId::parse(claims.did)) {
+            (Ok(user_id), Ok(device_id)) => Ok(Identity { user_id, device_id }),
+            _ => Err(invalid()),
         }
-        Ok(Identity {
-            user_id: claims.sub,
-            device_id: claims.did,
-        })
     }
 
     async fn refresh_if_due(&self) {

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use shared::endpoint::endpoints::{PresenceHeartbeat, PresenceStatus};
+use shared::ids::{DeviceId, UserId};
 use shared::proto::presence as pb;
 use shared::rpc::{Caller, Identity};
 use tokio_util::sync::CancellationToken;
@@ -15,7 +16,7 @@ const HEARTBEAT_CHUNK: usize = 5_000;
 pub struct Devices {
     edge_id: String,
     caller: Caller,
-    connected: Mutex<HashMap<(String, String), usize>>,
+    connected: Mutex<HashMap<(UserId, DeviceId), usize>>,
 }
 
 impl Devices {
@@ -69,8 +70,8 @@ impl Devices {
     async fn announce(&self, who: &Identity, online: bool) {
         let status = pb::DeviceStatus {
             device: Some(pb::DeviceRef {
-                user_id: who.user_id.clone(),
-                device_id: who.device_id.clone(),
+                user_id: who.user_id.to_string(),
+                device_id: who.device_id.to_string(),
             }),
             online,
             edge_id: self.edge_id.clone(),
@@ -97,8 +98,8 @@ impl Devices {
                 .expect("devices lock")
                 .keys()
                 .map(|(user_id, device_id)| pb::DeviceRef {
-                    user_id: user_id.clone(),
-                    device_id: device_id.clone(),
+                    user_id: user_id.to_string(),
+                    device_id: device_id.to_string(),
                 })
                 .collect();
             for chunk in devices.chunks(HEARTBEAT_CHUNK) {

@@ -224,8 +224,8 @@ pub async fn run(
     ));
 
     let welcome = pb::Welcome {
-        user_id: who.user_id.clone(),
-        device_id: who.device_id.clone(),
+        user_id: who.user_id.to_string(),
+        device_id: who.device_id.to_string(),
         acked_cursor: acked,
         idle_timeout_secs: config.idle_timeout_secs as u32,
         max_frame_bytes: config.max_frame_bytes as u32,

@@ -5,40 +5,11 @@
 use std::collections::HashMap;
 
 use shared::RpcError;
+pub use shared::group::{NoticeKind, Role};
 
 pub const NAME_MAX: usize = 64;
 pub const DESCRIPTION_MAX: usize = 500;
 pub const ANNOUNCEMENT_MAX: usize = 2000;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
-    Member,
-    Admin,
-    Owner,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Member => "member",
-            Role::Admin => "admin",
-            Role::Owner => "owner",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "member" => Some(Role::Member),
-            "admin" => Some(Role::Admin),
-            "owner" => Some(Role::Owner),
-            _ => None,
-        }
-    }
-
-    fn manages(self) -> bool {
-        self >= Role::Admin
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Group {
@@ -103,18 +74,16 @@ pub struct Plan {
     /// Members who leave.
     pub removals: Vec<String>,
     pub group: GroupUpdate,
-    /// The system notice kind (see natter.message.v1.SystemNotice).
-    pub notice: &'static str,
+    /// The system notice kind (its event follows from it).
+    pub notice: NoticeKind,
     /// Whom the notice concerns.
     pub user_ids: Vec<String>,
     /// Text of the notice (new name, announcement, role).
     pub text: String,
-    /// The event subject's last token.
-    pub event: &'static str,
 }
 
 impl Plan {
-    fn new(notice: &'static str, event: &'static str) -> Self {
+    fn new(notice: NoticeKind) -> Self {
         Self {
             upserts: Vec::new(),
             removals: Vec::new(),
@@ -122,7 +91,6 @@ impl Plan {
             notice,
             user_ids: Vec::new(),
             text: String::new(),
-            event,
         }
     }
 }
@@ -171,7 +139,7 @@ pub fn create(
             "a group may have at most {max_members} members"
         )));
     }
-    let mut plan = Plan::new("created", "created");
+    let mut plan = Plan::new(NoticeKind::Created);
     plan.upserts.push(Member {
         user_id: creator.to_owned(),
         role: Role::Owner,
@@ -242,7 +210,7 @@ pub fn plan(
                     group.max_members
                 )));
             }
-            let mut plan = Plan::new("member_added", "member_added");
+            let mut plan = Plan::new(NoticeKind::MemberAdded);
             plan.upserts = new
                 .iter()
                 .map(|id| Member {
@@ -276,7 +244,7 @@ pub fn plan(
             if gone.is_empty() {
                 return Err(RpcError::bad_request("name at least one member"));
             }
-            let mut plan = Plan::new("member_removed", "member_removed");
+            let mut plan = Plan::new(NoticeKind::MemberRemoved);
             plan.removals = gone.clone();
             plan.user_ids = gone;
             Ok(plan)
@@ -287,7 +255,7 @@ pub fn plan(
                     "the owner must transfer ownership before leaving",
                 ));
             }
-            let mut plan = Plan::new("member_left", "member_left");
+            let mut plan = Plan::new(NoticeKind::MemberLeft);
             plan.removals = vec![actor.to_owned()];
             plan.user_ids = vec![actor.to_owned()];
             Ok(plan)
@@ -306,7 +274,7 @@ pub fn plan(
             if member.role == *role {
                 return Err(RpcError::conflict(format!("already {}", role.as_str())));
             }
-            let mut plan = Plan::new("role_changed", "role_changed");
+            let mut plan = Plan::new(NoticeKind::RoleChanged);
             plan.upserts.push(Member {
                 role: *role,
                 ..member.clone()
@@ -321,7 +289,7 @@ pub fn plan(
                 return Err(RpcError::bad_request("you own this group already"));
             }
             let member = target(user)?;
-            let mut plan = Plan::new("owner_changed", "owner_changed");
+            let mut plan = Plan::new(NoticeKind::OwnerChanged);
             plan.upserts.push(Member {
                 role: Role::Owner,
                 muted_until_ms: 0,
@@ -349,16 +317,16 @@ pub fn plan(
             }
             let mut plan = match (name, announcement) {
                 (Some(name), _) => {
-                    let mut plan = Plan::new("renamed", "updated");
+                    let mut plan = Plan::new(NoticeKind::Renamed);
                     plan.text = name.to_owned();
                     plan
                 }
                 (None, Some(text)) => {
-                    let mut plan = Plan::new("announcement", "updated");
+                    let mut plan = Plan::new(NoticeKind::Announcement);
                     plan.text = text.to_owned();
                     plan
                 }
-                (None, None) => Plan::new("updated", "updated"),
+                (None, None) => Plan::new(NoticeKind::Updated),
             };
             plan.group.name = name.map(str::to_owned);
             plan.group.description = description.map(str::to_owned);
@@ -379,9 +347,9 @@ pub fn plan(
                 }));
             }
             let mut plan = if muted {
-                Plan::new("muted_all", "muted")
+                Plan::new(NoticeKind::MutedAll)
             } else {
-                Plan::new("unmuted_all", "muted")
+                Plan::new(NoticeKind::UnmutedAll)
             };
             plan.group.muted_all = Some(muted);
             Ok(plan)
@@ -396,9 +364,9 @@ pub fn plan(
                 return Err(RpcError::forbidden("the owner and admins cannot be muted"));
             }
             let mut plan = if *until_ms > 0 {
-                Plan::new("muted", "muted")
+                Plan::new(NoticeKind::Muted)
             } else {
-                Plan::new("unmuted", "muted")
+                Plan::new(NoticeKind::Unmuted)
             };
             plan.upserts.push(Member {
                 muted_until_ms: *until_ms,
@@ -409,7 +377,7 @@ pub fn plan(
         }
         Op::Dismiss => {
             need_owner()?;
-            let mut plan = Plan::new("dismissed", "dismissed");
+            let mut plan = Plan::new(NoticeKind::Dismissed);
             plan.group.dismissed = true;
             Ok(plan)
         }

@@ -20,10 +20,11 @@ use shared::endpoint::endpoints::{
     GroupCreate, GroupDismiss, GroupGet, GroupInvite, GroupLeave, GroupMembers, GroupMine,
     GroupMute, GroupRemove, GroupRole, GroupTransfer, GroupUpdate,
 };
+use shared::ids::{GroupId, UserId};
 use shared::proto::{group as pb, message as msg_pb};
 use shared::rpc::{Caller, Identity, internal};
 use shared::service::StartError;
-use shared::{Nats, RpcError, ids, subject};
+use shared::{Nats, RpcError, ids};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
@@ -132,7 +133,7 @@ impl State {
             name: name.clone(),
             description,
             announcement: String::new(),
-            owner_id: me.user_id.clone(),
+            owner_id: me.user_id.to_string(),
             muted_all: false,
             max_members: i64::from(self.config.max_members),
             created_at_ms: now,
@@ -180,7 +181,7 @@ impl State {
         op: Op,
     ) -> Result<(Group, Plan), RpcError> {
         group_id_ok(group_id)?;
-        let mut named: Vec<String> = vec![me.user_id.clone()];
+        let mut named: Vec<String> = vec![me.user_id.to_string()];
         match &op {
             Op::Invite(users) | Op::Remove(users) => named.extend(users.iter().cloned()),
             Op::SetRole { user, .. } | Op::Transfer(user) => named.push(user.clone()),
@@ -278,20 +279,10 @@ impl State {
     }
 
     async fn event(&self, group: &Group, actor: &str, plan: &Plan, version: i64) {
-        let subject = match plan.event {
-            "created" => subject::event::GROUP_CREATED,
-            "member_added" => subject::event::GROUP_MEMBER_ADDED,
-            "member_removed" => subject::event::GROUP_MEMBER_REMOVED,
-            "member_left" => subject::event::GROUP_MEMBER_LEFT,
-            "role_changed" => subject::event::GROUP_ROLE_CHANGED,
-            "owner_changed" => subject::event::GROUP_OWNER_CHANGED,
-            "muted" => subject::event::GROUP_MUTED,
-            "dismissed" => subject::event::GROUP_DISMISSED,
-            _ => subject::event::GROUP_UPDATED,
-        };
+        let (kind, subject) = plan.notice.event();
         let event = pb::GroupEvent {
             group_id: group.id.clone(),
-            kind: plan.event.to_owned(),
+            kind: kind.to_owned(),
             actor_id: actor.to_owned(),
             user_ids: plan.user_ids.clone(),
             group: Some(to_group(group, 0, None)),
@@ -330,10 +321,10 @@ impl State {
             .await
             .map_err(|e| internal("load group", e))?
             .ok_or_else(|| RpcError::not_found("no such group"))?;
-        let members = store::members_of(&self.pool, group_id, std::slice::from_ref(&me.user_id))
+        let members = store::members_of(&self.pool, group_id, &[me.user_id.to_string()])
             .await
             .map_err(|e| internal("load member", e))?;
-        if !members.contains_key(&me.user_id) {
+        if !members.contains_key(me.user_id.as_str()) {
             return Err(RpcError::forbidden("not a member of this group"));
         }
         Ok(group)
@@ -406,11 +397,11 @@ impl State {
         // Cheap refusals first: a non-member or a plain member learns
         // nothing about the invited users.
         let group = self.readable(&me, &input.group_id).await?;
-        let mine = store::members_of(&self.pool, &group.id, std::slice::from_ref(&me.user_id))
+        let mine = store::members_of(&self.pool, &group.id, &[me.user_id.to_string()])
             .await
             .map_err(|e| internal("load member", e))?;
         if mine
-            .get(&me.user_id)
+            .get(me.user_id.as_str())
             .is_some_and(|m| m.role == Role::Member)
         {
             return Err(RpcError::forbidden("only the owner and admins may do this"));
@@ -567,7 +558,7 @@ fn change_of(
         title,
         dismissed: plan.group.dismissed,
         notice: Some(msg_pb::SystemNotice {
-            kind: plan.notice.to_owned(),
+            kind: plan.notice.as_str().to_owned(),
             actor_id: actor.to_owned(),
             user_ids: plan.user_ids.clone(),
             text: plan.text.clone(),
@@ -587,21 +578,11 @@ fn decode(text: &str) -> Option<msg_pb::ConversationChange> {
 }
 
 fn group_id_ok(id: &str) -> Result<(), RpcError> {
-    if subject::is_valid_token(id) {
-        Ok(())
-    } else {
-        Err(RpcError::bad_request("malformed group id"))
-    }
+    GroupId::parse(id).map(drop)
 }
 
 fn user_ids(ids: &[String], max: usize) -> Result<(), RpcError> {
-    if ids.len() > max {
-        return Err(RpcError::bad_request(format!("at most {max} user ids")));
-    }
-    if ids.iter().any(|id| !subject::is_valid_token(id)) {
-        return Err(RpcError::bad_request("malformed user id"));
-    }
-    Ok(())
+    UserId::parse_all(ids, max).map(drop)
 }
 
 fn to_member(m: &Member) -> pb::Member {

@@ -292,14 +292,12 @@ impl State {
                 "ask for 1..={MAX_QUERY} users"
             )));
         }
-        if input.user_ids.iter().any(|id| !subject::is_valid_token(id)) {
-            return Err(RpcError::bad_request("malformed user id"));
-        }
+        shared::ids::UserId::parse_all(&input.user_ids, MAX_QUERY)?;
         if let Some(me) = me {
             let visible = self
                 .caller
                 .call_to::<FriendVisible>(&shared::proto::social::VisibleRequest {
-                    viewer_id: me.user_id,
+                    viewer_id: me.user_id.into(),
                     user_ids: input.user_ids.clone(),
                 })
                 .await?;

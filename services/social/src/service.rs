@@ -242,13 +242,7 @@ impl State {
 
 /// 1..=200 well-formed user ids.
 pub(super) fn user_ids(ids: &[String]) -> Result<(), RpcError> {
-    if ids.len() > MAX_IDS {
-        return Err(RpcError::bad_request(format!("at most {MAX_IDS} user ids")));
-    }
-    if ids.iter().any(|id| !subject::is_valid_token(id)) {
-        return Err(RpcError::bad_request("malformed user id"));
-    }
-    Ok(())
+    shared::ids::UserId::parse_all(ids, MAX_IDS).map(drop)
 }
 
 pub(super) fn page(limit: u32, default: u32) -> Result<i64, RpcError> {

@@ -484,8 +484,8 @@ impl Large {
         *delivered = message.seq;
         let left = match message.body.as_ref().and_then(|b| b.kind.as_ref()) {
             Some(msg_pb::message_body::Kind::System(n)) => {
-                matches!(n.kind.as_str(), "member_removed" | "member_left")
-                    && n.user_ids.contains(&conn.who.user_id)
+                shared::group::NoticeKind::parse(&n.kind).is_some_and(|k| k.ends_membership())
+                    && n.user_ids.iter().any(|u| *u == conn.who.user_id)
             }
             _ => false,
         };

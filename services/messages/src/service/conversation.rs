@@ -6,13 +6,15 @@
 
 use std::sync::Arc;
 
+use shared::ids::ConversationId;
 use shared::proto::{delivery, message as pb};
 use shared::rpc::{Identity, internal};
 use shared::{RpcError, ids};
 
+use super::history::named;
 use super::history::page;
 use super::{State, to_proto};
-use crate::store;
+use crate::store::{self, ReadWindow};
 
 /// Most conversations one `heads` call asks about.
 const MAX_HEADS: usize = 500;
@@ -46,20 +48,18 @@ impl State {
         let mut conversations = Vec::with_capacity(rows.len());
         for row in rows {
             // A former member sees the conversation as it was when it left.
-            let last_readable = if row.left_seq > 0 {
-                row.left_seq.min(row.last_seq)
-            } else {
-                row.last_seq
-            };
+            let window = ReadWindow::from_columns(row.joined_seq, row.left_seq);
+            let last_readable = window.last_of(row.last_seq);
             let last = store::message_at(&self.pool, &row.id, last_readable)
                 .await
                 .map_err(|e| internal("load last message", e))?;
-            let read_from = row.read_seq.max(row.joined_seq - 1);
+            let read_from = row.read_seq.max(window.joined - 1);
             let unread = store::unread(&self.pool, &row.id, &me.user_id, read_from, last_readable)
                 .await
                 .map_err(|e| internal("count unread", e))?;
-            let peer = ids::direct_participants(&row.id)
-                .map(|(a, b)| if a == me.user_id { b } else { a }.to_owned())
+            let peer = ConversationId::parse(&row.id)
+                .ok()
+                .and_then(|c| c.peer_of(&me.user_id).map(|p| p.to_string()))
                 .unwrap_or_default();
             let peer_read_seq = if peer.is_empty() {
                 0
@@ -95,7 +95,7 @@ impl State {
         me: Identity,
         input: pb::SettingsRequest,
     ) -> Result<pb::SettingsChanged, RpcError> {
-        self.readable(&me, &input.conversation_id).await?;
+        self.readable(&me, &named(&input.conversation_id)?).await?;
         if input.pinned.is_none() && input.muted.is_none() {
             return Err(RpcError::bad_request("set pinned or muted"));
         }
@@ -131,32 +131,29 @@ impl State {
         me: Identity,
         input: pb::TypingRequest,
     ) -> Result<pb::Empty, RpcError> {
-        let others: Vec<String> =
-            if let Some((a, b)) = ids::direct_participants(&input.conversation_id) {
-                let peer = match (a == me.user_id, b == me.user_id) {
-                    (true, _) => b,
-                    (_, true) => a,
-                    _ => {
-                        return Err(RpcError::forbidden(
-                            "not a participant of this conversation",
-                        ));
-                    }
-                };
+        let conversation = named(&input.conversation_id)?;
+        let others: Vec<String> = match &conversation {
+            ConversationId::Direct { .. } => {
+                let peer = conversation
+                    .peer_of(&me.user_id)
+                    .ok_or_else(|| RpcError::forbidden("not a participant of this conversation"))?;
                 self.may_message(&me.user_id, peer).await?;
-                vec![peer.to_owned()]
-            } else {
-                self.may_speak(&me, &input.conversation_id).await?;
-                let members = store::current_members(&self.pool, &input.conversation_id)
+                vec![peer.to_string()]
+            }
+            ConversationId::Group { .. } => {
+                self.may_speak(&me, &conversation).await?;
+                let members = store::current_members(&self.pool, conversation.as_str())
                     .await
                     .map_err(|e| internal("load members", e))?;
                 if members.len() > self.config.typing_max_members as usize {
                     return Ok(pb::Empty {});
                 }
                 members.into_iter().filter(|m| *m != me.user_id).collect()
-            };
+            }
+        };
         let typing = pb::Typing {
             conversation_id: input.conversation_id,
-            user_id: me.user_id,
+            user_id: me.user_id.into(),
         };
         for user in others {
             let signal = delivery::Signal {
@@ -195,7 +192,7 @@ impl State {
         if input
             .conversation_ids
             .iter()
-            .any(|c| ids::group_of(c).is_none())
+            .any(|c| !matches!(ConversationId::parse(c), Ok(ConversationId::Group { .. })))
         {
             return Err(RpcError::bad_request("not a group conversation id"));
         }
@@ -206,16 +203,17 @@ impl State {
     }
 
     /// Delivers one inbox entry to each of `users` (deduplicated per user).
-    pub(super) async fn tell(
+    pub(super) async fn tell<U: AsRef<str>>(
         &self,
-        users: &[String],
+        users: &[U],
         event: delivery::inbox_entry::Event,
         dedup: &str,
     ) -> Result<(), RpcError> {
         let entry = delivery::InboxEntry { event: Some(event) };
         let mut pending = futures::stream::FuturesUnordered::new();
         for user in users {
-            pending.push(self.deliver_to(user.clone(), &entry, format!("{dedup}:{user}")));
+            let user = user.as_ref();
+            pending.push(self.deliver_to(user.to_owned(), &entry, format!("{dedup}:{user}")));
         }
         while let Some(result) = futures::StreamExt::next(&mut pending).await {
             result.map_err(|e| {

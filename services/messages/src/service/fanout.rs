@@ -7,6 +7,7 @@ use std::collections::HashSet;
 
 use futures::StreamExt;
 use prost::Message as _;
+use shared::group::NoticeKind;
 use shared::inbox::DeliveryError;
 use shared::proto::{delivery, message as pb};
 use shared::rpc::internal;
@@ -55,7 +56,17 @@ impl State {
     /// also reach the inboxes of the users concerned (see below), so their
     /// edges and their offline devices learn of them.
     pub(super) async fn fan_out(&self, row: &MessageRow) -> Result<(), FanoutError> {
-        let result = self.deliver(row).await;
+        let message = to_proto(row).map_err(|e| FanoutError::Store(e.message))?;
+        self.fan_out_message(row, message).await
+    }
+
+    /// [`State::fan_out`] of a message whose wire form the caller has.
+    pub(super) async fn fan_out_message(
+        &self,
+        row: &MessageRow,
+        message: pb::Message,
+    ) -> Result<(), FanoutError> {
+        let result = self.deliver(row, message).await;
         if result.is_err() {
             self.pending_set().insert(row.conversation_id.clone());
         }
@@ -66,8 +77,11 @@ impl State {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(super) async fn deliver(&self, row: &MessageRow) -> Result<(), FanoutError> {
-        let message = to_proto(row).map_err(|e| FanoutError::Store(e.message))?;
+    pub(super) async fn deliver(
+        &self,
+        row: &MessageRow,
+        message: pb::Message,
+    ) -> Result<(), FanoutError> {
         let (entry, recipients) = match ids::group_of(&row.conversation_id) {
             Some(group) if row.delivery != 0 => {
                 if let Err(e) = self
@@ -91,12 +105,12 @@ impl State {
                     })
                 };
                 match message.body.as_ref().and_then(|b| b.kind.as_ref()) {
-                    Some(pb::message_body::Kind::System(n)) => match n.kind.as_str() {
-                        "member_added" => (
+                    Some(pb::message_body::Kind::System(n)) => match NoticeKind::parse(&n.kind) {
+                        Some(NoticeKind::MemberAdded) => (
                             delivery::inbox_entry::Event::Message(message.clone()),
                             n.user_ids.clone(),
                         ),
-                        "member_removed" | "member_left" => (marker(), n.user_ids.clone()),
+                        Some(kind) if kind.ends_membership() => (marker(), n.user_ids.clone()),
                         _ => (marker(), Vec::new()),
                     },
                     _ => (marker(), Vec::new()),

@@ -4,12 +4,13 @@
 use std::sync::Arc;
 
 use prost::Message as _;
+use shared::RpcError;
+use shared::ids::ConversationId;
 use shared::proto::message as pb;
 use shared::rpc::{Identity, internal};
-use shared::{RpcError, ids};
 
 use super::{State, to_i64, to_proto};
-use crate::store;
+use crate::store::{self, ReadWindow};
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 200;
@@ -22,7 +23,8 @@ impl State {
         me: Identity,
         input: pb::HistoryRequest,
     ) -> Result<pb::HistoryResponse, RpcError> {
-        let (joined, left) = self.readable(&me, &input.conversation_id).await?;
+        let conversation = named(&input.conversation_id)?;
+        let window = self.readable(&me, &conversation).await?;
         let limit = page(input.limit)?;
         let newest_first = input.before_seq > 0 || input.after_seq.is_none();
         let before = if input.before_seq > 0 {
@@ -31,16 +33,12 @@ impl State {
             i64::MAX
         };
         // A former member reads up to the message that ended its membership.
-        let before = if left > 0 {
-            before.min(left + 1)
-        } else {
-            before
-        };
-        let after = to_i64(input.after_seq.unwrap_or(0))?.max(joined - 1);
+        let before = window.left.map_or(before, |left| before.min(left + 1));
+        let after = to_i64(input.after_seq.unwrap_or(0))?.max(window.joined - 1);
         let mut rows = store::history(
             &self.pool,
             &me.user_id,
-            &input.conversation_id,
+            conversation.as_str(),
             after,
             before,
             limit + 1,
@@ -68,30 +66,20 @@ impl State {
         Ok(pb::HistoryResponse { messages, has_more })
     }
 
-    /// The first seq `me` may read in a conversation; `forbidden` for non-members.
-    /// The seqs `me` may read in a conversation: from the first, up to the
-    /// second (0 = no end: still a member); `forbidden` for non-members.
+    /// The seqs `me` may read in a conversation; `forbidden` for non-members.
+    /// (Request ids go through [`named`] first.)
     pub(super) async fn readable(
         &self,
         me: &Identity,
-        conversation_id: &str,
-    ) -> Result<(i64, i64), RpcError> {
-        if conversation_id.is_empty() || conversation_id.len() > 200 {
-            return Err(RpcError::bad_request(
-                "conversation_id is missing or too long",
-            ));
-        }
-        let member = store::member(&self.pool, conversation_id, &me.user_id)
+        conversation: &ConversationId,
+    ) -> Result<ReadWindow, RpcError> {
+        let member = store::member(&self.pool, conversation.as_str(), &me.user_id)
             .await
             .map_err(|e| internal("load membership", e))?;
         match member {
-            Some(m) => Ok((m.joined_seq, m.left_seq)),
+            Some(m) => Ok(m.window),
             // A direct chat that has no message yet: readable, and empty.
-            None if ids::direct_participants(conversation_id)
-                .is_some_and(|(a, b)| a == me.user_id || b == me.user_id) =>
-            {
-                Ok((1, 0))
-            }
+            None if conversation.peer_of(&me.user_id).is_some() => Ok(ReadWindow::WHOLE),
             None => Err(RpcError::forbidden(
                 "not a participant of this conversation",
             )),
@@ -138,6 +126,19 @@ pub(super) fn page(limit: u32) -> Result<i64, RpcError> {
             "limit must be within 1..={MAX_PAGE}"
         ))),
     }
+}
+
+/// The conversation a request names to read or change: an id that does not
+/// parse names none the caller takes part in (`forbidden`, as for any
+/// conversation of others).
+pub(super) fn named(text: &str) -> Result<ConversationId, RpcError> {
+    if text.is_empty() || text.len() > 200 {
+        return Err(RpcError::bad_request(
+            "conversation_id is missing or too long",
+        ));
+    }
+    ConversationId::parse(text)
+        .map_err(|_| RpcError::forbidden("not a participant of this conversation"))
 }
 
 #[cfg(test)]

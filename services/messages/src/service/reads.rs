@@ -4,10 +4,11 @@
 
 use std::sync::Arc;
 
+use shared::RpcError;
 use shared::proto::{delivery, message as pb};
 use shared::rpc::{Identity, internal};
-use shared::{RpcError, ids};
 
+use super::history::named;
 use super::{State, to_i64};
 use crate::store;
 
@@ -21,16 +22,13 @@ impl State {
         me: Identity,
         input: pb::ReadRequest,
     ) -> Result<pb::ReadResponse, RpcError> {
-        let (joined, left) = self.readable(&me, &input.conversation_id).await?;
-        let conversation = store::conversation(&self.pool, &input.conversation_id)
+        let conversation = named(&input.conversation_id)?;
+        let window = self.readable(&me, &conversation).await?;
+        let state = store::conversation(&self.pool, conversation.as_str())
             .await
             .map_err(|e| internal("load conversation", e))?
             .ok_or_else(|| RpcError::not_found("no messages in this conversation yet"))?;
-        let last = if left > 0 {
-            left.min(conversation.last_seq)
-        } else {
-            conversation.last_seq
-        };
+        let last = window.last_of(state.last_seq);
         let seq = to_i64(input.seq)?;
         if seq > last {
             return Err(RpcError::bad_request(format!(
@@ -47,13 +45,11 @@ impl State {
         if now > before {
             let position = pb::ReadPosition {
                 conversation_id: input.conversation_id.clone(),
-                user_id: me.user_id.clone(),
+                user_id: me.user_id.to_string(),
                 read_seq: now as u64,
             };
             let mut told = vec![me.user_id.clone()];
-            if let Some((a, b)) = ids::direct_participants(&input.conversation_id) {
-                told.push(if a == me.user_id { b } else { a }.to_owned());
-            }
+            told.extend(conversation.peer_of(&me.user_id).cloned());
             let entry = delivery::inbox_entry::Event::Read(position);
             let dedup = format!("read:{}:{}:{now}", input.conversation_id, me.user_id);
             self.tell(&told, entry, &dedup).await?;
@@ -62,7 +58,7 @@ impl State {
             &self.pool,
             &input.conversation_id,
             &me.user_id,
-            now.max(joined - 1),
+            now.max(window.joined - 1),
             last,
         )
         .await
@@ -79,12 +75,12 @@ impl State {
         me: Identity,
         input: pb::ReadsRequest,
     ) -> Result<pb::ReadsResponse, RpcError> {
-        let (joined, left) = self.readable(&me, &input.conversation_id).await?;
+        let window = self.readable(&me, &named(&input.conversation_id)?).await?;
         let seq = to_i64(input.seq)?;
         let message = store::message_at(&self.pool, &input.conversation_id, seq)
             .await
             .map_err(|e| internal("load message", e))?
-            .filter(|m| m.seq >= joined && (left == 0 || m.seq <= left))
+            .filter(|m| window.contains(m.seq))
             .ok_or_else(|| RpcError::not_found("no such message"))?;
         let positions =
             store::read_positions(&self.pool, &input.conversation_id, seq, &message.sender_id)

@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
+use shared::ids::ConversationId;
 use shared::proto::{delivery, message as pb};
 use shared::rpc::{Identity, internal};
 use shared::{RpcError, ids};
 
+use super::history::named;
 use super::{State, shard_of, to_i64};
-use crate::store;
+use crate::store::{self, ReadWindow};
 
 const MAX_DELETE: usize = 200;
 
@@ -21,7 +23,8 @@ impl State {
         me: Identity,
         input: pb::RecallRequest,
     ) -> Result<pb::MessageRecalled, RpcError> {
-        let (joined, left) = self.readable(&me, &input.conversation_id).await?;
+        let conversation = named(&input.conversation_id)?;
+        let window = self.readable(&me, &conversation).await?;
         let seq = to_i64(input.seq)?;
         let _order = self.order[shard_of(&input.conversation_id)].lock().await;
         // The message itself reaches every inbox before news of its recall.
@@ -29,7 +32,7 @@ impl State {
         let mut row = store::message_at(&self.pool, &input.conversation_id, seq)
             .await
             .map_err(|e| internal("load message", e))?
-            .filter(|m| m.seq >= joined && (left == 0 || m.seq <= left))
+            .filter(|m| window.contains(m.seq))
             .ok_or_else(|| RpcError::not_found("no such message"))?;
         let body: Option<pb::MessageBody> =
             serde_json::from_str(&row.body).map_err(|e| internal("decode stored body", e))?;
@@ -43,9 +46,9 @@ impl State {
         let recalled = match recalled {
             Some(done) => done,
             None => {
-                self.may_recall(&me, &row, left).await?;
+                self.may_recall(&me, &conversation, &row, window).await?;
                 let done = pb::Recalled {
-                    by_user_id: me.user_id.clone(),
+                    by_user_id: me.user_id.to_string(),
                     at_ms: ids::now_ms(),
                 };
                 let body = serde_json::to_string(&Some(pb::MessageBody {
@@ -94,14 +97,15 @@ impl State {
     pub(super) async fn may_recall(
         &self,
         me: &Identity,
+        conversation: &ConversationId,
         row: &store::MessageRow,
-        left: i64,
+        window: ReadWindow,
     ) -> Result<(), RpcError> {
-        if ids::group_of(&row.conversation_id).is_some() && left == 0 {
-            let member = store::member(&self.pool, &row.conversation_id, &me.user_id)
+        if conversation.group_id().is_some() && window.is_current() {
+            let member = store::member(&self.pool, conversation.as_str(), &me.user_id)
                 .await
                 .map_err(|e| internal("load membership", e))?;
-            if member.is_some_and(|m| m.role == "owner" || m.role == "admin") {
+            if member.is_some_and(|m| m.role.manages()) {
                 return Ok(());
             }
         }
@@ -129,7 +133,7 @@ impl State {
         if input.seqs.is_empty() || input.seqs.len() > MAX_DELETE {
             return Err(RpcError::bad_request(format!("name 1..={MAX_DELETE} seqs")));
         }
-        self.readable(&me, &input.conversation_id).await?;
+        self.readable(&me, &named(&input.conversation_id)?).await?;
         let mut seqs = input
             .seqs
             .iter()

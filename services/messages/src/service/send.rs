@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
+use shared::ids::{ConversationId, UserId};
 use shared::proto::message as pb;
 use shared::rpc::{Identity, internal};
-use shared::{RpcError, ids, subject};
+use shared::{RpcError, ids};
 
 use super::{State, shard_of, to_i64};
 use crate::store::{self, MessageRow};
@@ -20,38 +21,36 @@ impl State {
     ) -> Result<pb::SendAck, RpcError> {
         validate::client_msg_id(&input.client_msg_id)?;
         validate::body(input.body.as_ref(), &self.limits())?;
-        let (conversation_id, kind, members) = match ids::group_of(&input.conversation_id) {
-            Some(_) if input.to_user_id.is_empty() => {
-                self.may_speak(&me, &input.conversation_id).await?;
-                (input.conversation_id.clone(), "group", Vec::new())
+        let conversation = target(&me, &input)?;
+        let (kind, members) = match &conversation {
+            ConversationId::Group { .. } => {
+                self.may_speak(&me, &conversation).await?;
+                ("group", Vec::new())
             }
-            _ => {
-                let peer = self.direct_peer(&me, &input)?;
-                self.may_message(&me.user_id, &peer).await?;
-                let members = vec![me.user_id.clone(), peer.clone()];
-                (
-                    ids::direct_conversation(&me.user_id, &peer),
-                    "direct",
-                    members,
-                )
+            ConversationId::Direct { low, high, .. } => {
+                let peer = if *low == me.user_id { high } else { low };
+                self.may_message(&me.user_id, peer).await?;
+                ("direct", vec![low.to_string(), high.to_string()])
             }
         };
         let body = serde_json::to_string(&input.body).map_err(|e| internal("encode body", e))?;
-        let reply_to = self
-            .quote(&me, &conversation_id, input.reply_to_seq)
-            .await?;
+        let quote = self.quote(&me, &conversation, input.reply_to_seq).await?;
+        let reply_to = match &quote {
+            Some(quote) => serde_json::to_string(quote).map_err(|e| internal("encode quote", e))?,
+            None => String::new(),
+        };
 
-        let _order = self.order[shard_of(&conversation_id)].lock().await;
+        let _order = self.order[shard_of(conversation.as_str())].lock().await;
         // An earlier message whose fan-out failed goes out first, so this one
         // cannot overtake it in the inboxes.
-        self.fan_out_pending(&conversation_id).await?;
+        self.fan_out_pending(conversation.as_str()).await?;
         let new = store::NewMessage {
             id: ids::new_id(),
-            conversation_id: conversation_id.clone(),
+            conversation_id: conversation.as_str().to_owned(),
             kind,
             members,
-            sender_id: me.user_id.clone(),
-            sender_device_id: me.device_id.clone(),
+            sender_id: me.user_id.to_string(),
+            sender_device_id: me.device_id.to_string(),
             client_msg_id: input.client_msg_id.clone(),
             body,
             reply_to,
@@ -60,14 +59,28 @@ impl State {
         let Some(row) = self.writer.store(new).await? else {
             // A repeated send (or another instance stored it first).
             return match self
-                .existing(&me, &input.client_msg_id, &conversation_id)
+                .existing(&me, &input.client_msg_id, &conversation)
                 .await?
             {
                 Some(existing) => Ok(ack(&existing, true)),
                 None => Err(RpcError::unavailable("message not stored; retry")),
             };
         };
-        self.fan_out(&row).await.map_err(|e| {
+        // The fan-out uses the body and quote this send has, not the stored
+        // JSON decoded again.
+        let message = pb::Message {
+            id: row.id.clone(),
+            conversation_id: row.conversation_id.clone(),
+            seq: row.seq as u64,
+            sender_id: row.sender_id.clone(),
+            sender_device_id: row.sender_device_id.clone(),
+            client_msg_id: row.client_msg_id.clone(),
+            body: input.body,
+            server_ts_ms: row.server_ts_ms,
+            reply_to: quote,
+            group_large: row.group_large != 0,
+        };
+        self.fan_out_message(&row, message).await.map_err(|e| {
             tracing::warn!(error = %e, message_id = %row.id, "fan-out failed; left to retry or sweep");
             RpcError::unavailable("message stored but not yet delivered; retry with the same client_msg_id")
         })?;
@@ -81,33 +94,32 @@ impl State {
         }
     }
 
-    /// The quote of message `seq` for a reply (JSON, "" for no reply): it
-    /// must be a message of the same conversation that `me` may read.
+    /// The quote of message `seq` for a reply (None for no reply): it must
+    /// be a message of the same conversation that `me` may read.
     pub(super) async fn quote(
         &self,
         me: &Identity,
-        conversation_id: &str,
+        conversation: &ConversationId,
         seq: u64,
-    ) -> Result<String, RpcError> {
+    ) -> Result<Option<pb::Quote>, RpcError> {
         if seq == 0 {
-            return Ok(String::new());
+            return Ok(None);
         }
         let seq = to_i64(seq)?;
-        let (joined, left) = self.readable(me, conversation_id).await?;
-        let quoted = store::message_at(&self.pool, conversation_id, seq)
+        let window = self.readable(me, conversation).await?;
+        let quoted = store::message_at(&self.pool, conversation.as_str(), seq)
             .await
             .map_err(|e| internal("load quoted message", e))?
-            .filter(|m| m.seq >= joined && (left == 0 || m.seq <= left))
+            .filter(|m| window.contains(m.seq))
             .ok_or_else(|| RpcError::not_found("no such message to reply to"))?;
         let body: Option<pb::MessageBody> =
             serde_json::from_str(&quoted.body).map_err(|e| internal("decode quoted body", e))?;
-        let quote = pb::Quote {
+        Ok(Some(pb::Quote {
             seq: quoted.seq as u64,
             message_id: quoted.id,
             sender_id: quoted.sender_id,
             preview: validate::preview(body.as_ref()),
-        };
-        serde_json::to_string(&quote).map_err(|e| internal("encode quote", e))
+        }))
     }
 
     /// The earlier send with this client_msg_id, fanned out if it was not yet.
@@ -115,7 +127,7 @@ impl State {
         &self,
         me: &Identity,
         client_msg_id: &str,
-        conversation_id: &str,
+        conversation: &ConversationId,
     ) -> Result<Option<MessageRow>, RpcError> {
         let Some(row) = store::by_client_msg_id(&self.pool, &me.user_id, client_msg_id)
             .await
@@ -123,7 +135,7 @@ impl State {
         else {
             return Ok(None);
         };
-        if row.conversation_id != conversation_id {
+        if row.conversation_id != conversation.as_str() {
             return Err(RpcError::conflict(
                 "client_msg_id was already used in another conversation",
             ));
@@ -137,45 +149,6 @@ impl State {
             })?;
         }
         Ok(Some(row))
-    }
-
-    /// The other participant of the one-to-one chat this send targets.
-    pub(super) fn direct_peer(
-        &self,
-        me: &Identity,
-        input: &pb::SendRequest,
-    ) -> Result<String, RpcError> {
-        let peer = match (
-            input.conversation_id.is_empty(),
-            input.to_user_id.is_empty(),
-        ) {
-            (true, false) => input.to_user_id.clone(),
-            (false, true) => {
-                let (a, b) = ids::direct_participants(&input.conversation_id)
-                    .ok_or_else(|| RpcError::bad_request("unknown conversation id format"))?;
-                if a == me.user_id {
-                    b.to_owned()
-                } else if b == me.user_id {
-                    a.to_owned()
-                } else {
-                    return Err(RpcError::forbidden(
-                        "not a participant of this conversation",
-                    ));
-                }
-            }
-            _ => {
-                return Err(RpcError::bad_request(
-                    "set exactly one of conversation_id and to_user_id",
-                ));
-            }
-        };
-        if !subject::is_valid_token(&peer) {
-            return Err(RpcError::bad_request("malformed user id"));
-        }
-        if peer == me.user_id {
-            return Err(RpcError::bad_request("cannot message yourself"));
-        }
-        Ok(peer)
     }
 
     /// Whether `me` may send a one-to-one message to `peer`: the peer exists,
@@ -213,28 +186,28 @@ impl State {
         Ok(())
     }
 
-    /// Whether `me` may send to group conversation `conversation_id`: a
-    /// current member of a group that is not dismissed, and not muted (the
-    /// owner and admins may always speak).
+    /// Whether `me` may send to a group conversation: a current member of a
+    /// group that is not dismissed, and not muted (the owner and admins may
+    /// always speak).
     pub(super) async fn may_speak(
         &self,
         me: &Identity,
-        conversation_id: &str,
+        conversation: &ConversationId,
     ) -> Result<(), RpcError> {
-        let member = store::member(&self.pool, conversation_id, &me.user_id)
+        let member = store::member(&self.pool, conversation.as_str(), &me.user_id)
             .await
             .map_err(|e| internal("load membership", e))?
-            .filter(|m| m.left_seq == 0)
+            .filter(|m| m.window.is_current())
             .ok_or_else(|| RpcError::forbidden("not a member of this group"))?;
-        let conversation = store::conversation(&self.pool, conversation_id)
+        let state = store::conversation(&self.pool, conversation.as_str())
             .await
             .map_err(|e| internal("load conversation", e))?
             .ok_or_else(|| RpcError::forbidden("not a member of this group"))?;
-        if conversation.dismissed != 0 {
+        if state.dismissed {
             return Err(RpcError::forbidden("the group was dismissed"));
         }
-        if member.role == "member" {
-            if conversation.muted_all != 0 {
+        if !member.role.manages() {
+            if state.muted_all {
                 return Err(RpcError::forbidden(
                     "the group is muted: only admins may speak",
                 ));
@@ -244,6 +217,36 @@ impl State {
             }
         }
         Ok(())
+    }
+}
+
+/// The conversation a send goes to: a group's or a one-to-one chat by
+/// `conversation_id`, or the one-to-one chat with `to_user_id`.
+fn target(me: &Identity, input: &pb::SendRequest) -> Result<ConversationId, RpcError> {
+    match (
+        input.conversation_id.is_empty(),
+        input.to_user_id.is_empty(),
+    ) {
+        (true, false) => {
+            let peer = UserId::parse(input.to_user_id.as_str())?;
+            if peer == me.user_id {
+                return Err(RpcError::bad_request("cannot message yourself"));
+            }
+            Ok(ConversationId::direct(&me.user_id, &peer))
+        }
+        (false, true) => {
+            let conversation = ConversationId::parse(&input.conversation_id)?;
+            if conversation.participants().is_some() && conversation.peer_of(&me.user_id).is_none()
+            {
+                return Err(RpcError::forbidden(
+                    "not a participant of this conversation",
+                ));
+            }
+            Ok(conversation)
+        }
+        _ => Err(RpcError::bad_request(
+            "set exactly one of conversation_id and to_user_id",
+        )),
     }
 }
 

@@ -2,52 +2,114 @@
 //! member), and the group changes the groups service applies.
 
 use shared::db::AnyPool;
+use shared::group::Role;
 
 use super::MessageRow;
 
-/// One member's row of a conversation.
-#[derive(Clone, Debug, sqlx::FromRow)]
-pub struct MemberRow {
-    /// First seq the member may read.
-    pub joined_seq: i64,
-    /// 0 while a member, else the last seq it may read.
-    pub left_seq: i64,
-    pub role: String,
+/// The seqs a member may read: from `joined` on, and up to `left` once it
+/// left (or was removed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadWindow {
+    pub joined: i64,
+    pub left: Option<i64>,
+}
+
+impl ReadWindow {
+    /// The window of a direct chat without messages yet: all of it.
+    pub const WHOLE: ReadWindow = ReadWindow {
+        joined: 1,
+        left: None,
+    };
+
+    /// From the columns `joined_seq` and `left_seq` (0 = still a member).
+    pub fn from_columns(joined_seq: i64, left_seq: i64) -> Self {
+        Self {
+            joined: joined_seq,
+            left: (left_seq > 0).then_some(left_seq),
+        }
+    }
+
+    pub fn contains(&self, seq: i64) -> bool {
+        seq >= self.joined && self.left.is_none_or(|left| seq <= left)
+    }
+
+    /// The last seq the member may read when the conversation's is `last`.
+    pub fn last_of(&self, last: i64) -> i64 {
+        self.left.map_or(last, |left| left.min(last))
+    }
+
+    /// Still a member.
+    pub fn is_current(&self) -> bool {
+        self.left.is_none()
+    }
+}
+
+/// A user's membership of a conversation.
+#[derive(Clone, Debug)]
+pub struct Member {
+    pub window: ReadWindow,
+    pub role: Role,
     pub muted_until_ms: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct MemberRow {
+    joined_seq: i64,
+    left_seq: i64,
+    role: String,
+    muted_until_ms: i64,
 }
 
 pub async fn member(
     pool: &AnyPool,
     conversation_id: &str,
     user_id: &str,
-) -> Result<Option<MemberRow>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Option<Member>, sqlx::Error> {
+    let row: Option<MemberRow> = sqlx::query_as(
         "SELECT joined_seq, left_seq, role, muted_until_ms FROM conversation_members
          WHERE conversation_id = $1 AND user_id = $2",
     )
     .bind(conversation_id)
     .bind(user_id)
     .fetch_optional(pool)
-    .await
+    .await?;
+    row.map(|row| {
+        let role = Role::parse(&row.role)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown role {:?}", row.role).into()))?;
+        Ok(Member {
+            window: ReadWindow::from_columns(row.joined_seq, row.left_seq),
+            role,
+            muted_until_ms: row.muted_until_ms,
+        })
+    })
+    .transpose()
 }
 
-/// A conversation's own row.
-#[derive(Clone, Debug, sqlx::FromRow)]
+/// A conversation's own state.
+#[derive(Clone, Debug)]
 pub struct ConversationState {
-    pub kind: String,
     pub last_seq: i64,
-    pub muted_all: i64,
-    pub dismissed: i64,
+    /// Only owners and admins may speak.
+    pub muted_all: bool,
+    pub dismissed: bool,
 }
 
 pub async fn conversation(
     pool: &AnyPool,
     id: &str,
 ) -> Result<Option<ConversationState>, sqlx::Error> {
-    sqlx::query_as("SELECT kind, last_seq, muted_all, dismissed FROM conversations WHERE id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+    let row: Option<(i64, i64, i64)> =
+        sqlx::query_as("SELECT last_seq, muted_all, dismissed FROM conversations WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(
+        row.map(|(last_seq, muted_all, dismissed)| ConversationState {
+            last_seq,
+            muted_all: muted_all != 0,
+            dismissed: dismissed != 0,
+        }),
+    )
 }
 
 /// Who receives message `seq` of a group conversation: those who were

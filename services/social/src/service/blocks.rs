@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use prost::Message as _;
+use shared::ids::UserId;
 use shared::proto::social as pb;
 use shared::rpc::{Identity, internal};
 use shared::{RpcError, ids, subject};
@@ -42,9 +43,7 @@ impl State {
         me: Identity,
         input: pb::UserRequest,
     ) -> Result<pb::Empty, RpcError> {
-        if !subject::is_valid_token(&input.user_id) {
-            return Err(RpcError::bad_request("malformed user id"));
-        }
+        UserId::parse(input.user_id.as_str())?;
         let now = ids::now_ms();
         if store::remove_block(&self.pool, &me.user_id, &input.user_id)
             .await
@@ -76,7 +75,7 @@ impl State {
     /// `block.added` or `block.removed`.
     async fn block_event(&self, subject: &'static str, me: &Identity, other: &str, now: i64) {
         let event = pb::Block {
-            user_id: me.user_id.clone(),
+            user_id: me.user_id.to_string(),
             blocked_user_id: other.to_owned(),
             at_ms: now,
         };

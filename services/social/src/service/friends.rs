@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use prost::Message as _;
 use shared::endpoint::endpoints::PresenceQuery;
+use shared::ids::UserId;
 use shared::proto::presence as presence_pb;
 use shared::proto::social::{self as pb, social_notice};
 use shared::rpc::{Identity, internal};
@@ -79,9 +80,7 @@ impl State {
         me: Identity,
         input: pb::UserRequest,
     ) -> Result<pb::Empty, RpcError> {
-        if !subject::is_valid_token(&input.user_id) {
-            return Err(RpcError::bad_request("malformed user id"));
-        }
+        UserId::parse(input.user_id.as_str())?;
         if !store::remove_friendship(&self.pool, &me.user_id, &input.user_id)
             .await
             .map_err(|e| internal("remove friend", e))?
@@ -90,7 +89,7 @@ impl State {
         }
         let now = ids::now_ms();
         let event = pb::Friendship {
-            user_id: me.user_id.clone(),
+            user_id: me.user_id.to_string(),
             friend_id: input.user_id.clone(),
             at_ms: now,
         };
@@ -101,10 +100,13 @@ impl State {
             &dedup,
         )
         .await;
-        for (user, other) in [(&me.user_id, &input.user_id), (&input.user_id, &me.user_id)] {
+        for (user, other) in [
+            (me.user_id.as_str(), input.user_id.as_str()),
+            (input.user_id.as_str(), me.user_id.as_str()),
+        ] {
             self.notify(
                 user,
-                social_notice::Kind::FriendRemoved(other.clone()),
+                social_notice::Kind::FriendRemoved(other.to_owned()),
                 &dedup,
             )
             .await?;

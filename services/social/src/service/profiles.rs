@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use prost::Message as _;
 use shared::endpoint::endpoints::{AuthLookup, AuthPhone};
+use shared::ids::UserId;
 use shared::proto::auth as auth_pb;
 use shared::proto::social as pb;
 use shared::rpc::{Identity, internal};
@@ -71,10 +72,7 @@ impl State {
     /// The other user of a call: a well-formed id other than the caller's,
     /// of an existing user.
     pub(super) async fn other_user(&self, me: &Identity, id: &str) -> Result<ProfileRow, RpcError> {
-        if !subject::is_valid_token(id) {
-            return Err(RpcError::bad_request("malformed user id"));
-        }
-        if id == me.user_id {
+        if UserId::parse(id)? == me.user_id {
             return Err(RpcError::bad_request("that is yourself"));
         }
         self.profile(id)
@@ -88,7 +86,7 @@ impl State {
         input: pb::GetProfilesRequest,
     ) -> Result<pb::GetProfilesResponse, RpcError> {
         let ids = if input.user_ids.is_empty() {
-            vec![me.user_id]
+            vec![me.user_id.into()]
         } else {
             input.user_ids
         };

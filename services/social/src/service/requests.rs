@@ -69,7 +69,7 @@ impl State {
             None => {
                 let row = RequestRow {
                     id: ids::new_id(),
-                    from_user_id: me.user_id.clone(),
+                    from_user_id: me.user_id.to_string(),
                     to_user_id: peer.user_id.clone(),
                     greeting: greeting.to_owned(),
                     status: store::PENDING.into(),
