@@ -24,8 +24,18 @@ use tracing::Instrument;
 
 use crate::rpc::{self, Identity, RpcError};
 
+/// The kinds of [`Access`], for code that treats them alike (contract tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessKind {
+    User,
+    Internal,
+    Public,
+    UserOrService,
+}
+
 /// Who may call an endpoint, and what the handler learns of the caller.
 pub trait Access: Send + Sync + 'static {
+    const KIND: AccessKind;
     /// What the handler is given.
     type Caller: Send + 'static;
     /// Reads (or refuses) the caller from a request's headers.
@@ -44,6 +54,7 @@ pub struct Public;
 pub struct UserOrService;
 
 impl Access for User {
+    const KIND: AccessKind = AccessKind::User;
     type Caller = Identity;
     fn caller(headers: Option<&HeaderMap>) -> Result<Identity, RpcError> {
         Identity::from_headers(headers)
@@ -51,6 +62,7 @@ impl Access for User {
 }
 
 impl Access for Internal {
+    const KIND: AccessKind = AccessKind::Internal;
     type Caller = ();
     fn caller(headers: Option<&HeaderMap>) -> Result<(), RpcError> {
         Identity::refuse_user(headers)
@@ -58,6 +70,7 @@ impl Access for Internal {
 }
 
 impl Access for Public {
+    const KIND: AccessKind = AccessKind::Public;
     type Caller = ();
     fn caller(_: Option<&HeaderMap>) -> Result<(), RpcError> {
         Ok(())
@@ -65,6 +78,7 @@ impl Access for Public {
 }
 
 impl Access for UserOrService {
+    const KIND: AccessKind = AccessKind::UserOrService;
     type Caller = Option<Identity>;
     fn caller(headers: Option<&HeaderMap>) -> Result<Option<Identity>, RpcError> {
         let asserted = headers.is_some_and(|h| h.get(crate::subject::header::USER_ID).is_some());

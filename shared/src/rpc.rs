@@ -163,7 +163,8 @@ impl Identity {
         Ok(())
     }
 
-    fn write(&self, headers: &mut HeaderMap) {
+    /// Puts the identity headers on a request (what an edge does).
+    pub fn write(&self, headers: &mut HeaderMap) {
         headers.insert(header::USER_ID, self.user_id.as_str());
         headers.insert(header::DEVICE_ID, self.device_id.as_str());
     }
@@ -217,22 +218,6 @@ impl Caller {
         Self { client, timeout }
     }
 
-    /// What social says of `user` and `other` (`im.v1.friend.relation`):
-    /// whether `other` exists, whether they are friends, who blocks whom.
-    pub async fn relation(
-        &self,
-        user: &str,
-        other: &str,
-    ) -> Result<crate::proto::social::RelationResponse, RpcError> {
-        self.call_to::<crate::endpoint::endpoints::FriendRelation>(
-            &crate::proto::social::RelationRequest {
-                user_id: user.to_owned(),
-                other_user_id: other.to_owned(),
-            },
-        )
-        .await
-    }
-
     /// Calls endpoint `E` as the user `me` (through an edge).
     pub async fn call_as<E>(
         &self,
@@ -268,13 +253,31 @@ impl Caller {
         if let Some(identity) = identity {
             identity.write(&mut headers);
         }
+        let reply = self
+            .call_bytes(subject, headers, Bytes::from(request.encode_to_vec()))
+            .await?;
+        Resp::decode(reply.as_ref()).map_err(|e| {
+            tracing::warn!(error = %e, subject, "malformed reply");
+            RpcError::internal()
+        })
+    }
+
+    /// Sends `payload` with `headers` to `subject` and returns the reply's
+    /// payload, or the error the service answered. The typed calls use it;
+    /// contract tests use it to send what no typed call would.
+    pub async fn call_bytes(
+        &self,
+        subject: &str,
+        headers: HeaderMap,
+        payload: Bytes,
+    ) -> Result<Bytes, RpcError> {
         let req = async_nats::Request::new()
-            .payload(Bytes::from(request.encode_to_vec()))
+            .payload(payload)
             .headers(headers)
             .timeout(Some(self.timeout));
         let reply = self
             .client
-            .send_request(subject, req)
+            .send_request(subject.to_owned(), req)
             .await
             .map_err(|e| match e.kind() {
                 RequestErrorKind::NoResponders => {
@@ -296,10 +299,7 @@ impl Caller {
                 .unwrap_or_else(|| "error".into());
             return Err(RpcError::new(ErrorCode::from_status(status), message));
         }
-        Resp::decode(reply.payload.as_ref()).map_err(|e| {
-            tracing::warn!(error = %e, subject, "malformed reply");
-            RpcError::internal()
-        })
+        Ok(reply.payload)
     }
 }
 

@@ -167,3 +167,182 @@ fn read_ports_file(ports_dir: &Path) -> Option<u16> {
     let url = json.get("nats")?.get(0)?.as_str()?;
     url.rsplit(':').next()?.parse().ok()
 }
+
+/// Contract tests of one service's NATS endpoints: that it serves exactly
+/// the endpoints it should, and that each refuses what its access rule says.
+pub mod contract {
+    use std::time::{Duration, Instant};
+
+    use async_nats::HeaderMap;
+    use bytes::Bytes;
+
+    use crate::endpoint::{Access, AccessKind, Endpoint};
+    use crate::ids::{DeviceId, UserId};
+    use crate::rpc::{Caller, ErrorCode, Identity};
+
+    /// One service running against its own nats-server (and temporary
+    /// directory for its database), for the length of a test.
+    pub struct Running {
+        pub nats: super::NatsServer,
+        pub caller: Caller,
+        pub dir: tempfile::TempDir,
+        stop: tokio_util::sync::CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Running {
+        /// Starts `run(nats, shutdown, sqlite URL of a fresh database)`.
+        pub async fn start<F, Fut, E>(run: F) -> Self
+        where
+            F: FnOnce(crate::Nats, tokio_util::sync::CancellationToken, String) -> Fut,
+            Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+            E: std::fmt::Display,
+        {
+            let nats = super::NatsServer::start();
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let url = crate::db::sqlite_url(&dir.path().join("service.db"));
+            let client =
+                crate::Nats::connect(&crate::config::NatsConfig::for_url(nats.url()), "contract")
+                    .await
+                    .expect("connect to nats-server");
+            let caller = client.caller();
+            let stop = tokio_util::sync::CancellationToken::new();
+            let service = run(client, stop.clone(), url);
+            let task = tokio::spawn(async move {
+                if let Err(e) = service.await {
+                    panic!("the service failed: {e}");
+                }
+            });
+            Self {
+                nats,
+                caller,
+                dir,
+                stop,
+                task,
+            }
+        }
+
+        /// Stops the service and waits for it (a panic inside fails the test).
+        pub async fn stop(self) {
+            self.stop.cancel();
+            self.task.await.expect("the service stops cleanly");
+        }
+    }
+
+    /// A made-up user, as an edge would name one.
+    pub fn someone() -> Identity {
+        Identity {
+            user_id: UserId::parse(crate::ids::new_id()).expect("an id"),
+            device_id: DeviceId::parse(crate::ids::new_id()).expect("an id"),
+        }
+    }
+
+    /// Waits until micro service `name` answers `$SRV.INFO`, then asserts
+    /// that it serves exactly `subjects`.
+    pub async fn assert_serves(caller: &Caller, name: &str, subjects: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let info = loop {
+            let reply = caller
+                .call_bytes(&format!("$SRV.INFO.{name}"), HeaderMap::new(), Bytes::new())
+                .await;
+            match reply {
+                Ok(info) => break info,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("{name} does not answer $SRV.INFO: {e}"),
+            }
+        };
+        let info: serde_json::Value = serde_json::from_slice(&info).expect("INFO is JSON");
+        let mut served: Vec<&str> = info["endpoints"]
+            .as_array()
+            .expect("INFO lists endpoints")
+            .iter()
+            .map(|e| e["subject"].as_str().expect("an endpoint subject"))
+            .collect();
+        served.sort_unstable();
+        let mut expected = subjects.to_vec();
+        expected.sort_unstable();
+        assert_eq!(
+            served, expected,
+            "{name} serves other endpoints than its contract"
+        );
+    }
+
+    /// What `E` answers `payload` sent with `headers`.
+    async fn refusal<E: Endpoint>(
+        caller: &Caller,
+        headers: HeaderMap,
+        payload: &[u8],
+    ) -> ErrorCode {
+        match caller
+            .call_bytes(E::SUBJECT, headers, Bytes::copy_from_slice(payload))
+            .await
+        {
+            Ok(_) => panic!("{} accepted what it must refuse", E::SUBJECT),
+            Err(e) => e.code,
+        }
+    }
+
+    /// Asserts the refusals of `E`'s access rule: a user endpoint without an
+    /// identity is `unauthorized`; an internal one called as a user is
+    /// `forbidden`; a half identity (a user id without a device) is
+    /// `unauthorized` wherever a user may call; and bytes that are no
+    /// request are `bad_request` from any caller the endpoint accepts.
+    pub async fn assert_refusals<E: Endpoint>(caller: &Caller) {
+        const GARBAGE: &[u8] = &[0xff, 0xff, 0xff, 0xff];
+        let user = || {
+            let mut headers = HeaderMap::new();
+            someone().write(&mut headers);
+            headers
+        };
+        let half = || {
+            let mut headers = HeaderMap::new();
+            headers.insert(crate::subject::header::USER_ID, "u1");
+            headers
+        };
+        let subject = E::SUBJECT;
+        let kind = <E::Access as Access>::KIND;
+        match kind {
+            AccessKind::User => {
+                let got = refusal::<E>(caller, HeaderMap::new(), &[]).await;
+                assert_eq!(got, ErrorCode::Unauthorized, "{subject} without a caller");
+            }
+            AccessKind::Internal => {
+                let got = refusal::<E>(caller, user(), &[]).await;
+                assert_eq!(got, ErrorCode::Forbidden, "{subject} called as a user");
+            }
+            AccessKind::Public | AccessKind::UserOrService => {}
+        }
+        if matches!(kind, AccessKind::User | AccessKind::UserOrService) {
+            let got = refusal::<E>(caller, half(), &[]).await;
+            assert_eq!(
+                got,
+                ErrorCode::Unauthorized,
+                "{subject} with half an identity"
+            );
+        }
+        let accepted = match kind {
+            AccessKind::User => user(),
+            _ => HeaderMap::new(),
+        };
+        let got = refusal::<E>(caller, accepted, GARBAGE).await;
+        assert_eq!(got, ErrorCode::BadRequest, "{subject} given garbage");
+    }
+
+    /// [`assert_serves`] with the endpoints listed, then [`assert_refusals`]
+    /// of each: `assert_contract!(caller, groups::MICRO_NAME, GroupCreate, GroupGet)`.
+    #[macro_export]
+    macro_rules! assert_contract {
+        ($caller:expr, $name:expr, $($endpoint:ty),+ $(,)?) => {{
+            use $crate::endpoint::Endpoint as _;
+            $crate::testing::contract::assert_serves(
+                $caller,
+                $name,
+                &[$(<$endpoint>::SUBJECT),+],
+            )
+            .await;
+            $($crate::testing::contract::assert_refusals::<$endpoint>($caller).await;)+
+        }};
+    }
+}

@@ -15,7 +15,7 @@ use base64::Engine as _;
 use prost::Message as _;
 use shared::db::{self, AnyPool};
 use shared::endpoint::Server;
-use shared::endpoint::endpoints::ConversationApply;
+use shared::endpoint::endpoints::{ConversationApply, FriendRelation};
 use shared::endpoint::endpoints::{
     GroupCreate, GroupDismiss, GroupGet, GroupInvite, GroupLeave, GroupMembers, GroupMine,
     GroupMute, GroupRemove, GroupRole, GroupTransfer, GroupUpdate,
@@ -160,7 +160,13 @@ impl State {
     /// blocked the actor, and (by default) are the actor's friends.
     async fn may_add(&self, actor: &str, users: &[String]) -> Result<(), RpcError> {
         for user in users {
-            let relation = self.caller.relation(actor, user).await?;
+            let relation = self
+                .caller
+                .call_to::<FriendRelation>(&shared::proto::social::RelationRequest {
+                    user_id: actor.to_string(),
+                    other_user_id: user.to_string(),
+                })
+                .await?;
             if !relation.exists {
                 return Err(RpcError::not_found(format!("no such user {user}")));
             }

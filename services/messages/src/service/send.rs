@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use shared::endpoint::endpoints::FriendRelation;
 use shared::ids::{ConversationId, UserId};
 use shared::proto::message as pb;
 use shared::rpc::{Identity, internal};
@@ -159,7 +160,13 @@ impl State {
             Some(relation) => relation,
             None => {
                 let asked = std::time::Instant::now();
-                let relation = self.caller.relation(me, peer).await?;
+                let relation = self
+                    .caller
+                    .call_to::<FriendRelation>(&shared::proto::social::RelationRequest {
+                        user_id: me.to_string(),
+                        other_user_id: peer.to_string(),
+                    })
+                    .await?;
                 self.relations.put(me, peer, relation, asked);
                 relation
             }
