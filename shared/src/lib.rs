@@ -26,6 +26,7 @@ pub mod proto;
 pub mod rpc;
 pub mod service;
 pub mod subject;
+pub mod sync;
 pub mod telemetry;
 pub mod text;
 pub mod token;

@@ -106,10 +106,7 @@ struct Group {
 
 impl Group {
     fn add(&self, connection: u64, tx: mpsc::Sender<GroupPush>) {
-        self.members
-            .lock()
-            .expect("group members lock")
-            .insert(connection, Member::new(tx));
+        shared::sync::lock(&self.members).insert(connection, Member::new(tx));
     }
 }
 
@@ -174,7 +171,7 @@ impl GroupHub {
                 };
                 highest.fetch_max(message.seq, Ordering::Relaxed);
                 let message = Arc::new(message);
-                let listeners = listeners.lock().expect("group members lock");
+                let listeners = shared::sync::lock(&listeners);
                 for member in listeners.values() {
                     member.hand(&name, message.seq, GroupPush::Message(message.clone()));
                 }
@@ -198,7 +195,7 @@ impl GroupHub {
         let mut groups = self.groups.lock().await;
         let empty = match groups.get(conversation) {
             Some(group) => {
-                let mut members = group.members.lock().expect("group members lock");
+                let mut members = shared::sync::lock(&group.members);
                 members.remove(&connection);
                 members.is_empty()
             }
@@ -237,7 +234,7 @@ impl GroupHub {
                 }
                 let conversation: Arc<str> = head.conversation_id.into();
                 let seq = head.last_seq.max(seen);
-                for member in group.members.lock().expect("group members lock").values() {
+                for member in shared::sync::lock(&group.members).values() {
                     let push = GroupPush::Head {
                         conversation: conversation.clone(),
                         seq,

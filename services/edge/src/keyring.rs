@@ -53,12 +53,12 @@ impl KeyRing {
             .map(|k| (k.kid, DecodingKey::from_ed_der(&k.ed25519)))
             .collect();
         let n = keys.len();
-        *self.keys.write().expect("keyring lock") = keys;
+        *shared::sync::write(&self.keys) = keys;
         Ok(n)
     }
 
     pub fn is_loaded(&self) -> bool {
-        !self.keys.read().expect("keyring lock").is_empty()
+        !shared::sync::read(&self.keys).is_empty()
     }
 
     /// Verifies a token and returns the identity it carries.
@@ -69,11 +69,11 @@ impl KeyRing {
             return Err(invalid());
         }
         let kid = header.kid.ok_or_else(invalid)?;
-        if !self.keys.read().expect("keyring lock").contains_key(&kid) {
+        if !shared::sync::read(&self.keys).contains_key(&kid) {
             self.refresh_if_due().await;
         }
         let claims = {
-            let keys = self.keys.read().expect("keyring lock");
+            let keys = shared::sync::read(&self.keys);
             let key = keys.get(&kid).ok_or_else(invalid)?;
             match jsonwebtoken::decode::<Claims>(token, key, &self.validation) {
                 Ok(data) => data.claims,

@@ -29,12 +29,12 @@ impl Devices {
     }
 
     pub fn count(&self) -> usize {
-        self.connected.lock().expect("devices lock").len()
+        shared::sync::lock(&self.connected).len()
     }
 
     pub async fn connected(&self, who: &Identity) {
         let first = {
-            let mut map = self.connected.lock().expect("devices lock");
+            let mut map = shared::sync::lock(&self.connected);
             let n = map
                 .entry((who.user_id.clone(), who.device_id.clone()))
                 .or_insert(0);
@@ -48,7 +48,7 @@ impl Devices {
 
     pub async fn disconnected(&self, who: &Identity) {
         let last = {
-            let mut map = self.connected.lock().expect("devices lock");
+            let mut map = shared::sync::lock(&self.connected);
             let key = (who.user_id.clone(), who.device_id.clone());
             match map.get_mut(&key) {
                 Some(n) if *n > 1 => {
@@ -92,10 +92,7 @@ impl Devices {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            let devices: Vec<pb::DeviceRef> = self
-                .connected
-                .lock()
-                .expect("devices lock")
+            let devices: Vec<pb::DeviceRef> = shared::sync::lock(&self.connected)
                 .keys()
                 .map(|(user_id, device_id)| pb::DeviceRef {
                     user_id: user_id.to_string(),

@@ -129,7 +129,7 @@ impl Conn {
     }
 
     fn close(&self, code: u16, reason: &str) {
-        let mut slot = self.close_reason.lock().expect("close lock");
+        let mut slot = shared::sync::lock(&self.close_reason);
         if slot.is_none() {
             *slot = Some((code, reason.to_owned()));
         }

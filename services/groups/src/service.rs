@@ -1,4 +1,4 @@
-//! The groups service's NATS micro endpoints (`im.v1.group.*`) and the sweep
+//! The groups service: its state, its endpoints (`im.v1.group.*`) and the sweep
 //! that applies changes a failure left pending.
 //!
 //! A change is committed here first (group tables plus a row in
@@ -7,6 +7,9 @@
 //! caller gets its answer. If the messages service cannot be reached the
 //! change stays pending and the sweep applies it; versions make a redo
 //! harmless.
+//!
+//! Files: [`queries`] (reads), [`changes`] (writes, through
+//! [`crate::plan`]), [`sync`] (applying changes to the conversation).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +34,12 @@ use tokio_util::sync::CancellationToken;
 use crate::Config;
 use crate::plan::{self, Group, Member, Op, Plan, Role};
 use crate::store;
+
+mod changes;
+mod queries;
+mod sync;
+
+use sync::{change_of, encode};
 
 const SYNC_SHARDS: usize = 64;
 const MAX_USERS_PER_CALL: usize = 200;
@@ -106,7 +115,7 @@ pub async fn run(
 }
 
 impl State {
-    async fn create(
+    pub(super) async fn create(
         self: Arc<Self>,
         me: Identity,
         input: pb::CreateGroupRequest,
@@ -158,7 +167,7 @@ impl State {
 
     /// Checks that `actor` may add `users` to a group: they exist, have not
     /// blocked the actor, and (by default) are the actor's friends.
-    async fn may_add(&self, actor: &str, users: &[String]) -> Result<(), RpcError> {
+    pub(super) async fn may_add(&self, actor: &str, users: &[String]) -> Result<(), RpcError> {
         for user in users {
             let relation = self
                 .caller
@@ -180,7 +189,7 @@ impl State {
     }
 
     /// Runs `op` by `me` on group `group_id`: plan, write, apply, announce.
-    async fn change(
+    pub(super) async fn change(
         &self,
         me: &Identity,
         group_id: &str,
@@ -240,76 +249,8 @@ impl State {
         Ok((after, plan))
     }
 
-    /// Applies the group's pending changes to its conversation, in order.
-    /// A failure leaves them for the next call or the sweep.
-    async fn sync(&self, group_id: &str) {
-        let _one = self.sync[shared::inbox::shard_of(group_id, SYNC_SHARDS)]
-            .lock()
-            .await;
-        let pending = match store::pending_changes(&self.pool, group_id).await {
-            Ok(pending) => pending,
-            Err(e) => {
-                tracing::warn!(error = %e, group_id, "cannot load pending changes");
-                return;
-            }
-        };
-        for row in pending {
-            let change = match decode(&row.change) {
-                Some(change) => change,
-                None => {
-                    tracing::error!(group_id, version = row.version, "undecodable stored change");
-                    return;
-                }
-            };
-            let applied = self.caller.call_to::<ConversationApply>(&change).await;
-            if let Err(e) = applied {
-                tracing::warn!(error = %e, group_id, version = row.version, "change not applied yet");
-                return;
-            }
-            if let Err(e) = store::mark_applied(&self.pool, group_id, row.version).await {
-                tracing::warn!(error = %e, group_id, "cannot mark change applied");
-                return;
-            }
-        }
-    }
-
-    async fn sweep(&self) {
-        match store::groups_with_pending(&self.pool, 100).await {
-            Ok(groups) => {
-                for group in groups {
-                    self.sync(&group).await;
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "group sweep failed"),
-        }
-    }
-
-    async fn event(&self, group: &Group, actor: &str, plan: &Plan, version: i64) {
-        let (kind, subject) = plan.notice.event();
-        let event = pb::GroupEvent {
-            group_id: group.id.clone(),
-            kind: kind.to_owned(),
-            actor_id: actor.to_owned(),
-            user_ids: plan.user_ids.clone(),
-            group: Some(to_group(group, 0, None)),
-            version: version as u64,
-            at_ms: ids::now_ms(),
-        };
-        let dedup = format!("group:{}:{version}", group.id);
-        if let Err(e) = shared::nats::publish_event(
-            &self.nats.jetstream,
-            subject,
-            event.encode_to_vec().into(),
-            &dedup,
-        )
-        .await
-        {
-            tracing::warn!(error = %e, subject, "group event not stored");
-        }
-    }
-
     /// The group as `viewer` sees it (with its own membership).
-    async fn view(&self, group: Group, viewer: &str) -> Result<pb::Group, RpcError> {
+    pub(super) async fn view(&self, group: Group, viewer: &str) -> Result<pb::Group, RpcError> {
         let count = store::member_count(&self.pool, &group.id)
             .await
             .map_err(|e| internal("count members", e))?;
@@ -321,7 +262,7 @@ impl State {
     }
 
     /// A live group and the caller's membership in it (members only).
-    async fn readable(&self, me: &Identity, group_id: &str) -> Result<Group, RpcError> {
+    pub(super) async fn readable(&self, me: &Identity, group_id: &str) -> Result<Group, RpcError> {
         group_id_ok(group_id)?;
         let group = store::group(&self.pool, group_id)
             .await
@@ -335,263 +276,17 @@ impl State {
         }
         Ok(group)
     }
-
-    async fn get(
-        self: Arc<Self>,
-        me: Identity,
-        input: pb::GroupRequest,
-    ) -> Result<pb::Group, RpcError> {
-        let group = self.readable(&me, &input.group_id).await?;
-        self.view(group, &me.user_id).await
-    }
-
-    async fn mine(
-        self: Arc<Self>,
-        me: Identity,
-        _: pb::MyGroupsRequest,
-    ) -> Result<pb::MyGroupsResponse, RpcError> {
-        let ids = store::groups_of(&self.pool, &me.user_id, 1000)
-            .await
-            .map_err(|e| internal("load groups", e))?;
-        let mut groups = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(group) = store::group(&self.pool, &id)
-                .await
-                .map_err(|e| internal("load group", e))?
-            {
-                groups.push(self.view(group, &me.user_id).await?);
-            }
-        }
-        Ok(pb::MyGroupsResponse { groups })
-    }
-
-    async fn members(
-        self: Arc<Self>,
-        me: Identity,
-        input: pb::ListMembersRequest,
-    ) -> Result<pb::ListMembersResponse, RpcError> {
-        self.readable(&me, &input.group_id).await?;
-        let limit = match input.limit {
-            0 => 200,
-            1..=500 => i64::from(input.limit),
-            _ => return Err(RpcError::bad_request("limit must be within 1..=500")),
-        };
-        if input.after_user_id.len() > 64 {
-            return Err(RpcError::bad_request("malformed after_user_id"));
-        }
-        let mut members =
-            store::members_page(&self.pool, &input.group_id, &input.after_user_id, limit + 1)
-                .await
-                .map_err(|e| internal("load members", e))?;
-        let has_more = members.len() as i64 > limit;
-        members.truncate(limit as usize);
-        Ok(pb::ListMembersResponse {
-            members: members.iter().map(to_member).collect(),
-            has_more,
-        })
-    }
-
-    async fn invite(
-        self: Arc<Self>,
-        me: Identity,
-        input: pb::MembersRequest,
-    ) -> Result<pb::Group, RpcError> {
-        user_ids(&input.user_ids, MAX_USERS_PER_CALL)?;
-        if input.user_ids.is_empty() {
-            return Err(RpcError::bad_request("name at least one user"));
-        }
-        // Cheap refusals first: a non-member or a plain member learns
-        // nothing about the invited users.
-        let group = self.readable(&me, &input.group_id).await?;
-        let mine = store::members_of(&self.pool, &group.id, &[me.user_id.to_string()])
-            .await
-            .map_err(|e| internal("load member", e))?;
-        if mine
-            .get(me.user_id.as_str())
-            .is_some_and(|m| m.role == Role::Member)
-        {
-            return Err(RpcError::forbidden("only the owner and admins may do this"));
-        }
-        let current = store::members_of(&self.pool, &group.id, &input.user_ids)
-            .await
-            .map_err(|e| internal("load members", e))?;
-        let new: Vec<String> = input
-            .user_ids
-            .iter()
-            .filter(|u| !current.contains_key(*u))
-            .cloned()
-            .collect();
-        self.may_add(&me.user_id, &new).await?;
-        let (group, _) = self
-            .change(&me, &input.group_id, Op::Invite(input.user_ids))
-            .await?;
-        self.view(group, &me.user_id).await
-    }
-
-    async fn remove(
-        self: Arc<Self>,
-        me: Identity,
-        input: pb::MembersRequest,
-    ) -> Result<pb::Group, RpcError> {
-        user_ids(&input.user_ids, MAX_USERS_PER_CALL)?;
-        let (group, _) = self
-            .change(&me, &input.group_id, Op::Remove(input.user_ids))
-            .await?;
-        self.view(group, &me.user_id).await
-    }
-
-    async fn leave(
-        self: Arc<Self>,
-        me: Identity,
-        input: pb::GroupRequest,
-    ) -> Result<pb::Empty, RpcError> {
-        self.change(&me, &input.group_id, Op::Leave).await?;
-        Ok(pb::Empty {})
-    }
-
-    async fn set_role(
-        self: Arc<Self>,
-        me: Identity,
-        input: pb::SetRoleRequest,
-    ) -> Result<pb::Group, RpcError> {
-        user_ids(std::slice::from_ref(&input.user_id), 1)?;
-        let role = Role::parse(&input.role)
-            .filter(|r| *r != Role::Owner)
-            .ok_or_else(|| RpcError::bad_request("role must be admin or member"))?;
-        let op = Op::SetRole {
-            user: input.user_id,
-            role,
-        };
-        let (group, _) = self.change(&me, &input.group_id, op).await?;
-        self.view(group, &me.user_id).await
-    }
-
-    async fn transfer(
-        self: Arc<Self>,
-        me: Identity,
-        input: pb::TransferRequest,
-    ) -> Result<pb::Group, RpcError> {
-        user_ids(std::slice::from_ref(&input.user_id), 1)?;
-        let (group, _) = self
-            .change(&me, &input.group_id, Op::Transfer(input.user_id))
-            .await?;
-        self.view(group, &me.user_id).await
-    }
-
-    async fn update(
-        self: Arc<Self>,
-        me: Identity,
-        input: pb::UpdateGroupRequest,
-    ) -> Result<pb::Group, RpcError> {
-        let op = Op::Update {
-            name: input.name,
-            description: input.description,
-            announcement: input.announcement,
-        };
-        let (group, _) = self.change(&me, &input.group_id, op).await?;
-        self.view(group, &me.user_id).await
-    }
-
-    async fn mute(
-        self: Arc<Self>,
-        me: Identity,
-        input: pb::MuteRequest,
-    ) -> Result<pb::Group, RpcError> {
-        if input.duration_secs > MAX_MUTE_SECS {
-            return Err(RpcError::bad_request(
-                "duration_secs must be at most a year",
-            ));
-        }
-        let user = if input.user_id.is_empty() {
-            None
-        } else {
-            user_ids(std::slice::from_ref(&input.user_id), 1)?;
-            Some(input.user_id)
-        };
-        let until_ms = match (input.muted, input.duration_secs) {
-            (false, _) => 0,
-            (true, 0) => i64::MAX,
-            (true, secs) => ids::now_ms() + secs as i64 * 1000,
-        };
-        let (group, _) = self
-            .change(&me, &input.group_id, Op::Mute { user, until_ms })
-            .await?;
-        self.view(group, &me.user_id).await
-    }
-
-    async fn dismiss(
-        self: Arc<Self>,
-        me: Identity,
-        input: pb::GroupRequest,
-    ) -> Result<pb::Empty, RpcError> {
-        self.change(&me, &input.group_id, Op::Dismiss).await?;
-        Ok(pb::Empty {})
-    }
 }
 
-/// The conversation change that brings the group's conversation in step
-/// with `plan`.
-fn change_of(
-    group_id: &str,
-    version: i64,
-    actor: &str,
-    plan: &Plan,
-    title: Option<String>,
-) -> msg_pb::ConversationChange {
-    let mut members: Vec<msg_pb::MemberState> = plan
-        .upserts
-        .iter()
-        .map(|m| msg_pb::MemberState {
-            user_id: m.user_id.clone(),
-            present: true,
-            role: m.role.as_str().to_owned(),
-            muted_until_ms: m.muted_until_ms,
-        })
-        .collect();
-    members.extend(plan.removals.iter().map(|user| msg_pb::MemberState {
-        user_id: user.clone(),
-        present: false,
-        role: String::new(),
-        muted_until_ms: 0,
-    }));
-    msg_pb::ConversationChange {
-        conversation_id: ids::group_conversation(group_id),
-        version: version as u64,
-        change_id: ids::new_id(),
-        actor_id: actor.to_owned(),
-        members,
-        muted_all: plan.group.muted_all,
-        title,
-        dismissed: plan.group.dismissed,
-        notice: Some(msg_pb::SystemNotice {
-            kind: plan.notice.as_str().to_owned(),
-            actor_id: actor.to_owned(),
-            user_ids: plan.user_ids.clone(),
-            text: plan.text.clone(),
-        }),
-    }
-}
-
-fn encode(change: &msg_pb::ConversationChange) -> String {
-    base64::engine::general_purpose::STANDARD.encode(change.encode_to_vec())
-}
-
-fn decode(text: &str) -> Option<msg_pb::ConversationChange> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .ok()?;
-    msg_pb::ConversationChange::decode(bytes.as_slice()).ok()
-}
-
-fn group_id_ok(id: &str) -> Result<(), RpcError> {
+pub(super) fn group_id_ok(id: &str) -> Result<(), RpcError> {
     GroupId::parse(id).map(drop)
 }
 
-fn user_ids(ids: &[String], max: usize) -> Result<(), RpcError> {
+pub(super) fn user_ids(ids: &[String], max: usize) -> Result<(), RpcError> {
     UserId::parse_all(ids, max).map(drop)
 }
 
-fn to_member(m: &Member) -> pb::Member {
+pub(super) fn to_member(m: &Member) -> pb::Member {
     pb::Member {
         user_id: m.user_id.clone(),
         role: m.role.as_str().to_owned(),
@@ -600,7 +295,7 @@ fn to_member(m: &Member) -> pb::Member {
     }
 }
 
-fn to_group(group: &Group, count: i64, me: Option<&Member>) -> pb::Group {
+pub(super) fn to_group(group: &Group, count: i64, me: Option<&Member>) -> pb::Group {
     pb::Group {
         id: group.id.clone(),
         conversation_id: ids::group_conversation(&group.id),

@@ -107,7 +107,7 @@ impl Relations {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        shared::sync::lock(&self.inner)
     }
 }
 

@@ -198,7 +198,7 @@ fn to_proto(row: &MessageRow) -> Result<pb::Message, RpcError> {
         body,
         server_ts_ms: row.server_ts_ms,
         reply_to,
-        group_large: row.group_large != 0,
+        group_large: row.group_large,
     })
 }
 

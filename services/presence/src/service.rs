@@ -311,10 +311,7 @@ impl State {
         }
         let mut users = Vec::with_capacity(input.user_ids.len());
         for user_id in input.user_ids {
-            let mut devices: Vec<String> = self
-                .online
-                .lock()
-                .expect("presence lock")
+            let mut devices: Vec<String> = shared::sync::lock(&self.online)
                 .get(&user_id)
                 .map(|d| d.iter().cloned().collect())
                 .unwrap_or_default();
@@ -359,10 +356,7 @@ impl State {
         // the user drops out of the online set, so no query in between sees
         // "offline, never seen".
         let last_device_leaves = !online
-            && self
-                .online
-                .lock()
-                .expect("presence lock")
+            && shared::sync::lock(&self.online)
                 .get(user)
                 .is_some_and(|d| d.len() == 1 && d.contains(device));
         if last_device_leaves
@@ -374,7 +368,7 @@ impl State {
             tracing::warn!(error = %e, "cannot store last seen");
         }
         let changed = {
-            let mut map = self.online.lock().expect("presence lock");
+            let mut map = shared::sync::lock(&self.online);
             if online {
                 let devices = map.entry(user.to_owned()).or_default();
                 devices.insert(device.to_owned()) && devices.len() == 1

@@ -126,10 +126,7 @@ pub(super) async fn write_loop(
         }
     }
     if !closed {
-        let (code, reason) = conn
-            .close_reason
-            .lock()
-            .expect("close lock")
+        let (code, reason) = shared::sync::lock(&conn.close_reason)
             .clone()
             .unwrap_or((close::GOING_AWAY, "server shutting down".into()));
         let _ = tokio::time::timeout(Duration::from_secs(1), async {

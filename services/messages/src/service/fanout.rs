@@ -74,7 +74,7 @@ impl State {
     }
 
     pub(super) fn pending_set(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+        shared::sync::lock(&self.pending)
     }
 
     pub(super) async fn deliver(
@@ -83,7 +83,7 @@ impl State {
         message: pb::Message,
     ) -> Result<(), FanoutError> {
         let (entry, recipients) = match ids::group_of(&row.conversation_id) {
-            Some(group) if row.delivery != 0 => {
+            Some(group) if row.read_fanout => {
                 if let Err(e) = self
                     .caller
                     .client

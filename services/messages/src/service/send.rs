@@ -79,7 +79,7 @@ impl State {
             body: input.body,
             server_ts_ms: row.server_ts_ms,
             reply_to: quote,
-            group_large: row.group_large != 0,
+            group_large: row.group_large,
         };
         self.fan_out_message(&row, message).await.map_err(|e| {
             tracing::warn!(error = %e, message_id = %row.id, "fan-out failed; left to retry or sweep");
@@ -141,7 +141,7 @@ impl State {
                 "client_msg_id was already used in another conversation",
             ));
         }
-        if row.fanned_out == 0 {
+        if !row.fanned_out {
             self.fan_out(&row).await.map_err(|e| {
                 tracing::warn!(error = %e, message_id = %row.id, "fan-out retry failed");
                 RpcError::unavailable(

@@ -8,7 +8,7 @@
 use shared::db::AnyPool;
 
 /// A stored message.
-#[derive(Clone, Debug, sqlx::FromRow)]
+#[derive(Clone, Debug)]
 pub struct MessageRow {
     pub id: String,
     pub conversation_id: String,
@@ -19,13 +19,38 @@ pub struct MessageRow {
     /// The body in its JSON mapping.
     pub body: String,
     pub server_ts_ms: i64,
-    pub fanned_out: i64,
+    /// In every inbox (or on its group's subject) and announced.
+    pub fanned_out: bool,
     /// The quoted message (Quote in its JSON mapping), "" = none.
     pub reply_to: String,
-    /// 1: delivered by read fan-out (a large group's), 0: through the inboxes.
-    pub delivery: i64,
-    /// 1: after this message its group is large.
-    pub group_large: i64,
+    /// Delivered by read fan-out (a large group's), not through the inboxes
+    /// (the `delivery` column).
+    pub read_fanout: bool,
+    /// After this message its group is large.
+    pub group_large: bool,
+}
+
+/// The 0/1 INTEGER columns (portable to SQLite and PostgreSQL) become
+/// booleans here, where the row is read.
+impl<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> for MessageRow {
+    fn from_row(row: &'r sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        let flag = |name: &str| row.try_get::<i64, _>(name).map(|v| v != 0);
+        Ok(Self {
+            id: row.try_get("id")?,
+            conversation_id: row.try_get("conversation_id")?,
+            seq: row.try_get("seq")?,
+            sender_id: row.try_get("sender_id")?,
+            sender_device_id: row.try_get("sender_device_id")?,
+            client_msg_id: row.try_get("client_msg_id")?,
+            body: row.try_get("body")?,
+            server_ts_ms: row.try_get("server_ts_ms")?,
+            fanned_out: flag("fanned_out")?,
+            reply_to: row.try_get("reply_to")?,
+            read_fanout: flag("delivery")?,
+            group_large: flag("group_large")?,
+        })
+    }
 }
 
 pub(super) const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, fanned_out, reply_to, delivery, group_large";
@@ -155,7 +180,11 @@ async fn insert_many(
     for chunk in numbered.chunks(ROWS) {
         let chunk: Vec<(&NewMessage, i64, i64)> = chunk
             .iter()
-            .filter_map(|&i| rows[i].as_ref().map(|r| (messages[i], r.seq, r.delivery)))
+            .filter_map(|&i| {
+                rows[i]
+                    .as_ref()
+                    .map(|r| (messages[i], r.seq, i64::from(r.read_fanout)))
+            })
             .collect();
         stored.extend(insert_rows(&mut *conn, &chunk).await?);
     }
@@ -291,10 +320,10 @@ fn row_of(m: &NewMessage, seq: i64, large: i64) -> MessageRow {
         client_msg_id: m.client_msg_id.clone(),
         body: m.body.clone(),
         server_ts_ms: m.now_ms,
-        fanned_out: 0,
+        fanned_out: false,
         reply_to: m.reply_to.clone(),
-        delivery: large,
-        group_large: large,
+        read_fanout: large != 0,
+        group_large: large != 0,
     }
 }
 

@@ -286,10 +286,10 @@ pub async fn apply_change(pool: &AnyPool, c: &Change<'_>) -> Result<Applied, sql
         client_msg_id: c.client_msg_id.to_owned(),
         body: c.body.to_owned(),
         server_ts_ms: c.now_ms,
-        fanned_out: 0,
+        fanned_out: false,
         reply_to: String::new(),
-        delivery,
-        group_large: large_after,
+        read_fanout: delivery != 0,
+        group_large: large_after != 0,
     }))
 }
 
