@@ -1,0 +1,108 @@
+//! Profiles and user search.
+
+use shared::db::AnyPool;
+use sqlx::AssertSqlSafe;
+
+use super::*;
+
+/// Creates a profile from an account, unless it exists already.
+pub async fn create_profile(
+    pool: &AnyPool,
+    user_id: &str,
+    username: &str,
+    nickname: &str,
+    created_at_ms: i64,
+) -> Result<(), sqlx::Error> {
+    let nickname = if nickname.is_empty() {
+        username
+    } else {
+        nickname
+    };
+    sqlx::query(
+        "INSERT INTO profiles (user_id, username, username_norm, nickname, nickname_norm, created_at_ms, updated_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (user_id) DO NOTHING",
+    )
+    .bind(user_id)
+    .bind(username)
+    .bind(shared::text::fold(username))
+    .bind(nickname)
+    .bind(shared::text::fold(nickname))
+    .bind(created_at_ms)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The profiles of `ids` that exist (in no particular order).
+pub async fn profiles(pool: &AnyPool, ids: &[String]) -> Result<Vec<ProfileRow>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT {PROFILE_COLUMNS} FROM profiles WHERE user_id IN ({})",
+        placeholders(1, ids.len())
+    );
+    let mut query = sqlx::query_as(AssertSqlSafe(sql));
+    for id in ids {
+        query = query.bind(id);
+    }
+    query.fetch_all(pool).await
+}
+
+pub struct ProfileUpdate<'a> {
+    pub nickname: Option<&'a str>,
+    pub signature: Option<&'a str>,
+    pub avatar: Option<&'a str>,
+}
+
+pub async fn update_profile(
+    pool: &AnyPool,
+    user_id: &str,
+    update: &ProfileUpdate<'_>,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE profiles SET
+            nickname = COALESCE($2, nickname),
+            nickname_norm = COALESCE($3, nickname_norm),
+            signature = COALESCE($4, signature),
+            avatar = COALESCE($5, avatar),
+            updated_at_ms = $6
+         WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .bind(update.nickname)
+    .bind(update.nickname.map(shared::text::fold))
+    .bind(update.signature)
+    .bind(update.avatar)
+    .bind(now_ms)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Users other than `me` whose username starts with `query` or whose
+/// nickname contains it (both compared lowercased), by username, after the
+/// username `after`.
+pub async fn search(
+    pool: &AnyPool,
+    me: &str,
+    query: &str,
+    after: &str,
+    limit: i64,
+) -> Result<Vec<ProfileRow>, sqlx::Error> {
+    let folded = like_literal(&shared::text::fold(query));
+    sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {PROFILE_COLUMNS} FROM profiles
+         WHERE user_id <> $1 AND username_norm > $2
+           AND (username_norm LIKE $3 ESCAPE '\\' OR nickname_norm LIKE $4 ESCAPE '\\')
+         ORDER BY username_norm LIMIT $5"
+    )))
+    .bind(me)
+    .bind(after)
+    .bind(format!("{folded}%"))
+    .bind(format!("%{folded}%"))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
