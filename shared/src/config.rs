@@ -141,6 +141,15 @@ impl NatsConfig {
 }
 
 /// Duration helper for configs given in seconds.
+/// Checks that setting `key` is not empty.
+pub fn required(key: &str, value: &str) -> Result<(), ConfigError> {
+    if value.is_empty() {
+        Err(ConfigError::Invalid(format!("{key} is empty")))
+    } else {
+        Ok(())
+    }
+}
+
 /// Checks that setting `key` lies within `range`, and says so when not:
 /// `within("edge.send_queue", self.send_queue, 1..=65_536)?`.
 pub fn within<T>(key: &str, value: T, range: std::ops::RangeInclusive<T>) -> Result<(), ConfigError>

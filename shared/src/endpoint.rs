@@ -119,12 +119,18 @@ pub trait Endpoint: 'static {
 /// What a [`User`] handler is given as its caller.
 pub type CallerOf<E> = <<E as Endpoint>::Access as Access>::Caller;
 
-/// A micro service, the state its handlers share, and the endpoints it serves.
+/// Serves one registered endpoint once it exists.
+type Serving =
+    Box<dyn FnOnce(async_nats::service::endpoint::Endpoint) -> BoxFuture<'static, ()> + Send>;
+
+/// A micro service, the state its handlers share, and the endpoints it
+/// serves: `Server::start(..).await?.serve::<E, _, _>(64, State::e).listen().await?`,
+/// then [`Listening::run`].
 pub struct Server<S> {
     service: Service,
     state: Arc<S>,
     shutdown: CancellationToken,
-    endpoints: Vec<BoxFuture<'static, ()>>,
+    endpoints: Vec<(&'static str, Serving)>,
 }
 
 impl<S: Send + Sync + 'static> Server<S> {
@@ -151,44 +157,67 @@ impl<S: Send + Sync + 'static> Server<S> {
         })
     }
 
-    /// Registers endpoint `E` with its handler, served by [`Server::run`]
-    /// with at most `concurrency` requests at once.
-    pub async fn serve<E, F, Fut>(
-        &mut self,
-        concurrency: usize,
-        handler: F,
-    ) -> Result<(), async_nats::Error>
+    /// Adds endpoint `E` with its handler, served by [`Server::run`] with
+    /// at most `concurrency` requests at once.
+    pub fn serve<E, F, Fut>(mut self, concurrency: usize, handler: F) -> Self
     where
         E: Endpoint,
         F: Fn(Arc<S>, CallerOf<E>, E::Request) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<E::Reply, RpcError>> + Send + 'static,
     {
-        let (group, name) = E::parts();
-        let endpoint = self.service.group(group).endpoint(name).await?;
         let state = self.state.clone();
+        let shutdown = self.shutdown.clone();
         let handler = Arc::new(handler);
-        self.endpoints.push(Box::pin(crate::service::serve(
-            endpoint,
-            concurrency,
-            self.shutdown.clone(),
-            move |request| {
-                let state = state.clone();
-                let handler = handler.clone();
-                async move {
-                    let caller = E::Access::caller(request.message.headers.as_ref())?;
-                    let input = rpc::decode::<E::Request>(&request.message.payload)?;
-                    handler(state, caller, input).await
-                }
-                .instrument(tracing::info_span!("call", subject = E::SUBJECT))
-            },
-        )));
-        Ok(())
+        let serving: Serving = Box::new(move |endpoint| {
+            Box::pin(crate::service::serve(
+                endpoint,
+                concurrency,
+                shutdown,
+                move |request| {
+                    let state = state.clone();
+                    let handler = handler.clone();
+                    async move {
+                        let caller = E::Access::caller(request.message.headers.as_ref())?;
+                        let input = rpc::decode::<E::Request>(&request.message.payload)?;
+                        handler(state, caller, input).await
+                    }
+                    .instrument(tracing::info_span!("call", subject = E::SUBJECT))
+                },
+            ))
+        });
+        self.endpoints.push((E::SUBJECT, serving));
+        self
     }
 
-    /// Serves every registered endpoint until shutdown, lets the requests in
-    /// flight finish, then stops the micro service.
+    /// Registers every endpoint with the micro service: from now on its
+    /// subjects have responders (and `$SRV.INFO` lists them).
+    pub async fn listen(self) -> Result<Listening, async_nats::Error> {
+        let mut serving = Vec::with_capacity(self.endpoints.len());
+        for (subject, serve) in self.endpoints {
+            let (group, name) = subject
+                .rsplit_once('.')
+                .expect("a call subject has a group and a name");
+            let endpoint = self.service.group(group).endpoint(name).await?;
+            serving.push(serve(endpoint));
+        }
+        Ok(Listening {
+            service: self.service,
+            serving,
+        })
+    }
+}
+
+/// A micro service whose endpoints are registered.
+pub struct Listening {
+    service: Service,
+    serving: Vec<BoxFuture<'static, ()>>,
+}
+
+impl Listening {
+    /// Serves until shutdown, lets the requests in flight finish, then stops
+    /// the micro service.
     pub async fn run(self) {
-        futures::future::join_all(self.endpoints).await;
+        futures::future::join_all(self.serving).await;
         if let Err(e) = self.service.stop().await {
             tracing::debug!(error = %e, "stopping service");
         }

@@ -1,7 +1,7 @@
 //! Configuration of the auth service.
 
 use serde::{Deserialize, Serialize};
-use shared::config::{ConfigError, within};
+use shared::config::{ConfigError, required, within};
 use shared::nats::StreamsConfig;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -37,9 +37,7 @@ impl Default for Config {
 
 impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.database_url.is_empty() {
-            return Err(ConfigError::Invalid("auth.database_url is empty".into()));
-        }
+        required("auth.database_url", &self.database_url)?;
         if !(3600..=365 * 86_400).contains(&self.refresh_token_ttl_secs)
             || self.refresh_token_ttl_secs <= self.access_token_ttl_secs
         {

@@ -49,44 +49,30 @@ pub async fn run(
         keys,
     });
 
-    let mut server = Server::start(
+    let server = Server::start(
         &nats.client,
         crate::MICRO_NAME,
         "natter accounts, devices and access tokens",
         state,
         shutdown,
     )
+    .await?
+    .serve::<AuthRegister, _, _>(64, |s, (), input| async move { s.register(input).await })
+    .serve::<AuthLogin, _, _>(64, |s, (), input| async move { s.login(input).await })
+    .serve::<AuthRefresh, _, _>(64, |s, (), input| async move { s.refresh(input).await })
+    .serve::<AuthLogout, _, _>(64, |s, me, _| async move { s.logout(me).await })
+    .serve::<AuthPassword, _, _>(16, |s, me, input| async move {
+        s.change_password(me, input).await
+    })
+    .serve::<AuthKeys, _, _>(16, |s, (), _| async move {
+        Ok(pb::PublicKeysResponse {
+            keys: s.keys.public_keys().to_vec(),
+        })
+    })
+    .serve::<AuthLookup, _, _>(64, |s, (), input| async move { s.lookup(input).await })
+    .serve::<AuthPhone, _, _>(64, |s, (), input| async move { s.phone(input).await })
+    .listen()
     .await?;
-    server
-        .serve::<AuthRegister, _, _>(64, |s, (), input| async move { s.register(input).await })
-        .await?;
-    server
-        .serve::<AuthLogin, _, _>(64, |s, (), input| async move { s.login(input).await })
-        .await?;
-    server
-        .serve::<AuthRefresh, _, _>(64, |s, (), input| async move { s.refresh(input).await })
-        .await?;
-    server
-        .serve::<AuthLogout, _, _>(64, |s, me, _| async move { s.logout(me).await })
-        .await?;
-    server
-        .serve::<AuthPassword, _, _>(16, |s, me, input| async move {
-            s.change_password(me, input).await
-        })
-        .await?;
-    server
-        .serve::<AuthKeys, _, _>(16, |s, (), _| async move {
-            Ok(pb::PublicKeysResponse {
-                keys: s.keys.public_keys().to_vec(),
-            })
-        })
-        .await?;
-    server
-        .serve::<AuthLookup, _, _>(64, |s, (), input| async move { s.lookup(input).await })
-        .await?;
-    server
-        .serve::<AuthPhone, _, _>(64, |s, (), input| async move { s.phone(input).await })
-        .await?;
     tracing::info!("auth service ready");
     server.run().await;
     tracing::info!("auth service stopped");

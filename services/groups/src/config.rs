@@ -1,7 +1,7 @@
 //! Configuration of the groups service.
 
 use serde::{Deserialize, Serialize};
-use shared::config::{ConfigError, within};
+use shared::config::{ConfigError, required, within};
 use shared::nats::StreamsConfig;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -33,9 +33,7 @@ impl Default for Config {
 
 impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.database_url.is_empty() {
-            return Err(ConfigError::Invalid("groups.database_url is empty".into()));
-        }
+        required("groups.database_url", &self.database_url)?;
         within("groups.max_members", self.max_members, 2..=100_000)?;
         within(
             "groups.sweep_interval_secs",

@@ -71,32 +71,28 @@ pub async fn run(
         pool,
     });
 
-    let mut server = Server::start(
+    let server = Server::start(
         &nats.client,
         crate::MICRO_NAME,
         "natter groups",
         state.clone(),
         shutdown.clone(),
     )
+    .await?
+    .serve::<GroupCreate, _, _>(16, State::create)
+    .serve::<GroupGet, _, _>(64, State::get)
+    .serve::<GroupMine, _, _>(32, State::mine)
+    .serve::<GroupMembers, _, _>(32, State::members)
+    .serve::<GroupInvite, _, _>(16, State::invite)
+    .serve::<GroupRemove, _, _>(16, State::remove)
+    .serve::<GroupLeave, _, _>(16, State::leave)
+    .serve::<GroupRole, _, _>(16, State::set_role)
+    .serve::<GroupTransfer, _, _>(16, State::transfer)
+    .serve::<GroupUpdate, _, _>(16, State::update)
+    .serve::<GroupMute, _, _>(16, State::mute)
+    .serve::<GroupDismiss, _, _>(16, State::dismiss)
+    .listen()
     .await?;
-    server.serve::<GroupCreate, _, _>(16, State::create).await?;
-    server.serve::<GroupGet, _, _>(64, State::get).await?;
-    server.serve::<GroupMine, _, _>(32, State::mine).await?;
-    server
-        .serve::<GroupMembers, _, _>(32, State::members)
-        .await?;
-    server.serve::<GroupInvite, _, _>(16, State::invite).await?;
-    server.serve::<GroupRemove, _, _>(16, State::remove).await?;
-    server.serve::<GroupLeave, _, _>(16, State::leave).await?;
-    server.serve::<GroupRole, _, _>(16, State::set_role).await?;
-    server
-        .serve::<GroupTransfer, _, _>(16, State::transfer)
-        .await?;
-    server.serve::<GroupUpdate, _, _>(16, State::update).await?;
-    server.serve::<GroupMute, _, _>(16, State::mute).await?;
-    server
-        .serve::<GroupDismiss, _, _>(16, State::dismiss)
-        .await?;
     tracing::info!("groups service ready");
     let s = state.clone();
     let stop = shutdown.clone();

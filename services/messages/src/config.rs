@@ -1,7 +1,7 @@
 //! Configuration of the messages service.
 
 use serde::{Deserialize, Serialize};
-use shared::config::{ConfigError, within};
+use shared::config::{ConfigError, required, within};
 use shared::nats::StreamsConfig;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -50,11 +50,7 @@ impl Default for Config {
 
 impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.database_url.is_empty() {
-            return Err(ConfigError::Invalid(
-                "messages.database_url is empty".into(),
-            ));
-        }
+        required("messages.database_url", &self.database_url)?;
         within("messages.max_text_chars", self.max_text_chars, 1..=100_000)?;
         within(
             "messages.max_concurrent_sends",

@@ -99,49 +99,29 @@ pub async fn run(
         tracing::warn!(error = %e, "startup fan-out sweep failed; retrying later");
     }
 
-    let mut server = Server::start(
+    let sends = state.config.max_concurrent_sends;
+    let server = Server::start(
         &nats.client,
         crate::MICRO_NAME,
         "natter conversations and messages",
         state.clone(),
         shutdown.clone(),
     )
+    .await?
+    .serve::<MessageSend, _, _>(sends, State::send)
+    .serve::<MessageHistory, _, _>(64, State::history)
+    .serve::<MessageRecall, _, _>(32, State::recall)
+    .serve::<MessageDelete, _, _>(32, State::delete)
+    .serve::<MessageReads, _, _>(32, State::reads)
+    .serve::<ConversationList, _, _>(64, State::conversations)
+    .serve::<ConversationRead, _, _>(64, State::read)
+    .serve::<ConversationSettings, _, _>(32, State::settings)
+    .serve::<ConversationTyping, _, _>(64, State::typing)
+    .serve::<ConversationLarge, _, _>(64, State::large_groups)
+    .serve::<ConversationHeads, _, _>(16, State::group_heads)
+    .serve::<ConversationApply, _, _>(32, State::apply)
+    .listen()
     .await?;
-    let sends = state.config.max_concurrent_sends;
-    server
-        .serve::<MessageSend, _, _>(sends, State::send)
-        .await?;
-    server
-        .serve::<MessageHistory, _, _>(64, State::history)
-        .await?;
-    server
-        .serve::<MessageRecall, _, _>(32, State::recall)
-        .await?;
-    server
-        .serve::<MessageDelete, _, _>(32, State::delete)
-        .await?;
-    server.serve::<MessageReads, _, _>(32, State::reads).await?;
-    server
-        .serve::<ConversationList, _, _>(64, State::conversations)
-        .await?;
-    server
-        .serve::<ConversationRead, _, _>(64, State::read)
-        .await?;
-    server
-        .serve::<ConversationSettings, _, _>(32, State::settings)
-        .await?;
-    server
-        .serve::<ConversationTyping, _, _>(64, State::typing)
-        .await?;
-    server
-        .serve::<ConversationLarge, _, _>(64, State::large_groups)
-        .await?;
-    server
-        .serve::<ConversationHeads, _, _>(16, State::group_heads)
-        .await?;
-    server
-        .serve::<ConversationApply, _, _>(32, State::apply)
-        .await?;
     tracing::info!("messages service ready");
 
     let sweep = periodic_sweep(state.clone(), shutdown.clone());

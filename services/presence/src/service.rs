@@ -65,23 +65,19 @@ pub async fn run(
         .await
         .map_err(|e| StartError::setup("presence bucket", e))?;
 
-    let mut server = Server::start(
+    let server = Server::start(
         &nats.client,
         crate::MICRO_NAME,
         "natter presence",
         state.clone(),
         shutdown.clone(),
     )
+    .await?
+    .serve::<PresenceStatus, _, _>(256, State::status)
+    .serve::<PresenceHeartbeat, _, _>(16, State::heartbeat)
+    .serve::<PresenceQuery, _, _>(64, State::query)
+    .listen()
     .await?;
-    server
-        .serve::<PresenceStatus, _, _>(256, State::status)
-        .await?;
-    server
-        .serve::<PresenceHeartbeat, _, _>(16, State::heartbeat)
-        .await?;
-    server
-        .serve::<PresenceQuery, _, _>(64, State::query)
-        .await?;
     tracing::info!("presence service ready");
 
     let s = state.clone();

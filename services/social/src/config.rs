@@ -1,7 +1,7 @@
 //! Configuration of the social service.
 
 use serde::{Deserialize, Serialize};
-use shared::config::{ConfigError, within};
+use shared::config::{ConfigError, required, within};
 use shared::nats::StreamsConfig;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -27,9 +27,7 @@ impl Default for Config {
 
 impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.database_url.is_empty() {
-            return Err(ConfigError::Invalid("social.database_url is empty".into()));
-        }
+        required("social.database_url", &self.database_url)?;
         within("social.max_friends", self.max_friends, 1..=100_000)?;
         self.streams.validate()
     }

@@ -63,57 +63,31 @@ pub async fn run(
         pool,
     });
 
-    let mut server = Server::start(
+    let server = Server::start(
         &nats.client,
         crate::MICRO_NAME,
         "natter profiles, friends and blocks",
         state.clone(),
         shutdown.clone(),
     )
+    .await?
+    .serve::<ProfileGet, _, _>(64, State::get_profiles)
+    .serve::<ProfileUpdate, _, _>(16, State::update_profile)
+    .serve::<UserSearch, _, _>(32, State::search)
+    .serve::<FriendAsk, _, _>(32, State::request_friend)
+    .serve::<FriendRequests, _, _>(32, State::list_requests)
+    .serve::<FriendAccept, _, _>(32, State::accept)
+    .serve::<FriendReject, _, _>(32, State::reject)
+    .serve::<FriendList, _, _>(32, State::list_friends)
+    .serve::<FriendDelete, _, _>(32, State::delete_friend)
+    .serve::<FriendRelation, _, _>(256, State::relation)
+    .serve::<FriendAudience, _, _>(64, State::audience)
+    .serve::<FriendVisible, _, _>(64, State::visible)
+    .serve::<BlockAdd, _, _>(16, State::block_user)
+    .serve::<BlockRemove, _, _>(16, State::unblock_user)
+    .serve::<BlockList, _, _>(16, State::list_blocked)
+    .listen()
     .await?;
-    server
-        .serve::<ProfileGet, _, _>(64, State::get_profiles)
-        .await?;
-    server
-        .serve::<ProfileUpdate, _, _>(16, State::update_profile)
-        .await?;
-    server.serve::<UserSearch, _, _>(32, State::search).await?;
-    server
-        .serve::<FriendAsk, _, _>(32, State::request_friend)
-        .await?;
-    server
-        .serve::<FriendRequests, _, _>(32, State::list_requests)
-        .await?;
-    server
-        .serve::<FriendAccept, _, _>(32, State::accept)
-        .await?;
-    server
-        .serve::<FriendReject, _, _>(32, State::reject)
-        .await?;
-    server
-        .serve::<FriendList, _, _>(32, State::list_friends)
-        .await?;
-    server
-        .serve::<FriendDelete, _, _>(32, State::delete_friend)
-        .await?;
-    server
-        .serve::<FriendRelation, _, _>(256, State::relation)
-        .await?;
-    server
-        .serve::<FriendAudience, _, _>(64, State::audience)
-        .await?;
-    server
-        .serve::<FriendVisible, _, _>(64, State::visible)
-        .await?;
-    server
-        .serve::<BlockAdd, _, _>(16, State::block_user)
-        .await?;
-    server
-        .serve::<BlockRemove, _, _>(16, State::unblock_user)
-        .await?;
-    server
-        .serve::<BlockList, _, _>(16, State::list_blocked)
-        .await?;
     tracing::info!("social service ready");
     let registrations = consume_registrations(state.clone(), events, shutdown.clone());
     tokio::join!(server.run(), registrations);
