@@ -328,16 +328,20 @@ impl State {
         store::set_password_hash(&self.pool, &me.user_id, &new_hash)
             .await
             .map_err(|e| internal("store password", e))?;
-        let revoked = store::revoke_other_devices(&self.pool, &me.user_id, &me.device_id)
-            .await
-            .map_err(|e| internal("log out other devices", e))?;
+        let revoked = store::revoke(
+            &self.pool,
+            &me.user_id,
+            store::Devices::AllBut(&me.device_id),
+        )
+        .await
+        .map_err(|e| internal("log out other devices", e))?;
         tracing::info!(user_id = %me.user_id, revoked, "password changed; other devices logged out");
         Ok(pb::ChangePasswordResponse {})
     }
 
     /// Logs the caller's device out (its refresh token stops working).
     async fn logout(&self, me: Identity) -> Result<pb::LogoutResponse, RpcError> {
-        store::revoke_device(&self.pool, &me.user_id, &me.device_id)
+        store::revoke(&self.pool, &me.user_id, store::Devices::Only(&me.device_id))
             .await
             .map_err(|e| internal("log out device", e))?;
         tracing::info!(user_id = %me.user_id, device_id = %me.device_id, "device logged out");

@@ -210,37 +210,34 @@ pub async fn rotate_refresh(
     .await
 }
 
-/// Logs out every device of `user_id` but `keep_device`: their refresh
-/// tokens stop working.
-/// Logs one device out: its refresh token stops working.
-pub async fn revoke_device(
-    pool: &AnyPool,
-    user_id: &str,
-    device_id: &str,
-) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE devices SET refresh_hash = '', refresh_expires_at_ms = 0
-         WHERE user_id = $1 AND id = $2 AND refresh_hash <> ''",
-    )
-    .bind(user_id)
-    .bind(device_id)
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected())
+/// Which devices of a user to log out.
+#[derive(Clone, Copy, Debug)]
+pub enum Devices<'a> {
+    /// This one.
+    Only(&'a str),
+    /// Every one but this one.
+    AllBut(&'a str),
 }
 
-pub async fn revoke_other_devices(
+/// Logs devices of `user_id` out: their refresh tokens stop working.
+/// Returns how many were logged in.
+pub async fn revoke(
     pool: &AnyPool,
     user_id: &str,
-    keep_device: &str,
+    devices: Devices<'_>,
 ) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+    let (test, device) = match devices {
+        Devices::Only(device) => ("=", device),
+        Devices::AllBut(device) => ("<>", device),
+    };
+    let sql = format!(
         "UPDATE devices SET refresh_hash = '', refresh_expires_at_ms = 0
-         WHERE user_id = $1 AND id <> $2 AND refresh_hash <> ''",
-    )
-    .bind(user_id)
-    .bind(keep_device)
-    .execute(pool)
-    .await?;
+         WHERE user_id = $1 AND id {test} $2 AND refresh_hash <> ''"
+    );
+    let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(user_id)
+        .bind(device)
+        .execute(pool)
+        .await?;
     Ok(done.rows_affected())
 }
