@@ -170,7 +170,6 @@ fn valid(device: &pb::DeviceRef) -> bool {
 }
 
 impl State {
-    /// Writes a device key with the device TTL.
     /// Writes a device key with the device TTL and waits for the write.
     async fn touch(&self, device: &pb::DeviceRef, edge_id: &str) -> Result<(), RpcError> {
         let ack = self.publish_touch(device, edge_id).await?;
