@@ -135,6 +135,17 @@ pub fn internal(what: &str, err: impl std::fmt::Display) -> RpcError {
     RpcError::internal()
 }
 
+/// A store failure is an internal error: the cause is logged with where it
+/// happened (the `?` that met it), the caller sees `internal`.
+impl From<sqlx::Error> for RpcError {
+    #[track_caller]
+    fn from(e: sqlx::Error) -> Self {
+        let at = std::panic::Location::caller();
+        tracing::error!(error = %e, %at, "store failed");
+        RpcError::internal()
+    }
+}
+
 /// The verified caller of a call, set by the edge in headers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {

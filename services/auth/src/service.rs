@@ -109,10 +109,8 @@ impl State {
         match store::insert_user(&self.pool, &user).await {
             Ok(()) => {}
             Err(e) if db::is_unique_violation(&e) => {
-                let phone_taken = !phone.is_empty()
-                    && store::phone_taken(&self.pool, &phone)
-                        .await
-                        .map_err(|e| internal("check phone", e))?;
+                let phone_taken =
+                    !phone.is_empty() && store::phone_taken(&self.pool, &phone).await?;
                 return Err(RpcError::conflict(if phone_taken {
                     "phone number is already used by another account"
                 } else {
@@ -151,9 +149,7 @@ impl State {
         {
             return Err(denied());
         }
-        let credentials = store::credentials(&self.pool, &input.username)
-            .await
-            .map_err(|e| internal("load user", e))?;
+        let credentials = store::credentials(&self.pool, &input.username).await?;
         let (user_id, hash) = match credentials {
             Some(c) => (Some(c.id), c.password_hash),
             None => (None, DUMMY_HASH.to_owned()),
@@ -172,15 +168,11 @@ impl State {
             } else {
                 device_name
             };
-            store::insert_device(&self.pool, &id, &user_id, name, now)
-                .await
-                .map_err(|e| internal("insert device", e))?;
+            store::insert_device(&self.pool, &id, &user_id, name, now).await?;
             id
         } else {
             let known = subject::is_valid_token(&input.device_id)
-                && store::touch_device(&self.pool, &input.device_id, &user_id, now)
-                    .await
-                    .map_err(|e| internal("touch device", e))?;
+                && store::touch_device(&self.pool, &input.device_id, &user_id, now).await?;
             if !known {
                 return Err(RpcError::not_found("unknown device"));
             }
@@ -190,9 +182,7 @@ impl State {
         tracing::info!(%user_id, %device_id, "logged in");
         let (refresh_token, refresh_hash, refresh_expires_at_ms) =
             self.new_refresh(&device_id, now);
-        store::set_refresh(&self.pool, &device_id, &refresh_hash, refresh_expires_at_ms)
-            .await
-            .map_err(|e| internal("store refresh token", e))?;
+        store::set_refresh(&self.pool, &device_id, &refresh_hash, refresh_expires_at_ms).await?;
         self.tokens(
             user_id,
             device_id,
@@ -268,8 +258,7 @@ impl State {
             now,
             expires,
         )
-        .await
-        .map_err(|e| internal("rotate refresh token", e))?
+        .await?
         .ok_or_else(invalid)?;
         self.tokens(user_id, device_id.to_owned(), now, token, expires)
     }
@@ -283,9 +272,7 @@ impl State {
             .into_iter()
             .filter(|id| subject::is_valid_token(id))
             .collect();
-        let accounts = store::accounts(&self.pool, &ids)
-            .await
-            .map_err(|e| internal("lookup", e))?;
+        let accounts = store::accounts(&self.pool, &ids).await?;
         Ok(pb::LookupResponse {
             existing_user_ids: accounts.iter().map(|a| a.id.clone()).collect(),
             accounts: accounts.into_iter().map(account).collect(),
@@ -299,9 +286,7 @@ impl State {
         let Some(phone) = shared::text::phone(&input.phone) else {
             return Ok(pb::PhoneLookupResponse { account: None });
         };
-        let found = store::by_phone(&self.pool, &phone)
-            .await
-            .map_err(|e| internal("lookup phone", e))?;
+        let found = store::by_phone(&self.pool, &phone).await?;
         Ok(pb::PhoneLookupResponse {
             account: found.map(account),
         })
@@ -318,32 +303,26 @@ impl State {
             return Err(denied());
         }
         let hash = store::password_hash(&self.pool, &me.user_id)
-            .await
-            .map_err(|e| internal("load user", e))?
+            .await?
             .ok_or_else(|| RpcError::not_found("no such user"))?;
         if !self.verify(input.current_password, hash).await? {
             return Err(denied());
         }
         let new_hash = self.hash(input.new_password).await?;
-        store::set_password_hash(&self.pool, &me.user_id, &new_hash)
-            .await
-            .map_err(|e| internal("store password", e))?;
+        store::set_password_hash(&self.pool, &me.user_id, &new_hash).await?;
         let revoked = store::revoke(
             &self.pool,
             &me.user_id,
             store::Devices::AllBut(&me.device_id),
         )
-        .await
-        .map_err(|e| internal("log out other devices", e))?;
+        .await?;
         tracing::info!(user_id = %me.user_id, revoked, "password changed; other devices logged out");
         Ok(pb::ChangePasswordResponse {})
     }
 
     /// Logs the caller's device out (its refresh token stops working).
     async fn logout(&self, me: Identity) -> Result<pb::LogoutResponse, RpcError> {
-        store::revoke(&self.pool, &me.user_id, store::Devices::Only(&me.device_id))
-            .await
-            .map_err(|e| internal("log out device", e))?;
+        store::revoke(&self.pool, &me.user_id, store::Devices::Only(&me.device_id)).await?;
         tracing::info!(user_id = %me.user_id, device_id = %me.device_id, "device logged out");
         Ok(pb::LogoutResponse {})
     }

@@ -145,15 +145,9 @@ impl State {
         };
         let change = change_of(&group.id, 1, &me.user_id, &plan, Some(name));
         let mut tx = self.pool.begin().await.map_err(|e| internal("begin", e))?;
-        store::insert_group(&mut tx, &group, now)
-            .await
-            .map_err(|e| internal("insert group", e))?;
-        store::write_plan(&mut tx, &group.id, &plan, now)
-            .await
-            .map_err(|e| internal("insert members", e))?;
-        store::insert_change(&mut tx, &group.id, 1, &encode(&change), now)
-            .await
-            .map_err(|e| internal("insert change", e))?;
+        store::insert_group(&mut tx, &group, now).await?;
+        store::write_plan(&mut tx, &group.id, &plan, now).await?;
+        store::insert_change(&mut tx, &group.id, 1, &encode(&change), now).await?;
         tx.commit().await.map_err(|e| internal("commit", e))?;
         tracing::info!(group_id = %group.id, members = plan.upserts.len(), "group created");
         self.sync(&group.id).await;
@@ -204,19 +198,12 @@ impl State {
         let now = ids::now_ms();
         let mut tx = self.pool.begin().await.map_err(|e| internal("begin", e))?;
         let (version, group) = store::lock_group(&mut tx, group_id)
-            .await
-            .map_err(|e| internal("lock group", e))?
+            .await?
             .ok_or_else(|| RpcError::not_found("no such group"))?;
-        let members = store::members_of(&mut *tx, group_id, &named)
-            .await
-            .map_err(|e| internal("load members", e))?;
-        let count = store::member_count(&mut *tx, group_id)
-            .await
-            .map_err(|e| internal("count members", e))?;
+        let members = store::members_of(&mut *tx, group_id, &named).await?;
+        let count = store::member_count(&mut *tx, group_id).await?;
         let plan = plan::plan(&group, &me.user_id, &op, &members, count, now)?;
-        store::write_plan(&mut tx, group_id, &plan, now)
-            .await
-            .map_err(|e| internal("write change", e))?;
+        store::write_plan(&mut tx, group_id, &plan, now).await?;
         let change = change_of(
             group_id,
             version,
@@ -224,9 +211,7 @@ impl State {
             &plan,
             plan.group.name.clone(),
         );
-        store::insert_change(&mut tx, group_id, version, &encode(&change), now)
-            .await
-            .map_err(|e| internal("insert change", e))?;
+        store::insert_change(&mut tx, group_id, version, &encode(&change), now).await?;
         tx.commit().await.map_err(|e| internal("commit", e))?;
         self.sync(group_id).await;
         let after = Group {
@@ -247,12 +232,9 @@ impl State {
 
     /// The group as `viewer` sees it (with its own membership).
     pub(super) async fn view(&self, group: Group, viewer: &str) -> Result<pb::Group, RpcError> {
-        let count = store::member_count(&self.pool, &group.id)
-            .await
-            .map_err(|e| internal("count members", e))?;
+        let count = store::member_count(&self.pool, &group.id).await?;
         let me = store::members_of(&self.pool, &group.id, &[viewer.to_owned()])
-            .await
-            .map_err(|e| internal("load member", e))?
+            .await?
             .remove(viewer);
         Ok(to_group(&group, count, me.as_ref()))
     }
@@ -261,12 +243,9 @@ impl State {
     pub(super) async fn readable(&self, me: &Identity, group_id: &str) -> Result<Group, RpcError> {
         group_id_ok(group_id)?;
         let group = store::group(&self.pool, group_id)
-            .await
-            .map_err(|e| internal("load group", e))?
+            .await?
             .ok_or_else(|| RpcError::not_found("no such group"))?;
-        let members = store::members_of(&self.pool, group_id, &[me.user_id.to_string()])
-            .await
-            .map_err(|e| internal("load member", e))?;
+        let members = store::members_of(&self.pool, group_id, &[me.user_id.to_string()]).await?;
         if !members.contains_key(me.user_id.as_str()) {
             return Err(RpcError::forbidden("not a member of this group"));
         }

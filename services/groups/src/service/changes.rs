@@ -17,18 +17,14 @@ impl State {
         // Cheap refusals first: a non-member or a plain member learns
         // nothing about the invited users.
         let group = self.readable(&me, &input.group_id).await?;
-        let mine = store::members_of(&self.pool, &group.id, &[me.user_id.to_string()])
-            .await
-            .map_err(|e| internal("load member", e))?;
+        let mine = store::members_of(&self.pool, &group.id, &[me.user_id.to_string()]).await?;
         if mine
             .get(me.user_id.as_str())
             .is_some_and(|m| m.role == Role::Member)
         {
             return Err(RpcError::forbidden("only the owner and admins may do this"));
         }
-        let current = store::members_of(&self.pool, &group.id, &input.user_ids)
-            .await
-            .map_err(|e| internal("load members", e))?;
+        let current = store::members_of(&self.pool, &group.id, &input.user_ids).await?;
         let new: Vec<String> = input
             .user_ids
             .iter()

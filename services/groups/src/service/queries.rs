@@ -17,15 +17,10 @@ impl State {
         me: Identity,
         _: pb::MyGroupsRequest,
     ) -> Result<pb::MyGroupsResponse, RpcError> {
-        let ids = store::groups_of(&self.pool, &me.user_id, 1000)
-            .await
-            .map_err(|e| internal("load groups", e))?;
+        let ids = store::groups_of(&self.pool, &me.user_id, 1000).await?;
         let mut groups = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some(group) = store::group(&self.pool, &id)
-                .await
-                .map_err(|e| internal("load group", e))?
-            {
+            if let Some(group) = store::group(&self.pool, &id).await? {
                 groups.push(self.view(group, &me.user_id).await?);
             }
         }
@@ -48,8 +43,7 @@ impl State {
         }
         let mut members =
             store::members_page(&self.pool, &input.group_id, &input.after_user_id, limit + 1)
-                .await
-                .map_err(|e| internal("load members", e))?;
+                .await?;
         let has_more = members.len() as i64 > limit;
         members.truncate(limit as usize);
         Ok(pb::ListMembersResponse {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use shared::ids::ConversationId;
 use shared::proto::{delivery, message as pb};
-use shared::rpc::{Identity, internal};
+use shared::rpc::Identity;
 use shared::{RpcError, ids};
 
 use super::history::named;
@@ -40,9 +40,7 @@ impl State {
                 input.before_id.as_str(),
             )
         };
-        let mut rows = store::conversations(&self.pool, &me.user_id, before, limit + 1)
-            .await
-            .map_err(|e| internal("load conversations", e))?;
+        let mut rows = store::conversations(&self.pool, &me.user_id, before, limit + 1).await?;
         let has_more = rows.len() as i64 > limit;
         rows.truncate(limit as usize);
         let mut conversations = Vec::with_capacity(rows.len());
@@ -50,13 +48,10 @@ impl State {
             // A former member sees the conversation as it was when it left.
             let window = ReadWindow::from_columns(row.joined_seq, row.left_seq);
             let last_readable = window.last_of(row.last_seq);
-            let last = store::message_at(&self.pool, &row.id, last_readable)
-                .await
-                .map_err(|e| internal("load last message", e))?;
+            let last = store::message_at(&self.pool, &row.id, last_readable).await?;
             let read_from = row.read_seq.max(window.joined - 1);
-            let unread = store::unread(&self.pool, &row.id, &me.user_id, read_from, last_readable)
-                .await
-                .map_err(|e| internal("count unread", e))?;
+            let unread =
+                store::unread(&self.pool, &row.id, &me.user_id, read_from, last_readable).await?;
             let peer = ConversationId::parse(&row.id)
                 .ok()
                 .and_then(|c| c.peer_of(&me.user_id).map(|p| p.to_string()))
@@ -64,9 +59,7 @@ impl State {
             let peer_read_seq = if peer.is_empty() {
                 0
             } else {
-                store::read_seq(&self.pool, &row.id, &peer)
-                    .await
-                    .map_err(|e| internal("load peer read position", e))?
+                store::read_seq(&self.pool, &row.id, &peer).await?
             };
             conversations.push(pb::Conversation {
                 id: row.id,
@@ -106,8 +99,7 @@ impl State {
             input.pinned,
             input.muted,
         )
-        .await
-        .map_err(|e| internal("store settings", e))?
+        .await?
         .ok_or_else(|| RpcError::not_found("no messages in this conversation yet"))?;
         let changed = pb::SettingsChanged {
             conversation_id: input.conversation_id.clone(),
@@ -142,9 +134,7 @@ impl State {
             }
             ConversationId::Group { .. } => {
                 self.may_speak(&me, &conversation).await?;
-                let members = store::current_members(&self.pool, conversation.as_str())
-                    .await
-                    .map_err(|e| internal("load members", e))?;
+                let members = store::current_members(&self.pool, conversation.as_str()).await?;
                 if members.len() > self.config.typing_max_members as usize {
                     return Ok(pb::Empty {});
                 }
@@ -171,9 +161,7 @@ impl State {
         me: Identity,
         _: pb::LargeGroupsRequest,
     ) -> Result<pb::LargeGroupsResponse, RpcError> {
-        let rows = store::large_groups(&self.pool, &me.user_id)
-            .await
-            .map_err(|e| internal("load large groups", e))?;
+        let rows = store::large_groups(&self.pool, &me.user_id).await?;
         Ok(heads_of(rows))
     }
 
@@ -196,9 +184,7 @@ impl State {
         {
             return Err(RpcError::bad_request("not a group conversation id"));
         }
-        let rows = store::heads(&self.pool, &input.conversation_ids)
-            .await
-            .map_err(|e| internal("load heads", e))?;
+        let rows = store::heads(&self.pool, &input.conversation_ids).await?;
         Ok(heads_of(rows))
     }
 

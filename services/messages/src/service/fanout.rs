@@ -10,7 +10,6 @@ use prost::Message as _;
 use shared::group::NoticeKind;
 use shared::inbox::DeliveryError;
 use shared::proto::{delivery, message as pb};
-use shared::rpc::internal;
 use shared::{RpcError, ids, subject};
 
 use super::{FANOUT_CONCURRENCY, State, shard_of, to_proto};
@@ -177,9 +176,7 @@ impl State {
         {
             return Ok(());
         }
-        let pending = store::not_fanned_out_in(&self.pool, conversation_id)
-            .await
-            .map_err(|e| internal("load pending messages", e))?;
+        let pending = store::not_fanned_out_in(&self.pool, conversation_id).await?;
         for row in &pending {
             self.fan_out(row).await.map_err(|e| {
                 tracing::warn!(error = %e, message_id = %row.id, "fan-out of a pending message failed");

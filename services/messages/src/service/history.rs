@@ -7,7 +7,7 @@ use prost::Message as _;
 use shared::RpcError;
 use shared::ids::ConversationId;
 use shared::proto::message as pb;
-use shared::rpc::{Identity, internal};
+use shared::rpc::Identity;
 
 use super::{State, to_i64, to_proto};
 use crate::store::{self, ReadWindow};
@@ -44,8 +44,7 @@ impl State {
             limit + 1,
             newest_first,
         )
-        .await
-        .map_err(|e| internal("load history", e))?;
+        .await?;
         let has_more = rows.len() as i64 > limit;
         if has_more {
             if newest_first {
@@ -73,9 +72,7 @@ impl State {
         me: &Identity,
         conversation: &ConversationId,
     ) -> Result<ReadWindow, RpcError> {
-        let member = store::member(&self.pool, conversation.as_str(), &me.user_id)
-            .await
-            .map_err(|e| internal("load membership", e))?;
+        let member = store::member(&self.pool, conversation.as_str(), &me.user_id).await?;
         match member {
             Some(m) => Ok(m.window),
             // A direct chat that has no message yet: readable, and empty.

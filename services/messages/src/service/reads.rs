@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use shared::RpcError;
 use shared::proto::{delivery, message as pb};
-use shared::rpc::{Identity, internal};
+use shared::rpc::Identity;
 
 use super::history::named;
 use super::{State, to_i64};
@@ -25,8 +25,7 @@ impl State {
         let conversation = named(&input.conversation_id)?;
         let window = self.readable(&me, &conversation).await?;
         let state = store::conversation(&self.pool, conversation.as_str())
-            .await
-            .map_err(|e| internal("load conversation", e))?
+            .await?
             .ok_or_else(|| RpcError::not_found("no messages in this conversation yet"))?;
         let last = window.last_of(state.last_seq);
         let seq = to_i64(input.seq)?;
@@ -35,12 +34,9 @@ impl State {
                 "seq is beyond the last message ({last})"
             )));
         }
-        let before = store::read_seq(&self.pool, &input.conversation_id, &me.user_id)
-            .await
-            .map_err(|e| internal("load read position", e))?;
+        let before = store::read_seq(&self.pool, &input.conversation_id, &me.user_id).await?;
         let now = store::mark_read(&self.write, &input.conversation_id, &me.user_id, seq)
-            .await
-            .map_err(|e| internal("store read position", e))?
+            .await?
             .ok_or_else(|| RpcError::not_found("no messages in this conversation yet"))?;
         if now > before {
             let position = pb::ReadPosition {
@@ -61,8 +57,7 @@ impl State {
             now.max(window.joined - 1),
             last,
         )
-        .await
-        .map_err(|e| internal("count unread", e))?;
+        .await?;
         Ok(pb::ReadResponse {
             read_seq: now as u64,
             unread_count: unread as u64,
@@ -78,14 +73,12 @@ impl State {
         let window = self.readable(&me, &named(&input.conversation_id)?).await?;
         let seq = to_i64(input.seq)?;
         let message = store::message_at(&self.pool, &input.conversation_id, seq)
-            .await
-            .map_err(|e| internal("load message", e))?
+            .await?
             .filter(|m| window.contains(m.seq))
             .ok_or_else(|| RpcError::not_found("no such message"))?;
         let positions =
             store::read_positions(&self.pool, &input.conversation_id, seq, &message.sender_id)
-                .await
-                .map_err(|e| internal("load read positions", e))?;
+                .await?;
         let readers: Vec<String> = positions
             .iter()
             .filter(|(_, read)| *read >= seq)

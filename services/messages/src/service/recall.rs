@@ -30,8 +30,7 @@ impl State {
         // The message itself reaches every inbox before news of its recall.
         self.fan_out_pending(&input.conversation_id).await?;
         let mut row = store::message_at(&self.pool, &input.conversation_id, seq)
-            .await
-            .map_err(|e| internal("load message", e))?
+            .await?
             .filter(|m| window.contains(m.seq))
             .ok_or_else(|| RpcError::not_found("no such message"))?;
         let body: Option<pb::MessageBody> =
@@ -55,9 +54,7 @@ impl State {
                     kind: Some(pb::message_body::Kind::Recalled(done.clone())),
                 }))
                 .map_err(|e| internal("encode body", e))?;
-                store::set_body(&self.write, &row.id, &body)
-                    .await
-                    .map_err(|e| internal("store recall", e))?;
+                store::set_body(&self.write, &row.id, &body).await?;
                 row.body = body;
                 done
             }
@@ -102,9 +99,7 @@ impl State {
         window: ReadWindow,
     ) -> Result<(), RpcError> {
         if conversation.group_id().is_some() && window.is_current() {
-            let member = store::member(&self.pool, conversation.as_str(), &me.user_id)
-                .await
-                .map_err(|e| internal("load membership", e))?;
+            let member = store::member(&self.pool, conversation.as_str(), &me.user_id).await?;
             if member.is_some_and(|m| m.role.manages()) {
                 return Ok(());
             }
@@ -148,8 +143,7 @@ impl State {
             &seqs,
             ids::now_ms(),
         )
-        .await
-        .map_err(|e| internal("hide messages", e))?;
+        .await?;
         let deleted = pb::MessagesDeleted {
             conversation_id: input.conversation_id.clone(),
             seqs: seqs.iter().map(|s| *s as u64).collect(),

@@ -109,8 +109,7 @@ impl State {
         let seq = to_i64(seq)?;
         let window = self.readable(me, conversation).await?;
         let quoted = store::message_at(&self.pool, conversation.as_str(), seq)
-            .await
-            .map_err(|e| internal("load quoted message", e))?
+            .await?
             .filter(|m| window.contains(m.seq))
             .ok_or_else(|| RpcError::not_found("no such message to reply to"))?;
         let body: Option<pb::MessageBody> =
@@ -130,9 +129,7 @@ impl State {
         client_msg_id: &str,
         conversation: &ConversationId,
     ) -> Result<Option<MessageRow>, RpcError> {
-        let Some(row) = store::by_client_msg_id(&self.pool, &me.user_id, client_msg_id)
-            .await
-            .map_err(|e| internal("load message", e))?
+        let Some(row) = store::by_client_msg_id(&self.pool, &me.user_id, client_msg_id).await?
         else {
             return Ok(None);
         };
@@ -202,13 +199,11 @@ impl State {
         conversation: &ConversationId,
     ) -> Result<(), RpcError> {
         let member = store::member(&self.pool, conversation.as_str(), &me.user_id)
-            .await
-            .map_err(|e| internal("load membership", e))?
+            .await?
             .filter(|m| m.window.is_current())
             .ok_or_else(|| RpcError::forbidden("not a member of this group"))?;
         let state = store::conversation(&self.pool, conversation.as_str())
-            .await
-            .map_err(|e| internal("load conversation", e))?
+            .await?
             .ok_or_else(|| RpcError::forbidden("not a member of this group"))?;
         if state.dismissed {
             return Err(RpcError::forbidden("the group was dismissed"));

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use prost::Message as _;
 use shared::ids::UserId;
 use shared::proto::social as pb;
-use shared::rpc::{Identity, internal};
+use shared::rpc::Identity;
 use shared::{RpcError, ids, subject};
 
 use super::State;
@@ -24,12 +24,8 @@ impl State {
     ) -> Result<pb::Empty, RpcError> {
         let other = self.other_user(&me, &input.user_id).await?;
         let now = ids::now_ms();
-        let added = store::add_block(&self.pool, &me.user_id, &other.user_id, now)
-            .await
-            .map_err(|e| internal("block", e))?;
-        store::reject_pending_from(&self.pool, &other.user_id, &me.user_id, now)
-            .await
-            .map_err(|e| internal("reject requests", e))?;
+        let added = store::add_block(&self.pool, &me.user_id, &other.user_id, now).await?;
+        store::reject_pending_from(&self.pool, &other.user_id, &me.user_id, now).await?;
         if added {
             self.block_event(subject::event::BLOCK_ADDED, &me, &other.user_id, now)
                 .await;
@@ -45,10 +41,7 @@ impl State {
     ) -> Result<pb::Empty, RpcError> {
         UserId::parse(input.user_id.as_str())?;
         let now = ids::now_ms();
-        if store::remove_block(&self.pool, &me.user_id, &input.user_id)
-            .await
-            .map_err(|e| internal("unblock", e))?
-        {
+        if store::remove_block(&self.pool, &me.user_id, &input.user_id).await? {
             self.block_event(subject::event::BLOCK_REMOVED, &me, &input.user_id, now)
                 .await;
         }
@@ -60,9 +53,7 @@ impl State {
         me: Identity,
         _: pb::Empty,
     ) -> Result<pb::ListBlockedResponse, RpcError> {
-        let ids = store::blocked(&self.pool, &me.user_id, 1000)
-            .await
-            .map_err(|e| internal("load blocks", e))?;
+        let ids = store::blocked(&self.pool, &me.user_id, 1000).await?;
         let users = self
             .profiles(&ids)
             .await?

@@ -10,7 +10,7 @@ use shared::endpoint::endpoints::PresenceQuery;
 use shared::ids::UserId;
 use shared::proto::presence as presence_pb;
 use shared::proto::social::{self as pb, social_notice};
-use shared::rpc::{Identity, internal};
+use shared::rpc::Identity;
 use shared::{RpcError, ids, subject};
 
 use super::profiles::to_profile;
@@ -27,9 +27,8 @@ impl State {
         if input.after_user_id.len() > 64 {
             return Err(RpcError::bad_request("malformed after_user_id"));
         }
-        let mut rows = store::friends(&self.pool, &me.user_id, &input.after_user_id, limit + 1)
-            .await
-            .map_err(|e| internal("load friends", e))?;
+        let mut rows =
+            store::friends(&self.pool, &me.user_id, &input.after_user_id, limit + 1).await?;
         let has_more = rows.len() as i64 > limit;
         rows.truncate(limit as usize);
         let ids: Vec<String> = rows.iter().map(|(id, _)| id.clone()).collect();
@@ -81,10 +80,7 @@ impl State {
         input: pb::UserRequest,
     ) -> Result<pb::Empty, RpcError> {
         UserId::parse(input.user_id.as_str())?;
-        if !store::remove_friendship(&self.pool, &me.user_id, &input.user_id)
-            .await
-            .map_err(|e| internal("remove friend", e))?
-        {
+        if !store::remove_friendship(&self.pool, &me.user_id, &input.user_id).await? {
             return Err(RpcError::not_found("not your friend"));
         }
         let now = ids::now_ms();
@@ -122,9 +118,7 @@ impl State {
         user_ids(&[input.user_id.clone(), input.other_user_id.clone()])?;
         let exists = self.profile(&input.other_user_id).await?.is_some();
         let (friends, blocking, blocked_by) =
-            store::relation(&self.pool, &input.user_id, &input.other_user_id)
-                .await
-                .map_err(|e| internal("load relation", e))?;
+            store::relation(&self.pool, &input.user_id, &input.other_user_id).await?;
         Ok(pb::RelationResponse {
             exists,
             friends,
@@ -139,9 +133,7 @@ impl State {
         input: pb::AudienceRequest,
     ) -> Result<pb::AudienceResponse, RpcError> {
         user_ids(std::slice::from_ref(&input.user_id))?;
-        let user_ids = store::audience(&self.pool, &input.user_id)
-            .await
-            .map_err(|e| internal("load audience", e))?;
+        let user_ids = store::audience(&self.pool, &input.user_id).await?;
         Ok(pb::AudienceResponse { user_ids })
     }
 
@@ -152,9 +144,7 @@ impl State {
     ) -> Result<pb::VisibleResponse, RpcError> {
         user_ids(std::slice::from_ref(&input.viewer_id))?;
         user_ids(&input.user_ids)?;
-        let mut visible = store::visible_to(&self.pool, &input.viewer_id, &input.user_ids)
-            .await
-            .map_err(|e| internal("load visibility", e))?;
+        let mut visible = store::visible_to(&self.pool, &input.viewer_id, &input.user_ids).await?;
         if input.user_ids.contains(&input.viewer_id) {
             visible.push(input.viewer_id);
         }

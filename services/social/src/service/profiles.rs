@@ -9,7 +9,7 @@ use shared::endpoint::endpoints::{AuthLookup, AuthPhone};
 use shared::ids::UserId;
 use shared::proto::auth as auth_pb;
 use shared::proto::social as pb;
-use shared::rpc::{Identity, internal};
+use shared::rpc::Identity;
 use shared::{RpcError, ids, subject};
 
 use super::{State, user_ids};
@@ -25,8 +25,7 @@ impl State {
     /// ones whose registration event has not arrived yet.
     pub(super) async fn profiles(&self, ids: &[String]) -> Result<Vec<ProfileRow>, RpcError> {
         let mut found: HashMap<String, ProfileRow> = store::profiles(&self.pool, ids)
-            .await
-            .map_err(|e| internal("load profiles", e))?
+            .await?
             .into_iter()
             .map(|p| (p.user_id.clone(), p))
             .collect();
@@ -50,14 +49,10 @@ impl State {
                     &account.nickname,
                     account.created_at_ms,
                 )
-                .await
-                .map_err(|e| internal("create profile", e))?;
+                .await?;
             }
             if !reply.accounts.is_empty() {
-                for p in store::profiles(&self.pool, &missing)
-                    .await
-                    .map_err(|e| internal("load profiles", e))?
-                {
+                for p in store::profiles(&self.pool, &missing).await? {
                     found.insert(p.user_id.clone(), p);
                 }
             }
@@ -134,9 +129,7 @@ impl State {
             avatar,
         };
         let now = ids::now_ms();
-        store::update_profile(&self.pool, &me.user_id, &update, now)
-            .await
-            .map_err(|e| internal("update profile", e))?;
+        store::update_profile(&self.pool, &me.user_id, &update, now).await?;
         let profile = self
             .profile(&me.user_id)
             .await?
@@ -196,9 +189,8 @@ impl State {
                 next_cursor: String::new(),
             });
         }
-        let mut rows = store::search(&self.pool, &me.user_id, query, &input.cursor, limit + 1)
-            .await
-            .map_err(|e| internal("search", e))?;
+        let mut rows =
+            store::search(&self.pool, &me.user_id, query, &input.cursor, limit + 1).await?;
         let next_cursor = if rows.len() as i64 > limit {
             rows.truncate(limit as usize);
             rows.last()

@@ -24,9 +24,7 @@ impl State {
         let greeting = shared::text::display("greeting", &input.greeting, GREETING_MAX)?;
         let peer = self.other_user(&me, &input.to_user_id).await?;
         let (friends, blocking, blocked_by) =
-            store::relation(&self.pool, &me.user_id, &peer.user_id)
-                .await
-                .map_err(|e| internal("load relation", e))?;
+            store::relation(&self.pool, &me.user_id, &peer.user_id).await?;
         if blocking {
             return Err(RpcError::forbidden(
                 "you blocked this user; unblock them first",
@@ -43,9 +41,7 @@ impl State {
         }
         let now = ids::now_ms();
         // They asked first: this request answers theirs.
-        if let Some(theirs) = store::pending_request(&self.pool, &peer.user_id, &me.user_id)
-            .await
-            .map_err(|e| internal("load request", e))?
+        if let Some(theirs) = store::pending_request(&self.pool, &peer.user_id, &me.user_id).await?
         {
             self.check_friend_limit(&me.user_id, &peer.user_id).await?;
             let accepted = self.make_friends(&theirs, now).await?;
@@ -54,14 +50,9 @@ impl State {
                 became_friends: true,
             });
         }
-        let row = match store::pending_request(&self.pool, &me.user_id, &peer.user_id)
-            .await
-            .map_err(|e| internal("load request", e))?
-        {
+        let row = match store::pending_request(&self.pool, &me.user_id, &peer.user_id).await? {
             Some(mut mine) => {
-                store::renew_request(&self.pool, &mine.id, greeting, now)
-                    .await
-                    .map_err(|e| internal("renew request", e))?;
+                store::renew_request(&self.pool, &mine.id, greeting, now).await?;
                 mine.greeting = greeting.to_owned();
                 mine.updated_at_ms = now;
                 mine
@@ -109,9 +100,7 @@ impl State {
 
     pub(super) async fn check_friend_limit(&self, a: &str, b: &str) -> Result<(), RpcError> {
         for user in [a, b] {
-            let count = store::friend_count(&self.pool, user)
-                .await
-                .map_err(|e| internal("count friends", e))?;
+            let count = store::friend_count(&self.pool, user).await?;
             if count >= i64::from(self.config.max_friends) {
                 return Err(RpcError::conflict(format!(
                     "a user may have at most {} friends",
@@ -128,10 +117,7 @@ impl State {
         request: &RequestRow,
         now: i64,
     ) -> Result<RequestRow, RpcError> {
-        if !store::accept_request(&self.pool, request, now)
-            .await
-            .map_err(|e| internal("accept request", e))?
-        {
+        if !store::accept_request(&self.pool, request, now).await? {
             return Err(RpcError::conflict("the request was already answered"));
         }
         let (from, to) = (&request.from_user_id, &request.to_user_id);
@@ -207,8 +193,7 @@ impl State {
             before,
             limit + 1,
         )
-        .await
-        .map_err(|e| internal("load requests", e))?;
+        .await?;
         let has_more = rows.len() as i64 > limit;
         rows.truncate(limit as usize);
         let peer_ids: Vec<String> = rows
@@ -244,8 +229,7 @@ impl State {
             return Err(RpcError::bad_request("malformed request id"));
         }
         let row = store::request(&self.pool, id)
-            .await
-            .map_err(|e| internal("load request", e))?
+            .await?
             .filter(|r| r.to_user_id == me.user_id)
             .ok_or_else(|| RpcError::not_found("no such friend request"))?;
         if row.status != store::PENDING {
@@ -263,9 +247,8 @@ impl State {
         input: pb::AnswerFriendRequestRequest,
     ) -> Result<pb::AnswerFriendRequestResponse, RpcError> {
         let row = self.my_request(&me, &input.request_id).await?;
-        let (_, _, blocked_by) = store::relation(&self.pool, &me.user_id, &row.from_user_id)
-            .await
-            .map_err(|e| internal("load relation", e))?;
+        let (_, _, blocked_by) =
+            store::relation(&self.pool, &me.user_id, &row.from_user_id).await?;
         if blocked_by {
             return Err(RpcError::forbidden(
                 "this user does not accept your friend request",
@@ -286,10 +269,7 @@ impl State {
     ) -> Result<pb::AnswerFriendRequestResponse, RpcError> {
         let row = self.my_request(&me, &input.request_id).await?;
         let now = ids::now_ms();
-        if !store::reject_request(&self.pool, &row.id, now)
-            .await
-            .map_err(|e| internal("reject request", e))?
-        {
+        if !store::reject_request(&self.pool, &row.id, now).await? {
             return Err(RpcError::conflict("the request was already answered"));
         }
         let rejected = RequestRow {
