@@ -41,18 +41,13 @@ use crate::EdgeState;
 use crate::frames;
 use crate::group_hub::GroupPush;
 
+mod fill;
+
+use fill::Retry;
+
 /// Group messages queued for one connection before pushes are dropped (and
 /// later read from the history).
 const QUEUE: usize = 1024;
-
-/// Most history pages one gap fill reads (200 messages each); the rest
-/// follows at the next push or resume.
-const FILL_PAGES: usize = 100;
-
-/// The first wait before a failed gap fill is tried again; it doubles with
-/// each failure in a row, up to [`RETRY_MAX`].
-const RETRY_FIRST: Duration = Duration::from_millis(500);
-const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// What an inbox entry says about a group.
 #[derive(Debug)]
@@ -112,21 +107,6 @@ pub(super) struct Large {
     retries: HashMap<String, Retry>,
 }
 
-#[derive(Default)]
-struct Retry {
-    /// Failed fills in a row.
-    failures: u32,
-    /// A [`GroupPush::Retry`] is on its way.
-    scheduled: bool,
-}
-
-/// How long to wait after `failures` failed fills in a row, before jitter.
-fn backoff(failures: u32) -> Duration {
-    RETRY_FIRST
-        .saturating_mul(1 << failures.saturating_sub(1).min(16))
-        .min(RETRY_MAX)
-}
-
 impl Large {
     pub fn new(state: &EdgeState) -> Self {
         Self {
@@ -139,7 +119,7 @@ impl Large {
     }
 
     /// The sending end of this connection's queue (made on first use).
-    fn sender(&mut self) -> mpsc::Sender<GroupPush> {
+    pub(super) fn sender(&mut self) -> mpsc::Sender<GroupPush> {
         if let Some(tx) = &self.tx {
             return tx.clone();
         }
@@ -155,7 +135,10 @@ impl Large {
         self.rx.take()
     }
 
-    async fn heads(state: &EdgeState, conn: &Conn) -> Result<HashMap<String, u64>, RpcError> {
+    pub(super) async fn heads(
+        state: &EdgeState,
+        conn: &Conn,
+    ) -> Result<HashMap<String, u64>, RpcError> {
         let reply = state
             .caller
             .call_as::<ConversationLarge>(&conn.who, &msg_pb::LargeGroupsRequest {})
@@ -229,7 +212,10 @@ impl Large {
         conn.send(frame).await
     }
 
-    async fn heads_or_close(state: &EdgeState, conn: &Conn) -> Option<HashMap<String, u64>> {
+    pub(super) async fn heads_or_close(
+        state: &EdgeState,
+        conn: &Conn,
+    ) -> Option<HashMap<String, u64>> {
         match Self::heads(state, conn).await {
             Ok(heads) => Some(heads),
             Err(e) => {
@@ -258,7 +244,7 @@ impl Large {
     }
 
     /// Follows a group after `seq` (its client has it up to there).
-    async fn follow(
+    pub(super) async fn follow(
         &mut self,
         state: &EdgeState,
         conn: &Conn,
@@ -281,7 +267,7 @@ impl Large {
     }
 
     /// Stops following a group after forwarding what comes before `before`.
-    async fn end(
+    pub(super) async fn end(
         &mut self,
         state: &EdgeState,
         conn: &Conn,
@@ -306,7 +292,7 @@ impl Large {
         true
     }
 
-    async fn unfollow(&mut self, state: &EdgeState, conversation: &str) {
+    pub(super) async fn unfollow(&mut self, state: &EdgeState, conversation: &str) {
         self.retries.remove(conversation);
         if self.delivered.remove(conversation).is_some() {
             state.group_hub.leave(conversation, self.id).await;
@@ -340,7 +326,7 @@ impl Large {
 
     /// A live group message: forwarded when it is the next one, ignored when
     /// already forwarded; after a gap the missing ones come from the history.
-    async fn on_message(
+    pub(super) async fn on_message(
         &mut self,
         state: &EdgeState,
         conn: &Conn,
@@ -358,116 +344,14 @@ impl Large {
         self.fill(state, conn, &message.conversation_id, 0).await
     }
 
-    /// Fills every followed group from the history (after a NATS reconnect
-    /// or a slow-consumer event, when live group messages may have been lost).
-    pub async fn fill_all(&mut self, state: &EdgeState, conn: &Conn) -> bool {
-        let conversations: Vec<String> = self.delivered.keys().cloned().collect();
-        for conversation in conversations {
-            if !self.fill(state, conn, &conversation, 0).await {
-                return false;
-            }
-        }
-        true
-    }
-
-    /// Forwards what the history has after the delivered seq and before
-    /// `before` (0: up to the newest), oldest first. It stops at a message
-    /// that ends read fan-out (the inbox delivers that one and what follows).
-    /// A history call that fails is tried again later. False when the
-    /// connection is closing.
-    async fn fill(
-        &mut self,
-        state: &EdgeState,
-        conn: &Conn,
-        conversation: &str,
-        before: u64,
-    ) -> bool {
-        match self.read_history(state, conn, conversation, before).await {
-            Ok(open) => {
-                if let Some(retry) = self.retries.get_mut(conversation) {
-                    retry.failures = 0;
-                    if !retry.scheduled {
-                        self.retries.remove(conversation);
-                    }
-                }
-                open
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot fill a large group's gap; trying again later");
-                self.retry_later(conversation);
-                true
-            }
-        }
-    }
-
-    /// Schedules a [`GroupPush::Retry`] of `conversation`, unless one is on
-    /// its way. The wait has up to as much again at random, so the members
-    /// of a group whose fills failed together do not all come back at once.
-    fn retry_later(&mut self, conversation: &str) {
-        let retry = self.retries.entry(conversation.to_owned()).or_default();
-        retry.failures = retry.failures.saturating_add(1);
-        if retry.scheduled {
-            return;
-        }
-        retry.scheduled = true;
-        let wait = backoff(retry.failures);
-        let wait = wait + Duration::from_millis(super::rand_millis(wait.as_millis() as u64));
-        let (tx, conversation) = (self.sender(), Arc::<str>::from(conversation));
-        tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            let _ = tx.send(GroupPush::Retry(conversation)).await;
-        });
-    }
-
-    /// [`Large::fill`]'s reading: Ok(false) when the connection is closing.
-    async fn read_history(
-        &mut self,
-        state: &EdgeState,
-        conn: &Conn,
-        conversation: &str,
-        before: u64,
-    ) -> Result<bool, RpcError> {
-        for _ in 0..FILL_PAGES {
-            let Some(&after) = self.delivered.get(conversation) else {
-                return Ok(true);
-            };
-            if before != 0 && after + 1 >= before {
-                return Ok(true);
-            }
-            let page = state
-                .caller
-                .call_as::<MessageHistory>(
-                    &conn.who,
-                    // Ascending from `after` (with a `before_seq` the
-                    // history would page from the newest end).
-                    &msg_pb::HistoryRequest {
-                        conversation_id: conversation.to_owned(),
-                        after_seq: Some(after),
-                        before_seq: 0,
-                        limit: 200,
-                    },
-                )
-                .await;
-            let page = page?;
-            let more = page.has_more && !page.messages.is_empty();
-            for message in page.messages {
-                if before != 0 && message.seq >= before {
-                    return Ok(true);
-                }
-                if !self.forward(state, conn, message).await {
-                    return Ok(false);
-                }
-            }
-            if !more {
-                return Ok(true);
-            }
-        }
-        Ok(true)
-    }
-
     /// Sends one group message and moves the delivered seq. The notice of
     /// the user's own leaving ends the group here and now.
-    async fn forward(&mut self, state: &EdgeState, conn: &Conn, message: msg_pb::Message) -> bool {
+    pub(super) async fn forward(
+        &mut self,
+        state: &EdgeState,
+        conn: &Conn,
+        message: msg_pb::Message,
+    ) -> bool {
         let Some(delivered) = self.delivered.get_mut(&message.conversation_id) else {
             return true;
         };
@@ -506,20 +390,5 @@ impl Large {
             state.group_hub.leave(conversation, self.id).await;
         }
         self.delivered.clear();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_wait_doubles_up_to_its_cap() {
-        let waits: Vec<u64> = (1..=9).map(|n| backoff(n).as_millis() as u64).collect();
-        assert_eq!(
-            waits,
-            [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
-        );
-        assert_eq!(backoff(u32::MAX), RETRY_MAX);
     }
 }
