@@ -1,5 +1,5 @@
 //! The presence service's endpoints (`im.v1.presence.status`, `.heartbeat`,
-//! `.query`) and the bucket watcher.
+//! `.query`); the bucket watcher is in [`watch`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -22,6 +22,10 @@ use shared::{Nats, RpcError, ids, subject};
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
+
+mod watch;
+
+use watch::tell_friends;
 
 const MAX_QUERY: usize = 200;
 const MAX_HEARTBEAT: usize = 10_000;
@@ -109,43 +113,6 @@ pub async fn run(
     Ok(())
 }
 
-/// Sends each presence change to the devices of the user's friends (those
-/// the user has not blocked), as a signal: friends see changes live, nobody
-/// else does. Best effort, like every signal; a client that missed one asks
-/// `im.v1.presence.query` (or the friend list) on reconnect.
-async fn tell_friends(
-    state: Arc<State>,
-    mut news: tokio::sync::mpsc::Receiver<pb::PresenceChanged>,
-    shutdown: CancellationToken,
-) {
-    use shared::proto::{delivery, social};
-    loop {
-        let change = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            change = news.recv() => match change { Some(c) => c, None => return },
-        };
-        let audience = state
-            .caller
-            .call_to::<FriendAudience>(&social::AudienceRequest {
-                user_id: change.user_id.clone(),
-            })
-            .await;
-        let friends = match audience {
-            Ok(reply) => reply.user_ids,
-            Err(e) => {
-                tracing::debug!(error = %e, "presence change not told to friends");
-                continue;
-            }
-        };
-        for friend in friends {
-            let signal = delivery::Signal {
-                kind: Some(delivery::signal::Kind::Presence(change.clone())),
-            };
-            shared::inbox::signal(&state.nats.client, &friend, signal).await;
-        }
-    }
-}
-
 async fn bucket(nats: &Nats, config: &Config) -> Result<kv::Store, StartError> {
     if let Ok(store) = nats.jetstream.get_key_value(subject::PRESENCE_BUCKET).await {
         return Ok(store);
@@ -171,7 +138,11 @@ fn valid(device: &pb::DeviceRef) -> bool {
 
 impl State {
     /// Writes a device key with the device TTL and waits for the write.
-    async fn touch(&self, device: &pb::DeviceRef, edge_id: &str) -> Result<(), RpcError> {
+    pub(super) async fn touch(
+        &self,
+        device: &pb::DeviceRef,
+        edge_id: &str,
+    ) -> Result<(), RpcError> {
         let ack = self.publish_touch(device, edge_id).await?;
         ack.await.map_err(|e| internal("presence put ack", e))?;
         Ok(())
@@ -179,7 +150,7 @@ impl State {
 
     /// Publishes a device key with the device TTL; the write is done when the
     /// returned future resolves.
-    async fn publish_touch(
+    pub(super) async fn publish_touch(
         &self,
         device: &pb::DeviceRef,
         edge_id: &str,
@@ -204,7 +175,7 @@ impl State {
             .map_err(|e| internal("presence put", e))
     }
 
-    async fn status(
+    pub(super) async fn status(
         self: Arc<Self>,
         _: (),
         input: pb::DeviceStatus,
@@ -240,7 +211,7 @@ impl State {
         Ok(pb::HeartbeatAck {})
     }
 
-    async fn heartbeat(
+    pub(super) async fn heartbeat(
         self: Arc<Self>,
         _: (),
         input: pb::Heartbeat,
@@ -277,7 +248,7 @@ impl State {
     /// Presence of up to 200 users. A user may see its own presence and its
     /// friends' (unless they blocked it); services (calls without a caller
     /// identity) see anyone's.
-    async fn query(
+    pub(super) async fn query(
         self: Arc<Self>,
         me: Option<Identity>,
         input: pb::QueryRequest,
@@ -326,7 +297,7 @@ impl State {
         Ok(pb::QueryResponse { users })
     }
 
-    async fn last_seen(&self, user_id: &str) -> Result<i64, RpcError> {
+    pub(super) async fn last_seen(&self, user_id: &str) -> Result<i64, RpcError> {
         let value = self
             .kv
             .get(presence_key::seen(user_id))
@@ -335,73 +306,5 @@ impl State {
         Ok(value
             .and_then(|v| std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()))
             .unwrap_or(0))
-    }
-
-    /// Applies one change of the bucket; announces a user's transitions.
-    async fn observe(&self, entry: kv::Entry) {
-        let Some(rest) = entry.key.strip_prefix(presence_key::DEVICE_PREFIX) else {
-            return;
-        };
-        let Some((user, device)) = rest.split_once('.') else {
-            return;
-        };
-        let online = entry.operation == Operation::Put;
-        let now = ids::now_ms();
-        // When a user's last device leaves, store the last-seen time before
-        // the user drops out of the online set, so no query in between sees
-        // "offline, never seen".
-        let last_device_leaves = !online
-            && shared::sync::lock(&self.online)
-                .get(user)
-                .is_some_and(|d| d.len() == 1 && d.contains(device));
-        if last_device_leaves
-            && let Err(e) = self
-                .kv
-                .put(presence_key::seen(user), now.to_string().into())
-                .await
-        {
-            tracing::warn!(error = %e, "cannot store last seen");
-        }
-        let changed = {
-            let mut map = shared::sync::lock(&self.online);
-            if online {
-                let devices = map.entry(user.to_owned()).or_default();
-                devices.insert(device.to_owned()) && devices.len() == 1
-            } else {
-                match map.get_mut(user) {
-                    Some(devices) => {
-                        let removed = devices.remove(device);
-                        let now_empty = devices.is_empty();
-                        if now_empty {
-                            map.remove(user);
-                        }
-                        removed && now_empty
-                    }
-                    None => false,
-                }
-            }
-        };
-        // Replayed history (delta > 0 while catching up) is state, not news.
-        if !changed || entry.delta > 0 {
-            return;
-        }
-        let event = pb::PresenceChanged {
-            user_id: user.to_owned(),
-            online,
-            last_seen_ms: now,
-        };
-        if self.news.try_send(event.clone()).is_err() {
-            tracing::warn!("presence fan-out queue full: a change is not told to friends");
-        }
-        let published = shared::nats::publish_event(
-            &self.nats.jetstream,
-            subject::event::PRESENCE_CHANGED,
-            event.encode_to_vec().into(),
-            &format!("presence:{user}:{}", entry.revision),
-        )
-        .await;
-        if let Err(e) = published {
-            tracing::warn!(error = %e, "presence event not stored");
-        }
     }
 }
