@@ -160,6 +160,7 @@ async fn periodic_sweep(state: Arc<State>, shutdown: CancellationToken) {
     }
 }
 
+/// A stored message on the wire, its body and quote decoded from the row.
 fn to_proto(row: &MessageRow) -> Result<pb::Message, RpcError> {
     let body: Option<pb::MessageBody> =
         serde_json::from_str(&row.body).map_err(|e| internal("decode stored body", e))?;
@@ -168,7 +169,16 @@ fn to_proto(row: &MessageRow) -> Result<pb::Message, RpcError> {
     } else {
         Some(serde_json::from_str(&row.reply_to).map_err(|e| internal("decode stored quote", e))?)
     };
-    Ok(pb::Message {
+    Ok(wire(row, body, reply_to))
+}
+
+/// A stored message on the wire with the body and quote given.
+fn wire(
+    row: &MessageRow,
+    body: Option<pb::MessageBody>,
+    reply_to: Option<pb::Quote>,
+) -> pb::Message {
+    pb::Message {
         id: row.id.clone(),
         conversation_id: row.conversation_id.clone(),
         seq: row.seq as u64,
@@ -179,7 +189,7 @@ fn to_proto(row: &MessageRow) -> Result<pb::Message, RpcError> {
         server_ts_ms: row.server_ts_ms,
         reply_to,
         group_large: row.group_large,
-    })
+    }
 }
 
 fn to_i64(seq: u64) -> Result<i64, RpcError> {

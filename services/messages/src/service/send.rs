@@ -10,7 +10,7 @@ use shared::proto::message as pb;
 use shared::rpc::{Identity, internal};
 use shared::{RpcError, ids};
 
-use super::{State, shard_of, to_i64};
+use super::{State, shard_of, to_i64, wire};
 use crate::store::{self, MessageRow};
 use crate::validate;
 
@@ -69,18 +69,7 @@ impl State {
         };
         // The fan-out uses the body and quote this send has, not the stored
         // JSON decoded again.
-        let message = pb::Message {
-            id: row.id.clone(),
-            conversation_id: row.conversation_id.clone(),
-            seq: row.seq as u64,
-            sender_id: row.sender_id.clone(),
-            sender_device_id: row.sender_device_id.clone(),
-            client_msg_id: row.client_msg_id.clone(),
-            body: input.body,
-            server_ts_ms: row.server_ts_ms,
-            reply_to: quote,
-            group_large: row.group_large,
-        };
+        let message = wire(&row, input.body, quote);
         self.fan_out_message(&row, message).await.map_err(|e| {
             tracing::warn!(error = %e, message_id = %row.id, "fan-out failed; left to retry or sweep");
             RpcError::unavailable("message stored but not yet delivered; retry with the same client_msg_id")

@@ -11,7 +11,6 @@ use shared::rpc::Identity;
 use shared::{RpcError, ids, subject};
 
 use super::State;
-use super::profiles::to_profile;
 use crate::store;
 
 impl State {
@@ -54,12 +53,7 @@ impl State {
         _: pb::Empty,
     ) -> Result<pb::ListBlockedResponse, RpcError> {
         let ids = store::blocked(&self.pool, &me.user_id, 1000).await?;
-        let users = self
-            .profiles(&ids)
-            .await?
-            .into_iter()
-            .map(to_profile)
-            .collect();
+        let users = self.public_profiles(&ids).await?;
         Ok(pb::ListBlockedResponse { users })
     }
 

@@ -60,6 +60,19 @@ impl State {
         Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
     }
 
+    /// [`State::profiles`] on the wire.
+    pub(super) async fn public_profiles(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<pb::Profile>, RpcError> {
+        Ok(self
+            .profiles(ids)
+            .await?
+            .into_iter()
+            .map(to_profile)
+            .collect())
+    }
+
     pub(super) async fn profile(&self, id: &str) -> Result<Option<ProfileRow>, RpcError> {
         Ok(self.profiles(&[id.to_owned()]).await?.pop())
     }
@@ -86,9 +99,8 @@ impl State {
             input.user_ids
         };
         user_ids(&ids)?;
-        let profiles = self.profiles(&ids).await?;
         Ok(pb::GetProfilesResponse {
-            profiles: profiles.into_iter().map(to_profile).collect(),
+            profiles: self.public_profiles(&ids).await?,
         })
     }
 
@@ -178,12 +190,7 @@ impl State {
                 .filter(|id| *id != me.user_id && input.cursor.is_empty())
                 .into_iter()
                 .collect();
-            let users = self
-                .profiles(&ids)
-                .await?
-                .into_iter()
-                .map(to_profile)
-                .collect();
+            let users = self.public_profiles(&ids).await?;
             return Ok(pb::SearchResponse {
                 users,
                 next_cursor: String::new(),
