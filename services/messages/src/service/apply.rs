@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use shared::ids::ConversationId;
 use shared::proto::message as pb;
 use shared::rpc::internal;
 use shared::{RpcError, db, ids};
@@ -54,8 +55,9 @@ impl State {
             now_ms: ids::now_ms(),
             large_at: i64::from(self.config.large_group_members),
         };
-        let _order = self.order[shard_of(&input.conversation_id)].lock().await;
-        self.fan_out_pending(&input.conversation_id).await?;
+        let conversation = ConversationId::parse(&input.conversation_id)?;
+        let _order = self.order[shard_of(conversation.as_str())].lock().await;
+        self.fan_out_pending(&conversation).await?;
         match store::apply_change(&self.write, &change).await {
             Ok(store::Applied::Done(row)) => {
                 self.fan_out(&row).await.map_err(|e| {

@@ -6,9 +6,9 @@
 
 use std::sync::Arc;
 
-use shared::ids::ConversationId;
+use shared::ids::{ConversationId, UserId};
 use shared::proto::{delivery, message as pb};
-use shared::rpc::Identity;
+use shared::rpc::{Identity, internal};
 use shared::{RpcError, ids};
 
 use super::history::named;
@@ -48,19 +48,18 @@ impl State {
             // A former member sees the conversation as it was when it left.
             let window = ReadWindow::from_columns(row.joined_seq, row.left_seq);
             let last_readable = window.last_of(row.last_seq);
-            let last = store::message_at(&self.pool, &row.id, last_readable).await?;
+            let id = ConversationId::parse(&row.id)
+                .map_err(|e| internal("read a stored conversation id", e.message))?;
+            let last = store::message_at(&self.pool, &id, last_readable).await?;
             let read_from = row.read_seq.max(window.joined - 1);
             let unread =
-                store::unread(&self.pool, &row.id, &me.user_id, read_from, last_readable).await?;
-            let peer = ConversationId::parse(&row.id)
-                .ok()
-                .and_then(|c| c.peer_of(&me.user_id).map(|p| p.to_string()))
-                .unwrap_or_default();
-            let peer_read_seq = if peer.is_empty() {
-                0
-            } else {
-                store::read_seq(&self.pool, &row.id, &peer).await?
+                store::unread(&self.pool, &id, &me.user_id, read_from, last_readable).await?;
+            let peer = id.peer_of(&me.user_id);
+            let peer_read_seq = match peer {
+                Some(peer) => store::read_seq(&self.pool, &id, peer).await?,
+                None => 0,
             };
+            let peer = peer.map(UserId::to_string).unwrap_or_default();
             conversations.push(pb::Conversation {
                 id: row.id,
                 kind: row.kind,
@@ -88,13 +87,14 @@ impl State {
         me: Identity,
         input: pb::SettingsRequest,
     ) -> Result<pb::SettingsChanged, RpcError> {
-        self.readable(&me, &named(&input.conversation_id)?).await?;
+        let conversation = named(&input.conversation_id)?;
+        self.readable(&me, &conversation).await?;
         if input.pinned.is_none() && input.muted.is_none() {
             return Err(RpcError::bad_request("set pinned or muted"));
         }
         let (pinned, muted) = store::set_flags(
             &self.write,
-            &input.conversation_id,
+            &conversation,
             &me.user_id,
             input.pinned,
             input.muted,
@@ -103,8 +103,8 @@ impl State {
         .ok_or_else(|| RpcError::not_found("no messages in this conversation yet"))?;
         let changed = pb::SettingsChanged {
             conversation_id: input.conversation_id.clone(),
-            pinned: pinned != 0,
-            muted: muted != 0,
+            pinned,
+            muted,
         };
         let dedup = format!("settings:{}:{}", input.conversation_id, ids::new_id());
         self.tell(
@@ -134,7 +134,7 @@ impl State {
             }
             ConversationId::Group { .. } => {
                 self.may_speak(&me, &conversation).await?;
-                let members = store::current_members(&self.pool, conversation.as_str()).await?;
+                let members = store::current_members(&self.pool, &conversation).await?;
                 if members.len() > self.config.typing_max_members as usize {
                     return Ok(pb::Empty {});
                 }

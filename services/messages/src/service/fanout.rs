@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use futures::StreamExt;
 use prost::Message as _;
 use shared::group::NoticeKind;
+use shared::ids::ConversationId;
 use shared::inbox::DeliveryError;
 use shared::proto::{delivery, message as pb};
 use shared::{RpcError, ids, subject};
@@ -33,18 +34,16 @@ impl State {
     /// Who receives a stored message: both participants of a direct chat,
     /// the members of a group at the time of the message.
     pub(super) async fn recipients(&self, row: &MessageRow) -> Result<Vec<String>, FanoutError> {
-        if let Some((a, b)) = ids::direct_participants(&row.conversation_id) {
-            return Ok(vec![a.to_owned(), b.to_owned()]);
+        let conversation = ConversationId::parse(&row.conversation_id)
+            .map_err(|_| FanoutError::Store(format!("bad conversation {}", row.conversation_id)))?;
+        match &conversation {
+            ConversationId::Direct { low, high, .. } => Ok(vec![low.to_string(), high.to_string()]),
+            ConversationId::Group { .. } => {
+                store::group_recipients(&self.pool, &conversation, row.seq)
+                    .await
+                    .map_err(|e| FanoutError::Store(format!("load recipients: {e}")))
+            }
         }
-        if ids::group_of(&row.conversation_id).is_some() {
-            return store::group_recipients(&self.pool, &row.conversation_id, row.seq)
-                .await
-                .map_err(|e| FanoutError::Store(format!("load recipients: {e}")));
-        }
-        Err(FanoutError::Store(format!(
-            "bad conversation {}",
-            row.conversation_id
-        )))
     }
 
     /// Delivers a stored message the way it was stored to be delivered,
@@ -168,7 +167,11 @@ impl State {
 
     /// Fans out the pending messages of one conversation, in seq order
     /// (the caller holds the conversation's order lock).
-    pub(super) async fn fan_out_pending(&self, conversation_id: &str) -> Result<(), RpcError> {
+    pub(super) async fn fan_out_pending(
+        &self,
+        conversation: &ConversationId,
+    ) -> Result<(), RpcError> {
+        let conversation_id = conversation.as_str();
         if self
             .pending_known
             .load(std::sync::atomic::Ordering::Acquire)
@@ -176,7 +179,7 @@ impl State {
         {
             return Ok(());
         }
-        let pending = store::not_fanned_out_in(&self.pool, conversation_id).await?;
+        let pending = store::not_fanned_out_in(&self.pool, conversation).await?;
         for row in &pending {
             self.fan_out(row).await.map_err(|e| {
                 tracing::warn!(error = %e, message_id = %row.id, "fan-out of a pending message failed");

@@ -38,7 +38,7 @@ impl State {
         let mut rows = store::history(
             &self.pool,
             &me.user_id,
-            conversation.as_str(),
+            &conversation,
             after,
             before,
             limit + 1,
@@ -72,7 +72,7 @@ impl State {
         me: &Identity,
         conversation: &ConversationId,
     ) -> Result<ReadWindow, RpcError> {
-        let member = store::member(&self.pool, conversation.as_str(), &me.user_id).await?;
+        let member = store::member(&self.pool, conversation, &me.user_id).await?;
         match member {
             Some(m) => Ok(m.window),
             // A direct chat that has no message yet: readable, and empty.

@@ -24,7 +24,7 @@ impl State {
     ) -> Result<pb::ReadResponse, RpcError> {
         let conversation = named(&input.conversation_id)?;
         let window = self.readable(&me, &conversation).await?;
-        let state = store::conversation(&self.pool, conversation.as_str())
+        let state = store::conversation(&self.pool, &conversation)
             .await?
             .ok_or_else(|| RpcError::not_found("no messages in this conversation yet"))?;
         let last = window.last_of(state.last_seq);
@@ -34,8 +34,8 @@ impl State {
                 "seq is beyond the last message ({last})"
             )));
         }
-        let before = store::read_seq(&self.pool, &input.conversation_id, &me.user_id).await?;
-        let now = store::mark_read(&self.write, &input.conversation_id, &me.user_id, seq)
+        let before = store::read_seq(&self.pool, &conversation, &me.user_id).await?;
+        let now = store::mark_read(&self.write, &conversation, &me.user_id, seq)
             .await?
             .ok_or_else(|| RpcError::not_found("no messages in this conversation yet"))?;
         if now > before {
@@ -52,7 +52,7 @@ impl State {
         }
         let unread = store::unread(
             &self.pool,
-            &input.conversation_id,
+            &conversation,
             &me.user_id,
             now.max(window.joined - 1),
             last,
@@ -70,15 +70,15 @@ impl State {
         me: Identity,
         input: pb::ReadsRequest,
     ) -> Result<pb::ReadsResponse, RpcError> {
-        let window = self.readable(&me, &named(&input.conversation_id)?).await?;
+        let conversation = named(&input.conversation_id)?;
+        let window = self.readable(&me, &conversation).await?;
         let seq = to_i64(input.seq)?;
-        let message = store::message_at(&self.pool, &input.conversation_id, seq)
+        let message = store::message_at(&self.pool, &conversation, seq)
             .await?
             .filter(|m| window.contains(m.seq))
             .ok_or_else(|| RpcError::not_found("no such message"))?;
         let positions =
-            store::read_positions(&self.pool, &input.conversation_id, seq, &message.sender_id)
-                .await?;
+            store::read_positions(&self.pool, &conversation, seq, &message.sender_id).await?;
         let readers: Vec<String> = positions
             .iter()
             .filter(|(_, read)| *read >= seq)

@@ -28,8 +28,8 @@ impl State {
         let seq = to_i64(input.seq)?;
         let _order = self.order[shard_of(&input.conversation_id)].lock().await;
         // The message itself reaches every inbox before news of its recall.
-        self.fan_out_pending(&input.conversation_id).await?;
-        let mut row = store::message_at(&self.pool, &input.conversation_id, seq)
+        self.fan_out_pending(&conversation).await?;
+        let mut row = store::message_at(&self.pool, &conversation, seq)
             .await?
             .filter(|m| window.contains(m.seq))
             .ok_or_else(|| RpcError::not_found("no such message"))?;
@@ -99,7 +99,7 @@ impl State {
         window: ReadWindow,
     ) -> Result<(), RpcError> {
         if conversation.group_id().is_some() && window.is_current() {
-            let member = store::member(&self.pool, conversation.as_str(), &me.user_id).await?;
+            let member = store::member(&self.pool, conversation, &me.user_id).await?;
             if member.is_some_and(|m| m.role.manages()) {
                 return Ok(());
             }
@@ -128,7 +128,8 @@ impl State {
         if input.seqs.is_empty() || input.seqs.len() > MAX_DELETE {
             return Err(RpcError::bad_request(format!("name 1..={MAX_DELETE} seqs")));
         }
-        self.readable(&me, &named(&input.conversation_id)?).await?;
+        let conversation = named(&input.conversation_id)?;
+        self.readable(&me, &conversation).await?;
         let mut seqs = input
             .seqs
             .iter()
@@ -139,7 +140,7 @@ impl State {
         store::hide(
             &self.write,
             &me.user_id,
-            &input.conversation_id,
+            &conversation,
             &seqs,
             ids::now_ms(),
         )

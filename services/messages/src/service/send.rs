@@ -44,7 +44,7 @@ impl State {
         let _order = self.order[shard_of(conversation.as_str())].lock().await;
         // An earlier message whose fan-out failed goes out first, so this one
         // cannot overtake it in the inboxes.
-        self.fan_out_pending(conversation.as_str()).await?;
+        self.fan_out_pending(&conversation).await?;
         let new = store::NewMessage {
             id: ids::new_id(),
             conversation_id: conversation.as_str().to_owned(),
@@ -97,7 +97,7 @@ impl State {
         }
         let seq = to_i64(seq)?;
         let window = self.readable(me, conversation).await?;
-        let quoted = store::message_at(&self.pool, conversation.as_str(), seq)
+        let quoted = store::message_at(&self.pool, conversation, seq)
             .await?
             .filter(|m| window.contains(m.seq))
             .ok_or_else(|| RpcError::not_found("no such message to reply to"))?;
@@ -187,11 +187,11 @@ impl State {
         me: &Identity,
         conversation: &ConversationId,
     ) -> Result<(), RpcError> {
-        let member = store::member(&self.pool, conversation.as_str(), &me.user_id)
+        let member = store::member(&self.pool, conversation, &me.user_id)
             .await?
             .filter(|m| m.window.is_current())
             .ok_or_else(|| RpcError::forbidden("not a member of this group"))?;
-        let state = store::conversation(&self.pool, conversation.as_str())
+        let state = store::conversation(&self.pool, conversation)
             .await?
             .ok_or_else(|| RpcError::forbidden("not a member of this group"))?;
         if state.dismissed {

@@ -331,6 +331,7 @@ fn row_of(m: &NewMessage, seq: i64, large: i64) -> MessageRow {
 mod tests {
     use super::*;
     use crate::store::{MIGRATOR, current_members, not_fanned_out};
+    use shared::ids::ConversationId;
 
     fn send(conversation: &str, sender: &str, client_msg_id: &str) -> NewMessage {
         NewMessage {
@@ -358,18 +359,18 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let url = shared::db::sqlite_url(&dir.path().join("m.db"));
         let pool = shared::db::connect(&url, 1, &MIGRATOR).await?;
-        let (a, b) = (send("c1", "u1", "a"), send("c2", "u2", "b"));
+        let (a, b) = (send("g:c1", "u1", "a"), send("g:c2", "u2", "b"));
         // New conversations: their first messages.
         let first = store_batch(&pool, &[], &[&a, &b]).await?;
         assert_eq!(seqs(&first), [Some(1), Some(1)]);
         // Existing ones in one statement, a new one beside them, a repeat
         // (same sender and client_msg_id) and a fan-out mark.
-        let repeat = send("c2", "u2", "b");
+        let repeat = send("g:c2", "u2", "b");
         let marked = a.id.clone();
         let second = store_batch(
             &pool,
             std::slice::from_ref(&marked),
-            &[&send("c1", "u1", "a2"), &repeat, &send("c3", "u3", "c")],
+            &[&send("g:c1", "u1", "a2"), &repeat, &send("g:c3", "u3", "c")],
         )
         .await?;
         assert_eq!(seqs(&second), [Some(2), None, Some(1)]);
@@ -377,7 +378,7 @@ mod tests {
         let third = store_batch(
             &pool,
             &[],
-            &[&send("c1", "u1", "a3"), &send("c1", "peer", "a4")],
+            &[&send("g:c1", "u1", "a3"), &send("g:c1", "peer", "a4")],
         )
         .await?;
         assert_eq!(seqs(&third), [Some(3), Some(4)]);
@@ -386,7 +387,7 @@ mod tests {
         let reused = store_batch(
             &pool,
             &[],
-            &[&send("c4", "u1", "a"), &send("c3", "u3", "c2")],
+            &[&send("g:c4", "u1", "a"), &send("g:c3", "u3", "c2")],
         )
         .await?;
         assert_eq!(seqs(&reused), [None, Some(2)]);
@@ -396,15 +397,25 @@ mod tests {
             &pool,
             &[],
             &[
-                &send("c2", "u2", "b3"),
-                &send("c1", "u1", "a5"),
-                &send("c4", "u1", "x"),
+                &send("g:c2", "u2", "b3"),
+                &send("g:c1", "u1", "a5"),
+                &send("g:c4", "u1", "x"),
             ],
         )
         .await?;
         assert_eq!(seqs(&fourth), [Some(2), Some(5), Some(1)]);
-        assert_eq!(current_members(&pool, "c4").await?.len(), 2);
-        assert_eq!(current_members(&pool, "c3").await?.len(), 2);
+        assert_eq!(
+            current_members(&pool, &ConversationId::parse("g:c4").unwrap())
+                .await?
+                .len(),
+            2
+        );
+        assert_eq!(
+            current_members(&pool, &ConversationId::parse("g:c3").unwrap())
+                .await?
+                .len(),
+            2
+        );
         let pending: Vec<String> = not_fanned_out(&pool, i64::MAX, 100)
             .await?
             .into_iter()

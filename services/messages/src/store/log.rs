@@ -2,18 +2,19 @@
 //! left to fan out; recalls and deletions for oneself.
 
 use shared::db::AnyPool;
+use shared::ids::{ConversationId, UserId};
 
 use super::{MESSAGE_COLUMNS, MessageRow};
 
 pub async fn by_client_msg_id(
     pool: &AnyPool,
-    sender_id: &str,
+    sender_id: &UserId,
     client_msg_id: &str,
 ) -> Result<Option<MessageRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender_id = $1 AND client_msg_id = $2"
     )))
-    .bind(sender_id)
+    .bind(sender_id.as_str())
     .bind(client_msg_id)
     .fetch_optional(pool)
     .await
@@ -53,13 +54,13 @@ pub async fn pending_conversations(
 /// The messages of one conversation not yet fanned out, in seq order.
 pub async fn not_fanned_out_in(
     pool: &AnyPool,
-    conversation_id: &str,
+    conversation: &ConversationId,
 ) -> Result<Vec<MessageRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND fanned_out = 0
          ORDER BY seq"
     )))
-    .bind(conversation_id)
+    .bind(conversation.as_str())
     .fetch_all(pool)
     .await
 }
@@ -69,8 +70,8 @@ pub async fn not_fanned_out_in(
 /// `newest_first` picks the page next to `before` instead of next to `after`.
 pub async fn history(
     pool: &AnyPool,
-    reader: &str,
-    conversation_id: &str,
+    reader: &UserId,
+    conversation: &ConversationId,
     after: i64,
     before: i64,
     limit: i64,
@@ -89,11 +90,11 @@ pub async fn history(
                WHERE h.user_id = $5 AND h.conversation_id = m.conversation_id AND h.seq = m.seq)
          ORDER BY m.seq {order} LIMIT $4"
     )))
-    .bind(conversation_id)
+    .bind(conversation.as_str())
     .bind(after)
     .bind(before)
     .bind(limit)
-    .bind(reader)
+    .bind(reader.as_str())
     .fetch_all(pool)
     .await?;
     if newest_first {
@@ -105,8 +106,8 @@ pub async fn history(
 /// Hides messages from one user's history.
 pub async fn hide(
     pool: &AnyPool,
-    user_id: &str,
-    conversation_id: &str,
+    user_id: &UserId,
+    conversation: &ConversationId,
     seqs: &[i64],
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
@@ -116,8 +117,8 @@ pub async fn hide(
             "INSERT INTO hidden_messages (user_id, conversation_id, seq, hidden_at_ms)
              VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, conversation_id, seq) DO NOTHING",
         )
-        .bind(user_id)
-        .bind(conversation_id)
+        .bind(user_id.as_str())
+        .bind(conversation.as_str())
         .bind(*seq)
         .bind(now_ms)
         .execute(&mut *tx)
@@ -138,13 +139,13 @@ pub async fn set_body(pool: &AnyPool, id: &str, body: &str) -> Result<(), sqlx::
 
 pub async fn message_at(
     pool: &AnyPool,
-    conversation_id: &str,
+    conversation: &ConversationId,
     seq: i64,
 ) -> Result<Option<MessageRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq = $2"
     )))
-    .bind(conversation_id)
+    .bind(conversation.as_str())
     .bind(seq)
     .fetch_optional(pool)
     .await

@@ -3,6 +3,7 @@
 
 use shared::db::AnyPool;
 use shared::group::Role;
+use shared::ids::{ConversationId, UserId};
 
 use super::MessageRow;
 
@@ -62,15 +63,15 @@ struct MemberRow {
 
 pub async fn member(
     pool: &AnyPool,
-    conversation_id: &str,
-    user_id: &str,
+    conversation: &ConversationId,
+    user_id: &UserId,
 ) -> Result<Option<Member>, sqlx::Error> {
     let row: Option<MemberRow> = sqlx::query_as(
         "SELECT joined_seq, left_seq, role, muted_until_ms FROM conversation_members
          WHERE conversation_id = $1 AND user_id = $2",
     )
-    .bind(conversation_id)
-    .bind(user_id)
+    .bind(conversation.as_str())
+    .bind(user_id.as_str())
     .fetch_optional(pool)
     .await?;
     row.map(|row| {
@@ -96,11 +97,11 @@ pub struct ConversationState {
 
 pub async fn conversation(
     pool: &AnyPool,
-    id: &str,
+    conversation: &ConversationId,
 ) -> Result<Option<ConversationState>, sqlx::Error> {
     let row: Option<(i64, i64, i64)> =
         sqlx::query_as("SELECT last_seq, muted_all, dismissed FROM conversations WHERE id = $1")
-            .bind(id)
+            .bind(conversation.as_str())
             .fetch_optional(pool)
             .await?;
     Ok(
@@ -116,14 +117,14 @@ pub async fn conversation(
 /// members when it was written (a member removed by it is told too).
 pub async fn group_recipients(
     pool: &AnyPool,
-    conversation_id: &str,
+    conversation: &ConversationId,
     seq: i64,
 ) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT user_id FROM conversation_members
          WHERE conversation_id = $1 AND joined_seq <= $2 AND (left_seq = 0 OR left_seq >= $2)",
     )
-    .bind(conversation_id)
+    .bind(conversation.as_str())
     .bind(seq)
     .fetch_all(pool)
     .await
@@ -296,13 +297,13 @@ pub async fn apply_change(pool: &AnyPool, c: &Change<'_>) -> Result<Applied, sql
 /// The caller's current large groups (read fan-out) and their last seq.
 pub async fn large_groups(
     pool: &AnyPool,
-    user_id: &str,
+    user_id: &UserId,
 ) -> Result<Vec<(String, i64)>, sqlx::Error> {
     sqlx::query_as(
         "SELECT c.id, c.last_seq FROM conversation_members m JOIN conversations c ON c.id = m.conversation_id
          WHERE m.user_id = $1 AND m.left_seq = 0 AND c.read_fanout = 1 AND c.dismissed = 0",
     )
-    .bind(user_id)
+    .bind(user_id.as_str())
     .fetch_all(pool)
     .await
 }
@@ -330,12 +331,12 @@ pub async fn heads(
 /// The current members of a conversation.
 pub async fn current_members(
     pool: &AnyPool,
-    conversation_id: &str,
+    conversation: &ConversationId,
 ) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT user_id FROM conversation_members WHERE conversation_id = $1 AND left_seq = 0",
     )
-    .bind(conversation_id)
+    .bind(conversation.as_str())
     .fetch_all(pool)
     .await
 }

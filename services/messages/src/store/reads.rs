@@ -1,6 +1,7 @@
 //! The conversation list, read positions and each member's own flags.
 
 use shared::db::AnyPool;
+use shared::ids::{ConversationId, UserId};
 
 #[derive(Debug, sqlx::FromRow)]
 pub struct ConversationRow {
@@ -20,7 +21,7 @@ pub struct ConversationRow {
 /// first (ties by id), after the page boundary `(pinned, activity, id)`.
 pub async fn conversations(
     pool: &AnyPool,
-    user_id: &str,
+    user_id: &UserId,
     before: (i64, i64, &str),
     limit: i64,
 ) -> Result<Vec<ConversationRow>, sqlx::Error> {
@@ -34,7 +35,7 @@ pub async fn conversations(
                 OR (c.last_activity_ms = $3 AND c.id > $4))))
          ORDER BY m.pinned DESC, c.last_activity_ms DESC, c.id ASC LIMIT $5",
     )
-    .bind(user_id)
+    .bind(user_id.as_str())
     .bind(pinned)
     .bind(activity)
     .bind(id)
@@ -46,8 +47,8 @@ pub async fn conversations(
 /// Messages of others in `(after, upto]` of a conversation: the unread count.
 pub async fn unread(
     pool: &AnyPool,
-    conversation_id: &str,
-    reader: &str,
+    conversation: &ConversationId,
+    reader: &UserId,
     after: i64,
     upto: i64,
 ) -> Result<i64, sqlx::Error> {
@@ -55,10 +56,10 @@ pub async fn unread(
         "SELECT COUNT(*) FROM messages
          WHERE conversation_id = $1 AND seq > $2 AND seq <= $3 AND sender_id <> $4",
     )
-    .bind(conversation_id)
+    .bind(conversation.as_str())
     .bind(after)
     .bind(upto)
-    .bind(reader)
+    .bind(reader.as_str())
     .fetch_one(pool)
     .await
 }
@@ -67,8 +68,8 @@ pub async fn unread(
 /// (unchanged when it was already there or beyond).
 pub async fn mark_read(
     pool: &AnyPool,
-    conversation_id: &str,
-    user_id: &str,
+    conversation: &ConversationId,
+    user_id: &UserId,
     seq: i64,
 ) -> Result<Option<i64>, sqlx::Error> {
     sqlx::query_scalar(
@@ -76,8 +77,8 @@ pub async fn mark_read(
          SET read_seq = CASE WHEN read_seq < $3 THEN $3 ELSE read_seq END
          WHERE conversation_id = $1 AND user_id = $2 RETURNING read_seq",
     )
-    .bind(conversation_id)
-    .bind(user_id)
+    .bind(conversation.as_str())
+    .bind(user_id.as_str())
     .bind(seq)
     .fetch_optional(pool)
     .await
@@ -85,14 +86,14 @@ pub async fn mark_read(
 
 pub async fn read_seq(
     pool: &AnyPool,
-    conversation_id: &str,
-    user_id: &str,
+    conversation: &ConversationId,
+    user_id: &UserId,
 ) -> Result<i64, sqlx::Error> {
     let seq: Option<i64> = sqlx::query_scalar(
         "SELECT read_seq FROM conversation_members WHERE conversation_id = $1 AND user_id = $2",
     )
-    .bind(conversation_id)
-    .bind(user_id)
+    .bind(conversation.as_str())
+    .bind(user_id.as_str())
     .fetch_optional(pool)
     .await?;
     Ok(seq.unwrap_or(0))
@@ -101,29 +102,30 @@ pub async fn read_seq(
 /// Sets a member's own flags; returns (pinned, muted), None for non-members.
 pub async fn set_flags(
     pool: &AnyPool,
-    conversation_id: &str,
-    user_id: &str,
+    conversation: &ConversationId,
+    user_id: &UserId,
     pinned: Option<bool>,
     muted: Option<bool>,
-) -> Result<Option<(i64, i64)>, sqlx::Error> {
+) -> Result<Option<(bool, bool)>, sqlx::Error> {
     sqlx::query_as(
         "UPDATE conversation_members
          SET pinned = COALESCE($3, pinned), notifications_muted = COALESCE($4, notifications_muted)
          WHERE conversation_id = $1 AND user_id = $2 RETURNING pinned, notifications_muted",
     )
-    .bind(conversation_id)
-    .bind(user_id)
+    .bind(conversation.as_str())
+    .bind(user_id.as_str())
     .bind(pinned.map(i64::from))
     .bind(muted.map(i64::from))
     .fetch_optional(pool)
     .await
+    .map(|flags: Option<(i64, i64)>| flags.map(|(pinned, muted)| (pinned != 0, muted != 0)))
 }
 
 /// The members (other than `sender`) who could read message `seq`, with
 /// their read positions.
 pub async fn read_positions(
     pool: &AnyPool,
-    conversation_id: &str,
+    conversation: &ConversationId,
     seq: i64,
     sender: &str,
 ) -> Result<Vec<(String, i64)>, sqlx::Error> {
@@ -132,7 +134,7 @@ pub async fn read_positions(
          WHERE conversation_id = $1 AND user_id <> $3 AND joined_seq <= $2
            AND (left_seq = 0 OR left_seq >= $2)",
     )
-    .bind(conversation_id)
+    .bind(conversation.as_str())
     .bind(seq)
     .bind(sender)
     .fetch_all(pool)
