@@ -14,7 +14,7 @@ use shared::{RpcError, ids};
 use super::history::named;
 use super::history::page;
 use super::{State, to_proto};
-use crate::store::{self, ReadWindow};
+use crate::store;
 
 /// Most conversations one `heads` call asks about.
 const MAX_HEADS: usize = 500;
@@ -46,7 +46,7 @@ impl State {
         let mut conversations = Vec::with_capacity(rows.len());
         for row in rows {
             // A former member sees the conversation as it was when it left.
-            let window = ReadWindow::from_columns(row.joined_seq, row.left_seq);
+            let window = row.window;
             let last_readable = window.last_of(row.last_seq);
             let id = ConversationId::parse(&row.id)
                 .map_err(|e| internal("read a stored conversation id", e.message))?;
@@ -70,8 +70,8 @@ impl State {
                 title: row.title,
                 unread_count: unread as u64,
                 read_seq: row.read_seq as u64,
-                pinned: row.pinned != 0,
-                muted: row.notifications_muted != 0,
+                pinned: row.pinned,
+                muted: row.muted,
                 peer_read_seq: peer_read_seq as u64,
             });
         }

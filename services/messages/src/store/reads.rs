@@ -3,18 +3,37 @@
 use shared::db::AnyPool;
 use shared::ids::{ConversationId, UserId};
 
-#[derive(Debug, sqlx::FromRow)]
+use super::ReadWindow;
+
+/// One conversation of a user's list, with the user's own state in it.
+#[derive(Debug)]
 pub struct ConversationRow {
     pub id: String,
     pub kind: String,
     pub title: String,
     pub last_seq: i64,
     pub last_activity_ms: i64,
-    pub joined_seq: i64,
-    pub left_seq: i64,
+    pub window: ReadWindow,
     pub read_seq: i64,
-    pub pinned: i64,
-    pub notifications_muted: i64,
+    pub pinned: bool,
+    pub muted: bool,
+}
+
+impl<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> for ConversationRow {
+    fn from_row(row: &'r sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        Ok(Self {
+            id: row.try_get("id")?,
+            kind: row.try_get("kind")?,
+            title: row.try_get("title")?,
+            last_seq: row.try_get("last_seq")?,
+            last_activity_ms: row.try_get("last_activity_ms")?,
+            window: ReadWindow::from_columns(row.try_get("joined_seq")?, row.try_get("left_seq")?),
+            read_seq: row.try_get("read_seq")?,
+            pinned: row.try_get::<i64, _>("pinned")? != 0,
+            muted: row.try_get::<i64, _>("notifications_muted")? != 0,
+        })
+    }
 }
 
 /// The conversations of a user, pinned first, then most recent activity
