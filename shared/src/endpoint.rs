@@ -130,7 +130,7 @@ pub struct Server<S> {
     service: Service,
     state: Arc<S>,
     shutdown: CancellationToken,
-    endpoints: Vec<(&'static str, Serving)>,
+    endpoints: Vec<((&'static str, &'static str), Serving)>,
 }
 
 impl<S: Send + Sync + 'static> Server<S> {
@@ -185,7 +185,7 @@ impl<S: Send + Sync + 'static> Server<S> {
                 },
             ))
         });
-        self.endpoints.push((E::SUBJECT, serving));
+        self.endpoints.push((E::parts(), serving));
         self
     }
 
@@ -193,10 +193,7 @@ impl<S: Send + Sync + 'static> Server<S> {
     /// subjects have responders (and `$SRV.INFO` lists them).
     pub async fn listen(self) -> Result<Listening, async_nats::Error> {
         let mut serving = Vec::with_capacity(self.endpoints.len());
-        for (subject, serve) in self.endpoints {
-            let (group, name) = subject
-                .rsplit_once('.')
-                .expect("a call subject has a group and a name");
+        for ((group, name), serve) in self.endpoints {
             let endpoint = self.service.group(group).endpoint(name).await?;
             serving.push(serve(endpoint));
         }

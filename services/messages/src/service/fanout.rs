@@ -11,7 +11,7 @@ use shared::group::NoticeKind;
 use shared::ids::ConversationId;
 use shared::inbox::DeliveryError;
 use shared::proto::{delivery, message as pb};
-use shared::{RpcError, ids, subject};
+use shared::{RpcError, subject};
 
 use super::{FANOUT_CONCURRENCY, State, shard_of, to_proto};
 use crate::store::{self, MessageRow};
@@ -33,16 +33,16 @@ pub enum FanoutError {
 impl State {
     /// Who receives a stored message: both participants of a direct chat,
     /// the members of a group at the time of the message.
-    pub(super) async fn recipients(&self, row: &MessageRow) -> Result<Vec<String>, FanoutError> {
-        let conversation = ConversationId::parse(&row.conversation_id)
-            .map_err(|_| FanoutError::Store(format!("bad conversation {}", row.conversation_id)))?;
-        match &conversation {
+    pub(super) async fn recipients(
+        &self,
+        conversation: &ConversationId,
+        seq: i64,
+    ) -> Result<Vec<String>, FanoutError> {
+        match conversation {
             ConversationId::Direct { low, high, .. } => Ok(vec![low.to_string(), high.to_string()]),
-            ConversationId::Group { .. } => {
-                store::group_recipients(&self.pool, &conversation, row.seq)
-                    .await
-                    .map_err(|e| FanoutError::Store(format!("load recipients: {e}")))
-            }
+            ConversationId::Group { .. } => store::group_recipients(&self.pool, conversation, seq)
+                .await
+                .map_err(|e| FanoutError::Store(format!("load recipients: {e}"))),
         }
     }
 
@@ -80,7 +80,9 @@ impl State {
         row: &MessageRow,
         message: pb::Message,
     ) -> Result<(), FanoutError> {
-        let (entry, recipients) = match ids::group_of(&row.conversation_id) {
+        let conversation = ConversationId::parse(&row.conversation_id)
+            .map_err(|_| FanoutError::Store(format!("bad conversation {}", row.conversation_id)))?;
+        let (entry, recipients) = match conversation.group_id() {
             Some(group) if row.read_fanout => {
                 if let Err(e) = self
                     .caller
@@ -116,7 +118,7 @@ impl State {
             }
             _ => (
                 delivery::inbox_entry::Event::Message(message.clone()),
-                self.recipients(row).await?,
+                self.recipients(&conversation, row.seq).await?,
             ),
         };
         let entry = delivery::InboxEntry { event: Some(entry) };

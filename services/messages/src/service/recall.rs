@@ -67,7 +67,7 @@ impl State {
             at_ms: recalled.at_ms,
         };
         let recipients = self
-            .recipients(&row)
+            .recipients(&conversation, row.seq)
             .await
             .map_err(|e| internal("load recipients", e))?;
         self.tell(
