@@ -327,6 +327,15 @@ async fn resumes_and_the_dismissal_of_a_large_group() -> anyhow::Result<()> {
         (got[0].1.seq, got[0].0 > 0, got[0].1.group_large),
         (1, true, true)
     );
+    // Alice follows the group before she sends to it.
+    assert_eq!(
+        group_heads(&mut a)
+            .await?
+            .iter()
+            .map(|h| h.last_seq)
+            .collect::<Vec<_>>(),
+        vec![1]
+    );
     let mut b = Client::connect_live(&url, &bob, Format::Binary).await?;
     let cursor = b.messages(1).await?[0].0;
     let heads = group_heads(&mut b).await?;
@@ -511,6 +520,17 @@ async fn killing_the_messages_service_loses_no_group_message() -> anyhow::Result
     for user in [&bob, &carol] {
         let mut client = Client::connect_live(&system.ws_url(), user, Format::Binary).await?;
         assert_eq!(seqs(&mut client, 1).await?, vec![(1, true)]);
+        // The group stands at seq 1 when the connection starts following
+        // it: every later message reaches it as a group message. (A message
+        // sent before this frame would be counted in its head instead.)
+        let heads = group_heads(&mut client).await?;
+        assert_eq!(
+            heads
+                .iter()
+                .map(|h| (h.conversation_id.as_str(), h.last_seq))
+                .collect::<Vec<_>>(),
+            vec![(conversation.as_str(), 1)]
+        );
         readers.push(tokio::spawn(async move {
             let got = seqs(&mut client, N as usize).await?;
             no_more_messages(&mut client).await?;
