@@ -60,13 +60,17 @@ web: web-deps
 build:
     cargo build -p natter
 
-# Run nats-server (nats/dev.conf) and every service; Ctrl-C stops both.
+# Run nats-server and every service; Ctrl-C stops both. nats-server's config
+# and an nkey per NATS user are written into the data dir (`natter
+# nats-setup`; keys made once and kept): no client gets in without a key.
 up: deps build
     #!/usr/bin/env bash
     set -euo pipefail
     mkdir -p "{{data_dir}}"
+    NATTER_DATA_DIR="{{data_dir}}" ./target/debug/natter nats-setup >/dev/null
+    export NATTER_NATS__USER=natter NATTER_NATS__NKEY_FILE="{{data_dir}}/nats/keys/natter.nk"
     # Its own session, so Ctrl-C reaches natter first; nats-server stops after it.
-    NATTER_NATS_STORE="{{data_dir}}/nats" setsid nats-server -c nats/dev.conf &
+    setsid nats-server -c "{{data_dir}}/nats/server.conf" &
     nats_pid=$!
     natter_pid=""
     stop() {

@@ -11,6 +11,7 @@ use shared::testing::NatsServer;
 use tokio_util::sync::CancellationToken;
 
 use crate::Api;
+use natter::nats_users::{ALL_IN_ONE, Keys, Login, authorization, leafnodes_listen};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -29,6 +30,10 @@ pub use natter::Service;
 /// A running natter system. Dropping it stops everything.
 pub struct System {
     pub nats: NatsServer,
+    /// The nkey of each NATS user (see `natter::nats_users`).
+    pub keys: Keys,
+    /// Where the server accepts leaf node links (with `Settings::leafnodes`).
+    pub leafnode_port: Option<u16>,
     pub data: tempfile::TempDir,
     pub mode: Mode,
     pub settings: Settings,
@@ -51,9 +56,6 @@ pub struct System {
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub idle_timeout_secs: u64,
-    /// Run nats-server with `nats/users.conf` and each service as its own
-    /// NATS user (split mode), as compose.yaml does.
-    pub permissions: bool,
     /// Frames queued per connection, and how long a full queue is tolerated.
     pub send_queue: usize,
     pub slow_client_timeout_secs: u64,
@@ -71,6 +73,8 @@ pub struct Settings {
     /// How often edges check inboxes and large groups for lost pushes
     /// (process modes: with quick timings).
     pub inbox_check_secs: u64,
+    /// The server also accepts edge boxes' leaf node links.
+    pub leafnodes: bool,
 }
 
 impl Default for Settings {
@@ -79,7 +83,6 @@ impl Default for Settings {
         // pings) is not dropped on a loaded machine.
         Self {
             idle_timeout_secs: 30,
-            permissions: false,
             send_queue: 256,
             slow_client_timeout_secs: 5,
             group_max_members: 2000,
@@ -88,15 +91,9 @@ impl Default for Settings {
             large_group_members: messages::Config::default().large_group_members,
             quick_timings: true,
             inbox_check_secs: 1,
+            leafnodes: false,
         }
     }
-}
-
-/// The password of every user of `nats/users.conf` in tests.
-pub const TEST_PASSWORD: &str = "test-password";
-
-fn users_conf() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../nats/users.conf")
 }
 
 /// Edge settings for tests: frequent pings and heartbeats.
@@ -122,29 +119,37 @@ impl System {
         if std::env::var_os("RUST_LOG").is_some() {
             shared::telemetry::init(false);
         }
-        let nats = if settings.permissions {
-            let env = [
-                "NATTER_EDGE_PASSWORD",
-                "NATTER_AUTH_PASSWORD",
-                "NATTER_MESSAGES_PASSWORD",
-                "NATTER_PRESENCE_PASSWORD",
-                "NATTER_SOCIAL_PASSWORD",
-                "NATTER_GROUPS_PASSWORD",
-                "NATTER_ALL_PASSWORD",
-                "NATTER_OBSERVER_PASSWORD",
-            ]
-            .map(|k| (k, TEST_PASSWORD));
-            // nats-server resolves includes inside the config's own folder, so
-            // the users file goes in whole.
-            let users = std::fs::read_to_string(users_conf()).context("read nats/users.conf")?;
-            NatsServer::start_with_config(&users, &env)
-        } else {
-            NatsServer::start()
-        };
+        // Every system runs with natter's NATS users and permissions, each
+        // process logging in with its own nkey, as `just up` does.
         let data = tempfile::tempdir()?;
+        let keys = Keys::load_or_generate(&data.path().join("nats-keys"))?;
+        let leafnode_port = if settings.leafnodes {
+            Some(free_port()?)
+        } else {
+            None
+        };
+        let leafnodes = leafnode_port
+            .map(|port| leafnodes_listen(&format!("127.0.0.1:{port}")))
+            .unwrap_or_default();
+        // A hub that edge boxes link to names its JetStream domain: JetStream
+        // calls from a box cross the link only addressed to it.
+        let domain = leafnode_port.map(|_| "domain: hub").unwrap_or_default();
+        let users = authorization(&Login::Nkeys(&keys));
+        let nats = NatsServer::start_configured(
+            |dir| {
+                let store = dir.join("js");
+                format!(
+                    "jetstream {{\n  store_dir: \"{}\"\n  {domain}\n}}\n{leafnodes}{users}",
+                    store.display()
+                )
+            },
+            &[],
+        );
         let shutdown = CancellationToken::new();
         let mut system = Self {
             nats,
+            leafnode_port,
+            keys,
             data,
             mode,
             settings,
@@ -254,24 +259,27 @@ impl System {
         Ok(())
     }
 
-    /// A NATS config for the harness itself: the all-services user when the
-    /// server has permissions on.
+    /// A NATS config for the harness itself and in-process services: the
+    /// all-services user.
     pub fn nats_config(&self) -> NatsConfig {
         let mut config = NatsConfig::for_url(self.nats.url());
-        if self.settings.permissions {
-            config.user = Some("natter".into());
-            config.password = Some(shared::config::Secret::new(TEST_PASSWORD));
-        }
+        config.user = Some(ALL_IN_ONE.into());
+        config.nkey_file = Some(self.keys.seed_file(ALL_IN_ONE));
         config
     }
 
-    /// A plain client as `user` (or anonymous without permissions).
+    /// A plain client logged in as NATS user `user` (`natter`, `edge`,
+    /// `observer`...), reading its replies on its own inbox prefix.
     pub async fn nats_client(&self, user: &str) -> anyhow::Result<async_nats::Client> {
-        let mut options = async_nats::ConnectOptions::new();
-        if self.settings.permissions {
-            options = options.user_and_password(user.into(), TEST_PASSWORD.into());
-        }
-        Ok(options.connect(self.nats.url()).await?)
+        Ok(self.nats_options(user)?.connect(self.nats.url()).await?)
+    }
+
+    /// The options of [`System::nats_client`], to add more before connecting.
+    pub fn nats_options(&self, user: &str) -> anyhow::Result<async_nats::ConnectOptions> {
+        let seed = std::fs::read_to_string(self.keys.seed_file(user))?;
+        Ok(async_nats::ConnectOptions::new()
+            .nkey(seed.trim().to_owned())
+            .custom_inbox_prefix(shared::config::inbox_prefix(Some(user))))
     }
 
     /// The configuration of an in-process system: the binary's, with this
@@ -339,8 +347,20 @@ impl System {
     /// side, as behind a load balancer); returns its address and process id
     /// once it is ready.
     pub async fn spawn_edge(&mut self) -> anyhow::Result<(SocketAddr, u32)> {
+        let url = self.nats.url();
+        self.spawn_edge_via(&url, None).await
+    }
+
+    /// [`System::spawn_edge`] connected to the NATS server at `nats_url`
+    /// as the `edge` user, with its nkey; on an edge box's leaf node, it
+    /// reaches JetStream in the hub's `jetstream_domain`.
+    pub async fn spawn_edge_via(
+        &mut self,
+        nats_url: &str,
+        jetstream_domain: Option<&str>,
+    ) -> anyhow::Result<(SocketAddr, u32)> {
         let listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        self.spawn_services_on(&[Service::Edge], listen)?;
+        self.spawn_services_via(&[Service::Edge], listen, nats_url, jetstream_domain)?;
         let pid = self.natter_pids().last().copied().context("no process")?;
         let api = Api::new(format!("http://{listen}"));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -358,17 +378,26 @@ impl System {
         services: &[Service],
         listen: SocketAddr,
     ) -> anyhow::Result<()> {
+        let url = self.nats.url();
+        self.spawn_services_via(services, listen, &url, None)
+    }
+
+    fn spawn_services_via(
+        &mut self,
+        services: &[Service],
+        listen: SocketAddr,
+        nats_url: &str,
+        jetstream_domain: Option<&str>,
+    ) -> anyhow::Result<()> {
         let binary = natter_binary()?;
         let mut command = Command::new(&binary);
-        if self.settings.permissions {
-            let user = match services {
-                [one] => one.name(),
-                _ => "natter",
-            };
-            command
-                .env("NATTER_NATS__USER", user)
-                .env("NATTER_NATS__PASSWORD", TEST_PASSWORD);
-        }
+        let user = match services {
+            [one] => one.name(),
+            _ => ALL_IN_ONE,
+        };
+        command
+            .env("NATTER_NATS__USER", user)
+            .env("NATTER_NATS__NKEY_FILE", self.keys.seed_file(user));
         if self.settings.quick_timings {
             command
                 .env("NATTER_EDGE__PING_INTERVAL_SECS", "1")
@@ -379,6 +408,9 @@ impl System {
                 )
                 .env("NATTER_PRESENCE__DEVICE_TTL_SECS", "3")
                 .env("NATTER_GROUPS__SWEEP_INTERVAL_SECS", "1");
+        }
+        if let Some(domain) = jetstream_domain {
+            command.env("NATTER_NATS__JETSTREAM_DOMAIN", domain);
         }
         let names: Vec<&str> = services.iter().map(|s| s.name()).collect();
         let child = command
@@ -404,7 +436,7 @@ impl System {
                 "NATTER_GROUPS__MAX_MEMBERS",
                 self.settings.group_max_members.to_string(),
             )
-            .env("NATTER_NATS__URL", self.nats.url())
+            .env("NATTER_NATS__URL", nats_url)
             .env("NATTER_EDGE__LISTEN", listen.to_string())
             .env(
                 "NATTER_EDGE__IDLE_TIMEOUT_SECS",
@@ -439,6 +471,8 @@ impl System {
             .env("NATTER_MESSAGES__DATABASE_URL", self.db_url("messages.db"))
             .env("NATTER_SOCIAL__DATABASE_URL", self.db_url("social.db"))
             .env("NATTER_NATS__URL", self.nats.url())
+            .env("NATTER_NATS__USER", ALL_IN_ONE)
+            .env("NATTER_NATS__NKEY_FILE", self.keys.seed_file(ALL_IN_ONE))
             .output()?;
         if !output.status.success() {
             bail!(
@@ -464,7 +498,7 @@ impl System {
 
     /// Waits until the edge is ready and every service answers `$SRV.PING`.
     pub async fn wait_ready(&self) -> anyhow::Result<()> {
-        let client = self.nats_client("natter").await?;
+        let client = self.nats_client(ALL_IN_ONE).await?;
         let api = self.api();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         for service in Service::ALL {

@@ -16,8 +16,8 @@ async fn lost_duplicated_and_garbage_pushes_change_nothing() -> anyhow::Result<(
     a.send_acked(&bob, "m1", "first").await?;
     let first = b.messages(1).await?;
 
-    let nats = async_nats::connect(system.nats.url()).await?;
-    let push_subject = shared::subject::push(&bob.user_id);
+    let nats = system.nats_client("natter").await?;
+    let push_subject = shared::subject::push_entry(&bob.user_id);
     // A duplicate of the push bob already has, and garbage.
     let duplicate = Push {
         cursor: first[0].0,
@@ -79,7 +79,7 @@ async fn a_nats_server_crash_loses_no_acked_message() -> anyhow::Result<()> {
 /// An entry in bob's inbox whose push never comes and that no later push
 /// names as predecessor.
 async fn append_without_push(system: &System, user: &e2e::User, text: &str) -> anyhow::Result<()> {
-    let nats = async_nats::connect(system.nats.url()).await?;
+    let nats = system.nats_client("natter").await?;
     let js = async_nats::jetstream::new(nats);
     let entry = InboxEntry {
         event: Some(inbox_entry::Event::Message(Message {

@@ -60,7 +60,7 @@ async fn devices_come_and_go_with_last_seen_and_events() -> anyhow::Result<()> {
     let (system, [alice, bob]) = System::with_users(Mode::InProcess, ["alice", "bob"]).await?;
     let api = system.api();
     let bob2 = api.another_device(&bob).await?;
-    let nats = async_nats::connect(system.nats.url()).await?;
+    let nats = system.nats_client("natter").await?;
     let mut events = nats
         .subscribe(shared::subject::event::PRESENCE_CHANGED)
         .await?;

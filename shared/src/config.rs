@@ -81,8 +81,16 @@ pub struct NatsConfig {
     pub url: String,
     /// A `.creds` file (JWT + nkey) for decentralized auth.
     pub creds_file: Option<PathBuf>,
+    /// The NATS user this process connects as (`edge`, `messages`, ...,
+    /// `natter` for every service in one process). It also names the
+    /// process's reply subjects (`_INBOX_<user>.>`): each user may read only
+    /// its own replies.
     pub user: Option<String>,
+    /// The user's password (users with passwords: the cluster's `users.conf`).
     pub password: Option<Secret>,
+    /// The user's nkey seed file (users with nkeys: what `natter nats-setup`
+    /// generates for `just up` and edge boxes).
+    pub nkey_file: Option<PathBuf>,
     /// The JetStream domain of the hub when this process runs on a leaf node.
     pub jetstream_domain: Option<String>,
     /// Timeout of calls between services, milliseconds.
@@ -98,6 +106,7 @@ impl Default for NatsConfig {
             creds_file: None,
             user: None,
             password: None,
+            nkey_file: None,
             jetstream_domain: None,
             request_timeout_ms: 5_000,
             subscription_capacity: 65_536,
@@ -131,12 +140,38 @@ impl NatsConfig {
                 "nats.subscription_capacity must be at least 1024".into(),
             ));
         }
-        if self.user.is_some() != self.password.is_some() {
+        if self.password.is_some() && self.nkey_file.is_some() {
             return Err(ConfigError::Invalid(
-                "nats.user and nats.password must be set together".into(),
+                "nats.password and nats.nkey_file are two ways to log in: set one".into(),
             ));
         }
+        if self.user.is_some() != (self.password.is_some() || self.nkey_file.is_some()) {
+            return Err(ConfigError::Invalid(
+                "nats.user goes with nats.password or nats.nkey_file".into(),
+            ));
+        }
+        if let Some(user) = &self.user
+            && !crate::subject::is_valid_token(user)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "nats.user {user:?} must be letters, digits, '-' or '_'"
+            )));
+        }
         Ok(())
+    }
+
+    /// The prefix of this process's reply subjects: `_INBOX_<user>`, which
+    /// only that user may subscribe to (plain `_INBOX` without a user).
+    pub fn inbox_prefix(&self) -> String {
+        inbox_prefix(self.user.as_deref())
+    }
+}
+
+/// The reply subject prefix of NATS user `user` (see [`NatsConfig::inbox_prefix`]).
+pub fn inbox_prefix(user: Option<&str>) -> String {
+    match user {
+        Some(user) => format!("_INBOX_{user}"),
+        None => "_INBOX".into(),
     }
 }
 

@@ -78,7 +78,7 @@ impl Inboxes {
         // Best effort: a lost push is recovered by the edge from the inbox.
         if let Err(e) = self
             .client
-            .publish(subject::push(user), push.encode_to_vec().into())
+            .publish(subject::push_entry(user), push.encode_to_vec().into())
             .await
         {
             tracing::warn!(error = %e, user, "push publish failed");
@@ -158,7 +158,7 @@ pub async fn signal(client: &async_nats::Client, user: &str, signal: Signal) {
         signal: Some(signal),
     };
     if let Err(e) = client
-        .publish(subject::push(user), push.encode_to_vec().into())
+        .publish(subject::push_signal(user), push.encode_to_vec().into())
         .await
     {
         tracing::debug!(error = %e, user, "signal publish failed");

@@ -67,6 +67,7 @@ impl Nats {
             .request_timeout(Some(config.request_timeout()))
             .subscription_capacity(config.subscription_capacity)
             .retry_on_initial_connect()
+            .custom_inbox_prefix(config.inbox_prefix())
             .event_callback(move |event| {
                 let sender = sender.clone();
                 async move {
@@ -96,6 +97,10 @@ impl Nats {
         }
         if let (Some(user), Some(password)) = (&config.user, &config.password) {
             options = options.user_and_password(user.clone(), password.expose().to_owned());
+        }
+        if let Some(file) = &config.nkey_file {
+            let seed = std::fs::read_to_string(file).map_err(NatsError::Credentials)?;
+            options = options.nkey(seed.trim().to_owned());
         }
         let client = options
             .connect(config.url.as_str())

@@ -6,7 +6,8 @@
 //!
 //! - calls (request-reply, NATS micro endpoints): `im.v1.<noun>.<verb>`
 //! - events (JetStream stream `IM_EVENTS`, public contract): `im.evt.v1.<noun>.<past-tense>`
-//! - live pushes to a user's devices (core NATS): `im.push.v1.<user_id>`
+//! - live pushes to a user's devices (core NATS): `im.push.v1.<user_id>.entry`
+//!   (new inbox entries) and `im.push.v1.<user_id>.signal` (typing, presence)
 //! - per-user inbox, the offline queue (JetStream stream `IM_INBOX`): `im.inbox.v1.<user_id>`
 
 /// The root of every call subject; micro service endpoint groups hang below it.
@@ -117,8 +118,14 @@ pub const CURSOR_BUCKET: &str = "im_cursors";
 
 /// Wildcard covering every user's inbox subject.
 pub const INBOX_ALL: &str = "im.inbox.v1.>";
-/// Wildcard covering every user's push subject.
+/// Wildcard covering every user's push subjects (entries and signals).
 pub const PUSH_ALL: &str = "im.push.v1.>";
+/// Wildcard covering every user's inbox-entry pushes: only the services that
+/// append to inboxes may publish here, so a push of an entry comes from
+/// whoever could have written it into the inbox.
+pub const PUSH_ENTRIES: &str = "im.push.v1.*.entry";
+/// Wildcard covering every user's signals (typing, presence: never stored).
+pub const PUSH_SIGNALS: &str = "im.push.v1.*.signal";
 
 /// The inbox (offline queue) subject of one user.
 pub fn inbox(user_id: &str) -> String {
@@ -131,9 +138,24 @@ pub fn group_push(group_id: &str) -> String {
     format!("im.group.v1.{group_id}")
 }
 
-/// The live push subject of one user.
-pub fn push(user_id: &str) -> String {
-    format!("im.push.v1.{user_id}")
+/// The live push of one user's new inbox entries.
+pub fn push_entry(user_id: &str) -> String {
+    format!("im.push.v1.{user_id}.entry")
+}
+
+/// The signals (typing, presence) to one user's devices.
+pub fn push_signal(user_id: &str) -> String {
+    format!("im.push.v1.{user_id}.signal")
+}
+
+/// Both push subjects of one user (what each of its connections subscribes to).
+pub fn pushes(user_id: &str) -> String {
+    format!("im.push.v1.{user_id}.*")
+}
+
+/// Whether `subject` (one of [`pushes`]) carries an inbox entry rather than a signal.
+pub fn is_entry_push(subject: &str) -> bool {
+    subject.ends_with(".entry")
 }
 
 /// The KV key of one device's acked cursor.
@@ -177,7 +199,10 @@ mod tests {
     #[test]
     fn per_user_subjects() {
         assert_eq!(inbox("u1"), "im.inbox.v1.u1");
-        assert_eq!(push("u1"), "im.push.v1.u1");
+        assert_eq!(push_entry("u1"), "im.push.v1.u1.entry");
+        assert_eq!(push_signal("u1"), "im.push.v1.u1.signal");
+        assert_eq!(pushes("u1"), "im.push.v1.u1.*");
+        assert!(is_entry_push(&push_entry("u1")) && !is_entry_push(&push_signal("u1")));
         assert_eq!(cursor_key("u1", "d1"), "u1.d1");
     }
 

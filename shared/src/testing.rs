@@ -33,14 +33,24 @@ impl NatsServer {
     /// its configuration (e.g. an `include` of users and permissions) and
     /// `env` in its environment (e.g. the passwords that file reads).
     pub fn start_with_config(extra: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_configured(
+            |dir| {
+                format!(
+                    "jetstream {{ store_dir: \"{}\" }}\n{extra}\n",
+                    dir.join("js").display()
+                )
+            },
+            env,
+        )
+    }
+
+    /// Starts a server on a random loopback port with the whole
+    /// configuration `config` makes (given the server's own temporary
+    /// directory, for a JetStream store), and `env` in its environment.
+    pub fn start_configured(config: impl FnOnce(&Path) -> String, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("create temp dir for nats-server");
         let file = dir.path().join("server.conf");
-        let store = dir.path().join("js");
-        let text = format!(
-            "jetstream {{ store_dir: \"{}\" }}\n{extra}\n",
-            store.display()
-        );
-        std::fs::write(&file, text).expect("write nats-server config");
+        std::fs::write(&file, config(dir.path())).expect("write nats-server config");
         let env = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

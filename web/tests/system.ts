@@ -1,7 +1,7 @@
 // A real natter for the browser tests: nats-server (JetStream in a temporary
 // directory) and the natter binary with every service, on free ports of
 // 127.0.0.1. Missing programs fail the run with an install hint.
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, openSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -84,7 +84,14 @@ export async function startSystem(env: Record<string, string> = {}): Promise<Sys
   const natsPort = await freePort();
   const httpPort = await freePort();
   const log = openSync(join(dir, "natter.log"), "a");
-  const ns = spawn(nats, ["-a", "127.0.0.1", "-p", String(natsPort), "-js", "-sd", join(dir, "nats")], { stdio: ["ignore", log, log] });
+  // As `just up` does: natter writes nats-server's config and an nkey per
+  // NATS user into its data dir; every client logs in with its key.
+  const data = join(dir, "data");
+  execFileSync(natter, ["nats-setup", "--listen", `127.0.0.1:${natsPort}`], {
+    env: { ...process.env, NATTER_DATA_DIR: data },
+    stdio: ["ignore", log, log],
+  });
+  const ns = spawn(nats, ["-c", join(data, "nats", "server.conf")], { stdio: ["ignore", log, log] });
   await waitForPort(natsPort, 10_000, ns);
   const launch = () =>
     spawn(natter, ["run"], {
@@ -92,7 +99,9 @@ export async function startSystem(env: Record<string, string> = {}): Promise<Sys
       env: {
         ...process.env,
         NATTER_NATS__URL: `nats://127.0.0.1:${natsPort}`,
-        NATTER_DATA_DIR: join(dir, "data"),
+        NATTER_NATS__USER: "natter",
+        NATTER_NATS__NKEY_FILE: join(data, "nats", "keys", "natter.nk"),
+        NATTER_DATA_DIR: data,
         NATTER_EDGE__LISTEN: `127.0.0.1:${httpPort}`,
         RUST_LOG: process.env.RUST_LOG ?? "warn",
         ...env,

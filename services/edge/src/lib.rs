@@ -69,8 +69,22 @@ impl Edge {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| StartError::setup(format!("cannot listen on {}", config.listen), e))?;
-        let inbox =
-            inbox::InboxReader::open(&nats, &config.streams, config.max_concurrent_replays).await?;
+        // JetStream may not answer yet (a box whose link to the hub is
+        // still coming up, a cluster electing its leader): keep trying.
+        let mut delay = Duration::from_millis(100);
+        let inbox = loop {
+            match inbox::InboxReader::open(&nats, &config.streams, config.max_concurrent_replays)
+                .await
+            {
+                Ok(inbox) => break inbox,
+                Err(e) if !shutdown.is_cancelled() => {
+                    tracing::info!(error = %e, "waiting for JetStream");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let caller = nats.caller();
         let edge_id = shared::ids::new_id();
         let state = Arc::new(EdgeState {

@@ -165,7 +165,8 @@ pub async fn run(
         (read, Coalesce::new(write))
     });
 
-    let push_sub = match Box::pin(state.nats.client.subscribe(subject::push(&who.user_id))).await {
+    let push_sub = match Box::pin(state.nats.client.subscribe(subject::pushes(&who.user_id))).await
+    {
         Ok(sub) => sub,
         Err(e) => {
             tracing::warn!(error = %e, "cannot subscribe to pushes");

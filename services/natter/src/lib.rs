@@ -4,6 +4,7 @@
 //! section, and its `run`.
 
 pub mod config;
+pub mod nats_users;
 
 use shared::Nats;
 use shared::service::StartError;

@@ -12,6 +12,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use natter::nats_users::LeafLogin;
 use natter::{NatterConfig, Service};
 
 #[derive(Parser)]
@@ -41,6 +42,33 @@ enum Command {
     RotateKey,
     /// Print the effective configuration (secrets hidden) and exit.
     Config,
+    /// Write a nats-server config for this data dir (`<data>/nats/server.conf`)
+    /// with an nkey per NATS user (`<data>/nats/keys`, made once and kept):
+    /// `just up` and standalone edge boxes run nats-server with it.
+    NatsSetup {
+        /// Where nats-server listens.
+        #[arg(long, default_value = "127.0.0.1:4222")]
+        listen: String,
+        /// Also accept edge boxes' leaf node links on this address (they
+        /// log in as `leaf`, with the edge's permissions).
+        #[arg(long, conflicts_with = "leaf")]
+        leafnodes: Option<String>,
+        /// Write an edge box's config instead: a leaf node of the hub, no
+        /// JetStream of its own. The hub's URL (with `leaf:<password>@`) is
+        /// read from $NATTER_HUB_URL when nats-server starts, unless --hub
+        /// and --hub-seed are given.
+        #[arg(long)]
+        leaf: bool,
+        /// The hub's leaf node URL (nats-leaf://host:7422), with --hub-seed.
+        #[arg(long, requires_all = ["leaf", "hub_seed"])]
+        hub: Option<String>,
+        /// The seed file of the hub's `leaf` user (an nkey hub), with --hub.
+        #[arg(long, requires = "hub")]
+        hub_seed: Option<PathBuf>,
+        /// Print `nats/users.conf` (the cluster's users, with passwords) instead.
+        #[arg(long)]
+        users_conf: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -83,7 +111,66 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
             println!("{}", config.to_toml()?);
             Ok(())
         }
+        Command::NatsSetup {
+            users_conf: true, ..
+        } => {
+            print!("{}", natter::nats_users::users_conf());
+            Ok(())
+        }
+        Command::NatsSetup {
+            listen,
+            leafnodes,
+            leaf,
+            hub,
+            hub_seed,
+            ..
+        } => {
+            let seed = match &hub_seed {
+                Some(file) => Some(
+                    std::fs::read_to_string(file)
+                        .with_context(|| format!("reading {}", file.display()))?,
+                ),
+                None => None,
+            };
+            let role = match (leaf, &hub, &seed) {
+                (false, _, _) => Role::Hub { leafnodes },
+                (true, Some(url), Some(seed)) => Role::Leaf(LeafLogin::Nkey {
+                    url,
+                    seed: seed.trim(),
+                }),
+                (true, _, _) => Role::Leaf(LeafLogin::UrlFromEnvironment),
+            };
+            nats_setup(&config, &listen, role)
+        }
     }
+}
+
+enum Role<'a> {
+    Hub { leafnodes: Option<String> },
+    Leaf(LeafLogin<'a>),
+}
+
+/// See [`Command::NatsSetup`].
+fn nats_setup(config: &NatterConfig, listen: &str, role: Role<'_>) -> anyhow::Result<()> {
+    use natter::nats_users::{ALL_IN_ONE, Keys, leaf_conf, standalone_conf};
+    let dir = std::path::absolute(config.data_dir.join("nats"))?;
+    let keys = Keys::load_or_generate(&dir.join("keys"))
+        .with_context(|| format!("keys in {}", dir.display()))?;
+    let (text, user) = match role {
+        Role::Hub { leafnodes } => (
+            standalone_conf(&keys, listen, &dir.join("jetstream"), leafnodes.as_deref()),
+            ALL_IN_ONE,
+        ),
+        Role::Leaf(login) => (leaf_conf(&keys, listen, &login), "edge"),
+    };
+    let file = dir.join("server.conf");
+    std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
+    println!("wrote {}", file.display());
+    println!(
+        "connect natter with NATTER_NATS__USER={user} NATTER_NATS__NKEY_FILE={}",
+        keys.seed_file(user).display()
+    );
+    Ok(())
 }
 
 async fn run(config: NatterConfig, services: &[Service]) -> anyhow::Result<()> {

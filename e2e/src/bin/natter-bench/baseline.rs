@@ -63,8 +63,8 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Baseline> {
     let inbox = shared::ids::new_id();
 
     // Request-reply: one responder connection, one requester connection.
-    let responder = async_nats::connect(&url).await?;
-    let requester = async_nats::connect(&url).await?;
+    let responder = target.nats_options()?.connect(&url).await?;
+    let requester = target.nats_options()?.connect(&url).await?;
     let subject = format!("bench.echo.{inbox}");
     let mut requests = responder.subscribe(subject.clone()).await?;
     let echo = {
@@ -85,11 +85,12 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Baseline> {
     echo.abort();
 
     // Pub/sub: one publisher connection, one subscriber connection.
-    let subscriber = async_nats::ConnectOptions::new()
+    let subscriber = target
+        .nats_options()?
         .subscription_capacity(1 << 20)
         .connect(&url)
         .await?;
-    let publisher = async_nats::connect(&url).await?;
+    let publisher = target.nats_options()?.connect(&url).await?;
     let subject = format!("bench.pub.{inbox}");
     let mut messages = subscriber.subscribe(subject.clone()).await?;
     subscriber.flush().await?;
@@ -139,7 +140,7 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Baseline> {
             None
         }
     };
-    let message_path_per_sec = match message_path(&url, &inbox, &payload, phase).await {
+    let message_path_per_sec = match message_path(target, &url, &inbox, &payload, phase).await {
         Ok(rates) => Some(rates),
         Err(e) => {
             eprintln!("message path baseline skipped: {e:#}");
@@ -203,16 +204,18 @@ async fn with_stream<T>(
 /// inbox, event), publishes two pushes, which the edge connection receives,
 /// and replies. Completed requests per second with three appends, then one.
 async fn message_path(
+    target: &Target,
     url: &str,
     id: &str,
     payload: &bytes::Bytes,
     phase: Duration,
 ) -> anyhow::Result<[f64; 2]> {
-    let edge = async_nats::ConnectOptions::new()
+    let edge = target
+        .nats_options()?
         .subscription_capacity(1 << 20)
         .connect(url)
         .await?;
-    let messages = async_nats::connect(url).await?;
+    let messages = target.nats_options()?.connect(url).await?;
     let js = async_nats::jetstream::new(messages.clone());
     let mut pushes = edge.subscribe(format!("bench.push.{id}.>")).await?;
     let drain = tokio::spawn(async move { while pushes.next().await.is_some() {} });

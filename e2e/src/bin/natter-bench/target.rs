@@ -91,6 +91,15 @@ impl Target {
         }
     }
 
+    /// How to connect to its NATS: as the all-services user on an own
+    /// system (which, like `just up`, requires an nkey), anonymously otherwise.
+    pub fn nats_options(&self) -> anyhow::Result<async_nats::ConnectOptions> {
+        match self {
+            Self::Own(system) => system.nats_options(natter::nats_users::ALL_IN_ONE),
+            Self::External { .. } => Ok(async_nats::ConnectOptions::new()),
+        }
+    }
+
     /// The natter process (own systems only).
     pub fn natter_pid(&self) -> Option<u32> {
         match self {

@@ -45,9 +45,13 @@ pub(super) async fn delivery_loop(
                     conn.close(close::INTERNAL, "push subscription ended");
                     break;
                 }
-                // Before the first resume, pushes are dropped (the replay reads
-                // them from the inbox); signals are forwarded at once.
-                Some(message) if started => Box::pin(on_push(&state, &conn, &message.payload)).await,
+                // Before the first resume, entries are dropped (the replay
+                // reads them from the inbox); signals are forwarded at once.
+                // Each kind is taken only from its own subject, which only
+                // its publishers may publish on.
+                Some(message) if subject::is_entry_push(&message.subject) => {
+                    !started || Box::pin(on_push(&state, &conn, &message.payload)).await
+                }
                 Some(message) => Box::pin(on_signal(&conn, &message.payload)).await,
             },
             event = events.recv() => match event {
@@ -197,11 +201,6 @@ pub(super) async fn on_push(state: &EdgeState, conn: &Conn, payload: &[u8]) -> b
         tracing::warn!("undecodable push ignored");
         return true;
     };
-    if let Some(signal) = push.signal {
-        return conn
-            .send(frames::reply(0, server_frame::Kind::Signal(signal)))
-            .await;
-    }
     let delivered = conn.delivered.load(Ordering::Acquire);
     tracing::trace!(cursor = push.cursor, prev = ?push.prev, delivered, "push");
     if push.cursor <= delivered {
@@ -220,7 +219,7 @@ pub(super) async fn on_push(state: &EdgeState, conn: &Conn, payload: &[u8]) -> b
     }
 }
 
-/// Forwards a push only if it is a signal (before delivery has started).
+/// Forwards a signal (a push on the signal subject; anything else there is ignored).
 pub(super) async fn on_signal(conn: &Conn, payload: &[u8]) -> bool {
     match Push::decode(payload) {
         Ok(Push {
