@@ -441,3 +441,76 @@ async fn silent_clients_are_closed_after_the_idle_timeout() -> anyhow::Result<()
     system.stop().await;
     Ok(())
 }
+
+/// A raw NATS connection as `user`, logged in with its nkey by hand: it can
+/// send what no client library would, such as a lone CR in a header value.
+async fn raw_nats(system: &System, user: &str) -> anyhow::Result<tokio::net::TcpStream> {
+    use base64::Engine as _;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let seed = std::fs::read_to_string(system.keys.seed_file(user))?;
+    let pair = nkeys::KeyPair::from_seed(seed.trim())?;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", system.nats.port())).await?;
+    let mut lines = BufReader::new(&mut stream);
+    let mut info = String::new();
+    lines.read_line(&mut info).await?;
+    let info: serde_json::Value = serde_json::from_str(info.trim_start_matches("INFO "))?;
+    let nonce = info["nonce"].as_str().unwrap_or_default();
+    let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.sign(nonce.as_bytes())?);
+    let connect = json!({
+        "verbose": false, "pedantic": false, "headers": true, "protocol": 1,
+        "nkey": pair.public_key(), "sig": sig,
+    });
+    stream
+        .write_all(format!("CONNECT {connect}\r\nPING\r\n").as_bytes())
+        .await?;
+    let mut lines = BufReader::new(&mut stream);
+    let mut answer = String::new();
+    lines.read_line(&mut answer).await?;
+    anyhow::ensure!(answer.starts_with("PONG"), "login as {user}: {answer}");
+    Ok(stream)
+}
+
+/// A header value with a lone CR (any publisher can send one) breaks no
+/// subscriber: async-nats before 0.52 panicked in its connection task on
+/// it, and the service or edge that subscribed stopped hearing anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_cr_in_a_header_breaks_no_subscriber() -> anyhow::Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let (system, [alice, bob]) = System::with_users(Mode::Split, ["alice", "bob"]).await?;
+    let mut b = Client::connect_live(&system.ws_url(), &bob, Format::Json).await?;
+    let mut raw = raw_nats(&system, "natter").await?;
+    let header = "NATS/1.0\r\nNatter-User-Id: a\rb\r\nX-Bad: c\rd\r\n\r\n";
+    let payload = "{}";
+    let mut out = String::new();
+    for subject in [
+        shared::subject::call::MESSAGE_HISTORY.to_owned(),
+        shared::subject::call::AUTH_KEYS.to_owned(),
+        shared::subject::push_entry(&bob.user_id),
+        shared::subject::push_signal(&bob.user_id),
+        shared::subject::event::FRIEND_ADDED.to_owned(),
+    ] {
+        out.push_str(&format!(
+            "HPUB {subject} {} {}\r\n{header}{payload}\r\n",
+            header.len(),
+            header.len() + payload.len()
+        ));
+    }
+    out.push_str("PING\r\n");
+    raw.write_all(out.as_bytes()).await?;
+    let mut pong = String::new();
+    BufReader::new(&mut raw).read_line(&mut pong).await?;
+    assert!(pong.starts_with("PONG"), "{pong}");
+
+    // The messages service, the edge and auth still work: a message goes
+    // through live, the history answers, and a new login succeeds.
+    let mut a = Client::connect(&system.ws_url(), &alice, Format::Json).await?;
+    let ack = a.send_acked(&bob, "after-cr", "还活着").await?;
+    assert_eq!(b.messages(1).await?[0].1.id, ack.message_id);
+    let (status, body) = system
+        .api()
+        .history(&bob, &ack.conversation_id, "limit=5")
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    system.api().login("bob", &bob.password).await?;
+    Ok(())
+}

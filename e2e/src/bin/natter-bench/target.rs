@@ -125,7 +125,10 @@ impl Target {
     }
 
     pub async fn nats_version(&self) -> String {
-        match async_nats::connect(self.nats_url()).await {
+        let Ok(options) = self.nats_options() else {
+            return String::new();
+        };
+        match options.connect(self.nats_url()).await {
             Ok(client) => client.server_info().version,
             Err(_) => String::new(),
         }
