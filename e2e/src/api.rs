@@ -30,6 +30,17 @@ impl Api {
         }
     }
 
+    /// An API client whose requests come from `local` (any 127.x.y.z
+    /// address reaches a loopback server): another client address, for
+    /// limits per address.
+    pub fn from_address(base: String, local: std::net::IpAddr) -> Self {
+        let http = reqwest::Client::builder()
+            .local_address(local)
+            .build()
+            .expect("an HTTP client");
+        Self { base, http }
+    }
+
     pub fn base(&self) -> &str {
         &self.base
     }
@@ -87,6 +98,28 @@ impl Api {
             bail!("register {username}: {status} {body}");
         }
         Ok(body["userId"].as_str().context("userId")?.to_owned())
+    }
+
+    /// One login attempt: its status, body and `Retry-After` (seconds).
+    pub async fn login_attempt(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> anyhow::Result<(StatusCode, Value, Option<u64>)> {
+        let response = self
+            .http
+            .post(format!("{}/v1/auth/login", self.base))
+            .header("content-type", "application/json")
+            .body(json!({ "username": username, "password": password }).to_string())
+            .send()
+            .await?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        let body = response.json().await.unwrap_or(Value::Null);
+        Ok((status, body, retry_after))
     }
 
     /// Logs in on a new device.

@@ -75,6 +75,9 @@ pub struct Settings {
     pub inbox_check_secs: u64,
     /// The server also accepts edge boxes' leaf node links.
     pub leafnodes: bool,
+    /// Logins and registrations per client address and minute (tests make
+    /// many users from 127.0.0.1; the limit tests use the default).
+    pub logins_per_minute: u32,
 }
 
 impl Default for Settings {
@@ -92,6 +95,7 @@ impl Default for Settings {
             quick_timings: true,
             inbox_check_secs: 1,
             leafnodes: false,
+            logins_per_minute: 100_000,
         }
     }
 }
@@ -293,6 +297,7 @@ impl System {
         config.auth.database_url = self.db_url("auth.db");
         config.messages.database_url = self.db_url("messages.db");
         config.messages.recall_window_secs = self.settings.recall_window_secs;
+        config.auth.login.per_address_per_minute = self.settings.logins_per_minute;
         config.messages.large_group_members = self.settings.large_group_members;
         config.presence.device_ttl_secs = 3;
         config.social.database_url = self.db_url("social.db");
@@ -423,6 +428,10 @@ impl System {
             .env(
                 "NATTER_GROUPS__INVITE_FRIENDS_ONLY",
                 self.settings.invite_friends_only.to_string(),
+            )
+            .env(
+                "NATTER_AUTH__LOGIN__PER_ADDRESS_PER_MINUTE",
+                self.settings.logins_per_minute.to_string(),
             )
             .env(
                 "NATTER_MESSAGES__RECALL_WINDOW_SECS",

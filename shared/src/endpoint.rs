@@ -71,9 +71,10 @@ impl Access for Internal {
 
 impl Access for Public {
     const KIND: AccessKind = AccessKind::Public;
-    type Caller = ();
-    fn caller(_: Option<&HeaderMap>) -> Result<(), RpcError> {
-        Ok(())
+    /// Anyone: the handler gets where the call comes from (for limits).
+    type Caller = crate::rpc::Client;
+    fn caller(headers: Option<&HeaderMap>) -> Result<crate::rpc::Client, RpcError> {
+        Ok(crate::rpc::Client::from_headers(headers))
     }
 }
 

@@ -78,6 +78,10 @@ impl ErrorCode {
     }
 }
 
+/// How a `rate_limited` error's message states its wait (it travels in the
+/// NATS service error's text, the one field a reply error has).
+const RETRY_AFTER: &str = "; retry after ";
+
 /// An error a caller may see: a stable code and a readable message.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{}: {message}", code.as_str())]
@@ -114,6 +118,25 @@ impl RpcError {
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Unavailable, message)
     }
+    /// Too many attempts: try again after `wait` (the edge answers 429 with
+    /// `Retry-After`; see [`RpcError::retry_after`]).
+    pub fn rate_limited(message: impl std::fmt::Display, wait: Duration) -> Self {
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        Self::new(
+            ErrorCode::RateLimited,
+            format!("{message}{RETRY_AFTER}{secs} s"),
+        )
+    }
+
+    /// The wait a `rate_limited` error asks for, in whole seconds.
+    pub fn retry_after(&self) -> Option<u64> {
+        if self.code != ErrorCode::RateLimited {
+            return None;
+        }
+        let (_, tail) = self.message.rsplit_once(RETRY_AFTER)?;
+        tail.strip_suffix(" s")?.parse().ok()
+    }
+
     /// An internal failure: the caller sees only "internal error"; log the
     /// cause where it happened.
     pub fn internal() -> Self {
@@ -143,6 +166,35 @@ impl From<sqlx::Error> for RpcError {
         let at = std::panic::Location::caller();
         tracing::error!(error = %e, %at, "store failed");
         RpcError::internal()
+    }
+}
+
+/// Where a call comes from, as far as the edge can tell: the client's
+/// address (set by the edge on every call it forwards; absent on calls
+/// between services). Limits per address key on it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Client {
+    pub ip: Option<std::net::IpAddr>,
+}
+
+impl Client {
+    pub fn new(ip: std::net::IpAddr) -> Self {
+        Self { ip: Some(ip) }
+    }
+
+    /// Reads the client header of a request (absent or malformed: unknown).
+    pub fn from_headers(headers: Option<&HeaderMap>) -> Self {
+        let ip = headers
+            .and_then(|h| h.get(header::CLIENT_IP))
+            .and_then(|v| v.as_str().parse().ok());
+        Self { ip }
+    }
+
+    /// Puts the client header on a request (what an edge does).
+    pub fn write(&self, headers: &mut HeaderMap) {
+        if let Some(ip) = self.ip {
+            headers.insert(header::CLIENT_IP, ip.to_string().as_str());
+        }
     }
 }
 
@@ -251,6 +303,31 @@ impl Caller {
         self.call(E::SUBJECT, None, request).await
     }
 
+    /// Calls endpoint `E` for a client (an edge forwarding a request): as
+    /// the user `me` when there is one, with the client's address.
+    pub async fn call_for<E>(
+        &self,
+        client: Client,
+        me: Option<&Identity>,
+        request: &E::Request,
+    ) -> Result<E::Reply, RpcError>
+    where
+        E: crate::endpoint::Endpoint,
+    {
+        let mut headers = HeaderMap::new();
+        if let Some(identity) = me {
+            identity.write(&mut headers);
+        }
+        client.write(&mut headers);
+        let reply = self
+            .call_bytes(E::SUBJECT, headers, Bytes::from(request.encode_to_vec()))
+            .await?;
+        E::Reply::decode(reply.as_ref()).map_err(|e| {
+            tracing::warn!(error = %e, subject = E::SUBJECT, "malformed reply");
+            RpcError::internal()
+        })
+    }
+
     /// Calls `subject` with `request` as `identity` (None for anonymous calls
     /// such as login) and decodes the reply. Prefer the typed
     /// [`Caller::call_as`] and [`Caller::call_to`].
@@ -317,6 +394,33 @@ impl Caller {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rate_limit_states_its_wait_in_whole_seconds() {
+        let e = RpcError::rate_limited("too many login attempts", Duration::from_millis(1500));
+        assert_eq!(e.code, ErrorCode::RateLimited);
+        assert_eq!(e.retry_after(), Some(2));
+        assert!(e.message.starts_with("too many login attempts"));
+        assert_eq!(
+            RpcError::rate_limited("x", Duration::ZERO).retry_after(),
+            Some(1)
+        );
+        assert_eq!(
+            RpcError::bad_request("; retry after 3 s").retry_after(),
+            None
+        );
+    }
+
+    #[test]
+    fn the_client_address_travels_in_a_header() {
+        let mut headers = HeaderMap::new();
+        let client = Client::new("2001:db8::7".parse().unwrap());
+        client.write(&mut headers);
+        assert_eq!(Client::from_headers(Some(&headers)), client);
+        assert_eq!(Client::from_headers(None), Client::default());
+        headers.insert(header::CLIENT_IP, "not an address");
+        assert_eq!(Client::from_headers(Some(&headers)).ip, None);
+    }
 
     #[test]
     fn codes_round_trip_through_status() {

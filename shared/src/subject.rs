@@ -105,6 +105,9 @@ pub mod header {
     pub const USER_ID: &str = "Natter-User-Id";
     /// The caller's device id, set by the edge next to [`USER_ID`].
     pub const DEVICE_ID: &str = "Natter-Device-Id";
+    /// The client's IP address as the edge saw it (its socket, or a trusted
+    /// proxy's header), for limits per address.
+    pub const CLIENT_IP: &str = "Natter-Client-Ip";
 }
 
 /// JetStream stream holding every user's inbox.

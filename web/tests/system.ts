@@ -102,6 +102,8 @@ export async function startSystem(env: Record<string, string> = {}): Promise<Sys
         NATTER_NATS__USER: "natter",
         NATTER_NATS__NKEY_FILE: join(data, "nats", "keys", "natter.nk"),
         NATTER_DATA_DIR: data,
+        // The browser tests register many users from 127.0.0.1.
+        NATTER_AUTH__LOGIN__PER_ADDRESS_PER_MINUTE: "100000",
         NATTER_EDGE__LISTEN: `127.0.0.1:${httpPort}`,
         RUST_LOG: process.env.RUST_LOG ?? "warn",
         ...env,

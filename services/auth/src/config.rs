@@ -18,6 +18,8 @@ pub struct Config {
     /// Password hashes computed at once; each takes one core for ~50 ms and
     /// ~19 MiB of working memory while it runs (given back when it ends).
     pub max_concurrent_hashes: usize,
+    /// Limits on logins and registrations (see `guard`).
+    pub login: LoginLimits,
     #[serde(skip)]
     pub streams: StreamsConfig,
 }
@@ -30,6 +32,7 @@ impl Default for Config {
             refresh_token_ttl_secs: 30 * 86_400,
             issuer: "natter".into(),
             max_concurrent_hashes: 2,
+            login: LoginLimits::default(),
             streams: StreamsConfig::default(),
         }
     }
@@ -58,6 +61,59 @@ impl Config {
             self.max_concurrent_hashes,
             1..=64,
         )?;
+        self.login.validate()?;
         self.streams.validate()
+    }
+}
+
+/// Limits on logins and registrations; every refusal is `rate_limited`
+/// with the wait (HTTP 429 and `Retry-After` at the edge).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoginLimits {
+    /// Logins and registrations one client address may try per minute.
+    pub per_address_per_minute: u32,
+    /// Wrong passwords in a row for one username from one address before
+    /// each further try from there waits (1 s, doubling).
+    pub free_failures: u32,
+    /// The longest wait, seconds.
+    pub max_wait_secs: u64,
+    /// Logins waiting for a hash slot before more are refused at once.
+    pub max_waiting_hashes: usize,
+    /// Hash slots and queue places one address may hold at once.
+    pub hashes_per_address: usize,
+}
+
+impl Default for LoginLimits {
+    fn default() -> Self {
+        Self {
+            per_address_per_minute: 60,
+            free_failures: 5,
+            max_wait_secs: 900,
+            max_waiting_hashes: 64,
+            hashes_per_address: 2,
+        }
+    }
+}
+
+impl LoginLimits {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        within(
+            "auth.login.per_address_per_minute",
+            self.per_address_per_minute,
+            1..=100_000,
+        )?;
+        within("auth.login.free_failures", self.free_failures, 1..=1000)?;
+        within("auth.login.max_wait_secs", self.max_wait_secs, 1..=86_400)?;
+        within(
+            "auth.login.max_waiting_hashes",
+            self.max_waiting_hashes,
+            1..=100_000,
+        )?;
+        within(
+            "auth.login.hashes_per_address",
+            self.hashes_per_address,
+            1..=64,
+        )
     }
 }

@@ -5,6 +5,7 @@
 //! - [`validate`]: the rules for usernames, passwords and display text;
 //! - [`store`]: the SQL (users, devices, signing keys);
 //! - [`keys`]: Ed25519 signing keys, token minting, the public key set;
+//! - [`guard`]: limits on logins and registrations, before any hash;
 //! - [`service`]: the NATS micro endpoints (`im.v1.auth.*`).
 //!
 //! Auth alone holds the private signing keys (in its database, generated on
@@ -12,6 +13,7 @@
 //! from `im.v1.auth.keys`, so an edge cannot mint tokens and keys can rotate.
 
 pub mod config;
+pub mod guard;
 mod hashing;
 pub mod keys;
 pub mod service;

@@ -11,12 +11,12 @@ use shared::endpoint::endpoints::{
     AuthKeys, AuthLogin, AuthLogout, AuthLookup, AuthPassword, AuthPhone, AuthRefresh, AuthRegister,
 };
 use shared::proto::auth as pb;
-use shared::rpc::internal;
+use shared::rpc::{Client, internal};
 use shared::service::StartError;
 use shared::{Identity, Nats, RpcError, ids, subject};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::guard::LoginGuard;
 use crate::hashing::{self, DUMMY_HASH};
 use crate::keys::{Claims, KeySet};
 use crate::{Config, store, validate};
@@ -26,7 +26,7 @@ struct State {
     nats: Nats,
     pool: AnyPool,
     keys: KeySet,
-    hashing: Semaphore,
+    guard: LoginGuard,
 }
 
 /// Runs the auth service until `shutdown` is cancelled.
@@ -43,7 +43,7 @@ pub async fn run(
     shared::nats::events_stream(&nats.jetstream, &config.streams).await?;
     let state = Arc::new(State {
         nats: nats.clone(),
-        hashing: Semaphore::new(config.max_concurrent_hashes),
+        guard: LoginGuard::new(config.login.clone(), config.max_concurrent_hashes),
         config,
         pool,
         keys,
@@ -57,9 +57,13 @@ pub async fn run(
         shutdown,
     )
     .await?
-    .serve::<AuthRegister, _, _>(64, |s, (), input| async move { s.register(input).await })
-    .serve::<AuthLogin, _, _>(64, |s, (), input| async move { s.login(input).await })
-    .serve::<AuthRefresh, _, _>(64, |s, (), input| async move { s.refresh(input).await })
+    .serve::<AuthRegister, _, _>(64, |s, client, input| async move {
+        s.register(client, input).await
+    })
+    .serve::<AuthLogin, _, _>(64, |s, client, input| async move {
+        s.login(client, input).await
+    })
+    .serve::<AuthRefresh, _, _>(64, |s, _, input| async move { s.refresh(input).await })
     .serve::<AuthLogout, _, _>(64, |s, me, _| async move { s.logout(me).await })
     .serve::<AuthPassword, _, _>(16, |s, me, input| async move {
         s.change_password(me, input).await
@@ -80,7 +84,12 @@ pub async fn run(
 }
 
 impl State {
-    async fn register(&self, input: pb::RegisterRequest) -> Result<pb::RegisterResponse, RpcError> {
+    async fn register(
+        &self,
+        client: Client,
+        input: pb::RegisterRequest,
+    ) -> Result<pb::RegisterResponse, RpcError> {
+        self.guard.attempt(client.ip)?;
         validate::username(&input.username)?;
         validate::password(&input.password)?;
         let nickname = validate::display_text("nickname", &input.nickname)?;
@@ -95,7 +104,7 @@ impl State {
                 RpcError::bad_request("phone must be in international form, like +8613800138000")
             })?,
         };
-        let hash = self.hash(input.password).await?;
+        let hash = self.hash(client, input.password).await?;
         let id = ids::new_id();
         let now_ms = ids::now_ms();
         let user = store::NewUser {
@@ -141,7 +150,13 @@ impl State {
         Ok(pb::RegisterResponse { user_id: id })
     }
 
-    async fn login(&self, input: pb::LoginRequest) -> Result<pb::LoginResponse, RpcError> {
+    async fn login(
+        &self,
+        client: Client,
+        input: pb::LoginRequest,
+    ) -> Result<pb::LoginResponse, RpcError> {
+        // What costs nothing first: the address's rate, then its waits.
+        self.guard.attempt(client.ip)?;
         let device_name = validate::display_text("device_name", &input.device_name)?;
         let denied = || RpcError::unauthorized("invalid username or password");
         if input.username.len() > validate::USERNAME_MAX
@@ -149,16 +164,23 @@ impl State {
         {
             return Err(denied());
         }
+        self.guard.check(&input.username, client.ip)?;
         let credentials = store::credentials(&self.pool, &input.username).await?;
+        // An unknown username costs a hash too: the answer's timing must not
+        // tell which usernames exist.
         let (user_id, hash) = match credentials {
             Some(c) => (Some(c.id), c.password_hash),
             None => (None, DUMMY_HASH.to_owned()),
         };
-        let valid = self.verify(input.password, hash).await?;
+        let valid = self.verify(client, input.password, hash).await?;
         let user_id = match (user_id, valid) {
             (Some(id), true) => id,
-            _ => return Err(denied()),
+            _ => {
+                self.guard.failed(&input.username, client.ip);
+                return Err(denied());
+            }
         };
+        self.guard.succeeded(&input.username, client.ip);
 
         let now = ids::now_ms();
         let device_id = if input.device_id.is_empty() {
@@ -305,10 +327,13 @@ impl State {
         let hash = store::password_hash(&self.pool, &me.user_id)
             .await?
             .ok_or_else(|| RpcError::not_found("no such user"))?;
-        if !self.verify(input.current_password, hash).await? {
+        if !self
+            .verify(Client::default(), input.current_password, hash)
+            .await?
+        {
             return Err(denied());
         }
-        let new_hash = self.hash(input.new_password).await?;
+        let new_hash = self.hash(Client::default(), input.new_password).await?;
         store::set_password_hash(&self.pool, &me.user_id, &new_hash).await?;
         let revoked = store::revoke(
             &self.pool,
@@ -327,24 +352,21 @@ impl State {
         Ok(pb::LogoutResponse {})
     }
 
-    async fn hash(&self, password: String) -> Result<String, RpcError> {
-        let _permit = self
-            .hashing
-            .acquire()
-            .await
-            .map_err(|_| RpcError::unavailable("shutting down"))?;
+    async fn hash(&self, client: Client, password: String) -> Result<String, RpcError> {
+        let _slot = self.guard.slot(client.ip).await?;
         tokio::task::spawn_blocking(move || hashing::hash(password.as_bytes()))
             .await
             .map_err(|e| internal("hash task", e))?
             .map_err(|e| internal("hash password", e))
     }
 
-    async fn verify(&self, password: String, hash: String) -> Result<bool, RpcError> {
-        let _permit = self
-            .hashing
-            .acquire()
-            .await
-            .map_err(|_| RpcError::unavailable("shutting down"))?;
+    async fn verify(
+        &self,
+        client: Client,
+        password: String,
+        hash: String,
+    ) -> Result<bool, RpcError> {
+        let _slot = self.guard.slot(client.ip).await?;
         tokio::task::spawn_blocking(move || hashing::verify(password.as_bytes(), &hash))
             .await
             .map_err(|e| internal("verify task", e))?

@@ -1,6 +1,6 @@
 //! Configuration of the edge.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 use shared::config::{ConfigError, within};
@@ -35,6 +35,13 @@ pub struct Config {
     pub inbox_check_secs: u64,
     /// Inbox replays (resumes and catch-ups) this edge runs at once.
     pub max_concurrent_replays: usize,
+    /// Reverse proxies in front of this edge, as addresses or networks
+    /// (`10.0.0.7`, `10.0.0.0/8`): for a request from one of them, the
+    /// client's address is the last one in `client_ip_header`. Empty: the
+    /// socket's peer is the client (a header from anyone else is ignored).
+    pub trusted_proxies: Vec<String>,
+    /// The header a trusted proxy puts the client's address in.
+    pub client_ip_header: String,
     #[serde(skip)]
     pub streams: StreamsConfig,
 }
@@ -54,6 +61,8 @@ impl Default for Config {
             cursor_flush_secs: 1,
             inbox_check_secs: 30,
             max_concurrent_replays: 64,
+            trusted_proxies: Vec::new(),
+            client_ip_header: "x-forwarded-for".into(),
             streams: StreamsConfig::default(),
         }
     }
@@ -101,6 +110,80 @@ impl Config {
             self.max_concurrent_replays,
             1..=10_000,
         )?;
+        for proxy in &self.trusted_proxies {
+            if network(proxy).is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "edge.trusted_proxies: {proxy:?} is not an address or network (10.0.0.7, 10.0.0.0/8)"
+                )));
+            }
+        }
+        check(
+            axum::http::HeaderName::try_from(self.client_ip_header.as_str()).is_ok(),
+            "edge.client_ip_header is not a header name",
+        )?;
         self.streams.validate()
+    }
+
+    /// The client's address for a request from `peer` with `headers`: the
+    /// last address in `client_ip_header` when `peer` is a trusted proxy
+    /// (the one that proxy appended), `peer` otherwise.
+    pub fn client_ip(&self, peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
+        let trusted = self
+            .trusted_proxies
+            .iter()
+            .filter_map(|p| network(p))
+            .any(|net| net.contains(&peer));
+        if !trusted {
+            return peer;
+        }
+        headers
+            .get_all(self.client_ip_header.as_str())
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+            .next_back()
+            .unwrap_or(peer)
+    }
+}
+
+/// An address (a network of one) or a network in CIDR form.
+fn network(text: &str) -> Option<ipnet::IpNet> {
+    let text = text.trim();
+    text.parse()
+        .ok()
+        .or_else(|| text.parse::<IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_is_the_peer_unless_a_trusted_proxy_names_it() {
+        let mut config = Config::default();
+        let mut headers = axum::http::HeaderMap::new();
+        headers.append(
+            "x-forwarded-for",
+            "203.0.113.9, 198.51.100.4".parse().unwrap(),
+        );
+        let proxy: IpAddr = "10.1.2.3".parse().unwrap();
+        assert_eq!(config.client_ip(proxy, &headers), proxy);
+        config.trusted_proxies = vec!["10.0.0.0/8".into()];
+        assert_eq!(
+            config.client_ip(proxy, &headers),
+            "198.51.100.4".parse::<IpAddr>().unwrap()
+        );
+        let stranger: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(config.client_ip(stranger, &headers), stranger);
+        config.trusted_proxies = vec!["10.1.2.3".into()];
+        assert_eq!(
+            config.client_ip(proxy, &axum::http::HeaderMap::new()),
+            proxy,
+            "no header: the proxy itself"
+        );
+        assert!(config.validate().is_ok());
+        config.trusted_proxies = vec!["not-an-ip".into()];
+        assert!(config.validate().is_err());
     }
 }

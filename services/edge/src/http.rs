@@ -141,7 +141,34 @@ impl IntoResponse for ApiError {
         let status =
             StatusCode::from_u16(self.0.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::json!({ "error": self.0.to_proto() });
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Some(secs) = self.0.retry_after() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+/// Where a request comes from: the socket's peer, or the client a trusted
+/// proxy names (see `edge.trusted_proxies`).
+pub struct ClientAddr(pub shared::rpc::Client);
+
+impl FromRequestParts<Arc<EdgeState>> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<EdgeState>,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip());
+        Ok(ClientAddr(shared::rpc::Client {
+            ip: peer.map(|peer| state.config.client_ip(peer, &parts.headers)),
+        }))
     }
 }
 

@@ -152,10 +152,13 @@ impl Edge {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY");
             }
         });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { graceful.cancelled().await })
-            .await
-            .map_err(|e| StartError::setup("http server", e))?;
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { graceful.cancelled().await })
+        .await
+        .map_err(|e| StartError::setup("http server", e))?;
         state.tasks.close();
         if tokio::time::timeout(Duration::from_secs(10), state.tasks.wait())
             .await

@@ -18,15 +18,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shared::RpcError;
 use shared::endpoint::{Anonymous, AsUser, Endpoint};
-use shared::rpc::Identity;
 
-use super::{ApiError, Authenticated};
+use super::{ApiError, Authenticated, ClientAddr};
 use crate::EdgeState;
 
 /// Calls `E` as the authenticated user: `get(user::<GroupGet>)`.
 pub async fn user<E>(
     State(state): State<Arc<EdgeState>>,
     Authenticated(me): Authenticated,
+    ClientAddr(client): ClientAddr,
     method: Method,
     path: RawPathParams,
     uri: Uri,
@@ -39,13 +39,19 @@ where
     E::Reply: Serialize,
 {
     let request = request::<E::Request>(&method, &path, &uri, &body)?;
-    Ok(Json(forward::<E>(&state, Some(&me), &request).await?))
+    Ok(Json(
+        state
+            .caller
+            .call_for::<E>(client, Some(&me), &request)
+            .await?,
+    ))
 }
 
 /// [`user`], answered `201 Created` (the reply is what was created).
 pub async fn user_created<E>(
     state: State<Arc<EdgeState>>,
     me: Authenticated,
+    client: ClientAddr,
     method: Method,
     path: RawPathParams,
     uri: Uri,
@@ -57,13 +63,14 @@ where
     E::Request: DeserializeOwned,
     E::Reply: Serialize,
 {
-    let reply = user::<E>(state, me, method, path, uri, body).await?;
+    let reply = user::<E>(state, me, client, method, path, uri, body).await?;
     Ok((StatusCode::CREATED, reply))
 }
 
 /// Calls `E` without an identity (register, log in, refresh).
 pub async fn public<E>(
     State(state): State<Arc<EdgeState>>,
+    ClientAddr(client): ClientAddr,
     method: Method,
     path: RawPathParams,
     uri: Uri,
@@ -76,12 +83,15 @@ where
     E::Reply: Serialize,
 {
     let request = request::<E::Request>(&method, &path, &uri, &body)?;
-    Ok(Json(forward::<E>(&state, None, &request).await?))
+    Ok(Json(
+        state.caller.call_for::<E>(client, None, &request).await?,
+    ))
 }
 
 /// [`public`], answered `201 Created`.
 pub async fn public_created<E>(
     state: State<Arc<EdgeState>>,
+    client: ClientAddr,
     method: Method,
     path: RawPathParams,
     uri: Uri,
@@ -93,17 +103,8 @@ where
     E::Request: DeserializeOwned,
     E::Reply: Serialize,
 {
-    let reply = public::<E>(state, method, path, uri, body).await?;
+    let reply = public::<E>(state, client, method, path, uri, body).await?;
     Ok((StatusCode::CREATED, reply))
-}
-
-/// The call itself; the public functions above hold the access rules.
-async fn forward<E: Endpoint>(
-    state: &EdgeState,
-    me: Option<&Identity>,
-    request: &E::Request,
-) -> Result<E::Reply, RpcError> {
-    state.caller.call(E::SUBJECT, me, request).await
 }
 
 /// The request of a call: the query (GET, DELETE) or the JSON body (an
