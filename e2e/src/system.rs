@@ -75,9 +75,10 @@ pub struct Settings {
     pub inbox_check_secs: u64,
     /// The server also accepts edge boxes' leaf node links.
     pub leafnodes: bool,
-    /// Logins and registrations per client address and minute (tests make
-    /// many users from 127.0.0.1; the limit tests use the default).
-    pub logins_per_minute: u32,
+    /// Lift the login limits per client address: tests and the benchmark
+    /// make many users from 127.0.0.1, many at once (the limit tests keep
+    /// the production limits).
+    pub lift_login_limits: bool,
 }
 
 impl Default for Settings {
@@ -95,8 +96,18 @@ impl Default for Settings {
             quick_timings: true,
             inbox_check_secs: 1,
             leafnodes: false,
-            logins_per_minute: 100_000,
+            lift_login_limits: true,
         }
+    }
+}
+
+/// Login limits that let one address make many users at once.
+fn lifted_login_limits() -> auth::config::LoginLimits {
+    auth::config::LoginLimits {
+        per_address_per_minute: 100_000,
+        hashes_per_address: 64,
+        max_waiting_hashes: 100_000,
+        ..auth::config::LoginLimits::default()
     }
 }
 
@@ -297,7 +308,9 @@ impl System {
         config.auth.database_url = self.db_url("auth.db");
         config.messages.database_url = self.db_url("messages.db");
         config.messages.recall_window_secs = self.settings.recall_window_secs;
-        config.auth.login.per_address_per_minute = self.settings.logins_per_minute;
+        if self.settings.lift_login_limits {
+            config.auth.login = lifted_login_limits();
+        }
         config.messages.large_group_members = self.settings.large_group_members;
         config.presence.device_ttl_secs = 3;
         config.social.database_url = self.db_url("social.db");
@@ -403,6 +416,22 @@ impl System {
         command
             .env("NATTER_NATS__USER", user)
             .env("NATTER_NATS__NKEY_FILE", self.keys.seed_file(user));
+        if self.settings.lift_login_limits {
+            let lifted = lifted_login_limits();
+            command
+                .env(
+                    "NATTER_AUTH__LOGIN__PER_ADDRESS_PER_MINUTE",
+                    lifted.per_address_per_minute.to_string(),
+                )
+                .env(
+                    "NATTER_AUTH__LOGIN__HASHES_PER_ADDRESS",
+                    lifted.hashes_per_address.to_string(),
+                )
+                .env(
+                    "NATTER_AUTH__LOGIN__MAX_WAITING_HASHES",
+                    lifted.max_waiting_hashes.to_string(),
+                );
+        }
         if self.settings.quick_timings {
             command
                 .env("NATTER_EDGE__PING_INTERVAL_SECS", "1")
@@ -428,10 +457,6 @@ impl System {
             .env(
                 "NATTER_GROUPS__INVITE_FRIENDS_ONLY",
                 self.settings.invite_friends_only.to_string(),
-            )
-            .env(
-                "NATTER_AUTH__LOGIN__PER_ADDRESS_PER_MINUTE",
-                self.settings.logins_per_minute.to_string(),
             )
             .env(
                 "NATTER_MESSAGES__RECALL_WINDOW_SECS",

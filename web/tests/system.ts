@@ -104,6 +104,7 @@ export async function startSystem(env: Record<string, string> = {}): Promise<Sys
         NATTER_DATA_DIR: data,
         // The browser tests register many users from 127.0.0.1.
         NATTER_AUTH__LOGIN__PER_ADDRESS_PER_MINUTE: "100000",
+        NATTER_AUTH__LOGIN__HASHES_PER_ADDRESS: "64",
         NATTER_EDGE__LISTEN: `127.0.0.1:${httpPort}`,
         RUST_LOG: process.env.RUST_LOG ?? "warn",
         ...env,

@@ -91,7 +91,7 @@ impl Default for LoginLimits {
             free_failures: 5,
             max_wait_secs: 900,
             max_waiting_hashes: 64,
-            hashes_per_address: 2,
+            hashes_per_address: 4,
         }
     }
 }

@@ -336,7 +336,11 @@ mod tests {
 
     #[tokio::test]
     async fn one_address_holds_its_share_of_hash_slots_only() {
-        let g = guard();
+        let limits = LoginLimits {
+            hashes_per_address: 2,
+            ..LoginLimits::default()
+        };
+        let g = LoginGuard::new(limits, 2);
         let a = g.slot(ip(1)).await.expect("first");
         let b = g.slot(ip(1)).await.expect("second");
         let refused = g.slot(ip(1)).await.err().expect("third refused");
