@@ -64,6 +64,14 @@ impl Api {
         Self::json(request, token).await
     }
 
+    pub async fn delete(
+        &self,
+        path: &str,
+        token: Option<&str>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        Self::json(self.http.delete(format!("{}{path}", self.base)), token).await
+    }
+
     pub async fn get(
         &self,
         path: &str,

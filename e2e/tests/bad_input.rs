@@ -29,6 +29,7 @@ async fn bad_tokens(system: &System, user: &User) -> anyhow::Result<(String, Str
         did: user.device_id.clone(),
         iss: "natter".into(),
         iat: now - 7200,
+        iat_ms: 0,
         exp,
     };
     let expired = keys.sign(&claims(now - 3600))?;

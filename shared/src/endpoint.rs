@@ -255,6 +255,10 @@ pub mod endpoints {
         AuthLogout: AUTH_LOGOUT, User, auth::LogoutRequest => auth::LogoutResponse;
         /// Change the caller's password (and log out its other devices).
         AuthPassword: AUTH_PASSWORD, User, auth::ChangePasswordRequest => auth::ChangePasswordResponse;
+        /// The caller's devices.
+        AuthDevices: AUTH_DEVICES, User, auth::DevicesRequest => auth::DevicesResponse;
+        /// Log one of the caller's devices out, or every other one.
+        AuthLogoutDevice: AUTH_LOGOUT_DEVICE, User, auth::LogoutDeviceRequest => auth::LogoutDeviceResponse;
         /// The public keys that verify access tokens (for edges).
         AuthKeys: AUTH_KEYS, Internal, auth::PublicKeysRequest => auth::PublicKeysResponse;
         /// Which user ids exist, with their public account fields.

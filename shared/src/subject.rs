@@ -23,6 +23,8 @@ pub mod call {
     pub const AUTH_PASSWORD: &str = "im.v1.auth.password";
     pub const AUTH_REFRESH: &str = "im.v1.auth.refresh";
     pub const AUTH_LOGOUT: &str = "im.v1.auth.logout";
+    pub const AUTH_DEVICES: &str = "im.v1.auth.devices";
+    pub const AUTH_LOGOUT_DEVICE: &str = "im.v1.auth.logout_device";
     pub const PROFILE_GET: &str = "im.v1.profile.get";
     pub const PROFILE_UPDATE: &str = "im.v1.profile.update";
     pub const USER_SEARCH: &str = "im.v1.user.search";
@@ -78,6 +80,7 @@ pub mod event {
     pub const ROOT: &str = "im.evt.v1";
     pub const ALL: &str = "im.evt.v1.>";
     pub const USER_REGISTERED: &str = "im.evt.v1.user.registered";
+    pub const DEVICES_REVOKED: &str = "im.evt.v1.device.revoked";
     pub const MESSAGE_CREATED: &str = "im.evt.v1.message.created";
     pub const MESSAGE_RECALLED: &str = "im.evt.v1.message.recalled";
     pub const PRESENCE_CHANGED: &str = "im.evt.v1.presence.changed";

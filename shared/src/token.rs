@@ -14,6 +14,11 @@ pub struct Claims {
     pub iss: String,
     /// Issued at, Unix seconds.
     pub iat: i64,
+    /// Issued at, Unix milliseconds (0 in tokens from before it existed):
+    /// edges refuse a device's tokens issued before its session ended, and
+    /// a login right after a logout must not look older than it.
+    #[serde(default)]
+    pub iat_ms: i64,
     /// Expires at, Unix seconds.
     pub exp: i64,
 }

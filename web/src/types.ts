@@ -137,7 +137,9 @@ export interface InboxEntry {
 
 export interface ServerFrame {
   replyTo?: string;
-  welcome?: { userId: string; deviceId: string; ackedCursor?: string; idleTimeoutSecs?: number; maxFrameBytes?: number };
+  welcome?: { userId: string; deviceId: string; ackedCursor?: string; idleTimeoutSecs?: number; maxFrameBytes?: number; expiresAtMs?: string };
+  /** The answer to an `auth` frame: the socket now lives until then. */
+  session?: { expiresAtMs?: string };
   ack?: SendAck;
   push?: { cursor: string; entry?: InboxEntry; prev?: string };
   error?: { code: string; message: string };

@@ -34,6 +34,8 @@ export class Connection {
   private timer: ReturnType<typeof setTimeout> | null = null;
   private ackTimer: ReturnType<typeof setTimeout> | null = null;
   private pingTimer: ReturnType<typeof setInterval> | null = null;
+  /** Brings a fresh access token over the socket before the current one expires. */
+  private authTimer: ReturnType<typeof setTimeout> | null = null;
   private lastHeard = Date.now();
   /** Frame id -> the send it carries. */
   private sends = new Map<string, Pending>();
@@ -56,6 +58,7 @@ export class Connection {
     window.removeEventListener("online", this.onOnline);
     if (this.timer) clearTimeout(this.timer);
     if (this.pingTimer) clearInterval(this.pingTimer);
+    if (this.authTimer) clearTimeout(this.authTimer);
     this.flushAck();
     this.ws?.close(1000);
     this.ws = null;
@@ -112,6 +115,7 @@ export class Connection {
       // Sends in flight stay pending: they go again, same clientMsgId, after the next caughtUp.
       this.sends.clear();
       if (this.pingTimer) clearInterval(this.pingTimer);
+      if (this.authTimer) clearTimeout(this.authTimer);
       if (this.stopped) return;
       connection.value = navigator.onLine ? "connecting" : "offline";
       if (!welcomed) {
@@ -145,6 +149,11 @@ export class Connection {
       this.ackedCursor = acked;
       this.frame(ws, { resume: { cursor: String(this.cursor) } });
       this.pingTimer = setInterval(() => this.heartbeat(ws), 20_000);
+      this.scheduleAuth(ws, Number(f.welcome.expiresAtMs ?? 0));
+      return;
+    }
+    if (f.session) {
+      this.scheduleAuth(ws, Number(f.session.expiresAtMs ?? 0));
       return;
     }
     if (f.push) {
@@ -218,6 +227,26 @@ export class Connection {
     if (this.reconnects++ === 0) return;
     refreshPresence([...friends.value.keys()]);
     loadConversations().catch(() => {});
+  }
+
+  /**
+   * The server closes the socket (4001) when its access token expires: 45 s
+   * before, refresh the token (accessToken() does within a minute of expiry)
+   * and hand it over with an `auth` frame.
+   */
+  private scheduleAuth(ws: WebSocket, expiresAtMs: number) {
+    if (this.authTimer) clearTimeout(this.authTimer);
+    if (!expiresAtMs) return;
+    const wait = Math.max(0, expiresAtMs - Date.now() - 45_000);
+    this.authTimer = setTimeout(async () => {
+      this.authTimer = null;
+      try {
+        const token = await accessToken();
+        if (this.ws === ws && ws.readyState === WebSocket.OPEN) this.frame(ws, { auth: { accessToken: token } });
+      } catch {
+        /* the session is gone: the socket closes and the app logs out */
+      }
+    }, wait);
   }
 
   private heartbeat(ws: WebSocket) {

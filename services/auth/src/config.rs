@@ -9,7 +9,8 @@ use shared::nats::StreamsConfig;
 pub struct Config {
     /// `sqlite://...` or `postgres://...`; empty = `auth.db` in the data dir.
     pub database_url: String,
-    /// Lifetime of access tokens, seconds.
+    /// Lifetime of access tokens, seconds: short, as a copied token cannot
+    /// be recalled (ended sessions are refused by every edge at once anyway).
     pub access_token_ttl_secs: u64,
     /// Lifetime of a refresh token (each refresh issues a new one).
     pub refresh_token_ttl_secs: u64,
@@ -28,7 +29,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             database_url: String::new(),
-            access_token_ttl_secs: 3600,
+            access_token_ttl_secs: 900,
             refresh_token_ttl_secs: 30 * 86_400,
             issuer: "natter".into(),
             max_concurrent_hashes: 2,

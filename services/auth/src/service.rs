@@ -8,7 +8,8 @@ use std::sync::Arc;
 use shared::db::{self, AnyPool};
 use shared::endpoint::Server;
 use shared::endpoint::endpoints::{
-    AuthKeys, AuthLogin, AuthLogout, AuthLookup, AuthPassword, AuthPhone, AuthRefresh, AuthRegister,
+    AuthDevices, AuthKeys, AuthLogin, AuthLogout, AuthLogoutDevice, AuthLookup, AuthPassword,
+    AuthPhone, AuthRefresh, AuthRegister,
 };
 use shared::proto::auth as pb;
 use shared::rpc::{Client, internal};
@@ -67,6 +68,10 @@ pub async fn run(
     .serve::<AuthLogout, _, _>(64, |s, me, _| async move { s.logout(me).await })
     .serve::<AuthPassword, _, _>(16, |s, me, input| async move {
         s.change_password(me, input).await
+    })
+    .serve::<AuthDevices, _, _>(16, |s, me, _| async move { s.devices(me).await })
+    .serve::<AuthLogoutDevice, _, _>(16, |s, me, input| async move {
+        s.logout_device(me, input).await
     })
     .serve::<AuthKeys, _, _>(16, |s, (), _| async move {
         Ok(pb::PublicKeysResponse {
@@ -246,6 +251,7 @@ impl State {
             did: device_id.clone(),
             iss: self.config.issuer.clone(),
             iat,
+            iat_ms: now_ms,
             exp,
         };
         let access_token = self
@@ -335,19 +341,99 @@ impl State {
         }
         let new_hash = self.hash(Client::default(), input.new_password).await?;
         store::set_password_hash(&self.pool, &me.user_id, &new_hash).await?;
-        let revoked = store::revoke(
-            &self.pool,
-            &me.user_id,
-            store::Devices::AllBut(&me.device_id),
-        )
-        .await?;
+        let revoked = self
+            .end_sessions(&me.user_id, store::Devices::AllBut(&me.device_id))
+            .await?;
         tracing::info!(user_id = %me.user_id, revoked, "password changed; other devices logged out");
         Ok(pb::ChangePasswordResponse {})
     }
 
+    /// The caller's devices.
+    async fn devices(&self, me: Identity) -> Result<pb::DevicesResponse, RpcError> {
+        let rows = store::devices(&self.pool, &me.user_id).await?;
+        let devices = rows
+            .into_iter()
+            .map(|row| pb::Device {
+                current: row.id == me.device_id.as_str(),
+                device_id: row.id,
+                name: row.name,
+                created_at_ms: row.created_at_ms,
+                last_active_at_ms: row.last_login_at_ms,
+                signed_in: row.signed_in != 0,
+            })
+            .collect();
+        Ok(pb::DevicesResponse { devices })
+    }
+
+    /// Logs one of the caller's devices out, or every other one.
+    async fn logout_device(
+        &self,
+        me: Identity,
+        input: pb::LogoutDeviceRequest,
+    ) -> Result<pb::LogoutDeviceResponse, RpcError> {
+        let devices = match (input.all_others, input.device_id.as_str()) {
+            (true, "") => store::Devices::AllBut(&me.device_id),
+            (false, "") => {
+                return Err(RpcError::bad_request("give device_id, or all_others: true"));
+            }
+            (true, _) => {
+                return Err(RpcError::bad_request(
+                    "device_id and all_others: true exclude each other",
+                ));
+            }
+            (false, device) => {
+                let mine = subject::is_valid_token(device)
+                    && store::owns_device(&self.pool, &me.user_id, device).await?;
+                if !mine {
+                    return Err(RpcError::not_found("no such device"));
+                }
+                store::Devices::Only(device)
+            }
+        };
+        let revoked = self.end_sessions(&me.user_id, devices).await?;
+        tracing::info!(user_id = %me.user_id, ?devices, revoked, "devices logged out");
+        Ok(pb::LogoutDeviceResponse {})
+    }
+
+    /// Ends sessions: the devices' refresh tokens stop working, and every
+    /// edge learns of it (`im.evt.v1.device.revoked`), closes their
+    /// WebSockets and refuses their access tokens. Doing it again is
+    /// harmless, so a failed announcement is an error the caller retries.
+    async fn end_sessions(
+        &self,
+        user_id: &str,
+        devices: store::Devices<'_>,
+    ) -> Result<u64, RpcError> {
+        let revoked = store::revoke(&self.pool, user_id, devices).await?;
+        let at_ms = ids::now_ms();
+        let (device_ids, every_device_but) = match devices {
+            store::Devices::Only(device) => (vec![device.to_owned()], String::new()),
+            store::Devices::AllBut(device) => (Vec::new(), device.to_owned()),
+        };
+        let event = pb::DevicesRevoked {
+            user_id: user_id.to_owned(),
+            device_ids,
+            every_device_but,
+            at_ms,
+        };
+        shared::nats::publish_event(
+            &self.nats.jetstream,
+            subject::event::DEVICES_REVOKED,
+            prost::Message::encode_to_vec(&event).into(),
+            &format!("revoked:{user_id}:{at_ms}:{}", ids::new_id()),
+        )
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "device.revoked event not stored");
+            RpcError::unavailable("logged out, but not every server heard yet: try again")
+        })?;
+        Ok(revoked)
+    }
+
     /// Logs the caller's device out (its refresh token stops working).
     async fn logout(&self, me: Identity) -> Result<pb::LogoutResponse, RpcError> {
-        store::revoke(&self.pool, &me.user_id, store::Devices::Only(&me.device_id)).await?;
+        self.end_sessions(&me.user_id, store::Devices::Only(&me.device_id))
+            .await?;
         tracing::info!(user_id = %me.user_id, device_id = %me.device_id, "device logged out");
         Ok(pb::LogoutResponse {})
     }

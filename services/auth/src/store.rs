@@ -241,3 +241,41 @@ pub async fn revoke(
         .await?;
     Ok(done.rows_affected())
 }
+
+/// One of a user's devices.
+#[derive(Debug, sqlx::FromRow)]
+pub struct DeviceRow {
+    pub id: String,
+    pub name: String,
+    pub created_at_ms: i64,
+    pub last_login_at_ms: i64,
+    /// 1 when its refresh token works.
+    pub signed_in: i64,
+}
+
+/// A user's devices, most recently active first.
+pub async fn devices(pool: &AnyPool, user_id: &str) -> Result<Vec<DeviceRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, name, created_at_ms, last_login_at_ms,
+                CASE WHEN refresh_hash <> '' THEN 1 ELSE 0 END AS signed_in
+         FROM devices WHERE user_id = $1 ORDER BY last_login_at_ms DESC, id",
+    )
+    .bind(user_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// Whether `device_id` is one of `user_id`'s devices.
+pub async fn owns_device(
+    pool: &AnyPool,
+    user_id: &str,
+    device_id: &str,
+) -> Result<bool, sqlx::Error> {
+    let found: Option<String> =
+        sqlx::query_scalar("SELECT id FROM devices WHERE id = $1 AND user_id = $2")
+            .bind(device_id)
+            .bind(user_id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(found.is_some())
+}

@@ -28,6 +28,8 @@ async fn auth_keeps_its_contract() {
         AuthRefresh,
         AuthLogout,
         AuthPassword,
+        AuthDevices,
+        AuthLogoutDevice,
         AuthKeys,
         AuthLookup,
         AuthPhone,

@@ -82,6 +82,7 @@ pub fn kind_name(kind: &client_frame::Kind) -> &'static str {
         client_frame::Kind::Resume(_) => "resume",
         client_frame::Kind::Ping(_) => "ping",
         client_frame::Kind::Typing(_) => "typing",
+        client_frame::Kind::Auth(_) => "auth",
     }
 }
 

@@ -37,6 +37,11 @@ pub fn router(state: Arc<EdgeState>) -> Router {
         .route("/v1/auth/refresh", post(public::<AuthRefresh>))
         .route("/v1/auth/password", post(user::<AuthPassword>))
         .route("/v1/auth/logout", post(user::<AuthLogout>))
+        .route(
+            "/v1/devices",
+            get(user::<AuthDevices>).delete(user::<AuthLogoutDevice>),
+        )
+        .route("/v1/devices/{device_id}", delete(user::<AuthLogoutDevice>))
         .route("/v1/profile", get(my_profile).patch(user::<ProfileUpdate>))
         .route("/v1/profiles", get(profiles))
         .route("/v1/users/search", get(search_users))
@@ -192,7 +197,7 @@ impl FromRequestParts<Arc<EdgeState>> for Authenticated {
     ) -> Result<Self, ApiError> {
         let token =
             bearer(&parts.headers).ok_or_else(|| RpcError::unauthorized("missing access token"))?;
-        Ok(Authenticated(state.keyring.verify(token).await?))
+        Ok(Authenticated(state.authenticate(token).await?.who))
     }
 }
 
@@ -369,7 +374,7 @@ async fn websocket(
         .filter(|t| !t.is_empty())
         .or_else(|| bearer(&headers))
         .ok_or_else(|| RpcError::unauthorized("missing access token"))?;
-    let who = state.keyring.verify(token).await?;
+    let verified = state.authenticate(token).await?;
     let format = match query.format.as_deref() {
         None | Some("json") => Format::Json,
         Some("binary") | Some("protobuf") => Format::Binary,
@@ -389,7 +394,7 @@ async fn websocket(
     let cancel = state.shutdown.child_token();
     let task_state = state.clone();
     state.tasks.spawn(async move {
-        crate::ws::run(task_state, who, upgrade, format, cancel).await;
+        crate::ws::run(task_state, verified, upgrade, format, cancel).await;
         drop(permit);
     });
     Ok(response.into_response())

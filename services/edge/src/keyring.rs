@@ -16,6 +16,15 @@ use shared::ids::{DeviceId, UserId};
 use shared::proto::auth as pb;
 use shared::rpc::{Caller, Identity};
 use shared::token::Claims;
+
+/// A verified access token.
+#[derive(Clone, Debug)]
+pub struct Verified {
+    pub who: Identity,
+    /// When it was issued, Unix ms.
+    pub issued_at_ms: i64,
+    pub expires_at_secs: i64,
+}
 use tokio::sync::Mutex;
 
 const REFRESH_GAP: Duration = Duration::from_secs(5);
@@ -63,6 +72,11 @@ impl KeyRing {
 
     /// Verifies a token and returns the identity it carries.
     pub async fn verify(&self, token: &str) -> Result<Identity, RpcError> {
+        Ok(self.verify_token(token).await?.who)
+    }
+
+    /// [`KeyRing::verify`], with when the token was issued and expires.
+    pub async fn verify_token(&self, token: &str) -> Result<Verified, RpcError> {
         let invalid = || RpcError::unauthorized("invalid access token");
         let header = jsonwebtoken::decode_header(token).map_err(|_| invalid())?;
         if header.alg != Algorithm::EdDSA {
@@ -84,7 +98,15 @@ impl KeyRing {
             }
         };
         match (UserId::parse(claims.sub), DeviceId::parse(claims.did)) {
-            (Ok(user_id), Ok(device_id)) => Ok(Identity { user_id, device_id }),
+            (Ok(user_id), Ok(device_id)) => Ok(Verified {
+                who: Identity { user_id, device_id },
+                issued_at_ms: if claims.iat_ms > 0 {
+                    claims.iat_ms
+                } else {
+                    claims.iat.saturating_mul(1000)
+                },
+                expires_at_secs: claims.exp,
+            }),
             _ => Err(invalid()),
         }
     }

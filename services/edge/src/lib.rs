@@ -23,6 +23,7 @@ pub mod http;
 pub mod inbox;
 pub mod keyring;
 pub mod presence;
+pub mod sessions;
 pub mod web;
 pub mod ws;
 
@@ -30,8 +31,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shared::Nats;
 use shared::service::StartError;
+use shared::{Nats, RpcError};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -48,8 +49,23 @@ pub struct EdgeState {
     pub group_hub: group_hub::GroupHub,
     pub devices: presence::Devices,
     pub connections: Arc<Semaphore>,
+    pub sessions: sessions::Sessions,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
+}
+
+impl EdgeState {
+    /// Verifies an access token and that its session has not ended.
+    pub async fn authenticate(&self, token: &str) -> Result<keyring::Verified, RpcError> {
+        let verified = self.keyring.verify_token(token).await?;
+        if self
+            .sessions
+            .is_revoked(&verified.who, verified.issued_at_ms)
+        {
+            return Err(RpcError::unauthorized("session ended: log in again"));
+        }
+        Ok(verified)
+    }
 }
 
 /// An edge bound to its address, not yet serving.
@@ -91,6 +107,7 @@ impl Edge {
             keyring: keyring::KeyRing::new(caller.clone()),
             devices: presence::Devices::new(edge_id, caller.clone()),
             connections: Arc::new(Semaphore::new(config.max_connections)),
+            sessions: sessions::Sessions::default(),
             group_hub: group_hub::GroupHub::new(nats.client.clone()),
             caller,
             inbox,
@@ -113,6 +130,18 @@ impl Edge {
     pub async fn serve(self) -> Result<(), StartError> {
         let Self { state, listener } = self;
         let shutdown = state.shutdown.clone();
+        // Ended sessions: heard before the first connection is served.
+        let revocations = state
+            .nats
+            .client
+            .subscribe(shared::subject::event::DEVICES_REVOKED)
+            .await
+            .map_err(|e| StartError::setup("subscribing to device.revoked", e))?;
+        let listener_state = state.clone();
+        let revocation_listener = tokio::spawn(async move {
+            let stop = listener_state.shutdown.clone();
+            listener_state.sessions.listen(revocations, stop).await;
+        });
         // Token keys: keep trying until the auth service answers.
         let keys = state.clone();
         let key_loader = tokio::spawn(async move {
@@ -167,6 +196,7 @@ impl Edge {
             tracing::warn!("connections still open after shutdown timeout");
         }
         key_loader.abort();
+        revocation_listener.abort();
         let _ = heartbeat.await;
         let _ = group_check.await;
         state.group_hub.close().await;

@@ -17,7 +17,7 @@
 //! asks), [`delivery`] (inbox and pushes to the client), [`large`] (large
 //! groups), [`coalesce`] (few writes for many frames).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -79,6 +79,11 @@ enum Out {
 /// What the tasks of one connection share.
 struct Conn {
     who: Identity,
+    /// Its id among the connections of this edge (see `Sessions`).
+    id: u64,
+    /// When its access token expires (Unix ms): the connection closes then,
+    /// unless an `auth` frame brought a later token.
+    expires_at_ms: AtomicI64,
     binary: AtomicBool,
     out: mpsc::Sender<Out>,
     cancel: CancellationToken,
@@ -138,14 +143,21 @@ impl Conn {
     }
 }
 
+impl crate::sessions::Session for Conn {
+    fn end(&self, code: u16, reason: &str) {
+        self.close(code, reason);
+    }
+}
+
 /// Runs a connection to its end. `cancel` is a child of the edge's shutdown.
 pub async fn run(
     state: Arc<EdgeState>,
-    who: Identity,
+    verified: crate::keyring::Verified,
     upgrade: UpgradeFut,
     format: Format,
     cancel: CancellationToken,
 ) {
+    let who = verified.who;
     // The one-off steps are boxed: a connection's future keeps only the
     // size of what it waits on for most of its life (the next frame).
     let ws = match Box::pin(upgrade).await {
@@ -194,6 +206,8 @@ pub async fn run(
     let large = Large::new(&state);
     let conn = Arc::new(Conn {
         who: who.clone(),
+        id: state.group_hub.connection_id(),
+        expires_at_ms: AtomicI64::new(verified.expires_at_secs.saturating_mul(1000)),
         binary: AtomicBool::new(format == Format::Binary),
         out: out_tx,
         cancel,
@@ -205,6 +219,15 @@ pub async fn run(
         large: tokio::sync::Mutex::new(large),
     });
     tracing::debug!(user = %who.user_id, device = %who.device_id, "connected");
+    let session: std::sync::Weak<dyn crate::sessions::Session> = Arc::downgrade(&conn) as _;
+    state.sessions.opened(&who, conn.id, session);
+    // A session that ended while this one was being set up.
+    if state.sessions.is_revoked(&who, verified.issued_at_ms) {
+        conn.close(
+            crate::sessions::SESSION_ENDED,
+            "session ended: log in again",
+        );
+    }
     Box::pin(state.devices.connected(&who)).await;
 
     let writer = tokio::spawn(write_loop(
@@ -230,6 +253,7 @@ pub async fn run(
         acked_cursor: acked,
         idle_timeout_secs: config.idle_timeout_secs as u32,
         max_frame_bytes: config.max_frame_bytes as u32,
+        expires_at_ms: conn.expires_at_ms.load(Ordering::Acquire),
     };
     if Box::pin(conn.send(frames::reply(0, server_frame::Kind::Welcome(welcome)))).await {
         read_loop(&state, &conn, &mut reader, &mut sends, &resume_tx).await;
@@ -249,6 +273,7 @@ pub async fn run(
             }
         };
         let _ = tokio::join!(writer, sender, delivery);
+        state.sessions.closed(&who, conn.id);
         state.devices.disconnected(&who).await;
     })
     .await;

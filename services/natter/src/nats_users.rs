@@ -119,11 +119,11 @@ pub fn service_permissions(service: Service) -> Permissions {
             ] {
                 publish.extend(js(&api));
             }
-            let subscribe = strings(&[subject::PUSH_ALL, "im.group.v1.>"]);
+            let subscribe = strings(&[subject::PUSH_ALL, "im.group.v1.>", event::DEVICES_REVOKED]);
             (publish, subscribe, false)
         }
         Service::Auth => (
-            strings(&["im.evt.v1.user.>"]),
+            strings(&["im.evt.v1.user.>", "im.evt.v1.device.>"]),
             strings(&["im.v1.auth.>", SRV]),
             true,
         ),

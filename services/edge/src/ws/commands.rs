@@ -1,6 +1,6 @@
 //! What a client asks over its WebSocket: sends (forwarded in order by one
-//! task per connection, started at the first send), acks, typing, resumes
-//! and pings.
+//! task per connection, started at the first send), acks, typing, resumes,
+//! pings, and fresh access tokens.
 
 use super::*;
 
@@ -30,6 +30,19 @@ pub(super) async fn handle_message(
                 sent = sends.tx.send((id, Box::new(send))) => sent.is_ok(),
             };
         }
+        client_frame::Kind::Auth(auth) => match state.authenticate(&auth.access_token).await {
+            Ok(verified) if verified.who == conn.who => {
+                let expires = verified.expires_at_secs.saturating_mul(1000);
+                conn.expires_at_ms.fetch_max(expires, Ordering::AcqRel);
+                let session = pb::Session {
+                    expires_at_ms: conn.expires_at_ms.load(Ordering::Acquire),
+                };
+                let frame = frames::reply(id, server_frame::Kind::Session(session));
+                return conn.send(frame).await;
+            }
+            Ok(_) => RpcError::forbidden("the token is another device's"),
+            Err(e) => e,
+        },
         client_frame::Kind::Ack(ack) => {
             if ack.cursor > conn.delivered.load(Ordering::Acquire) {
                 RpcError::bad_request("cursor is ahead of what was delivered")

@@ -71,6 +71,13 @@ pub(super) async fn delivery_loop(
                 true
             }
             _ = check.tick(), if started => Box::pin(check_inbox(&state, &conn)).await,
+            _ = token_expiry(&conn) => {
+                conn.close(
+                    crate::sessions::SESSION_ENDED,
+                    "access token expired: refresh it, then reconnect (or send `auth` before it expires)",
+                );
+                false
+            }
         };
         if !ok {
             break;
@@ -97,6 +104,19 @@ pub(super) async fn next_group(rx: &mut Option<mpsc::Receiver<GroupPush>>) -> Op
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Resolves when the connection's access token has expired (an `auth` frame
+/// may move the expiry on meanwhile: it is read again when the wait ends).
+pub(super) async fn token_expiry(conn: &Conn) {
+    loop {
+        let expires = conn.expires_at_ms.load(Ordering::Acquire);
+        let left = expires.saturating_sub(shared::ids::now_ms());
+        if left <= 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(left as u64)).await;
     }
 }
 
