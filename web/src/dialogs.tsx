@@ -1,10 +1,10 @@
 // Dialogs opened from the sidebar: a new group, picking friends, and the
-// settings (profile, language, theme, log out).
-import { useState } from "preact/hooks";
+// settings (profile, language, theme, devices, log out).
+import { useEffect, useState } from "preact/hooks";
 import { api } from "./api";
-import { lang, setLang, t } from "./i18n";
+import { formatWhen, lang, setLang, t } from "./i18n";
 import { friends, loadGroups, logout, me, openConversation, reportError, showToast } from "./state";
-import type { Group, Profile } from "./types";
+import type { Device, Group, Profile } from "./types";
 import { attempt, Avatar, Modal } from "./ui";
 import { setTheme, theme } from "./theme";
 
@@ -106,6 +106,50 @@ export function SettingsDialog({ onClose }: { onClose: () => void }) {
           <button aria-pressed={theme.value === "dark"} onClick={() => setTheme("dark")}>{s.themeDark}</button>
         </div>
       </div>
+      <Devices />
     </Modal>
+  );
+}
+
+/** My devices: which is this one, when each was last active; log any other out. */
+function Devices() {
+  const s = t();
+  const [devices, setDevices] = useState<Device[] | null>(null);
+  const load = () =>
+    attempt(async () => {
+      setDevices((await api.get<{ devices?: Device[] }>("/v1/devices")).devices ?? []);
+    }, reportError);
+  useEffect(() => {
+    load();
+  }, []);
+  const logOut = (path: string) =>
+    attempt(async () => {
+      await api.del(path);
+      showToast(s.loggedOutDevices);
+      await load();
+    }, reportError);
+  const others = (devices ?? []).filter((d) => !d.current && d.signedIn);
+  return (
+    <div class="field">
+      {s.devices}
+      <ul class="devices" aria-label={s.devices}>
+        {(devices ?? []).map((d) => (
+          <li key={d.deviceId} class="device">
+            <span class="device-name">{d.name || d.deviceId.slice(0, 8)}</span>
+            <span class="sub">
+              {d.current ? s.thisDevice : d.signedIn ? s.lastActive(formatWhen(Number(d.lastActiveAtMs ?? 0))) : s.signedOut}
+            </span>
+            {!d.current && d.signedIn && (
+              <button class="btn secondary small" onClick={() => logOut(`/v1/devices/${encodeURIComponent(d.deviceId)}`)}>
+                {s.logoutDevice}
+              </button>
+            )}
+          </li>
+        ))}
+      </ul>
+      {others.length > 0 && (
+        <button class="btn secondary" onClick={() => logOut("/v1/devices?all_others=true")}>{s.logoutOthers}</button>
+      )}
+    </div>
   );
 }

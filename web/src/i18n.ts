@@ -17,6 +17,13 @@ const en = {
   registerTitle: "Create your natter account",
   tagline: "Chat that never loses a message.",
   logout: "Log out",
+  devices: "Devices",
+  thisDevice: "This device",
+  lastActive: (when: string) => `Active ${when}`,
+  signedOut: "Logged out",
+  logoutDevice: "Log out",
+  logoutOthers: "Log out all other devices",
+  loggedOutDevices: "Logged out",
   chats: "Chats",
   messages: "Messages",
   contacts: "Contacts",
@@ -184,6 +191,13 @@ const zh: Strings = {
   registerTitle: "注册 natter 账号",
   tagline: "不丢一条消息的聊天。",
   logout: "退出登录",
+  devices: "登录设备",
+  thisDevice: "本设备",
+  lastActive: (when: string) => `${when} 活跃`,
+  signedOut: "已退出",
+  logoutDevice: "退出",
+  logoutOthers: "退出其他所有设备",
+  loggedOutDevices: "已退出登录",
   chats: "消息",
   messages: "聊天记录",
   contacts: "通讯录",
@@ -377,12 +391,16 @@ export function formatDay(ms: number): string {
   return d.toLocaleDateString(locale, { weekday: "long", year: "numeric", month: "long", day: "numeric" });
 }
 
-export function formatLastSeen(ms: number): string {
-  if (!ms) return t().offline;
+/** A moment as a short local date and time (today: the time only). */
+export function formatWhen(ms: number): string {
   const locale = lang.value === "zh" ? "zh-CN" : "en-GB";
   const d = new Date(ms);
-  const when = d.toDateString() === new Date().toDateString()
+  return d.toDateString() === new Date().toDateString()
     ? d.toLocaleTimeString(locale, { hour: "2-digit", minute: "2-digit" })
     : d.toLocaleString(locale, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
-  return t().lastSeen(when);
+}
+
+export function formatLastSeen(ms: number): string {
+  if (!ms) return t().offline;
+  return t().lastSeen(formatWhen(ms));
 }

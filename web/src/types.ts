@@ -153,3 +153,13 @@ export interface ServerFrame {
   groupMessage?: Message;
   groupHeads?: { heads?: { conversationId: string; lastSeq: string }[] };
 }
+
+/** One of my devices (GET /v1/devices); JSON leaves false fields out. */
+export interface Device {
+  deviceId: string;
+  name?: string;
+  createdAtMs?: string;
+  lastActiveAtMs?: string;
+  current?: boolean;
+  signedIn?: boolean;
+}

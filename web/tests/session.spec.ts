@@ -2,7 +2,7 @@
 // offline and coming back with nothing lost and nothing twice, two tabs.
 import { expect, test } from "@playwright/test";
 import {
-  baseUrl, befriend, call, chatHeader, composer, conversation, loggedIn, messages, say, seedUser, sendText, watch,
+  baseUrl, befriend, call, chatHeader, composer, conversation, loggedIn, messages, say, seedUser, sendText, shot, watch,
 } from "./helpers";
 
 test("offline: what was sent meanwhile arrives once, in order, and what I wrote goes out", async ({ browser }) => {
@@ -130,4 +130,27 @@ test("two tabs of one user stay in step; a stale cursor resyncs", async ({ brows
   await expect(two.getByRole("heading", { name: "Welcome back" })).toBeVisible();
   await expect(composer(one)).toHaveCount(0);
   await context.close();
+});
+
+test("my devices: this one marked, another logged out, then all others leave at once", async ({ browser }) => {
+  const me = await seedUser("devs", "Dev");
+  const laptop = await loggedIn(browser, me);
+  const phone = await loggedIn(browser, me);
+  await laptop.page.getByRole("button", { name: "Settings" }).first().click();
+  const settings = laptop.page.getByRole("dialog", { name: "Settings" });
+  const devices = settings.getByRole("list", { name: "Devices" }).getByRole("listitem");
+  await expect(devices).toHaveCount(3);
+  await expect(devices.filter({ hasText: "This device" })).toHaveCount(1);
+  // The device the seed logged in with (named "seed"): logged out alone.
+  await devices.filter({ hasText: "seed" }).getByRole("button", { name: "Log out" }).click();
+  await expect(devices.filter({ hasText: "seed" })).toContainText("Logged out");
+  await expect(phone.page.getByRole("tab", { name: /^Chats/ })).toBeVisible();
+  await shot(laptop.page, "settings-devices");
+  // Every other device: the phone's open page is logged out at once.
+  await settings.getByRole("button", { name: "Log out all other devices" }).click();
+  await expect(phone.page.getByRole("button", { name: /^(Log in|登录)$/ })).toBeVisible();
+  await expect(devices.filter({ hasText: "Logged out" })).toHaveCount(2);
+  await expect(devices.filter({ hasText: "This device" })).toHaveCount(1);
+  await laptop.context.close();
+  await phone.context.close();
 });
