@@ -88,3 +88,39 @@ async fn a_login_flood_from_one_address_leaves_other_logins_flowing() -> anyhow:
     assert!(refused >= 200 - rate, "only {refused} of 200 refused");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_numbers_cannot_be_enumerated() -> anyhow::Result<()> {
+    let (system, [alice, bob]) =
+        System::with_settings_and_users(Mode::InProcess, limited(), ["alice", "bob"]).await?;
+    let api = system.api();
+    let (status, body) = api
+        .post(
+            "/v1/auth/register",
+            None,
+            serde_json::json!({ "username": "carol", "password": "carol-password", "phone": "+8613800138000" })
+                .to_string(),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let search = "/v1/users/search?q=%2B8613800138000";
+    let per_minute = social::Config::default().phone_searches_per_minute;
+    for _ in 0..per_minute {
+        let (status, found) = api.get(search, Some(&alice.token)).await?;
+        assert_eq!(status, StatusCode::OK, "{found}");
+        assert_eq!(found["users"].as_array().map(Vec::len), Some(1), "{found}");
+    }
+    let (status, refused) = api.get(search, Some(&alice.token)).await?;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{refused}");
+    assert_eq!(refused["error"]["code"], "rate_limited");
+    // Searching by name is not held, nor is another user elsewhere.
+    let (status, _) = api
+        .get("/v1/users/search?q=car", Some(&alice.token))
+        .await?;
+    assert_eq!(status, StatusCode::OK);
+    let (status, found) = from(&system, "127.0.0.4")
+        .get(search, Some(&bob.token))
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    Ok(())
+}

@@ -46,6 +46,10 @@ pub trait Access: Send + Sync + 'static {
 pub struct User;
 /// Another service only: a call carrying a user identity is refused.
 pub struct Internal;
+/// A user through an edge, with where the call comes from: the handler gets
+/// the verified [`Identity`] and the [`Client`](crate::rpc::Client) address,
+/// for limits per address (phone-number searches).
+pub struct UserAt;
 /// Anyone (register, log in, refresh): no identity needed.
 pub struct Public;
 /// A user through an edge, or another service: the handler gets the
@@ -58,6 +62,17 @@ impl Access for User {
     type Caller = Identity;
     fn caller(headers: Option<&HeaderMap>) -> Result<Identity, RpcError> {
         Identity::from_headers(headers)
+    }
+}
+
+impl Access for UserAt {
+    const KIND: AccessKind = AccessKind::User;
+    type Caller = (Identity, crate::rpc::Client);
+    fn caller(headers: Option<&HeaderMap>) -> Result<Self::Caller, RpcError> {
+        Ok((
+            Identity::from_headers(headers)?,
+            crate::rpc::Client::from_headers(headers),
+        ))
     }
 }
 
@@ -98,6 +113,7 @@ impl Anonymous for UserOrService {}
 /// Marks the accesses a call may carry a user's identity to.
 pub trait AsUser: Access {}
 impl AsUser for User {}
+impl AsUser for UserAt {}
 impl AsUser for UserOrService {}
 
 /// One NATS call endpoint.
@@ -241,7 +257,7 @@ macro_rules! endpoints {
 /// Every endpoint (services migrate to these definitions one by one; see
 /// ARCHITECTURE.md).
 pub mod endpoints {
-    use super::{Endpoint, Internal, Public, User, UserOrService};
+    use super::{Endpoint, Internal, Public, User, UserAt, UserOrService};
     use crate::proto::{auth, group, message, presence, social};
 
     endpoints! {
@@ -294,7 +310,7 @@ pub mod endpoints {
         /// Change the caller's profile.
         ProfileUpdate: PROFILE_UPDATE, User, social::UpdateProfileRequest => social::Profile;
         /// Find users by username, nickname or exact phone.
-        UserSearch: USER_SEARCH, User, social::SearchRequest => social::SearchResponse;
+        UserSearch: USER_SEARCH, UserAt, social::SearchRequest => social::SearchResponse;
         /// Ask a user to be friends.
         FriendAsk: FRIEND_REQUEST, User, social::SendFriendRequestRequest => social::SendFriendRequestResponse;
         /// The caller's friend requests, in or out.

@@ -307,6 +307,7 @@ struct SearchQuery {
 async fn search_users(
     State(state): State<Arc<EdgeState>>,
     Authenticated(me): Authenticated,
+    ClientAddr(client): ClientAddr,
     query: Result<Query<SearchQuery>, QueryRejection>,
 ) -> ApiResult<social_pb::SearchResponse> {
     let Query(q) = query.map_err(bad_query)?;
@@ -316,7 +317,10 @@ async fn search_users(
         cursor: q.cursor,
     };
     Ok(Json(
-        state.caller.call_as::<UserSearch>(&me, &request).await?,
+        state
+            .caller
+            .call_for::<UserSearch>(client, Some(&me), &request)
+            .await?,
     ))
 }
 

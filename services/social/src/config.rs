@@ -11,6 +11,11 @@ pub struct Config {
     pub database_url: String,
     /// Most friends one user may have.
     pub max_friends: u32,
+    /// Exact phone-number searches one user may make per minute (a number
+    /// finds its account: more would let a user enumerate numbers).
+    pub phone_searches_per_minute: u32,
+    /// The same per client address, any users.
+    pub phone_searches_per_address_per_minute: u32,
     #[serde(skip)]
     pub streams: StreamsConfig,
 }
@@ -20,6 +25,8 @@ impl Default for Config {
         Self {
             database_url: String::new(),
             max_friends: 5000,
+            phone_searches_per_minute: 10,
+            phone_searches_per_address_per_minute: 30,
             streams: StreamsConfig::default(),
         }
     }
@@ -29,6 +36,16 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         required("social.database_url", &self.database_url)?;
         within("social.max_friends", self.max_friends, 1..=100_000)?;
+        within(
+            "social.phone_searches_per_minute",
+            self.phone_searches_per_minute,
+            1..=10_000,
+        )?;
+        within(
+            "social.phone_searches_per_address_per_minute",
+            self.phone_searches_per_address_per_minute,
+            1..=100_000,
+        )?;
         self.streams.validate()
     }
 }

@@ -9,7 +9,7 @@ use shared::endpoint::endpoints::{AuthLookup, AuthPhone};
 use shared::ids::UserId;
 use shared::proto::auth as auth_pb;
 use shared::proto::social as pb;
-use shared::rpc::Identity;
+use shared::rpc::{Client, Identity};
 use shared::{RpcError, ids, subject};
 
 use super::{State, user_ids};
@@ -158,7 +158,7 @@ impl State {
 
     pub(super) async fn search(
         self: Arc<Self>,
-        me: Identity,
+        (me, client): (Identity, Client),
         input: pb::SearchRequest,
     ) -> Result<pb::SearchResponse, RpcError> {
         let query = input.query.trim();
@@ -178,8 +178,10 @@ impl State {
         if input.cursor.len() > 200 {
             return Err(RpcError::bad_request("malformed cursor"));
         }
-        // A phone number finds exactly its account and nothing else.
+        // A phone number finds exactly its account and nothing else, a
+        // few times a minute (enumerating numbers would find who has them).
         if let Some(phone) = shared::text::phone(query) {
+            self.phone_searches.check(&me.user_id, client.ip)?;
             let reply = self
                 .caller
                 .call_to::<AuthPhone>(&auth_pb::PhoneLookupRequest { phone })
