@@ -140,7 +140,11 @@ function Devices() {
               {d.current ? s.thisDevice : d.signedIn ? s.lastActive(formatWhen(Number(d.lastActiveAtMs ?? 0))) : s.signedOut}
             </span>
             {!d.current && d.signedIn && (
-              <button class="btn secondary small" onClick={() => logOut(`/v1/devices/${encodeURIComponent(d.deviceId)}`)}>
+              <button
+                class="btn secondary small"
+                aria-label={s.logoutDeviceNamed(d.name || d.deviceId.slice(0, 8))}
+                onClick={() => logOut(`/v1/devices/${encodeURIComponent(d.deviceId)}`)}
+              >
                 {s.logoutDevice}
               </button>
             )}

@@ -88,7 +88,7 @@ test("stays logged in across reloads, refreshes its token, logs out", async ({ b
 
   // Logging out ends the device's session on the server too.
   await page.getByRole("button", { name: "Settings" }).first().click();
-  await page.getByRole("dialog", { name: "Settings" }).getByRole("button", { name: "Log out" }).click();
+  await page.getByRole("dialog", { name: "Settings" }).getByRole("button", { name: "Log out", exact: true }).click();
   await expect(page.getByRole("heading", { name: "Welcome back" })).toBeVisible();
   expect(await page.evaluate(() => localStorage.getItem("natter.session"))).toBeNull();
   const refused = await fetch(`${baseUrl()}/v1/auth/refresh`, { method: "POST", body: JSON.stringify({ refreshToken: after.refreshToken }) });
@@ -126,7 +126,7 @@ test("two tabs of one user stay in step; a stale cursor resyncs", async ({ brows
   await expect(chatHeader(two)).toContainText("Frank");
 
   await one.getByRole("button", { name: "Settings" }).first().click();
-  await one.getByRole("dialog", { name: "Settings" }).getByRole("button", { name: "Log out" }).click();
+  await one.getByRole("dialog", { name: "Settings" }).getByRole("button", { name: "Log out", exact: true }).click();
   await expect(two.getByRole("heading", { name: "Welcome back" })).toBeVisible();
   await expect(composer(one)).toHaveCount(0);
   await context.close();
@@ -142,7 +142,7 @@ test("my devices: this one marked, another logged out, then all others leave at 
   await expect(devices).toHaveCount(3);
   await expect(devices.filter({ hasText: "This device" })).toHaveCount(1);
   // The device the seed logged in with (named "seed"): logged out alone.
-  await devices.filter({ hasText: "seed" }).getByRole("button", { name: "Log out" }).click();
+  await devices.filter({ hasText: "seed" }).getByRole("button", { name: "Log out seed" }).click();
   await expect(devices.filter({ hasText: "seed" })).toContainText("Logged out");
   await expect(phone.page.getByRole("tab", { name: /^Chats/ })).toBeVisible();
   await shot(laptop.page, "settings-devices");
