@@ -26,6 +26,7 @@ pub trait Session: Send + Sync {
     fn end(&self, code: u16, reason: &str);
 }
 
+#[derive(Clone)]
 struct Revocation {
     /// The devices; empty with `all_but`.
     devices: Vec<DeviceId>,
@@ -105,6 +106,22 @@ impl Sessions {
                 .flatten(),
             at_ms: event.at_ms,
         };
+        // Recorded before the open connections are read: one being set up
+        // meanwhile either is read here or sees the record in its own check.
+        let mut revoked = shared::sync::lock(&self.revoked);
+        if revoked.len() >= MAX_USERS {
+            revoked.retain(|_, list| {
+                list.retain(|r| now_ms - r.at_ms < KEEP_MS);
+                !list.is_empty()
+            });
+            if revoked.len() >= MAX_USERS {
+                revoked.clear();
+            }
+        }
+        let list = revoked.entry(user.clone()).or_default();
+        list.retain(|r| now_ms - r.at_ms < KEEP_MS);
+        list.push(revocation.clone());
+        drop(revoked);
         let ended: Vec<_> = shared::sync::lock(&self.open)
             .get(&user)
             .map(|list| {
@@ -117,19 +134,6 @@ impl Sessions {
         for session in ended {
             session.end(SESSION_ENDED, "session ended: log in again");
         }
-        let mut revoked = shared::sync::lock(&self.revoked);
-        if revoked.len() >= MAX_USERS {
-            revoked.retain(|_, list| {
-                list.retain(|r| now_ms - r.at_ms < KEEP_MS);
-                !list.is_empty()
-            });
-            if revoked.len() >= MAX_USERS {
-                revoked.clear();
-            }
-        }
-        let list = revoked.entry(user).or_default();
-        list.retain(|r| now_ms - r.at_ms < KEEP_MS);
-        list.push(revocation);
     }
 
     /// Applies the announcements `events` (a subscription to

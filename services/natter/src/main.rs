@@ -164,7 +164,8 @@ fn nats_setup(config: &NatterConfig, listen: &str, role: Role<'_>) -> anyhow::Re
         Role::Leaf(login) => (leaf_conf(&keys, listen, &login), "edge"),
     };
     let file = dir.join("server.conf");
-    std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
+    natter::nats_users::write_config(&file, &text)
+        .with_context(|| format!("writing {}", file.display()))?;
     println!("wrote {}", file.display());
     println!(
         "connect natter with NATTER_NATS__USER={user} NATTER_NATS__NKEY_FILE={}",

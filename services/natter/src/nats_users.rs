@@ -351,6 +351,23 @@ fn write_private(file: &Path, text: &str) -> std::io::Result<()> {
     options.open(file)?.write_all(text.as_bytes())
 }
 
+/// Writes a generated config to `file` (replacing it), readable by its
+/// owner only: a leaf config holds the hub link's seed.
+pub fn write_config(file: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(file)?.write_all(text.as_bytes())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
 fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
     #[cfg(unix)]
     {
