@@ -75,10 +75,11 @@ pub struct Settings {
     pub inbox_check_secs: u64,
     /// The server also accepts edge boxes' leaf node links.
     pub leafnodes: bool,
-    /// Lift the login limits per client address: tests and the benchmark
-    /// make many users from 127.0.0.1, many at once (the limit tests keep
-    /// the production limits).
-    pub lift_login_limits: bool,
+    /// Lift the login limits per client address and the edge's limits per
+    /// user: tests and the benchmark make many users from 127.0.0.1, many at
+    /// once, and send as fast as the server takes (the limit tests keep the
+    /// production limits).
+    pub lift_limits: bool,
 }
 
 impl Default for Settings {
@@ -96,7 +97,7 @@ impl Default for Settings {
             quick_timings: true,
             inbox_check_secs: 1,
             leafnodes: false,
-            lift_login_limits: true,
+            lift_limits: true,
         }
     }
 }
@@ -111,6 +112,18 @@ fn lifted_login_limits() -> auth::config::LoginLimits {
     }
 }
 
+/// Edge limits per user that the tests and the benchmark do not reach.
+fn lifted_user_limits() -> edge::config::PerUser {
+    edge::config::PerUser {
+        sockets: 10_000,
+        socket_opens_per_minute: 1_000_000,
+        sends_per_second: 1_000_000,
+        send_burst: 1_000_000,
+        resumes_per_minute: 1_000_000,
+        resume_burst: 1_000_000,
+    }
+}
+
 /// Edge settings for tests: frequent pings and heartbeats.
 pub fn edge_config(listen: SocketAddr, settings: &Settings) -> edge::Config {
     edge::Config {
@@ -121,6 +134,11 @@ pub fn edge_config(listen: SocketAddr, settings: &Settings) -> edge::Config {
         inbox_check_secs: settings.inbox_check_secs,
         slow_client_timeout_secs: settings.slow_client_timeout_secs,
         send_queue: settings.send_queue,
+        per_user: if settings.lift_limits {
+            lifted_user_limits()
+        } else {
+            edge::config::PerUser::default()
+        },
         ..edge::Config::default()
     }
 }
@@ -308,7 +326,7 @@ impl System {
         config.auth.database_url = self.db_url("auth.db");
         config.messages.database_url = self.db_url("messages.db");
         config.messages.recall_window_secs = self.settings.recall_window_secs;
-        if self.settings.lift_login_limits {
+        if self.settings.lift_limits {
             config.auth.login = lifted_login_limits();
         }
         config.messages.large_group_members = self.settings.large_group_members;
@@ -416,8 +434,31 @@ impl System {
         command
             .env("NATTER_NATS__USER", user)
             .env("NATTER_NATS__NKEY_FILE", self.keys.seed_file(user));
-        if self.settings.lift_login_limits {
+        if self.settings.lift_limits {
             let lifted = lifted_login_limits();
+            let user = lifted_user_limits();
+            command
+                .env("NATTER_EDGE__PER_USER__SOCKETS", user.sockets.to_string())
+                .env(
+                    "NATTER_EDGE__PER_USER__SOCKET_OPENS_PER_MINUTE",
+                    user.socket_opens_per_minute.to_string(),
+                )
+                .env(
+                    "NATTER_EDGE__PER_USER__SENDS_PER_SECOND",
+                    user.sends_per_second.to_string(),
+                )
+                .env(
+                    "NATTER_EDGE__PER_USER__SEND_BURST",
+                    user.send_burst.to_string(),
+                )
+                .env(
+                    "NATTER_EDGE__PER_USER__RESUMES_PER_MINUTE",
+                    user.resumes_per_minute.to_string(),
+                )
+                .env(
+                    "NATTER_EDGE__PER_USER__RESUME_BURST",
+                    user.resume_burst.to_string(),
+                );
             command
                 .env(
                     "NATTER_AUTH__LOGIN__PER_ADDRESS_PER_MINUTE",

@@ -4,14 +4,16 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use e2e::{Api, Mode, Settings, System};
+use e2e::{Api, Client, Format, Mode, Settings, System, User, text_of};
 use reqwest::StatusCode;
+use shared::proto::edge::server_frame;
+use tokio_tungstenite::tungstenite;
 
 /// The production limits (the harness lifts the login rate, as its tests
 /// make many users from one address).
 fn limited() -> Settings {
     Settings {
-        lift_login_limits: false,
+        lift_limits: false,
         ..Settings::default()
     }
 }
@@ -122,5 +124,166 @@ async fn phone_numbers_cannot_be_enumerated() -> anyhow::Result<()> {
         .get(search, Some(&bob.token))
         .await?;
     assert_eq!(status, StatusCode::OK, "{found}");
+    Ok(())
+}
+
+/// Connects `user`'s WebSocket, or returns the HTTP status and
+/// `Retry-After` of the refusal.
+async fn try_socket(system: &System, user: &User) -> Result<Client, (u16, Option<u64>)> {
+    match Client::connect(&system.ws_url(), user, Format::Json).await {
+        Ok(client) => Ok(client),
+        Err(e) => match e.downcast::<tungstenite::Error>() {
+            Ok(tungstenite::Error::Http(response)) => Err((
+                response.status().as_u16(),
+                response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()?.parse().ok()),
+            )),
+            Ok(other) => panic!("websocket failed: {other}"),
+            Err(other) => panic!("websocket failed: {other}"),
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_user_cannot_hold_many_sockets() -> anyhow::Result<()> {
+    let (system, [alice, bob]) =
+        System::with_settings_and_users(Mode::InProcess, limited(), ["alice", "bob"]).await?;
+    let most = edge::config::PerUser::default().sockets;
+    let mut open = Vec::new();
+    for _ in 0..most {
+        open.push(try_socket(&system, &alice).await.expect("under the limit"));
+    }
+    let refused = try_socket(&system, &alice).await.err();
+    assert!(
+        matches!(refused, Some((429, Some(wait))) if wait >= 1),
+        "{refused:?}"
+    );
+    // bob is not held, and alice's open sockets still work.
+    let mut b = try_socket(&system, &bob).await.expect("bob connects");
+    open[0].send_acked(&bob, "still", "still here").await?;
+    b.resume(0).await?;
+    let texts: Vec<String> = b
+        .messages(1)
+        .await?
+        .iter()
+        .map(|(_, m)| text_of(m).to_owned())
+        .collect();
+    assert_eq!(texts, ["still here"]);
+    // Closing one frees its place.
+    open.pop().expect("one").close().await;
+    let mut again = None;
+    for _ in 0..50 {
+        if let Ok(client) = try_socket(&system, &alice).await {
+            again = Some(client);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(again.is_some(), "a closed socket's place is never freed");
+    system.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_user_cannot_flood_sends_resumes_or_typing() -> anyhow::Result<()> {
+    let (system, [alice, bob, carol]) =
+        System::with_settings_and_users(Mode::InProcess, limited(), ["alice", "bob", "carol"])
+            .await?;
+    let limits = edge::config::PerUser::default();
+    let mut a = Client::connect_live(&system.ws_url(), &alice, Format::Json).await?;
+    let mut b = Client::connect_live(&system.ws_url(), &bob, Format::Binary).await?;
+    b.drain(Duration::from_millis(200)).await?;
+
+    // Sends: a burst, then each refused one says how long to wait; every
+    // send gets exactly one answer and bob gets exactly the accepted ones.
+    let flood = limits.send_burst as usize + 40;
+    let mut ids = Vec::new();
+    for i in 0..flood {
+        ids.push(
+            a.send_text(&bob, &format!("f{i}"), &format!("flood {i}"))
+                .await?,
+        );
+    }
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for (i, id) in ids.into_iter().enumerate() {
+        match a.reply(id).await?.kind {
+            Some(server_frame::Kind::Ack(_)) => accepted.push(format!("flood {i}")),
+            Some(server_frame::Kind::Error(e)) => {
+                assert_eq!(e.code, "rate_limited", "{e:?}");
+                assert!(e.message.contains("retry after"), "{e:?}");
+                refused += 1;
+            }
+            other => panic!("send {i} answered {other:?}"),
+        }
+    }
+    assert!(refused >= 20, "only {refused} of {flood} sends refused");
+    assert!(
+        accepted.len() >= limits.send_burst as usize,
+        "{}",
+        accepted.len()
+    );
+    let got: Vec<String> = b
+        .messages(accepted.len())
+        .await?
+        .iter()
+        .map(|(_, m)| text_of(m).to_owned())
+        .collect();
+    assert_eq!(got, accepted);
+    b.expect_no_more_pushes().await?;
+    // The wait passes and sending works again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    a.send_acked(&bob, "later", "after the wait").await?;
+
+    // Resumes: carol, over two sockets, asks for far more replays than the
+    // burst; the rest are refused.
+    let mut c1 = Client::connect(&system.ws_url(), &carol, Format::Json).await?;
+    let mut c2 = Client::connect(&system.ws_url(), &carol, Format::Binary).await?;
+    // One at a time (each answered before the next), so the cap on
+    // replays queued per socket is not what refuses them.
+    let tries = limits.resume_burst as usize + 10;
+    let mut refused = 0;
+    for i in 0..tries {
+        let client = if i % 2 == 0 { &mut c1 } else { &mut c2 };
+        let id = client.resume(0).await?;
+        loop {
+            let frame = client.next().await?;
+            match frame.kind {
+                Some(server_frame::Kind::CaughtUp(_)) => break,
+                Some(server_frame::Kind::Error(e)) if frame.reply_to == id => {
+                    assert_eq!(e.code, "rate_limited", "{e:?}");
+                    refused += 1;
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(
+        (9..=10).contains(&refused),
+        "{refused} of {tries} resumes refused"
+    );
+
+    // Typing: the limit is the user's, not the socket's.
+    let conversation = shared::ids::direct_conversation(&carol.user_id, &alice.user_id);
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push((0, c1.typing(&conversation).await?));
+        ids.push((1, c2.typing(&conversation).await?));
+    }
+    let mut refused = 0;
+    for (which, id) in ids {
+        let client = if which == 0 { &mut c1 } else { &mut c2 };
+        if let Ok(Ok(e)) =
+            tokio::time::timeout(Duration::from_millis(500), client.error_of(id)).await
+        {
+            assert_eq!(e.code, "rate_limited", "{e:?}");
+            refused += 1;
+        }
+    }
+    assert!(refused >= 4, "only {refused} of 8 typing frames refused");
+    system.stop().await;
     Ok(())
 }

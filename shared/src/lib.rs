@@ -12,6 +12,7 @@
 //! - [`ids`]: ids and clocks;
 //! - [`text`]: rules for display text and phone numbers;
 //! - [`inbox`]: appending to users' inboxes in chain order, and live pushes;
+//! - [`limit`]: rate limits per key (user, address);
 //! - [`telemetry`]: tracing setup;
 //! - `testing` (feature `testing`): a real nats-server per test.
 
@@ -21,6 +22,7 @@ pub mod endpoint;
 pub mod group;
 pub mod ids;
 pub mod inbox;
+pub mod limit;
 pub mod nats;
 pub mod proto;
 pub mod rpc;

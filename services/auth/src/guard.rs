@@ -24,12 +24,10 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use shared::RpcError;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
@@ -52,7 +50,7 @@ struct Strikes {
 
 pub struct LoginGuard {
     limits: LoginLimits,
-    attempts: DefaultKeyedRateLimiter<IpAddr>,
+    attempts: shared::limit::PerKey<IpAddr>,
     state: Mutex<Memory>,
     slots: Semaphore,
     waiting: AtomicUsize,
@@ -124,9 +122,11 @@ fn strike<K: Clone + Eq + std::hash::Hash>(map: &mut HashMap<K, Strikes>, key: K
 
 impl LoginGuard {
     pub fn new(limits: LoginLimits, hash_slots: usize) -> Self {
-        let per_minute = NonZeroU32::new(limits.per_address_per_minute).unwrap_or(NonZeroU32::MIN);
         Self {
-            attempts: RateLimiter::keyed(Quota::per_minute(per_minute)),
+            attempts: shared::limit::PerKey::per_minute(
+                "attempts from your address",
+                limits.per_address_per_minute,
+            ),
             state: Mutex::new(Memory::default()),
             slots: Semaphore::new(hash_slots),
             waiting: AtomicUsize::new(0),
@@ -142,14 +142,7 @@ impl LoginGuard {
     /// when the address is over its rate.
     pub fn attempt(&self, ip: Option<IpAddr>) -> Result<(), RpcError> {
         let ip = or_unknown(ip);
-        self.attempts.check_key(&ip).map_err(|not_until| {
-            use governor::clock::Clock as _;
-            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-            RpcError::rate_limited("too many attempts from your address", wait)
-        })?;
-        if self.attempts.len() > MAX_ENTRIES {
-            self.attempts.retain_recent();
-        }
+        self.attempts.check(&ip)?;
         Ok(())
     }
 

@@ -42,8 +42,68 @@ pub struct Config {
     pub trusted_proxies: Vec<String>,
     /// The header a trusted proxy puts the client's address in.
     pub client_ip_header: String,
+    /// What one user may do on this edge, over all of their devices.
+    pub per_user: PerUser,
     #[serde(skip)]
     pub streams: StreamsConfig,
+}
+
+/// Limits per user and edge (see `limits`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PerUser {
+    /// WebSockets open at once.
+    pub sockets: usize,
+    /// New WebSockets a minute (all at once if need be).
+    pub socket_opens_per_minute: u32,
+    /// Messages sent a second, sustained ...
+    pub sends_per_second: u32,
+    /// ... and at once.
+    pub send_burst: u32,
+    /// Inbox replays (`resume` frames) a minute, sustained ...
+    pub resumes_per_minute: u32,
+    /// ... and at once.
+    pub resume_burst: u32,
+}
+
+impl Default for PerUser {
+    fn default() -> Self {
+        Self {
+            sockets: 16,
+            socket_opens_per_minute: 60,
+            sends_per_second: 10,
+            send_burst: 100,
+            resumes_per_minute: 20,
+            resume_burst: 20,
+        }
+    }
+}
+
+impl PerUser {
+    fn validate(&self) -> Result<(), ConfigError> {
+        within("edge.per_user.sockets", self.sockets, 1..=10_000)?;
+        within(
+            "edge.per_user.socket_opens_per_minute",
+            self.socket_opens_per_minute,
+            1..=1_000_000,
+        )?;
+        within(
+            "edge.per_user.sends_per_second",
+            self.sends_per_second,
+            1..=1_000_000,
+        )?;
+        within("edge.per_user.send_burst", self.send_burst, 1..=1_000_000)?;
+        within(
+            "edge.per_user.resumes_per_minute",
+            self.resumes_per_minute,
+            1..=1_000_000,
+        )?;
+        within(
+            "edge.per_user.resume_burst",
+            self.resume_burst,
+            1..=1_000_000,
+        )
+    }
 }
 
 impl Default for Config {
@@ -63,6 +123,7 @@ impl Default for Config {
             max_concurrent_replays: 64,
             trusted_proxies: Vec::new(),
             client_ip_header: "x-forwarded-for".into(),
+            per_user: PerUser::default(),
             streams: StreamsConfig::default(),
         }
     }
@@ -121,6 +182,7 @@ impl Config {
             axum::http::HeaderName::try_from(self.client_ip_header.as_str()).is_ok(),
             "edge.client_ip_header is not a header name",
         )?;
+        self.per_user.validate()?;
         self.streams.validate()
     }
 

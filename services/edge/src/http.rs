@@ -388,6 +388,7 @@ async fn websocket(
             )));
         }
     };
+    let slot = state.limits.open_socket(&verified.who.user_id)?;
     let permit =
         state.connections.clone().try_acquire_owned().map_err(|_| {
             RpcError::unavailable("too many connections; try another edge or later")
@@ -399,7 +400,7 @@ async fn websocket(
     let task_state = state.clone();
     state.tasks.spawn(async move {
         crate::ws::run(task_state, verified, upgrade, format, cancel).await;
-        drop(permit);
+        drop((permit, slot));
     });
     Ok(response.into_response())
 }

@@ -10,6 +10,7 @@
 //! - [`frames`]: the JSON / protobuf frame codec;
 //! - [`inbox`]: replaying a user's inbox and storing device cursors;
 //! - [`group_hub`]: one subscription per large group, shared by connections;
+//! - [`limits`]: what one user may do (sockets, sends, typing, resumes);
 //! - [`presence`]: announcing connected devices to the presence service;
 //! - [`web`]: the embedded web client, served at `/`.
 //!
@@ -22,6 +23,7 @@ pub mod group_hub;
 pub mod http;
 pub mod inbox;
 pub mod keyring;
+pub mod limits;
 pub mod presence;
 pub mod sessions;
 pub mod web;
@@ -50,6 +52,7 @@ pub struct EdgeState {
     pub devices: presence::Devices,
     pub connections: Arc<Semaphore>,
     pub sessions: sessions::Sessions,
+    pub limits: Arc<limits::UserLimits>,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
 }
@@ -108,6 +111,7 @@ impl Edge {
             devices: presence::Devices::new(edge_id, caller.clone()),
             connections: Arc::new(Semaphore::new(config.max_connections)),
             sessions: sessions::Sessions::default(),
+            limits: Arc::new(limits::UserLimits::new(config.per_user.clone())),
             group_hub: group_hub::GroupHub::new(nats.client.clone()),
             caller,
             inbox,
@@ -163,6 +167,17 @@ impl Edge {
                 .heartbeat_loop(every, beat.shutdown.clone())
                 .await;
         });
+        // Users whose limits are back to full are forgotten now and then.
+        let pruned = state.clone();
+        let pruner = tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = pruned.shutdown.cancelled() => return,
+                    _ = every.tick() => pruned.limits.prune(),
+                }
+            }
+        });
         let check = state.clone();
         let group_check = tokio::spawn(async move {
             let every = Duration::from_secs(check.config.inbox_check_secs);
@@ -197,6 +212,7 @@ impl Edge {
         }
         key_loader.abort();
         revocation_listener.abort();
+        pruner.abort();
         let _ = heartbeat.await;
         let _ = group_check.await;
         state.group_hub.close().await;

@@ -93,18 +93,9 @@ struct Conn {
     /// Highest cursor the client acked.
     acked: AtomicU64,
     slow_timeout: Duration,
-    /// Typing indicators this client may send.
-    typing: governor::DefaultDirectRateLimiter,
     /// The large groups this connection follows (used by the delivery task
     /// only; behind a lock so inbox delivery can reach it too).
     large: tokio::sync::Mutex<Large>,
-}
-
-/// Typing indicators per connection: one a second, bursts of three.
-fn typing_limiter() -> governor::DefaultDirectRateLimiter {
-    let burst = std::num::NonZeroU32::new(3).expect("non-zero");
-    let quota = governor::Quota::per_second(std::num::NonZeroU32::MIN).allow_burst(burst);
-    governor::RateLimiter::direct(quota)
 }
 
 impl Conn {
@@ -215,7 +206,6 @@ pub async fn run(
         delivered: AtomicU64::new(0),
         acked: AtomicU64::new(acked),
         slow_timeout: Duration::from_secs(config.slow_client_timeout_secs),
-        typing: typing_limiter(),
         large: tokio::sync::Mutex::new(large),
     });
     tracing::debug!(user = %who.user_id, device = %who.device_id, "connected");

@@ -48,41 +48,29 @@ struct State {
 }
 
 struct PhoneSearches {
-    by_user: governor::DefaultKeyedRateLimiter<String>,
-    by_address: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
+    by_user: shared::limit::PerKey<String>,
+    by_address: shared::limit::PerKey<std::net::IpAddr>,
 }
 
 impl PhoneSearches {
     fn new(config: &Config) -> Self {
-        let quota = |n: u32| {
-            governor::Quota::per_minute(
-                std::num::NonZeroU32::new(n).unwrap_or(std::num::NonZeroU32::MIN),
-            )
-        };
+        const WHAT: &str = "phone-number searches";
         Self {
-            by_user: governor::RateLimiter::keyed(quota(config.phone_searches_per_minute)),
-            by_address: governor::RateLimiter::keyed(quota(
+            by_user: shared::limit::PerKey::per_minute(WHAT, config.phone_searches_per_minute),
+            by_address: shared::limit::PerKey::per_minute(
+                WHAT,
                 config.phone_searches_per_address_per_minute,
-            )),
+            ),
         }
     }
 
     /// Counts one search by `user` from `ip`; refuses it over either limit.
     fn check(&self, user: &str, ip: Option<std::net::IpAddr>) -> Result<(), RpcError> {
-        use governor::clock::Clock as _;
-        let refused = |not_until: governor::NotUntil<_>| {
-            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-            RpcError::rate_limited("too many phone-number searches", wait)
-        };
-        self.by_user.check_key(&user.to_owned()).map_err(refused)?;
-        if let Some(ip) = ip {
-            self.by_address.check_key(&ip).map_err(refused)?;
+        self.by_user.check(&user.to_owned())?;
+        match ip {
+            Some(ip) => self.by_address.check(&ip),
+            None => Ok(()),
         }
-        if self.by_user.len() > 100_000 || self.by_address.len() > 100_000 {
-            self.by_user.retain_recent();
-            self.by_address.retain_recent();
-        }
-        Ok(())
     }
 }
 

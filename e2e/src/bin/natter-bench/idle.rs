@@ -92,13 +92,13 @@ async fn connections(target: &mut Target, n: usize, per_process: usize) -> anyho
     let rss = || -> Option<u64> { edges.iter().map(|(_, pid)| pid.and_then(rss_bytes)).sum() };
     let rss_before = rss();
 
-    let (connect_secs, resume_secs, rss_after) = if edges.len() == 1 {
+    let (connect_secs, resume_secs, rss_after, rss_closed) = if edges.len() == 1 {
         let source = Ipv4Addr::new(127, 0, 0, 10);
         let (live, connect_secs, resume_secs) = open_idle(edges[0].0, &tokens, n, source).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let rss_after = rss();
         drop(live);
-        (connect_secs, resume_secs, rss_after)
+        (connect_secs, resume_secs, rss_after, closed_rss(&rss).await)
     } else {
         let mut workers = Vec::new();
         for (k, ((edge, _), share)) in edges.iter().zip(&shares).enumerate() {
@@ -115,20 +115,22 @@ async fn connections(target: &mut Target, n: usize, per_process: usize) -> anyho
         for worker in workers {
             worker.stop().await;
         }
-        (connect_secs, resume_secs, rss_after)
+        (connect_secs, resume_secs, rss_after, closed_rss(&rss).await)
     };
     let per_connection = match (rss_before, rss_after) {
         (Some(b), Some(a)) => Some(a.saturating_sub(b) as f64 / n as f64),
         _ => None,
     };
+    let mb = |b: Option<u64>| b.map_or("?".into(), |b| format!("{:.1}", b as f64 / 1e6));
     println!(
-        "\nidle connections: {n} on {} edge process(es), opened at {:.0}/s, resumed at {:.0}/s; edge RSS {} → {} MB, {} per connection",
+        "\nidle connections: {n} on {} edge process(es), opened at {:.0}/s, resumed at {:.0}/s; edge RSS {} → {} MB, {} per connection; {} MB 5 s after they closed",
         edges.len(),
         n as f64 / connect_secs,
         n as f64 / resume_secs,
-        rss_before.map_or("?".into(), |b| format!("{:.1}", b as f64 / 1e6)),
-        rss_after.map_or("?".into(), |a| format!("{:.1}", a as f64 / 1e6)),
+        mb(rss_before),
+        mb(rss_after),
         per_connection.map_or("?".into(), |p| format!("{:.1} KB", p / 1024.0)),
+        mb(rss_closed),
     );
     Ok(json!({
         "connections": n,
@@ -141,7 +143,14 @@ async fn connections(target: &mut Target, n: usize, per_process: usize) -> anyho
         "natter_rss_before_bytes": rss_before,
         "natter_rss_after_bytes": rss_after,
         "natter_rss_per_connection_bytes": per_connection.map(round),
+        "natter_rss_after_close_bytes": rss_closed,
     }))
+}
+
+/// The edges' memory once the connections are gone: given back or kept.
+async fn closed_rss(rss: &impl Fn() -> Option<u64>) -> Option<u64> {
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    rss()
 }
 
 /// Open, resumed connections, each with a task that reads (and so answers

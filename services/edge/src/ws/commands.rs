@@ -24,6 +24,9 @@ pub(super) async fn handle_message(
         // A full queue of sends waiting for their ack stops this reader until
         // one is answered: back-pressure on a client that pipelines too much.
         client_frame::Kind::Send(send) => {
+            if let Err(e) = state.limits.send(&conn.who.user_id) {
+                return conn.send(frames::error(id, &e)).await;
+            }
             let sends = sends.get_or_insert_with(|| Sends::start(state, conn));
             return tokio::select! {
                 _ = conn.cancel.cancelled() => false,
@@ -51,13 +54,18 @@ pub(super) async fn handle_message(
                 return true;
             }
         }
-        client_frame::Kind::Resume(resume) => match resumes.try_send(resume.cursor) {
-            Ok(()) => return true,
-            Err(_) => RpcError::new(shared::ErrorCode::RateLimited, "too many resumes at once"),
+        client_frame::Kind::Resume(resume) => match state.limits.resume(&conn.who.user_id) {
+            Err(e) => e,
+            Ok(()) => match resumes.try_send(resume.cursor) {
+                Ok(()) => return true,
+                Err(_) => {
+                    RpcError::rate_limited("too many resumes at once", Duration::from_secs(1))
+                }
+            },
         },
         client_frame::Kind::Typing(typing) => {
-            if conn.typing.check().is_err() {
-                RpcError::new(shared::ErrorCode::RateLimited, "typing too often")
+            if let Err(e) = state.limits.typing(&conn.who.user_id) {
+                e
             } else {
                 // Off the reader: a slow service must not stall this connection.
                 let (caller, conn) = (state.caller.clone(), conn.clone());

@@ -1,0 +1,89 @@
+//! Rate limits per key (a user, a client address): token buckets from
+//! `governor`, refusing with `rate_limited` and the wait, and bounded in
+//! memory (keys whose bucket is full again are forgotten).
+
+use std::hash::Hash;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::RpcError;
+
+/// Keys remembered before those with a full bucket are forgotten.
+const MAX_KEYS: usize = 100_000;
+
+/// A token bucket per key: `burst` at once, refilled at `per` a token.
+pub struct PerKey<K: Hash + Eq + Clone> {
+    limiter: DefaultKeyedRateLimiter<K>,
+    what: &'static str,
+}
+
+impl<K: Hash + Eq + Clone> PerKey<K> {
+    /// `burst` at once, then one every `every`; `what` names what is
+    /// limited in the refusal ("too many <what>").
+    pub fn new(what: &'static str, burst: u32, every: Duration) -> Self {
+        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(every.max(Duration::from_micros(1)))
+            .expect("a positive period")
+            .allow_burst(burst);
+        Self {
+            limiter: RateLimiter::keyed(quota),
+            what,
+        }
+    }
+
+    /// `n` a minute, all of them at once if need be.
+    pub fn per_minute(what: &'static str, n: u32) -> Self {
+        let n = n.max(1);
+        Self::new(what, n, Duration::from_secs(60) / n)
+    }
+
+    /// Takes one token for `key`, or refuses with the time until one is back.
+    pub fn check(&self, key: &K) -> Result<(), RpcError> {
+        self.limiter.check_key(key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            RpcError::rate_limited(format!("too many {}", self.what), wait)
+        })?;
+        if self.limiter.len() > MAX_KEYS {
+            self.prune();
+        }
+        Ok(())
+    }
+
+    /// Forgets the keys whose bucket is full again (they behave as new).
+    pub fn prune(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+
+    /// Keys remembered now.
+    pub fn len(&self) -> usize {
+        self.limiter.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.limiter.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_gets_its_burst_then_waits_and_others_are_untouched() {
+        let limit = PerKey::new("sends", 3, Duration::from_secs(10));
+        for _ in 0..3 {
+            limit.check(&"alice").unwrap();
+        }
+        let refused = limit.check(&"alice").unwrap_err();
+        assert_eq!(refused.code, crate::ErrorCode::RateLimited);
+        assert!(refused.message.starts_with("too many sends"));
+        let wait = refused.retry_after().unwrap();
+        assert!((1..=10).contains(&wait), "{wait}");
+        limit.check(&"bob").unwrap();
+        assert_eq!(limit.len(), 2);
+    }
+}
