@@ -515,3 +515,36 @@ async fn a_lone_cr_in_a_header_breaks_no_subscriber() -> anyhow::Result<()> {
     system.api().login("bob", &bob.password).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_message_that_is_not_utf8_closes_with_1007() -> anyhow::Result<()> {
+    use tungstenite::protocol::frame::Frame as RawFrame;
+    use tungstenite::protocol::frame::coding::{Data, OpCode};
+    let (system, [alice, bob]) = System::with_users(Mode::InProcess, ["alice", "bob"]).await?;
+    let mut b = Client::connect_live(&system.ws_url(), &bob, Format::Json).await?;
+    let bad = b"{\"id\": 1, \"ping\": {\"clientTsMs\": \"\xff\xfe\"}}".to_vec();
+
+    // Whole, and split over two fragments (each half checked only once
+    // reassembled).
+    let whole = vec![RawFrame::message(bad.clone(), OpCode::Data(Data::Text), true)];
+    let (head, tail) = bad.split_at(10);
+    let split = vec![
+        RawFrame::message(head.to_vec(), OpCode::Data(Data::Text), false),
+        RawFrame::message(tail.to_vec(), OpCode::Data(Data::Continue), true),
+    ];
+    for frames in [whole, split] {
+        let mut a = Client::connect(&system.ws_url(), &alice, Format::Json).await?;
+        for frame in frames {
+            a.send_raw(WsMessage::Frame(frame)).await?;
+        }
+        let close = a.closed().await?.expect("a close frame");
+        assert_eq!(u16::from(close.code), 1007);
+        assert_eq!(close.reason.as_str(), "text message is not UTF-8");
+    }
+    // bob noticed nothing, and alice reconnects and chats.
+    let mut a = Client::connect(&system.ws_url(), &alice, Format::Json).await?;
+    a.send_acked(&bob, "fine", "fine again").await?;
+    assert_eq!(text_of(&b.messages(1).await?[0].1), "fine again");
+    system.stop().await;
+    Ok(())
+}

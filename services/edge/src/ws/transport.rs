@@ -33,6 +33,7 @@ pub(super) async fn read_loop(
             }
             Ok(Err(WebSocketError::UnexpectedEOF | WebSocketError::ConnectionClosed)) => return,
             Ok(Err(WebSocketError::IoError(_))) => return,
+            Ok(Err(WebSocketError::InvalidUTF8)) => return close_invalid_utf8(conn),
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "websocket protocol error");
                 return conn.close(close::PROTOCOL, "protocol error");
@@ -66,7 +67,19 @@ pub(super) async fn read_loop(
                     return conn.close(close::TOO_BIG, "frame too large");
                 }
                 bytes.extend_from_slice(&frame.payload);
-                if frame.fin { partial.take() } else { None }
+                if !frame.fin {
+                    None
+                } else {
+                    // The reader checks whole text messages, not
+                    // reassembled ones.
+                    let done = partial.take();
+                    if done.as_ref().is_some_and(|(format, bytes)| {
+                        *format == Format::Json && std::str::from_utf8(bytes).is_err()
+                    }) {
+                        return close_invalid_utf8(conn);
+                    }
+                    done
+                }
             }
         };
         let Some((format, bytes)) = complete else {
@@ -78,6 +91,10 @@ pub(super) async fn read_loop(
             return;
         }
     }
+}
+
+fn close_invalid_utf8(conn: &Conn) {
+    conn.close(close::INVALID_DATA, "text message is not UTF-8");
 }
 
 pub(super) async fn write_loop(
