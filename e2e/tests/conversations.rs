@@ -471,6 +471,56 @@ async fn recall_reaches_offline_devices_and_respects_the_window() -> anyhow::Res
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_member_cannot_recall_in_the_group() -> anyhow::Result<()> {
+    let (system, [alice, bob, carol]) =
+        System::with_users(Mode::InProcess, ["alice", "bob", "carol"]).await?;
+    let api = system.api();
+    let (_, group) = api
+        .post(
+            "/v1/groups",
+            Some(&alice.token),
+            json!({ "name": "临时", "memberIds": [bob.user_id, carol.user_id] }).to_string(),
+        )
+        .await?;
+    let group_id = group["id"].as_str().unwrap_or("").to_owned();
+    let conversation = group["conversationId"].as_str().unwrap_or("").to_owned();
+    let mut b = Client::connect_live(&system.ws_url(), &bob, Format::Json).await?;
+    let mut c = Client::connect_live(&system.ws_url(), &carol, Format::Json).await?;
+    let bobs = b.post(&conversation, "b1", "said before leaving").await?;
+    let (status, body) = call(
+        &api,
+        Method::DELETE,
+        &format!("/v1/groups/{group_id}/members/{}", bob.user_id),
+        &alice,
+        None,
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
+    // Once carol sees the notice of the removal, the conversation knows.
+    let mut seen = Vec::new();
+    while !seen.iter().any(|(_, m): &(u64, shared::proto::message::Message)| m.seq > bobs.seq) {
+        seen.extend(c.messages(1).await?);
+    }
+    let path = format!(
+        "/v1/conversations/{conversation}/messages/{}/recall",
+        bobs.seq
+    );
+    let (status, body) = call(&api, Method::POST, &path, &bob, None).await?;
+    assert_eq!(status, 403, "{body}");
+    // The message stands for the members.
+    let (_, history) = api.history(&carol, &conversation, "").await?;
+    let texts: Vec<&str> = history["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["body"]["text"]["text"].as_str())
+        .collect();
+    assert!(texts.contains(&"said before leaving"), "{history}");
+    system.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_for_me_hides_only_from_me() -> anyhow::Result<()> {
     let (system, [alice, bob]) = System::with_users(Mode::InProcess, ["alice", "bob"]).await?;
     let api = system.api();

@@ -98,7 +98,13 @@ impl State {
         row: &store::MessageRow,
         window: ReadWindow,
     ) -> Result<(), RpcError> {
-        if conversation.group_id().is_some() && window.is_current() {
+        if conversation.group_id().is_some() {
+            // Who left the group keeps reading what they saw, no more.
+            if !window.is_current() {
+                return Err(RpcError::forbidden(
+                    "you are no longer a member of this group",
+                ));
+            }
             let member = store::member(&self.pool, conversation, &me.user_id).await?;
             if member.is_some_and(|m| m.role.manages()) {
                 return Ok(());
