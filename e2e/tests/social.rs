@@ -305,6 +305,15 @@ async fn friend_requests_accept_reject_and_cross_requests() -> anyhow::Result<()
     let (_, again) = api.request_friend(&alice, &bob, "还在吗？").await?;
     assert_eq!(again["request"]["id"], request_id.as_str());
     assert_eq!(again["request"]["greeting"], "还在吗？");
+    // Asking again and again tells bob nothing more for a while.
+    for i in 0..5 {
+        let (status, again) = api.request_friend(&alice, &bob, &format!("在吗{i}")).await?;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(again["request"]["id"], request_id.as_str());
+    }
+    b.expect_no_more_pushes().await?;
+    let (_, incoming) = api.get("/v1/friends/requests", Some(&bob.token)).await?;
+    assert_eq!(incoming["requests"][0]["greeting"], "在吗4", "{incoming}");
 
     // Only bob may answer it.
     let accept = format!("/v1/friends/requests/{request_id}/accept");
@@ -385,6 +394,16 @@ async fn friend_requests_accept_reject_and_cross_requests() -> anyhow::Result<()
         )
         .await?;
     assert_eq!(answered["requests"][0]["status"], "rejected", "{answered}");
+    // Asking again right after the rejection waits a day.
+    let (status, body) = api.request_friend(&bob, &carol, "再试一次").await?;
+    assert_eq!((status.as_u16(), code(&body)), (429, "rate_limited"), "{body}");
+    let wait = social::Config::default().request_after_rejection_secs;
+    let message = body["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.ends_with(&format!("retry after {wait} s"))
+            || message.ends_with(&format!("retry after {} s", wait - 1)),
+        "{body}"
+    );
 
     // Bad requests.
     for (to, status) in [(bob.user_id.as_str(), 400), ("nobody", 404), ("a.b", 400)] {

@@ -16,6 +16,11 @@ pub struct Config {
     pub phone_searches_per_minute: u32,
     /// The same per client address, any users.
     pub phone_searches_per_address_per_minute: u32,
+    /// Seconds before a repeated friend request notifies its recipient
+    /// again (asking sooner only changes the greeting).
+    pub request_notice_interval_secs: u64,
+    /// Seconds after a rejection before the same user may ask again.
+    pub request_after_rejection_secs: u64,
     #[serde(skip)]
     pub streams: StreamsConfig,
 }
@@ -27,6 +32,8 @@ impl Default for Config {
             max_friends: 5000,
             phone_searches_per_minute: 10,
             phone_searches_per_address_per_minute: 30,
+            request_notice_interval_secs: 3600,
+            request_after_rejection_secs: 86_400,
             streams: StreamsConfig::default(),
         }
     }
@@ -45,6 +52,16 @@ impl Config {
             "social.phone_searches_per_address_per_minute",
             self.phone_searches_per_address_per_minute,
             1..=100_000,
+        )?;
+        within(
+            "social.request_notice_interval_secs",
+            self.request_notice_interval_secs,
+            0..=30 * 86_400,
+        )?;
+        within(
+            "social.request_after_rejection_secs",
+            self.request_after_rejection_secs,
+            0..=365 * 86_400,
         )?;
         self.streams.validate()
     }

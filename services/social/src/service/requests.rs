@@ -51,13 +51,26 @@ impl State {
             });
         }
         let row = match store::pending_request(&self.pool, &me.user_id, &peer.user_id).await? {
+            // Asking again renews the request; the recipient hears of it
+            // again only after a while.
             Some(mut mine) => {
-                store::renew_request(&self.pool, &mine.id, greeting, now).await?;
+                let interval_ms = secs_to_ms(self.config.request_notice_interval_secs);
+                let notify = now - mine.updated_at_ms >= interval_ms;
+                let notified = notify.then_some(now);
+                store::renew_request(&self.pool, &mine.id, greeting, notified).await?;
                 mine.greeting = greeting.to_owned();
+                if !notify {
+                    return Ok(pb::SendFriendRequestResponse {
+                        request: Some(self.request_view(mine, &me.user_id).await?),
+                        became_friends: false,
+                    });
+                }
                 mine.updated_at_ms = now;
                 mine
             }
             None => {
+                self.rejected_lately(&me.user_id, &peer.user_id, now)
+                    .await?;
                 let row = RequestRow {
                     id: ids::new_id(),
                     from_user_id: me.user_id.to_string(),
@@ -96,6 +109,22 @@ impl State {
             request: Some(self.request_view(row, &me.user_id).await?),
             became_friends: false,
         })
+    }
+
+    /// Refuses a new request to someone who rejected the last one, for
+    /// `social.request_after_rejection_secs`.
+    async fn rejected_lately(&self, me: &str, peer: &str, now: i64) -> Result<(), RpcError> {
+        let Some(at) = store::last_rejection(&self.pool, me, peer).await? else {
+            return Ok(());
+        };
+        let until = at + secs_to_ms(self.config.request_after_rejection_secs);
+        if now >= until {
+            return Ok(());
+        }
+        Err(RpcError::rate_limited(
+            "this user declined your last request; ask again later",
+            std::time::Duration::from_millis((until - now) as u64),
+        ))
     }
 
     pub(super) async fn check_friend_limit(&self, a: &str, b: &str) -> Result<(), RpcError> {
@@ -281,6 +310,10 @@ impl State {
             request: Some(self.request_view(rejected, &me.user_id).await?),
         })
     }
+}
+
+fn secs_to_ms(secs: u64) -> i64 {
+    i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
 }
 
 pub(super) fn to_request(row: RequestRow, peer: Option<pb::Profile>) -> pb::FriendRequest {

@@ -48,20 +48,41 @@ pub async fn insert_request(pool: &AnyPool, r: &RequestRow) -> Result<(), sqlx::
     Ok(())
 }
 
-/// A repeated request: new greeting, new time.
+/// A repeated request: a new greeting; `updated_at_ms`, the time of the
+/// last notice to the recipient, only when the recipient is told again.
 pub async fn renew_request(
     pool: &AnyPool,
     id: &str,
     greeting: &str,
-    now_ms: i64,
+    notified_at_ms: Option<i64>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE friend_requests SET greeting = $2, updated_at_ms = $3 WHERE id = $1")
-        .bind(id)
-        .bind(greeting)
-        .bind(now_ms)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "UPDATE friend_requests SET greeting = $2, updated_at_ms = COALESCE($3, updated_at_ms)
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(greeting)
+    .bind(notified_at_ms)
+    .execute(pool)
+    .await?;
     Ok(())
+}
+
+/// When the last request from `from` to `to` was rejected, if one was.
+pub async fn last_rejection(
+    pool: &AnyPool,
+    from: &str,
+    to: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    let at: Option<i64> = sqlx::query_scalar(
+        "SELECT MAX(updated_at_ms) FROM friend_requests
+         WHERE from_user_id = $1 AND to_user_id = $2 AND status = 'rejected'",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_one(pool)
+    .await?;
+    Ok(at)
 }
 
 /// Marks a pending request rejected; false when it was no longer pending.
