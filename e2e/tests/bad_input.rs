@@ -526,7 +526,11 @@ async fn a_text_message_that_is_not_utf8_closes_with_1007() -> anyhow::Result<()
 
     // Whole, and split over two fragments (each half checked only once
     // reassembled).
-    let whole = vec![RawFrame::message(bad.clone(), OpCode::Data(Data::Text), true)];
+    let whole = vec![RawFrame::message(
+        bad.clone(),
+        OpCode::Data(Data::Text),
+        true,
+    )];
     let (head, tail) = bad.split_at(10);
     let split = vec![
         RawFrame::message(head.to_vec(), OpCode::Data(Data::Text), false),

@@ -498,7 +498,10 @@ async fn a_removed_member_cannot_recall_in_the_group() -> anyhow::Result<()> {
     assert_eq!(status, 200, "{body}");
     // Once carol sees the notice of the removal, the conversation knows.
     let mut seen = Vec::new();
-    while !seen.iter().any(|(_, m): &(u64, shared::proto::message::Message)| m.seq > bobs.seq) {
+    while !seen
+        .iter()
+        .any(|(_, m): &(u64, shared::proto::message::Message)| m.seq > bobs.seq)
+    {
         seen.extend(c.messages(1).await?);
     }
     let path = format!(

@@ -193,3 +193,63 @@ async fn a_socket_closes_when_its_token_expires_unless_refreshed_over_it() -> an
     assert_eq!(kept.error_of(id).await?.code, "forbidden");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_token_used_twice_logs_its_device_out() -> anyhow::Result<()> {
+    let (system, [alice]) = System::with_users(Mode::InProcess, ["alice"]).await?;
+    let api = system.api();
+    let phone = api.another_device(&alice).await?;
+    let refresh = |token: &str| json!({ "refreshToken": token }).to_string();
+    // A thief copied the phone's refresh token and exchanged it first.
+    let (status, stolen) = api
+        .post("/v1/auth/refresh", None, refresh(&phone.refresh_token))
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{stolen}");
+    let thiefs_refresh = stolen["refreshToken"].as_str().unwrap_or("").to_owned();
+    let thiefs_access = stolen["accessToken"].as_str().unwrap_or("").to_owned();
+    let thief = User {
+        token: thiefs_access.clone(),
+        ..phone.clone()
+    };
+    let mut on_thief = Client::connect_live(&system.ws_url(), &thief, Format::Json).await?;
+    // A made-up secret for the device is only refused: it proves nothing.
+    let (status, _) = api
+        .post(
+            "/v1/auth/refresh",
+            None,
+            refresh(&format!("{}.made-up", phone.device_id)),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    on_thief.ping().await?;
+    // The phone, holding the old token, refreshes: the reuse ends the whole
+    // chain, the thief's session with it.
+    let (status, body) = api
+        .post("/v1/auth/refresh", None, refresh(&phone.refresh_token))
+        .await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("already used")),
+        "{body}"
+    );
+    assert_eq!(closed_with(&mut on_thief).await?, SESSION_ENDED);
+    let (status, _) = api
+        .post("/v1/auth/refresh", None, refresh(&thiefs_refresh))
+        .await?;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the thief's refresh token"
+    );
+    let (status, _) = api.get("/v1/devices", Some(&thiefs_access)).await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the thief's access token");
+    // alice's other device is untouched.
+    let (status, _) = api
+        .post("/v1/auth/refresh", None, refresh(&alice.refresh_token))
+        .await?;
+    assert_eq!(status, StatusCode::OK);
+    system.stop().await;
+    Ok(())
+}

@@ -269,6 +269,9 @@ impl State {
     }
 
     /// Exchanges a refresh token for new tokens; the old one stops working.
+    /// A token presented again after its exchange was copied (the thief or
+    /// the owner, whoever comes second, holds a stale one): the device is
+    /// logged out, so neither keeps the session.
     async fn refresh(&self, input: pb::RefreshRequest) -> Result<pb::LoginResponse, RpcError> {
         let invalid = || RpcError::unauthorized("refresh token is not valid: log in again");
         let (device_id, secret) = input
@@ -278,16 +281,20 @@ impl State {
             .ok_or_else(invalid)?;
         let now = ids::now_ms();
         let (token, hash, expires) = self.new_refresh(device_id, now);
-        let user_id = store::rotate_refresh(
-            &self.pool,
-            device_id,
-            &hash_secret(secret),
-            &hash,
-            now,
-            expires,
-        )
-        .await?
-        .ok_or_else(invalid)?;
+        let presented = hash_secret(secret);
+        let rotated =
+            store::rotate_refresh(&self.pool, device_id, &presented, &hash, now, expires).await?;
+        let Some(user_id) = rotated else {
+            if let Some(user_id) = store::reused_refresh(&self.pool, device_id, &presented).await? {
+                tracing::warn!(%user_id, %device_id, "refresh token reused: device logged out");
+                self.end_sessions(&user_id, store::Devices::Only(device_id))
+                    .await?;
+                return Err(RpcError::unauthorized(
+                    "refresh token was already used: this device is logged out, log in again",
+                ));
+            }
+            return Err(invalid());
+        };
         self.tokens(user_id, device_id.to_owned(), now, token, expires)
     }
 

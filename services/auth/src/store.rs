@@ -177,17 +177,24 @@ pub async fn set_refresh(
     hash: &str,
     expires_at_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE devices SET refresh_hash = $2, refresh_expires_at_ms = $3 WHERE id = $1")
-        .bind(device_id)
-        .bind(hash)
-        .bind(expires_at_ms)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "UPDATE devices SET refresh_hash = $2, refresh_expires_at_ms = $3, used_refresh_hashes = ''
+         WHERE id = $1",
+    )
+    .bind(device_id)
+    .bind(hash)
+    .bind(expires_at_ms)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
+/// Used refresh hashes kept per device: 8 hex SHA-256 and their spaces.
+const USED_HASHES_CHARS: i64 = 8 * 65 - 1;
+
 /// Replaces a device's refresh token if `old_hash` is still its current one
-/// and unexpired; returns the device's user, None when the token is not valid.
+/// and unexpired (and remembers `old_hash` as used); returns the device's
+/// user, None when the token is not valid.
 pub async fn rotate_refresh(
     pool: &AnyPool,
     device_id: &str,
@@ -197,7 +204,8 @@ pub async fn rotate_refresh(
     expires_at_ms: i64,
 ) -> Result<Option<String>, sqlx::Error> {
     sqlx::query_scalar(
-        "UPDATE devices SET refresh_hash = $3, refresh_expires_at_ms = $5, last_login_at_ms = $4
+        "UPDATE devices SET refresh_hash = $3, refresh_expires_at_ms = $5, last_login_at_ms = $4,
+                used_refresh_hashes = substr($2 || ' ' || used_refresh_hashes, 1, CAST($6 AS INTEGER))
          WHERE id = $1 AND refresh_hash = $2 AND refresh_hash <> '' AND refresh_expires_at_ms > $4
          RETURNING user_id",
     )
@@ -206,6 +214,26 @@ pub async fn rotate_refresh(
     .bind(new_hash)
     .bind(now_ms)
     .bind(expires_at_ms)
+    .bind(USED_HASHES_CHARS)
+    .fetch_optional(pool)
+    .await
+}
+
+/// The user of a signed-in device whose refresh token `hash` was already
+/// exchanged: a copy of a token is being used.
+pub async fn reused_refresh(
+    pool: &AnyPool,
+    device_id: &str,
+    hash: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    // (`hash` is hex: nothing in it is special to LIKE)
+    sqlx::query_scalar(
+        "SELECT user_id FROM devices
+         WHERE id = $1 AND refresh_hash <> ''
+           AND ' ' || used_refresh_hashes || ' ' LIKE '% ' || $2 || ' %'",
+    )
+    .bind(device_id)
+    .bind(hash)
     .fetch_optional(pool)
     .await
 }
