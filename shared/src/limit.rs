@@ -11,6 +11,21 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::RpcError;
 
+/// The key of a client address for limits: an IPv4 address itself (also
+/// when written IPv4-mapped, `::ffff:a.b.c.d`), an IPv6 address its /64 (one
+/// subscriber usually holds a whole /64, and would otherwise have 2^64
+/// addresses to spread over).
+pub fn address_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    use std::net::{IpAddr, Ipv6Addr};
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(bits))
+        }
+        v4 => v4,
+    }
+}
+
 /// Keys remembered before those with a full bucket are forgotten.
 const MAX_KEYS: usize = 100_000;
 
@@ -71,6 +86,16 @@ impl<K: Hash + Eq + Clone> PerKey<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_addresses_count_per_64_and_mapped_ipv4_as_itself() {
+        let key = |a: &str| address_key(a.parse().unwrap()).to_string();
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2:bbbb::9"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:3::1"), "2001:db8:1:3::");
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+    }
 
     #[test]
     fn a_key_gets_its_burst_then_waits_and_others_are_untouched() {

@@ -85,7 +85,10 @@ impl Drop for Slot<'_> {
 
 /// The address of a call without one (a call between services).
 fn or_unknown(ip: Option<IpAddr>) -> IpAddr {
-    ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+    ip.map_or(
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        shared::limit::address_key,
+    )
 }
 
 /// The wait after `count` failures in a row when `free` are free.
@@ -98,12 +101,19 @@ fn wait_after(count: u32, free: u32, max: Duration) -> Option<Duration> {
     )
 }
 
+/// Keeps a full map bounded: first the runs old enough to be over go, then
+/// (someone filling the map on purpose) the older half, never the newest
+/// runs, which are what a flood would want wiped.
 fn forget_old<K: Clone + Eq + std::hash::Hash>(map: &mut HashMap<K, Strikes>, now: Instant) {
     if map.len() >= MAX_ENTRIES {
         map.retain(|_, s| now.duration_since(s.last) < FORGET_AFTER);
-        if map.len() >= MAX_ENTRIES {
-            map.clear();
-        }
+    }
+    if map.len() >= MAX_ENTRIES {
+        let mut times: Vec<Instant> = map.values().map(|s| s.last).collect();
+        let middle = times.len() / 2;
+        let (_, cut, _) = times.select_nth_unstable(middle);
+        let cut = *cut;
+        map.retain(|_, s| s.last > cut);
     }
 }
 
@@ -190,17 +200,32 @@ impl LoginGuard {
         strike(&mut memory.users, name, now);
     }
 
-    /// Notes a login: the address's runs of failures end, and it counts as
-    /// the user's.
+    /// Notes a login: the run of failures for this username from this
+    /// address ends (the address's run over all usernames does not: a login
+    /// to one's own account must not clear guesses at others), and the
+    /// address counts as the user's.
     pub fn succeeded(&self, username: &str, ip: Option<IpAddr>) {
         let ip = or_unknown(ip);
         let name = username.to_lowercase();
         let now = Instant::now();
         let mut memory = shared::sync::lock(&self.state);
         memory.pairs.remove(&(name.clone(), ip));
-        memory.addresses.remove(&ip);
         if memory.known.len() >= MAX_ENTRIES {
-            memory.known.clear();
+            memory.known.retain(|_, list| {
+                list.iter()
+                    .any(|(_, at)| now.duration_since(*at) < KNOWN_FOR)
+            });
+        }
+        if memory.known.len() >= MAX_ENTRIES {
+            // Filled on purpose: the one remembered longest goes.
+            let oldest = memory
+                .known
+                .iter()
+                .min_by_key(|(_, list)| list.iter().map(|(_, at)| *at).max())
+                .map(|(name, _)| name.clone());
+            if let Some(oldest) = oldest {
+                memory.known.remove(&oldest);
+            }
         }
         let known = memory.known.entry(name).or_default();
         known.retain(|(a, at)| *a != ip && now.duration_since(*at) < KNOWN_FOR);
@@ -215,7 +240,7 @@ impl LoginGuard {
     /// Without an address (a signed-in user changing a password), only the
     /// queue bounds it.
     pub async fn slot(&self, ip: Option<IpAddr>) -> Result<Slot<'_>, RpcError> {
-        let ip = ip.unwrap_or(IpAddr::V4(Ipv4Addr::BROADCAST));
+        let ip = ip.map_or(IpAddr::V4(Ipv4Addr::BROADCAST), shared::limit::address_key);
         if ip != IpAddr::V4(Ipv4Addr::BROADCAST) {
             let mut memory = shared::sync::lock(&self.state);
             let held = memory.hashing.entry(ip).or_default();
@@ -325,6 +350,46 @@ mod tests {
         }
         g.succeeded("alice", ip(1));
         assert!(g.check("alice", ip(1)).is_ok());
+    }
+
+    #[test]
+    fn logging_in_to_ones_own_account_does_not_clear_guesses_at_others() {
+        let g = guard();
+        for victim in 0..25 {
+            g.failed(&format!("victim{victim}"), ip(1));
+            g.succeeded("mallory", ip(1));
+        }
+        assert!(g.check("victim99", ip(1)).is_err(), "the address waits");
+    }
+
+    #[test]
+    fn an_ipv6_subscriber_cannot_dodge_by_changing_its_interface_id() {
+        let g = guard();
+        for i in 0..6u16 {
+            let addr = std::net::Ipv6Addr::new(0x2001, 0xdb8, 7, 7, i, 1, 2, 3);
+            g.failed("alice", Some(IpAddr::V6(addr)));
+        }
+        let other = std::net::Ipv6Addr::new(0x2001, 0xdb8, 7, 7, 99, 9, 9, 9);
+        assert!(g.check("alice", Some(IpAddr::V6(other))).is_err());
+    }
+
+    #[test]
+    fn filling_the_memory_forgets_old_runs_not_new_ones() {
+        let mut map = HashMap::new();
+        let start = Instant::now();
+        for i in 0..MAX_ENTRIES {
+            map.insert(
+                i,
+                Strikes {
+                    count: 1,
+                    last: start,
+                },
+            );
+        }
+        let later = start + Duration::from_secs(1);
+        strike(&mut map, usize::MAX, later);
+        assert!(map.len() < MAX_ENTRIES);
+        assert_eq!(map.get(&usize::MAX).map(|s| s.count), Some(1));
     }
 
     #[tokio::test]

@@ -186,26 +186,41 @@ impl Config {
         self.streams.validate()
     }
 
-    /// The client's address for a request from `peer` with `headers`: the
-    /// last address in `client_ip_header` when `peer` is a trusted proxy
-    /// (the one that proxy appended), `peer` otherwise.
+    /// The client's address for a request from `peer` with `headers`. From
+    /// a trusted proxy: the header's addresses read from the right (each
+    /// proxy appends the address it heard from), past the trusted proxies;
+    /// the first other one is the client. Anything unreadable on the way
+    /// ends the walk at the last trusted hop: an address further left may
+    /// be the client's own invention.
     pub fn client_ip(&self, peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
-        let trusted = self
+        let trusted: Vec<ipnet::IpNet> = self
             .trusted_proxies
             .iter()
             .filter_map(|p| network(p))
-            .any(|net| net.contains(&peer));
-        if !trusted {
+            .collect();
+        let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+        let peer = peer.to_canonical();
+        if !is_trusted(&peer) {
             return peer;
         }
-        headers
-            .get_all(self.client_ip_header.as_str())
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|a| a.trim().parse::<IpAddr>().ok())
-            .next_back()
-            .unwrap_or(peer)
+        let mut hops: Vec<&str> = Vec::new();
+        for value in headers.get_all(self.client_ip_header.as_str()) {
+            let Ok(value) = value.to_str() else {
+                return peer;
+            };
+            hops.extend(value.split(','));
+        }
+        let mut client = peer;
+        for hop in hops.iter().rev() {
+            let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+                return client;
+            };
+            client = ip.to_canonical();
+            if !is_trusted(&client) {
+                return client;
+            }
+        }
+        client
     }
 }
 
@@ -235,6 +250,27 @@ mod tests {
         assert_eq!(
             config.client_ip(proxy, &headers),
             "198.51.100.4".parse::<IpAddr>().unwrap()
+        );
+        // Several trusted hops are walked past; an unreadable entry stops
+        // the walk there instead of reaching a forged one further left.
+        config.trusted_proxies = vec!["10.0.0.0/8".into()];
+        let mut chain = axum::http::HeaderMap::new();
+        chain.append(
+            "x-forwarded-for",
+            "6.6.6.6, 203.0.113.9, 10.0.0.2".parse().unwrap(),
+        );
+        assert_eq!(
+            config.client_ip(proxy, &chain),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        let mut garbled = axum::http::HeaderMap::new();
+        garbled.append("x-forwarded-for", "6.6.6.6, unknown".parse().unwrap());
+        assert_eq!(config.client_ip(proxy, &garbled), proxy);
+        let mut mapped = axum::http::HeaderMap::new();
+        mapped.append("x-forwarded-for", "::ffff:203.0.113.9".parse().unwrap());
+        assert_eq!(
+            config.client_ip(proxy, &mapped),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
         );
         let stranger: IpAddr = "192.0.2.1".parse().unwrap();
         assert_eq!(config.client_ip(stranger, &headers), stranger);

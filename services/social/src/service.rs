@@ -68,7 +68,7 @@ impl PhoneSearches {
     fn check(&self, user: &str, ip: Option<std::net::IpAddr>) -> Result<(), RpcError> {
         self.by_user.check(&user.to_owned())?;
         match ip {
-            Some(ip) => self.by_address.check(&ip),
+            Some(ip) => self.by_address.check(&shared::limit::address_key(ip)),
             None => Ok(()),
         }
     }
