@@ -5,11 +5,13 @@
 //!   `natter` process per service ([`Mode::Split`]), on a fresh nats-server
 //!   and a fresh data dir;
 //! - [`Api`]: the HTTP JSON API;
-//! - [`Client`]: a WebSocket client speaking JSON or protobuf frames.
+//! - [`Client`]: a WebSocket client speaking JSON or protobuf frames;
+//! - [`sms`]: a stand-in SMS gateway that receives the login codes.
 
 mod api;
 mod client;
 mod scenarios;
+pub mod sms;
 mod system;
 
 pub use api::{Api, User};

@@ -41,6 +41,8 @@ pub struct System {
     /// Process modes: the time from starting the natter processes until
     /// every service answered and the edge was ready.
     pub ready_in: Option<Duration>,
+    /// Where the auth service sends login codes (its `webhook` provider).
+    pub sms: crate::sms::Gateway,
     postgres: Option<String>,
     db_prefix: String,
     shutdown: CancellationToken,
@@ -80,6 +82,8 @@ pub struct Settings {
     /// once, and send as fast as the server takes (the limit tests keep the
     /// production limits).
     pub lift_limits: bool,
+    /// Seconds before another login code may go to the same number.
+    pub sms_resend_secs: u64,
 }
 
 impl Default for Settings {
@@ -98,6 +102,7 @@ impl Default for Settings {
             inbox_check_secs: 1,
             leafnodes: false,
             lift_limits: true,
+            sms_resend_secs: auth::sms::SmsConfig::default().resend_secs,
         }
     }
 }
@@ -179,7 +184,9 @@ impl System {
             &[],
         );
         let shutdown = CancellationToken::new();
+        let sms = crate::sms::Gateway::start().await?;
         let mut system = Self {
+            sms,
             nats,
             leafnode_port,
             keys,
@@ -250,6 +257,22 @@ impl System {
             .try_into()
             .map_err(|_| anyhow::anyhow!("user count"))?;
         Ok((system, users))
+    }
+
+    /// Asks for a login code for `phone` (international form) and reads it
+    /// where it arrives, at the SMS gateway.
+    pub async fn phone_code(&self, phone: &str) -> anyhow::Result<String> {
+        let seen = self.sms.count(phone);
+        let (status, body) = self
+            .api()
+            .post(
+                "/v1/auth/phone/code",
+                None,
+                serde_json::json!({ "phone": phone }).to_string(),
+            )
+            .await?;
+        anyhow::ensure!(status.is_success(), "phone code: {status} {body}");
+        self.sms.code_after(phone, seen).await
     }
 
     pub fn api(&self) -> Api {
@@ -329,6 +352,13 @@ impl System {
         if self.settings.lift_limits {
             config.auth.login = lifted_login_limits();
         }
+        config.auth.sms = auth::sms::SmsConfig {
+            provider: auth::sms::Provider::Webhook,
+            webhook_url: self.sms.url.clone(),
+            webhook_secret: crate::sms::SECRET.into(),
+            resend_secs: self.settings.sms_resend_secs,
+            ..auth::sms::SmsConfig::default()
+        };
         config.messages.large_group_members = self.settings.large_group_members;
         config.presence.device_ttl_secs = 3;
         config.social.database_url = self.db_url("social.db");
@@ -433,7 +463,14 @@ impl System {
         };
         command
             .env("NATTER_NATS__USER", user)
-            .env("NATTER_NATS__NKEY_FILE", self.keys.seed_file(user));
+            .env("NATTER_NATS__NKEY_FILE", self.keys.seed_file(user))
+            .env("NATTER_AUTH__SMS__PROVIDER", "webhook")
+            .env("NATTER_AUTH__SMS__WEBHOOK_URL", &self.sms.url)
+            .env("NATTER_AUTH__SMS__WEBHOOK_SECRET", crate::sms::SECRET)
+            .env(
+                "NATTER_AUTH__SMS__RESEND_SECS",
+                self.settings.sms_resend_secs.to_string(),
+            );
         if self.settings.lift_limits {
             let lifted = lifted_login_limits();
             let user = lifted_user_limits();

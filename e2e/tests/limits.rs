@@ -96,11 +96,12 @@ async fn phone_numbers_cannot_be_enumerated() -> anyhow::Result<()> {
     let (system, [alice, bob]) =
         System::with_settings_and_users(Mode::InProcess, limited(), ["alice", "bob"]).await?;
     let api = system.api();
+    let code = system.phone_code("+8613800138000").await?;
     let (status, body) = api
         .post(
             "/v1/auth/register",
             None,
-            serde_json::json!({ "username": "carol", "password": "carol-password", "phone": "+8613800138000" })
+            serde_json::json!({ "username": "carol", "password": "carol-password", "phone": "+8613800138000", "phoneCode": code })
                 .to_string(),
         )
         .await?;

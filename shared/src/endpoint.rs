@@ -275,6 +275,14 @@ pub mod endpoints {
         AuthDevices: AUTH_DEVICES, User, auth::DevicesRequest => auth::DevicesResponse;
         /// Log one of the caller's devices out, or every other one.
         AuthLogoutDevice: AUTH_LOGOUT_DEVICE, User, auth::LogoutDeviceRequest => auth::LogoutDeviceResponse;
+        /// Send a login code to a phone number.
+        AuthPhoneCode: AUTH_PHONE_CODE, Public, auth::PhoneCodeRequest => auth::PhoneCodeResponse;
+        /// Log in with a phone number and its code.
+        AuthPhoneLogin: AUTH_PHONE_LOGIN, Public, auth::PhoneLoginRequest => auth::LoginResponse;
+        /// Create an account for a phone number (proven by its code) and log in.
+        AuthPhoneRegister: AUTH_PHONE_REGISTER, Public, auth::PhoneRegisterRequest => auth::LoginResponse;
+        /// Change the caller's phone number (and log out its other devices).
+        AuthChangePhone: AUTH_CHANGE_PHONE, User, auth::ChangePhoneRequest => auth::ChangePhoneResponse;
         /// The public keys that verify access tokens (for edges).
         AuthKeys: AUTH_KEYS, Internal, auth::PublicKeysRequest => auth::PublicKeysResponse;
         /// Which user ids exist, with their public account fields.

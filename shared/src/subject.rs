@@ -25,6 +25,10 @@ pub mod call {
     pub const AUTH_LOGOUT: &str = "im.v1.auth.logout";
     pub const AUTH_DEVICES: &str = "im.v1.auth.devices";
     pub const AUTH_LOGOUT_DEVICE: &str = "im.v1.auth.logout_device";
+    pub const AUTH_PHONE_CODE: &str = "im.v1.auth.phone_code";
+    pub const AUTH_PHONE_LOGIN: &str = "im.v1.auth.phone_login";
+    pub const AUTH_PHONE_REGISTER: &str = "im.v1.auth.phone_register";
+    pub const AUTH_CHANGE_PHONE: &str = "im.v1.auth.change_phone";
     pub const PROFILE_GET: &str = "im.v1.profile.get";
     pub const PROFILE_UPDATE: &str = "im.v1.profile.update";
     pub const USER_SEARCH: &str = "im.v1.user.search";

@@ -21,6 +21,8 @@ pub struct Config {
     pub max_concurrent_hashes: usize,
     /// Limits on logins and registrations (see `guard`).
     pub login: LoginLimits,
+    /// Phone codes and the SMS provider (see `codes`, `sms`).
+    pub sms: crate::sms::SmsConfig,
     #[serde(skip)]
     pub streams: StreamsConfig,
 }
@@ -34,6 +36,7 @@ impl Default for Config {
             issuer: "natter".into(),
             max_concurrent_hashes: 2,
             login: LoginLimits::default(),
+            sms: crate::sms::SmsConfig::default(),
             streams: StreamsConfig::default(),
         }
     }
@@ -63,6 +66,7 @@ impl Config {
             1..=64,
         )?;
         self.login.validate()?;
+        self.sms.validate()?;
         self.streams.validate()
     }
 }

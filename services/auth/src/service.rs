@@ -8,8 +8,9 @@ use std::sync::Arc;
 use shared::db::{self, AnyPool};
 use shared::endpoint::Server;
 use shared::endpoint::endpoints::{
-    AuthDevices, AuthKeys, AuthLogin, AuthLogout, AuthLogoutDevice, AuthLookup, AuthPassword,
-    AuthPhone, AuthRefresh, AuthRegister,
+    AuthChangePhone, AuthDevices, AuthKeys, AuthLogin, AuthLogout, AuthLogoutDevice, AuthLookup,
+    AuthPassword, AuthPhone, AuthPhoneCode, AuthPhoneLogin, AuthPhoneRegister, AuthRefresh,
+    AuthRegister,
 };
 use shared::proto::auth as pb;
 use shared::rpc::{Client, internal};
@@ -17,6 +18,7 @@ use shared::service::StartError;
 use shared::{Identity, Nats, RpcError, ids, subject};
 use tokio_util::sync::CancellationToken;
 
+use crate::codes::{Codes, phone_number};
 use crate::guard::LoginGuard;
 use crate::hashing::{self, DUMMY_HASH};
 use crate::keys::{Claims, KeySet};
@@ -28,6 +30,7 @@ struct State {
     pool: AnyPool,
     keys: KeySet,
     guard: LoginGuard,
+    codes: Codes,
 }
 
 /// Runs the auth service until `shutdown` is cancelled.
@@ -45,6 +48,7 @@ pub async fn run(
     let state = Arc::new(State {
         nats: nats.clone(),
         guard: LoginGuard::new(config.login.clone(), config.max_concurrent_hashes),
+        codes: Codes::new(config.sms.clone(), pool.clone()),
         config,
         pool,
         keys,
@@ -65,6 +69,20 @@ pub async fn run(
         s.login(client, input).await
     })
     .serve::<AuthRefresh, _, _>(64, |s, _, input| async move { s.refresh(input).await })
+    .serve::<AuthPhoneCode, _, _>(64, |s, client, input| async move {
+        s.guard.attempt(client.ip)?;
+        s.codes.send(client.ip, &input.phone).await
+    })
+    .serve::<AuthPhoneLogin, _, _>(64, |s, client, input| async move {
+        s.phone_login(client, input).await
+    })
+    .serve::<AuthPhoneRegister, _, _>(64, |s, client, input| async move {
+        s.phone_register(client, input).await
+    })
+    .serve::<AuthChangePhone, _, _>(
+        16,
+        |s, me, input| async move { s.change_phone(me, input).await },
+    )
     .serve::<AuthLogout, _, _>(64, |s, me, _| async move { s.logout(me).await })
     .serve::<AuthPassword, _, _>(16, |s, me, input| async move {
         s.change_password(me, input).await
@@ -98,33 +116,53 @@ impl State {
         validate::username(&input.username)?;
         validate::password(&input.password)?;
         let nickname = validate::display_text("nickname", &input.nickname)?;
+        // A number joins an account only with the code sent to it.
+        let phone = match input.phone.trim() {
+            "" => String::new(),
+            given => {
+                let phone = phone_number(given)?;
+                self.codes.check(&phone, &input.phone_code).await?;
+                phone
+            }
+        };
+        let hash = self.hash(client, input.password).await?;
+        let id = self
+            .create_account(&input.username, nickname, &hash, &phone)
+            .await?;
+        Ok(pb::RegisterResponse { user_id: id })
+    }
+
+    /// Creates an account (`phone` normalized and proven, or empty; its code
+    /// is then used up) and announces it.
+    async fn create_account(
+        &self,
+        username: &str,
+        nickname: &str,
+        password_hash: &str,
+        phone: &str,
+    ) -> Result<String, RpcError> {
         let nickname = if nickname.is_empty() {
-            input.username.as_str()
+            username
         } else {
             nickname
         };
-        let phone = match input.phone.trim() {
-            "" => String::new(),
-            given => shared::text::phone(given).ok_or_else(|| {
-                RpcError::bad_request("phone must be in international form, like +8613800138000")
-            })?,
-        };
-        let hash = self.hash(client, input.password).await?;
         let id = ids::new_id();
         let now_ms = ids::now_ms();
         let user = store::NewUser {
             id: &id,
-            username: &input.username,
-            password_hash: &hash,
+            username,
+            password_hash,
             nickname,
-            phone: &phone,
+            phone,
             now_ms,
         };
         match store::insert_user(&self.pool, &user).await {
             Ok(()) => {}
             Err(e) if db::is_unique_violation(&e) => {
+                // (Only someone who proved the number with its code learns
+                // that it is taken.)
                 let phone_taken =
-                    !phone.is_empty() && store::phone_taken(&self.pool, &phone).await?;
+                    !phone.is_empty() && store::phone_taken(&self.pool, phone).await?;
                 return Err(RpcError::conflict(if phone_taken {
                     "phone number is already used by another account"
                 } else {
@@ -133,10 +171,13 @@ impl State {
             }
             Err(e) => return Err(internal("insert user", e)),
         }
+        if !phone.is_empty() {
+            self.codes.used(phone).await?;
+        }
         tracing::info!(user_id = %id, "registered");
         let event = pb::UserRegistered {
             user_id: id.clone(),
-            username: input.username.clone(),
+            username: username.to_owned(),
             nickname: nickname.to_owned(),
             created_at_ms: now_ms,
         };
@@ -152,7 +193,80 @@ impl State {
         if let Err(e) = published {
             tracing::warn!(error = %e, "user.registered event not stored");
         }
-        Ok(pb::RegisterResponse { user_id: id })
+        Ok(id)
+    }
+
+    /// Logs in with a phone number and the code sent to it.
+    async fn phone_login(
+        &self,
+        client: Client,
+        input: pb::PhoneLoginRequest,
+    ) -> Result<pb::LoginResponse, RpcError> {
+        self.guard.attempt(client.ip)?;
+        let device_name = validate::display_text("device_name", &input.device_name)?;
+        let phone = phone_number(&input.phone)?;
+        self.codes.check(&phone, &input.code).await?;
+        // The number is proven: whether it has an account may be said.
+        let account = store::by_phone(&self.pool, &phone).await?.ok_or_else(|| {
+            RpcError::not_found("no account has this number: register with the same code")
+        })?;
+        self.codes.used(&phone).await?;
+        self.sign_in(account.id, input.device_id, device_name).await
+    }
+
+    /// Creates an account for a proven phone number and logs it in.
+    async fn phone_register(
+        &self,
+        client: Client,
+        input: pb::PhoneRegisterRequest,
+    ) -> Result<pb::LoginResponse, RpcError> {
+        self.guard.attempt(client.ip)?;
+        validate::username(&input.username)?;
+        if !input.password.is_empty() {
+            validate::password(&input.password)?;
+        }
+        let nickname = validate::display_text("nickname", &input.nickname)?;
+        let device_name = validate::display_text("device_name", &input.device_name)?;
+        let phone = phone_number(&input.phone)?;
+        self.codes.check(&phone, &input.code).await?;
+        // Without a password the account logs in by phone only.
+        let hash = if input.password.is_empty() {
+            String::new()
+        } else {
+            self.hash(client, input.password).await?
+        };
+        let id = self
+            .create_account(&input.username, nickname, &hash, &phone)
+            .await?;
+        self.sign_in(id, String::new(), device_name).await
+    }
+
+    /// Moves the caller to a new, proven number; its other devices are
+    /// logged out (a stolen session cannot keep an account whose number its
+    /// owner takes back).
+    async fn change_phone(
+        &self,
+        me: Identity,
+        input: pb::ChangePhoneRequest,
+    ) -> Result<pb::ChangePhoneResponse, RpcError> {
+        let phone = phone_number(&input.phone)?;
+        self.codes.check(&phone, &input.code).await?;
+        match store::set_phone(&self.pool, &me.user_id, &phone).await {
+            Ok(true) => {}
+            Ok(false) => return Err(RpcError::not_found("no such user")),
+            Err(e) if db::is_unique_violation(&e) => {
+                return Err(RpcError::conflict(
+                    "phone number is already used by another account",
+                ));
+            }
+            Err(e) => return Err(internal("set phone", e)),
+        }
+        self.codes.used(&phone).await?;
+        let revoked = self
+            .end_sessions(&me.user_id, store::Devices::AllBut(&me.device_id))
+            .await?;
+        tracing::info!(user_id = %me.user_id, revoked, "phone changed; other devices logged out");
+        Ok(pb::ChangePhoneResponse { phone })
     }
 
     async fn login(
@@ -173,9 +287,11 @@ impl State {
         let credentials = store::credentials(&self.pool, &input.username).await?;
         // An unknown username costs a hash too: the answer's timing must not
         // tell which usernames exist.
+        // (An account without a password, made by phone, logs in by phone
+        // only: the same answer and cost as an unknown username.)
         let (user_id, hash) = match credentials {
-            Some(c) => (Some(c.id), c.password_hash),
-            None => (None, DUMMY_HASH.to_owned()),
+            Some(c) if !c.password_hash.is_empty() => (Some(c.id), c.password_hash),
+            _ => (None, DUMMY_HASH.to_owned()),
         };
         let valid = self.verify(client, input.password, hash).await?;
         let user_id = match (user_id, valid) {
@@ -186,9 +302,19 @@ impl State {
             }
         };
         self.guard.succeeded(&input.username, client.ip);
+        self.sign_in(user_id, input.device_id, device_name).await
+    }
 
+    /// Tokens for `user_id` on a new device (`device_id` empty) or one of
+    /// its devices again.
+    async fn sign_in(
+        &self,
+        user_id: String,
+        device_id: String,
+        device_name: &str,
+    ) -> Result<pb::LoginResponse, RpcError> {
         let now = ids::now_ms();
-        let device_id = if input.device_id.is_empty() {
+        let device_id = if device_id.is_empty() {
             let id = ids::new_id();
             let name = if device_name.is_empty() {
                 "device"
@@ -198,12 +324,12 @@ impl State {
             store::insert_device(&self.pool, &id, &user_id, name, now).await?;
             id
         } else {
-            let known = subject::is_valid_token(&input.device_id)
-                && store::touch_device(&self.pool, &input.device_id, &user_id, now).await?;
+            let known = subject::is_valid_token(&device_id)
+                && store::touch_device(&self.pool, &device_id, &user_id, now).await?;
             if !known {
                 return Err(RpcError::not_found("unknown device"));
             }
-            input.device_id
+            device_id
         };
 
         tracing::info!(%user_id, %device_id, "logged in");
@@ -340,9 +466,11 @@ impl State {
         let hash = store::password_hash(&self.pool, &me.user_id)
             .await?
             .ok_or_else(|| RpcError::not_found("no such user"))?;
-        if !self
-            .verify(Client::default(), input.current_password, hash)
-            .await?
+        // An account made by phone sets its first password without one.
+        if !hash.is_empty()
+            && !self
+                .verify(Client::default(), input.current_password, hash)
+                .await?
         {
             return Err(denied());
         }

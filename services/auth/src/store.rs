@@ -66,6 +66,16 @@ pub async fn by_phone(pool: &AnyPool, phone: &str) -> Result<Option<AccountRow>,
         .await
 }
 
+/// Sets a user's (normalized, proven) phone number; false: no such user.
+pub async fn set_phone(pool: &AnyPool, user_id: &str, phone: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("UPDATE users SET phone = $1 WHERE id = $2")
+        .bind(phone)
+        .bind(user_id)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 pub async fn password_hash(pool: &AnyPool, user_id: &str) -> Result<Option<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
         .bind(user_id)

@@ -36,6 +36,13 @@ pub fn router(state: Arc<EdgeState>) -> Router {
         .route("/v1/auth/login", post(public::<AuthLogin>))
         .route("/v1/auth/refresh", post(public::<AuthRefresh>))
         .route("/v1/auth/password", post(user::<AuthPassword>))
+        .route("/v1/auth/phone/code", post(public::<AuthPhoneCode>))
+        .route("/v1/auth/phone/login", post(public::<AuthPhoneLogin>))
+        .route(
+            "/v1/auth/phone/register",
+            post(public_created::<AuthPhoneRegister>),
+        )
+        .route("/v1/auth/phone", post(user::<AuthChangePhone>))
         .route("/v1/auth/logout", post(user::<AuthLogout>))
         .route(
             "/v1/devices",
