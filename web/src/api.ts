@@ -122,6 +122,12 @@ export const api = {
     raw<{ userId: string }>("POST", "/v1/auth/register", { username, password, ...(nickname ? { nickname } : {}) }),
   login: (username: string, password: string, deviceName: string, deviceId?: string) =>
     raw<Session>("POST", "/v1/auth/login", { username, password, deviceName, ...(deviceId ? { deviceId } : {}) }),
+  phoneCode: (phone: string) =>
+    raw<{ resendAfterSecs?: number; expiresInSecs?: number }>("POST", "/v1/auth/phone/code", { phone }),
+  phoneLogin: (phone: string, code: string, deviceName: string, deviceId?: string) =>
+    raw<Session>("POST", "/v1/auth/phone/login", { phone, code, deviceName, ...(deviceId ? { deviceId } : {}) }),
+  phoneRegister: (phone: string, code: string, username: string, deviceName: string, nickname?: string) =>
+    raw<Session>("POST", "/v1/auth/phone/register", { phone, code, username, deviceName, ...(nickname ? { nickname } : {}) }),
   logout: () => call<{}>("POST", "/v1/auth/logout", {}),
   get: <T>(path: string) => call<T>("GET", path),
   post: <T>(path: string, body: unknown = {}) => call<T>("POST", path, body),

@@ -1,6 +1,6 @@
 // Log in and register. A login reuses this browser's device of that user
 // when it has one (its inbox cursor and presence stay the same device).
-import { useState } from "preact/hooks";
+import { useEffect, useState } from "preact/hooks";
 import { api, ApiError } from "./api";
 import { lang, setLang, t } from "./i18n";
 import { signedIn } from "./state";
@@ -22,9 +22,110 @@ export function LangSwitch() {
   );
 }
 
+/** Log in or sign up with a code sent to a phone number. */
+function PhoneAuth() {
+  const s = t();
+  const [phone, setPhone] = useState("");
+  const [code, setCode] = useState("");
+  const [username, setUsername] = useState("");
+  const [nickname, setNickname] = useState("");
+  const [sentTo, setSentTo] = useState("");
+  const [wait, setWait] = useState(0);
+  const [needsAccount, setNeedsAccount] = useState(false);
+  const [error, setError] = useState("");
+  const [busy, setBusy] = useState(false);
+
+  useEffect(() => {
+    if (wait <= 0) return;
+    const timer = setTimeout(() => setWait(wait - 1), 1000);
+    return () => clearTimeout(timer);
+  }, [wait]);
+
+  const sendCode = async () => {
+    setError("");
+    try {
+      const sent = await api.phoneCode(phone.trim());
+      setSentTo(phone.trim());
+      setNeedsAccount(false);
+      setWait(Number(sent.resendAfterSecs ?? 60));
+    } catch (err) {
+      setError(errorMessage(err, "phone"));
+      // A code went out a moment ago: count down to when another may.
+      const after = err instanceof ApiError && /retry after (\d+) s/.exec(err.message);
+      if (after) setWait(Number(after[1]));
+    }
+  };
+
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    setBusy(true);
+    setError("");
+    const key = `phone:${phone.trim().replace(/[^+\d]/g, "")}`;
+    try {
+      let session;
+      if (needsAccount) {
+        session = await api.phoneRegister(phone.trim(), code.trim(), username.trim(), deviceName(), nickname.trim() || undefined);
+      } else {
+        const known = localStorage.getItem(`natter.device.${key}`) ?? undefined;
+        try {
+          session = await api.phoneLogin(phone.trim(), code.trim(), deviceName(), known);
+        } catch (err) {
+          if (err instanceof ApiError && err.status === 404 && known && !/no account/.test(err.message)) {
+            session = await api.phoneLogin(phone.trim(), code.trim(), deviceName());
+          } else if (err instanceof ApiError && err.status === 404) {
+            setNeedsAccount(true);
+            return;
+          } else {
+            throw err;
+          }
+        }
+      }
+      signedIn(session, key);
+    } catch (err) {
+      setError(errorMessage(err, needsAccount ? "register" : "phone"));
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  return (
+    <form onSubmit={submit}>
+      <label class="field">
+        {s.phone}
+        <input name="phone" type="tel" autocomplete="tel" required placeholder={s.phoneHint} value={phone} onInput={(e) => setPhone(e.currentTarget.value)} />
+      </label>
+      <div class="code-row">
+        <label class="field">
+          {s.code}
+          <input name="code" inputMode="numeric" autocomplete="one-time-code" required minLength={6} maxLength={6} pattern="[0-9]{6}" value={code} onInput={(e) => setCode(e.currentTarget.value)} />
+        </label>
+        <button class="btn secondary" type="button" disabled={wait > 0 || !phone.trim()} onClick={sendCode}>
+          {wait > 0 ? s.resendIn(wait) : s.sendCode}
+        </button>
+      </div>
+      {sentTo && !needsAccount && <p class="hint" role="status">{s.codeSent(sentTo)}</p>}
+      {needsAccount && (
+        <>
+          <p class="hint" role="status">{s.noPhoneAccount}</p>
+          <label class="field">
+            {s.username}
+            <input name="username" autocomplete="username" required minLength={3} maxLength={32} value={username} onInput={(e) => setUsername(e.currentTarget.value)} />
+          </label>
+          <label class="field">
+            {s.nickname}
+            <input name="nickname" maxLength={64} value={nickname} onInput={(e) => setNickname(e.currentTarget.value)} />
+          </label>
+        </>
+      )}
+      {error && <p class="error-text" role="alert">{error}</p>}
+      <button class="btn" type="submit" disabled={busy}>{needsAccount ? s.register : s.login}</button>
+    </form>
+  );
+}
+
 export function AuthScreen() {
   const s = t();
-  const [mode, setMode] = useState<"login" | "register">("login");
+  const [mode, setMode] = useState<"login" | "register" | "phone">("login");
   const [username, setUsername] = useState("");
   const [password, setPassword] = useState("");
   const [nickname, setNickname] = useState("");
@@ -61,7 +162,8 @@ export function AuthScreen() {
           <h1>natter</h1>
         </div>
         <p class="tagline">{s.tagline}</p>
-        <h2>{mode === "login" ? s.loginTitle : s.registerTitle}</h2>
+        <h2>{mode === "login" ? s.loginTitle : mode === "phone" ? s.phoneTitle : s.registerTitle}</h2>
+        {mode === "phone" ? <PhoneAuth /> : (
         <form onSubmit={submit}>
           <label class="field">
             {s.username}
@@ -80,10 +182,16 @@ export function AuthScreen() {
           {error && <p class="error-text" role="alert">{error}</p>}
           <button class="btn" type="submit" disabled={busy}>{mode === "login" ? s.login : s.register}</button>
         </form>
+        )}
+        <button class="linkish phone-switch" type="button" onClick={() => { setMode(mode === "phone" ? "login" : "phone"); setError(""); }}>
+          {mode === "phone" ? s.usePassword : s.usePhone}
+        </button>
         <div class="auth-foot">
-          <button class="linkish" type="button" onClick={() => { setMode(mode === "login" ? "register" : "login"); setError(""); }}>
-            {mode === "login" ? s.noAccount : s.haveAccount}
-          </button>
+          {mode === "phone" ? <span /> : (
+            <button class="linkish" type="button" onClick={() => { setMode(mode === "login" ? "register" : "login"); setError(""); }}>
+              {mode === "login" ? s.noAccount : s.haveAccount}
+            </button>
+          )}
           <LangSwitch />
         </div>
       </div>

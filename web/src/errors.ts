@@ -5,6 +5,9 @@ import { lang, t } from "./i18n";
 
 const zhDetails: [RegExp, string][] = [
   [/username is taken|username .*taken/i, "用户名已被占用"],
+  [/phone number is already used/i, "该手机号已被其他账号使用"],
+  [/international form/i, "请填写带国家码的手机号，例如 +86 138 0013 8000"],
+  [/code is 6 digits/i, "验证码是 6 位数字"],
   [/password .*(at least|characters)/i, "密码需要 8 到 128 个字符"],
   [/username/i, "用户名需要 3-32 个字母、数字或 _ . -，并以字母开头"],
   [/only message your friends/i, "只能给好友发消息：请先发送好友申请"],
@@ -24,9 +27,10 @@ const zhDetails: [RegExp, string][] = [
   [/transfer/i, "群主需要先转让群主才能退群"],
 ];
 
-export function errorMessage(e: unknown, context?: "login" | "register"): string {
+export function errorMessage(e: unknown, context?: "login" | "register" | "phone"): string {
   const s = t();
   if (!(e instanceof ApiError)) return s.errors.internal;
+  if (e.code === "unauthorized" && context === "phone") return s.codeWrong;
   if (e.code === "unauthorized" && context !== "login") return s.errors.session;
   if (e.code === "unauthorized" || e.code === "network" || e.code === "internal" || e.code === "unavailable" || e.code === "rate_limited") {
     return s.errors[e.code] ?? s.errors.internal;

@@ -2,7 +2,7 @@
 // (for what a test is not about), logging in through the page, screenshots.
 import { expect, test, type Browser, type BrowserContext, type Page } from "@playwright/test";
 import { startSystem, type System } from "./system";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 
 export const PASSWORD = "correct horse 1";
@@ -58,12 +58,40 @@ export function ownSystem(env: Record<string, string> = {}) {
     if (!system) throw new Error("the system is not started yet");
     return system.url;
   };
-  return { url, call: callAt(url), restart: (downMs?: number) => system!.restart(downMs) };
+  const log = () => {
+    if (!system) throw new Error("the system is not started yet");
+    return system.log;
+  };
+  return { url, log, call: callAt(url), restart: (downMs?: number) => system!.restart(downMs) };
+}
+
+/** The login codes sent to `phone` so far, oldest first, as the `log` SMS
+ * provider wrote them to natter's log (what a person reads on their phone). */
+export function smsCodes(phone: string, log = process.env.NATTER_LOG ?? ""): string[] {
+  const want = phone.replace(/[^+\d]/g, "");
+  const text = readFileSync(log, "utf8");
+  return [...text.matchAll(/sms code .*?phone="?(\+\d+)"? code="?(\d{6})"?/g)].filter((m) => m[1] === want).map((m) => m[2]);
+}
+
+/** Waits for a code to `phone` beyond the `seen` first ones. */
+export async function nextSmsCode(phone: string, seen: number, log = process.env.NATTER_LOG ?? ""): Promise<string> {
+  for (let i = 0; i < 100; i++) {
+    const codes = smsCodes(phone, log);
+    if (codes.length > seen) return codes[codes.length - 1];
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`no code for ${phone} in ${log}`);
 }
 
 export async function seedUser(name: string, nickname = "", phone = ""): Promise<User> {
   const username = uniq(name);
-  await call("POST", "/v1/auth/register", { username, password: PASSWORD, ...(nickname ? { nickname } : {}), ...(phone ? { phone } : {}) });
+  let phoneCode = "";
+  if (phone) {
+    const seen = smsCodes(phone).length;
+    await call("POST", "/v1/auth/phone/code", { phone });
+    phoneCode = await nextSmsCode(phone, seen);
+  }
+  await call("POST", "/v1/auth/register", { username, password: PASSWORD, ...(nickname ? { nickname } : {}), ...(phone ? { phone, phoneCode } : {}) });
   const s = await call("POST", "/v1/auth/login", { username, password: PASSWORD, deviceName: "seed" });
   return { username, userId: s.userId, deviceId: s.deviceId, accessToken: s.accessToken, nickname: nickname || username };
 }

@@ -70,6 +70,8 @@ async function waitForPort(port: number, ms: number, proc: ChildProcess) {
 
 export interface System {
   url: string;
+  /** natter's log, where the `log` SMS provider writes login codes. */
+  log: string;
   /** Kills natter (SIGKILL, as a crash would) and starts it again on the same port and data. */
   restart(downMs?: number): Promise<void>;
   stop(): Promise<void>;
@@ -106,7 +108,8 @@ export async function startSystem(env: Record<string, string> = {}): Promise<Sys
         NATTER_AUTH__LOGIN__PER_ADDRESS_PER_MINUTE: "100000",
         NATTER_AUTH__LOGIN__HASHES_PER_ADDRESS: "64",
         NATTER_EDGE__LISTEN: `127.0.0.1:${httpPort}`,
-        RUST_LOG: process.env.RUST_LOG ?? "warn",
+        // (auth::sms at info: the login codes, read by the phone tests)
+        RUST_LOG: `${process.env.RUST_LOG ?? "warn"},auth::sms=info`,
         ...env,
       },
     });
@@ -116,6 +119,7 @@ export async function startSystem(env: Record<string, string> = {}): Promise<Sys
   await waitFor(`${url}/readyz`, 30_000, app, what);
   return {
     url,
+    log: join(dir, "natter.log"),
     async restart(downMs = 0) {
       const done = new Promise((r) => app.once("exit", r));
       app.kill("SIGKILL");

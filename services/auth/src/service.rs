@@ -210,8 +210,12 @@ impl State {
         let account = store::by_phone(&self.pool, &phone).await?.ok_or_else(|| {
             RpcError::not_found("no account has this number: register with the same code")
         })?;
+        let session = self
+            .sign_in(account.id, input.device_id, device_name)
+            .await?;
+        // (After: a code that met an unknown device id still works.)
         self.codes.used(&phone).await?;
-        self.sign_in(account.id, input.device_id, device_name).await
+        Ok(session)
     }
 
     /// Creates an account for a proven phone number and logs it in.
