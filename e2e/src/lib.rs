@@ -17,7 +17,7 @@ mod system;
 pub use api::{Api, User};
 pub use client::{Client, Format};
 pub use scenarios::{Stream, chat, no_pushes, spawn_reader, spawn_reliable_sender};
-pub use system::{Mode, Service, Settings, System};
+pub use system::{Mode, Service, Settings, System, edge_config};
 
 /// A text message body.
 pub fn text(text: &str) -> shared::proto::message::MessageBody {

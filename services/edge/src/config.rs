@@ -42,6 +42,14 @@ pub struct Config {
     pub trusted_proxies: Vec<String>,
     /// The header a trusted proxy puts the client's address in.
     pub client_ip_header: String,
+    /// Serve HTTPS and WSS with this certificate chain (PEM); with
+    /// `tls_key_file`. Empty: plain HTTP (behind a TLS-terminating proxy).
+    pub tls_cert_file: String,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub tls_key_file: String,
+    /// Seconds between looks at the two files; a change is served from the
+    /// next handshake on.
+    pub tls_reload_secs: u64,
     /// What one user may do on this edge, over all of their devices.
     pub per_user: PerUser,
     #[serde(skip)]
@@ -123,6 +131,9 @@ impl Default for Config {
             max_concurrent_replays: 64,
             trusted_proxies: Vec::new(),
             client_ip_header: "x-forwarded-for".into(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            tls_reload_secs: 10,
             per_user: PerUser::default(),
             streams: StreamsConfig::default(),
         }
@@ -130,6 +141,11 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Whether the edge terminates TLS itself.
+    pub fn tls(&self) -> bool {
+        !self.tls_cert_file.is_empty()
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let check = |ok: bool, what: &str| {
             if ok {
@@ -182,6 +198,11 @@ impl Config {
             axum::http::HeaderName::try_from(self.client_ip_header.as_str()).is_ok(),
             "edge.client_ip_header is not a header name",
         )?;
+        check(
+            self.tls_cert_file.is_empty() == self.tls_key_file.is_empty(),
+            "edge.tls_cert_file and edge.tls_key_file go together",
+        )?;
+        within("edge.tls_reload_secs", self.tls_reload_secs, 1..=86_400)?;
         self.per_user.validate()?;
         self.streams.validate()
     }

@@ -12,6 +12,7 @@
 //! - [`group_hub`]: one subscription per large group, shared by connections;
 //! - [`limits`]: what one user may do (sockets, sends, typing, resumes);
 //! - [`presence`]: announcing connected devices to the presence service;
+//! - [`tls`]: TLS termination with certificate files reloaded on change;
 //! - [`web`]: the embedded web client, served at `/`.
 //!
 //! Identity is established here and only here: the edge verifies the token
@@ -26,6 +27,7 @@ pub mod keyring;
 pub mod limits;
 pub mod presence;
 pub mod sessions;
+pub mod tls;
 pub mod web;
 pub mod ws;
 
@@ -75,6 +77,8 @@ impl EdgeState {
 pub struct Edge {
     state: Arc<EdgeState>,
     listener: tokio::net::TcpListener,
+    /// With `edge.tls_cert_file`: the certificates it serves.
+    tls: Option<Arc<tls::Certificates>>,
 }
 
 impl Edge {
@@ -85,6 +89,16 @@ impl Edge {
         shutdown: CancellationToken,
     ) -> Result<Self, StartError> {
         config.validate()?;
+        let tls = if config.tls() {
+            let certificates = tls::Certificates::open(
+                std::path::Path::new(&config.tls_cert_file),
+                std::path::Path::new(&config.tls_key_file),
+            )
+            .map_err(|e| shared::config::ConfigError::Invalid(format!("edge TLS: {e}")))?;
+            Some(certificates)
+        } else {
+            None
+        };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| StartError::setup(format!("cannot listen on {}", config.listen), e))?;
@@ -120,7 +134,11 @@ impl Edge {
             shutdown,
             tasks: TaskTracker::new(),
         });
-        Ok(Self { state, listener })
+        Ok(Self {
+            state,
+            listener,
+            tls,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -132,7 +150,11 @@ impl Edge {
     /// Serves until shutdown, then closes every connection (1001) and waits
     /// for them.
     pub async fn serve(self) -> Result<(), StartError> {
-        let Self { state, listener } = self;
+        let Self {
+            state,
+            listener,
+            tls,
+        } = self;
         let shutdown = state.shutdown.clone();
         // Ended sessions: heard before the first connection is served.
         let revocations = state
@@ -186,23 +208,38 @@ impl Edge {
                 .check_loop(&check.caller, every, check.shutdown.clone())
                 .await;
         });
-        tracing::info!(addr = %listener.local_addr().map_err(|e| StartError::setup("http server", e))?, "edge listening");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(addr = %listener.local_addr().map_err(|e| StartError::setup("http server", e))?, scheme, "edge listening");
         let app = http::router(state.clone());
+        let make = app.into_make_service_with_connect_info::<SocketAddr>();
         let graceful = shutdown.clone();
-        // Frames are small and latency matters: no Nagle delay (with the
-        // peer's delayed acks it held a push back up to 40 ms).
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        let stopped = async move { graceful.cancelled().await };
+        let served = match tls {
+            // Frames are small and latency matters: no Nagle delay (with the
+            // peer's delayed acks it held a push back up to 40 ms).
+            None => {
+                let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                    }
+                });
+                axum::serve(listener, make)
+                    .with_graceful_shutdown(stopped)
+                    .await
             }
-        });
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { graceful.cancelled().await })
-        .await
-        .map_err(|e| StartError::setup("http server", e))?;
+            Some(certificates) => {
+                let every = Duration::from_secs(state.config.tls_reload_secs);
+                tokio::spawn(certificates.clone().watch(every, shutdown.clone()));
+                let listener = tls::TlsListener::new(listener, certificates.acceptor())
+                    .map_err(|e| StartError::setup("TLS listener", e))?;
+                // (tap_io: the listener's peer address reaches ConnectInfo)
+                let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
+                axum::serve(listener, make)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }
+        };
+        served.map_err(|e| StartError::setup("http server", e))?;
         state.tasks.close();
         if tokio::time::timeout(Duration::from_secs(10), state.tasks.wait())
             .await
