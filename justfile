@@ -124,6 +124,13 @@ bench *args: deps
     cargo build --release -p natter -p e2e --bin natter --bin natter-bench
     ./target/release/natter-bench {{args}}
 
+# Fuzz the decoders that face clients (frames, JSON bodies, queries, paths):
+# ten million generated and mutated inputs by default; what breaks a
+# decoder is saved to fuzz/findings/. `just test` runs a few seconds of it.
+fuzz *args:
+    cargo build --release -p natter-fuzz
+    ./target/release/natter-fuzz {{args}}
+
 # Formatting and lints.
 check:
     cargo fmt --all --check

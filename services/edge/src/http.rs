@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -28,7 +27,7 @@ use crate::EdgeState;
 use crate::frames::Format;
 use forward::{public, public_created, user, user_created};
 
-mod forward;
+pub mod forward;
 
 pub fn router(state: Arc<EdgeState>) -> Router {
     Router::new()
@@ -187,7 +186,7 @@ impl FromRequestParts<Arc<EdgeState>> for ClientAddr {
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
 /// Parses a JSON body into a wire type, with a clear error.
-fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError(RpcError::bad_request(format!("malformed JSON body: {e}"))))
 }

@@ -118,6 +118,21 @@ pub fn request<R>(
 where
     R: Message + Default + DeserializeOwned,
 {
+    let params: Vec<(&str, &str)> = path.iter().collect();
+    decode_request(method, &params, uri, body)
+}
+
+/// [`request`] from plain parts (what the fuzzer drives): `params` are the
+/// path parameters, already percent-decoded.
+pub fn decode_request<R>(
+    method: &Method,
+    params: &[(&str, &str)],
+    uri: &Uri,
+    body: &[u8],
+) -> Result<R, ApiError>
+where
+    R: Message + Default + DeserializeOwned,
+{
     let mut request: R = if method == Method::GET || method == Method::DELETE {
         let Query(request) = Query::<R>::try_from_uri(uri).map_err(super::bad_query)?;
         request
@@ -126,9 +141,9 @@ where
     } else {
         super::parse(body)?
     };
-    let fields: serde_json::Map<String, serde_json::Value> = path
+    let fields: serde_json::Map<String, serde_json::Value> = params
         .iter()
-        .map(|(name, value)| (name.to_owned(), value.into()))
+        .map(|(name, value)| ((*name).to_owned(), (*value).into()))
         .collect();
     if !fields.is_empty() {
         let from_path: R = serde_json::from_value(fields.into())
