@@ -31,6 +31,8 @@ struct State {
     keys: KeySet,
     guard: LoginGuard,
     codes: Codes,
+    /// Logouts per user: each one reaches every edge.
+    logouts: shared::limit::PerKey<String>,
 }
 
 /// Runs the auth service until `shutdown` is cancelled.
@@ -49,6 +51,7 @@ pub async fn run(
         nats: nats.clone(),
         guard: LoginGuard::new(config.login.clone(), config.max_concurrent_hashes),
         codes: Codes::new(config.sms.clone(), pool.clone()),
+        logouts: shared::limit::PerKey::per_minute("logouts", 30),
         config,
         pool,
         keys,
@@ -510,6 +513,7 @@ impl State {
         me: Identity,
         input: pb::LogoutDeviceRequest,
     ) -> Result<pb::LogoutDeviceResponse, RpcError> {
+        self.logouts.check(&me.user_id.to_string())?;
         let devices = match (input.all_others, input.device_id.as_str()) {
             (true, "") => store::Devices::AllBut(&me.device_id),
             (false, "") => {
@@ -571,6 +575,7 @@ impl State {
 
     /// Logs the caller's device out (its refresh token stops working).
     async fn logout(&self, me: Identity) -> Result<pb::LogoutResponse, RpcError> {
+        self.logouts.check(&me.user_id.to_string())?;
         self.end_sessions(&me.user_id, store::Devices::Only(&me.device_id))
             .await?;
         tracing::info!(user_id = %me.user_id, device_id = %me.device_id, "device logged out");

@@ -20,6 +20,9 @@ pub const SESSION_ENDED: u16 = 4001;
 const KEEP_MS: i64 = 7 * 86_400 * 1000;
 /// Users with revocations kept before the oldest are forgotten.
 const MAX_USERS: usize = 100_000;
+/// Revocations kept per user; beyond, the older half become one that
+/// covers every device (refusing a little more: those devices refresh).
+const MAX_PER_USER: usize = 64;
 
 /// Something a session can end: an open connection.
 pub trait Session: Send + Sync {
@@ -28,19 +31,45 @@ pub trait Session: Send + Sync {
 
 #[derive(Clone)]
 struct Revocation {
-    /// The devices; empty with `all_but`.
+    /// The devices; empty with `all_but` or `all`.
     devices: Vec<DeviceId>,
     all_but: Option<DeviceId>,
+    /// Every device (older revocations merged).
+    all: bool,
     at_ms: i64,
 }
 
 impl Revocation {
     fn covers(&self, device: &DeviceId) -> bool {
+        if self.all {
+            return true;
+        }
         match &self.all_but {
             Some(kept) => kept != device,
             None => self.devices.contains(device),
         }
     }
+}
+
+/// Keeps a user's revocations bounded: the older half merged into one for
+/// every device at the newest of their times (it refuses at least what
+/// they did).
+fn compact(list: &mut Vec<Revocation>) {
+    if list.len() <= MAX_PER_USER {
+        return;
+    }
+    list.sort_by_key(|r| r.at_ms);
+    let older: Vec<Revocation> = list.drain(..list.len() - MAX_PER_USER / 2).collect();
+    let at_ms = older.iter().map(|r| r.at_ms).max().unwrap_or(0);
+    list.insert(
+        0,
+        Revocation {
+            devices: Vec::new(),
+            all_but: None,
+            all: true,
+            at_ms,
+        },
+    );
 }
 
 struct Open {
@@ -104,6 +133,7 @@ impl Sessions {
             all_but: (!event.every_device_but.is_empty())
                 .then(|| DeviceId::parse(&event.every_device_but).ok())
                 .flatten(),
+            all: false,
             at_ms: event.at_ms,
         };
         // Recorded before the open connections are read: one being set up
@@ -121,6 +151,7 @@ impl Sessions {
         let list = revoked.entry(user.clone()).or_default();
         list.retain(|r| now_ms - r.at_ms < KEEP_MS);
         list.push(revocation.clone());
+        compact(list);
         drop(revoked);
         let ended: Vec<_> = shared::sync::lock(&self.open)
             .get(&user)
@@ -211,5 +242,28 @@ mod tests {
         sessions.closed(&phone, 1);
         sessions.closed(&laptop, 2);
         assert!(shared::sync::lock(&sessions.open).is_empty());
+    }
+
+    #[test]
+    fn many_revocations_of_one_user_stay_bounded_and_still_refuse() {
+        let sessions = Sessions::default();
+        for i in 0..1000i64 {
+            let event = DevicesRevoked {
+                user_id: "u1".into(),
+                device_ids: vec![format!("d{i}")],
+                every_device_but: String::new(),
+                at_ms: 1_000_000 + i,
+            };
+            sessions.revoke(&event, 1_000_000 + i);
+        }
+        let kept = shared::sync::lock(&sessions.revoked)
+            .get(&UserId::parse("u1").unwrap())
+            .map_or(0, Vec::len);
+        assert!(kept <= MAX_PER_USER, "{kept}");
+        // Every revoked device's older tokens are still refused.
+        for i in [0i64, 500, 999] {
+            assert!(sessions.is_revoked(&who("u1", &format!("d{i}")), 1_000_000 + i - 1));
+        }
+        assert!(!sessions.is_revoked(&who("u1", "d999"), 1_000_999));
     }
 }
