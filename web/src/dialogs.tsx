@@ -2,6 +2,7 @@
 // settings (profile, language, theme, devices, log out).
 import { useEffect, useState } from "preact/hooks";
 import { api } from "./api";
+import { errorMessage } from "./errors";
 import { formatWhen, lang, setLang, t } from "./i18n";
 import { friends, loadGroups, logout, me, openConversation, reportError, showToast } from "./state";
 import type { Device, Group, Profile } from "./types";
@@ -106,8 +107,45 @@ export function SettingsDialog({ onClose }: { onClose: () => void }) {
           <button aria-pressed={theme.value === "dark"} onClick={() => setTheme("dark")}>{s.themeDark}</button>
         </div>
       </div>
+      <PhoneChange />
       <Devices />
     </Modal>
+  );
+}
+
+/** A new phone number, proven by the code sent to it (logs out the other devices). */
+function PhoneChange() {
+  const s = t();
+  const [phone, setPhone] = useState("");
+  const [code, setCode] = useState("");
+  const [wait, setWait] = useState(0);
+  useEffect(() => {
+    if (wait <= 0) return;
+    const timer = setTimeout(() => setWait(wait - 1), 1000);
+    return () => clearTimeout(timer);
+  }, [wait]);
+  const send = () =>
+    attempt(async () => {
+      const sent = await api.phoneCode(phone.trim());
+      setWait(Number(sent.resendAfterSecs ?? 60));
+    }, reportError);
+  const change = () =>
+    attempt(async () => {
+      await api.post("/v1/auth/phone", { phone: phone.trim(), code: code.trim() });
+      setPhone("");
+      setCode("");
+      showToast(s.phoneChanged);
+    }, (e) => showToast(errorMessage(e, "phone")));
+  return (
+    <div class="field">
+      {s.changePhone}
+      <input class="input" type="tel" autocomplete="tel" aria-label={s.newPhone} placeholder={s.phoneHint} value={phone} onInput={(e) => setPhone(e.currentTarget.value)} />
+      <div class="phone-row">
+        <input class="input" inputMode="numeric" autocomplete="one-time-code" aria-label={s.code} placeholder={s.code} maxLength={6} value={code} onInput={(e) => setCode(e.currentTarget.value)} />
+        <button class="btn secondary" type="button" disabled={wait > 0 || !phone.trim()} onClick={send}>{wait > 0 ? s.resendIn(wait) : s.sendCode}</button>
+        <button class="btn" type="button" aria-label={s.changePhone} disabled={code.trim().length !== 6} onClick={change}>{s.change}</button>
+      </div>
+    </div>
   );
 }
 

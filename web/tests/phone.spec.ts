@@ -71,3 +71,44 @@ test("phone: sign up with a code, log out, log in again with a new one", async (
   expect(me.nickname).toBe("韩梅梅");
   await context.close();
 });
+
+test("phone: change my number in Settings with a code; it logs me in after", async ({ browser }) => {
+  const username = uniq("mover");
+  await system.call("POST", "/v1/auth/register", { username, password: "correct horse 1" });
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  watch(page);
+  await page.goto(system.url());
+  await page.getByLabel("Username").fill(username);
+  await page.getByLabel("Password").fill("correct horse 1");
+  await page.getByRole("button", { name: "Log in", exact: true }).click();
+  await expect(page.getByRole("tab", { name: /^Chats/ })).toBeVisible();
+
+  const digits = String(Math.floor(Math.random() * 1e8)).padStart(8, "0");
+  const phone = `+86137${digits}`;
+  await page.getByRole("button", { name: "Settings" }).first().click();
+  const settings = page.getByRole("dialog", { name: "Settings" });
+  await settings.getByRole("textbox", { name: "New phone number" }).fill(phone);
+  await settings.getByRole("button", { name: "Send code" }).click();
+  await expect(settings.getByRole("button", { name: /^Resend in \d+ s$/ })).toBeDisabled();
+  const code = await nextSmsCode(phone, 0, system.log());
+  await settings.getByRole("textbox", { name: "Code" }).fill(code);
+  await shot(page, "phone-change");
+  await settings.getByRole("button", { name: "Change phone number" }).click();
+  await expect(page.getByRole("status").filter({ hasText: "Phone number changed" })).toBeVisible();
+
+  // The number now logs this account in.
+  await settings.getByRole("button", { name: "Log out", exact: true }).click();
+  await page.getByRole("button", { name: "Log in or sign up with a phone number" }).click();
+  await page.getByLabel("Phone number").fill(phone);
+  await expect(page.getByRole("button", { name: "Send code" })).toBeEnabled({ timeout: 5_000 });
+  await page.getByRole("button", { name: "Send code" }).click();
+  const again = await nextSmsCode(phone, 1, system.log());
+  await page.getByLabel("Code").fill(again);
+  await page.getByRole("button", { name: "Log in", exact: true }).click();
+  await expect(page.getByRole("tab", { name: /^Chats/ })).toBeVisible();
+  const session = JSON.parse((await page.evaluate(() => localStorage.getItem("natter.session")))!);
+  const profile = await system.call("GET", "/v1/profile", undefined, session.accessToken);
+  expect(profile.username).toBe(username);
+  await context.close();
+});
