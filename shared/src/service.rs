@@ -40,6 +40,13 @@ pub async fn serve<Resp, F, Fut>(
                 None => break,
             },
         };
+        if is_stream_delivery(&request) {
+            tracing::warn!(
+                subject = %request.message.subject,
+                "a JetStream delivery reached an endpoint (a consumer delivering to it): ignored"
+            );
+            continue;
+        }
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
@@ -60,6 +67,17 @@ pub async fn serve<Resp, F, Fut>(
     {
         tracing::warn!("requests still in flight after shutdown timeout");
     }
+}
+
+/// A stream's message that a push consumer delivers to an endpoint's
+/// subject (anyone who may create consumers can name any delivery subject):
+/// its reply is the consumer's ack subject. Never a call, so never served.
+fn is_stream_delivery(request: &Request) -> bool {
+    request
+        .message
+        .reply
+        .as_ref()
+        .is_some_and(|reply| reply.as_str().starts_with("$JS.ACK."))
 }
 
 /// Why a service could not start (or stopped with an error): one type for

@@ -340,6 +340,71 @@ pub mod contract {
         assert_eq!(got, ErrorCode::BadRequest, "{subject} given garbage");
     }
 
+    /// Requests micro service `name` has answered, over all its endpoints.
+    async fn answered(caller: &Caller, name: &str) -> u64 {
+        let stats = caller
+            .call_bytes(
+                &format!("$SRV.STATS.{name}"),
+                HeaderMap::new(),
+                Bytes::new(),
+            )
+            .await
+            .expect("the service's stats");
+        let stats: serde_json::Value = serde_json::from_slice(&stats).expect("stats are JSON");
+        stats["endpoints"]
+            .as_array()
+            .map(|all| all.iter().filter_map(|e| e["num_requests"].as_u64()).sum())
+            .unwrap_or(0)
+    }
+
+    /// That a stream's messages a push consumer delivers to the endpoints'
+    /// subjects (anyone who may create consumers can name any delivery
+    /// subject) are ignored, not served: the service answers none of them.
+    pub async fn assert_ignores_stream_deliveries(caller: &Caller, name: &str, subjects: &[&str]) {
+        use async_nats::jetstream::{self, consumer, stream};
+        let before = answered(caller, name).await;
+        let id = crate::ids::new_id().replace('-', "");
+        let js = jetstream::new(caller.client.clone());
+        let probe = js
+            .create_stream(stream::Config {
+                name: format!("CONTRACT_PROBE_{id}"),
+                subjects: vec![format!("contract.probe.{id}")],
+                storage: stream::StorageType::Memory,
+                ..Default::default()
+            })
+            .await
+            .expect("a probe stream");
+        for (i, subject) in subjects.iter().enumerate() {
+            probe
+                .create_consumer(consumer::push::Config {
+                    name: Some(format!("probe{i}")),
+                    deliver_subject: subject.to_string(),
+                    // (the micro endpoints' queue group: without it the
+                    // server sees no interest and delivers nothing)
+                    deliver_group: Some("q".into()),
+                    ack_policy: consumer::AckPolicy::None,
+                    ..Default::default()
+                })
+                .await
+                .expect("a push consumer delivering to the endpoint");
+        }
+        let mut headers = HeaderMap::new();
+        someone().write(&mut headers);
+        js.publish_with_headers(
+            format!("contract.probe.{id}"),
+            headers,
+            Bytes::from_static(&[0x0a, 0x00]),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let after = answered(caller, name).await;
+        let _ = js.delete_stream(format!("CONTRACT_PROBE_{id}")).await;
+        assert_eq!(after, before, "{name} served a stream delivery");
+    }
+
     /// [`assert_serves`] with the endpoints listed, then [`assert_refusals`]
     /// of each: `assert_contract!(caller, groups::MICRO_NAME, GroupCreate, GroupGet)`.
     #[macro_export]
@@ -347,6 +412,12 @@ pub mod contract {
         ($caller:expr, $name:expr, $($endpoint:ty),+ $(,)?) => {{
             use $crate::endpoint::Endpoint as _;
             $crate::testing::contract::assert_serves(
+                $caller,
+                $name,
+                &[$(<$endpoint>::SUBJECT),+],
+            )
+            .await;
+            $crate::testing::contract::assert_ignores_stream_deliveries(
                 $caller,
                 $name,
                 &[$(<$endpoint>::SUBJECT),+],
