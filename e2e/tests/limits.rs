@@ -288,3 +288,47 @@ async fn one_user_cannot_flood_sends_resumes_or_typing() -> anyhow::Result<()> {
     system.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stolen_session_cannot_guess_the_current_password() -> anyhow::Result<()> {
+    let (system, [alice]) =
+        System::with_settings_and_users(Mode::InProcess, limited(), ["alice"]).await?;
+    let api = system.api();
+    let change = |current: &str| {
+        serde_json::json!({ "currentPassword": current, "newPassword": "a-new-long-password" })
+            .to_string()
+    };
+    let free = auth::config::LoginLimits::default().free_failures;
+    for i in 0..free {
+        let (status, body) = api
+            .post(
+                "/v1/auth/password",
+                Some(&alice.token),
+                change(&format!("guess{i}")),
+            )
+            .await?;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    }
+    let (status, body) = api
+        .post(
+            "/v1/auth/password",
+            Some(&alice.token),
+            change(&alice.password),
+        )
+        .await?;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "even the right one waits: {body}"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, body) = api
+        .post(
+            "/v1/auth/password",
+            Some(&alice.token),
+            change(&alice.password),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    Ok(())
+}

@@ -473,14 +473,20 @@ impl State {
         let hash = store::password_hash(&self.pool, &me.user_id)
             .await?
             .ok_or_else(|| RpcError::not_found("no such user"))?;
+        // Guessing the current password with a stolen session waits as a
+        // login does (1 s, 2 s ... after 5 wrong ones).
+        let guessed = format!("password-change:{}", me.user_id);
+        self.guard.check(&guessed, None)?;
         // An account made by phone sets its first password without one.
         if !hash.is_empty()
             && !self
                 .verify(Client::default(), input.current_password, hash)
                 .await?
         {
+            self.guard.failed(&guessed, None);
             return Err(denied());
         }
+        self.guard.succeeded(&guessed, None);
         let new_hash = self.hash(Client::default(), input.new_password).await?;
         store::set_password_hash(&self.pool, &me.user_id, &new_hash).await?;
         let revoked = self
