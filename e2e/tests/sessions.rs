@@ -253,3 +253,30 @@ async fn a_refresh_token_used_twice_logs_its_device_out() -> anyhow::Result<()> 
     system.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_started_after_a_logout_refuses_the_old_tokens_too() -> anyhow::Result<()> {
+    let (mut system, [alice]) = System::with_users(Mode::InProcess, ["alice"]).await?;
+    let api = system.api();
+    let phone = api.another_device(&alice).await?;
+    let (status, body) = api
+        .delete(
+            &format!("/v1/devices/{}", phone.device_id),
+            Some(&alice.token),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // An edge that was not running when the phone was logged out.
+    let (addr, _) = system.spawn_edge().await?;
+    let late = e2e::Api::new(format!("http://{addr}"));
+    let (status, _) = late.get("/v1/devices", Some(&phone.token)).await?;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the phone's old access token"
+    );
+    let (status, _) = late.get("/v1/devices", Some(&alice.token)).await?;
+    assert_eq!(status, StatusCode::OK, "alice's own device");
+    system.stop().await;
+    Ok(())
+}

@@ -285,6 +285,8 @@ pub mod endpoints {
         AuthChangePhone: AUTH_CHANGE_PHONE, User, auth::ChangePhoneRequest => auth::ChangePhoneResponse;
         /// The public keys that verify access tokens (for edges).
         AuthKeys: AUTH_KEYS, Internal, auth::PublicKeysRequest => auth::PublicKeysResponse;
+        /// Sessions ended within an access token's lifetime (for edges that start).
+        AuthRevocations: AUTH_REVOCATIONS, Internal, auth::RevocationsRequest => auth::RevocationsResponse;
         /// Which user ids exist, with their public account fields.
         AuthLookup: AUTH_LOOKUP, Internal, auth::LookupRequest => auth::LookupResponse;
         /// The account with an exact phone number.

@@ -26,6 +26,7 @@ pub mod call {
     pub const AUTH_DEVICES: &str = "im.v1.auth.devices";
     pub const AUTH_LOGOUT_DEVICE: &str = "im.v1.auth.logout_device";
     pub const AUTH_PHONE_CODE: &str = "im.v1.auth.phone_code";
+    pub const AUTH_REVOCATIONS: &str = "im.v1.auth.revocations";
     pub const AUTH_PHONE_LOGIN: &str = "im.v1.auth.phone_login";
     pub const AUTH_PHONE_REGISTER: &str = "im.v1.auth.phone_register";
     pub const AUTH_CHANGE_PHONE: &str = "im.v1.auth.change_phone";

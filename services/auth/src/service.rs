@@ -10,7 +10,7 @@ use shared::endpoint::Server;
 use shared::endpoint::endpoints::{
     AuthChangePhone, AuthDevices, AuthKeys, AuthLogin, AuthLogout, AuthLogoutDevice, AuthLookup,
     AuthPassword, AuthPhone, AuthPhoneCode, AuthPhoneLogin, AuthPhoneRegister, AuthRefresh,
-    AuthRegister,
+    AuthRegister, AuthRevocations,
 };
 use shared::proto::auth as pb;
 use shared::rpc::{Client, internal};
@@ -100,6 +100,12 @@ pub async fn run(
         })
     })
     .serve::<AuthLookup, _, _>(64, |s, (), input| async move { s.lookup(input).await })
+    .serve::<AuthRevocations, _, _>(16, |s, (), _| async move {
+        let since = ids::now_ms() - s.revocations_kept_ms();
+        Ok(pb::RevocationsResponse {
+            revocations: store::revocations(&s.pool, since).await?,
+        })
+    })
     .serve::<AuthPhone, _, _>(64, |s, (), input| async move { s.phone(input).await })
     .listen()
     .await?;
@@ -565,6 +571,8 @@ impl State {
             every_device_but,
             at_ms,
         };
+        // Kept for edges that start later (their tokens may still be around).
+        store::record_revocation(&self.pool, &event, at_ms - self.revocations_kept_ms()).await?;
         shared::nats::publish_event(
             &self.nats.jetstream,
             subject::event::DEVICES_REVOKED,
@@ -577,6 +585,12 @@ impl State {
             RpcError::unavailable("logged out, but not every server heard yet: try again")
         })?;
         Ok(revoked)
+    }
+
+    /// How long an ended session matters: an access token issued before it
+    /// lives at most this long (its lifetime and the edges' 30 s leeway).
+    fn revocations_kept_ms(&self) -> i64 {
+        (self.config.access_token_ttl_secs as i64 + 60) * 1000
     }
 
     /// Logs the caller's device out (its refresh token stops working).

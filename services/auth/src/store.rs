@@ -317,3 +317,53 @@ pub async fn owns_device(
             .await?;
     Ok(found.is_some())
 }
+
+/// Keeps an ended session (see `revocations`), and forgets those older
+/// than `forget_before_ms`.
+pub async fn record_revocation(
+    pool: &AnyPool,
+    event: &shared::proto::auth::DevicesRevoked,
+    forget_before_ms: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO revocations (id, user_id, device_ids, every_device_but, at_ms)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(shared::ids::new_id())
+    .bind(&event.user_id)
+    .bind(event.device_ids.join(" "))
+    .bind(&event.every_device_but)
+    .bind(event.at_ms)
+    .execute(pool)
+    .await?;
+    sqlx::query("DELETE FROM revocations WHERE at_ms < $1")
+        .bind(forget_before_ms)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Ended sessions since `since_ms`, oldest first.
+pub async fn revocations(
+    pool: &AnyPool,
+    since_ms: i64,
+) -> Result<Vec<shared::proto::auth::DevicesRevoked>, sqlx::Error> {
+    let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+        "SELECT user_id, device_ids, every_device_but, at_ms FROM revocations
+         WHERE at_ms >= $1 ORDER BY at_ms",
+    )
+    .bind(since_ms)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(user_id, devices, every_device_but, at_ms)| shared::proto::auth::DevicesRevoked {
+                user_id,
+                device_ids: devices.split_whitespace().map(str::to_owned).collect(),
+                every_device_but,
+                at_ms,
+            },
+        )
+        .collect())
+}

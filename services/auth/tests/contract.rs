@@ -36,6 +36,7 @@ async fn auth_keeps_its_contract() {
         AuthLogoutDevice,
         AuthKeys,
         AuthLookup,
+        AuthRevocations,
         AuthPhone,
     );
 

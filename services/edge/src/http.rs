@@ -357,7 +357,7 @@ fn bad_query(e: QueryRejection) -> ApiError {
 async fn ready(State(state): State<Arc<EdgeState>>) -> Response {
     let connected =
         state.nats.client.connection_state() == async_nats::connection::State::Connected;
-    if connected && state.keyring.is_loaded() {
+    if connected && state.keyring.is_loaded() && state.sessions.is_loaded() {
         "ready".into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()

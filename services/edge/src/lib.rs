@@ -62,6 +62,11 @@ pub struct EdgeState {
 impl EdgeState {
     /// Verifies an access token and that its session has not ended.
     pub async fn authenticate(&self, token: &str) -> Result<keyring::Verified, RpcError> {
+        // Until the sessions ended before this edge started are known, a
+        // token cannot be told good.
+        if !self.sessions.is_loaded() {
+            return Err(RpcError::unavailable("the edge is starting: retry"));
+        }
         let verified = self.keyring.verify_token(token).await?;
         if self
             .sessions
@@ -177,6 +182,22 @@ impl Edge {
                     Ok(n) if n > 0 => break,
                     Ok(_) => tracing::warn!("auth published no token keys yet"),
                     Err(e) => tracing::info!(error = %e, "waiting for the auth service"),
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            // Then the sessions that ended before this edge started (new
+            // ones are heard live: the subscription above came first).
+            let mut delay = Duration::from_millis(100);
+            while !keys.shutdown.is_cancelled() {
+                match keys.sessions.load(&keys.caller).await {
+                    Ok(n) => {
+                        tracing::debug!(revocations = n, "ended sessions loaded");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::info!(error = %e, "waiting for the auth service's revocations")
+                    }
                 }
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));

@@ -82,6 +82,9 @@ struct Open {
 pub struct Sessions {
     open: Mutex<HashMap<UserId, Vec<Open>>>,
     revoked: Mutex<HashMap<UserId, Vec<Revocation>>>,
+    /// Whether the sessions ended before this edge started are known
+    /// (read from the auth service once, see [`Sessions::load`]).
+    loaded: std::sync::atomic::AtomicBool,
 }
 
 impl Sessions {
@@ -165,6 +168,27 @@ impl Sessions {
         for session in ended {
             session.end(SESSION_ENDED, "session ended: log in again");
         }
+    }
+
+    /// Applies the sessions ended before this edge started (within an
+    /// access token's lifetime), as the auth service keeps them.
+    pub async fn load(&self, caller: &shared::rpc::Caller) -> Result<usize, shared::RpcError> {
+        let reply = caller
+            .call_to::<shared::endpoint::endpoints::AuthRevocations>(
+                &shared::proto::auth::RevocationsRequest {},
+            )
+            .await?;
+        let now = shared::ids::now_ms();
+        for event in &reply.revocations {
+            self.revoke(event, now);
+        }
+        self.loaded
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(reply.revocations.len())
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Applies the announcements `events` (a subscription to
