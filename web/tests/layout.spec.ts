@@ -57,6 +57,17 @@ test("phone width: one pane at a time, in Chinese, light and dark", async ({ bro
     await page.getByRole("tab", { name: /^通讯录/ }).click();
     await expect(page.getByRole("region", { name: "好友" })).toContainText("周杰");
     await shot(page, `contacts-phone-${scheme}-zh`);
+
+    // Settings with my devices (the seed login and this one) and the phone number.
+    await page.getByRole("button", { name: "设置" }).first().click();
+    const settings = page.getByRole("dialog", { name: "设置" });
+    const devices = settings.getByRole("list", { name: "登录设备" }).getByRole("listitem");
+    await expect(devices.filter({ hasText: "本设备" })).toHaveCount(1);
+    await expect(devices).toHaveCount(scheme === "light" ? 2 : 3);
+    await expect(settings.getByRole("textbox", { name: "新手机号" })).toBeVisible();
+    await devices.filter({ hasText: "本设备" }).scrollIntoViewIfNeeded();
+    await shot(page, `settings-phone-${scheme}-zh`);
+    await settings.getByRole("button", { name: "关闭" }).click();
     await context.close();
   }
 
