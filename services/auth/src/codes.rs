@@ -43,11 +43,7 @@ fn wrong() -> RpcError {
 }
 
 fn hash(salt: &str, phone: &str, code: &str) -> String {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(format!("{salt}:{phone}:{code}").as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::service::hash_secret(&format!("{salt}:{phone}:{code}"))
 }
 
 /// The number in international form, or a clear error.

@@ -625,8 +625,8 @@ impl State {
 }
 
 /// The stored form of a refresh token's secret (hex SHA-256: the secret is
-/// 256 random bits, so a fast hash is enough).
-fn hash_secret(secret: &str) -> String {
+/// 256 random bits, so a fast hash is enough); also of a salted phone code.
+pub(crate) fn hash_secret(secret: &str) -> String {
     use sha2::Digest as _;
     sha2::Sha256::digest(secret.as_bytes())
         .iter()
