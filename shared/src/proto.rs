@@ -63,3 +63,7 @@ pub use natter::group::v1 as group;
 pub use natter::message::v1 as message;
 pub use natter::presence::v1 as presence;
 pub use natter::social::v1 as social;
+
+/// The encoded `FileDescriptorSet` of every natter proto file: what tools
+/// (and the authorization matrix test) read to list messages and fields.
+pub const DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));

@@ -9,7 +9,7 @@ import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 import { api, enc } from "./api";
 import { formatDay, formatLastSeen, formatTime, t } from "./i18n";
 import {
-  conversations, detailsOpen, displayName, formerGroups, groupIdOf, groups, highlight, jumpTo, loadLatest,
+  conversations, detailsOpen, displayName, formerGroups, groupIdOf, groupMembers, groups, highlight, jumpTo, loadLatest,
   loadNewer, loadOlder, myId, pane, peerOf, pending, presence, previewOf, reportError, retrySend, sendMessage, timelines,
   typing, type Msg, type Pending, conversationTitle,
 } from "./state";
@@ -261,13 +261,18 @@ function MessageList({ c }: { c: Conversation }) {
 
   const isGroup = c.kind === "group";
   const group = isGroup ? groups.value.get(groupIdOf(id) ?? "") : undefined;
-  const canModerate = group?.me?.role === "owner" || group?.me?.role === "admin";
+  // The owner recalls anyone's message, an admin a plain member's (the
+  // server decides; this only keeps the menu honest).
+  const myRole = group?.me?.role;
+  const roleOf = (userId: string) =>
+    userId === group?.ownerId ? "owner" : groupMembers.value.get(group?.id ?? "")?.find((x) => x.userId === userId)?.role ?? "member";
+  const canModerate = (m: Msg) => myRole === "owner" || (myRole === "admin" && (m.senderId === myId.value || roleOf(m.senderId ?? "") === "member"));
   const menuItems = (m: Msg): MenuItem[] => {
     const items: MenuItem[] = [];
     const live = !m.body?.recalled && !m.body?.system;
     if (live && !formerGroups.value.has(id)) items.push({ label: s.reply, onSelect: () => setReply(m) });
     const own = m.senderId === myId.value;
-    if (live && ((own && Date.now() - Number(m.serverTsMs ?? 0) < RECALL_WINDOW_MS) || canModerate)) {
+    if (live && ((own && Date.now() - Number(m.serverTsMs ?? 0) < RECALL_WINDOW_MS) || canModerate(m))) {
       items.push({ label: s.recall, danger: true, onSelect: () => attempt(() => api.post(`/v1/conversations/${enc(id)}/messages/${m.seq}/recall`), reportError) });
     }
     if (isGroup && own && live) {

@@ -3,8 +3,8 @@
 import { expect, test, type Page } from "@playwright/test";
 import { befriend, chatHeader, composer, conversation, loggedIn, messages, say, seedUser, shot } from "./helpers";
 
-async function openMenu(page: Page, text: string) {
-  const row = messages(page).filter({ hasText: text });
+async function openMenu(page: Page, text: string, notText?: string) {
+  const row = messages(page).filter({ hasText: text, hasNotText: notText });
   await row.hover();
   await row.getByRole("button", { name: "Message actions" }).click();
   return page.getByRole("menu", { name: "Message actions" });
@@ -98,6 +98,16 @@ test("a group of three: notices, a reply, a recall, and managing it", async ({ b
   await memberAction(a, "Carol", "Make admin");
   await expect(messages(b).filter({ hasText: "Alice made Carol an admin" })).toHaveCount(1);
   await expect(info.getByRole("group", { name: "Carol" })).toContainText("Admin");
+  // Carol, an admin now, may recall Bob's message but not the owner's.
+  await expect(messages(c).filter({ hasText: "Alice made you an admin" })).toHaveCount(1);
+  let menu = await openMenu(c, "please read this");
+  await expect(menu.getByRole("menuitem", { name: "Reply" })).toBeVisible();
+  await expect(menu.getByRole("menuitem", { name: "Recall" })).toHaveCount(0);
+  await c.keyboard.press("Escape");
+  menu = await openMenu(c, "大家好，这周读《三体》", "I'm in"); // not the reply quoting it
+  await expect(menu.getByRole("menuitem", { name: "Recall" })).toBeVisible();
+  await c.keyboard.press("Escape");
+  await expect(menu).toHaveCount(0);
 
   await info.getByRole("switch", { name: "Mute everyone" }).check();
   await expect(b.getByText("Only the owner and admins can speak in this group")).toBeVisible();

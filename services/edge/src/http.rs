@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, patch, post, put};
+use axum::routing::{MethodRouter, delete, get, patch, post, put};
 use axum::{Json, Router};
 use fastwebsockets::upgrade::IncomingUpgrade;
 use serde::Deserialize;
@@ -29,108 +29,181 @@ use forward::{public, public_created, user, user_created};
 
 pub mod forward;
 
-pub fn router(state: Arc<EdgeState>) -> Router {
-    Router::new()
-        .route("/v1/auth/register", post(public_created::<AuthRegister>))
-        .route("/v1/auth/login", post(public::<AuthLogin>))
-        .route("/v1/auth/refresh", post(public::<AuthRefresh>))
-        .route("/v1/auth/password", post(user::<AuthPassword>))
-        .route("/v1/auth/phone/code", post(public::<AuthPhoneCode>))
-        .route("/v1/auth/phone/login", post(public::<AuthPhoneLogin>))
-        .route(
+/// One route: a method, a path and what answers it.
+type Route = (Method, &'static str, MethodRouter<Arc<EdgeState>>);
+
+/// Every route the edge answers, in one table: [`router`] serves it and
+/// [`route_table`] lists it (the authorization matrix in
+/// `docs/authorization.md` must have a row for each).
+fn routes() -> Vec<Route> {
+    use Method as M;
+    vec![
+        (
+            M::POST,
+            "/v1/auth/register",
+            post(public_created::<AuthRegister>),
+        ),
+        (M::POST, "/v1/auth/login", post(public::<AuthLogin>)),
+        (M::POST, "/v1/auth/refresh", post(public::<AuthRefresh>)),
+        (M::POST, "/v1/auth/password", post(user::<AuthPassword>)),
+        (
+            M::POST,
+            "/v1/auth/phone/code",
+            post(public::<AuthPhoneCode>),
+        ),
+        (
+            M::POST,
+            "/v1/auth/phone/login",
+            post(public::<AuthPhoneLogin>),
+        ),
+        (
+            M::POST,
             "/v1/auth/phone/register",
             post(public_created::<AuthPhoneRegister>),
-        )
-        .route("/v1/auth/phone", post(user::<AuthChangePhone>))
-        .route("/v1/auth/logout", post(user::<AuthLogout>))
-        .route(
-            "/v1/devices",
-            get(user::<AuthDevices>).delete(user::<AuthLogoutDevice>),
-        )
-        .route("/v1/devices/{device_id}", delete(user::<AuthLogoutDevice>))
-        .route("/v1/profile", get(my_profile).patch(user::<ProfileUpdate>))
-        .route("/v1/profiles", get(profiles))
-        .route("/v1/users/search", get(search_users))
-        .route("/v1/users/{user_id}", get(user_profile))
-        .route("/v1/friends", get(user::<FriendList>))
-        .route("/v1/friends/{user_id}", delete(user::<FriendDelete>))
-        .route(
-            "/v1/friends/requests",
-            get(user::<FriendRequests>).post(user::<FriendAsk>),
-        )
-        .route(
+        ),
+        (M::POST, "/v1/auth/phone", post(user::<AuthChangePhone>)),
+        (M::POST, "/v1/auth/logout", post(user::<AuthLogout>)),
+        (M::GET, "/v1/devices", get(user::<AuthDevices>)),
+        (M::DELETE, "/v1/devices", delete(user::<AuthLogoutDevice>)),
+        (
+            M::DELETE,
+            "/v1/devices/{device_id}",
+            delete(user::<AuthLogoutDevice>),
+        ),
+        (M::GET, "/v1/profile", get(my_profile)),
+        (M::PATCH, "/v1/profile", patch(user::<ProfileUpdate>)),
+        (M::GET, "/v1/profiles", get(profiles)),
+        (M::GET, "/v1/users/search", get(search_users)),
+        (M::GET, "/v1/users/{user_id}", get(user_profile)),
+        (M::GET, "/v1/friends", get(user::<FriendList>)),
+        (
+            M::DELETE,
+            "/v1/friends/{user_id}",
+            delete(user::<FriendDelete>),
+        ),
+        (M::GET, "/v1/friends/requests", get(user::<FriendRequests>)),
+        (M::POST, "/v1/friends/requests", post(user::<FriendAsk>)),
+        (
+            M::POST,
             "/v1/friends/requests/{request_id}/accept",
             post(user::<FriendAccept>),
-        )
-        .route(
+        ),
+        (
+            M::POST,
             "/v1/friends/requests/{request_id}/reject",
             post(user::<FriendReject>),
-        )
-        .route("/v1/blocks", get(user::<BlockList>))
-        .route(
+        ),
+        (M::GET, "/v1/blocks", get(user::<BlockList>)),
+        (M::PUT, "/v1/blocks/{user_id}", put(user::<BlockAdd>)),
+        (
+            M::DELETE,
             "/v1/blocks/{user_id}",
-            put(user::<BlockAdd>).delete(user::<BlockRemove>),
-        )
-        .route(
-            "/v1/groups",
-            get(user::<GroupMine>).post(user_created::<GroupCreate>),
-        )
-        .route(
+            delete(user::<BlockRemove>),
+        ),
+        (M::GET, "/v1/groups", get(user::<GroupMine>)),
+        (M::POST, "/v1/groups", post(user_created::<GroupCreate>)),
+        (M::GET, "/v1/groups/{group_id}", get(user::<GroupGet>)),
+        (
+            M::PATCH,
             "/v1/groups/{group_id}",
-            get(user::<GroupGet>)
-                .patch(user::<GroupUpdate>)
-                .delete(user::<GroupDismiss>),
-        )
-        .route(
+            patch(user::<GroupUpdate>),
+        ),
+        (
+            M::DELETE,
+            "/v1/groups/{group_id}",
+            delete(user::<GroupDismiss>),
+        ),
+        (
+            M::GET,
             "/v1/groups/{group_id}/members",
-            get(user::<GroupMembers>).post(user::<GroupInvite>),
-        )
-        .route(
+            get(user::<GroupMembers>),
+        ),
+        (
+            M::POST,
+            "/v1/groups/{group_id}/members",
+            post(user::<GroupInvite>),
+        ),
+        (
+            M::DELETE,
             "/v1/groups/{group_id}/members/{user_id}",
             delete(remove_member),
-        )
-        .route(
+        ),
+        (
+            M::PUT,
             "/v1/groups/{group_id}/members/{user_id}/role",
             put(user::<GroupRole>),
-        )
-        .route("/v1/groups/{group_id}/leave", post(user::<GroupLeave>))
-        .route(
+        ),
+        (
+            M::POST,
+            "/v1/groups/{group_id}/leave",
+            post(user::<GroupLeave>),
+        ),
+        (
+            M::POST,
             "/v1/groups/{group_id}/transfer",
             post(user::<GroupTransfer>),
-        )
-        .route("/v1/groups/{group_id}/mute", post(user::<GroupMute>))
-        .route("/v1/messages", post(user::<MessageSend>))
-        .route("/v1/conversations", get(user::<ConversationList>))
-        .route(
+        ),
+        (
+            M::POST,
+            "/v1/groups/{group_id}/mute",
+            post(user::<GroupMute>),
+        ),
+        (M::POST, "/v1/messages", post(user::<MessageSend>)),
+        (M::GET, "/v1/conversations", get(user::<ConversationList>)),
+        (
+            M::GET,
             "/v1/conversations/{conversation_id}/messages",
             get(user::<MessageHistory>),
-        )
-        .route(
+        ),
+        (
+            M::POST,
             "/v1/conversations/{conversation_id}/read",
             post(user::<ConversationRead>),
-        )
-        .route(
+        ),
+        (
+            M::PATCH,
             "/v1/conversations/{conversation_id}/settings",
             patch(user::<ConversationSettings>),
-        )
-        .route(
+        ),
+        (
+            M::POST,
             "/v1/conversations/{conversation_id}/messages/delete",
             post(user::<MessageDelete>),
-        )
-        .route(
+        ),
+        (
+            M::POST,
             "/v1/conversations/{conversation_id}/messages/{seq}/recall",
             post(user::<MessageRecall>),
-        )
-        .route(
+        ),
+        (
+            M::GET,
             "/v1/conversations/{conversation_id}/messages/{seq}/reads",
             get(user::<MessageReads>),
-        )
-        .route("/v1/presence", get(presence))
-        .route("/v1/ws", get(websocket))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready))
-        .route("/", get(crate::web::index))
-        .route("/assets/{name}", get(crate::web::asset))
+        ),
+        (M::GET, "/v1/presence", get(presence)),
+        (M::GET, "/v1/ws", get(websocket)),
+        (M::GET, "/healthz", get(|| async { "ok" })),
+        (M::GET, "/readyz", get(ready)),
+        (M::GET, "/", get(crate::web::index)),
+        (M::GET, "/assets/{name}", get(crate::web::asset)),
+    ]
+}
+
+/// The method and path of every route, as [`router`] serves them.
+pub fn route_table() -> Vec<(Method, &'static str)> {
+    routes()
+        .into_iter()
+        .map(|(method, path, _)| (method, path))
+        .collect()
+}
+
+pub fn router(state: Arc<EdgeState>) -> Router {
+    let mut router = Router::new();
+    // Routes of one path with different methods merge into one.
+    for (_, path, handler) in routes() {
+        router = router.route(path, handler);
+    }
+    router
         .fallback(|| async { ApiError(RpcError::not_found("no such endpoint")) })
         .layer(axum::extract::DefaultBodyLimit::max(
             state.config.max_frame_bytes,

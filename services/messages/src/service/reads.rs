@@ -72,6 +72,13 @@ impl State {
     ) -> Result<pb::ReadsResponse, RpcError> {
         let conversation = named(&input.conversation_id)?;
         let window = self.readable(&me, &conversation).await?;
+        // Who has read what is the group's present: who left keeps the
+        // messages they saw, not the members' reading since.
+        if !window.is_current() {
+            return Err(RpcError::forbidden(
+                "you are no longer a member of this group",
+            ));
+        }
         let seq = to_i64(input.seq)?;
         let message = store::message_at(&self.pool, &conversation, seq)
             .await?

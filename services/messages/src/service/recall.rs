@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use shared::group::Role;
 use shared::ids::ConversationId;
 use shared::proto::{delivery, message as pb};
 use shared::rpc::{Identity, internal};
@@ -89,8 +90,9 @@ impl State {
         Ok(news)
     }
 
-    /// The sender within the recall window, or a current owner or admin of
-    /// the message's group at any time.
+    /// The sender within the recall window, or at any time a current manager
+    /// of the message's group who outranks the sender (the owner recalls
+    /// anyone's message, an admin a plain member's).
     pub(super) async fn may_recall(
         &self,
         me: &Identity,
@@ -105,9 +107,27 @@ impl State {
                     "you are no longer a member of this group",
                 ));
             }
-            let member = store::member(&self.pool, conversation, &me.user_id).await?;
-            if member.is_some_and(|m| m.role.manages()) {
-                return Ok(());
+            let mine = store::member(&self.pool, conversation, &me.user_id)
+                .await?
+                .map(|m| m.role)
+                .filter(|role| role.manages());
+            if let Some(mine) = mine {
+                if row.sender_id == me.user_id || mine == Role::Owner {
+                    return Ok(());
+                }
+                // An admin recalls a plain (or former) member's message, not
+                // the owner's or another admin's.
+                let sender = ids::UserId::parse(row.sender_id.as_str())?;
+                let theirs = store::member(&self.pool, conversation, &sender)
+                    .await?
+                    .filter(|m| m.window.is_current())
+                    .map_or(Role::Member, |m| m.role);
+                if theirs < mine {
+                    return Ok(());
+                }
+                return Err(RpcError::forbidden(
+                    "only the owner may recall the messages of the owner and admins",
+                ));
             }
         }
         if row.sender_id != me.user_id {
