@@ -62,9 +62,17 @@ fn a_quick_run_measures_every_scenario() {
     positive(&report, "/results/footprint/natter_idle_rss_bytes");
     positive(&report, "/results/baseline/request_reply_per_sec");
     positive(&report, "/results/baseline/message_path_3_appends_per_sec");
-    positive(&report, "/results/direct/saturation/delivered_per_sec");
-    positive(&report, "/results/direct/saturation/ratio_to_request_reply");
-    positive(&report, "/results/direct/paced/send_to_receive/p99_ms");
+    let direct = &report["results"]["direct"]["runs"][0];
+    assert_eq!(direct["pairs"].as_u64(), Some(2));
+    positive(direct, "/saturation/delivered_per_sec");
+    positive(direct, "/saturation/ratio_to_request_reply");
+    positive(direct, "/saturation/cost/cpu_ms_per_1000_messages");
+    positive(direct, "/saturation/cost/nats_messages_in_per_message");
+    positive(direct, "/saturation/cost/storage_pages_per_message");
+    let open = &direct["open_loop"][0];
+    assert_eq!(open["rate_per_sec"].as_u64(), Some(200));
+    positive(open, "/send_to_receive/p99_ms");
+    positive(open, "/delivered");
     let group = &report["results"]["groups"]["groups"][0];
     assert_eq!(
         (group["members"].as_u64(), group["read_fanout"].as_bool()),

@@ -70,12 +70,23 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    /// The port clients connect to.
+    /// The monitoring endpoint, `http://127.0.0.1:<port>` (`/varz` ...).
+    pub fn monitoring_url(&self) -> Option<String> {
+        let entry = std::fs::read_dir(self.dir.path().join("ports"))
+            .ok()?
+            .flatten()
+            .next()?;
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(entry.path()).ok()?).ok()?;
+        Some(json.get("monitoring")?.get(0)?.as_str()?.to_owned())
+    }
+
     /// The server's process id (None while stopped).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
 
+    /// The port clients connect to.
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -120,7 +131,9 @@ fn spawn(
     std::fs::create_dir_all(&ports_dir).expect("create ports dir");
     let port_arg = port.map(|p| p.to_string()).unwrap_or_else(|| "-1".into());
     let mut command = Command::new(binary());
-    command.args(["-a", "127.0.0.1", "-p", &port_arg]);
+    // The monitoring endpoint on a free loopback port too (the benchmark
+    // reads its message counts, `/varz`).
+    command.args(["-a", "127.0.0.1", "-p", &port_arg, "-m", "-1"]);
     match config {
         Some((file, env)) => {
             command

@@ -1,8 +1,15 @@
 //! One-to-one chat: pairs of friends, each user sending to its peer over
-//! its own WebSocket. First at saturation (as fast as the edge takes sends:
-//! 64 unacked per connection), counting messages delivered to the peers per
-//! second; then at half that rate, measuring send→receive and send→ack
-//! latency.
+//! its own WebSocket, for each pair count of the plan (16 and 100 in full
+//! mode). First at saturation (as fast as the edge takes sends: 64 unacked
+//! per connection), counting messages delivered to the peers per second;
+//! then open loop at fixed rates (3k, 6k and 10k messages/s in full mode):
+//! every message has a scheduled send time, latency counts from it (so a
+//! stall shows as latency, not as messages sent later), in an HdrHistogram.
+//!
+//! Each phase also reports what a message costs the server: CPU of natter
+//! and nats-server per 1,000 delivered messages (from /proc), messages into
+//! nats-server per chat message (its `/varz`), and bytes natter had written
+//! to storage per message, in 4 KiB pages (SQLite's WAL and checkpoints).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,21 +17,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use shared::proto::delivery::inbox_entry;
 use shared::proto::edge::server_frame;
 use tokio::sync::Semaphore;
 
 use crate::baseline::Baseline;
-use crate::report::{latency, ratio, round};
-use crate::target::{Target, cpu_ms, unique, used};
+use crate::report::{ratio, round};
+use crate::target::{Target, cpu_ms, unique, used, write_bytes};
 use crate::{Plan, wire};
 
 /// Unacked sends per connection (the edge stops reading beyond 64).
 const WINDOW: usize = 64;
 
 /// What one connection saw, as (sent, arrived) pairs: its peer's messages,
-/// and the acks of its own sends.
+/// and the acks of its own sends. "Sent" is the scheduled send time.
 #[derive(Default)]
 struct Seen {
     received: Vec<(Instant, Instant)>,
@@ -47,8 +55,65 @@ struct Peer {
 }
 
 pub async fn run(target: &Target, plan: &Plan, base: Option<&Baseline>) -> anyhow::Result<Value> {
+    let mut runs = Vec::new();
+    for &pairs in &plan.pairs {
+        runs.push(run_pairs(target, plan, base, pairs).await?);
+    }
+    Ok(json!({ "window": WINDOW, "runs": runs }))
+}
+
+/// Readings of what the server has used so far.
+#[derive(Clone, Copy)]
+struct Usage {
+    at: Instant,
+    cpu: [Option<u64>; 2],
+    nats: Option<[u64; 2]>,
+    written: Option<u64>,
+}
+
+impl Usage {
+    async fn now(target: &Target) -> Self {
+        Self {
+            at: Instant::now(),
+            cpu: cpu(target),
+            nats: target.nats_messages().await,
+            written: target.natter_pid().and_then(write_bytes),
+        }
+    }
+
+    /// What a phase cost, per message delivered in it.
+    fn per_message(&self, after: &Usage, delivered: usize) -> Value {
+        let n = delivered.max(1) as f64;
+        let nats_cpu = used(self.cpu[0], after.cpu[0]);
+        let natter_cpu = used(self.cpu[1], after.cpu[1]);
+        let both = nats_cpu.zip(natter_cpu).map(|(a, b)| a + b);
+        let messages = self
+            .nats
+            .zip(after.nats)
+            .map(|(a, b)| b[0].saturating_sub(a[0]));
+        let out = self
+            .nats
+            .zip(after.nats)
+            .map(|(a, b)| b[1].saturating_sub(a[1]));
+        let written = used(self.written, after.written);
+        json!({
+            "cpu_ms": { "nats": nats_cpu, "natter": natter_cpu },
+            "cpu_ms_per_1000_messages": both.map(|ms| round(ms as f64 * 1000.0 / n)),
+            "nats_messages_in_per_message": messages.map(|m| round(m as f64 / n)),
+            "nats_messages_out_per_message": out.map(|m| round(m as f64 / n)),
+            "storage_pages_per_message": written.map(|b| round(b as f64 / 4096.0 / n)),
+        })
+    }
+}
+
+async fn run_pairs(
+    target: &Target,
+    plan: &Plan,
+    base: Option<&Baseline>,
+    pairs: usize,
+) -> anyhow::Result<Value> {
     let api = target.api();
-    let users: Vec<e2e::User> = futures::stream::iter(0..plan.pairs * 2)
+    let users: Vec<e2e::User> = futures::stream::iter(0..pairs * 2)
         .map(|i| {
             let api = api.clone();
             async move { api.user(&unique(&format!("pair{i}"))).await }
@@ -70,57 +135,27 @@ pub async fn run(target: &Target, plan: &Plan, base: Option<&Baseline>) -> anyho
     let phase = Duration::from_secs(plan.phase_secs);
 
     // Saturation.
-    let cpu_before = cpu(target);
-    let saturated = Instant::now();
-    let sent = blast(&peers, epoch, saturated + phase, None).await?;
-    let saturated_end = Instant::now();
-    let cpu_after = cpu(target);
+    let before = Usage::now(target).await;
+    let sent = blast(&peers, epoch, before.at + phase).await?;
+    let after = Usage::now(target).await;
     settle(&peers).await;
-    let saturated_secs = (saturated_end - saturated).as_secs_f64();
+    let saturated_secs = (after.at - before.at).as_secs_f64();
     let delivered = count(&peers, |s| {
         s.received
             .iter()
-            .filter(|(sent, got)| *sent >= saturated && *got <= saturated_end)
+            .filter(|(sent, got)| *sent >= before.at && *got <= after.at)
             .count()
     });
     let delivered_per_sec = delivered as f64 / saturated_secs;
-
-    // Half of that rate, for latency.
     anyhow::ensure!(
         delivered_per_sec >= 2.0,
         "almost nothing was delivered at saturation"
     );
-    let half = delivered_per_sec / 2.0;
-    let paced = Instant::now();
-    let sent_paced = blast(&peers, epoch, paced + phase, Some(half)).await?;
-    let paced_end = Instant::now();
-    settle(&peers).await;
-    let (mut receive, mut ack) = (Vec::new(), Vec::new());
-    for peer in peers.iter() {
-        let seen = peer.seen.lock().expect("seen lock");
-        let in_phase = |sent: &Instant| *sent >= paced && *sent < paced_end;
-        receive.extend(
-            seen.received
-                .iter()
-                .filter(|(sent, _)| in_phase(sent))
-                .map(|(sent, got)| (*got - *sent).as_secs_f64() * 1000.0),
-        );
-        ack.extend(
-            seen.acked
-                .iter()
-                .filter(|(sent, _)| in_phase(sent))
-                .map(|(sent, got)| (*got - *sent).as_secs_f64() * 1000.0),
-        );
-    }
-    for peer in peers.iter() {
-        peer.reader.abort();
-    }
+    let cost = before.per_message(&after, delivered);
 
     let base_rate = base.map(|b| b.request_reply_per_sec);
     let js_rate = base.and_then(|b| b.jetstream_per_sec);
     let path_rate = base.and_then(|b| b.message_path_per_sec).map(|r| r[0]);
-    let receive = latency(&mut receive);
-    let ack = latency(&mut ack);
     let ratios = match base {
         Some(_) => format!(
             " ({}x raw request-reply, {}x raw JetStream publishes, {}x the raw NATS work of a message)",
@@ -131,23 +166,63 @@ pub async fn run(target: &Target, plan: &Plan, base: Option<&Baseline>) -> anyho
         None => " (no baseline in this run)".to_owned(),
     };
     println!(
-        "\none-to-one ({} pairs): {:.0} delivered/s at saturation{ratios}, {:.0} sent/s",
-        plan.pairs,
-        delivered_per_sec,
+        "\none-to-one ({pairs} pairs): {delivered_per_sec:.0} delivered/s at saturation{ratios}, {:.0} sent/s",
         sent as f64 / saturated_secs
     );
-    println!(
-        "  at {half:.0}/s: send→receive p50 {} p99 {} p99.9 {} ms; send→ack p50 {} p99 {} p99.9 {} ms",
-        receive["p50_ms"],
-        receive["p99_ms"],
-        receive["p999_ms"],
-        ack["p50_ms"],
-        ack["p99_ms"],
-        ack["p999_ms"]
-    );
+    println!("  cost at saturation: {}", describe(&cost));
+
+    // Open loop at fixed rates.
+    let mut open = Vec::new();
+    for &rate in &plan.rates {
+        let before = Usage::now(target).await;
+        let start = before.at + Duration::from_millis(20);
+        let (sent, late) = open_loop(&peers, epoch, start, start + phase, rate as f64).await?;
+        let after = Usage::now(target).await;
+        settle(&peers).await;
+        let end = start + phase;
+        let in_phase = |sent: &Instant| *sent >= start && *sent < end;
+        let (mut receive, mut ack) = (histogram(), histogram());
+        let mut delivered = 0usize;
+        for peer in peers.iter() {
+            let seen = peer.seen.lock().expect("seen lock");
+            for (sent, got) in seen.received.iter().filter(|(sent, _)| in_phase(sent)) {
+                receive.saturating_record(micros(*got - *sent));
+                delivered += 1;
+            }
+            for (sent, got) in seen.acked.iter().filter(|(sent, _)| in_phase(sent)) {
+                ack.saturating_record(micros(*got - *sent));
+            }
+        }
+        let cost = before.per_message(&after, delivered);
+        let receive = percentiles(&receive);
+        let ack = percentiles(&ack);
+        println!(
+            "  open loop at {rate}/s: {delivered} of {sent} delivered, {late} sends behind schedule; \
+             send→receive p50 {} p99 {} p99.9 {} max {} ms; send→ack p99 {} ms; {}",
+            receive["p50_ms"],
+            receive["p99_ms"],
+            receive["p999_ms"],
+            receive["max_ms"],
+            ack["p99_ms"],
+            describe(&cost)
+        );
+        open.push(json!({
+            "rate_per_sec": rate,
+            "seconds": plan.phase_secs,
+            "sent": sent,
+            "delivered": delivered,
+            "sends_behind_schedule": late,
+            "send_to_receive": receive,
+            "send_to_ack": ack,
+            "cost": cost,
+        }));
+    }
+    for peer in peers.iter() {
+        peer.reader.abort();
+    }
+
     Ok(json!({
-        "pairs": plan.pairs,
-        "window": WINDOW,
+        "pairs": pairs,
         "saturation": {
             "seconds": round(saturated_secs),
             "sent_per_sec": round(sent as f64 / saturated_secs),
@@ -155,18 +230,40 @@ pub async fn run(target: &Target, plan: &Plan, base: Option<&Baseline>) -> anyho
             "ratio_to_request_reply": ratio(delivered_per_sec, base_rate),
             "ratio_to_jetstream_publish": ratio(delivered_per_sec, js_rate),
             "ratio_to_message_path": ratio(delivered_per_sec, path_rate),
-            "cpu_ms": {
-                "nats": used(cpu_before[0], cpu_after[0]),
-                "natter": used(cpu_before[1], cpu_after[1]),
-            },
+            "cost": cost,
         },
-        "paced": {
-            "rate_per_sec": round(half),
-            "sent": sent_paced,
-            "send_to_receive": receive,
-            "send_to_ack": ack,
-        },
+        "open_loop": open,
     }))
+}
+
+/// A phase's cost in a line.
+fn describe(cost: &Value) -> String {
+    format!(
+        "{} ms CPU per 1,000 messages (natter + nats-server), {} NATS messages in per message, {} storage pages per message",
+        cost["cpu_ms_per_1000_messages"],
+        cost["nats_messages_in_per_message"],
+        cost["storage_pages_per_message"]
+    )
+}
+
+/// Latencies in microseconds, 1 µs to 10 minutes, 3 significant digits.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+}
+
+fn micros(d: Duration) -> u64 {
+    d.as_micros().clamp(1, u64::MAX as u128) as u64
+}
+
+fn percentiles(h: &Histogram<u64>) -> Value {
+    let ms = |us: u64| round(us as f64 / 1000.0);
+    json!({
+        "count": h.len(),
+        "p50_ms": ms(h.value_at_quantile(0.50)),
+        "p99_ms": ms(h.value_at_quantile(0.99)),
+        "p999_ms": ms(h.value_at_quantile(0.999)),
+        "max_ms": ms(h.max()),
+    })
 }
 
 fn cpu(target: &Target) -> [Option<u64>; 2] {
@@ -238,57 +335,24 @@ async fn connect(
     })
 }
 
-/// Every peer sends until `until`: as fast as its window allows, or at
-/// `rate` messages/s in all. Returns how many were sent.
-async fn blast(
-    peers: &Arc<Vec<Peer>>,
-    epoch: Instant,
-    until: Instant,
-    rate: Option<f64>,
-) -> anyhow::Result<usize> {
+/// Every peer sends as fast as its window allows until `until`. Returns
+/// how many were sent.
+async fn blast(peers: &Arc<Vec<Peer>>, epoch: Instant, until: Instant) -> anyhow::Result<usize> {
     let mut tasks = Vec::new();
     for i in 0..peers.len() {
         let peers = peers.clone();
-        let every = rate.map(|r| Duration::from_secs_f64(peers.len() as f64 / r.max(1.0)));
         tasks.push(tokio::spawn(async move {
             let peer = &peers[i];
             let mut sink = peer.sink.lock().await;
-            // Peers tick in turn, not all at once: a fixed rate, not bursts
-            // of one message per connection.
-            let mut tick = every.map(|e| {
-                let offset = e.mul_f64(i as f64 / peers.len() as f64);
-                let mut t = tokio::time::interval_at(tokio::time::Instant::now() + offset, e);
-                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                t
-            });
             let mut sent = 0usize;
             let deadline = tokio::time::Instant::from_std(until);
             while Instant::now() < until {
-                if let Some(tick) = tick.as_mut()
-                    && tokio::time::timeout_at(deadline, tick.tick())
-                        .await
-                        .is_err()
-                {
-                    break;
-                }
                 let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, peer.window.acquire()).await
                 else {
                     break;
                 };
                 permit.forget();
-                peer.sent.fetch_add(1, Ordering::Relaxed);
-                let id = peer.next_id.fetch_add(1, Ordering::Relaxed);
-                peer.sent_at
-                    .lock()
-                    .expect("sent lock")
-                    .insert(id, Instant::now());
-                let frame = wire::send_text(
-                    id,
-                    &peer.to,
-                    format!("b{id}"),
-                    wire::stamped_text(epoch, sent),
-                );
-                wire::send(&mut sink, frame).await?;
+                send_one(peer, &mut sink, epoch, Instant::now()).await?;
                 sent += 1;
             }
             anyhow::Ok(sent)
@@ -299,6 +363,68 @@ async fn blast(
         total += task.await??;
     }
     Ok(total)
+}
+
+/// Sends one message stamped with its scheduled time `at`.
+async fn send_one(
+    peer: &Peer,
+    sink: &mut wire::Sink,
+    epoch: Instant,
+    at: Instant,
+) -> anyhow::Result<()> {
+    let n = peer.sent.fetch_add(1, Ordering::Relaxed);
+    let id = peer.next_id.fetch_add(1, Ordering::Relaxed);
+    peer.sent_at.lock().expect("sent lock").insert(id, at);
+    let frame = wire::send_text(
+        id,
+        &peer.to,
+        format!("b{id}"),
+        wire::stamped_text_at((at - epoch).as_nanos(), n as usize),
+    );
+    wire::send(sink, frame).await
+}
+
+/// Open loop: `rate` messages/s in all from `start` to `end`, each peer on
+/// its own schedule (the peers' schedules interleaved, not all at once).
+/// A send never waits for an answer, only for its time (and for the edge's
+/// window, should 64 be unanswered); one that leaves late keeps its
+/// scheduled time. Returns (sent, sent behind schedule by over 2 ms: the timer ticks in whole milliseconds).
+async fn open_loop(
+    peers: &Arc<Vec<Peer>>,
+    epoch: Instant,
+    start: Instant,
+    end: Instant,
+    rate: f64,
+) -> anyhow::Result<(usize, usize)> {
+    let every = Duration::from_secs_f64(peers.len() as f64 / rate.max(1.0));
+    let mut tasks = Vec::new();
+    for i in 0..peers.len() {
+        let peers = peers.clone();
+        tasks.push(tokio::spawn(async move {
+            let peer = &peers[i];
+            let mut sink = peer.sink.lock().await;
+            let mut at = start + every.mul_f64(i as f64 / peers.len() as f64);
+            let (mut sent, mut late) = (0usize, 0usize);
+            while at < end {
+                tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+                peer.window.acquire().await?.forget();
+                if Instant::now() > at + Duration::from_millis(2) {
+                    late += 1;
+                }
+                send_one(peer, &mut sink, epoch, at).await?;
+                sent += 1;
+                at += every;
+            }
+            anyhow::Ok((sent, late))
+        }));
+    }
+    let (mut sent, mut late) = (0, 0);
+    for task in tasks {
+        let (s, l) = task.await??;
+        sent += s;
+        late += l;
+    }
+    Ok((sent, late))
 }
 
 /// Waits (at most 60 s) until every send is acked and every peer has

@@ -76,9 +76,17 @@ struct Args {
     /// size above every group measures write fan-out alone.
     #[arg(long, default_value_t = messages::Config::default().large_group_members)]
     large_group_members: u32,
-    /// One-to-one pairs (default: 4 quick, 16 full).
+    /// One-to-one pair counts (default: 4 quick, 16,100 full).
+    #[arg(long, value_delimiter = ',')]
+    pairs: Vec<usize>,
+    /// One-to-one open-loop rates, messages/s in all (default: 200 quick,
+    /// 3000,6000,10000 full).
+    #[arg(long, value_delimiter = ',')]
+    rates: Vec<u64>,
+    /// Seconds of each measured phase (default: 2 quick, 5 full; 150
+    /// includes JetStream's periodic sync, every 2 minutes).
     #[arg(long)]
-    pairs: Option<usize>,
+    phase_secs: Option<u64>,
     /// Idle connection counts (default: 1000 quick, 10000,50000 full).
     #[arg(long, value_delimiter = ',')]
     idle: Vec<usize>,
@@ -110,7 +118,9 @@ pub struct Plan {
     pub quick: bool,
     /// Seconds of each measured phase.
     pub phase_secs: u64,
-    pub pairs: usize,
+    pub pairs: Vec<usize>,
+    /// Open-loop rates of the one-to-one scenario, messages/s.
+    pub rates: Vec<u64>,
     pub group_sizes: Vec<usize>,
     pub group_messages: usize,
     pub large_group_members: u32,
@@ -136,16 +146,33 @@ impl Plan {
         if group_sizes.iter().any(|n| !(2..=5000).contains(n)) {
             bail!("group sizes must be within 2..=5000");
         }
-        if args.pairs.is_some_and(|p| !(1..=1000).contains(&p)) {
+        let pairs = match (&args.pairs[..], quick) {
+            ([], true) => vec![4],
+            ([], false) => vec![16, 100],
+            (counts, _) => counts.to_vec(),
+        };
+        if pairs.iter().any(|p| !(1..=1000).contains(p)) {
             bail!("pairs must be within 1..=1000");
+        }
+        let rates = match (&args.rates[..], quick) {
+            ([], true) => vec![200],
+            ([], false) => vec![3000, 6000, 10_000],
+            (rates, _) => rates.to_vec(),
+        };
+        if rates.iter().any(|r| !(1..=100_000).contains(r)) {
+            bail!("rates must be within 1..=100000 messages/s");
+        }
+        if args.phase_secs.is_some_and(|s| !(1..=600).contains(&s)) {
+            bail!("phase seconds must be within 1..=600");
         }
         if idle.iter().any(|n| !(1..=100_000).contains(n)) {
             bail!("idle connection counts must be within 1..=100000");
         }
         Ok(Self {
             quick,
-            phase_secs: if quick { 2 } else { 5 },
-            pairs: args.pairs.unwrap_or(if quick { 4 } else { 16 }),
+            phase_secs: args.phase_secs.unwrap_or(if quick { 2 } else { 5 }),
+            pairs,
+            rates,
             group_sizes,
             // At least 100 in full mode, so p99 is not just the maximum.
             group_messages: if quick { 10 } else { 100 },

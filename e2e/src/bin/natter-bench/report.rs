@@ -11,18 +11,6 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// Latencies in milliseconds: count, p50, p99, p99.9, max (sorts them).
-pub fn latency(values: &mut [f64]) -> Value {
-    values.sort_by(f64::total_cmp);
-    json!({
-        "count": values.len(),
-        "p50_ms": round(percentile(values, 50.0)),
-        "p99_ms": round(percentile(values, 99.0)),
-        "p999_ms": round(percentile(values, 99.9)),
-        "max_ms": round(values.last().copied().unwrap_or(0.0)),
-    })
-}
-
 /// Two decimals.
 pub fn round(x: f64) -> f64 {
     (x * 100.0).round() / 100.0

@@ -115,6 +115,15 @@ impl Target {
         }
     }
 
+    /// Messages published into the nats-server and delivered out of it so
+    /// far, from its `/varz` (own systems only).
+    pub async fn nats_messages(&self) -> Option<[u64; 2]> {
+        let Self::Own(system) = self else { return None };
+        let url = format!("{}/varz", system.nats.monitoring_url()?);
+        let varz: serde_json::Value = reqwest::get(url).await.ok()?.json().await.ok()?;
+        Some([varz["in_msgs"].as_u64()?, varz["out_msgs"].as_u64()?])
+    }
+
     /// Starts one more edge process beside the system's (own systems
     /// only): its address and process id.
     pub async fn add_edge(&mut self) -> anyhow::Result<(SocketAddr, u32)> {
@@ -187,6 +196,14 @@ pub fn cpu_ms(pid: u32) -> Option<u64> {
     let system: u64 = fields.get(12)?.parse().ok()?;
     // USER_HZ is 100 on Linux.
     Some((user + system) * 10)
+}
+
+/// Bytes a process has caused to be written to storage so far (Linux:
+/// `write_bytes` of `/proc/<pid>/io`).
+pub fn write_bytes(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let line = io.lines().find(|l| l.starts_with("write_bytes:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Raises this process's open-file limit (inherited by the processes it

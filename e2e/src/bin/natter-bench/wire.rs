@@ -97,10 +97,13 @@ pub fn resume(id: u64, cursor: u64) -> WsMessage {
 /// The text of a benchmark message: when it was sent (nanoseconds since
 /// `epoch`) and some words, about as long as a chat message.
 pub fn stamped_text(epoch: std::time::Instant, i: usize) -> String {
-    format!(
-        "{} 消息 {i}: the quick brown fox jumps over the lazy dog",
-        epoch.elapsed().as_nanos()
-    )
+    stamped_text_at(epoch.elapsed().as_nanos(), i)
+}
+
+/// A text stamped with a given time since the epoch, nanoseconds (an open
+/// loop's scheduled send time).
+pub fn stamped_text_at(nanos: u128, i: usize) -> String {
+    format!("{nanos} 消息 {i}: the quick brown fox jumps over the lazy dog")
 }
 
 /// The send time of a message made by [`stamped_text`], as nanoseconds since the epoch.
