@@ -38,7 +38,17 @@ pub struct Baseline {
     /// Requests per second whose responder made three (then one) appends
     /// and two pushes; None as above.
     pub message_path_per_sec: Option<[f64; 2]>,
+    /// The batched shape of the message path (see [`batched_path`]):
+    /// messages per second with atomic or pipelined appends, for each batch
+    /// size of [`BATCH_SIZES`]; None as above.
+    pub batched_path_per_sec: Option<Vec<(bool, usize, f64)>>,
 }
+
+/// Messages per batch request in the batched model of the message path.
+pub const BATCH_SIZES: [usize; 3] = [16, 64, 256];
+/// Users of the batched model (100 pairs), and the push subjects' shards.
+const MODEL_USERS: usize = 200;
+const PUSH_SHARDS: usize = 16;
 
 impl Baseline {
     pub fn to_json(&self) -> Value {
@@ -52,6 +62,14 @@ impl Baseline {
             "jetstream_publish_per_sec": self.jetstream_per_sec.map(round),
             "message_path_3_appends_per_sec": self.message_path_per_sec.map(|r| round(r[0])),
             "message_path_1_append_per_sec": self.message_path_per_sec.map(|r| round(r[1])),
+            "batched_path_per_sec": self.batched_path_per_sec.as_ref().map(|rates| {
+                rates
+                    .iter()
+                    .map(|(atomic, size, rate)| {
+                        json!({ "atomic": atomic, "batch": size, "messages_per_sec": round(*rate) })
+                    })
+                    .collect::<Vec<_>>()
+            }),
         })
     }
 }
@@ -147,7 +165,15 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Baseline> {
             None
         }
     };
+    let batched_path_per_sec = match batched_path(target, &url, &inbox, &payload, phase).await {
+        Ok(rates) => Some(rates),
+        Err(e) => {
+            eprintln!("batched message path baseline skipped: {e:#}");
+            None
+        }
+    };
     let result = Baseline {
+        batched_path_per_sec,
         jetstream_per_sec,
         message_path_per_sec,
         payload_bytes: payload.len(),
@@ -172,6 +198,19 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Baseline> {
     if let Some([three, one]) = result.message_path_per_sec {
         println!(
             "raw NATS work of one message (request, appends, 2 pushes, reply; {IN_FLIGHT} in flight): {three:.0}/s with 3 appends, {one:.0}/s with 1"
+        );
+    }
+    if let Some(rates) = &result.batched_path_per_sec {
+        let rates: Vec<String> = rates
+            .iter()
+            .map(|(atomic, size, rate)| {
+                let how = if *atomic { "atomic" } else { "pipelined" };
+                format!("{rate:.0}/s {how} in batches of {size}")
+            })
+            .collect();
+        println!(
+            "raw NATS work of batched messages (a batch request, 2 inbox entries per message appended as one atomic batch or pipelined, pipelined events, pushes per shard, one reply): {}",
+            rates.join(", ")
         );
     }
     Ok(result)
@@ -264,6 +303,241 @@ async fn message_path(
     }
     drain.abort();
     Ok(rates)
+}
+
+/// The NATS traffic of the batched message path (issue 16's design),
+/// without natter: the "edge" connection sends one batch request of `size`
+/// messages when the previous one returns; the "messages" connection's
+/// responder appends two inbox entries per message (the recipient's and the
+/// sender's, each user's chain checked on its first entry) as one atomic
+/// JetStream batch (or as pipelined publishes, the other variant),
+/// publishes one event per message to a second stream with
+/// the acks awaited together at the end, publishes the entries as one push
+/// per user shard that has any, and replies once. Messages per second, for
+/// each size of [`BATCH_SIZES`].
+async fn batched_path(
+    target: &Target,
+    url: &str,
+    id: &str,
+    payload: &bytes::Bytes,
+    phase: Duration,
+) -> anyhow::Result<Vec<(bool, usize, f64)>> {
+    use async_nats::jetstream::stream;
+    let edge = target
+        .nats_options()?
+        .subscription_capacity(1 << 20)
+        .connect(url)
+        .await?;
+    let messages = target.nats_options()?.connect(url).await?;
+    let js = async_nats::jetstream::new(messages.clone());
+    let (inboxes, events) = (format!("BENCH_INBOX_{id}"), format!("BENCH_EVENTS_{id}"));
+    for (name, subjects, atomic) in [
+        (&inboxes, format!("bench.inbox.{id}.>"), true),
+        (&events, format!("bench.evt.{id}.>"), false),
+    ] {
+        js.create_stream(stream::Config {
+            name: name.clone(),
+            subjects: vec![subjects],
+            storage: stream::StorageType::File,
+            max_age: Duration::from_secs(300),
+            allow_atomic_publish: atomic,
+            ..Default::default()
+        })
+        .await?;
+    }
+    let mut pushes = edge.subscribe(format!("bench.bpush.{id}.>")).await?;
+    let drain = tokio::spawn(async move { while pushes.next().await.is_some() {} });
+    let run = async {
+        let mut rates = Vec::new();
+        for (atomic, size) in [true, false]
+            .into_iter()
+            .flat_map(|atomic| BATCH_SIZES.map(|size| (atomic, size)))
+        {
+            let subject = format!("bench.batch.{id}.{atomic}.{size}");
+            let requests = messages.subscribe(subject.clone()).await?;
+            // Each run appends to inboxes of its own (its chains start empty).
+            let responder = tokio::spawn(respond_batches(
+                messages.clone(),
+                js.clone(),
+                format!("{id}.{atomic}{size}"),
+                requests,
+                atomic,
+            ));
+            wait_for_responder(&edge, &subject, &batch_payload(payload, 1, 0)).await?;
+            let started = Instant::now();
+            let (mut done, mut n) = (0usize, 0u64);
+            while started.elapsed() < phase {
+                let batch = batch_payload(payload, size, n);
+                n += 1;
+                let reply = edge.request(subject.clone(), batch).await?;
+                anyhow::ensure!(reply.payload.as_ref() == b"ok", "batch failed");
+                done += size;
+            }
+            rates.push((atomic, size, done as f64 / started.elapsed().as_secs_f64()));
+            responder.abort();
+        }
+        anyhow::Ok(rates)
+    };
+    let result = run.await;
+    drain.abort();
+    let _ = js.delete_stream(&inboxes).await;
+    let _ = js.delete_stream(&events).await;
+    result
+}
+
+/// A batch request: a count, the first message's number, then the messages.
+fn batch_payload(payload: &bytes::Bytes, size: usize, n: u64) -> bytes::Bytes {
+    let mut out = Vec::with_capacity(16 + size * payload.len());
+    out.extend_from_slice(&(size as u64).to_be_bytes());
+    out.extend_from_slice(&(n * size as u64).to_be_bytes());
+    for _ in 0..size {
+        out.extend_from_slice(payload);
+    }
+    out.into()
+}
+
+/// The responder of [`batched_path`]: one batch at a time.
+async fn respond_batches(
+    client: async_nats::Client,
+    js: async_nats::jetstream::Context,
+    id: String,
+    mut requests: async_nats::Subscriber,
+    atomic: bool,
+) {
+    use std::collections::HashMap;
+    // The last inbox sequence per user, known from the batches' acks.
+    let mut last: HashMap<usize, u64> = HashMap::new();
+    let mut batches = 0u64;
+    while let Some(request) = requests.next().await {
+        let Some(reply) = request.reply.clone() else {
+            continue;
+        };
+        let data = &request.payload;
+        let size = u64::from_be_bytes(data[..8].try_into().unwrap_or_default()) as usize;
+        let first = u64::from_be_bytes(data[8..16].try_into().unwrap_or_default()) as usize;
+        let body = &data[16..];
+        let each = body.len() / size.max(1);
+        let message = |i: usize| request.payload.slice(16 + i * each..16 + (i + 1) * each);
+        batches += 1;
+        let result: anyhow::Result<()> = async {
+            // Two entries per message: the recipient's, then the sender's.
+            let entries: Vec<(usize, bytes::Bytes)> = (0..size)
+                .flat_map(|i| {
+                    let sender = (first + i) % MODEL_USERS;
+                    [(sender ^ 1, message(i)), (sender, message(i))]
+                })
+                .collect();
+            if atomic {
+                append_atomic(&client, &id, batches, &entries, &mut last).await?;
+            } else {
+                append_pipelined(&js, &id, batches, &entries, &mut last).await?;
+            }
+            // Events, pipelined, awaited together.
+            let mut acks = Vec::with_capacity(size);
+            for i in 0..size {
+                let subject = format!("bench.evt.{id}.created");
+                acks.push(js.publish(subject, message(i)).await?);
+            }
+            for ack in acks {
+                ack.await?;
+            }
+            // One push per shard that has entries.
+            let mut shards: Vec<Vec<u8>> = vec![Vec::new(); PUSH_SHARDS];
+            for (user, entry) in &entries {
+                shards[user % PUSH_SHARDS].extend_from_slice(entry);
+            }
+            for (shard, bytes) in shards.into_iter().enumerate() {
+                if !bytes.is_empty() {
+                    client
+                        .publish(format!("bench.bpush.{id}.{shard}"), bytes.into())
+                        .await?;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        let answer: &'static [u8] = if result.is_ok() { b"ok" } else { b"failed" };
+        if let Err(e) = &result {
+            eprintln!("batched path: {e:#}");
+        }
+        let _ = client.publish(reply, answer.into()).await;
+    }
+}
+
+/// The entries of a batch as one atomic JetStream batch: each user's first
+/// entry carries the chain check, the sequences come back consecutive.
+async fn append_atomic(
+    client: &async_nats::Client,
+    id: &str,
+    batch: u64,
+    entries: &[(usize, bytes::Bytes)],
+    last: &mut std::collections::HashMap<usize, u64>,
+) -> anyhow::Result<()> {
+    let batch_id = format!("{id}-{batch}");
+    let mut seen = std::collections::HashSet::new();
+    for (k, (user, entry)) in entries.iter().enumerate() {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Batch-Id", batch_id.as_str());
+        headers.insert("Nats-Batch-Sequence", (k + 1).to_string().as_str());
+        if seen.insert(*user) {
+            let expected = last.get(user).copied().unwrap_or(0);
+            headers.insert(
+                "Nats-Expected-Last-Subject-Sequence",
+                expected.to_string().as_str(),
+            );
+        }
+        let subject = format!("bench.inbox.{id}.{user}");
+        if k + 1 < entries.len() {
+            client
+                .publish_with_headers(subject, headers, entry.clone())
+                .await?;
+            continue;
+        }
+        headers.insert("Nats-Batch-Commit", "1");
+        let ack = client
+            .request_with_headers(subject, headers, entry.clone())
+            .await?;
+        let ack: serde_json::Value = serde_json::from_slice(&ack.payload)?;
+        let seq = ack["seq"]
+            .as_u64()
+            .ok_or_else(|| anyhow::anyhow!("batch refused: {ack}"))?;
+        // The entries have consecutive sequences ending at seq.
+        let start = seq + 1 - entries.len() as u64;
+        for (offset, (user, _)) in entries.iter().enumerate() {
+            last.insert(*user, start + offset as u64);
+        }
+    }
+    Ok(())
+}
+
+/// The entries of a batch as pipelined JetStream publishes, each with its
+/// dedup id, every ack awaited at the end; each user's first entry carries
+/// the chain check.
+async fn append_pipelined(
+    js: &async_nats::jetstream::Context,
+    id: &str,
+    batch: u64,
+    entries: &[(usize, bytes::Bytes)],
+    last: &mut std::collections::HashMap<usize, u64>,
+) -> anyhow::Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    let mut acks = Vec::with_capacity(entries.len());
+    for (k, (user, entry)) in entries.iter().enumerate() {
+        let mut publish = PublishMessage::build()
+            .payload(entry.clone())
+            .message_id(format!("{id}:{batch}:{k}"));
+        if seen.insert(*user) {
+            publish = publish.expected_last_subject_sequence(last.get(user).copied().unwrap_or(0));
+        }
+        acks.push(
+            js.send_publish(format!("bench.inbox.{id}.{user}"), publish)
+                .await?,
+        );
+    }
+    for ((user, _), ack) in entries.iter().zip(acks) {
+        last.insert(*user, ack.await?.sequence);
+    }
+    Ok(())
 }
 
 /// Acked publishes per second to a temporary file stream, deleted after.
