@@ -116,7 +116,7 @@ async fn run_pairs(
     let users: Vec<e2e::User> = futures::stream::iter(0..pairs * 2)
         .map(|i| {
             let api = api.clone();
-            async move { api.user(&unique(&format!("pair{i}"))).await }
+            async move { api.user(&unique(&format!("p{pairs}n{i}"))).await }
         })
         .buffered(8)
         .collect::<Vec<_>>()
