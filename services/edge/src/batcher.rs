@@ -1,9 +1,10 @@
 //! Sends from every connection of this edge go to the messages service in
-//! batches: one batch request at a time, sent as soon as the previous one
-//! returns with whatever queued meanwhile (no timer: a lone send leaves at
-//! once). Each connection keeps many sends in flight; order per
-//! conversation comes from the messages service, which stores a batch's
-//! items of one conversation in the batch's order.
+//! batches: a batch leaves as soon as there is room ([`IN_FLIGHT`] at once)
+//! with whatever queued meanwhile (no timer: a lone send leaves at once).
+//! Each connection keeps many sends in flight. Order per conversation by
+//! construction: a conversation is in at most one batch in flight (its
+//! later sends wait for that batch's answer), and the messages service
+//! stores a batch's sends of one conversation in the batch's order.
 //!
 //! A send that fails fails the same connection's later sends to that
 //! conversation that were queued before the failure came back (the
@@ -11,10 +12,11 @@
 //! again after an error sends in order. The connection keeps those marks
 //! and drops them once it has the answers of every send they cover.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use futures::StreamExt;
 use prost::Message as _;
 use shared::RpcError;
 use shared::endpoint::endpoints::MessageSendBatch;
@@ -29,6 +31,11 @@ const MAX_ITEMS: usize = 256;
 const MAX_BYTES: usize = 512 * 1024;
 /// Sends queued for the next batch, from all connections.
 const QUEUE: usize = 8192;
+/// Sends taken off the queue, waiting for a batch (their conversation's
+/// previous batch may still be in flight).
+const MAX_WAITING: usize = 8192;
+/// Batches in flight at once.
+const IN_FLIGHT: usize = 4;
 
 pub type Answer = Result<pb::SendAck, RpcError>;
 
@@ -130,64 +137,142 @@ fn conversation_key(who: &Identity, send: &pb::SendRequest) -> String {
     send.conversation_id.clone()
 }
 
+/// What one batch in flight waits for.
+type Flight = (
+    Vec<String>,
+    Vec<Waiting>,
+    Result<pb::SendBatchResponse, RpcError>,
+);
+type Waiting = (String, Arc<AtomicU64>, Failed, oneshot::Sender<Answer>);
+
 async fn run(caller: Caller, mut queue: mpsc::Receiver<Queued>) {
-    while let Some(first) = queue.recv().await {
-        let mut bytes = first.item.encoded_len();
-        let mut batch = vec![first];
-        while batch.len() < MAX_ITEMS && bytes < MAX_BYTES {
-            match queue.try_recv() {
-                Ok(next) => {
-                    bytes += next.item.encoded_len();
-                    batch.push(next);
+    // Sends waiting for a batch, in the order they came.
+    let mut waiting: VecDeque<Queued> = VecDeque::new();
+    // Conversations with sends in a batch in flight: a later send to one
+    // waits for that batch (order by construction, however many fly).
+    let mut busy: HashMap<String, usize> = HashMap::new();
+    let mut flying = futures::stream::FuturesUnordered::new();
+    let mut open = true;
+    loop {
+        tokio::select! {
+            Some(flight) = flying.next(), if !flying.is_empty() => {
+                let (conversations, answered, result): Flight = flight;
+                answer(answered, result);
+                for conversation in conversations {
+                    if let Some(n) = busy.get_mut(&conversation) {
+                        *n -= 1;
+                        if *n == 0 {
+                            busy.remove(&conversation);
+                        }
+                    }
                 }
-                Err(_) => break,
             }
+            next = queue.recv(), if open && waiting.len() < MAX_WAITING => match next {
+                Some(queued) => {
+                    waiting.push_back(queued);
+                    while waiting.len() < MAX_WAITING {
+                        match queue.try_recv() {
+                            Ok(queued) => waiting.push_back(queued),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                None => open = false,
+            },
         }
-        let (refused, batch): (Vec<Queued>, Vec<Queued>) = batch.into_iter().partition(|q| {
-            shared::sync::lock(&q.failed)
-                .get(&q.conversation)
-                .is_some_and(|&upto| q.number <= upto)
-        });
-        for q in refused {
+        if !open && waiting.is_empty() && flying.is_empty() {
+            return;
+        }
+        while flying.len() < IN_FLIGHT {
+            let batch = take_batch(&mut waiting, &busy);
+            if batch.is_empty() {
+                break;
+            }
+            let mut conversations: Vec<String> = Vec::new();
+            for q in &batch {
+                if !conversations.contains(&q.conversation) {
+                    conversations.push(q.conversation.clone());
+                }
+            }
+            for conversation in &conversations {
+                *busy.entry(conversation.clone()).or_default() += 1;
+            }
+            let (items, answered): (Vec<pb::SendItem>, Vec<Waiting>) = batch
+                .into_iter()
+                .map(|q| (q.item, (q.conversation, q.newest, q.failed, q.done)))
+                .unzip();
+            let caller = caller.clone();
+            flying.push(async move {
+                let request = pb::SendBatchRequest { items };
+                let result = caller.call_to::<MessageSendBatch>(&request).await;
+                (conversations, answered, result)
+            });
+        }
+    }
+}
+
+/// The next batch from the waiting sends, in order: those whose
+/// conversation has no batch in flight and no earlier send still waiting.
+/// Sends that must be sent again in order (see the module) fail here.
+fn take_batch(waiting: &mut VecDeque<Queued>, busy: &HashMap<String, usize>) -> Vec<Queued> {
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    let mut blocked: Vec<String> = Vec::new();
+    let mut left = VecDeque::with_capacity(waiting.len());
+    while let Some(q) = waiting.pop_front() {
+        let full = batch.len() >= MAX_ITEMS || bytes >= MAX_BYTES;
+        if full || busy.contains_key(&q.conversation) || blocked.contains(&q.conversation) {
+            if !blocked.contains(&q.conversation) {
+                blocked.push(q.conversation.clone());
+            }
+            left.push_back(q);
+            continue;
+        }
+        let refused = shared::sync::lock(&q.failed)
+            .get(&q.conversation)
+            .is_some_and(|&upto| q.number <= upto);
+        if refused {
             let _ = q.done.send(Err(RpcError::unavailable(
                 "an earlier message to this conversation was not sent; send again in order",
             )));
-        }
-        if batch.is_empty() {
             continue;
         }
-        let (items, waiting): (Vec<pb::SendItem>, Vec<_>) = batch
+        bytes += q.item.encoded_len();
+        batch.push(q);
+    }
+    *waiting = left;
+    batch
+}
+
+/// Hands each send its answer; a failure marks the connection's later
+/// sends to that conversation (those numbered up to now) to fail.
+fn answer(answered: Vec<Waiting>, result: Result<pb::SendBatchResponse, RpcError>) {
+    let answers: Vec<Answer> = match result {
+        Ok(reply) if reply.results.len() == answered.len() => reply
+            .results
             .into_iter()
-            .map(|q| (q.item, (q.conversation, q.newest, q.failed, q.done)))
-            .unzip();
-        let request = pb::SendBatchRequest { items };
-        let answers: Vec<Answer> = match caller.call_to::<MessageSendBatch>(&request).await {
-            Ok(reply) if reply.results.len() == waiting.len() => reply
-                .results
-                .into_iter()
-                .map(|r| match r.result {
-                    Some(pb::send_result::Result::Ack(ack)) => Ok(ack),
-                    Some(pb::send_result::Result::Error(e)) => Err(RpcError::from_proto(&e)),
-                    None => Err(RpcError::internal()),
-                })
-                .collect(),
-            Ok(reply) => {
-                tracing::error!(
-                    sent = waiting.len(),
-                    answered = reply.results.len(),
-                    "a batch answered the wrong number of sends"
-                );
-                waiting.iter().map(|_| Err(RpcError::internal())).collect()
-            }
-            Err(e) => waiting.iter().map(|_| Err(e.clone())).collect(),
-        };
-        for ((conversation, newest, failed, done), answer) in waiting.into_iter().zip(answers) {
-            if answer.is_err() {
-                // Before the client can know: every send numbered up to now.
-                let upto = newest.load(Ordering::Acquire);
-                shared::sync::lock(&failed).insert(conversation, upto);
-            }
-            let _ = done.send(answer);
+            .map(|r| match r.result {
+                Some(pb::send_result::Result::Ack(ack)) => Ok(ack),
+                Some(pb::send_result::Result::Error(e)) => Err(RpcError::from_proto(&e)),
+                None => Err(RpcError::internal()),
+            })
+            .collect(),
+        Ok(reply) => {
+            tracing::error!(
+                sent = answered.len(),
+                answered = reply.results.len(),
+                "a batch answered the wrong number of sends"
+            );
+            answered.iter().map(|_| Err(RpcError::internal())).collect()
         }
+        Err(e) => answered.iter().map(|_| Err(e.clone())).collect(),
+    };
+    for ((conversation, newest, failed, done), answer) in answered.into_iter().zip(answers) {
+        if answer.is_err() {
+            // Before the client can know: every send numbered up to now.
+            let upto = newest.load(Ordering::Acquire);
+            shared::sync::lock(&failed).insert(conversation, upto);
+        }
+        let _ = done.send(answer);
     }
 }
