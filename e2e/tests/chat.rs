@@ -339,3 +339,73 @@ async fn history_and_conversation_list() -> anyhow::Result<()> {
     system.stop().await;
     Ok(())
 }
+
+/// Many sends in flight on one connection (the edge batches them with
+/// other connections' sends): answered in the order sent, stored in that
+/// order, and a bad one fails alone or takes only the same connection's
+/// later sends to that conversation with it, never reordering what is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_sends_keep_their_order_and_a_bad_one_fails_alone() -> anyhow::Result<()> {
+    use shared::proto::edge::server_frame::Kind;
+    let (system, [alice, bob, carol]) =
+        System::with_users(Mode::InProcess, ["alice", "bob", "carol"]).await?;
+    let mut a = Client::connect(&system.ws_url(), &alice, Format::Binary).await?;
+    let mut c = Client::connect(&system.ws_url(), &carol, Format::Json).await?;
+    let mut b = Client::connect_live(&system.ws_url(), &bob, Format::Json).await?;
+
+    // Alice and Carol each send 60 without waiting; Alice's 20th is bad.
+    let mut ids = Vec::new();
+    for i in 1..=60 {
+        let id = if i == 20 {
+            a.send_body(&bob, "a20", e2e::text(""), 0).await?
+        } else {
+            a.send_text(&bob, &format!("a{i}"), &format!("from alice {i}"))
+                .await?
+        };
+        ids.push((i, id));
+        c.send_text(&bob, &format!("c{i}"), &format!("from carol {i}"))
+            .await?;
+    }
+    let mut stored = Vec::new();
+    for (i, id) in ids {
+        match a.reply(id).await?.kind {
+            Some(Kind::Ack(ack)) => {
+                assert!(i != 20, "the bad send was stored");
+                stored.push((ack.seq, format!("from alice {i}")));
+            }
+            Some(Kind::Error(e)) if i == 20 => assert_eq!(e.code, "bad_request", "{e:?}"),
+            Some(Kind::Error(e)) => {
+                // Only sends after the bad one may fail with it, and they
+                // fail as "not sent, send again in order".
+                assert!(i > 20, "send {i} failed: {e:?}");
+                assert_eq!(e.code, "unavailable", "{e:?}");
+                assert!(e.message.contains("in order"), "{e:?}");
+            }
+            other => anyhow::bail!("send {i}: {other:?}"),
+        }
+    }
+    // What was stored keeps the order sent: seqs rise.
+    assert!(stored.windows(2).all(|w| w[0].0 < w[1].0), "{stored:?}");
+    assert!(stored.len() >= 19, "alice's first 19 are stored");
+
+    // Bob receives exactly what was stored, each sender in order.
+    let expected = stored.len() + 60;
+    let got = b.messages(expected).await?;
+    let alices: Vec<&str> = got
+        .iter()
+        .map(|(_, m)| text_of(m))
+        .filter(|t| t.starts_with("from alice"))
+        .collect();
+    let wanted: Vec<&str> = stored.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(alices, wanted);
+    let carols: Vec<String> = got
+        .iter()
+        .map(|(_, m)| text_of(m).to_owned())
+        .filter(|t| t.starts_with("from carol"))
+        .collect();
+    let in_order: Vec<String> = (1..=60).map(|i| format!("from carol {i}")).collect();
+    assert_eq!(carols, in_order);
+    b.expect_no_more_pushes().await?;
+    system.stop().await;
+    Ok(())
+}

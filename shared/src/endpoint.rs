@@ -347,6 +347,8 @@ pub mod endpoints {
         BlockList: BLOCK_LIST, User, social::Empty => social::ListBlockedResponse;
         /// Send a message (one-to-one or to a group).
         MessageSend: MESSAGE_SEND, User, message::SendRequest => message::SendAck;
+        /// The sends an edge collected, each with the identity it verified.
+        MessageSendBatch: MESSAGE_SEND_BATCH, Internal, message::SendBatchRequest => message::SendBatchResponse;
         /// A page of a conversation's history.
         MessageHistory: MESSAGE_HISTORY, User, message::HistoryRequest => message::HistoryResponse;
         /// Recall a message for everyone.

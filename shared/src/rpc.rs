@@ -63,6 +63,21 @@ impl ErrorCode {
         }
     }
 
+    /// The code of [`ErrorCode::as_str`]; unknown codes are `internal`.
+    pub fn parse(code: &str) -> Self {
+        match code {
+            "bad_request" => Self::BadRequest,
+            "unauthorized" => Self::Unauthorized,
+            "forbidden" => Self::Forbidden,
+            "not_found" => Self::NotFound,
+            "conflict" => Self::Conflict,
+            "too_large" => Self::TooLarge,
+            "rate_limited" => Self::RateLimited,
+            "unavailable" => Self::Unavailable,
+            _ => Self::Internal,
+        }
+    }
+
     pub fn from_status(status: u16) -> Self {
         match status {
             400 => Self::BadRequest,
@@ -141,6 +156,11 @@ impl RpcError {
     /// cause where it happened.
     pub fn internal() -> Self {
         Self::new(ErrorCode::Internal, "internal error")
+    }
+
+    /// An error as another process answered it.
+    pub fn from_proto(error: &common::Error) -> Self {
+        Self::new(ErrorCode::parse(&error.code), error.message.clone())
     }
 
     pub fn to_proto(&self) -> common::Error {

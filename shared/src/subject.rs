@@ -49,6 +49,7 @@ pub mod call {
     /// Internal: whose presence a viewer may see.
     pub const FRIEND_VISIBLE: &str = "im.v1.friend.visible";
     pub const MESSAGE_SEND: &str = "im.v1.message.send";
+    pub const MESSAGE_SEND_BATCH: &str = "im.v1.message.send_batch";
     pub const MESSAGE_HISTORY: &str = "im.v1.message.history";
     pub const CONVERSATION_LIST: &str = "im.v1.conversation.list";
     pub const CONVERSATION_READ: &str = "im.v1.conversation.read";

@@ -18,6 +18,7 @@
 //! Identity is established here and only here: the edge verifies the token
 //! and sets the caller's user and device id in the headers of every call.
 
+pub mod batcher;
 pub mod config;
 pub mod frames;
 pub mod group_hub;
@@ -48,6 +49,8 @@ pub struct EdgeState {
     pub config: Config,
     pub nats: Nats,
     pub caller: shared::rpc::Caller,
+    /// Sends from every connection, batched to the messages service.
+    pub batcher: batcher::Batcher,
     pub keyring: keyring::KeyRing,
     pub inbox: inbox::InboxReader,
     pub group_hub: group_hub::GroupHub,
@@ -127,6 +130,7 @@ impl Edge {
         let edge_id = shared::ids::new_id();
         let state = Arc::new(EdgeState {
             keyring: keyring::KeyRing::new(caller.clone()),
+            batcher: batcher::Batcher::start(caller.clone()),
             devices: presence::Devices::new(edge_id, caller.clone()),
             connections: Arc::new(Semaphore::new(config.max_connections)),
             sessions: sessions::Sessions::default(),

@@ -1,6 +1,7 @@
 //! One WebSocket connection: a reader (this task), a writer task fed by a
 //! bounded queue, a sender task that forwards sends to the messages service in
-//! order (started at the first send: an idle connection has none), and a
+//! order through the edge's batcher (started at the first send: an idle
+//! connection has none), and a
 //! delivery task that replays the user's inbox from a cursor and
 //! then forwards live pushes.
 //!
@@ -27,7 +28,7 @@ use futures::StreamExt;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use prost::Message as _;
-use shared::endpoint::endpoints::{ConversationTyping, MessageSend};
+use shared::endpoint::endpoints::ConversationTyping;
 use shared::nats::ConnectionEvent;
 use shared::proto::delivery::{InboxEntry, Push};
 use shared::proto::edge::{self as pb, client_frame, server_frame};

@@ -2,12 +2,14 @@
 //! `im.v1.conversation.*`, defined in [`shared::endpoint::endpoints`]) and
 //! its background work (the periodic fan-out sweep, the relation cache).
 //!
-//! One idea per file below: [`send`], [`apply`] (group changes),
+//! One idea per file below: [`send`], [`batch`] (an edge's batch of sends),
+//! [`apply`] (group changes),
 //! [`fanout`] (deliver, the pending set, the sweep), [`history`],
 //! [`reads`] (read positions and receipts), [`recall`] (recall and delete
 //! for me) and [`conversation`] (the list, flags, typing, large groups).
 
 mod apply;
+mod batch;
 mod conversation;
 mod fanout;
 mod history;
@@ -109,6 +111,7 @@ pub async fn run(
     )
     .await?
     .serve::<MessageSend, _, _>(sends, State::send)
+    .serve::<MessageSendBatch, _, _>(16, State::send_batch)
     .serve::<MessageHistory, _, _>(64, State::history)
     .serve::<MessageRecall, _, _>(32, State::recall)
     .serve::<MessageDelete, _, _>(32, State::delete)

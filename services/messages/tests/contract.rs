@@ -23,6 +23,7 @@ async fn messages_keeps_its_contract() {
         caller,
         messages::MICRO_NAME,
         MessageSend,
+        MessageSendBatch,
         MessageHistory,
         MessageRecall,
         MessageDelete,

@@ -107,26 +107,44 @@ impl Sends {
     }
 }
 
-/// Forwards sends to the messages service one at a time, so a device's
-/// messages keep the order it sent them in, and answers each with its ack.
+/// Queues the connection's sends on the edge's batcher as they come, up to
+/// `edge.max_inflight_sends` unanswered, and answers each (ack or error) in
+/// the order they were sent.
 pub(super) async fn send_loop(
     state: Arc<EdgeState>,
     conn: Arc<Conn>,
     mut sends: mpsc::Receiver<(u64, Box<msg_pb::SendRequest>)>,
 ) {
-    let caller = state.nats.caller();
+    let sender = state.batcher.sender();
+    let window = state.config.max_inflight_sends.max(1);
+    let mut answers = futures::stream::FuturesOrdered::new();
     loop {
-        let (id, request) = tokio::select! {
+        tokio::select! {
             _ = conn.cancel.cancelled() => return,
-            next = sends.recv() => match next { Some(next) => next, None => return },
-        };
-        let result = caller.call_as::<MessageSend>(&conn.who, &request).await;
-        let frame = match result {
-            Ok(ack) => frames::reply(id, server_frame::Kind::Ack(ack)),
-            Err(e) => frames::error(id, &e),
-        };
-        if !conn.send(frame).await {
-            return;
+            Some((id, number, answer)) = answers.next(), if !answers.is_empty() => {
+                sender.answered(number);
+                let frame = match answer {
+                    Ok(Ok(ack)) => frames::reply(id, server_frame::Kind::Ack(ack)),
+                    Ok(Err(e)) => frames::error(id, &e),
+                    Err(_) => frames::error(id, &RpcError::unavailable("the edge is stopping")),
+                };
+                if !conn.send(frame).await {
+                    return;
+                }
+            }
+            next = sends.recv(), if answers.len() < window => {
+                let Some((id, request)) = next else { return };
+                match sender.send(&conn.who, *request).await {
+                    Ok((number, answer)) => {
+                        answers.push_back(async move { (id, number, answer.await) });
+                    }
+                    Err(e) => {
+                        if !conn.send(frames::error(id, &e)).await {
+                            return;
+                        }
+                    }
+                }
+            }
         }
     }
 }

@@ -213,7 +213,7 @@ impl State {
 
 /// The conversation a send goes to: a group's or a one-to-one chat by
 /// `conversation_id`, or the one-to-one chat with `to_user_id`.
-fn target(me: &Identity, input: &pb::SendRequest) -> Result<ConversationId, RpcError> {
+pub(super) fn target(me: &Identity, input: &pb::SendRequest) -> Result<ConversationId, RpcError> {
     match (
         input.conversation_id.is_empty(),
         input.to_user_id.is_empty(),

@@ -1,0 +1,278 @@
+//! Sends from every connection of this edge go to the messages service in
+//! batches: a batch leaves as soon as there is room ([`IN_FLIGHT`] at once)
+//! with whatever queued meanwhile (no timer: a lone send leaves at once).
+//! Each connection keeps many sends in flight. Order per conversation by
+//! construction: a conversation is in at most one batch in flight (its
+//! later sends wait for that batch's answer), and the messages service
+//! stores a batch's sends of one conversation in the batch's order.
+//!
+//! A send that fails fails the same connection's later sends to that
+//! conversation that were queued before the failure came back (the
+//! messages service does the same within a batch), so a client that sends
+//! again after an error sends in order. The connection keeps those marks
+//! and drops them once it has the answers of every send they cover.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use prost::Message as _;
+use shared::RpcError;
+use shared::endpoint::endpoints::MessageSendBatch;
+use shared::ids::{ConversationId, UserId};
+use shared::proto::message as pb;
+use shared::rpc::{Caller, Identity};
+use tokio::sync::{mpsc, oneshot};
+
+/// Sends per batch at most, and their encoded bytes (a batch is one NATS
+/// message: it must stay under the server's `max_payload`).
+const MAX_ITEMS: usize = 256;
+const MAX_BYTES: usize = 512 * 1024;
+/// Sends queued for the next batch, from all connections.
+const QUEUE: usize = 8192;
+/// Sends taken off the queue, waiting for a batch (their conversation's
+/// previous batch may still be in flight).
+const MAX_WAITING: usize = 8192;
+/// Batches in flight at once.
+const IN_FLIGHT: usize = 4;
+
+pub type Answer = Result<pb::SendAck, RpcError>;
+
+/// One send, queued.
+pub struct Queued {
+    item: pb::SendItem,
+    /// The conversation, for failing the connection's later sends.
+    conversation: String,
+    /// This send's number on its connection, and the newest number queued.
+    number: u64,
+    newest: Arc<AtomicU64>,
+    /// The connection's conversations whose sends up to a number fail.
+    failed: Failed,
+    done: oneshot::Sender<Answer>,
+}
+
+type Failed = Arc<Mutex<HashMap<String, u64>>>;
+
+/// A connection's side: numbers its sends and queues them.
+pub struct Sender {
+    batcher: Batcher,
+    newest: Arc<AtomicU64>,
+    failed: Failed,
+}
+
+impl Sender {
+    /// Queues one send: its number, and the receiver of its answer.
+    pub async fn send(
+        &self,
+        who: &Identity,
+        send: pb::SendRequest,
+    ) -> Result<(u64, oneshot::Receiver<Answer>), RpcError> {
+        let number = self.newest.fetch_add(1, Ordering::AcqRel) + 1;
+        let (done, answer) = oneshot::channel();
+        let queued = Queued {
+            conversation: conversation_key(who, &send),
+            item: pb::SendItem {
+                user_id: who.user_id.to_string(),
+                device_id: who.device_id.to_string(),
+                send: Some(send),
+            },
+            number,
+            newest: self.newest.clone(),
+            failed: self.failed.clone(),
+            done,
+        };
+        self.batcher
+            .queue
+            .send(queued)
+            .await
+            .map_err(|_| RpcError::unavailable("the edge is stopping"))?;
+        Ok((number, answer))
+    }
+
+    /// The answers of every send up to `number` have arrived: marks that
+    /// cover no later send go.
+    pub fn answered(&self, number: u64) {
+        let mut failed = shared::sync::lock(&self.failed);
+        if !failed.is_empty() {
+            failed.retain(|_, upto| *upto > number);
+        }
+    }
+}
+
+/// The edge's batcher: a handle to its task.
+#[derive(Clone)]
+pub struct Batcher {
+    queue: mpsc::Sender<Queued>,
+}
+
+impl Batcher {
+    /// Starts the task; it ends when every handle is gone.
+    pub fn start(caller: Caller) -> Self {
+        let (queue, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(caller, rx));
+        Self { queue }
+    }
+
+    /// A sender for one connection.
+    pub fn sender(&self) -> Sender {
+        Sender {
+            batcher: self.clone(),
+            newest: Arc::default(),
+            failed: Arc::default(),
+        }
+    }
+}
+
+/// The conversation a send goes to, as the messages service will name it
+/// (a one-to-one chat may be named by the peer or by its id).
+fn conversation_key(who: &Identity, send: &pb::SendRequest) -> String {
+    if send.conversation_id.is_empty()
+        && let Ok(peer) = UserId::parse(send.to_user_id.as_str())
+    {
+        return ConversationId::direct(&who.user_id, &peer)
+            .as_str()
+            .to_owned();
+    }
+    send.conversation_id.clone()
+}
+
+/// What one batch in flight waits for.
+type Flight = (
+    Vec<String>,
+    Vec<Waiting>,
+    Result<pb::SendBatchResponse, RpcError>,
+);
+type Waiting = (String, Arc<AtomicU64>, Failed, oneshot::Sender<Answer>);
+
+async fn run(caller: Caller, mut queue: mpsc::Receiver<Queued>) {
+    // Sends waiting for a batch, in the order they came.
+    let mut waiting: VecDeque<Queued> = VecDeque::new();
+    // Conversations with sends in a batch in flight: a later send to one
+    // waits for that batch (order by construction, however many fly).
+    let mut busy: HashMap<String, usize> = HashMap::new();
+    let mut flying = futures::stream::FuturesUnordered::new();
+    let mut open = true;
+    loop {
+        tokio::select! {
+            Some(flight) = flying.next(), if !flying.is_empty() => {
+                let (conversations, answered, result): Flight = flight;
+                answer(answered, result);
+                for conversation in conversations {
+                    if let Some(n) = busy.get_mut(&conversation) {
+                        *n -= 1;
+                        if *n == 0 {
+                            busy.remove(&conversation);
+                        }
+                    }
+                }
+            }
+            next = queue.recv(), if open && waiting.len() < MAX_WAITING => match next {
+                Some(queued) => {
+                    waiting.push_back(queued);
+                    while waiting.len() < MAX_WAITING {
+                        match queue.try_recv() {
+                            Ok(queued) => waiting.push_back(queued),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                None => open = false,
+            },
+        }
+        if !open && waiting.is_empty() && flying.is_empty() {
+            return;
+        }
+        while flying.len() < IN_FLIGHT {
+            let batch = take_batch(&mut waiting, &busy);
+            if batch.is_empty() {
+                break;
+            }
+            let mut conversations: Vec<String> = Vec::new();
+            for q in &batch {
+                if !conversations.contains(&q.conversation) {
+                    conversations.push(q.conversation.clone());
+                }
+            }
+            for conversation in &conversations {
+                *busy.entry(conversation.clone()).or_default() += 1;
+            }
+            let (items, answered): (Vec<pb::SendItem>, Vec<Waiting>) = batch
+                .into_iter()
+                .map(|q| (q.item, (q.conversation, q.newest, q.failed, q.done)))
+                .unzip();
+            let caller = caller.clone();
+            flying.push(async move {
+                let request = pb::SendBatchRequest { items };
+                let result = caller.call_to::<MessageSendBatch>(&request).await;
+                (conversations, answered, result)
+            });
+        }
+    }
+}
+
+/// The next batch from the waiting sends, in order: those whose
+/// conversation has no batch in flight and no earlier send still waiting.
+/// Sends that must be sent again in order (see the module) fail here.
+fn take_batch(waiting: &mut VecDeque<Queued>, busy: &HashMap<String, usize>) -> Vec<Queued> {
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    let mut blocked: Vec<String> = Vec::new();
+    let mut left = VecDeque::with_capacity(waiting.len());
+    while let Some(q) = waiting.pop_front() {
+        let full = batch.len() >= MAX_ITEMS || bytes >= MAX_BYTES;
+        if full || busy.contains_key(&q.conversation) || blocked.contains(&q.conversation) {
+            if !blocked.contains(&q.conversation) {
+                blocked.push(q.conversation.clone());
+            }
+            left.push_back(q);
+            continue;
+        }
+        let refused = shared::sync::lock(&q.failed)
+            .get(&q.conversation)
+            .is_some_and(|&upto| q.number <= upto);
+        if refused {
+            let _ = q.done.send(Err(RpcError::unavailable(
+                "an earlier message to this conversation was not sent; send again in order",
+            )));
+            continue;
+        }
+        bytes += q.item.encoded_len();
+        batch.push(q);
+    }
+    *waiting = left;
+    batch
+}
+
+/// Hands each send its answer; a failure marks the connection's later
+/// sends to that conversation (those numbered up to now) to fail.
+fn answer(answered: Vec<Waiting>, result: Result<pb::SendBatchResponse, RpcError>) {
+    let answers: Vec<Answer> = match result {
+        Ok(reply) if reply.results.len() == answered.len() => reply
+            .results
+            .into_iter()
+            .map(|r| match r.result {
+                Some(pb::send_result::Result::Ack(ack)) => Ok(ack),
+                Some(pb::send_result::Result::Error(e)) => Err(RpcError::from_proto(&e)),
+                None => Err(RpcError::internal()),
+            })
+            .collect(),
+        Ok(reply) => {
+            tracing::error!(
+                sent = answered.len(),
+                answered = reply.results.len(),
+                "a batch answered the wrong number of sends"
+            );
+            answered.iter().map(|_| Err(RpcError::internal())).collect()
+        }
+        Err(e) => answered.iter().map(|_| Err(e.clone())).collect(),
+    };
+    for ((conversation, newest, failed, done), answer) in answered.into_iter().zip(answers) {
+        if answer.is_err() {
+            // Before the client can know: every send numbered up to now.
+            let upto = newest.load(Ordering::Acquire);
+            shared::sync::lock(&failed).insert(conversation, upto);
+        }
+        let _ = done.send(answer);
+    }
+}
