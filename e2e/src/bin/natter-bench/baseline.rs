@@ -249,13 +249,7 @@ async fn message_path(
     payload: &bytes::Bytes,
     phase: Duration,
 ) -> anyhow::Result<[f64; 2]> {
-    let edge = target
-        .nats_options()?
-        .subscription_capacity(1 << 20)
-        .connect(url)
-        .await?;
-    let messages = target.nats_options()?.connect(url).await?;
-    let js = async_nats::jetstream::new(messages.clone());
+    let (edge, messages, js) = model_connections(target, url).await?;
     let mut pushes = edge.subscribe(format!("bench.push.{id}.>")).await?;
     let drain = tokio::spawn(async move { while pushes.next().await.is_some() {} });
     let mut rates = [0.0; 2];
@@ -323,13 +317,7 @@ async fn batched_path(
     phase: Duration,
 ) -> anyhow::Result<Vec<(bool, usize, f64)>> {
     use async_nats::jetstream::stream;
-    let edge = target
-        .nats_options()?
-        .subscription_capacity(1 << 20)
-        .connect(url)
-        .await?;
-    let messages = target.nats_options()?.connect(url).await?;
-    let js = async_nats::jetstream::new(messages.clone());
+    let (edge, messages, js) = model_connections(target, url).await?;
     let (inboxes, events) = (format!("BENCH_INBOX_{id}"), format!("BENCH_EVENTS_{id}"));
     for (name, subjects, atomic) in [
         (&inboxes, format!("bench.inbox.{id}.>"), true),
@@ -538,6 +526,26 @@ async fn append_pipelined(
         last.insert(*user, ack.await?.sequence);
     }
     Ok(())
+}
+
+/// The connections of a model of the message path: an "edge" one that
+/// takes a flood of pushes, a "messages" one, and its JetStream context.
+async fn model_connections(
+    target: &Target,
+    url: &str,
+) -> anyhow::Result<(
+    async_nats::Client,
+    async_nats::Client,
+    async_nats::jetstream::Context,
+)> {
+    let edge = target
+        .nats_options()?
+        .subscription_capacity(1 << 20)
+        .connect(url)
+        .await?;
+    let messages = target.nats_options()?.connect(url).await?;
+    let js = async_nats::jetstream::new(messages.clone());
+    Ok((edge, messages, js))
 }
 
 /// Acked publishes per second to a temporary file stream, deleted after.
