@@ -20,14 +20,16 @@ use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
 use bytes::Bytes;
 use prost::Message;
-use tokio::sync::Mutex;
+use crate::sync::KeyLocks;
 
-const SHARDS: usize = 1024;
+const SHARDS: usize = 64;
 /// Entries per cache shard before it is cleared (a miss costs one direct get).
-const SHARD_CAPACITY: usize = 4096;
+const SHARD_CAPACITY: usize = 16384;
 const MAX_ATTEMPTS: usize = 8;
+/// Appends sent before their acks are awaited, at most.
+const MAX_IN_FLIGHT: usize = 1024;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum DeliveryError {
     #[error("inbox append for {user} failed: {message}")]
     Append { user: String, message: String },
@@ -40,9 +42,21 @@ pub struct Inboxes {
     client: async_nats::Client,
     jetstream: async_nats::jetstream::Context,
     stream: Stream,
-    /// Last known inbox sequence per user, sharded; a shard's lock is held for
-    /// the whole append so appends for one user are serialized here.
-    last: Vec<Mutex<HashMap<String, u64>>>,
+    /// Last known inbox sequence per user, sharded (never held across an
+    /// await).
+    last: Vec<std::sync::Mutex<HashMap<String, u64>>>,
+    /// Users whose inbox a task here is appending to: appends for one user
+    /// are serialized, for different users they run side by side.
+    busy: KeyLocks,
+}
+
+/// One entry for one user's inbox, in [`Inboxes::deliver_many`].
+pub struct Append {
+    pub user: String,
+    /// Index of the entry in the `entries` given beside it.
+    pub entry: usize,
+    /// The JetStream dedup id (`Nats-Msg-Id`) of this append.
+    pub dedup_id: String,
 }
 
 impl Inboxes {
@@ -55,7 +69,10 @@ impl Inboxes {
             client,
             jetstream,
             stream,
-            last: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            last: (0..SHARDS)
+                .map(|_| std::sync::Mutex::new(HashMap::new()))
+                .collect(),
+            busy: KeyLocks::default(),
         }
     }
 
@@ -67,15 +84,162 @@ impl Inboxes {
         entry: &InboxEntry,
         dedup_id: &str,
     ) -> Result<u64, DeliveryError> {
-        let payload = Bytes::from(entry.encode_to_vec());
-        let (cursor, prev) = self.append(user, payload, dedup_id).await?;
+        let append = Append {
+            user: user.to_owned(),
+            entry: 0,
+            dedup_id: dedup_id.to_owned(),
+        };
+        self.deliver_many(std::slice::from_ref(entry), std::slice::from_ref(&append))
+            .await
+            .pop()
+            .unwrap_or_else(|| {
+                Err(DeliveryError::Append {
+                    user: user.to_owned(),
+                    message: "nothing appended".into(),
+                })
+            })
+    }
+
+    /// Appends many entries and pushes them live; returns each append's
+    /// cursor, in the order given. A user's entries go into its inbox in
+    /// the order given. The appends go out in rounds: each round sends the
+    /// next entry of every user at once, each stating its user's previous
+    /// sequence, and then awaits their acks, so a batch costs one round trip
+    /// per entry of its busiest user, not one per entry. When an append
+    /// fails, that user's later entries fail too (so none overtakes it).
+    pub async fn deliver_many(
+        &self,
+        entries: &[InboxEntry],
+        appends: &[Append],
+    ) -> Vec<Result<u64, DeliveryError>> {
+        let payloads: Vec<Bytes> = entries
+            .iter()
+            .map(|e| Bytes::from(e.encode_to_vec()))
+            .collect();
+        let _busy = self.busy.lock(appends.iter().map(|a| a.user.as_str())).await;
+        let mut results: Vec<Option<Result<u64, DeliveryError>>> = vec![None; appends.len()];
+        // Each user's appends, in order.
+        let mut queues: Vec<(&str, std::collections::VecDeque<usize>)> = Vec::new();
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        for (i, append) in appends.iter().enumerate() {
+            if append.entry >= payloads.len() {
+                results[i] = Some(Err(DeliveryError::Append {
+                    user: append.user.clone(),
+                    message: "no such entry".into(),
+                }));
+                continue;
+            }
+            let q = *index.entry(append.user.as_str()).or_insert_with(|| {
+                queues.push((append.user.as_str(), Default::default()));
+                queues.len() - 1
+            });
+            queues[q].1.push_back(i);
+        }
+        let mut attempts = vec![0usize; queues.len()];
+        loop {
+            let heads: Vec<(usize, usize)> = queues
+                .iter()
+                .enumerate()
+                .filter_map(|(q, (_, queue))| queue.front().map(|&i| (q, i)))
+                .take(MAX_IN_FLIGHT)
+                .collect();
+            if heads.is_empty() {
+                break;
+            }
+            let expected = futures::future::join_all(
+                heads.iter().map(|&(q, _)| self.last_known(queues[q].0)),
+            )
+            .await;
+            // Every head goes out before any ack is awaited.
+            let mut sent = Vec::with_capacity(heads.len());
+            for (&(q, i), expected) in heads.iter().zip(expected) {
+                let append = &appends[i];
+                let ack = match expected {
+                    Ok(expected) => {
+                        let publish = PublishMessage::build()
+                            .payload(payloads[append.entry].clone())
+                            .message_id(append.dedup_id.as_str())
+                            .expected_last_subject_sequence(expected);
+                        self.jetstream
+                            .send_publish(subject::inbox(&append.user), publish)
+                            .await
+                            .map(|ack| (expected, ack))
+                            .map_err(|e| Err(append_error(&append.user, e)))
+                    }
+                    Err(e) => Err(Err(e)),
+                };
+                sent.push((q, i, ack));
+            }
+            for (q, i, ack) in sent {
+                let append = &appends[i];
+                let user = append.user.as_str();
+                let outcome = match ack {
+                    Ok((expected, ack)) => ack.await.map(|ack| (expected, ack)).map_err(|e| {
+                        if e.kind() == PublishErrorKind::WrongLastSequence {
+                            Ok(())
+                        } else {
+                            Err(append_error(user, e))
+                        }
+                    }),
+                    Err(e) => Err(e),
+                };
+                match outcome {
+                    Ok((expected, ack)) => {
+                        // A duplicate's predecessor is unknown: the edge reads
+                        // its inbox to place it.
+                        let prev = if ack.duplicate {
+                            self.forget(user);
+                            None
+                        } else {
+                            self.remember(user, ack.sequence);
+                            Some(expected)
+                        };
+                        self.push(user, &entries[append.entry], ack.sequence, prev)
+                            .await;
+                        results[i] = Some(Ok(ack.sequence));
+                        queues[q].1.pop_front();
+                        attempts[q] = 0;
+                    }
+                    // Another instance appended first: read the last
+                    // sequence again and retry in the next round.
+                    Err(Ok(())) if attempts[q] + 1 < MAX_ATTEMPTS => {
+                        self.forget(user);
+                        attempts[q] += 1;
+                    }
+                    Err(e) => {
+                        self.forget(user);
+                        let error = e.err().unwrap_or_else(|| DeliveryError::Append {
+                            user: user.to_owned(),
+                            message: "too much contention".into(),
+                        });
+                        for i in queues[q].1.drain(..) {
+                            results[i] = Some(Err(error.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(DeliveryError::Append {
+                        user: String::new(),
+                        message: "not appended".into(),
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// Best effort: a lost push is recovered by the edge from the inbox.
+    async fn push(&self, user: &str, entry: &InboxEntry, cursor: u64, prev: Option<u64>) {
         let push = Push {
             cursor,
             entry: Some(entry.clone()),
             prev,
             signal: None,
         };
-        // Best effort: a lost push is recovered by the edge from the inbox.
         if let Err(e) = self
             .client
             .publish(subject::push_entry(user), push.encode_to_vec().into())
@@ -83,57 +247,30 @@ impl Inboxes {
         {
             tracing::warn!(error = %e, user, "push publish failed");
         }
-        Ok(cursor)
     }
 
-    /// Appends and returns `(cursor, prev)`; `prev` is None when the append
-    /// was a duplicate of an earlier one (its predecessor is then unknown).
-    async fn append(
-        &self,
-        user: &str,
-        payload: Bytes,
-        dedup_id: &str,
-    ) -> Result<(u64, Option<u64>), DeliveryError> {
-        let inbox = subject::inbox(user);
-        let mut shard = self.last[shard_of(user, SHARDS)].lock().await;
-        for _ in 0..MAX_ATTEMPTS {
-            let expected = match shard.get(user) {
-                Some(seq) => *seq,
-                None => self.last_sequence(user, &inbox).await?,
-            };
-            let publish = PublishMessage::build()
-                .payload(payload.clone())
-                .message_id(dedup_id)
-                .expected_last_subject_sequence(expected);
-            let result = match self.jetstream.send_publish(inbox.clone(), publish).await {
-                Ok(ack) => ack.await,
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(ack) if ack.duplicate => return Ok((ack.sequence, None)),
-                Ok(ack) => {
-                    if shard.len() >= SHARD_CAPACITY {
-                        shard.clear();
-                    }
-                    shard.insert(user.to_owned(), ack.sequence);
-                    return Ok((ack.sequence, Some(expected)));
-                }
-                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                    shard.remove(user);
-                }
-                Err(e) => {
-                    shard.remove(user);
-                    return Err(DeliveryError::Append {
-                        user: user.to_owned(),
-                        message: e.to_string(),
-                    });
-                }
-            }
+    fn cache(&self, user: &str) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        crate::sync::lock(&self.last[shard_of(user, SHARDS)])
+    }
+
+    fn remember(&self, user: &str, sequence: u64) {
+        let mut cache = self.cache(user);
+        if cache.len() >= SHARD_CAPACITY {
+            cache.clear();
         }
-        Err(DeliveryError::Append {
-            user: user.to_owned(),
-            message: "too much contention".into(),
-        })
+        cache.insert(user.to_owned(), sequence);
+    }
+
+    fn forget(&self, user: &str) {
+        self.cache(user).remove(user);
+    }
+
+    /// The sequence of `user`'s last inbox entry: cached, or read.
+    async fn last_known(&self, user: &str) -> Result<u64, DeliveryError> {
+        if let Some(seq) = self.cache(user).get(user) {
+            return Ok(*seq);
+        }
+        self.last_sequence(user, &subject::inbox(user)).await
     }
 
     async fn last_sequence(&self, user: &str, inbox: &str) -> Result<u64, DeliveryError> {
@@ -145,6 +282,13 @@ impl Inboxes {
                 message: e.to_string(),
             }),
         }
+    }
+}
+
+fn append_error(user: &str, e: impl std::fmt::Display) -> DeliveryError {
+    DeliveryError::Append {
+        user: user.to_owned(),
+        message: e.to_string(),
     }
 }
 

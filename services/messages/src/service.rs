@@ -28,7 +28,6 @@ use shared::proto::message as pb;
 use shared::rpc::{Caller, internal};
 use shared::service::StartError;
 use shared::{Nats, RpcError, db, ids};
-use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 pub use fanout::FanoutError;
@@ -39,9 +38,6 @@ use crate::store::{self, MessageRow};
 use crate::writer::Writer;
 use shared::inbox::Inboxes;
 
-const ORDER_SHARDS: usize = 256;
-/// Inbox appends in flight for one message.
-const FANOUT_CONCURRENCY: usize = 128;
 
 struct State {
     config: Config,
@@ -61,9 +57,10 @@ struct State {
     inboxes: Inboxes,
     jetstream: async_nats::jetstream::Context,
     caller: Caller,
-    /// Per-conversation ordering: a send holds its conversation's shard from
-    /// storing through fan-out, so inbox entries follow seq order.
-    order: Vec<Mutex<()>>,
+    /// Per-conversation ordering: a send (or a batch) holds its
+    /// conversations from storing through fan-out, so inbox entries follow
+    /// seq order.
+    order: shared::sync::KeyLocks,
     shutdown: CancellationToken,
 }
 
@@ -81,7 +78,7 @@ pub async fn run(
         inboxes: Inboxes::new(nats.client.clone(), nats.jetstream.clone(), stream),
         jetstream: nats.jetstream.clone(),
         caller: nats.caller(),
-        order: (0..ORDER_SHARDS).map(|_| Mutex::new(())).collect(),
+        order: shared::sync::KeyLocks::default(),
         shutdown: shutdown.clone(),
         writer: Writer::start(pools.write.clone()),
         relations: Relations::subscribe(&nats.client, nats.events())
@@ -199,6 +196,3 @@ fn to_i64(seq: u64) -> Result<i64, RpcError> {
     i64::try_from(seq).map_err(|_| RpcError::bad_request("seq out of range"))
 }
 
-fn shard_of(key: &str) -> usize {
-    shared::inbox::shard_of(key, ORDER_SHARDS)
-}

@@ -22,6 +22,7 @@ type Stored = Result<Option<MessageRow>, sqlx::Error>;
 
 enum Job {
     Store(Box<NewMessage>, oneshot::Sender<Stored>),
+    StoreMany(Vec<NewMessage>, oneshot::Sender<Vec<Stored>>),
     Fanned(String),
     Flush(oneshot::Sender<()>),
 }
@@ -53,6 +54,27 @@ impl Writer {
             .map_err(|e| internal("store message", e))
     }
 
+    /// Stores `messages` in the order given, in one transaction (with
+    /// whatever else is waiting): each as [`Writer::store`] would. When the
+    /// transaction fails they are stored one at a time, and after a message
+    /// that cannot be stored, its device's later messages to the same
+    /// conversation are not stored either (they would overtake it).
+    pub async fn store_many(&self, messages: Vec<NewMessage>) -> Vec<Result<Option<MessageRow>, RpcError>> {
+        let count = messages.len();
+        let (done, result) = oneshot::channel();
+        let stopping = || RpcError::unavailable("the messages service is stopping");
+        if self.jobs.send(Job::StoreMany(messages, done)).await.is_err() {
+            return (0..count).map(|_| Err(stopping())).collect();
+        }
+        match result.await {
+            Ok(stored) => stored
+                .into_iter()
+                .map(|r| r.map_err(|e| internal("store message", e)))
+                .collect(),
+            Err(_) => (0..count).map(|_| Err(stopping())).collect(),
+        }
+    }
+
     /// Marks a message fanned out, with the next batch. Lost in a crash, the
     /// mark only makes the sweep deliver the message again, which the inbox
     /// dedup ids absorb.
@@ -69,15 +91,29 @@ impl Writer {
     }
 }
 
+/// Who waits for which of a transaction's messages.
+enum Waiter {
+    One(oneshot::Sender<Stored>),
+    Many(usize, oneshot::Sender<Vec<Stored>>),
+}
+
 async fn run(pool: AnyPool, mut jobs: mpsc::Receiver<Job>) {
     while let Some(first) = jobs.recv().await {
         let mut messages = Vec::new();
+        let mut waiters = Vec::new();
         let mut fanned = Vec::new();
         let mut flushed = Vec::new();
         let mut next = Some(first);
         while let Some(job) = next {
             match job {
-                Job::Store(message, done) => messages.push((message, done)),
+                Job::Store(message, done) => {
+                    messages.push(*message);
+                    waiters.push(Waiter::One(done));
+                }
+                Job::StoreMany(many, done) => {
+                    waiters.push(Waiter::Many(many.len(), done));
+                    messages.extend(many);
+                }
                 Job::Fanned(id) => fanned.push(id),
                 Job::Flush(done) => flushed.push(done),
             }
@@ -87,49 +123,65 @@ async fn run(pool: AnyPool, mut jobs: mpsc::Receiver<Job>) {
                 None
             };
         }
-        write(&pool, messages, fanned).await;
+        let mut stored = write(&pool, &messages, fanned).await.into_iter();
+        for waiter in waiters {
+            match waiter {
+                Waiter::One(done) => {
+                    let _ = done.send(stored.next().unwrap_or(Ok(None)));
+                }
+                Waiter::Many(count, done) => {
+                    let _ = done.send(stored.by_ref().take(count).collect());
+                }
+            }
+        }
         for done in flushed {
             let _ = done.send(());
         }
     }
 }
 
-async fn write(
-    pool: &AnyPool,
-    messages: Vec<(Box<NewMessage>, oneshot::Sender<Stored>)>,
-    fanned: Vec<String>,
-) {
+async fn write(pool: &AnyPool, messages: &[NewMessage], fanned: Vec<String>) -> Vec<Stored> {
     if messages.is_empty() && fanned.is_empty() {
-        return;
+        return Vec::new();
     }
-    let batch: Vec<&NewMessage> = messages.iter().map(|(m, _)| m.as_ref()).collect();
-    match store::store_batch(pool, &fanned, &batch).await {
-        Ok(rows) => {
-            for ((_, done), row) in messages.into_iter().zip(rows) {
-                let _ = done.send(Ok(row));
-            }
-        }
-        Err(e) if batch.len() == 1 && fanned.is_empty() => {
-            if let Some((_, done)) = messages.into_iter().next() {
-                let _ = done.send(Err(e));
-            }
-        }
-        Err(e) if batch.is_empty() => {
-            tracing::warn!(error = %e, "marking messages fanned out failed; the sweep redoes them");
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, sends = batch.len(), "batch failed; storing one by one");
-            if !fanned.is_empty()
-                && let Err(e) = store::store_batch(pool, &fanned, &[]).await
-            {
-                tracing::warn!(error = %e, "marking messages fanned out failed; the sweep redoes them");
-            }
-            for (message, done) in messages {
-                let result = store::store_batch(pool, &[], &[message.as_ref()])
-                    .await
-                    .map(|mut rows| rows.pop().flatten());
-                let _ = done.send(result);
-            }
-        }
+    let batch: Vec<&NewMessage> = messages.iter().collect();
+    let error = match store::store_batch(pool, &fanned, &batch).await {
+        Ok(rows) => return rows.into_iter().map(Ok).collect(),
+        Err(e) => e,
+    };
+    if batch.is_empty() {
+        tracing::warn!(error = %error, "marking messages fanned out failed; the sweep redoes them");
+        return Vec::new();
     }
+    if batch.len() == 1 && fanned.is_empty() {
+        return vec![Err(error)];
+    }
+    tracing::debug!(error = %error, sends = batch.len(), "batch failed; storing one by one");
+    if !fanned.is_empty()
+        && let Err(e) = store::store_batch(pool, &fanned, &[]).await
+    {
+        tracing::warn!(error = %e, "marking messages fanned out failed; the sweep redoes them");
+    }
+    let mut failed: std::collections::HashSet<(&str, &str)> = std::collections::HashSet::new();
+    let mut results = Vec::with_capacity(batch.len());
+    for message in batch {
+        let key = (
+            message.sender_device_id.as_str(),
+            message.conversation_id.as_str(),
+        );
+        if failed.contains(&key) {
+            results.push(Err(sqlx::Error::Protocol(
+                "an earlier message of this device to this conversation was not stored".into(),
+            )));
+            continue;
+        }
+        let result = store::store_batch(pool, &[], &[message])
+            .await
+            .map(|mut rows| rows.pop().flatten());
+        if result.is_err() {
+            failed.insert(key);
+        }
+        results.push(result);
+    }
+    results
 }

@@ -8,7 +8,7 @@ use shared::proto::message as pb;
 use shared::rpc::internal;
 use shared::{RpcError, db, ids};
 
-use super::{State, shard_of, to_i64};
+use super::{State, to_i64};
 use crate::{store, validate};
 
 impl State {
@@ -56,7 +56,7 @@ impl State {
             large_at: i64::from(self.config.large_group_members),
         };
         let conversation = ConversationId::parse(&input.conversation_id)?;
-        let _order = self.order[shard_of(conversation.as_str())].lock().await;
+        let _order = self.order.lock([conversation.as_str()]).await;
         self.fan_out_pending(&conversation).await?;
         match store::apply_change(&self.write, &change).await {
             Ok(store::Applied::Done(row)) => {

@@ -1,26 +1,43 @@
 //! A batch of sends from an edge: every send its connections made since its
 //! previous batch, each with the identity the edge verified. One request
 //! and one reply per batch instead of per message, and no limit of one send
-//! in flight per connection: order comes from here. The items of one
-//! conversation are sent one after another, in the batch's order (so a
-//! device's messages keep theirs); different conversations go side by side.
-//! After an item fails, the same device's later items to that conversation
-//! fail too, so the client sends them again in order.
+//! in flight per connection: order comes from here.
+//!
+//! A batch goes through in four steps: each item is checked on its own
+//! (validation and authorization, side by side); the batch's conversations
+//! are locked and whatever is pending in them is fanned out first; the
+//! items are stored in one transaction, numbered in the batch's order; and
+//! the stored messages are fanned out together. After an item fails, the
+//! same device's later items to that conversation fail too, so the client
+//! sends them again in order.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
-use shared::RpcError;
-use shared::ids::{DeviceId, UserId};
+use shared::ids::{self, ConversationId, DeviceId, UserId};
 use shared::proto::message as pb;
-use shared::rpc::Identity;
+use shared::rpc::{Identity, internal};
+use shared::RpcError;
 
-use super::State;
-use super::send::target;
+use super::send::{ack, target};
+use super::{State, wire};
+use crate::store::NewMessage;
+use crate::validate;
 
 /// Items per batch at most (an edge sends fewer: see its batcher).
 pub const MAX_ITEMS: usize = 1024;
+/// Items checked at once (each may ask the social service).
+const CHECKS: usize = 64;
+
+/// An item that passed its checks.
+struct Checked {
+    me: Identity,
+    conversation: ConversationId,
+    new: NewMessage,
+    body: Option<pb::MessageBody>,
+    quote: Option<pb::Quote>,
+}
 
 impl State {
     pub(super) async fn send_batch(
@@ -33,80 +50,202 @@ impl State {
                 "at most {MAX_ITEMS} sends a batch"
             )));
         }
-        let mut results: Vec<Option<pb::send_result::Result>> = vec![None; input.items.len()];
-        // The items of each conversation, in order; an item that names no
-        // valid conversation fails at once.
-        let mut conversations: HashMap<String, Vec<(usize, Identity, pb::SendRequest)>> =
-            HashMap::new();
-        let mut order = Vec::new();
-        for (i, item) in input.items.into_iter().enumerate() {
-            let prepared = identity(&item).and_then(|me| {
-                let send = item.send.unwrap_or_default();
-                let conversation = target(&me, &send)?;
-                Ok((me, send, conversation))
-            });
-            match prepared {
-                Ok((me, send, conversation)) => {
-                    let key = conversation.as_str().to_owned();
-                    let items = conversations.entry(key.clone()).or_insert_with(|| {
-                        order.push(key);
-                        Vec::new()
-                    });
-                    items.push((i, me, send));
+        let count = input.items.len();
+        let mut answers: Vec<Option<Result<pb::SendAck, RpcError>>> = vec![None; count];
+
+        // 1. Each item on its own, side by side.
+        let checked: Vec<Result<Checked, (Option<(Identity, ConversationId)>, RpcError)>> =
+            futures::stream::iter(input.items.into_iter().map(|item| {
+                let state = self.clone();
+                async move { state.check(item).await }
+            }))
+            .buffered(CHECKS)
+            .collect()
+            .await;
+        let mut failed: HashSet<(String, String, String)> = HashSet::new();
+        let mut accepted: Vec<(usize, Checked)> = Vec::new();
+        for (i, item) in checked.into_iter().enumerate() {
+            match item {
+                Ok(item) => {
+                    let key = order_key(&item.me, &item.conversation);
+                    if failed.contains(&key) {
+                        answers[i] = Some(Err(out_of_order()));
+                    } else {
+                        accepted.push((i, item));
+                    }
                 }
-                Err(e) => results[i] = Some(pb::send_result::Result::Error(e.to_proto())),
+                Err((known, e)) => {
+                    if let Some((me, conversation)) = known {
+                        failed.insert(order_key(&me, &conversation));
+                    }
+                    answers[i] = Some(Err(e));
+                }
             }
         }
-        let limit = self.config.max_concurrent_sends.max(1);
-        let mut done = futures::stream::iter(order.into_iter().map(|key| {
-            let items = conversations.remove(&key).unwrap_or_default();
-            let state = self.clone();
-            async move { state.send_in_order(items).await }
-        }))
-        .buffer_unordered(limit);
-        while let Some(answers) = done.next().await {
-            for (i, answer) in answers {
-                results[i] = Some(answer);
+
+        // 2. The conversations, locked; what is pending in them goes first.
+        let conversations: Vec<String> = {
+            let mut seen = HashSet::new();
+            accepted
+                .iter()
+                .map(|(_, c)| c.conversation.as_str().to_owned())
+                .filter(|c| seen.insert(c.clone()))
+                .collect()
+        };
+        let _order = self.order.lock(&conversations).await;
+        let mut blocked = HashSet::new();
+        let mut cleared = HashSet::new();
+        for (_, item) in &accepted {
+            let id = item.conversation.as_str();
+            if cleared.insert(id)
+                && let Err(e) = self.fan_out_pending(&item.conversation).await
+            {
+                tracing::debug!(error = %e, conversation = id, "pending fan-out failed");
+                blocked.insert(id.to_owned());
             }
+        }
+        let (blocked_items, accepted): (Vec<_>, Vec<_>) = accepted
+            .into_iter()
+            .partition(|(_, c)| blocked.contains(c.conversation.as_str()));
+        for (i, _) in blocked_items {
+            answers[i] = Some(Err(RpcError::unavailable(
+                "an earlier message is not yet delivered; retry",
+            )));
+        }
+
+        // 3. One transaction for the batch.
+        let stored = self
+            .writer
+            .store_many(accepted.iter().map(|(_, c)| c.new.clone()).collect())
+            .await;
+
+        // 4. Fan out what is new, together.
+        let mut fresh = Vec::new();
+        let mut repeats = Vec::new();
+        let mut first: HashMap<(String, String), usize> = HashMap::new();
+        for ((i, item), stored) in accepted.into_iter().zip(stored) {
+            match stored {
+                Ok(Some(row)) => {
+                    first.insert((row.sender_id.clone(), row.client_msg_id.clone()), i);
+                    let message = wire(&row, item.body, item.quote);
+                    fresh.push((i, row, message));
+                }
+                Ok(None) => repeats.push((i, item)),
+                Err(e) => answers[i] = Some(Err(e)),
+            }
+        }
+        let (indexes, rows): (Vec<usize>, Vec<_>) = fresh
+            .into_iter()
+            .map(|(i, row, message)| (i, (row, message)))
+            .unzip();
+        let acks: Vec<pb::SendAck> = rows.iter().map(|(row, _)| ack(row, false)).collect();
+        let delivered = self.fan_out_rows(rows).await;
+        for ((i, ack), delivered) in indexes.into_iter().zip(acks).zip(delivered) {
+            answers[i] = Some(match delivered {
+                Ok(()) => Ok(ack),
+                Err(e) => {
+                    tracing::debug!(error = %e, message_id = %ack.message_id, "fan-out failed; left to retry or sweep");
+                    Err(not_delivered())
+                }
+            });
+        }
+        // Repeats: of an item earlier in this batch (its answer), or of an
+        // earlier batch's send (fanned out now if it was not yet).
+        for (i, item) in repeats {
+            let key = (item.me.user_id.to_string(), item.new.client_msg_id.clone());
+            let answer = match first.get(&key).and_then(|&j| answers[j].clone()) {
+                Some(Ok(ack)) => Ok(pb::SendAck {
+                    duplicate: true,
+                    ..ack
+                }),
+                Some(Err(e)) => Err(e),
+                None => match self
+                    .existing(&item.me, &item.new.client_msg_id, &item.conversation)
+                    .await
+                {
+                    Ok(Some(existing)) => Ok(ack(&existing, true)),
+                    Ok(None) => Err(RpcError::unavailable("message not stored; retry")),
+                    Err(e) => Err(e),
+                },
+            };
+            answers[i] = Some(answer);
         }
         Ok(pb::SendBatchResponse {
-            results: results
+            results: answers
                 .into_iter()
-                .map(|result| pb::SendResult { result })
+                .map(|answer| pb::SendResult {
+                    result: Some(match answer.unwrap_or_else(|| Err(not_delivered())) {
+                        Ok(ack) => pb::send_result::Result::Ack(ack),
+                        Err(e) => pb::send_result::Result::Error(e.to_proto()),
+                    }),
+                })
                 .collect(),
         })
     }
 
-    /// One conversation's items, one after another.
-    async fn send_in_order(
-        self: &Arc<Self>,
-        items: Vec<(usize, Identity, pb::SendRequest)>,
-    ) -> Vec<(usize, pb::send_result::Result)> {
-        let mut failed: Vec<Identity> = Vec::new();
-        let mut answers = Vec::with_capacity(items.len());
-        for (i, me, send) in items {
-            let answer = if failed.contains(&me) {
-                Err(RpcError::unavailable(
-                    "an earlier message to this conversation was not sent; send again in order",
-                ))
-            } else {
-                self.clone().send(me.clone(), send).await
+    /// Validates and authorizes one item, and makes what it stores.
+    async fn check(
+        &self,
+        item: pb::SendItem,
+    ) -> Result<Checked, (Option<(Identity, ConversationId)>, RpcError)> {
+        let me = identity(&item).map_err(|e| (None, e))?;
+        let send = item.send.unwrap_or_default();
+        let conversation = target(&me, &send).map_err(|e| (None, e))?;
+        let known = || Some((me.clone(), conversation.clone()));
+        let checked = async {
+            validate::client_msg_id(&send.client_msg_id)?;
+            validate::body(send.body.as_ref(), &self.limits())?;
+            let (kind, members) = self.may_send(&me, &conversation).await?;
+            let body = serde_json::to_string(&send.body).map_err(|e| internal("encode body", e))?;
+            let quote = self.quote(&me, &conversation, send.reply_to_seq).await?;
+            let reply_to = match &quote {
+                Some(q) => serde_json::to_string(q).map_err(|e| internal("encode quote", e))?,
+                None => String::new(),
             };
-            answers.push((
-                i,
-                match answer {
-                    Ok(ack) => pb::send_result::Result::Ack(ack),
-                    Err(e) => {
-                        if !failed.contains(&me) {
-                            failed.push(me);
-                        }
-                        pb::send_result::Result::Error(e.to_proto())
-                    }
-                },
-            ));
-        }
-        answers
+            Ok::<_, RpcError>((kind, members, body, quote, reply_to))
+        };
+        let (kind, members, body_json, quote, reply_to) =
+            checked.await.map_err(|e| (known(), e))?;
+        Ok(Checked {
+            new: NewMessage {
+                id: ids::new_id(),
+                conversation_id: conversation.as_str().to_owned(),
+                kind,
+                members,
+                sender_id: me.user_id.to_string(),
+                sender_device_id: me.device_id.to_string(),
+                client_msg_id: send.client_msg_id,
+                body: body_json,
+                reply_to,
+                now_ms: ids::now_ms(),
+            },
+            me,
+            conversation,
+            body: send.body,
+            quote,
+        })
     }
+}
+
+/// A device's sends to a conversation, which keep their order.
+fn order_key(me: &Identity, conversation: &ConversationId) -> (String, String, String) {
+    (
+        me.user_id.to_string(),
+        me.device_id.to_string(),
+        conversation.as_str().to_owned(),
+    )
+}
+
+fn out_of_order() -> RpcError {
+    RpcError::unavailable(
+        "an earlier message to this conversation was not sent; send again in order",
+    )
+}
+
+fn not_delivered() -> RpcError {
+    RpcError::unavailable(
+        "message stored but not yet delivered; retry with the same client_msg_id",
+    )
 }
 
 /// The identity an edge verified for an item.

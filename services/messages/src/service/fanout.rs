@@ -5,7 +5,6 @@
 
 use std::collections::HashSet;
 
-use futures::StreamExt;
 use prost::Message as _;
 use shared::group::NoticeKind;
 use shared::ids::ConversationId;
@@ -13,7 +12,10 @@ use shared::inbox::DeliveryError;
 use shared::proto::{delivery, message as pb};
 use shared::{RpcError, subject};
 
-use super::{FANOUT_CONCURRENCY, State, shard_of, to_proto};
+use async_nats::jetstream::message::PublishMessage;
+use shared::inbox::Append;
+
+use super::{State, to_proto};
 use crate::store::{self, MessageRow};
 
 /// Why a stored message is not (yet) in every inbox and the event stream.
@@ -22,6 +24,9 @@ pub enum FanoutError {
     /// An inbox append failed.
     #[error(transparent)]
     Deliver(#[from] DeliveryError),
+    /// An earlier message of the conversation is not fanned out yet.
+    #[error("an earlier message of this conversation is not delivered yet")]
+    Earlier,
     /// The `message.created` event was not stored.
     #[error("event: {0}")]
     Event(String),
@@ -64,25 +69,134 @@ impl State {
         row: &MessageRow,
         message: pb::Message,
     ) -> Result<(), FanoutError> {
-        let result = self.deliver(row, message).await;
-        if result.is_err() {
-            self.pending_set().insert(row.conversation_id.clone());
-        }
-        result
+        let mut results = self.fan_out_rows(vec![(row.clone(), message)]).await;
+        results.pop().unwrap_or(Ok(()))
     }
 
     pub(super) fn pending_set(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         shared::sync::lock(&self.pending)
     }
 
-    pub(super) async fn deliver(
+    /// Fans out stored messages, given in seq order per conversation, all
+    /// at once: their inbox appends go out together (see
+    /// [`shared::inbox::Inboxes::deliver_many`]) beside their events, so a
+    /// batch costs a few round trips instead of a few per message. A message
+    /// is fanned out when all its appends and its event are stored; after
+    /// one that is not, the later messages of its conversation are not
+    /// either (they wait in the pending set for it, so inboxes keep seq
+    /// order). Marks what is fanned out; notes the conversations that are
+    /// not.
+    pub(super) async fn fan_out_rows(
+        &self,
+        rows: Vec<(MessageRow, pb::Message)>,
+    ) -> Vec<Result<(), FanoutError>> {
+        let mut results: Vec<Result<(), FanoutError>> = Vec::with_capacity(rows.len());
+        let mut entries = Vec::new();
+        let mut appends = Vec::new();
+        let mut owners = Vec::new();
+        let mut stopped: HashSet<&str> = HashSet::new();
+        for (i, (row, message)) in rows.iter().enumerate() {
+            if stopped.contains(row.conversation_id.as_str()) {
+                results.push(Err(FanoutError::Earlier));
+                continue;
+            }
+            match self.plan(row, message).await {
+                Ok((event, recipients)) => {
+                    let entry = entries.len();
+                    entries.push(delivery::InboxEntry { event: Some(event) });
+                    for user in recipients {
+                        appends.push(Append {
+                            dedup_id: format!("{}:{user}", row.id),
+                            user,
+                            entry,
+                        });
+                        owners.push(i);
+                    }
+                    results.push(Ok(()));
+                }
+                Err(e) => {
+                    stopped.insert(&row.conversation_id);
+                    results.push(Err(e));
+                }
+            }
+        }
+        let announce = async {
+            let mut acks = Vec::new();
+            for (i, (row, message)) in rows.iter().enumerate() {
+                if results[i].is_err() {
+                    continue;
+                }
+                let publish = PublishMessage::build()
+                    .payload(message.encode_to_vec().into())
+                    .message_id(row.id.as_str());
+                let ack = self
+                    .jetstream
+                    .send_publish(subject::event::MESSAGE_CREATED, publish)
+                    .await;
+                acks.push((i, ack));
+            }
+            let mut failed = Vec::new();
+            for (i, ack) in acks {
+                let stored = match ack {
+                    Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                if let Err(e) = stored {
+                    failed.push((i, FanoutError::Event(e)));
+                }
+            }
+            failed
+        };
+        let (appended, unannounced) =
+            futures::join!(self.inboxes.deliver_many(&entries, &appends), announce);
+        for (i, error) in unannounced {
+            results[i] = Err(error);
+        }
+        for (owner, appended) in owners.into_iter().zip(appended) {
+            if let Err(e) = appended
+                && results[owner].is_ok()
+            {
+                results[owner] = Err(e.into());
+            }
+        }
+        // In seq order per conversation: nothing after a failure counts.
+        let mut failed: HashSet<&str> = HashSet::new();
+        for ((row, _), result) in rows.iter().zip(results.iter_mut()) {
+            if failed.contains(row.conversation_id.as_str()) {
+                if result.is_ok() {
+                    *result = Err(FanoutError::Earlier);
+                }
+            } else if result.is_err() {
+                failed.insert(&row.conversation_id);
+            }
+        }
+        for ((row, _), result) in rows.iter().zip(&results) {
+            if result.is_ok() {
+                self.writer.fanned_out(row.id.clone()).await;
+            }
+        }
+        if !failed.is_empty() {
+            self.pending_set()
+                .extend(failed.into_iter().map(str::to_owned));
+        }
+        results
+    }
+
+    /// What a stored message puts into inboxes, and whose. Write fan-out:
+    /// the message, into every recipient's inbox. Read fan-out (large
+    /// groups): published here once on the group's subject, where each edge
+    /// with members subscribes; members read what they missed from the
+    /// history. Membership changes also reach the inboxes of the users
+    /// concerned (see below), so their edges and their offline devices
+    /// learn of them.
+    async fn plan(
         &self,
         row: &MessageRow,
-        message: pb::Message,
-    ) -> Result<(), FanoutError> {
+        message: &pb::Message,
+    ) -> Result<(delivery::inbox_entry::Event, Vec<String>), FanoutError> {
         let conversation = ConversationId::parse(&row.conversation_id)
             .map_err(|_| FanoutError::Store(format!("bad conversation {}", row.conversation_id)))?;
-        let (entry, recipients) = match conversation.group_id() {
+        Ok(match conversation.group_id() {
             Some(group) if row.read_fanout => {
                 if let Err(e) = self
                     .caller
@@ -120,42 +234,7 @@ impl State {
                 delivery::inbox_entry::Event::Message(message.clone()),
                 self.recipients(&conversation, row.seq).await?,
             ),
-        };
-        let entry = delivery::InboxEntry { event: Some(entry) };
-        // Appends for different users run side by side (each user's chain is
-        // serialized inside `Inboxes`), beside the event; all must succeed
-        // before the ack.
-        let appends = async {
-            let mut pending = futures::stream::FuturesUnordered::new();
-            for user in recipients {
-                if pending.len() >= FANOUT_CONCURRENCY
-                    && let Some(result) = pending.next().await
-                {
-                    let _: u64 = result?;
-                }
-                let dedup = format!("{}:{user}", row.id);
-                pending.push(self.deliver_to(user, &entry, dedup));
-            }
-            while let Some(result) = pending.next().await {
-                result?;
-            }
-            Ok::<(), FanoutError>(())
-        };
-        let event = async {
-            shared::nats::publish_event(
-                &self.jetstream,
-                subject::event::MESSAGE_CREATED,
-                message.encode_to_vec().into(),
-                &row.id,
-            )
-            .await
-            .map_err(|e| FanoutError::Event(e.to_string()))
-        };
-        let (appended, announced) = futures::join!(appends, event);
-        appended?;
-        announced?;
-        self.writer.fanned_out(row.id.clone()).await;
-        Ok(())
+        })
     }
 
     pub(super) async fn deliver_to(
@@ -226,7 +305,7 @@ impl State {
                 if failed.contains(row.conversation_id.as_str()) {
                     continue;
                 }
-                let _order = self.order[shard_of(&row.conversation_id)].lock().await;
+                let _order = self.order.lock([row.conversation_id.as_str()]).await;
                 match self.fan_out(row).await {
                     Ok(()) => progress += 1,
                     Err(e) => {

@@ -10,7 +10,7 @@ use shared::rpc::{Identity, internal};
 use shared::{RpcError, ids};
 
 use super::history::named;
-use super::{State, shard_of, to_i64};
+use super::{State, to_i64};
 use crate::store::{self, ReadWindow};
 
 const MAX_DELETE: usize = 200;
@@ -27,7 +27,7 @@ impl State {
         let conversation = named(&input.conversation_id)?;
         let window = self.readable(&me, &conversation).await?;
         let seq = to_i64(input.seq)?;
-        let _order = self.order[shard_of(&input.conversation_id)].lock().await;
+        let _order = self.order.lock([input.conversation_id.as_str()]).await;
         // The message itself reaches every inbox before news of its recall.
         self.fan_out_pending(&conversation).await?;
         let mut row = store::message_at(&self.pool, &conversation, seq)

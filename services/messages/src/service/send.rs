@@ -10,7 +10,7 @@ use shared::proto::message as pb;
 use shared::rpc::{Identity, internal};
 use shared::{RpcError, ids};
 
-use super::{State, shard_of, to_i64, wire};
+use super::{State, to_i64, wire};
 use crate::store::{self, MessageRow};
 use crate::validate;
 
@@ -23,17 +23,7 @@ impl State {
         validate::client_msg_id(&input.client_msg_id)?;
         validate::body(input.body.as_ref(), &self.limits())?;
         let conversation = target(&me, &input)?;
-        let (kind, members) = match &conversation {
-            ConversationId::Group { .. } => {
-                self.may_speak(&me, &conversation).await?;
-                ("group", Vec::new())
-            }
-            ConversationId::Direct { low, high, .. } => {
-                let peer = if *low == me.user_id { high } else { low };
-                self.may_message(&me.user_id, peer).await?;
-                ("direct", vec![low.to_string(), high.to_string()])
-            }
-        };
+        let (kind, members) = self.may_send(&me, &conversation).await?;
         let body = serde_json::to_string(&input.body).map_err(|e| internal("encode body", e))?;
         let quote = self.quote(&me, &conversation, input.reply_to_seq).await?;
         let reply_to = match &quote {
@@ -41,7 +31,7 @@ impl State {
             None => String::new(),
         };
 
-        let _order = self.order[shard_of(conversation.as_str())].lock().await;
+        let _order = self.order.lock([conversation.as_str()]).await;
         // An earlier message whose fan-out failed goes out first, so this one
         // cannot overtake it in the inboxes.
         self.fan_out_pending(&conversation).await?;
@@ -75,6 +65,26 @@ impl State {
             RpcError::unavailable("message stored but not yet delivered; retry with the same client_msg_id")
         })?;
         Ok(ack(&row, false))
+    }
+
+    /// Whether `me` may send to `conversation`: its kind and, for a direct
+    /// chat, its participants.
+    pub(super) async fn may_send(
+        &self,
+        me: &Identity,
+        conversation: &ConversationId,
+    ) -> Result<(&'static str, Vec<String>), RpcError> {
+        match conversation {
+            ConversationId::Group { .. } => {
+                self.may_speak(me, conversation).await?;
+                Ok(("group", Vec::new()))
+            }
+            ConversationId::Direct { low, high, .. } => {
+                let peer = if *low == me.user_id { high } else { low };
+                self.may_message(&me.user_id, peer).await?;
+                Ok(("direct", vec![low.to_string(), high.to_string()]))
+            }
+        }
     }
 
     pub(super) fn limits(&self) -> validate::Limits {
@@ -241,7 +251,7 @@ pub(super) fn target(me: &Identity, input: &pb::SendRequest) -> Result<Conversat
     }
 }
 
-fn ack(row: &MessageRow, duplicate: bool) -> pb::SendAck {
+pub(super) fn ack(row: &MessageRow, duplicate: bool) -> pb::SendAck {
     pb::SendAck {
         message_id: row.id.clone(),
         conversation_id: row.conversation_id.clone(),

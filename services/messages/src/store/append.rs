@@ -74,34 +74,19 @@ pub struct NewMessage {
 /// Marks `fanned` fanned out and stores `messages`, in one transaction (group
 /// commit). Each message gets the next seq of its conversation, in the order
 /// given; its conversation and members are created on first use. `None` for
-/// a message whose `(sender, client_msg_id)` is stored already (its seq is
-/// given back). Conversations are updated in id order, so two instances
-/// batching on PostgreSQL cannot deadlock on them.
+/// a message whose `(sender, client_msg_id)` is stored already, or came
+/// earlier in the batch (its seq is not used). A batch takes a few
+/// statements, whatever its size: one read of the repeats, one update that
+/// numbers every conversation, one insert of the messages (in chunks).
+/// Conversations are updated in id order, so two instances batching on
+/// PostgreSQL cannot deadlock on them.
 pub async fn store_batch(
     pool: &AnyPool,
     fanned: &[String],
     messages: &[&NewMessage],
 ) -> Result<Vec<Option<MessageRow>>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let conversations: std::collections::HashSet<&str> = messages
-        .iter()
-        .map(|m| m.conversation_id.as_str())
-        .collect();
-    let rows = if messages.len() > 1 && conversations.len() == messages.len() {
-        insert_many(&mut tx, messages).await?
-    } else {
-        let mut order: Vec<usize> = (0..messages.len()).collect();
-        order.sort_by(|a, b| {
-            messages[*a]
-                .conversation_id
-                .cmp(&messages[*b].conversation_id)
-        });
-        let mut rows = vec![None; messages.len()];
-        for i in order {
-            rows[i] = insert_in(&mut tx, messages[i]).await?;
-        }
-        rows
-    };
+    let rows = insert_batch(&mut tx, messages).await?;
     for chunk in fanned.chunks(500) {
         let sql = format!(
             "UPDATE messages SET fanned_out = 1 WHERE id IN ({})",
@@ -125,20 +110,146 @@ fn placeholders(from: usize, count: usize) -> String {
         .join(", ")
 }
 
-/// Messages to distinct conversations in a few statements: one update takes
-/// the next seq of every existing conversation, one insert stores the
-/// messages. A conversation's first message goes the one-by-one way.
-async fn insert_many(
+/// Rows per multi-row statement (10 parameters a message row).
+const ROWS: usize = 200;
+
+/// Another instance stored one of the batch's `(sender, client_msg_id)`
+/// between the check and the insert: the caller redoes the batch one send
+/// at a time.
+#[derive(Debug, thiserror::Error)]
+#[error("a repeated send was stored beside this batch")]
+pub struct RepeatRaced;
+
+async fn insert_batch(
     conn: &mut sqlx::AnyConnection,
     messages: &[&NewMessage],
 ) -> Result<Vec<Option<MessageRow>>, sqlx::Error> {
-    const ROWS: usize = 200;
+    let mut rows: Vec<Option<MessageRow>> = vec![None; messages.len()];
+    if messages.is_empty() {
+        return Ok(rows);
+    }
+    // Repeats: stored already, or earlier in this batch.
+    let stored = repeats(&mut *conn, messages).await?;
+    let mut seen = std::collections::HashSet::new();
+    let fresh: Vec<usize> = (0..messages.len())
+        .filter(|&i| {
+            let key = (
+                messages[i].sender_id.as_str(),
+                messages[i].client_msg_id.as_str(),
+            );
+            !stored.contains(&(key.0.to_owned(), key.1.to_owned())) && seen.insert(key)
+        })
+        .collect();
+    // How many seqs each conversation takes.
+    let mut counts: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+    for &i in &fresh {
+        *counts.entry(messages[i].conversation_id.as_str()).or_default() += 1;
+    }
     let now = messages.iter().map(|m| m.now_ms).max().unwrap_or_default();
-    let mut sorted = messages.to_vec();
-    sorted.sort_by(|a, b| a.conversation_id.cmp(&b.conversation_id));
+    let mut last = number(&mut *conn, &counts, now).await?;
+    let missing: Vec<&str> = counts
+        .keys()
+        .filter(|c| !last.contains_key(**c))
+        .copied()
+        .collect();
+    if !missing.is_empty() {
+        // First messages: their conversations start at 0, then take seqs
+        // like the others.
+        for &c in &missing {
+            let Some(m) = fresh
+                .iter()
+                .map(|&i| messages[i])
+                .find(|m| m.conversation_id == c)
+            else {
+                continue;
+            };
+            sqlx::query(
+                "INSERT INTO conversations (id, kind, last_seq, last_activity_ms, created_at_ms)
+                 VALUES ($1, $2, 0, $3, $3) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(c)
+            .bind(m.kind)
+            .bind(m.now_ms)
+            .execute(&mut *conn)
+            .await?;
+        }
+        let counts: std::collections::BTreeMap<&str, i64> =
+            missing.iter().map(|c| (*c, counts[c])).collect();
+        last.extend(number(&mut *conn, &counts, now).await?);
+    }
+    // Seqs in batch order, per conversation.
+    let mut next: std::collections::HashMap<&str, (i64, i64)> = counts
+        .iter()
+        .map(|(c, n)| {
+            let (last, large) = last.get(*c).copied().unwrap_or_default();
+            (*c, (last - n + 1, large))
+        })
+        .collect();
+    let mut numbered = Vec::with_capacity(fresh.len());
+    for &i in &fresh {
+        let m = messages[i];
+        let Some((seq, large)) = next.get_mut(m.conversation_id.as_str()) else {
+            return Err(sqlx::Error::RowNotFound);
+        };
+        rows[i] = Some(row_of(m, *seq, *large));
+        numbered.push((m, *seq, *large));
+        *seq += 1;
+    }
+    let mut inserted = 0;
+    for chunk in numbered.chunks(ROWS) {
+        inserted += insert_rows(&mut *conn, chunk).await?.len();
+    }
+    if inserted != numbered.len() {
+        if let [(m, _, _)] = numbered.as_slice() {
+            // The one send was stored beside it: nothing else saw its seq.
+            give_back_seq(&mut *conn, m).await?;
+            return Ok(vec![None; messages.len()]);
+        }
+        return Err(sqlx::Error::Decode(Box::new(RepeatRaced)));
+    }
+    for (m, seq, _) in &numbered {
+        if *seq == 1 {
+            add_members(&mut *conn, m).await?;
+        }
+    }
+    Ok(rows)
+}
+
+/// The `(sender, client_msg_id)` pairs of `messages` already stored.
+async fn repeats(
+    conn: &mut sqlx::AnyConnection,
+    messages: &[&NewMessage],
+) -> Result<std::collections::HashSet<(String, String)>, sqlx::Error> {
+    let mut found = std::collections::HashSet::new();
+    for chunk in messages.chunks(ROWS * 2) {
+        let pairs = (0..chunk.len())
+            .map(|k| format!("(${}, ${})", 2 * k + 1, 2 * k + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT sender_id, client_msg_id FROM messages
+             WHERE (sender_id, client_msg_id) IN (VALUES {pairs})"
+        );
+        let mut query = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
+        for m in chunk {
+            query = query.bind(&m.sender_id).bind(&m.client_msg_id);
+        }
+        found.extend(query.fetch_all(&mut *conn).await?);
+    }
+    Ok(found)
+}
+
+/// Takes `counts[c]` seqs in each existing conversation `c`: its new last
+/// seq and read fan-out flag. Conversations that do not exist are left out.
+async fn number(
+    conn: &mut sqlx::AnyConnection,
+    counts: &std::collections::BTreeMap<&str, i64>,
+    now: i64,
+) -> Result<std::collections::HashMap<String, (i64, i64)>, sqlx::Error> {
     let postgres = conn.backend_name() == "PostgreSQL";
-    let mut next = std::collections::HashMap::new();
-    for chunk in sorted.chunks(ROWS) {
+    let ids: Vec<(&str, i64)> = counts.iter().map(|(c, n)| (*c, *n)).collect();
+    let mut last = std::collections::HashMap::new();
+    for chunk in ids.chunks(ROWS) {
         if postgres {
             // Take the rows' locks in id order (an UPDATE takes them in
             // scan order), so two instances' batches cannot deadlock.
@@ -147,105 +258,32 @@ async fn insert_many(
                 placeholders(1, chunk.len())
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for m in chunk {
-                query = query.bind(&m.conversation_id);
+            for (c, _) in chunk {
+                query = query.bind(*c);
             }
             query.execute(&mut *conn).await?;
         }
+        let cases = (0..chunk.len())
+            .map(|k| format!("WHEN ${} THEN CAST(${} AS BIGINT)", 2 * k + 2, 2 * k + 3))
+            .collect::<Vec<_>>()
+            .join(" ");
         let sql = format!(
-            "UPDATE conversations SET last_seq = last_seq + 1, last_activity_ms = $1
+            "UPDATE conversations SET last_seq = last_seq + CASE id {cases} ELSE 0 END, last_activity_ms = $1
              WHERE id IN ({}) RETURNING id, last_seq, read_fanout",
-            placeholders(2, chunk.len())
+            placeholders(2 + 2 * chunk.len(), chunk.len())
         );
         let mut query = sqlx::query_as::<_, (String, i64, i64)>(sqlx::AssertSqlSafe(sql)).bind(now);
-        for m in chunk {
-            query = query.bind(&m.conversation_id);
+        for (c, n) in chunk {
+            query = query.bind(*c).bind(*n);
+        }
+        for (c, _) in chunk {
+            query = query.bind(*c);
         }
         for (id, seq, large) in query.fetch_all(&mut *conn).await? {
-            next.insert(id, (seq, large));
+            last.insert(id, (seq, large));
         }
     }
-    let mut rows = vec![None; messages.len()];
-    let mut numbered = Vec::new();
-    for (i, m) in messages.iter().enumerate() {
-        match next.get(&m.conversation_id) {
-            Some(&(seq, large)) => {
-                rows[i] = Some(row_of(m, seq, large));
-                numbered.push(i);
-            }
-            None => rows[i] = insert_in(&mut *conn, m).await?,
-        }
-    }
-    let mut stored = std::collections::HashSet::new();
-    for chunk in numbered.chunks(ROWS) {
-        let chunk: Vec<(&NewMessage, i64, i64)> = chunk
-            .iter()
-            .filter_map(|&i| {
-                rows[i]
-                    .as_ref()
-                    .map(|r| (messages[i], r.seq, i64::from(r.read_fanout)))
-            })
-            .collect();
-        stored.extend(insert_rows(&mut *conn, &chunk).await?);
-    }
-    for i in numbered {
-        let m = messages[i];
-        if !stored.contains(&m.id) {
-            give_back_seq(&mut *conn, m).await?;
-            rows[i] = None;
-        } else if rows[i].as_ref().is_some_and(|r| r.seq == 1) {
-            add_members(&mut *conn, m).await?;
-        }
-    }
-    Ok(rows)
-}
-
-/// Takes the next seq of `m`'s conversation: (seq, read fan-out), None
-/// when the conversation does not exist yet.
-async fn next_seq(
-    conn: &mut sqlx::AnyConnection,
-    m: &NewMessage,
-) -> Result<Option<(i64, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "UPDATE conversations SET last_seq = last_seq + 1, last_activity_ms = $2
-         WHERE id = $1 RETURNING last_seq, read_fanout",
-    )
-    .bind(&m.conversation_id)
-    .bind(m.now_ms)
-    .fetch_optional(conn)
-    .await
-}
-
-async fn insert_in(
-    conn: &mut sqlx::AnyConnection,
-    m: &NewMessage,
-) -> Result<Option<MessageRow>, sqlx::Error> {
-    let (seq, large) = match next_seq(&mut *conn, m).await? {
-        Some(next) => next,
-        None => {
-            sqlx::query(
-                "INSERT INTO conversations (id, kind, last_seq, last_activity_ms, created_at_ms)
-                 VALUES ($1, $2, 0, $3, $3) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(&m.conversation_id)
-            .bind(m.kind)
-            .bind(m.now_ms)
-            .execute(&mut *conn)
-            .await?;
-            next_seq(&mut *conn, m)
-                .await?
-                .ok_or(sqlx::Error::RowNotFound)?
-        }
-    };
-    let stored = insert_rows(&mut *conn, &[(m, seq, large)]).await?.len();
-    if stored == 0 {
-        give_back_seq(&mut *conn, m).await?;
-        return Ok(None);
-    }
-    if seq == 1 {
-        add_members(&mut *conn, m).await?;
-    }
-    Ok(Some(row_of(m, seq, large)))
+    Ok(last)
 }
 
 /// Inserts messages with their (seq, read fan-out); returns the ids stored
@@ -416,6 +454,20 @@ mod tests {
                 .len(),
             2
         );
+        // Messages of one conversation around repeats (one stored before,
+        // one earlier in this batch) stay gapless.
+        let fifth = store_batch(
+            &pool,
+            &[],
+            &[
+                &send("g:c1", "u1", "a6"),
+                &send("g:c1", "u1", "a5"),
+                &send("g:c1", "u1", "a6"),
+                &send("g:c1", "peer", "a7"),
+            ],
+        )
+        .await?;
+        assert_eq!(seqs(&fifth), [Some(6), None, None, Some(7)]);
         let pending: Vec<String> = not_fanned_out(&pool, i64::MAX, 100)
             .await?
             .into_iter()
