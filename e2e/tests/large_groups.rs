@@ -422,13 +422,13 @@ async fn a_lost_group_message_is_found_by_the_periodic_check() -> anyhow::Result
     sqlx::any::install_default_drivers();
     let mut db =
         <sqlx::AnyConnection as sqlx::Connection>::connect(&system.messages_db_url()).await?;
-    sqlx::query("UPDATE conversations SET last_seq = 2 WHERE id = $1")
+    sqlx::query("UPDATE conversations SET last_seq = 2, fanned_seq = 2 WHERE id = $1")
         .bind(&conversation)
         .execute(&mut db)
         .await?;
     sqlx::query(
-        "INSERT INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, fanned_out, reply_to, delivery, group_large)
-         VALUES ('lost-1', $1, 2, $2, 'd', 'lost-1', $3, 1, 1, '', 1, 1)",
+        "INSERT INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, reply_to, delivery, group_large)
+         VALUES ('lost-1', $1, 2, $2, 'd', 'lost-1', $3, 1, '', 1, 1)",
     )
     .bind(&conversation)
     .bind(&alice.user_id)

@@ -7,6 +7,8 @@
 //! A batch that fails is redone one send at a time, so a send that cannot be
 //! stored fails alone.
 
+use std::collections::HashMap;
+
 use shared::RpcError;
 use shared::db::AnyPool;
 use shared::rpc::internal;
@@ -23,7 +25,7 @@ type Stored = Result<Option<MessageRow>, sqlx::Error>;
 enum Job {
     Store(Box<NewMessage>, oneshot::Sender<Stored>),
     StoreMany(Vec<NewMessage>, oneshot::Sender<Vec<Stored>>),
-    Fanned(String),
+    Fanned(String, i64),
     Flush(oneshot::Sender<()>),
 }
 
@@ -75,11 +77,12 @@ impl Writer {
         }
     }
 
-    /// Marks a message fanned out, with the next batch. Lost in a crash, the
-    /// mark only makes the sweep deliver the message again, which the inbox
+    /// Moves `conversation`'s fan-out watermark to `seq` (every message up
+    /// to it is fanned out), with the next batch. Lost in a crash, the mark
+    /// only makes the sweep deliver the messages again, which the inbox
     /// dedup ids absorb.
-    pub async fn fanned_out(&self, id: String) {
-        let _ = self.jobs.send(Job::Fanned(id)).await;
+    pub async fn fanned_out(&self, conversation: String, seq: i64) {
+        let _ = self.jobs.send(Job::Fanned(conversation, seq)).await;
     }
 
     /// Waits until everything queued before it is written.
@@ -101,7 +104,7 @@ async fn run(pool: AnyPool, mut jobs: mpsc::Receiver<Job>) {
     while let Some(first) = jobs.recv().await {
         let mut messages = Vec::new();
         let mut waiters = Vec::new();
-        let mut fanned = Vec::new();
+        let mut fanned: HashMap<String, i64> = HashMap::new();
         let mut flushed = Vec::new();
         let mut next = Some(first);
         while let Some(job) = next {
@@ -114,7 +117,10 @@ async fn run(pool: AnyPool, mut jobs: mpsc::Receiver<Job>) {
                     waiters.push(Waiter::Many(many.len(), done));
                     messages.extend(many);
                 }
-                Job::Fanned(id) => fanned.push(id),
+                Job::Fanned(conversation, seq) => {
+                    let mark = fanned.entry(conversation).or_default();
+                    *mark = (*mark).max(seq);
+                }
                 Job::Flush(done) => flushed.push(done),
             }
             next = if messages.len() < MAX_BATCH {
@@ -123,6 +129,7 @@ async fn run(pool: AnyPool, mut jobs: mpsc::Receiver<Job>) {
                 None
             };
         }
+        let fanned: Vec<(String, i64)> = fanned.into_iter().collect();
         let mut stored = write(&pool, &messages, fanned).await.into_iter();
         for waiter in waiters {
             match waiter {
@@ -140,7 +147,7 @@ async fn run(pool: AnyPool, mut jobs: mpsc::Receiver<Job>) {
     }
 }
 
-async fn write(pool: &AnyPool, messages: &[NewMessage], fanned: Vec<String>) -> Vec<Stored> {
+async fn write(pool: &AnyPool, messages: &[NewMessage], fanned: Vec<(String, i64)>) -> Vec<Stored> {
     if messages.is_empty() && fanned.is_empty() {
         return Vec::new();
     }

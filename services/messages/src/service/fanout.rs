@@ -170,10 +170,19 @@ impl State {
                 failed.insert(&row.conversation_id);
             }
         }
+        // The watermark of each conversation: its last message fanned out
+        // (rows come in seq order per conversation).
+        let mut marks: Vec<(&str, i64)> = Vec::new();
         for ((row, _), result) in rows.iter().zip(&results) {
             if result.is_ok() {
-                self.writer.fanned_out(row.id.clone()).await;
+                match marks.iter_mut().find(|(c, _)| *c == row.conversation_id) {
+                    Some(mark) => mark.1 = mark.1.max(row.seq),
+                    None => marks.push((&row.conversation_id, row.seq)),
+                }
             }
+        }
+        for (conversation, seq) in marks {
+            self.writer.fanned_out(conversation.to_owned(), seq).await;
         }
         if !failed.is_empty() {
             self.pending_set()
@@ -260,6 +269,8 @@ impl State {
         {
             return Ok(());
         }
+        // The watermarks of what went out meanwhile are written first.
+        self.writer.flush().await;
         let pending = store::not_fanned_out_in(&self.pool, conversation).await?;
         for row in &pending {
             self.fan_out(row).await.map_err(|e| {

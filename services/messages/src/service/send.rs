@@ -137,8 +137,11 @@ impl State {
                 "client_msg_id was already used in another conversation",
             ));
         }
-        if !row.fanned_out {
-            self.fan_out(&row).await.map_err(|e| {
+        // Not fanned out yet: it goes out with whatever is pending before it
+        // (the caller holds the conversation).
+        if row.seq > store::fanned_seq(&self.pool, &row.conversation_id).await? {
+            self.pending_set().insert(row.conversation_id.clone());
+            self.fan_out_pending(conversation).await.map_err(|e| {
                 tracing::warn!(error = %e, message_id = %row.id, "fan-out retry failed");
                 RpcError::unavailable(
                     "message stored but not yet delivered; retry with the same client_msg_id",

@@ -19,8 +19,6 @@ pub struct MessageRow {
     /// The body in its JSON mapping.
     pub body: String,
     pub server_ts_ms: i64,
-    /// In every inbox (or on its group's subject) and announced.
-    pub fanned_out: bool,
     /// The quoted message (Quote in its JSON mapping), "" = none.
     pub reply_to: String,
     /// Delivered by read fan-out (a large group's), not through the inboxes
@@ -45,7 +43,6 @@ impl<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> for MessageRow {
             client_msg_id: row.try_get("client_msg_id")?,
             body: row.try_get("body")?,
             server_ts_ms: row.try_get("server_ts_ms")?,
-            fanned_out: flag("fanned_out")?,
             reply_to: row.try_get("reply_to")?,
             read_fanout: flag("delivery")?,
             group_large: flag("group_large")?,
@@ -53,7 +50,7 @@ impl<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> for MessageRow {
     }
 }
 
-pub(super) const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, fanned_out, reply_to, delivery, group_large";
+pub(super) const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, reply_to, delivery, group_large";
 
 /// What a send stores.
 #[derive(Clone, Debug)]
@@ -71,30 +68,49 @@ pub struct NewMessage {
     pub now_ms: i64,
 }
 
-/// Marks `fanned` fanned out and stores `messages`, in one transaction (group
-/// commit). Each message gets the next seq of its conversation, in the order
-/// given; its conversation and members are created on first use. `None` for
-/// a message whose `(sender, client_msg_id)` is stored already, or came
-/// earlier in the batch (its seq is not used). A batch takes a few
+/// Moves the fan-out watermarks in `fanned` (conversation, seq: every
+/// message up to it is fanned out) and stores `messages`, in one transaction
+/// (group commit). Each message gets the next seq of its conversation, in
+/// the order given; its conversation and members are created on first use.
+/// `None` for a message whose `(sender, client_msg_id)` is stored already,
+/// or came earlier in the batch (its seq is not used). A batch takes a few
 /// statements, whatever its size: one read of the repeats, one update that
-/// numbers every conversation, one insert of the messages (in chunks).
-/// Conversations are updated in id order, so two instances batching on
-/// PostgreSQL cannot deadlock on them.
+/// numbers every conversation, one insert of the messages (in chunks), one
+/// update of the watermarks. Conversations are updated in id order, so two
+/// instances batching on PostgreSQL cannot deadlock on them.
 pub async fn store_batch(
     pool: &AnyPool,
-    fanned: &[String],
+    fanned: &[(String, i64)],
     messages: &[&NewMessage],
 ) -> Result<Vec<Option<MessageRow>>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let rows = insert_batch(&mut tx, messages).await?;
-    for chunk in fanned.chunks(500) {
+    let mut fanned = fanned.to_vec();
+    fanned.sort();
+    for chunk in fanned.chunks(ROWS) {
+        // Only forward: a late mark never moves a watermark back.
+        let cases = |from: usize| {
+            (0..chunk.len())
+                .map(|k| format!("WHEN ${} THEN CAST(${} AS BIGINT)", from + 2 * k, from + 2 * k + 1))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
         let sql = format!(
-            "UPDATE messages SET fanned_out = 1 WHERE id IN ({})",
-            placeholders(1, chunk.len())
+            "UPDATE conversations SET fanned_seq = CASE id {} ELSE fanned_seq END
+             WHERE id IN ({}) AND fanned_seq < CASE id {} ELSE fanned_seq END",
+            cases(1),
+            placeholders(1 + 2 * chunk.len(), chunk.len()),
+            cases(1 + 3 * chunk.len()),
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for id in chunk {
-            query = query.bind(id);
+        for (conversation, seq) in chunk {
+            query = query.bind(conversation).bind(*seq);
+        }
+        for (conversation, _) in chunk {
+            query = query.bind(conversation);
+        }
+        for (conversation, seq) in chunk {
+            query = query.bind(conversation).bind(*seq);
         }
         query.execute(&mut *tx).await?;
     }
@@ -296,14 +312,14 @@ async fn insert_rows(
         .map(|k| {
             let p: Vec<String> = (1..=10).map(|j| format!("${}", k * 10 + j)).collect();
             format!(
-                "({}, {}, {}, {}, {}, {}, {}, {}, 0, {}, {}, {})",
+                "({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
                 p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[9]
             )
         })
         .collect::<Vec<_>>()
         .join(", ");
     let sql = format!(
-        "INSERT INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, fanned_out, reply_to, delivery, group_large)
+        "INSERT INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, reply_to, delivery, group_large)
          VALUES {values} ON CONFLICT (sender_id, client_msg_id) DO NOTHING RETURNING id"
     );
     let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
@@ -358,7 +374,6 @@ fn row_of(m: &NewMessage, seq: i64, large: i64) -> MessageRow {
         client_msg_id: m.client_msg_id.clone(),
         body: m.body.clone(),
         server_ts_ms: m.now_ms,
-        fanned_out: false,
         reply_to: m.reply_to.clone(),
         read_fanout: large != 0,
         group_large: large != 0,
@@ -407,7 +422,7 @@ mod tests {
         let marked = a.id.clone();
         let second = store_batch(
             &pool,
-            std::slice::from_ref(&marked),
+            &[("g:c1".to_owned(), 1)],
             &[&send("g:c1", "u1", "a2"), &repeat, &send("g:c3", "u3", "c")],
         )
         .await?;

@@ -20,15 +20,19 @@ pub async fn by_client_msg_id(
     .await
 }
 
-/// Messages stored but not fanned out, stored before `before_ms`, oldest first.
+/// Messages stored but not fanned out (past their conversation's
+/// watermark), stored before `before_ms`, in seq order per conversation.
 pub async fn not_fanned_out(
     pool: &AnyPool,
     before_ms: i64,
     limit: i64,
 ) -> Result<Vec<MessageRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE fanned_out = 0 AND server_ts_ms < $1
-         ORDER BY conversation_id, seq LIMIT $2"
+        "SELECT {MESSAGE_COLUMNS} FROM messages m
+         WHERE m.conversation_id IN (SELECT id FROM conversations WHERE fanned_seq < last_seq)
+           AND m.seq > (SELECT c.fanned_seq FROM conversations c WHERE c.id = m.conversation_id)
+           AND m.server_ts_ms < $1
+         ORDER BY m.conversation_id, m.seq LIMIT $2"
     )))
     .bind(before_ms)
     .bind(limit)
@@ -36,15 +40,18 @@ pub async fn not_fanned_out(
     .await
 }
 
-/// The conversations with a message stored before `before_ms` and not yet
-/// fanned out.
+/// The conversations whose first message not fanned out was stored before
+/// `before_ms`.
 pub async fn pending_conversations(
     pool: &AnyPool,
     before_ms: i64,
 ) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT DISTINCT conversation_id FROM messages
-         WHERE fanned_out = 0 AND server_ts_ms < $1 LIMIT 100000",
+        "SELECT c.id FROM conversations c
+         WHERE c.fanned_seq < c.last_seq
+           AND EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id
+                       AND m.seq = c.fanned_seq + 1 AND m.server_ts_ms < $1)
+         LIMIT 100000",
     )
     .bind(before_ms)
     .fetch_all(pool)
@@ -57,12 +64,25 @@ pub async fn not_fanned_out_in(
     conversation: &ConversationId,
 ) -> Result<Vec<MessageRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND fanned_out = 0
+        "SELECT {MESSAGE_COLUMNS} FROM messages
+         WHERE conversation_id = $1
+           AND seq > (SELECT fanned_seq FROM conversations WHERE id = $1)
          ORDER BY seq"
     )))
     .bind(conversation.as_str())
     .fetch_all(pool)
     .await
+}
+
+/// Up to which seq `conversation` is fanned out (0: nothing yet).
+pub async fn fanned_seq(pool: &AnyPool, conversation: &str) -> Result<i64, sqlx::Error> {
+    Ok(
+        sqlx::query_scalar("SELECT fanned_seq FROM conversations WHERE id = $1")
+            .bind(conversation)
+            .fetch_optional(pool)
+            .await?
+            .unwrap_or(0),
+    )
 }
 
 /// A page of `reader`'s history: seq in `(after, before)`, `limit` rows,

@@ -263,8 +263,8 @@ pub async fn apply_change(pool: &AnyPool, c: &Change<'_>) -> Result<Applied, sql
     // edge learns of it in order with the user's other news.
     let delivery = i64::from(large_before != 0 && large_after != 0);
     sqlx::query(
-        "INSERT INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, fanned_out, delivery, group_large)
-         VALUES ($1, $2, $3, $4, '', $5, $6, $7, 0, $8, $9)",
+        "INSERT INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, delivery, group_large)
+         VALUES ($1, $2, $3, $4, '', $5, $6, $7, $8, $9)",
     )
     .bind(c.message_id)
     .bind(c.conversation_id)
@@ -287,7 +287,6 @@ pub async fn apply_change(pool: &AnyPool, c: &Change<'_>) -> Result<Applied, sql
         client_msg_id: c.client_msg_id.to_owned(),
         body: c.body.to_owned(),
         server_ts_ms: c.now_ms,
-        fanned_out: false,
         reply_to: String::new(),
         read_fanout: delivery != 0,
         group_large: large_after != 0,
