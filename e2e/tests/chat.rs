@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use e2e::{Client, Format, Mode, System, chat, text_of};
 use serde_json::Value;
+use shared::proto::delivery::inbox_entry;
+use shared::proto::edge::server_frame;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn realtime_chat_delivers_in_order_json() -> anyhow::Result<()> {
@@ -164,7 +166,9 @@ async fn every_device_of_both_users_receives() -> anyhow::Result<()> {
     let mut a2 = Client::connect(&system.ws_url(), &alice2, Format::Binary).await?;
     let mut b1 = Client::connect(&system.ws_url(), &bob, Format::Json).await?;
     let mut b2 = Client::connect(&system.ws_url(), &bob2, Format::Binary).await?;
-    for c in [&mut a2, &mut b1, &mut b2] {
+    // A second connection of alice's first device (another tab).
+    let mut a1_tab = Client::connect(&system.ws_url(), &alice, Format::Json).await?;
+    for c in [&mut a1, &mut a1_tab, &mut a2, &mut b1, &mut b2] {
         c.resume(0).await?;
         c.caught_up().await?;
     }
@@ -176,7 +180,27 @@ async fn every_device_of_both_users_receives() -> anyhow::Result<()> {
             i
         );
     }
-    for (name, client) in [("bob 1", &mut b1), ("bob 2", &mut b2), ("alice 2", &mut a2)] {
+    // The connection that sent them has their acks and gets no push of
+    // them; every other connection does, the same device's too.
+    let echoes: Vec<_> = a1
+        .drain(Duration::from_millis(300))
+        .await?
+        .into_iter()
+        .filter(|f| match &f.kind {
+            Some(server_frame::Kind::Push(p)) => matches!(
+                p.entry.as_ref().and_then(|e| e.event.as_ref()),
+                Some(inbox_entry::Event::Message(_))
+            ),
+            _ => false,
+        })
+        .collect();
+    assert!(echoes.is_empty(), "echoed to the sender: {echoes:?}");
+    for (name, client) in [
+        ("bob 1", &mut b1),
+        ("bob 2", &mut b2),
+        ("alice 2", &mut a2),
+        ("alice 1, another tab", &mut a1_tab),
+    ] {
         let got = client.messages(20).await?;
         let seqs: Vec<u64> = got.iter().map(|(_, m)| m.seq).collect();
         assert_eq!(seqs, (1..=20).collect::<Vec<_>>(), "{name}");

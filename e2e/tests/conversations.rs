@@ -163,12 +163,15 @@ async fn media_bodies_and_replies_arrive_as_sent() -> anyhow::Result<()> {
         .send_body(&alice, "reply-1", e2e::text("收到，谢谢"), quoted)
         .await?;
     b.ack_of(id).await?;
+    // Alice's connection had acks for her five messages; only the reply
+    // comes to it.
     let reply = a
-        .messages(6)
+        .messages(1)
         .await?
         .pop()
         .map(|(_, m)| m)
         .unwrap_or_default();
+    assert_eq!(reply.client_msg_id, "reply-1");
     let quote = reply.reply_to.expect("a quote");
     assert_eq!(quote.seq, quoted);
     assert_eq!(quote.sender_id, alice.user_id);

@@ -95,13 +95,63 @@ struct Conn {
     delivered: AtomicU64,
     /// Highest cursor the client acked.
     acked: AtomicU64,
+    /// The `client_msg_id`s of sends made on this connection whose push has
+    /// not come yet: the connection that sent a message gets its ack, not
+    /// the message again (the user's other connections get the push).
+    echoes: Mutex<std::collections::VecDeque<String>>,
     slow_timeout: Duration,
     /// The large groups this connection follows (used by the delivery task
     /// only; behind a lock so inbox delivery can reach it too).
     large: tokio::sync::Mutex<Large>,
 }
 
+/// Sends remembered per connection for [`Conn::echoes`] at most (older ones
+/// are forgotten: their push, if it comes, is forwarded).
+const MAX_ECHOES: usize = 1024;
+
 impl Conn {
+    /// Notes a send made on this connection.
+    fn sending(&self, client_msg_id: &str) {
+        let mut echoes = shared::sync::lock(&self.echoes);
+        if echoes.len() >= MAX_ECHOES {
+            echoes.pop_front();
+        }
+        echoes.push_back(client_msg_id.to_owned());
+    }
+
+    /// Forgets a send that was not stored (no push will come).
+    fn not_sent(&self, client_msg_id: &str) {
+        let mut echoes = shared::sync::lock(&self.echoes);
+        if let Some(i) = echoes.iter().position(|c| c == client_msg_id) {
+            echoes.remove(i);
+        }
+    }
+
+    /// Whether `entry` is a message this connection sent (and is waiting
+    /// for): then it is not sent back to it.
+    fn is_echo(&self, entry: &InboxEntry) -> bool {
+        use shared::proto::delivery::inbox_entry::Event;
+        match &entry.event {
+            Some(Event::Message(m)) => self.is_echo_of(m),
+            _ => false,
+        }
+    }
+
+    /// [`Conn::is_echo`] of a message (of a large group, too).
+    fn is_echo_of(&self, m: &msg_pb::Message) -> bool {
+        if m.sender_device_id != self.who.device_id.as_str() || m.client_msg_id.is_empty() {
+            return false;
+        }
+        let mut echoes = shared::sync::lock(&self.echoes);
+        match echoes.iter().position(|c| *c == m.client_msg_id) {
+            Some(i) => {
+                echoes.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
     fn format(&self) -> Format {
         if self.binary.load(Ordering::Relaxed) {
             Format::Binary
@@ -208,6 +258,7 @@ pub async fn run(
         close_reason: Mutex::new(None),
         delivered: AtomicU64::new(0),
         acked: AtomicU64::new(acked),
+        echoes: Mutex::new(std::collections::VecDeque::new()),
         slow_timeout: Duration::from_secs(config.slow_client_timeout_secs),
         large: tokio::sync::Mutex::new(large),
     });

@@ -121,12 +121,19 @@ pub(super) async fn send_loop(
     loop {
         tokio::select! {
             _ = conn.cancel.cancelled() => return,
-            Some((id, number, answer)) = answers.next(), if !answers.is_empty() => {
+            Some((id, number, client_msg_id, answer)) = answers.next(), if !answers.is_empty() => {
+                let client_msg_id: String = client_msg_id;
                 sender.answered(number);
                 let frame = match answer {
                     Ok(Ok(ack)) => frames::reply(id, server_frame::Kind::Ack(ack)),
-                    Ok(Err(e)) => frames::error(id, &e),
-                    Err(_) => frames::error(id, &RpcError::unavailable("the edge is stopping")),
+                    Ok(Err(e)) => {
+                        conn.not_sent(&client_msg_id);
+                        frames::error(id, &e)
+                    }
+                    Err(_) => {
+                        conn.not_sent(&client_msg_id);
+                        frames::error(id, &RpcError::unavailable("the edge is stopping"))
+                    }
                 };
                 if !conn.send(frame).await {
                     return;
@@ -134,11 +141,15 @@ pub(super) async fn send_loop(
             }
             next = sends.recv(), if answers.len() < window => {
                 let Some((id, request)) = next else { return };
+                let client_msg_id: String = request.client_msg_id.clone();
+                conn.sending(&client_msg_id);
                 match sender.send(&conn.who, *request).await {
                     Ok((number, answer)) => {
-                        answers.push_back(async move { (id, number, answer.await) });
+                        let sent = client_msg_id.clone();
+                        answers.push_back(async move { (id, number, sent, answer.await) });
                     }
                     Err(e) => {
+                        conn.not_sent(&client_msg_id);
                         if !conn.send(frames::error(id, &e)).await {
                             return;
                         }

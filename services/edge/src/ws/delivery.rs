@@ -274,17 +274,26 @@ pub(super) async fn deliver(
     {
         return false;
     }
-    let push = Push {
-        cursor,
-        entry: Some(entry),
-        prev: None,
-        signal: None,
-    };
-    if !conn
-        .send(frames::reply(0, server_frame::Kind::Push(push)))
-        .await
-    {
-        return false;
+    if live && conn.is_echo(&entry) {
+        // The sender's own connection has its ack. Its cursor moves past the
+        // entry as if it had acked it, when it acked everything before.
+        let before = conn.delivered.load(Ordering::Acquire);
+        let _ = conn
+            .acked
+            .compare_exchange(before, cursor, Ordering::AcqRel, Ordering::Acquire);
+    } else {
+        let push = Push {
+            cursor,
+            entry: Some(entry),
+            prev: None,
+            signal: None,
+        };
+        if !conn
+            .send(frames::reply(0, server_frame::Kind::Push(push)))
+            .await
+        {
+            return false;
+        }
     }
     match after {
         Some(news) => conn.large.lock().await.apply(state, conn, news).await,

@@ -374,9 +374,12 @@ impl Large {
             _ => false,
         };
         let conversation = message.conversation_id.clone();
-        let frame = frames::reply(0, server_frame::Kind::GroupMessage(message));
-        if !conn.send(frame).await {
-            return false;
+        // The connection that sent it has its ack.
+        if !conn.is_echo_of(&message) {
+            let frame = frames::reply(0, server_frame::Kind::GroupMessage(message));
+            if !conn.send(frame).await {
+                return false;
+            }
         }
         if left {
             self.unfollow(state, &conversation).await;
