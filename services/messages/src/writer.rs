@@ -1,11 +1,14 @@
 //! Group commit: one task stores the sends of every conversation that are
-//! waiting at the same moment in one transaction, together with the
-//! "fanned out" marks of messages delivered meanwhile. Under load a commit
-//! (and, on SQLite, the hand-offs to its worker thread) is paid once per batch
-//! instead of twice per message; a lone send waits for no one.
+//! waiting at the same moment in one transaction (an edge's batch comes as
+//! one job), together with the fan-out watermarks of the conversations
+//! delivered meanwhile. The watermarks wait for the next transaction that
+//! stores messages (up to `MARKS_WAIT`), so a fan-out costs no transaction of
+//! its own. Under load a commit (and, on SQLite, the hand-offs to its worker
+//! thread) is paid once per batch; a lone send waits for no one.
 //!
 //! A batch that fails is redone one send at a time, so a send that cannot be
-//! stored fails alone.
+//! stored fails alone (and a device's later sends to that conversation are
+//! not stored after it).
 
 use std::collections::HashMap;
 
@@ -19,6 +22,10 @@ use crate::store::{self, MessageRow, NewMessage};
 /// Sends stored per transaction at most.
 const MAX_BATCH: usize = 256;
 const QUEUE: usize = 4096;
+/// How long fan-out watermarks wait for a transaction to join (well within
+/// the inbox's two-minute dedup window: a crash meanwhile only makes the
+/// sweep deliver those messages again, which the dedup ids absorb).
+const MARKS_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 
 type Stored = Result<Option<MessageRow>, sqlx::Error>;
 
@@ -101,10 +108,27 @@ enum Waiter {
 }
 
 async fn run(pool: AnyPool, mut jobs: mpsc::Receiver<Job>) {
-    while let Some(first) = jobs.recv().await {
+    // Watermarks wait for the next transaction that stores messages (or
+    // for MARKS_WAIT), so a fan-out costs no transaction of its own.
+    let mut fanned: HashMap<String, i64> = HashMap::new();
+    loop {
+        let first = if fanned.is_empty() {
+            jobs.recv().await
+        } else {
+            match tokio::time::timeout(MARKS_WAIT, jobs.recv()).await {
+                Ok(job) => job,
+                Err(_) => {
+                    write(&pool, &[], std::mem::take(&mut fanned).into_iter().collect()).await;
+                    continue;
+                }
+            }
+        };
+        let Some(first) = first else {
+            write(&pool, &[], std::mem::take(&mut fanned).into_iter().collect()).await;
+            return;
+        };
         let mut messages = Vec::new();
         let mut waiters = Vec::new();
-        let mut fanned: HashMap<String, i64> = HashMap::new();
         let mut flushed = Vec::new();
         let mut next = Some(first);
         while let Some(job) = next {
@@ -129,7 +153,10 @@ async fn run(pool: AnyPool, mut jobs: mpsc::Receiver<Job>) {
                 None
             };
         }
-        let fanned: Vec<(String, i64)> = fanned.into_iter().collect();
+        if messages.is_empty() && flushed.is_empty() {
+            continue;
+        }
+        let fanned: Vec<(String, i64)> = std::mem::take(&mut fanned).into_iter().collect();
         let mut stored = write(&pool, &messages, fanned).await.into_iter();
         for waiter in waiters {
             match waiter {
