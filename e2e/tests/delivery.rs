@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use e2e::{Client, Format, Mode, Stream, System, text_of};
 use prost::Message as _;
-use shared::proto::delivery::{InboxEntry, Push, inbox_entry};
+use shared::proto::delivery::{InboxEntry, Push, PushBatch, UserPush, inbox_entry};
 use shared::proto::message::Message;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -24,6 +24,12 @@ async fn lost_duplicated_and_garbage_pushes_change_nothing() -> anyhow::Result<(
         entry: None,
         prev: Some(0),
         signal: None,
+    };
+    let duplicate = PushBatch {
+        pushes: vec![UserPush {
+            user_id: bob.user_id.clone(),
+            push: Some(duplicate),
+        }],
     };
     nats.publish(push_subject.clone(), duplicate.encode_to_vec().into())
         .await?;

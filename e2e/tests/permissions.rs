@@ -235,18 +235,20 @@ async fn nobody_reads_replies_forges_pushes_or_touches_streams_not_theirs() -> a
     };
     let presence = system.nats_client("presence").await?;
     for (prev, cursor) in [(bob_last, next), (next, next + 1)] {
-        for subject in [
-            subject::push_entry(&bob.user_id),
-            subject::push_signal(&bob.user_id),
-        ] {
-            let push = forged(prev, cursor).encode_to_vec();
-            presence.publish(subject, push.into()).await?;
-        }
+        // Entries travel in batches per shard of users, signals one by one.
+        let entries = batch_for(&bob.user_id, forged(prev, cursor));
+        presence
+            .publish(subject::push_entry(&bob.user_id), entries.into())
+            .await?;
+        let signal = forged(prev, cursor).encode_to_vec();
+        presence
+            .publish(subject::push_signal(&bob.user_id), signal.into())
+            .await?;
     }
     presence.flush().await?;
     all.publish(
         subject::push_entry(&carol.user_id),
-        forged(carol_last, next + 100).encode_to_vec().into(),
+        batch_for(&carol.user_id, forged(carol_last, next + 100)).into(),
     )
     .await?;
     all.flush().await?;
@@ -407,4 +409,15 @@ async fn an_edge_box_on_a_leaf_node_is_closed() -> anyhow::Result<()> {
     assert!(inboxes.purge().await.is_err(), "the box purged the inboxes");
     assert!(js.delete_stream(subject::EVENTS_STREAM).await.is_err());
     Ok(())
+}
+
+/// One push for `user` as the services publish it: a batch of its shard.
+fn batch_for(user: &str, push: shared::proto::delivery::Push) -> Vec<u8> {
+    shared::proto::delivery::PushBatch {
+        pushes: vec![shared::proto::delivery::UserPush {
+            user_id: user.to_owned(),
+            push: Some(push),
+        }],
+    }
+    .encode_to_vec()
 }

@@ -13,14 +13,14 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
-use crate::proto::delivery::{InboxEntry, Push, Signal};
+use crate::proto::delivery::{InboxEntry, Push, PushBatch, Signal, UserPush};
 use crate::subject;
+use crate::sync::KeyLocks;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
 use bytes::Bytes;
 use prost::Message;
-use crate::sync::KeyLocks;
 
 const SHARDS: usize = 64;
 /// Entries per cache shard before it is cleared (a miss costs one direct get).
@@ -116,7 +116,10 @@ impl Inboxes {
             .iter()
             .map(|e| Bytes::from(e.encode_to_vec()))
             .collect();
-        let _busy = self.busy.lock(appends.iter().map(|a| a.user.as_str())).await;
+        let _busy = self
+            .busy
+            .lock(appends.iter().map(|a| a.user.as_str()))
+            .await;
         let mut results: Vec<Option<Result<u64, DeliveryError>>> = vec![None; appends.len()];
         // Each user's appends, in order.
         let mut queues: Vec<(&str, std::collections::VecDeque<usize>)> = Vec::new();
@@ -146,10 +149,9 @@ impl Inboxes {
             if heads.is_empty() {
                 break;
             }
-            let expected = futures::future::join_all(
-                heads.iter().map(|&(q, _)| self.last_known(queues[q].0)),
-            )
-            .await;
+            let expected =
+                futures::future::join_all(heads.iter().map(|&(q, _)| self.last_known(queues[q].0)))
+                    .await;
             // Every head goes out before any ack is awaited.
             let mut sent = Vec::with_capacity(heads.len());
             for (&(q, i), expected) in heads.iter().zip(expected) {
@@ -170,6 +172,7 @@ impl Inboxes {
                 };
                 sent.push((q, i, ack));
             }
+            let mut pushes: HashMap<usize, Vec<UserPush>> = HashMap::new();
             for (q, i, ack) in sent {
                 let append = &appends[i];
                 let user = append.user.as_str();
@@ -194,8 +197,18 @@ impl Inboxes {
                             self.remember(user, ack.sequence);
                             Some(expected)
                         };
-                        self.push(user, &entries[append.entry], ack.sequence, prev)
-                            .await;
+                        pushes
+                            .entry(subject::push_shard(user))
+                            .or_default()
+                            .push(UserPush {
+                                user_id: user.to_owned(),
+                                push: Some(Push {
+                                    cursor: ack.sequence,
+                                    entry: Some(entries[append.entry].clone()),
+                                    prev,
+                                    signal: None,
+                                }),
+                            });
                         results[i] = Some(Ok(ack.sequence));
                         queues[q].1.pop_front();
                         attempts[q] = 0;
@@ -218,6 +231,10 @@ impl Inboxes {
                     }
                 }
             }
+            // The round's pushes: one message per shard.
+            for (shard, pushes) in pushes {
+                self.publish_pushes(shard, pushes).await;
+            }
         }
         results
             .into_iter()
@@ -233,19 +250,17 @@ impl Inboxes {
     }
 
     /// Best effort: a lost push is recovered by the edge from the inbox.
-    async fn push(&self, user: &str, entry: &InboxEntry, cursor: u64, prev: Option<u64>) {
-        let push = Push {
-            cursor,
-            entry: Some(entry.clone()),
-            prev,
-            signal: None,
-        };
+    async fn publish_pushes(&self, shard: usize, pushes: Vec<UserPush>) {
+        let batch = PushBatch { pushes };
         if let Err(e) = self
             .client
-            .publish(subject::push_entry(user), push.encode_to_vec().into())
+            .publish(
+                subject::push_shard_entries(shard),
+                batch.encode_to_vec().into(),
+            )
             .await
         {
-            tracing::warn!(error = %e, user, "push publish failed");
+            tracing::warn!(error = %e, shard, "push publish failed");
         }
     }
 

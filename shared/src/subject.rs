@@ -150,24 +150,35 @@ pub fn group_push(group_id: &str) -> String {
     format!("im.group.v1.{group_id}")
 }
 
-/// The live push of one user's new inbox entries.
+/// Push shards: the live pushes of inbox entries travel as one `PushBatch`
+/// per shard of users (per batch of appends), and an edge subscribes to the
+/// shards of its connected users, not to each user.
+pub const PUSH_SHARDS: usize = 64;
+
+/// The push shard of a user: FNV-1a of its id, so every process of every
+/// version agrees.
+pub fn push_shard(user_id: &str) -> usize {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in user_id.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % PUSH_SHARDS as u64) as usize
+}
+
+/// The live subject of one push shard's inbox entries (`PushBatch`).
+pub fn push_shard_entries(shard: usize) -> String {
+    format!("im.push.v1.s{shard}.entry")
+}
+
+/// The live subject that carries one user's new inbox entries (its shard's).
 pub fn push_entry(user_id: &str) -> String {
-    format!("im.push.v1.{user_id}.entry")
+    push_shard_entries(push_shard(user_id))
 }
 
 /// The signals (typing, presence) to one user's devices.
 pub fn push_signal(user_id: &str) -> String {
     format!("im.push.v1.{user_id}.signal")
-}
-
-/// Both push subjects of one user (what each of its connections subscribes to).
-pub fn pushes(user_id: &str) -> String {
-    format!("im.push.v1.{user_id}.*")
-}
-
-/// Whether `subject` (one of [`pushes`]) carries an inbox entry rather than a signal.
-pub fn is_entry_push(subject: &str) -> bool {
-    subject.ends_with(".entry")
 }
 
 /// The KV key of one device's acked cursor.
@@ -211,10 +222,16 @@ mod tests {
     #[test]
     fn per_user_subjects() {
         assert_eq!(inbox("u1"), "im.inbox.v1.u1");
-        assert_eq!(push_entry("u1"), "im.push.v1.u1.entry");
+        assert_eq!(
+            push_entry("u1"),
+            format!("im.push.v1.s{}.entry", push_shard("u1"))
+        );
+        assert!(
+            (0..1000)
+                .map(|i| push_shard(&format!("user-{i}")))
+                .all(|s| s < PUSH_SHARDS)
+        );
         assert_eq!(push_signal("u1"), "im.push.v1.u1.signal");
-        assert_eq!(pushes("u1"), "im.push.v1.u1.*");
-        assert!(is_entry_push(&push_entry("u1")) && !is_entry_push(&push_signal("u1")));
         assert_eq!(cursor_key("u1", "d1"), "u1.d1");
     }
 

@@ -10,6 +10,8 @@
 //! - [`frames`]: the JSON / protobuf frame codec;
 //! - [`inbox`]: replaying a user's inbox and storing device cursors;
 //! - [`group_hub`]: one subscription per large group, shared by connections;
+//! - [`push_hub`]: one subscription per shard of users' inbox pushes, shared
+//!   by connections;
 //! - [`limits`]: what one user may do (sockets, sends, typing, resumes);
 //! - [`presence`]: announcing connected devices to the presence service;
 //! - [`tls`]: TLS termination with certificate files reloaded on change;
@@ -27,6 +29,7 @@ pub mod inbox;
 pub mod keyring;
 pub mod limits;
 pub mod presence;
+pub mod push_hub;
 pub mod sessions;
 pub mod tls;
 pub mod web;
@@ -54,6 +57,7 @@ pub struct EdgeState {
     pub keyring: keyring::KeyRing,
     pub inbox: inbox::InboxReader,
     pub group_hub: group_hub::GroupHub,
+    pub push_hub: push_hub::PushHub,
     pub devices: presence::Devices,
     pub connections: Arc<Semaphore>,
     pub sessions: sessions::Sessions,
@@ -136,6 +140,7 @@ impl Edge {
             sessions: sessions::Sessions::default(),
             limits: Arc::new(limits::UserLimits::new(config.per_user.clone())),
             group_hub: group_hub::GroupHub::new(nats.client.clone()),
+            push_hub: push_hub::PushHub::new(nats.client.clone()),
             caller,
             inbox,
             config,
@@ -278,6 +283,7 @@ impl Edge {
         let _ = heartbeat.await;
         let _ = group_check.await;
         state.group_hub.close().await;
+        state.push_hub.close().await;
         tracing::info!("edge stopped");
         Ok(())
     }

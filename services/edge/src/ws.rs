@@ -221,14 +221,42 @@ pub async fn run(
         (read, Coalesce::new(write))
     });
 
-    let push_sub = match Box::pin(state.nats.client.subscribe(subject::pushes(&who.user_id))).await
+    let signals = match Box::pin(
+        state
+            .nats
+            .client
+            .subscribe(subject::push_signal(&who.user_id)),
+    )
+    .await
     {
         Ok(sub) => sub,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot subscribe to signals");
+            return;
+        }
+    };
+    let id = state.group_hub.connection_id();
+    let entries = match Box::pin(
+        state
+            .push_hub
+            .join(who.user_id.as_str(), id, config.send_queue),
+    )
+    .await
+    {
+        Ok(entries) => entries,
         Err(e) => {
             tracing::warn!(error = %e, "cannot subscribe to pushes");
             return;
         }
     };
+    // Leaves the push hub however this function ends.
+    struct Joined<'a>(&'a EdgeState, &'a str, u64);
+    impl Drop for Joined<'_> {
+        fn drop(&mut self) {
+            self.0.push_hub.leave(self.1, self.2);
+        }
+    }
+    let _joined = Joined(&state, who.user_id.as_str(), id);
     // Without the stored cursor a `resume` from it could replay the whole
     // inbox: better to close and let the client retry.
     let mut writer = writer;
@@ -250,7 +278,7 @@ pub async fn run(
     let large = Large::new(&state);
     let conn = Arc::new(Conn {
         who: who.clone(),
-        id: state.group_hub.connection_id(),
+        id,
         expires_at_ms: AtomicI64::new(verified.expires_at_secs.saturating_mul(1000)),
         binary: AtomicBool::new(format == Format::Binary),
         out: out_tx,
@@ -285,7 +313,8 @@ pub async fn run(
     let delivery = tokio::spawn(delivery_loop(
         state.clone(),
         conn.clone(),
-        push_sub,
+        entries,
+        signals,
         resume_rx,
         state.nats.events(),
         acked,

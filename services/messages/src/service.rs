@@ -38,7 +38,6 @@ use crate::store::{self, MessageRow};
 use crate::writer::Writer;
 use shared::inbox::Inboxes;
 
-
 struct State {
     config: Config,
     /// Reads; writes go through `write` (see [`db::Pools`]).
@@ -195,4 +194,3 @@ fn wire(
 fn to_i64(seq: u64) -> Result<i64, RpcError> {
     i64::try_from(seq).map_err(|_| RpcError::bad_request("seq out of range"))
 }
-

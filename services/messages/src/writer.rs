@@ -68,11 +68,19 @@ impl Writer {
     /// transaction fails they are stored one at a time, and after a message
     /// that cannot be stored, its device's later messages to the same
     /// conversation are not stored either (they would overtake it).
-    pub async fn store_many(&self, messages: Vec<NewMessage>) -> Vec<Result<Option<MessageRow>, RpcError>> {
+    pub async fn store_many(
+        &self,
+        messages: Vec<NewMessage>,
+    ) -> Vec<Result<Option<MessageRow>, RpcError>> {
         let count = messages.len();
         let (done, result) = oneshot::channel();
         let stopping = || RpcError::unavailable("the messages service is stopping");
-        if self.jobs.send(Job::StoreMany(messages, done)).await.is_err() {
+        if self
+            .jobs
+            .send(Job::StoreMany(messages, done))
+            .await
+            .is_err()
+        {
             return (0..count).map(|_| Err(stopping())).collect();
         }
         match result.await {
@@ -118,13 +126,23 @@ async fn run(pool: AnyPool, mut jobs: mpsc::Receiver<Job>) {
             match tokio::time::timeout(MARKS_WAIT, jobs.recv()).await {
                 Ok(job) => job,
                 Err(_) => {
-                    write(&pool, &[], std::mem::take(&mut fanned).into_iter().collect()).await;
+                    write(
+                        &pool,
+                        &[],
+                        std::mem::take(&mut fanned).into_iter().collect(),
+                    )
+                    .await;
                     continue;
                 }
             }
         };
         let Some(first) = first else {
-            write(&pool, &[], std::mem::take(&mut fanned).into_iter().collect()).await;
+            write(
+                &pool,
+                &[],
+                std::mem::take(&mut fanned).into_iter().collect(),
+            )
+            .await;
             return;
         };
         let mut messages = Vec::new();

@@ -4,11 +4,13 @@
 //! cursor kept in the cursor bucket.
 
 use super::*;
+use crate::push_hub::PushNews;
 
 pub(super) async fn delivery_loop(
     state: Arc<EdgeState>,
     conn: Arc<Conn>,
-    mut pushes: async_nats::Subscriber,
+    mut entries: mpsc::Receiver<PushNews>,
+    mut signals: async_nats::Subscriber,
     mut resumes: mpsc::Receiver<u64>,
     mut events: broadcast::Receiver<ConnectionEvent>,
     mut stored: u64,
@@ -40,17 +42,22 @@ pub(super) async fn delivery_loop(
             Some(push) = next_group(&mut group_rx) => {
                 Box::pin(async { conn.large.lock().await.on_push(&state, &conn, push).await }).await
             }
-            push = pushes.next() => match push {
+            // Before the first resume, entries are dropped (the replay reads
+            // them from the inbox); signals are forwarded at once.
+            news = entries.recv() => match news {
                 None => {
                     conn.close(close::INTERNAL, "push subscription ended");
                     break;
                 }
-                // Before the first resume, entries are dropped (the replay
-                // reads them from the inbox); signals are forwarded at once.
-                // Each kind is taken only from its own subject, which only
-                // its publishers may publish on.
-                Some(message) if subject::is_entry_push(&message.subject) => {
-                    !started || Box::pin(on_push(&state, &conn, &message.payload)).await
+                Some(PushNews::Entry(push)) => {
+                    !started || Box::pin(on_push(&state, &conn, (*push).clone())).await
+                }
+                Some(PushNews::Dropped) => !started || Box::pin(catch_up(&state, &conn, true)).await,
+            },
+            signal = signals.next() => match signal {
+                None => {
+                    conn.close(close::INTERNAL, "signal subscription ended");
+                    break;
                 }
                 Some(message) => Box::pin(on_signal(&conn, &message.payload)).await,
             },
@@ -216,11 +223,7 @@ pub(super) async fn catch_up(state: &EdgeState, conn: &Conn, live: bool) -> bool
     }
 }
 
-pub(super) async fn on_push(state: &EdgeState, conn: &Conn, payload: &[u8]) -> bool {
-    let Ok(push) = Push::decode(payload) else {
-        tracing::warn!("undecodable push ignored");
-        return true;
-    };
+pub(super) async fn on_push(state: &EdgeState, conn: &Conn, push: Push) -> bool {
     let delivered = conn.delivered.load(Ordering::Acquire);
     tracing::trace!(cursor = push.cursor, prev = ?push.prev, delivered, "push");
     if push.cursor <= delivered {

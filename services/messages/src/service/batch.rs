@@ -15,10 +15,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
+use shared::RpcError;
 use shared::ids::{self, ConversationId, DeviceId, UserId};
 use shared::proto::message as pb;
 use shared::rpc::{Identity, internal};
-use shared::RpcError;
 
 use super::send::{ack, target};
 use super::{State, wire};
@@ -39,6 +39,9 @@ struct Checked {
     quote: Option<pb::Quote>,
 }
 
+/// A checked item, or why not (with its sender and conversation when known).
+type CheckResult = Result<Checked, (Option<(Identity, ConversationId)>, RpcError)>;
+
 impl State {
     pub(super) async fn send_batch(
         self: Arc<Self>,
@@ -54,7 +57,7 @@ impl State {
         let mut answers: Vec<Option<Result<pb::SendAck, RpcError>>> = vec![None; count];
 
         // 1. Each item on its own, side by side.
-        let checked: Vec<Result<Checked, (Option<(Identity, ConversationId)>, RpcError)>> =
+        let checked: Vec<CheckResult> =
             futures::stream::iter(input.items.into_iter().map(|item| {
                 let state = self.clone();
                 async move { state.check(item).await }
@@ -184,10 +187,7 @@ impl State {
     }
 
     /// Validates and authorizes one item, and makes what it stores.
-    async fn check(
-        &self,
-        item: pb::SendItem,
-    ) -> Result<Checked, (Option<(Identity, ConversationId)>, RpcError)> {
+    async fn check(&self, item: pb::SendItem) -> CheckResult {
         let me = identity(&item).map_err(|e| (None, e))?;
         let send = item.send.unwrap_or_default();
         let conversation = target(&me, &send).map_err(|e| (None, e))?;
@@ -243,9 +243,7 @@ fn out_of_order() -> RpcError {
 }
 
 fn not_delivered() -> RpcError {
-    RpcError::unavailable(
-        "message stored but not yet delivered; retry with the same client_msg_id",
-    )
+    RpcError::unavailable("message stored but not yet delivered; retry with the same client_msg_id")
 }
 
 /// The identity an edge verified for an item.

@@ -91,7 +91,13 @@ pub async fn store_batch(
         // Only forward: a late mark never moves a watermark back.
         let cases = |from: usize| {
             (0..chunk.len())
-                .map(|k| format!("WHEN ${} THEN CAST(${} AS BIGINT)", from + 2 * k, from + 2 * k + 1))
+                .map(|k| {
+                    format!(
+                        "WHEN ${} THEN CAST(${} AS BIGINT)",
+                        from + 2 * k,
+                        from + 2 * k + 1
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(" ")
         };
@@ -159,7 +165,9 @@ async fn insert_batch(
     // How many seqs each conversation takes.
     let mut counts: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
     for &i in &fresh {
-        *counts.entry(messages[i].conversation_id.as_str()).or_default() += 1;
+        *counts
+            .entry(messages[i].conversation_id.as_str())
+            .or_default() += 1;
     }
     let now = messages.iter().map(|m| m.now_ms).max().unwrap_or_default();
     let mut last = number(&mut *conn, &counts, now).await?;
