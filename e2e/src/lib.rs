@@ -16,7 +16,10 @@ mod system;
 
 pub use api::{Api, User};
 pub use client::{Client, Format};
-pub use scenarios::{Stream, chat, no_pushes, spawn_reader, spawn_reliable_sender};
+pub use scenarios::{
+    BatchedStreams, Stream, chat, no_pushes, spawn_pipelined_sender, spawn_reader,
+    spawn_reliable_sender,
+};
 pub use system::{Mode, Service, Settings, System, edge_config};
 
 /// A text message body.

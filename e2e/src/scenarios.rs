@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use shared::proto::edge::{ServerFrame, server_frame};
 use shared::proto::message::Message;
 
@@ -118,6 +120,68 @@ pub fn spawn_reliable_sender(
     (task, progress)
 }
 
+/// A sender that keeps up to `window` sends in flight (so the edge batches
+/// them with other connections' sends), as a pipelining client does: after
+/// an error whose code is in `retry_on` it reads the answers still due and
+/// sends again in order from the first failed message, with the same
+/// `client_msg_id`s. Every ack must carry seq = the message's number.
+/// Returns the number of failed answers; the watch channel counts the
+/// messages acked in order.
+pub fn spawn_pipelined_sender(
+    ws_url: String,
+    from: User,
+    to: User,
+    n: u64,
+    window: usize,
+    retry_on: &'static [&'static str],
+) -> (
+    tokio::task::JoinHandle<anyhow::Result<u64>>,
+    tokio::sync::watch::Receiver<u64>,
+) {
+    let (progress_tx, progress) = tokio::sync::watch::channel(0u64);
+    let task = tokio::spawn(async move {
+        let mut client = Client::connect(&ws_url, &from, Format::Binary).await?;
+        let mut failures = 0;
+        let mut next = 1;
+        let mut in_flight = std::collections::VecDeque::new();
+        let mut acked = 0;
+        while acked < n {
+            while in_flight.len() < window && next <= n {
+                let id = client
+                    .send_text(&to, &format!("m{next}"), &format!("pipelined {next}"))
+                    .await?;
+                in_flight.push_back((next, id));
+                next += 1;
+            }
+            let Some((i, id)) = in_flight.pop_front() else {
+                anyhow::bail!("nothing in flight before message {}", acked + 1);
+            };
+            match client.reply(id).await?.kind {
+                Some(server_frame::Kind::Ack(ack)) => {
+                    anyhow::ensure!(ack.seq == i, "message {i} acked with seq {}", ack.seq);
+                    acked = i;
+                    let _ = progress_tx.send(i);
+                }
+                Some(server_frame::Kind::Error(e)) if retry_on.contains(&e.code.as_str()) => {
+                    failures += 1;
+                    // The answers still due: an ack must still match its
+                    // number (it was stored in order); all go again from i.
+                    for (j, id) in in_flight.drain(..) {
+                        if let Some(server_frame::Kind::Ack(ack)) = client.reply(id).await?.kind {
+                            anyhow::ensure!(ack.seq == j, "message {j} acked with seq {}", ack.seq);
+                        }
+                    }
+                    next = i;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => anyhow::bail!("unexpected answer to message {i}: {other:?}"),
+            }
+        }
+        Ok(failures)
+    });
+    (task, progress)
+}
+
 /// alice streams `n` messages to bob with a [`spawn_reliable_sender`] while
 /// bob reads with a [`spawn_reader`]; something can go wrong in between.
 pub struct Stream {
@@ -166,5 +230,81 @@ impl Stream {
         );
         anyhow::ensure!(no_pushes(&extra), "no duplicates: {extra:?}");
         Ok(retries)
+    }
+}
+
+/// Senders with many sends in flight each (their edge batches them with the
+/// others'), one per pair of `users` (sender, reader), each streaming `n`
+/// messages with a [`spawn_pipelined_sender`] to its reader; something can
+/// go wrong in between.
+pub struct BatchedStreams {
+    readers: Vec<tokio::task::JoinHandle<anyhow::Result<Received>>>,
+    senders: Vec<tokio::task::JoinHandle<anyhow::Result<u64>>>,
+    progress: tokio::sync::watch::Receiver<u64>,
+    n: u64,
+}
+
+impl BatchedStreams {
+    pub async fn start(
+        system: &System,
+        users: &[User],
+        n: u64,
+        window: usize,
+        retry_on: &'static [&'static str],
+    ) -> anyhow::Result<Self> {
+        let mut readers = Vec::new();
+        let mut senders = Vec::new();
+        let mut progress = Vec::new();
+        for pair in users.chunks_exact(2) {
+            let reader = Client::connect_live(&system.ws_url(), &pair[1], Format::Json).await?;
+            readers.push(spawn_reader(reader, n as usize));
+            let (sender, acked) = spawn_pipelined_sender(
+                system.ws_url(),
+                pair[0].clone(),
+                pair[1].clone(),
+                n,
+                window,
+                retry_on,
+            );
+            senders.push(sender);
+            progress.push(acked);
+        }
+        let progress = progress.into_iter().next().context("no pair of users")?;
+        Ok(Self {
+            readers,
+            senders,
+            progress,
+            n,
+        })
+    }
+
+    /// Waits until the first pair has a third of its messages acked.
+    pub async fn a_third_in(&mut self) -> anyhow::Result<()> {
+        let third = self.n / 3;
+        self.progress.wait_for(|acked| *acked >= third).await?;
+        Ok(())
+    }
+
+    /// Waits for every end and checks that each reader got every message
+    /// exactly once, in seq order, with its own text. Returns how many
+    /// answers were failures.
+    pub async fn finish(self) -> anyhow::Result<u64> {
+        let mut failures = 0;
+        for sender in self.senders {
+            failures += sender.await??;
+        }
+        for (pair, reader) in self.readers.into_iter().enumerate() {
+            let (received, extra) = reader.await??;
+            let got: Vec<(u64, String)> = received
+                .iter()
+                .map(|(_, m)| (m.seq, text_of(m).to_owned()))
+                .collect();
+            let expected: Vec<(u64, String)> = (1..=self.n)
+                .map(|i| (i, format!("pipelined {i}")))
+                .collect();
+            anyhow::ensure!(got == expected, "pair {pair}: got {got:?}");
+            anyhow::ensure!(no_pushes(&extra), "pair {pair}: a duplicate: {extra:?}");
+        }
+        Ok(failures)
     }
 }

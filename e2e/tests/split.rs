@@ -1,10 +1,11 @@
 //! The same system with every service in its own `natter` process: chat
-//! works, and killing the messages service while alice sends loses nothing
-//! that was acked and repeats nothing.
+//! works, and killing the messages service while alice sends (one at a
+//! time, or many pipelined clients whose sends the edge batches) loses
+//! nothing that was acked and repeats nothing.
 
 use std::time::Duration;
 
-use e2e::{Format, Mode, Service, Stream, System, chat};
+use e2e::{BatchedStreams, Format, Mode, Service, Stream, System, chat};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_works_with_one_process_per_service() -> anyhow::Result<()> {
@@ -25,5 +26,32 @@ async fn killing_the_messages_service_loses_no_acked_message() -> anyhow::Result
     system.spawn_process(Service::Messages)?;
     let retries = stream.finish().await?;
     assert!(retries > 0, "the kill should have made some sends fail");
+    Ok(())
+}
+
+/// Four senders with 16 sends in flight each: the edge batches their sends,
+/// the messages service stores and fans out each batch at once. A SIGKILL in
+/// the middle fails whole batches; the clients send again in order from the
+/// first failure. Every message arrives exactly once, in seq order, and
+/// every ack carries the message's own number as its seq.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_messages_service_under_batched_load_loses_and_repeats_nothing()
+-> anyhow::Result<()> {
+    const N: u64 = 150;
+    let (mut system, users) = System::with_users(
+        Mode::Split,
+        [
+            "send1", "read1", "send2", "read2", "send3", "read3", "send4", "read4",
+        ],
+    )
+    .await?;
+    let mut streams =
+        BatchedStreams::start(&system, &users, N, 16, &["unavailable", "internal"]).await?;
+    streams.a_third_in().await?;
+    system.kill_process(Service::Messages);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    system.spawn_process(Service::Messages)?;
+    let failures = streams.finish().await?;
+    assert!(failures > 0, "the kill should have failed some sends");
     Ok(())
 }

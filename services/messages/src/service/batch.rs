@@ -16,14 +16,13 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use shared::RpcError;
-use shared::ids::{self, ConversationId, DeviceId, UserId};
+use shared::ids::{ConversationId, DeviceId, UserId};
 use shared::proto::message as pb;
-use shared::rpc::{Identity, internal};
+use shared::rpc::Identity;
 
-use super::send::{ack, target};
+use super::send::{Prepared, ack, target};
 use super::{State, wire};
 use crate::store::NewMessage;
-use crate::validate;
 
 /// Items per batch at most (an edge sends fewer: see its batcher).
 pub const MAX_ITEMS: usize = 1024;
@@ -191,34 +190,12 @@ impl State {
         let me = identity(&item).map_err(|e| (None, e))?;
         let send = item.send.unwrap_or_default();
         let conversation = target(&me, &send).map_err(|e| (None, e))?;
-        let known = || Some((me.clone(), conversation.clone()));
-        let checked = async {
-            validate::client_msg_id(&send.client_msg_id)?;
-            validate::body(send.body.as_ref(), &self.limits())?;
-            let (kind, members) = self.may_send(&me, &conversation).await?;
-            let body = serde_json::to_string(&send.body).map_err(|e| internal("encode body", e))?;
-            let quote = self.quote(&me, &conversation, send.reply_to_seq).await?;
-            let reply_to = match &quote {
-                Some(q) => serde_json::to_string(q).map_err(|e| internal("encode quote", e))?,
-                None => String::new(),
-            };
-            Ok::<_, RpcError>((kind, members, body, quote, reply_to))
+        let Prepared { new, quote } = match self.prepare(&me, &conversation, &send).await {
+            Ok(prepared) => prepared,
+            Err(e) => return Err((Some((me, conversation)), e)),
         };
-        let (kind, members, body_json, quote, reply_to) =
-            checked.await.map_err(|e| (known(), e))?;
         Ok(Checked {
-            new: NewMessage {
-                id: ids::new_id(),
-                conversation_id: conversation.as_str().to_owned(),
-                kind,
-                members,
-                sender_id: me.user_id.to_string(),
-                sender_device_id: me.device_id.to_string(),
-                client_msg_id: send.client_msg_id,
-                body: body_json,
-                reply_to,
-                now_ms: ids::now_ms(),
-            },
+            new,
             me,
             conversation,
             body: send.body,

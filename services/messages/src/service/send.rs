@@ -20,33 +20,13 @@ impl State {
         me: Identity,
         input: pb::SendRequest,
     ) -> Result<pb::SendAck, RpcError> {
-        validate::client_msg_id(&input.client_msg_id)?;
-        validate::body(input.body.as_ref(), &self.limits())?;
         let conversation = target(&me, &input)?;
-        let (kind, members) = self.may_send(&me, &conversation).await?;
-        let body = serde_json::to_string(&input.body).map_err(|e| internal("encode body", e))?;
-        let quote = self.quote(&me, &conversation, input.reply_to_seq).await?;
-        let reply_to = match &quote {
-            Some(quote) => serde_json::to_string(quote).map_err(|e| internal("encode quote", e))?,
-            None => String::new(),
-        };
+        let Prepared { new, quote } = self.prepare(&me, &conversation, &input).await?;
 
         let _order = self.order.lock([conversation.as_str()]).await;
         // An earlier message whose fan-out failed goes out first, so this one
         // cannot overtake it in the inboxes.
         self.fan_out_pending(&conversation).await?;
-        let new = store::NewMessage {
-            id: ids::new_id(),
-            conversation_id: conversation.as_str().to_owned(),
-            kind,
-            members,
-            sender_id: me.user_id.to_string(),
-            sender_device_id: me.device_id.to_string(),
-            client_msg_id: input.client_msg_id.clone(),
-            body,
-            reply_to,
-            now_ms: ids::now_ms(),
-        };
         let Some(row) = self.writer.store(new).await? else {
             // A repeated send (or another instance stored it first).
             return match self
@@ -65,6 +45,40 @@ impl State {
             RpcError::unavailable("message stored but not yet delivered; retry with the same client_msg_id")
         })?;
         Ok(ack(&row, false))
+    }
+
+    /// Validates and authorizes a send of `me` to `conversation`, and makes
+    /// what it stores.
+    pub(super) async fn prepare(
+        &self,
+        me: &Identity,
+        conversation: &ConversationId,
+        input: &pb::SendRequest,
+    ) -> Result<Prepared, RpcError> {
+        validate::client_msg_id(&input.client_msg_id)?;
+        validate::body(input.body.as_ref(), &self.limits())?;
+        let (kind, members) = self.may_send(me, conversation).await?;
+        let body = serde_json::to_string(&input.body).map_err(|e| internal("encode body", e))?;
+        let quote = self.quote(me, conversation, input.reply_to_seq).await?;
+        let reply_to = match &quote {
+            Some(quote) => serde_json::to_string(quote).map_err(|e| internal("encode quote", e))?,
+            None => String::new(),
+        };
+        Ok(Prepared {
+            new: store::NewMessage {
+                id: ids::new_id(),
+                conversation_id: conversation.as_str().to_owned(),
+                kind,
+                members,
+                sender_id: me.user_id.to_string(),
+                sender_device_id: me.device_id.to_string(),
+                client_msg_id: input.client_msg_id.clone(),
+                body,
+                reply_to,
+                now_ms: ids::now_ms(),
+            },
+            quote,
+        })
     }
 
     /// Whether `me` may send to `conversation`: its kind and, for a direct
@@ -222,6 +236,12 @@ impl State {
         }
         Ok(())
     }
+}
+
+/// A send checked and ready to store, with the quote it carries.
+pub(super) struct Prepared {
+    pub new: store::NewMessage,
+    pub quote: Option<pb::Quote>,
 }
 
 /// The conversation a send goes to: a group's or a one-to-one chat by
