@@ -213,9 +213,7 @@ impl Stream {
 
     /// Waits until a third of the messages are acked.
     pub async fn a_third_in(&mut self) -> anyhow::Result<()> {
-        let third = self.n / 3;
-        self.progress.wait_for(|acked| *acked >= third).await?;
-        Ok(())
+        a_third_of(&mut self.progress, self.n).await
     }
 
     /// Waits for both ends and checks that every acked message arrived
@@ -280,9 +278,7 @@ impl BatchedStreams {
 
     /// Waits until the first pair has a third of its messages acked.
     pub async fn a_third_in(&mut self) -> anyhow::Result<()> {
-        let third = self.n / 3;
-        self.progress.wait_for(|acked| *acked >= third).await?;
-        Ok(())
+        a_third_of(&mut self.progress, self.n).await
     }
 
     /// Waits for every end and checks that each reader got every message
@@ -307,4 +303,14 @@ impl BatchedStreams {
         }
         Ok(failures)
     }
+}
+
+/// Waits until a sender's progress reaches a third of its `n` messages.
+async fn a_third_of(
+    progress: &mut tokio::sync::watch::Receiver<u64>,
+    n: u64,
+) -> anyhow::Result<()> {
+    let third = n / 3;
+    progress.wait_for(|acked| *acked >= third).await?;
+    Ok(())
 }

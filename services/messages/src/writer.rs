@@ -126,23 +126,13 @@ async fn run(pool: AnyPool, mut jobs: mpsc::Receiver<Job>) {
             match tokio::time::timeout(MARKS_WAIT, jobs.recv()).await {
                 Ok(job) => job,
                 Err(_) => {
-                    write(
-                        &pool,
-                        &[],
-                        std::mem::take(&mut fanned).into_iter().collect(),
-                    )
-                    .await;
+                    write_marks(&pool, &mut fanned).await;
                     continue;
                 }
             }
         };
         let Some(first) = first else {
-            write(
-                &pool,
-                &[],
-                std::mem::take(&mut fanned).into_iter().collect(),
-            )
-            .await;
+            write_marks(&pool, &mut fanned).await;
             return;
         };
         let mut messages = Vec::new();
@@ -190,6 +180,11 @@ async fn run(pool: AnyPool, mut jobs: mpsc::Receiver<Job>) {
             let _ = done.send(());
         }
     }
+}
+
+/// Writes the watermarks waiting, alone.
+async fn write_marks(pool: &AnyPool, fanned: &mut HashMap<String, i64>) {
+    write(pool, &[], std::mem::take(fanned).into_iter().collect()).await;
 }
 
 async fn write(pool: &AnyPool, messages: &[NewMessage], fanned: Vec<(String, i64)>) -> Vec<Stored> {

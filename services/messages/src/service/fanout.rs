@@ -172,13 +172,11 @@ impl State {
         }
         // The watermark of each conversation: its last message fanned out
         // (rows come in seq order per conversation).
-        let mut marks: Vec<(&str, i64)> = Vec::new();
+        let mut marks: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
         for ((row, _), result) in rows.iter().zip(&results) {
             if result.is_ok() {
-                match marks.iter_mut().find(|(c, _)| *c == row.conversation_id) {
-                    Some(mark) => mark.1 = mark.1.max(row.seq),
-                    None => marks.push((&row.conversation_id, row.seq)),
-                }
+                let mark = marks.entry(&row.conversation_id).or_default();
+                *mark = (*mark).max(row.seq);
             }
         }
         for (conversation, seq) in marks {
