@@ -82,6 +82,27 @@ async fn a_nats_server_crash_loses_no_acked_message() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The same under batched load: four pipelining senders, nats-server
+/// SIGKILLed and restarted in the middle (whole batches of appends fail).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_server_crash_under_batched_load_loses_and_repeats_nothing() -> anyhow::Result<()> {
+    let (mut system, users) = System::with_users(
+        Mode::InProcess,
+        [
+            "send1", "read1", "send2", "read2", "send3", "read3", "send4", "read4",
+        ],
+    )
+    .await?;
+    let mut streams =
+        e2e::BatchedStreams::start(&system, &users, 90, 16, &["unavailable", "internal"]).await?;
+    streams.a_third_in().await?;
+    system.nats.restart();
+    let failures = streams.finish().await?;
+    assert!(failures > 0, "the crash should have failed some sends");
+    system.stop().await;
+    Ok(())
+}
+
 /// An entry in bob's inbox whose push never comes and that no later push
 /// names as predecessor.
 async fn append_without_push(system: &System, user: &e2e::User, text: &str) -> anyhow::Result<()> {

@@ -173,19 +173,29 @@ impl Inboxes {
                 sent.push((q, i, ack));
             }
             let mut pushes: HashMap<usize, Vec<UserPush>> = HashMap::new();
-            for (q, i, ack) in sent {
+            // The acks are awaited side by side: each one's timeout starts
+            // when it is awaited, so after a lost connection awaiting them
+            // one by one would wait a timeout per append.
+            let outcomes = futures::future::join_all(sent.into_iter().map(|(q, i, ack)| {
+                let user = appends[i].user.as_str();
+                async move {
+                    let outcome = match ack {
+                        Ok((expected, ack)) => ack.await.map(|ack| (expected, ack)).map_err(|e| {
+                            if e.kind() == PublishErrorKind::WrongLastSequence {
+                                Ok(())
+                            } else {
+                                Err(append_error(user, e))
+                            }
+                        }),
+                        Err(e) => Err(e),
+                    };
+                    (q, i, outcome)
+                }
+            }))
+            .await;
+            for (q, i, outcome) in outcomes {
                 let append = &appends[i];
                 let user = append.user.as_str();
-                let outcome = match ack {
-                    Ok((expected, ack)) => ack.await.map(|ack| (expected, ack)).map_err(|e| {
-                        if e.kind() == PublishErrorKind::WrongLastSequence {
-                            Ok(())
-                        } else {
-                            Err(append_error(user, e))
-                        }
-                    }),
-                    Err(e) => Err(e),
-                };
                 match outcome {
                     Ok((expected, ack)) => {
                         // A duplicate's predecessor is unknown: the edge reads

@@ -231,11 +231,14 @@ impl State {
                 Err(_) => failed += 1,
             }
         }
-        for ack in acks {
-            if ack.await.is_err() {
-                failed += 1;
-            }
-        }
+        // Side by side: an ack's timeout starts when it is awaited, so one
+        // by one after a lost connection would wait a timeout per device.
+        failed +=
+            futures::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future))
+                .await
+                .iter()
+                .filter(|ack| ack.is_err())
+                .count();
         if failed > 0 {
             tracing::warn!(failed, "presence heartbeat: devices not refreshed");
             return Err(RpcError::unavailable(format!(

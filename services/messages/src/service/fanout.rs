@@ -135,17 +135,18 @@ impl State {
                     .await;
                 acks.push((i, ack));
             }
-            let mut failed = Vec::new();
-            for (i, ack) in acks {
-                let stored = match ack {
-                    Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
-                if let Err(e) = stored {
-                    failed.push((i, FanoutError::Event(e)));
+            // Side by side: an ack's timeout starts when it is awaited.
+            futures::future::join_all(acks.into_iter().map(|(i, ack)| async move {
+                match ack {
+                    Ok(ack) => ack.await.map(|_| ()).map_err(|e| (i, e.to_string())),
+                    Err(e) => Err((i, e.to_string())),
                 }
-            }
-            failed
+            }))
+            .await
+            .into_iter()
+            .filter_map(|stored| stored.err())
+            .map(|(i, e)| (i, FanoutError::Event(e)))
+            .collect::<Vec<_>>()
         };
         let (appended, unannounced) =
             futures::join!(self.inboxes.deliver_many(&entries, &appends), announce);
