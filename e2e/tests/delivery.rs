@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use futures::StreamExt as _;
+
 use e2e::{Client, Format, Mode, Stream, System, text_of};
 use prost::Message as _;
 use shared::proto::delivery::{InboxEntry, Push, PushBatch, UserPush, inbox_entry};
@@ -191,5 +193,116 @@ async fn cursors_from_nowhere_resync_and_stored_cursors_only_grow() -> anyhow::R
     let probe = Client::connect(&system.ws_url(), &bob, Format::Json).await?;
     assert_eq!(probe.welcome.acked_cursor, newer);
     system.stop().await;
+    Ok(())
+}
+
+/// Pushes go to the edges that hold the user once the services know where
+/// that is (`shared::push_routes`): a device that joins a second edge gets
+/// what was sent at once (before the route to that edge is known), and
+/// then each message travels as one push per edge, on the edges' own
+/// subjects and no shard's, to every device exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_go_to_the_edges_that_hold_the_user() -> anyhow::Result<()> {
+    let (system, [alice, bob]) = System::with_users(Mode::InProcess, ["alice", "bob"]).await?;
+    let bob2 = system.api().another_device(&bob).await?;
+
+    // A second edge on the same system.
+    let config = e2e::edge_config(
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        &system.settings,
+    );
+    let mut nats_config = system.nats_config();
+    nats_config.user = Some("edge".into());
+    nats_config.nkey_file = Some(system.keys.seed_file("edge"));
+    let nats = shared::Nats::connect(&nats_config, "second-edge").await?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let edge = edge::Edge::bind(config, nats, stop.clone()).await?;
+    let second = edge.local_addr();
+    let serving = tokio::spawn(edge.serve());
+    let api = e2e::Api::new(format!("http://{second}"));
+    for _ in 0..200 {
+        if api.ready().await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::ensure!(api.ready().await, "the second edge is not ready");
+    let second_ws = format!("ws://{second}/v1/ws");
+
+    let observer = system.nats_client("natter").await?;
+    let mut pushes = observer.subscribe(shared::subject::PUSH_ENTRIES).await?;
+    observer.flush().await?;
+
+    let mut a = Client::connect(&system.ws_url(), &alice, Format::Json).await?;
+    let mut b1 = Client::connect_live(&system.ws_url(), &bob, Format::Json).await?;
+    let settled = shared::push_routes::SETTLE + Duration::from_secs(1);
+    tokio::time::sleep(settled).await;
+
+    // bob's route is now the first edge alone; his second device joins the
+    // second edge and a message follows at once: it reaches that device
+    // whatever route it took.
+    let mut b2 = Client::connect_live(&second_ws, &bob2, Format::Binary).await?;
+    a.send_acked(&bob, "m1", "joined").await?;
+    for b in [&mut b1, &mut b2] {
+        let got = b.messages(1).await?;
+        assert_eq!(text_of(&got[0].1), "joined");
+    }
+
+    // Settled on both edges: one push per edge, on the edges' subjects.
+    tokio::time::sleep(settled).await;
+    while tokio::time::timeout(Duration::from_millis(200), pushes.next())
+        .await
+        .is_ok_and(|m| m.is_some())
+    {}
+    for i in 2..=6 {
+        a.send_acked(&bob, &format!("m{i}"), &format!("routed {i}"))
+            .await?;
+    }
+    for b in [&mut b1, &mut b2] {
+        let got: Vec<String> = b
+            .messages(5)
+            .await?
+            .iter()
+            .map(|(_, m)| text_of(m).to_owned())
+            .collect();
+        assert_eq!(
+            got,
+            (2..=6).map(|i| format!("routed {i}")).collect::<Vec<_>>()
+        );
+        b.expect_no_more_pushes().await?;
+    }
+    // Which subjects carried bob's and alice's entries.
+    let mut bobs = std::collections::BTreeMap::<String, usize>::new();
+    let mut alices = std::collections::BTreeMap::<String, usize>::new();
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_millis(500), pushes.next()).await
+    {
+        let batch = PushBatch::decode(message.payload.as_ref())?;
+        for push in batch.pushes {
+            let counts = if push.user_id == bob.user_id {
+                &mut bobs
+            } else if push.user_id == alice.user_id {
+                &mut alices
+            } else {
+                continue;
+            };
+            *counts.entry(message.subject.to_string()).or_default() += 1;
+        }
+    }
+    assert_eq!(bobs.len(), 2, "bob's pushes went on {bobs:?}");
+    assert!(
+        bobs.iter()
+            .all(|(subject, &n)| subject.starts_with("im.push.v1.e") && n == 5),
+        "bob's pushes went on {bobs:?}"
+    );
+    assert_eq!(alices.len(), 1, "alice's pushes went on {alices:?}");
+    assert!(
+        alices
+            .keys()
+            .all(|s| s.starts_with("im.push.v1.e") && bobs.contains_key(s)),
+        "alice's pushes went on {alices:?}, bob's on {bobs:?}"
+    );
+    stop.cancel();
+    serving.await??;
     Ok(())
 }

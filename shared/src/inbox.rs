@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
 use crate::proto::delivery::{InboxEntry, Push, PushBatch, Signal, UserPush};
+use crate::push_routes::{PushRoutes, Route};
 use crate::subject;
 use crate::sync::KeyLocks;
 use async_nats::jetstream::context::PublishErrorKind;
@@ -21,6 +22,7 @@ use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
 use bytes::Bytes;
 use prost::Message;
+use std::sync::Arc;
 
 const SHARDS: usize = 64;
 /// Entries per cache shard before it is cleared (a miss costs one direct get).
@@ -48,6 +50,8 @@ pub struct Inboxes {
     /// Users whose inbox a task here is appending to: appends for one user
     /// are serialized, for different users they run side by side.
     busy: KeyLocks,
+    /// Where pushes go: per edge when known, else per shard of users.
+    routes: Option<Arc<PushRoutes>>,
 }
 
 /// One entry for one user's inbox, in [`Inboxes::deliver_many`].
@@ -73,6 +77,21 @@ impl Inboxes {
                 .map(|_| std::sync::Mutex::new(HashMap::new()))
                 .collect(),
             busy: KeyLocks::default(),
+            routes: None,
+        }
+    }
+
+    /// Pushes go per edge where `routes` knows the user's edges.
+    pub fn with_routes(mut self, routes: Arc<PushRoutes>) -> Self {
+        self.routes = Some(routes);
+        self
+    }
+
+    /// Where `user`'s pushes go.
+    fn routes_of(&self, user: &str, now: std::time::Instant) -> Vec<Route> {
+        match &self.routes {
+            Some(routes) => routes.routes(user, now),
+            None => vec![Route::Shard(subject::push_shard(user))],
         }
     }
 
@@ -172,7 +191,8 @@ impl Inboxes {
                 };
                 sent.push((q, i, ack));
             }
-            let mut pushes: HashMap<usize, Vec<UserPush>> = HashMap::new();
+            let mut pushes: HashMap<Route, Vec<UserPush>> = HashMap::new();
+            let now = std::time::Instant::now();
             // The acks are awaited side by side: each one's timeout starts
             // when it is awaited, so after a lost connection awaiting them
             // one by one would wait a timeout per append.
@@ -207,18 +227,18 @@ impl Inboxes {
                             self.remember(user, ack.sequence);
                             Some(expected)
                         };
-                        pushes
-                            .entry(subject::push_shard(user))
-                            .or_default()
-                            .push(UserPush {
-                                user_id: user.to_owned(),
-                                push: Some(Push {
-                                    cursor: ack.sequence,
-                                    entry: Some(entries[append.entry].clone()),
-                                    prev,
-                                    signal: None,
-                                }),
-                            });
+                        let push = UserPush {
+                            user_id: user.to_owned(),
+                            push: Some(Push {
+                                cursor: ack.sequence,
+                                entry: Some(entries[append.entry].clone()),
+                                prev,
+                                signal: None,
+                            }),
+                        };
+                        for route in self.routes_of(user, now) {
+                            pushes.entry(route).or_default().push(push.clone());
+                        }
                         results[i] = Some(Ok(ack.sequence));
                         queues[q].1.pop_front();
                         attempts[q] = 0;
@@ -241,9 +261,9 @@ impl Inboxes {
                     }
                 }
             }
-            // The round's pushes: one message per shard.
-            for (shard, pushes) in pushes {
-                self.publish_pushes(shard, pushes).await;
+            // The round's pushes: one message per edge or shard.
+            for (route, pushes) in pushes {
+                self.publish_pushes(&route, pushes).await;
             }
         }
         results
@@ -260,17 +280,14 @@ impl Inboxes {
     }
 
     /// Best effort: a lost push is recovered by the edge from the inbox.
-    async fn publish_pushes(&self, shard: usize, pushes: Vec<UserPush>) {
+    async fn publish_pushes(&self, route: &Route, pushes: Vec<UserPush>) {
         let batch = PushBatch { pushes };
         if let Err(e) = self
             .client
-            .publish(
-                subject::push_shard_entries(shard),
-                batch.encode_to_vec().into(),
-            )
+            .publish(route.subject(), batch.encode_to_vec().into())
             .await
         {
-            tracing::warn!(error = %e, shard, "push publish failed");
+            tracing::warn!(error = %e, ?route, "push publish failed");
         }
     }
 

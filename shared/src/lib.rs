@@ -12,6 +12,7 @@
 //! - [`ids`]: ids and clocks;
 //! - [`text`]: rules for display text and phone numbers;
 //! - [`inbox`]: appending to users' inboxes in chain order, and live pushes;
+//! - [`push_routes`]: which edges hold a user's devices, for pushes per edge;
 //! - [`limit`]: rate limits per key (user, address);
 //! - [`telemetry`]: tracing setup;
 //! - `testing` (feature `testing`): a real nats-server per test.
@@ -25,6 +26,7 @@ pub mod inbox;
 pub mod limit;
 pub mod nats;
 pub mod proto;
+pub mod push_routes;
 pub mod rpc;
 pub mod service;
 pub mod subject;

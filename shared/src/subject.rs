@@ -171,6 +171,12 @@ pub fn push_shard_entries(shard: usize) -> String {
     format!("im.push.v1.s{shard}.entry")
 }
 
+/// The live subject of the inbox entries (`PushBatch`) for the users one
+/// edge holds (see `shared::push_routes`).
+pub fn push_edge_entries(edge_id: &str) -> String {
+    format!("im.push.v1.e{edge_id}.entry")
+}
+
 /// The live subject that carries one user's new inbox entries (its shard's).
 pub fn push_entry(user_id: &str) -> String {
     push_shard_entries(push_shard(user_id))

@@ -10,8 +10,8 @@
 //! - [`frames`]: the JSON / protobuf frame codec;
 //! - [`inbox`]: replaying a user's inbox and storing device cursors;
 //! - [`group_hub`]: one subscription per large group, shared by connections;
-//! - [`push_hub`]: one subscription per shard of users' inbox pushes, shared
-//!   by connections;
+//! - [`push_hub`]: the edge's own subscription for inbox pushes and one per
+//!   shard of users, shared by connections;
 //! - [`limits`]: what one user may do (sockets, sends, typing, resumes);
 //! - [`presence`]: announcing connected devices to the presence service;
 //! - [`tls`]: TLS termination with certificate files reloaded on change;
@@ -135,12 +135,12 @@ impl Edge {
         let state = Arc::new(EdgeState {
             keyring: keyring::KeyRing::new(caller.clone()),
             batcher: batcher::Batcher::start(caller.clone()),
-            devices: presence::Devices::new(edge_id, caller.clone()),
+            devices: presence::Devices::new(edge_id.clone(), caller.clone()),
             connections: Arc::new(Semaphore::new(config.max_connections)),
             sessions: sessions::Sessions::default(),
             limits: Arc::new(limits::UserLimits::new(config.per_user.clone())),
             group_hub: group_hub::GroupHub::new(nats.client.clone()),
-            push_hub: push_hub::PushHub::new(nats.client.clone()),
+            push_hub: push_hub::PushHub::new(nats.client.clone(), &edge_id),
             caller,
             inbox,
             config,

@@ -1,11 +1,13 @@
-//! Live pushes of inbox entries, per shard of users: the services that
-//! append to inboxes publish one `PushBatch` per shard of users per batch of
-//! appends (`im.push.v1.s<shard>.entry`, see `shared::subject::push_shard`)
-//! instead of one message per user and entry. This edge subscribes once to
-//! each shard that any of its connected users falls in (and stays
-//! subscribed: there are `PUSH_SHARDS` of them) and hands each push to the
-//! connections of its user. Signals (typing, presence) stay on each user's
-//! own subject.
+//! Live pushes of inbox entries, per edge or per shard of users: the
+//! services that append to inboxes publish one `PushBatch` per edge that
+//! holds the users (`im.push.v1.e<edge>.entry`, where the presence bucket
+//! says so, see `shared::push_routes`) or per shard of users
+//! (`im.push.v1.s<shard>.entry`, see `shared::subject::push_shard`) per
+//! batch of appends, instead of one message per user and entry. This edge
+//! subscribes to its own subject and once to each shard that any of its
+//! connected users falls in (and stays subscribed: there are `PUSH_SHARDS`
+//! of them), and hands each push to the connections of its user. Signals
+//! (typing, presence) stay on each user's own subject.
 //!
 //! A push dropped for one connection (its queue was full) is not left to
 //! the chain or the periodic inbox check: as soon as the queue has room
@@ -63,36 +65,39 @@ type Users = Arc<RwLock<HashMap<String, HashMap<u64, Listener>>>>;
 /// pushes.
 pub struct PushHub {
     client: async_nats::Client,
+    /// This edge's own push subject.
+    own: String,
     users: Users,
-    shards: tokio::sync::Mutex<HashMap<usize, tokio::task::JoinHandle<()>>>,
+    /// subject → the task routing its pushes.
+    subscribed: tokio::sync::Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
 }
 
 impl PushHub {
-    pub fn new(client: async_nats::Client) -> Self {
+    pub fn new(client: async_nats::Client, edge_id: &str) -> Self {
         Self {
             client,
+            own: subject::push_edge_entries(edge_id),
             users: Arc::default(),
-            shards: tokio::sync::Mutex::new(HashMap::new()),
+            subscribed: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 
     /// Hands `user`'s pushes to `connection` from now on (a queue of
-    /// `queue`); subscribes to the user's shard first if this edge has not.
+    /// `queue`); subscribes to this edge's subject and the user's shard
+    /// first if this edge has not.
     pub async fn join(
         &self,
         user: &str,
         connection: u64,
         queue: usize,
     ) -> Result<mpsc::Receiver<PushNews>, async_nats::SubscribeError> {
-        let shard = subject::push_shard(user);
         {
-            let mut shards = self.shards.lock().await;
-            if let std::collections::hash_map::Entry::Vacant(slot) = shards.entry(shard) {
-                let subscription = self
-                    .client
-                    .subscribe(subject::push_shard_entries(shard))
-                    .await?;
-                slot.insert(tokio::spawn(route(subscription, self.users.clone())));
+            let mut subscribed = self.subscribed.lock().await;
+            for subject in [self.own.clone(), subject::push_entry(user)] {
+                if let std::collections::hash_map::Entry::Vacant(slot) = subscribed.entry(subject) {
+                    let subscription = self.client.subscribe(slot.key().clone()).await?;
+                    slot.insert(tokio::spawn(route(subscription, self.users.clone())));
+                }
             }
         }
         let (tx, rx) = mpsc::channel(queue.max(1));
@@ -122,13 +127,13 @@ impl PushHub {
 
     /// Ends every subscription (the edge stopped).
     pub async fn close(&self) {
-        for (_, task) in self.shards.lock().await.drain() {
+        for (_, task) in self.subscribed.lock().await.drain() {
             task.abort();
         }
     }
 }
 
-/// Hands each push of a shard's batches to its user's connections here.
+/// Hands each push of a subject's batches to its user's connections here.
 async fn route(mut subscription: async_nats::Subscriber, users: Users) {
     while let Some(message) = subscription.next().await {
         let Ok(batch) = PushBatch::decode(message.payload.as_ref()) else {

@@ -37,6 +37,7 @@ use crate::relations::Relations;
 use crate::store::{self, MessageRow};
 use crate::writer::Writer;
 use shared::inbox::Inboxes;
+use shared::push_routes::PushRoutes;
 
 struct State {
     config: Config,
@@ -73,8 +74,11 @@ pub async fn run(
     let pools = db::connect_pools(&config.database_url, 8, &store::MIGRATOR).await?;
     let stream = shared::nats::inbox_stream(&nats.jetstream, &config.streams).await?;
     shared::nats::events_stream(&nats.jetstream, &config.streams).await?;
+    // Pushes go per edge once the presence bucket says where users are.
+    let routes = Arc::new(PushRoutes::new(shared::push_routes::SETTLE));
     let state = Arc::new(State {
-        inboxes: Inboxes::new(nats.client.clone(), nats.jetstream.clone(), stream),
+        inboxes: Inboxes::new(nats.client.clone(), nats.jetstream.clone(), stream)
+            .with_routes(routes.clone()),
         jetstream: nats.jetstream.clone(),
         caller: nats.caller(),
         order: shared::sync::KeyLocks::default(),
@@ -135,7 +139,8 @@ pub async fn run(
             }
         }
     };
-    tokio::join!(server.run(), sweep, drain);
+    let follow = routes.follow(nats.jetstream.clone(), shutdown.clone());
+    tokio::join!(server.run(), sweep, drain, follow);
     state.writer.flush().await;
     tracing::info!("messages service stopped");
     Ok(())

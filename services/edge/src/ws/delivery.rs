@@ -21,9 +21,14 @@ pub(super) async fn delivery_loop(
     // A push can be lost without any event reaching this edge (the
     // publisher's connection dropped after its inbox append, or a leaf link
     // went down): now and then, compare the inbox's end with what was delivered.
+    // The first check comes soon: the services route pushes by the edges
+    // they know hold a user (see `shared::push_routes`), and a push routed
+    // before this connection's presence reached them is read from the
+    // inbox then.
     let every = Duration::from_secs(state.config.inbox_check_secs);
-    let jitter = Duration::from_millis(rand_millis(every.as_millis() as u64));
-    let mut check = tokio::time::interval_at(tokio::time::Instant::now() + every + jitter, every);
+    let first = shared::push_routes::FIRST_CHECK.min(every);
+    let jitter = Duration::from_millis(rand_millis(first.as_millis() as u64 / 2));
+    let mut check = tokio::time::interval_at(tokio::time::Instant::now() + first + jitter, every);
     loop {
         let ok = tokio::select! {
             _ = conn.cancel.cancelled() => break,
