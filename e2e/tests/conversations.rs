@@ -390,7 +390,11 @@ async fn recall_reaches_offline_devices_and_respects_the_window() -> anyhow::Res
     let mut a = Client::connect_live(&system.ws_url(), &alice, Format::Json).await?;
     let mut b = Client::connect_live(&system.ws_url(), &bob, Format::Json).await?;
     let ack = a.send_acked(&bob, "oops", "发错了").await?;
-    b.messages(1).await?;
+    // The ack and the message say until when it can be recalled: the
+    // server's window (2 s here), whatever a client assumes.
+    assert_eq!(ack.recall_until_ms, ack.server_ts_ms + 2000);
+    let received = b.messages(1).await?;
+    assert_eq!(received[0].1.recall_until_ms, ack.server_ts_ms + 2000);
 
     let recall = format!(
         "/v1/conversations/{conversation}/messages/{}/recall",
@@ -415,10 +419,11 @@ async fn recall_reaches_offline_devices_and_respects_the_window() -> anyhow::Res
         b2.next_notice().await?,
         inbox_entry::Event::Recalled(_)
     ));
-    // The history shows it recalled, for both.
+    // The history shows it recalled, for both, no longer recallable.
     for who in [&alice, &bob] {
         let (_, history) = api.history(who, &conversation, "").await?;
         let message = &history["messages"][0];
+        assert!(message["recallUntilMs"].is_null(), "{history}");
         assert_eq!(
             message["body"]["recalled"]["byUserId"],
             alice.user_id.as_str(),

@@ -20,7 +20,6 @@ import { attempt, Avatar, Icon, Menu, Modal, RichText, type MenuItem } from "./u
 const WINDOW = 80;
 const STEP = 40;
 const MAX = 160;
-const RECALL_WINDOW_MS = 120_000;
 
 /** The sentence of a group notice. */
 export function systemText(m: Message): string {
@@ -272,7 +271,7 @@ function MessageList({ c }: { c: Conversation }) {
     const live = !m.body?.recalled && !m.body?.system;
     if (live && !formerGroups.value.has(id)) items.push({ label: s.reply, onSelect: () => setReply(m) });
     const own = m.senderId === myId.value;
-    if (live && ((own && Date.now() - Number(m.serverTsMs ?? 0) < RECALL_WINDOW_MS) || canModerate(m))) {
+    if (live && ((own && Date.now() < Number(m.recallUntilMs ?? 0)) || canModerate(m))) {
       items.push({ label: s.recall, danger: true, onSelect: () => attempt(() => api.post(`/v1/conversations/${enc(id)}/messages/${m.seq}/recall`), reportError) });
     }
     if (isGroup && own && live) {

@@ -598,6 +598,7 @@ export function sendAcked(p: Pending, ack: SendAck) {
       clientMsgId: ack.clientMsgId,
       body: p.body,
       serverTsMs: ack.serverTsMs,
+      recallUntilMs: ack.recallUntilMs,
       replyTo: p.replyTo
         ? { seq: p.replyTo.seq, messageId: p.replyTo.id, senderId: p.replyTo.senderId, preview: previewOf(p.replyTo) }
         : undefined,

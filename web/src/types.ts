@@ -78,6 +78,8 @@ export interface Message {
   serverTsMs?: string;
   replyTo?: Quote;
   groupLarge?: boolean;
+  /** Until when its sender may recall it (Unix ms); "0" or absent: never. */
+  recallUntilMs?: string;
 }
 
 export interface Conversation {
@@ -123,6 +125,7 @@ export interface SendAck {
   serverTsMs: string;
   clientMsgId: string;
   duplicate?: boolean;
+  recallUntilMs?: string;
 }
 
 export interface InboxEntry {

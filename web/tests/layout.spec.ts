@@ -1,7 +1,7 @@
 // Phone widths: one pane at a time (list, chat, details), back buttons, and
 // the screenshots of the main screens at both widths and in both themes.
 import { expect, test } from "@playwright/test";
-import { baseUrl, befriend, call, chatHeader, conversation, loggedIn, messages, say, seedUser, sendText, shot, watch } from "./helpers";
+import { baseUrl, befriend, call, chatHeader, conversation, loggedIn, logIn, messages, say, seedUser, sendText, shot, watch } from "./helpers";
 
 const phone = { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 };
 
@@ -71,16 +71,28 @@ test("phone width: one pane at a time, in Chinese, light and dark", async ({ bro
     await context.close();
   }
 
-  // Desktop, dark, Chinese: list + chat + details.
-  const { context, page } = await loggedIn(browser, me, { locale: "zh-CN", colorScheme: "dark" });
-  await conversation(page, "周末徒步 🥾").click();
-  await page.getByRole("button", { name: "详情", exact: true }).click();
-  await expect(page.getByRole("complementary", { name: "详情" })).toContainText("每周六早上");
-  await shot(page, "group-desktop-dark-zh");
-  await conversation(page, "林晓").click();
-  await expect(messages(page).filter({ hasText: "老地方" })).toHaveCount(1);
-  await shot(page, "chat-desktop-dark-zh-details");
-  await context.close();
+  // Desktop, Chinese, light and dark: the login, a group's details, a chat
+  // with its peer's details, and the contacts.
+  for (const scheme of ["light", "dark"] as const) {
+    const context = await browser.newContext({ locale: "zh-CN", colorScheme: scheme });
+    const page = await context.newPage();
+    watch(page);
+    await page.goto(baseUrl());
+    await expect(page.getByRole("heading", { name: "欢迎回来" })).toBeVisible();
+    await shot(page, `login-desktop-${scheme}-zh`);
+    await logIn(page, me.username);
+    await conversation(page, "周末徒步 🥾").click();
+    await page.getByRole("button", { name: "详情", exact: true }).click();
+    await expect(page.getByRole("complementary", { name: "详情" })).toContainText("每周六早上");
+    await shot(page, `group-desktop-${scheme}-zh`);
+    await conversation(page, "林晓").click();
+    await expect(messages(page).filter({ hasText: "老地方" })).toHaveCount(1);
+    await shot(page, `chat-desktop-${scheme}-zh-details`);
+    await page.getByRole("tab", { name: /^通讯录/ }).click();
+    await expect(page.getByRole("region", { name: "好友" })).toContainText("周杰");
+    await shot(page, `contacts-desktop-${scheme}-zh`);
+    await context.close();
+  }
 });
 
 test("keyboard: the message menu and dialogs work without a mouse", async ({ browser }) => {

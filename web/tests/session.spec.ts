@@ -132,6 +132,42 @@ test("two tabs of one user stay in step; a stale cursor resyncs", async ({ brows
   await context.close();
 });
 
+test("two devices of one user stay in step: messages both ways, read state, pinned first", async ({ browser }) => {
+  const gina = await seedUser("gina", "Gina");
+  const hugo = await seedUser("hugo", "Hugo");
+  await befriend(gina, hugo);
+  const laptop = await loggedIn(browser, gina);
+  const phone = await loggedIn(browser, gina, { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+  // A message to gina: unread on both devices.
+  await sendText(hugo, { toUserId: gina.userId }, "for both of your devices");
+  await expect(conversation(laptop.page, "Hugo, 1")).toBeVisible();
+  await expect(conversation(phone.page, "Hugo, 1")).toBeVisible();
+  // Read on the laptop: the phone's badge goes too.
+  await conversation(laptop.page, "Hugo").click();
+  await expect(messages(laptop.page).filter({ hasText: "for both of your devices" })).toHaveCount(1);
+  await expect(conversation(phone.page, /^Hugo$/)).toBeVisible();
+  // What the laptop sends shows on the phone, once, as gina's own.
+  await say(laptop.page, "sent from the laptop");
+  await conversation(phone.page, "Hugo").click();
+  await expect(messages(phone.page).filter({ hasText: "sent from the laptop" })).toHaveCount(1);
+  // And the other way.
+  await say(phone.page, "sent from the phone");
+  await expect(messages(laptop.page).filter({ hasText: "sent from the phone" })).toHaveCount(1);
+  await expect(messages(laptop.page).filter({ hasText: "sent from the laptop" })).toHaveCount(1);
+  // A newer chat goes on top; Hugo pinned on the phone goes first on the laptop.
+  const ivy = await seedUser("ivy", "Ivy");
+  await befriend(gina, ivy);
+  await sendText(ivy, { toUserId: gina.userId }, "a newer chat");
+  const chats = laptop.page.getByRole("navigation", { name: "Chats" }).getByRole("button");
+  await expect(chats.first()).toContainText("Ivy");
+  await phone.page.getByRole("button", { name: "Chat actions" }).click();
+  await phone.page.getByRole("menuitem", { name: "Pin" }).click();
+  await expect(conversation(laptop.page, "Hugo").getByLabel("Pinned")).toBeVisible();
+  await expect(chats.first()).toContainText("Hugo");
+  await laptop.context.close();
+  await phone.context.close();
+});
+
 test("my devices: this one marked, another logged out, then all others leave at once", async ({ browser }) => {
   const me = await seedUser("devs", "Dev");
   const laptop = await loggedIn(browser, me);

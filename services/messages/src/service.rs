@@ -164,8 +164,15 @@ async fn periodic_sweep(state: Arc<State>, shutdown: CancellationToken) {
     }
 }
 
+impl State {
+    /// How long a sender may recall its message, in milliseconds.
+    fn recall_window_ms(&self) -> i64 {
+        i64::try_from(self.config.recall_window_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+    }
+}
+
 /// A stored message on the wire, its body and quote decoded from the row.
-fn to_proto(row: &MessageRow) -> Result<pb::Message, RpcError> {
+fn to_proto(row: &MessageRow, recall_window_ms: i64) -> Result<pb::Message, RpcError> {
     let body: Option<pb::MessageBody> =
         serde_json::from_str(&row.body).map_err(|e| internal("decode stored body", e))?;
     let reply_to: Option<pb::Quote> = if row.reply_to.is_empty() {
@@ -173,7 +180,7 @@ fn to_proto(row: &MessageRow) -> Result<pb::Message, RpcError> {
     } else {
         Some(serde_json::from_str(&row.reply_to).map_err(|e| internal("decode stored quote", e))?)
     };
-    Ok(wire(row, body, reply_to))
+    Ok(wire(row, body, reply_to, recall_window_ms))
 }
 
 /// A stored message on the wire with the body and quote given.
@@ -181,7 +188,15 @@ fn wire(
     row: &MessageRow,
     body: Option<pb::MessageBody>,
     reply_to: Option<pb::Quote>,
+    recall_window_ms: i64,
 ) -> pb::Message {
+    use pb::message_body::Kind;
+    let recallable = body.as_ref().is_some_and(|b| {
+        !matches!(
+            b.kind,
+            Some(Kind::System(_)) | Some(Kind::Recalled(_)) | None
+        )
+    });
     pb::Message {
         id: row.id.clone(),
         conversation_id: row.conversation_id.clone(),
@@ -193,6 +208,11 @@ fn wire(
         server_ts_ms: row.server_ts_ms,
         reply_to,
         group_large: row.group_large,
+        recall_until_ms: if recallable {
+            row.server_ts_ms.saturating_add(recall_window_ms)
+        } else {
+            0
+        },
     }
 }
 

@@ -129,7 +129,7 @@ impl State {
             match stored {
                 Ok(Some(row)) => {
                     first.insert((row.sender_id.clone(), row.client_msg_id.clone()), i);
-                    let message = wire(&row, item.body, item.quote);
+                    let message = wire(&row, item.body, item.quote, self.recall_window_ms());
                     fresh.push((i, row, message));
                 }
                 Ok(None) => repeats.push((i, item)),
@@ -140,7 +140,10 @@ impl State {
             .into_iter()
             .map(|(i, row, message)| (i, (row, message)))
             .unzip();
-        let acks: Vec<pb::SendAck> = rows.iter().map(|(row, _)| ack(row, false)).collect();
+        let acks: Vec<pb::SendAck> = rows
+            .iter()
+            .map(|(row, _)| ack(row, false, self.recall_window_ms()))
+            .collect();
         let delivered = self.fan_out_rows(rows).await;
         for ((i, ack), delivered) in indexes.into_iter().zip(acks).zip(delivered) {
             answers[i] = Some(match delivered {
@@ -165,7 +168,7 @@ impl State {
                     .existing(&item.me, &item.new.client_msg_id, &item.conversation)
                     .await
                 {
-                    Ok(Some(existing)) => Ok(ack(&existing, true)),
+                    Ok(Some(existing)) => Ok(ack(&existing, true, self.recall_window_ms())),
                     Ok(None) => Err(RpcError::unavailable("message not stored; retry")),
                     Err(e) => Err(e),
                 },

@@ -65,7 +65,10 @@ impl State {
                 kind: row.kind,
                 peer_user_id: peer,
                 last_seq: last_readable as u64,
-                last_message: last.as_ref().map(to_proto).transpose()?,
+                last_message: last
+                    .as_ref()
+                    .map(|row| to_proto(row, self.recall_window_ms()))
+                    .transpose()?,
                 last_activity_ms: row.last_activity_ms,
                 title: row.title,
                 unread_count: unread as u64,

@@ -59,7 +59,8 @@ impl State {
     /// also reach the inboxes of the users concerned (see below), so their
     /// edges and their offline devices learn of them.
     pub(super) async fn fan_out(&self, row: &MessageRow) -> Result<(), FanoutError> {
-        let message = to_proto(row).map_err(|e| FanoutError::Store(e.message))?;
+        let message =
+            to_proto(row, self.recall_window_ms()).map_err(|e| FanoutError::Store(e.message))?;
         self.fan_out_message(row, message).await
     }
 

@@ -53,7 +53,10 @@ impl State {
                 rows.pop();
             }
         }
-        let mut messages: Vec<pb::Message> = rows.iter().map(to_proto).collect::<Result<_, _>>()?;
+        let mut messages: Vec<pb::Message> = rows
+            .iter()
+            .map(|row| to_proto(row, self.recall_window_ms()))
+            .collect::<Result<_, _>>()?;
         // Long messages: a whole page may not fit in one NATS message.
         let budget = self
             .caller

@@ -33,18 +33,18 @@ impl State {
                 .existing(&me, &input.client_msg_id, &conversation)
                 .await?
             {
-                Some(existing) => Ok(ack(&existing, true)),
+                Some(existing) => Ok(ack(&existing, true, self.recall_window_ms())),
                 None => Err(RpcError::unavailable("message not stored; retry")),
             };
         };
         // The fan-out uses the body and quote this send has, not the stored
         // JSON decoded again.
-        let message = wire(&row, input.body, quote);
+        let message = wire(&row, input.body, quote, self.recall_window_ms());
         self.fan_out_message(&row, message).await.map_err(|e| {
             tracing::warn!(error = %e, message_id = %row.id, "fan-out failed; left to retry or sweep");
             RpcError::unavailable("message stored but not yet delivered; retry with the same client_msg_id")
         })?;
-        Ok(ack(&row, false))
+        Ok(ack(&row, false, self.recall_window_ms()))
     }
 
     /// Validates and authorizes a send of `me` to `conversation`, and makes
@@ -274,8 +274,9 @@ pub(super) fn target(me: &Identity, input: &pb::SendRequest) -> Result<Conversat
     }
 }
 
-pub(super) fn ack(row: &MessageRow, duplicate: bool) -> pb::SendAck {
+pub(super) fn ack(row: &MessageRow, duplicate: bool, recall_window_ms: i64) -> pb::SendAck {
     pb::SendAck {
+        recall_until_ms: row.server_ts_ms.saturating_add(recall_window_ms),
         message_id: row.id.clone(),
         conversation_id: row.conversation_id.clone(),
         seq: row.seq as u64,

@@ -1,0 +1,53 @@
+// The recall window is the server's: a natter whose window is 5 seconds
+// offers Recall on a fresh message (the one just sent, from its ack, and one
+// from history) and no longer once the window has passed.
+import { expect, test, type Page } from "@playwright/test";
+import { composer, conversation, messages, PASSWORD, ownSystem, watch } from "./helpers";
+
+const system = ownSystem({ NATTER_MESSAGES__RECALL_WINDOW_SECS: "5" });
+const call = system.call;
+
+async function menuOf(page: Page, text: string) {
+  const row = messages(page).filter({ hasText: text });
+  await row.hover();
+  await row.getByRole("button", { name: "Message actions" }).click();
+  return page.getByRole("menu", { name: "Message actions" });
+}
+
+test("Recall is offered within the server's recall window only", async ({ browser }) => {
+  const users: Record<string, { userId: string; token: string }> = {};
+  for (const name of ["rita", "sam"]) {
+    await call("POST", "/v1/auth/register", { username: name, password: PASSWORD, nickname: name === "rita" ? "Rita" : "Sam" });
+    const s = await call("POST", "/v1/auth/login", { username: name, password: PASSWORD });
+    users[name] = { userId: s.userId, token: s.accessToken };
+  }
+  const { rita, sam } = users;
+  const r = await call("POST", "/v1/friends/requests", { toUserId: sam.userId }, rita.token);
+  await call("POST", `/v1/friends/requests/${r.request.id}/accept`, {}, sam.token);
+  await call("POST", "/v1/messages", { toUserId: sam.userId, clientMsgId: "rw-1", body: { text: { text: "from history" } } }, rita.token);
+
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  watch(page);
+  await page.goto(system.url());
+  await page.getByLabel("Username").fill("rita");
+  await page.getByLabel("Password").fill(PASSWORD);
+  await page.getByRole("button", { name: "Log in", exact: true }).click();
+  await conversation(page, "Sam").click();
+  await composer(page).fill("just sent");
+  await composer(page).press("Enter");
+  await expect(messages(page).filter({ hasText: "just sent" }).getByRole("img", { name: "Sent" })).toBeVisible();
+
+  let menu = await menuOf(page, "just sent");
+  await expect(menu.getByRole("menuitem", { name: "Recall" })).toBeVisible();
+  await page.keyboard.press("Escape");
+  // Past the window (5 s after each message was stored).
+  await page.waitForTimeout(5500);
+  for (const text of ["just sent", "from history"]) {
+    menu = await menuOf(page, text);
+    await expect(menu.getByRole("menuitem", { name: "Delete for me" })).toBeVisible();
+    await expect(menu.getByRole("menuitem", { name: "Recall" })).toHaveCount(0);
+    await page.keyboard.press("Escape");
+  }
+  await context.close();
+});
