@@ -3,7 +3,7 @@
 import { ApiError } from "./api";
 import { lang, t } from "./i18n";
 
-const zhDetails: [RegExp, string][] = [
+const zhDetails: [RegExp, string | ((m: RegExpMatchArray) => string)][] = [
   [/username is taken|username .*taken/i, "用户名已被占用"],
   [/phone number is already used/i, "该手机号已被其他账号使用"],
   [/international form/i, "请填写带国家码的手机号，例如 +86 138 0013 8000"],
@@ -13,7 +13,7 @@ const zhDetails: [RegExp, string][] = [
   [/only message your friends/i, "只能给好友发消息：请先发送好友申请"],
   [/you blocked this user/i, "你已拉黑该用户，请先移出黑名单"],
   [/does not accept your friend request/i, "对方不接受你的好友申请"],
-  [/recalled within/i, "只能撤回两分钟内的消息"],
+  [/recalled within (\d+) seconds/i, (m) => `只能撤回 ${m[1]} 秒内的消息`],
   [/only the sender may recall/i, "只能撤回自己的消息"],
   [/group is muted/i, "全员禁言中，仅群主和管理员可发言"],
   [/you are muted/i, "你已被禁言"],
@@ -38,8 +38,11 @@ export function errorMessage(e: unknown, context?: "login" | "register" | "phone
   const base = s.errors[e.code] ?? s.errors.internal;
   if (!e.message) return base;
   if (lang.value === "zh") {
-    const hit = zhDetails.find(([re]) => re.test(e.message));
-    return hit ? hit[1] : `${base}（${e.message}）`;
+    for (const [re, zh] of zhDetails) {
+      const m = e.message.match(re);
+      if (m) return typeof zh === "string" ? zh : zh(m);
+    }
+    return `${base}（${e.message}）`;
   }
   return `${base}: ${e.message}`;
 }

@@ -50,4 +50,29 @@ test("Recall is offered within the server's recall window only", async ({ browse
     await page.keyboard.press("Escape");
   }
   await context.close();
+
+  // A Recall chosen from a menu opened in time but clicked too late: the
+  // server refuses, and the client says why with the server's window, in
+  // Chinese too.
+  const zh = await browser.newContext({ locale: "zh-CN" });
+  const zhPage = await zh.newPage();
+  watch(zhPage);
+  await zhPage.goto(system.url());
+  await zhPage.getByLabel("用户名").fill("rita");
+  await zhPage.getByLabel("密码").fill(PASSWORD);
+  await zhPage.getByRole("button", { name: "登录", exact: true }).click();
+  await conversation(zhPage, "Sam").click();
+  await composer(zhPage).fill("再发一条");
+  await composer(zhPage).press("Enter");
+  await expect(messages(zhPage).filter({ hasText: "再发一条" }).getByRole("img", { name: "已发送" })).toBeVisible();
+  const row = messages(zhPage).filter({ hasText: "再发一条" });
+  await row.hover();
+  await row.getByRole("button", { name: "消息操作" }).click();
+  const recall = zhPage.getByRole("menu", { name: "消息操作" }).getByRole("menuitem", { name: "撤回" });
+  await expect(recall).toBeVisible();
+  await zhPage.waitForTimeout(5500);
+  await recall.click();
+  await expect(zhPage.getByRole("alert")).toHaveText("只能撤回 5 秒内的消息");
+  await expect(messages(zhPage).filter({ hasText: "再发一条" })).toHaveCount(1);
+  await zh.close();
 });
