@@ -6,11 +6,14 @@
 //! later sends wait for that batch's answer), and the messages service
 //! stores a batch's sends of one conversation in the batch's order.
 //!
-//! A send that fails fails the same connection's later sends to that
-//! conversation that were queued before the failure came back (the
-//! messages service does the same within a batch), so a client that sends
-//! again after an error sends in order. The connection keeps those marks
-//! and drops them once it has the answers of every send they cover.
+//! A send that fails for a reason a retry can mend (not a refusal such as
+//! a bad request) marks its conversation on its connection: the
+//! connection's later sends there are refused ("send again in order")
+//! until that send comes again with its `clientMsgId`, so a client that
+//! pipelines its sends and sends again from the first failure keeps its
+//! order, even for sends it made before it saw the failure (the messages
+//! service does the same within a batch). The marks live as long as the
+//! connection.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,15 +47,20 @@ pub struct Queued {
     item: pb::SendItem,
     /// The conversation, for failing the connection's later sends.
     conversation: String,
-    /// This send's number on its connection, and the newest number queued.
+    /// This send's number on its connection.
     number: u64,
-    newest: Arc<AtomicU64>,
-    /// The connection's conversations whose sends up to a number fail.
+    /// The connection's conversations with a send to come again.
     failed: Failed,
     done: oneshot::Sender<Answer>,
 }
 
-type Failed = Arc<Mutex<HashMap<String, u64>>>;
+/// A send that failed and must come again before the later ones.
+struct Mark {
+    number: u64,
+    client_msg_id: String,
+}
+
+type Failed = Arc<Mutex<HashMap<String, Mark>>>;
 
 /// A connection's side: numbers its sends and queues them.
 pub struct Sender {
@@ -62,12 +70,12 @@ pub struct Sender {
 }
 
 impl Sender {
-    /// Queues one send: its number, and the receiver of its answer.
+    /// Queues one send; returns the receiver of its answer.
     pub async fn send(
         &self,
         who: &Identity,
         send: pb::SendRequest,
-    ) -> Result<(u64, oneshot::Receiver<Answer>), RpcError> {
+    ) -> Result<oneshot::Receiver<Answer>, RpcError> {
         let number = self.newest.fetch_add(1, Ordering::AcqRel) + 1;
         let (done, answer) = oneshot::channel();
         let queued = Queued {
@@ -78,7 +86,6 @@ impl Sender {
                 send: Some(send),
             },
             number,
-            newest: self.newest.clone(),
             failed: self.failed.clone(),
             done,
         };
@@ -87,16 +94,7 @@ impl Sender {
             .send(queued)
             .await
             .map_err(|_| RpcError::unavailable("the edge is stopping"))?;
-        Ok((number, answer))
-    }
-
-    /// The answers of every send up to `number` have arrived: marks that
-    /// cover no later send go.
-    pub fn answered(&self, number: u64) {
-        let mut failed = shared::sync::lock(&self.failed);
-        if !failed.is_empty() {
-            failed.retain(|_, upto| *upto > number);
-        }
+        Ok(answer)
     }
 }
 
@@ -143,7 +141,9 @@ type Flight = (
     Vec<Waiting>,
     Result<pb::SendBatchResponse, RpcError>,
 );
-type Waiting = (String, Arc<AtomicU64>, Failed, oneshot::Sender<Answer>);
+/// A send in a batch: its conversation, number and `clientMsgId`, its
+/// connection's marks, where its answer goes.
+type Waiting = (String, u64, String, Failed, oneshot::Sender<Answer>);
 
 async fn run(caller: Caller, mut queue: mpsc::Receiver<Queued>) {
     // Sends waiting for a batch, in the order they came.
@@ -199,7 +199,13 @@ async fn run(caller: Caller, mut queue: mpsc::Receiver<Queued>) {
             }
             let (items, answered): (Vec<pb::SendItem>, Vec<Waiting>) = batch
                 .into_iter()
-                .map(|q| (q.item, (q.conversation, q.newest, q.failed, q.done)))
+                .map(|q| {
+                    let client_msg_id = client_msg_id(&q.item).to_owned();
+                    (
+                        q.item,
+                        (q.conversation, q.number, client_msg_id, q.failed, q.done),
+                    )
+                })
                 .unzip();
             let caller = caller.clone();
             flying.push(async move {
@@ -228,9 +234,20 @@ fn take_batch(waiting: &mut VecDeque<Queued>, busy: &HashMap<String, usize>) -> 
             left.push_back(q);
             continue;
         }
-        let refused = shared::sync::lock(&q.failed)
-            .get(&q.conversation)
-            .is_some_and(|&upto| q.number <= upto);
+        // After a send to be sent again, only that send goes (and lifts the mark).
+        let refused = {
+            let mut failed = shared::sync::lock(&q.failed);
+            match failed.get(&q.conversation) {
+                Some(mark) if q.number > mark.number => {
+                    let again = client_msg_id(&q.item) == mark.client_msg_id;
+                    if again {
+                        failed.remove(&q.conversation);
+                    }
+                    !again
+                }
+                _ => false,
+            }
+        };
         if refused {
             let _ = q.done.send(Err(RpcError::unavailable(
                 "an earlier message to this conversation was not sent; send again in order",
@@ -244,8 +261,8 @@ fn take_batch(waiting: &mut VecDeque<Queued>, busy: &HashMap<String, usize>) -> 
     batch
 }
 
-/// Hands each send its answer; a failure marks the connection's later
-/// sends to that conversation (those numbered up to now) to fail.
+/// Hands each send its answer; a failure a retry can mend marks the
+/// conversation on the connection until that send comes again.
 fn answer(answered: Vec<Waiting>, result: Result<pb::SendBatchResponse, RpcError>) {
     let answers: Vec<Answer> = match result {
         Ok(reply) if reply.results.len() == answered.len() => reply
@@ -267,12 +284,38 @@ fn answer(answered: Vec<Waiting>, result: Result<pb::SendBatchResponse, RpcError
         }
         Err(e) => answered.iter().map(|_| Err(e.clone())).collect(),
     };
-    for ((conversation, newest, failed, done), answer) in answered.into_iter().zip(answers) {
-        if answer.is_err() {
-            // Before the client can know: every send numbered up to now.
-            let upto = newest.load(Ordering::Acquire);
-            shared::sync::lock(&failed).insert(conversation, upto);
+    for ((conversation, number, client_msg_id, failed, done), answer) in
+        answered.into_iter().zip(answers)
+    {
+        if let Err(e) = &answer
+            && !is_refusal(e.code)
+        {
+            let mut failed = shared::sync::lock(&failed);
+            let earlier = failed.get(&conversation).is_some_and(|m| m.number < number);
+            if !earlier {
+                failed.insert(
+                    conversation,
+                    Mark {
+                        number,
+                        client_msg_id,
+                    },
+                );
+            }
         }
         let _ = done.send(answer);
     }
+}
+
+/// An answer that sending again cannot change: nothing needs to wait for
+/// that send to come again.
+fn is_refusal(code: shared::ErrorCode) -> bool {
+    use shared::ErrorCode::*;
+    matches!(
+        code,
+        BadRequest | Unauthorized | Forbidden | NotFound | Conflict | TooLarge
+    )
+}
+
+fn client_msg_id(item: &pb::SendItem) -> &str {
+    item.send.as_ref().map_or("", |s| s.client_msg_id.as_str())
 }

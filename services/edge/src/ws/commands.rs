@@ -121,9 +121,8 @@ pub(super) async fn send_loop(
     loop {
         tokio::select! {
             _ = conn.cancel.cancelled() => return,
-            Some((id, number, client_msg_id, answer)) = answers.next(), if !answers.is_empty() => {
+            Some((id, client_msg_id, answer)) = answers.next(), if !answers.is_empty() => {
                 let client_msg_id: String = client_msg_id;
-                sender.answered(number);
                 let frame = match answer {
                     Ok(Ok(ack)) => frames::reply(id, server_frame::Kind::Ack(ack)),
                     Ok(Err(e)) => {
@@ -144,9 +143,9 @@ pub(super) async fn send_loop(
                 let client_msg_id: String = request.client_msg_id.clone();
                 conn.sending(&client_msg_id);
                 match sender.send(&conn.who, *request).await {
-                    Ok((number, answer)) => {
+                    Ok(answer) => {
                         let sent = client_msg_id.clone();
-                        answers.push_back(async move { (id, number, sent, answer.await) });
+                        answers.push_back(async move { (id, sent, answer.await) });
                     }
                     Err(e) => {
                         conn.not_sent(&client_msg_id);

@@ -121,6 +121,13 @@ impl State {
             .store_many(accepted.iter().map(|(_, c)| c.new.clone()).collect())
             .await;
 
+        // Fault point: the batch is committed and the service stops before
+        // any fan-out or reply (as a crash would; the sends are answered
+        // unavailable and come again).
+        fail::fail_point!("messages::batch::after_commit", |_| Err(
+            RpcError::unavailable("fault point: after the commit")
+        ));
+
         // 4. Fan out what is new, together.
         let mut fresh = Vec::new();
         let mut repeats = Vec::new();
@@ -175,6 +182,10 @@ impl State {
             };
             answers[i] = Some(answer);
         }
+        // Fault point: everything is stored and delivered, the reply is lost.
+        fail::fail_point!("messages::batch::before_reply", |_| Err(
+            RpcError::unavailable("fault point: before the reply")
+        ));
         Ok(pb::SendBatchResponse {
             results: answers
                 .into_iter()

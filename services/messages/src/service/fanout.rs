@@ -149,8 +149,26 @@ impl State {
             .map(|(i, e)| (i, FanoutError::Event(e)))
             .collect::<Vec<_>>()
         };
-        let (appended, unannounced) =
-            futures::join!(self.inboxes.deliver_many(&entries, &appends), announce);
+        // Fault point: the batch's appends fail part way, from this
+        // append on (as when the connection to NATS drops mid-batch).
+        let appends_sent = (|| {
+            fail::fail_point!("messages::fanout::append_cut", |cut| cut
+                .and_then(|c| c.parse::<usize>().ok())
+                .unwrap_or(appends.len() / 2)
+                .min(appends.len()));
+            appends.len()
+        })();
+        let (mut appended, unannounced) = futures::join!(
+            self.inboxes
+                .deliver_many(&entries, &appends[..appends_sent]),
+            announce
+        );
+        appended.extend((appends_sent..appends.len()).map(|i| {
+            Err(shared::inbox::DeliveryError::Append {
+                user: appends[i].user.clone(),
+                message: "fault point: the batch's appends were cut".into(),
+            })
+        }));
         for (i, error) in unannounced {
             results[i] = Err(error);
         }
@@ -181,7 +199,14 @@ impl State {
                 *mark = (*mark).max(row.seq);
             }
         }
-        for (conversation, seq) in marks {
+        // Fault point: delivered, but the watermarks are not moved (as a
+        // crash before they are written): the sweep delivers again, and the
+        // dedup ids absorb it.
+        let mark = (|| {
+            fail::fail_point!("messages::fanout::before_watermark", |_| false);
+            true
+        })();
+        for (conversation, seq) in marks.into_iter().filter(|_| mark) {
             self.writer.fanned_out(conversation.to_owned(), seq).await;
         }
         if !failed.is_empty() {
