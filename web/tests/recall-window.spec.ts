@@ -2,7 +2,7 @@
 // offers Recall on a fresh message (the one just sent, from its ack, and one
 // from history) and no longer once the window has passed.
 import { expect, test, type Page } from "@playwright/test";
-import { composer, conversation, messages, PASSWORD, ownSystem, watch } from "./helpers";
+import { composer, conversation, logIn, messages, PASSWORD, ownSystem, watch } from "./helpers";
 
 const system = ownSystem({ NATTER_MESSAGES__RECALL_WINDOW_SECS: "5" });
 const call = system.call;
@@ -30,9 +30,7 @@ test("Recall is offered within the server's recall window only", async ({ browse
   const page = await context.newPage();
   watch(page);
   await page.goto(system.url());
-  await page.getByLabel("Username").fill("rita");
-  await page.getByLabel("Password").fill(PASSWORD);
-  await page.getByRole("button", { name: "Log in", exact: true }).click();
+  await logIn(page, "rita");
   await conversation(page, "Sam").click();
   await composer(page).fill("just sent");
   await composer(page).press("Enter");
@@ -58,9 +56,7 @@ test("Recall is offered within the server's recall window only", async ({ browse
   const zhPage = await zh.newPage();
   watch(zhPage);
   await zhPage.goto(system.url());
-  await zhPage.getByLabel("用户名").fill("rita");
-  await zhPage.getByLabel("密码").fill(PASSWORD);
-  await zhPage.getByRole("button", { name: "登录", exact: true }).click();
+  await logIn(zhPage, "rita");
   await conversation(zhPage, "Sam").click();
   await composer(zhPage).fill("再发一条");
   await composer(zhPage).press("Enter");
