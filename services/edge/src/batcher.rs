@@ -223,13 +223,18 @@ async fn run(caller: Caller, mut queue: mpsc::Receiver<Queued>) {
 fn take_batch(waiting: &mut VecDeque<Queued>, busy: &HashMap<String, usize>) -> Vec<Queued> {
     let mut batch = Vec::new();
     let mut bytes = 0;
-    let mut blocked: Vec<String> = Vec::new();
+    let mut blocked: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut left = VecDeque::with_capacity(waiting.len());
     while let Some(q) = waiting.pop_front() {
-        let full = batch.len() >= MAX_ITEMS || bytes >= MAX_BYTES;
-        if full || busy.contains_key(&q.conversation) || blocked.contains(&q.conversation) {
+        if batch.len() >= MAX_ITEMS || bytes >= MAX_BYTES {
+            // Full: the rest waits, in order.
+            left.push_back(q);
+            left.append(waiting);
+            break;
+        }
+        if busy.contains_key(&q.conversation) || blocked.contains(&q.conversation) {
             if !blocked.contains(&q.conversation) {
-                blocked.push(q.conversation.clone());
+                blocked.insert(q.conversation.clone());
             }
             left.push_back(q);
             continue;

@@ -85,55 +85,66 @@ pub async fn store_batch(
 ) -> Result<Vec<Option<MessageRow>>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let rows = insert_batch(&mut tx, messages).await?;
-    let mut fanned = fanned.to_vec();
-    fanned.sort();
-    for chunk in fanned.chunks(ROWS) {
+    if !fanned.is_empty() {
+        // One watermark per conversation: the highest given.
+        let mut marks: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+        for (conversation, seq) in fanned {
+            let mark = marks.entry(conversation.as_str()).or_default();
+            *mark = (*mark).max(*seq);
+        }
+        let marks: Vec<(&str, i64)> = marks.into_iter().collect();
+        let each = Each::of(&tx);
         // Only forward: a late mark never moves a watermark back.
-        let cases = |from: usize| {
-            (0..chunk.len())
-                .map(|k| {
-                    format!(
-                        "WHEN ${} THEN CAST(${} AS BIGINT)",
-                        from + 2 * k,
-                        from + 2 * k + 1
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
         let sql = format!(
-            "UPDATE conversations SET fanned_seq = CASE id {} ELSE fanned_seq END
-             WHERE id IN ({}) AND fanned_seq < CASE id {} ELSE fanned_seq END",
-            cases(1),
-            placeholders(1 + 2 * chunk.len(), chunk.len()),
-            cases(1 + 3 * chunk.len()),
+            "UPDATE conversations SET fanned_seq = CAST(j.value->>1 AS BIGINT)
+             FROM {} WHERE conversations.id = j.value->>0
+               AND conversations.fanned_seq < CAST(j.value->>1 AS BIGINT)",
+            each.from(1)
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (conversation, seq) in chunk {
-            query = query.bind(conversation).bind(*seq);
-        }
-        for (conversation, _) in chunk {
-            query = query.bind(conversation);
-        }
-        for (conversation, seq) in chunk {
-            query = query.bind(conversation).bind(*seq);
-        }
-        query.execute(&mut *tx).await?;
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(json(&marks)?)
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     Ok(rows)
 }
 
-/// `$from, $from+1, ...`: `count` placeholders.
-fn placeholders(from: usize, count: usize) -> String {
-    (from..from + count)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// A batch's rows go to the database as one parameter, a JSON array of
+/// arrays, read back as a table. The statement text is then the same
+/// whatever the batch's size: prepared once and cached per connection,
+/// with one parameter to bind (SQLite looks parameters up by name in a
+/// list, so binding thousands of `$n` cost the writer more than storing
+/// the rows).
+#[derive(Clone, Copy)]
+struct Each {
+    postgres: bool,
 }
 
-/// Rows per multi-row statement (10 parameters a message row).
-const ROWS: usize = 200;
+impl Each {
+    fn of(conn: &sqlx::AnyConnection) -> Self {
+        Self {
+            postgres: conn.backend_name() == "PostgreSQL",
+        }
+    }
+
+    /// The `FROM` item reading parameter `$n` as rows `j`, each a JSON
+    /// array in `j.value` (`j.value->>k` is its k-th element as text).
+    fn from(self, n: usize) -> String {
+        if self.postgres {
+            format!("json_array_elements(CAST(${n} AS json)) AS j(value)")
+        } else {
+            // The binary form: `->>` then reads an element without
+            // parsing the row's text again.
+            format!("jsonb_each(${n}) AS j")
+        }
+    }
+}
+
+/// The JSON text of a batch's rows (tuples become arrays).
+fn json<T: serde::Serialize>(rows: &T) -> Result<String, sqlx::Error> {
+    serde_json::to_string(rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))
+}
 
 /// Another instance stored one of the batch's `(sender, client_msg_id)`
 /// between the check and the insert: the caller redoes the batch one send
@@ -219,10 +230,7 @@ async fn insert_batch(
         numbered.push((m, *seq, *large));
         *seq += 1;
     }
-    let mut inserted = 0;
-    for chunk in numbered.chunks(ROWS) {
-        inserted += insert_rows(&mut *conn, chunk).await?.len();
-    }
+    let inserted = insert_rows(&mut *conn, &numbered).await?.len();
     if inserted != numbered.len() {
         if let [(m, _, _)] = numbered.as_slice() {
             // The one send was stored beside it: nothing else saw its seq.
@@ -244,23 +252,20 @@ async fn repeats(
     conn: &mut sqlx::AnyConnection,
     messages: &[&NewMessage],
 ) -> Result<std::collections::HashSet<(String, String)>, sqlx::Error> {
-    let mut found = std::collections::HashSet::new();
-    for chunk in messages.chunks(ROWS * 2) {
-        let pairs = (0..chunk.len())
-            .map(|k| format!("(${}, ${})", 2 * k + 1, 2 * k + 2))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "SELECT sender_id, client_msg_id FROM messages
-             WHERE (sender_id, client_msg_id) IN (VALUES {pairs})"
-        );
-        let mut query = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
-        for m in chunk {
-            query = query.bind(&m.sender_id).bind(&m.client_msg_id);
-        }
-        found.extend(query.fetch_all(&mut *conn).await?);
-    }
-    Ok(found)
+    let pairs: Vec<(&str, &str)> = messages
+        .iter()
+        .map(|m| (m.sender_id.as_str(), m.client_msg_id.as_str()))
+        .collect();
+    let sql = format!(
+        "SELECT m.sender_id, m.client_msg_id FROM {} JOIN messages m
+           ON m.sender_id = j.value->>0 AND m.client_msg_id = j.value->>1",
+        Each::of(conn).from(1)
+    );
+    let found = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql))
+        .bind(json(&pairs)?)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(found.into_iter().collect())
 }
 
 /// Takes `counts[c]` seqs in each existing conversation `c`: its new last
@@ -270,44 +275,37 @@ async fn number(
     counts: &std::collections::BTreeMap<&str, i64>,
     now: i64,
 ) -> Result<std::collections::HashMap<String, (i64, i64)>, sqlx::Error> {
-    let postgres = conn.backend_name() == "PostgreSQL";
+    let each = Each::of(conn);
     let ids: Vec<(&str, i64)> = counts.iter().map(|(c, n)| (*c, *n)).collect();
-    let mut last = std::collections::HashMap::new();
-    for chunk in ids.chunks(ROWS) {
-        if postgres {
-            // Take the rows' locks in id order (an UPDATE takes them in
-            // scan order), so two instances' batches cannot deadlock.
-            let sql = format!(
-                "SELECT id FROM conversations WHERE id IN ({}) ORDER BY id FOR UPDATE",
-                placeholders(1, chunk.len())
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (c, _) in chunk {
-                query = query.bind(*c);
-            }
-            query.execute(&mut *conn).await?;
-        }
-        let cases = (0..chunk.len())
-            .map(|k| format!("WHEN ${} THEN CAST(${} AS BIGINT)", 2 * k + 2, 2 * k + 3))
-            .collect::<Vec<_>>()
-            .join(" ");
+    let rows = json(&ids)?;
+    if each.postgres {
+        // Take the rows' locks in id order (an UPDATE takes them in scan
+        // order), so two instances' batches cannot deadlock.
         let sql = format!(
-            "UPDATE conversations SET last_seq = last_seq + CASE id {cases} ELSE 0 END, last_activity_ms = $1
-             WHERE id IN ({}) RETURNING id, last_seq, read_fanout",
-            placeholders(2 + 2 * chunk.len(), chunk.len())
+            "SELECT id FROM conversations WHERE id IN (SELECT j.value->>0 FROM {})
+             ORDER BY id FOR UPDATE",
+            each.from(1)
         );
-        let mut query = sqlx::query_as::<_, (String, i64, i64)>(sqlx::AssertSqlSafe(sql)).bind(now);
-        for (c, n) in chunk {
-            query = query.bind(*c).bind(*n);
-        }
-        for (c, _) in chunk {
-            query = query.bind(*c);
-        }
-        for (id, seq, large) in query.fetch_all(&mut *conn).await? {
-            last.insert(id, (seq, large));
-        }
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&rows)
+            .execute(&mut *conn)
+            .await?;
     }
-    Ok(last)
+    let sql = format!(
+        "UPDATE conversations SET last_seq = last_seq + CAST(j.value->>1 AS BIGINT), last_activity_ms = $2
+         FROM {} WHERE conversations.id = j.value->>0
+         RETURNING conversations.id, conversations.last_seq, conversations.read_fanout",
+        each.from(1)
+    );
+    let last = sqlx::query_as::<_, (String, i64, i64)>(sqlx::AssertSqlSafe(sql))
+        .bind(&rows)
+        .bind(now)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(last
+        .into_iter()
+        .map(|(id, seq, large)| (id, (seq, large)))
+        .collect())
 }
 
 /// Inserts messages with their (seq, read fan-out); returns the ids stored
@@ -316,35 +314,41 @@ async fn insert_rows(
     conn: &mut sqlx::AnyConnection,
     rows: &[(&NewMessage, i64, i64)],
 ) -> Result<Vec<String>, sqlx::Error> {
-    let values = (0..rows.len())
-        .map(|k| {
-            let p: Vec<String> = (1..=10).map(|j| format!("${}", k * 10 + j)).collect();
-            format!(
-                "({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
-                p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[9]
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let values: Vec<_> = rows
+        .iter()
+        .map(|(m, seq, large)| {
+            (
+                &m.id,
+                &m.conversation_id,
+                seq,
+                &m.sender_id,
+                &m.sender_device_id,
+                &m.client_msg_id,
+                &m.body,
+                m.now_ms,
+                &m.reply_to,
+                large,
             )
         })
-        .collect::<Vec<_>>()
-        .join(", ");
+        .collect();
+    // `WHERE true`: SQLite reads an upsert's ON after a bare SELECT as a
+    // join's.
     let sql = format!(
         "INSERT INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, reply_to, delivery, group_large)
-         VALUES {values} ON CONFLICT (sender_id, client_msg_id) DO NOTHING RETURNING id"
+         SELECT j.value->>0, j.value->>1, CAST(j.value->>2 AS BIGINT), j.value->>3, j.value->>4,
+                j.value->>5, j.value->>6, CAST(j.value->>7 AS BIGINT), j.value->>8,
+                CAST(j.value->>9 AS BIGINT), CAST(j.value->>9 AS BIGINT)
+         FROM {} WHERE true
+         ON CONFLICT (sender_id, client_msg_id) DO NOTHING RETURNING id",
+        Each::of(conn).from(1)
     );
-    let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
-    for (m, seq, large) in rows {
-        query = query
-            .bind(&m.id)
-            .bind(&m.conversation_id)
-            .bind(*seq)
-            .bind(&m.sender_id)
-            .bind(&m.sender_device_id)
-            .bind(&m.client_msg_id)
-            .bind(&m.body)
-            .bind(m.now_ms)
-            .bind(&m.reply_to)
-            .bind(*large);
-    }
-    query.fetch_all(conn).await
+    sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
+        .bind(json(&values)?)
+        .fetch_all(conn)
+        .await
 }
 
 /// A repeated send gives its seq back (nothing else saw it: this
