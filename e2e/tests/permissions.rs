@@ -235,14 +235,14 @@ async fn nobody_reads_replies_forges_pushes_or_touches_streams_not_theirs() -> a
     };
     let presence = system.nats_client("presence").await?;
     for (prev, cursor) in [(bob_last, next), (next, next + 1)] {
-        // Entries travel in batches per shard of users, signals one by one.
+        // Entries and signals travel in batches per shard of users; an
+        // entry on the signal subject is no signal.
         let entries = batch_for(&bob.user_id, forged(prev, cursor));
         presence
-            .publish(subject::push_entry(&bob.user_id), entries.into())
+            .publish(subject::push_entry(&bob.user_id), entries.clone().into())
             .await?;
-        let signal = forged(prev, cursor).encode_to_vec();
         presence
-            .publish(subject::push_signal(&bob.user_id), signal.into())
+            .publish(subject::push_signal(&bob.user_id), entries.into())
             .await?;
     }
     presence.flush().await?;

@@ -343,8 +343,14 @@ pub async fn signal(client: &async_nats::Client, user: &str, signal: Signal) {
         prev: None,
         signal: Some(signal),
     };
+    let batch = PushBatch {
+        pushes: vec![UserPush {
+            user_id: user.to_owned(),
+            push: Some(push),
+        }],
+    };
     if let Err(e) = client
-        .publish(subject::push_signal(user), push.encode_to_vec().into())
+        .publish(subject::push_signal(user), batch.encode_to_vec().into())
         .await
     {
         tracing::debug!(error = %e, user, "signal publish failed");

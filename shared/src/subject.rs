@@ -6,8 +6,10 @@
 //!
 //! - calls (request-reply, NATS micro endpoints): `im.v1.<noun>.<verb>`
 //! - events (JetStream stream `IM_EVENTS`, public contract): `im.evt.v1.<noun>.<past-tense>`
-//! - live pushes to a user's devices (core NATS): `im.push.v1.<user_id>.entry`
-//!   (new inbox entries) and `im.push.v1.<user_id>.signal` (typing, presence)
+//! - live pushes to a user's devices (core NATS), in `PushBatch`es per shard
+//!   of users: `im.push.v1.s<shard>.entry` (new inbox entries; also per edge,
+//!   `im.push.v1.e<edge>.entry`) and `im.push.v1.s<shard>.signal` (typing,
+//!   presence)
 //! - per-user inbox, the offline queue (JetStream stream `IM_INBOX`): `im.inbox.v1.<user_id>`
 
 /// The root of every call subject; micro service endpoint groups hang below it.
@@ -182,9 +184,17 @@ pub fn push_entry(user_id: &str) -> String {
     push_shard_entries(push_shard(user_id))
 }
 
-/// The signals (typing, presence) to one user's devices.
+/// The live subject of one push shard's signals (typing, presence: a
+/// `PushBatch` of pushes that carry a signal).
+pub fn push_shard_signals(shard: usize) -> String {
+    format!("im.push.v1.s{shard}.signal")
+}
+
+/// The live subject that carries signals to one user's devices (its
+/// shard's): an edge hears them with its shard's entries, so a connection
+/// costs no subscription of its own.
 pub fn push_signal(user_id: &str) -> String {
-    format!("im.push.v1.{user_id}.signal")
+    push_shard_signals(push_shard(user_id))
 }
 
 /// The KV key of one device's acked cursor.
@@ -237,7 +247,10 @@ mod tests {
                 .map(|i| push_shard(&format!("user-{i}")))
                 .all(|s| s < PUSH_SHARDS)
         );
-        assert_eq!(push_signal("u1"), "im.push.v1.u1.signal");
+        assert_eq!(
+            push_signal("u1"),
+            format!("im.push.v1.s{}.signal", push_shard("u1"))
+        );
         assert_eq!(cursor_key("u1", "d1"), "u1.d1");
     }
 

@@ -7,7 +7,9 @@
 //! subscribes to its own subject and once to each shard that any of its
 //! connected users falls in (and stays subscribed: there are `PUSH_SHARDS`
 //! of them), and hands each push to the connections of its user. Signals
-//! (typing, presence) stay on each user's own subject.
+//! (typing, presence) come the same way on each shard's signal subject
+//! (`im.push.v1.s<shard>.signal`), so a connection costs no NATS
+//! subscription of its own.
 //!
 //! A push dropped for one connection (its queue was full) is not left to
 //! the chain or the periodic inbox check: as soon as the queue has room
@@ -19,7 +21,7 @@ use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
 use prost::Message as _;
-use shared::proto::delivery::{Push, PushBatch};
+use shared::proto::delivery::{Push, PushBatch, Signal};
 use shared::subject;
 use tokio::sync::mpsc;
 
@@ -30,6 +32,9 @@ pub enum PushNews {
     Entry(Arc<Push>),
     /// A push was dropped for it (its queue was full): read the inbox.
     Dropped,
+    /// A signal for its user (typing, presence): best effort, dropped
+    /// when the queue is full.
+    Signal(Arc<Signal>),
 }
 
 struct Listener {
@@ -39,6 +44,10 @@ struct Listener {
 }
 
 impl Listener {
+    fn signal(&self, signal: Arc<Signal>) {
+        let _ = self.tx.try_send(PushNews::Signal(signal));
+    }
+
     fn hand(&self, push: Arc<Push>) {
         match self.tx.try_send(PushNews::Entry(push)) {
             Ok(()) => {}
@@ -82,9 +91,9 @@ impl PushHub {
         }
     }
 
-    /// Hands `user`'s pushes to `connection` from now on (a queue of
-    /// `queue`); subscribes to this edge's subject and the user's shard
-    /// first if this edge has not.
+    /// Hands `user`'s pushes and signals to `connection` from now on (a
+    /// queue of `queue`); subscribes to this edge's subject and the user's
+    /// shard first if this edge has not.
     pub async fn join(
         &self,
         user: &str,
@@ -93,10 +102,14 @@ impl PushHub {
     ) -> Result<mpsc::Receiver<PushNews>, async_nats::SubscribeError> {
         {
             let mut subscribed = self.subscribed.lock().await;
-            for subject in [self.own.clone(), subject::push_entry(user)] {
+            for (subject, kind) in [
+                (self.own.clone(), Kind::Entries),
+                (subject::push_entry(user), Kind::Entries),
+                (subject::push_signal(user), Kind::Signals),
+            ] {
                 if let std::collections::hash_map::Entry::Vacant(slot) = subscribed.entry(subject) {
                     let subscription = self.client.subscribe(slot.key().clone()).await?;
-                    slot.insert(tokio::spawn(route(subscription, self.users.clone())));
+                    slot.insert(tokio::spawn(route(subscription, kind, self.users.clone())));
                 }
             }
         }
@@ -133,8 +146,17 @@ impl PushHub {
     }
 }
 
+/// What a subject carries.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// Pushes of inbox entries.
+    Entries,
+    /// Signals (a push there that carries none is ignored).
+    Signals,
+}
+
 /// Hands each push of a subject's batches to its user's connections here.
-async fn route(mut subscription: async_nats::Subscriber, users: Users) {
+async fn route(mut subscription: async_nats::Subscriber, kind: Kind, users: Users) {
     while let Some(message) = subscription.next().await {
         let Ok(batch) = PushBatch::decode(message.payload.as_ref()) else {
             tracing::warn!("undecodable push batch ignored");
@@ -145,9 +167,20 @@ async fn route(mut subscription: async_nats::Subscriber, users: Users) {
             let (Some(connections), Some(entry)) = (users.get(&push.user_id), push.push) else {
                 continue;
             };
-            let entry = Arc::new(entry);
-            for listener in connections.values() {
-                listener.hand(entry.clone());
+            match kind {
+                Kind::Entries => {
+                    let entry = Arc::new(entry);
+                    for listener in connections.values() {
+                        listener.hand(entry.clone());
+                    }
+                }
+                Kind::Signals => {
+                    let Some(signal) = entry.signal else { continue };
+                    let signal = Arc::new(signal);
+                    for listener in connections.values() {
+                        listener.signal(signal.clone());
+                    }
+                }
             }
         }
     }

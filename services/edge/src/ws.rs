@@ -27,14 +27,13 @@ use fastwebsockets::{Frame, OpCode, Payload, WebSocketError, WebSocketWrite};
 use futures::StreamExt;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use prost::Message as _;
 use shared::endpoint::endpoints::ConversationTyping;
 use shared::nats::ConnectionEvent;
 use shared::proto::delivery::{InboxEntry, Push};
 use shared::proto::edge::{self as pb, client_frame, server_frame};
 use shared::proto::message as msg_pb;
 use shared::rpc::Identity;
-use shared::{RpcError, ids, subject};
+use shared::{RpcError, ids};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -221,20 +220,6 @@ pub async fn run(
         (read, Coalesce::new(write))
     });
 
-    let signals = match Box::pin(
-        state
-            .nats
-            .client
-            .subscribe(subject::push_signal(&who.user_id)),
-    )
-    .await
-    {
-        Ok(sub) => sub,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot subscribe to signals");
-            return;
-        }
-    };
     let id = state.group_hub.connection_id();
     let entries = match Box::pin(
         state
@@ -314,7 +299,6 @@ pub async fn run(
         state.clone(),
         conn.clone(),
         entries,
-        signals,
         resume_rx,
         state.nats.events(),
         acked,

@@ -10,7 +10,6 @@ pub(super) async fn delivery_loop(
     state: Arc<EdgeState>,
     conn: Arc<Conn>,
     mut entries: mpsc::Receiver<PushNews>,
-    mut signals: async_nats::Subscriber,
     mut resumes: mpsc::Receiver<u64>,
     mut events: broadcast::Receiver<ConnectionEvent>,
     mut stored: u64,
@@ -58,13 +57,9 @@ pub(super) async fn delivery_loop(
                     !started || Box::pin(on_push(&state, &conn, (*push).clone())).await
                 }
                 Some(PushNews::Dropped) => !started || Box::pin(catch_up(&state, &conn, true)).await,
-            },
-            signal = signals.next() => match signal {
-                None => {
-                    conn.close(close::INTERNAL, "signal subscription ended");
-                    break;
+                Some(PushNews::Signal(signal)) => {
+                    Box::pin(conn.send(frames::reply(0, server_frame::Kind::Signal((*signal).clone())))).await
                 }
-                Some(message) => Box::pin(on_signal(&conn, &message.payload)).await,
             },
             event = events.recv() => match event {
                 Ok(ConnectionEvent::Disconnected) => true,
@@ -244,20 +239,6 @@ pub(super) async fn on_push(state: &EdgeState, conn: &Conn, push: Push) -> bool 
         }
         // A gap (or a push whose predecessor is unknown): read the inbox.
         _ => catch_up(state, conn, true).await,
-    }
-}
-
-/// Forwards a signal (a push on the signal subject; anything else there is ignored).
-pub(super) async fn on_signal(conn: &Conn, payload: &[u8]) -> bool {
-    match Push::decode(payload) {
-        Ok(Push {
-            signal: Some(signal),
-            ..
-        }) => {
-            conn.send(frames::reply(0, server_frame::Kind::Signal(signal)))
-                .await
-        }
-        _ => true,
     }
 }
 
