@@ -17,6 +17,10 @@ import { sendTyping } from "./ws";
 import type { Conversation, Message } from "./types";
 import { attempt, Avatar, Icon, Menu, Modal, RichText, type MenuItem } from "./ui";
 
+type Reads = { m: Msg; readers: string[]; count: number; total: number };
+/** How often an open read-by list is fetched again. */
+const READS_REFRESH_MS = 2000;
+
 const WINDOW = 80;
 const STEP = 40;
 const MAX = 160;
@@ -118,7 +122,23 @@ function MessageList({ c }: { c: Conversation }) {
   const anchor = useRef<{ key: string; offset: number } | null>(null);
   const [, rerender] = useState(0);
   const [menu, setMenu] = useState<{ x: number; y: number; m: Msg } | null>(null);
-  const [reads, setReads] = useState<{ m: Msg; readers: string[]; count: number; total: number } | null>(null);
+  const [reads, setReads] = useState<Reads | null>(null);
+  const fetchReads = async (m: Msg): Promise<Reads> => {
+    const r = await api.get<{ readCount?: number; memberCount?: number; readerIds?: string[] }>(`/v1/conversations/${enc(id)}/messages/${m.seq}/reads`);
+    return { m, readers: r.readerIds ?? [], count: r.readCount ?? 0, total: r.memberCount ?? 0 };
+  };
+  // The read-by list stays current while it is open.
+  useEffect(() => {
+    if (!reads) return;
+    const seq = reads.m.seq;
+    const timer = setInterval(() => {
+      fetchReads(reads.m).then(
+        (next) => setReads((cur) => (cur && cur.m.seq === seq ? next : cur)),
+        () => {},
+      );
+    }, READS_REFRESH_MS);
+    return () => clearInterval(timer);
+  }, [reads?.m.seq, id]);
   const [flash, setFlash] = useState<string | null>(null);
   const setReply = (m: Msg) => replyTarget.set(id, m);
 
@@ -277,10 +297,7 @@ function MessageList({ c }: { c: Conversation }) {
     if (isGroup && own && live) {
       items.push({
         label: s.readBy,
-        onSelect: () => attempt(async () => {
-          const r = await api.get<{ readCount?: number; memberCount?: number; readerIds?: string[] }>(`/v1/conversations/${enc(id)}/messages/${m.seq}/reads`);
-          setReads({ m, readers: r.readerIds ?? [], count: r.readCount ?? 0, total: r.memberCount ?? 0 });
-        }, reportError),
+        onSelect: () => attempt(async () => setReads(await fetchReads(m)), reportError),
       });
     }
     items.push({ label: s.deleteForMe, danger: true, onSelect: () => attempt(() => api.post(`/v1/conversations/${enc(id)}/messages/delete`, { seqs: [m.seq] }), reportError) });
