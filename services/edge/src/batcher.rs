@@ -15,7 +15,7 @@
 //! service does the same within a batch). The marks live as long as the
 //! connection.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -223,7 +223,7 @@ async fn run(caller: Caller, mut queue: mpsc::Receiver<Queued>) {
 fn take_batch(waiting: &mut VecDeque<Queued>, busy: &HashMap<String, usize>) -> Vec<Queued> {
     let mut batch = Vec::new();
     let mut bytes = 0;
-    let mut blocked: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut blocked: HashSet<String> = HashSet::new();
     let mut left = VecDeque::with_capacity(waiting.len());
     while let Some(q) = waiting.pop_front() {
         if batch.len() >= MAX_ITEMS || bytes >= MAX_BYTES {
@@ -232,10 +232,14 @@ fn take_batch(waiting: &mut VecDeque<Queued>, busy: &HashMap<String, usize>) -> 
             left.append(waiting);
             break;
         }
-        if busy.contains_key(&q.conversation) || blocked.contains(&q.conversation) {
-            if !blocked.contains(&q.conversation) {
-                blocked.insert(q.conversation.clone());
-            }
+        // A conversation with a batch in flight, or a send waiting ahead:
+        // its later sends wait too.
+        if blocked.contains(&q.conversation) {
+            left.push_back(q);
+            continue;
+        }
+        if busy.contains_key(&q.conversation) {
+            blocked.insert(q.conversation.clone());
             left.push_back(q);
             continue;
         }
