@@ -72,11 +72,15 @@ pub mod close {
     pub const IDLE: u16 = 4000;
 }
 
+/// Both variants are boxed: a queue slot is 16 bytes, and the queue's
+/// first block (32 slots, allocated with the queue) is 512 bytes of every
+/// connection, idle or not. Control frames are rare (pings, pongs, the close).
 enum Out {
-    /// Boxed: queue slots stay small (a connection's queue holds many).
     Frame(Box<pb::ServerFrame>),
-    Control(OpCode, Vec<u8>),
+    Control(Box<(OpCode, Vec<u8>)>),
 }
+
+const _: () = assert!(std::mem::size_of::<Out>() == 16);
 
 /// What the tasks of one connection share.
 struct Conn {

@@ -18,7 +18,10 @@ pub(super) async fn read_loop(
     let out = conn.out.clone();
     let mut obligated = move |frame: Frame<'_>| {
         // Pongs and the close echo the protocol requires.
-        let _ = out.try_send(Out::Control(frame.opcode, frame.payload.to_vec()));
+        let _ = out.try_send(Out::Control(Box::new((
+            frame.opcode,
+            frame.payload.to_vec(),
+        ))));
         std::future::ready(Ok::<(), &'static str>(()))
     };
     loop {
@@ -114,7 +117,7 @@ pub(super) async fn write_loop(
                 None => break,
                 Some(out) => out,
             },
-            _ = ping.tick() => Out::Control(OpCode::Ping, Vec::new()),
+            _ = ping.tick() => Out::Control(Box::new((OpCode::Ping, Vec::new()))),
         };
         // Frames queued meanwhile go out in the same write.
         let write = async {
@@ -166,7 +169,8 @@ pub(super) fn to_frame(conn: &Conn, out: Out, closed: &mut bool) -> Frame<'stati
                 Format::Binary => Frame::binary(Payload::Owned(bytes)),
             }
         }
-        Out::Control(opcode, payload) => {
+        Out::Control(control) => {
+            let (opcode, payload) = *control;
             *closed |= opcode == OpCode::Close;
             Frame::new(true, opcode, None, Payload::Owned(payload))
         }
