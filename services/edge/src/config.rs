@@ -17,10 +17,12 @@ pub struct Config {
     pub idle_timeout_secs: u64,
     /// Seconds between the edge's WebSocket pings.
     pub ping_interval_secs: u64,
-    /// Frames queued for one client before it counts as slow.
+    /// Pushes and signals queued for one connection: past it, pushes are
+    /// dropped and the connection reads them from the inbox once it has
+    /// taken what is queued (signals are only dropped).
     pub send_queue: usize,
-    /// Seconds a full send queue may stay full before the client is
-    /// disconnected (it resumes later from its cursor).
+    /// Seconds a client may take to read what is written to it before it
+    /// is disconnected (it resumes later from its cursor).
     pub slow_client_timeout_secs: u64,
     /// Sends one connection may have waiting for their ack.
     pub max_inflight_sends: usize,

@@ -12,10 +12,10 @@
 //! subscription of its own.
 //!
 //! A push dropped for one connection (its queue was full) is not left to
-//! the chain or the periodic inbox check: as soon as the queue has room
-//! again, the connection is told, and catches up from the inbox.
+//! the chain or the periodic inbox check: once the connection has taken
+//! what is queued, it is told, and catches up from the inbox.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -23,7 +23,6 @@ use futures::StreamExt;
 use prost::Message as _;
 use shared::proto::delivery::{Push, PushBatch, Signal};
 use shared::subject;
-use tokio::sync::mpsc;
 
 /// What a connection hears from the hub.
 #[derive(Debug)]
@@ -37,38 +36,84 @@ pub enum PushNews {
     Signal(Arc<Signal>),
 }
 
-struct Listener {
-    tx: mpsc::Sender<PushNews>,
-    /// A push was dropped for it and it has not been told yet.
-    dropped: Arc<AtomicBool>,
+/// A connection's queue of what the hub hands it: bounded, and allocated
+/// only when something comes (an idle connection holds no queue).
+pub struct Mailbox {
+    queue: std::sync::Mutex<VecDeque<PushNews>>,
+    capacity: usize,
+    /// A push was dropped (the queue was full) and the connection has not
+    /// been told yet: it is, once it has taken what is queued.
+    dropped: AtomicBool,
+    ready: tokio::sync::Notify,
 }
 
-impl Listener {
+impl Mailbox {
+    fn new(capacity: usize) -> Self {
+        Self {
+            queue: std::sync::Mutex::new(VecDeque::new()),
+            capacity: capacity.max(1),
+            dropped: AtomicBool::new(false),
+            ready: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Queues unless full; false when full.
+    fn put(&self, news: PushNews) -> bool {
+        let mut queue = shared::sync::lock(&self.queue);
+        if queue.len() >= self.capacity {
+            return false;
+        }
+        queue.push_back(news);
+        drop(queue);
+        self.ready.notify_one();
+        true
+    }
+
     fn signal(&self, signal: Arc<Signal>) {
-        let _ = self.tx.try_send(PushNews::Signal(signal));
+        // Best effort: dropped when the queue is full.
+        let _ = self.put(PushNews::Signal(signal));
     }
 
     fn hand(&self, push: Arc<Push>) {
-        match self.tx.try_send(PushNews::Entry(push)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if !self.dropped.swap(true, Ordering::AcqRel) {
-                    let (tx, dropped) = (self.tx.clone(), self.dropped.clone());
-                    tokio::spawn(async move {
-                        let Ok(room) = tx.reserve().await else { return };
-                        dropped.store(false, Ordering::Release);
-                        room.send(PushNews::Dropped);
-                    });
-                }
+        if !self.put(PushNews::Entry(push)) {
+            self.dropped.store(true, Ordering::Release);
+            self.ready.notify_one();
+        }
+    }
+
+    /// What is queued, without waiting: then, once the queue is empty, a
+    /// [`PushNews::Dropped`] if a push was dropped.
+    pub fn try_recv(&self) -> Option<PushNews> {
+        let mut queue = shared::sync::lock(&self.queue);
+        if let Some(news) = queue.pop_front() {
+            if queue.is_empty() && queue.capacity() > SMALL {
+                // A burst is over: give its memory back.
+                *queue = VecDeque::new();
             }
-            // The connection ended; its leave follows.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            return Some(news);
+        }
+        drop(queue);
+        self.dropped
+            .swap(false, Ordering::AcqRel)
+            .then_some(PushNews::Dropped)
+    }
+
+    /// The next news (cancel-safe: nothing is taken until it returns).
+    pub async fn recv(&self) -> PushNews {
+        loop {
+            if let Some(news) = self.try_recv() {
+                return news;
+            }
+            self.ready.notified().await;
         }
     }
 }
 
+/// A queue left with more room than this after a burst is freed.
+const SMALL: usize = 16;
+
 /// user id → connection id → listener.
-type Users = Arc<RwLock<HashMap<String, HashMap<u64, Listener>>>>;
+type Users = Arc<RwLock<HashMap<String, HashMap<u64, Arc<Mailbox>>>>>;
 
 /// The push shards this edge listens to, and which connections want whose
 /// pushes.
@@ -91,40 +136,32 @@ impl PushHub {
         }
     }
 
-    /// Hands `user`'s pushes and signals to `connection` from now on (a
-    /// queue of `queue`); subscribes to this edge's subject and the user's
-    /// shard first if this edge has not.
-    pub async fn join(
-        &self,
-        user: &str,
-        connection: u64,
-        queue: usize,
-    ) -> Result<mpsc::Receiver<PushNews>, async_nats::SubscribeError> {
-        {
-            let mut subscribed = self.subscribed.lock().await;
-            for (subject, kind) in [
-                (self.own.clone(), Kind::Entries),
-                (subject::push_entry(user), Kind::Entries),
-                (subject::push_signal(user), Kind::Signals),
-            ] {
-                if let std::collections::hash_map::Entry::Vacant(slot) = subscribed.entry(subject) {
-                    let subscription = self.client.subscribe(slot.key().clone()).await?;
-                    slot.insert(tokio::spawn(route(subscription, kind, self.users.clone())));
-                }
-            }
-        }
-        let (tx, rx) = mpsc::channel(queue.max(1));
+    /// Hands `user`'s pushes and signals to `connection` from now on, into
+    /// a queue of `capacity` (see [`PushHub::subscribe`]).
+    pub fn join(&self, user: &str, connection: u64, capacity: usize) -> Arc<Mailbox> {
+        let mailbox = Arc::new(Mailbox::new(capacity));
         shared::sync::write(&self.users)
             .entry(user.to_owned())
             .or_default()
-            .insert(
-                connection,
-                Listener {
-                    tx,
-                    dropped: Arc::new(AtomicBool::new(false)),
-                },
-            );
-        Ok(rx)
+            .insert(connection, mailbox.clone());
+        mailbox
+    }
+
+    /// Subscribes to this edge's subject and `user`'s shards if this edge
+    /// has not.
+    pub async fn subscribe(&self, user: &str) -> Result<(), async_nats::SubscribeError> {
+        let mut subscribed = self.subscribed.lock().await;
+        for (subject, kind) in [
+            (self.own.clone(), Kind::Entries),
+            (subject::push_entry(user), Kind::Entries),
+            (subject::push_signal(user), Kind::Signals),
+        ] {
+            if let std::collections::hash_map::Entry::Vacant(slot) = subscribed.entry(subject) {
+                let subscription = self.client.subscribe(slot.key().clone()).await?;
+                slot.insert(tokio::spawn(route(subscription, kind, self.users.clone())));
+            }
+        }
+        Ok(())
     }
 
     /// Stops handing `user`'s pushes to `connection`.

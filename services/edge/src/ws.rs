@@ -1,18 +1,17 @@
-//! One WebSocket connection: a reader (this task), a writer task fed by a
-//! bounded queue, a sender task that forwards sends to the messages service in
-//! order through the edge's batcher (started at the first send: an idle
-//! connection has none), and a
-//! delivery task that replays the user's inbox from a cursor and
-//! then forwards live pushes.
+//! One WebSocket connection, run by one task: it selects over the
+//! socket's next frame, the pushes the edge's hub hands it, the answers to
+//! its sends, its large groups' messages and one timer (pings, the idle
+//! timeout, the token's expiry, the cursor's flush, the inbox check), and
+//! writes its frames itself, coalesced into one system call per step.
 //!
 //! Delivery never shows a device a gap or a duplicate: it tracks the cursor of
 //! the last entry it delivered, forwards a live push only when the push says
 //! its predecessor is exactly that cursor, and otherwise reads the inbox to
 //! catch up. After a NATS reconnect or a slow-consumer event it catches up
 //! too, so a lost push is never a lost message. Large groups (read fan-out)
-//! bypass the inbox: see [`large`]. A client that does not drain
-//! its queue in time is disconnected and resumes later from its cursor; it
-//! never holds up anyone else.
+//! bypass the inbox: see [`large`]. A client that does not read its frames
+//! in time is disconnected and resumes later from its cursor; it never holds
+//! up anyone else.
 //!
 //! Files: [`transport`] (frames in and out), [`commands`] (what the client
 //! asks), [`delivery`] (inbox and pushes to the client), [`large`] (large
@@ -34,7 +33,7 @@ use shared::proto::edge::{self as pb, client_frame, server_frame};
 use shared::proto::message as msg_pb;
 use shared::rpc::Identity;
 use shared::{RpcError, ids};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::EdgeState;
@@ -45,17 +44,14 @@ mod coalesce;
 mod commands;
 mod delivery;
 mod large;
+mod task;
 mod transport;
 use crate::group_hub::GroupPush;
 use coalesce::Coalesce;
-use commands::{Sends, handle_message};
-use delivery::{delivery_loop, rand_millis};
 use large::{Large, News};
-use transport::{read_loop, write_loop};
 
 type Writer = WebSocketWrite<Coalesce<tokio::io::WriteHalf<TokioIo<Upgraded>>>>;
-/// Frames already queued are written together, up to this many.
-const COALESCED_FRAMES: usize = 64;
+type Reader = fastwebsockets::WebSocketRead<tokio::io::ReadHalf<TokioIo<Upgraded>>>;
 
 /// Close codes the edge uses besides the standard ones.
 pub mod close {
@@ -72,17 +68,18 @@ pub mod close {
     pub const IDLE: u16 = 4000;
 }
 
-/// Both variants are boxed: a queue slot is 16 bytes, and the queue's
-/// first block (32 slots, allocated with the queue) is 512 bytes of every
-/// connection, idle or not. Control frames are rare (pings, pongs, the close).
-enum Out {
-    Frame(Box<pb::ServerFrame>),
-    Control(Box<(OpCode, Vec<u8>)>),
+/// The writing side of a connection: frames written go into its buffer
+/// ([`Coalesce`]) and out at the end of the task's step ([`Conn::flush`]).
+struct Output {
+    writer: Writer,
+    /// Frames were written since the last flush.
+    dirty: bool,
+    /// The close frame went out: nothing more may.
+    closed: bool,
 }
 
-const _: () = assert!(std::mem::size_of::<Out>() == 16);
-
-/// What the tasks of one connection share.
+/// A connection's state, shared with the edge's session registry (which
+/// may end it) and the steps of its task.
 struct Conn {
     who: Identity,
     /// Its id among the connections of this edge (see `Sessions`).
@@ -91,10 +88,10 @@ struct Conn {
     /// unless an `auth` frame brought a later token.
     expires_at_ms: AtomicI64,
     binary: AtomicBool,
-    out: mpsc::Sender<Out>,
+    out: tokio::sync::Mutex<Output>,
     cancel: CancellationToken,
     close_reason: Mutex<Option<(u16, String)>>,
-    /// Cursor of the last inbox entry handed to the writer.
+    /// Cursor of the last inbox entry written to the client.
     delivered: AtomicU64,
     /// Highest cursor the client acked.
     acked: AtomicU64,
@@ -103,8 +100,7 @@ struct Conn {
     /// the message again (the user's other connections get the push).
     echoes: Mutex<std::collections::VecDeque<String>>,
     slow_timeout: Duration,
-    /// The large groups this connection follows (used by the delivery task
-    /// only; behind a lock so inbox delivery can reach it too).
+    /// The large groups this connection follows.
     large: tokio::sync::Mutex<Large>,
 }
 
@@ -163,20 +159,70 @@ impl Conn {
         }
     }
 
-    /// Queues a frame; false when the connection is closing. A queue that
-    /// stays full for the slow-client timeout closes the connection.
+    /// Writes a frame (it goes out at the step's flush, or at once when
+    /// much is buffered); false when the connection is closing. A client
+    /// that does not take what is written within the slow-client timeout
+    /// is disconnected.
     async fn send(&self, frame: pb::ServerFrame) -> bool {
-        match self
-            .out
-            .send_timeout(Out::Frame(Box::new(frame)), self.slow_timeout)
-            .await
-        {
-            Ok(()) => true,
-            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+        let format = self.format();
+        let bytes = frames::encode(format, &frame);
+        let frame = match format {
+            Format::Json => Frame::text(Payload::Owned(bytes)),
+            Format::Binary => Frame::binary(Payload::Owned(bytes)),
+        };
+        self.write(frame).await
+    }
+
+    /// Writes any frame (see [`Conn::send`]).
+    async fn write(&self, frame: Frame<'_>) -> bool {
+        if self.cancel.is_cancelled() {
+            return false;
+        }
+        let mut out = self.out.lock().await;
+        if out.closed {
+            return false;
+        }
+        let closing = frame.opcode == OpCode::Close;
+        match tokio::time::timeout(self.slow_timeout, out.writer.write_frame(frame)).await {
+            Ok(Ok(())) => {
+                out.dirty = true;
+                out.closed = closing;
+                true
+            }
+            Ok(Err(_)) => {
+                out.closed = true;
+                self.cancel.cancel();
+                false
+            }
+            Err(_) => {
+                out.closed = true;
+                drop(out);
                 self.close(close::SLOW_CLIENT, "slow client: resume from your cursor");
                 false
             }
-            Err(mpsc::error::SendTimeoutError::Closed(_)) => false,
+        }
+    }
+
+    /// Sends what was written; false when the connection is closing.
+    async fn flush(&self) -> bool {
+        let mut out = self.out.lock().await;
+        if !out.dirty {
+            return !out.closed;
+        }
+        out.dirty = false;
+        match tokio::time::timeout(self.slow_timeout, out.writer.flush()).await {
+            Ok(Ok(())) => !out.closed,
+            Ok(Err(_)) => {
+                out.closed = true;
+                self.cancel.cancel();
+                false
+            }
+            Err(_) => {
+                out.closed = true;
+                drop(out);
+                self.close(close::SLOW_CLIENT, "slow client: resume from your cursor");
+                false
+            }
         }
     }
 
@@ -187,6 +233,26 @@ impl Conn {
         }
         drop(slot);
         self.cancel.cancel();
+    }
+
+    /// Writes the close frame with the reason given to [`Conn::close`]
+    /// (unless the connection is gone or closed already).
+    async fn say_goodbye(&self) {
+        let mut out = self.out.lock().await;
+        if out.closed {
+            return;
+        }
+        out.closed = true;
+        let (code, reason) = shared::sync::lock(&self.close_reason)
+            .clone()
+            .unwrap_or((close::GOING_AWAY, "server shutting down".into()));
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            out.writer
+                .write_frame(Frame::close(code, reason.as_bytes()))
+                .await?;
+            out.writer.flush().await
+        })
+        .await;
     }
 }
 
@@ -206,7 +272,7 @@ pub async fn run(
 ) {
     let who = verified.who;
     // The one-off steps are boxed: a connection's future keeps only the
-    // size of what it waits on for most of its life (the next frame).
+    // size of what it waits on for most of its life.
     let ws = match Box::pin(upgrade).await {
         Ok(ws) => ws,
         Err(e) => {
@@ -219,25 +285,15 @@ pub async fn run(
     ws.set_max_message_size(config.max_frame_bytes);
     ws.set_auto_pong(true);
     ws.set_auto_close(true);
-    let (mut reader, writer) = ws.split(|io| {
+    let (reader, writer) = ws.split(|io| {
         let (read, write) = tokio::io::split(io);
         (read, Coalesce::new(write))
     });
 
     let id = state.group_hub.connection_id();
-    let entries = match Box::pin(
-        state
-            .push_hub
-            .join(who.user_id.as_str(), id, config.send_queue),
-    )
-    .await
-    {
-        Ok(entries) => entries,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot subscribe to pushes");
-            return;
-        }
-    };
+    let mailbox = state
+        .push_hub
+        .join(who.user_id.as_str(), id, config.send_queue);
     // Leaves the push hub however this function ends.
     struct Joined<'a>(&'a EdgeState, &'a str, u64);
     impl Drop for Joined<'_> {
@@ -246,39 +302,44 @@ pub async fn run(
         }
     }
     let _joined = Joined(&state, who.user_id.as_str(), id);
-    // Without the stored cursor a `resume` from it could replay the whole
-    // inbox: better to close and let the client retry.
-    let mut writer = writer;
-    let acked = match Box::pin(state.inbox.acked_cursor(&who.user_id, &who.device_id)).await {
-        Ok(cursor) => cursor,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read acked cursor");
-            let close = Frame::close(close::INTERNAL, b"cursor store unavailable: retry");
-            let _ = Box::pin(async {
-                writer.write_frame(close).await?;
-                writer.flush().await
-            })
-            .await;
-            return;
-        }
-    };
-
-    let (out_tx, out_rx) = mpsc::channel(config.send_queue);
-    let large = Large::new(&state);
     let conn = Arc::new(Conn {
         who: who.clone(),
         id,
         expires_at_ms: AtomicI64::new(verified.expires_at_secs.saturating_mul(1000)),
         binary: AtomicBool::new(format == Format::Binary),
-        out: out_tx,
+        out: tokio::sync::Mutex::new(Output {
+            writer,
+            dirty: false,
+            closed: false,
+        }),
         cancel,
         close_reason: Mutex::new(None),
         delivered: AtomicU64::new(0),
-        acked: AtomicU64::new(acked),
+        acked: AtomicU64::new(0),
         echoes: Mutex::new(std::collections::VecDeque::new()),
         slow_timeout: Duration::from_secs(config.slow_client_timeout_secs),
-        large: tokio::sync::Mutex::new(large),
+        large: tokio::sync::Mutex::new(Large::new(&state)),
     });
+    let subscribed = Box::pin(state.push_hub.subscribe(who.user_id.as_str())).await;
+    // Without the stored cursor a `resume` from it could replay the whole
+    // inbox: better to close and let the client retry.
+    let acked = match subscribed {
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot subscribe to pushes");
+            return;
+        }
+        Ok(()) => Box::pin(state.inbox.acked_cursor(&who.user_id, &who.device_id)).await,
+    };
+    let acked = match acked {
+        Ok(cursor) => cursor,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read acked cursor");
+            conn.close(close::INTERNAL, "cursor store unavailable: retry");
+            Box::pin(conn.say_goodbye()).await;
+            return;
+        }
+    };
+    conn.acked.store(acked, Ordering::Release);
     tracing::debug!(user = %who.user_id, device = %who.device_id, "connected");
     let session: std::sync::Weak<dyn crate::sessions::Session> = Arc::downgrade(&conn) as _;
     state.sessions.opened(&who, conn.id, session);
@@ -291,23 +352,6 @@ pub async fn run(
     }
     Box::pin(state.devices.connected(&who)).await;
 
-    let writer = tokio::spawn(write_loop(
-        writer,
-        out_rx,
-        conn.clone(),
-        Duration::from_secs(config.ping_interval_secs),
-    ));
-    let mut sends = None;
-    let (resume_tx, resume_rx) = mpsc::channel(4);
-    let delivery = tokio::spawn(delivery_loop(
-        state.clone(),
-        conn.clone(),
-        entries,
-        resume_rx,
-        state.nats.events(),
-        acked,
-    ));
-
     let welcome = pb::Welcome {
         user_id: who.user_id.to_string(),
         device_id: who.device_id.to_string(),
@@ -316,8 +360,17 @@ pub async fn run(
         max_frame_bytes: config.max_frame_bytes as u32,
         expires_at_ms: conn.expires_at_ms.load(Ordering::Acquire),
     };
-    if Box::pin(conn.send(frames::reply(0, server_frame::Kind::Welcome(welcome)))).await {
-        read_loop(&state, &conn, &mut reader, &mut sends, &resume_tx).await;
+    let greeted = Box::pin(async {
+        conn.send(frames::reply(0, server_frame::Kind::Welcome(welcome)))
+            .await
+            && conn.flush().await
+    })
+    .await;
+    let mut stored = acked;
+    if greeted {
+        let mut task = task::Task::new(&state, &conn, mailbox, acked);
+        task.run(reader).await;
+        stored = task.stored;
     }
 
     if state.shutdown.is_cancelled() {
@@ -325,15 +378,10 @@ pub async fn run(
     } else {
         conn.close(close::NORMAL, "bye");
     }
-    drop(resume_tx);
-    let sender = sends.map(|sends| sends.task);
     Box::pin(async {
-        let sender = async {
-            if let Some(task) = sender {
-                let _ = task.await;
-            }
-        };
-        let _ = tokio::join!(writer, sender, delivery);
+        conn.say_goodbye().await;
+        conn.large.lock().await.leave_all(&state).await;
+        delivery::flush_cursor(&state, &conn, stored).await;
         state.sessions.closed(&who, conn.id);
         state.devices.disconnected(&who).await;
     })

@@ -90,15 +90,29 @@ async fn connections(target: &mut Target, n: usize, per_process: usize) -> anyho
     // Settle, then the baseline memory.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss = || -> Option<u64> { edges.iter().map(|(_, pid)| pid.and_then(rss_bytes)).sum() };
+    let each = || -> Vec<Option<u64>> {
+        edges
+            .iter()
+            .map(|(_, pid)| pid.and_then(rss_bytes))
+            .collect()
+    };
     let rss_before = rss();
+    let each_before = each();
 
-    let (connect_secs, resume_secs, rss_after, rss_closed) = if edges.len() == 1 {
+    let (connect_secs, resume_secs, rss_after, each_after, rss_closed) = if edges.len() == 1 {
         let source = Ipv4Addr::new(127, 0, 0, 10);
         let (live, connect_secs, resume_secs) = open_idle(edges[0].0, &tokens, n, source).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let rss_after = rss();
+        let each_after = each();
         drop(live);
-        (connect_secs, resume_secs, rss_after, closed_rss(&rss).await)
+        (
+            connect_secs,
+            resume_secs,
+            rss_after,
+            each_after,
+            closed_rss(&rss).await,
+        )
     } else {
         let mut workers = Vec::new();
         for (k, ((edge, _), share)) in edges.iter().zip(&shares).enumerate() {
@@ -112,15 +126,43 @@ async fn connections(target: &mut Target, n: usize, per_process: usize) -> anyho
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
         let rss_after = rss();
+        let each_after = each();
         for worker in workers {
             worker.stop().await;
         }
-        (connect_secs, resume_secs, rss_after, closed_rss(&rss).await)
+        (
+            connect_secs,
+            resume_secs,
+            rss_after,
+            each_after,
+            closed_rss(&rss).await,
+        )
     };
     let per_connection = match (rss_before, rss_after) {
         (Some(b), Some(a)) => Some(a.saturating_sub(b) as f64 / n as f64),
         _ => None,
     };
+    // Per process: the first one runs every service (per-user and
+    // per-device state of the services counts there), the others only an edge.
+    let processes: Vec<Value> = each_before
+        .iter()
+        .zip(&each_after)
+        .zip(&shares)
+        .enumerate()
+        .map(|(k, ((before, after), share))| {
+            let per = match (before, after) {
+                (Some(b), Some(a)) => Some(a.saturating_sub(*b) as f64 / *share as f64),
+                _ => None,
+            };
+            json!({
+                "all_services": k == 0,
+                "connections": share,
+                "rss_before_bytes": before,
+                "rss_after_bytes": after,
+                "rss_per_connection_bytes": per.map(round),
+            })
+        })
+        .collect();
     let mb = |b: Option<u64>| b.map_or("?".into(), |b| format!("{:.1}", b as f64 / 1e6));
     println!(
         "\nidle connections: {n} on {} edge process(es), opened at {:.0}/s, resumed at {:.0}/s; edge RSS {} → {} MB, {} per connection; {} MB 5 s after they closed",
@@ -132,6 +174,18 @@ async fn connections(target: &mut Target, n: usize, per_process: usize) -> anyho
         per_connection.map_or("?".into(), |p| format!("{:.1} KB", p / 1024.0)),
         mb(rss_closed),
     );
+    if processes.len() > 1 {
+        for (k, p) in processes.iter().enumerate() {
+            println!(
+                "  edge process {k} ({}): {} connections, {} per connection",
+                if k == 0 { "all services" } else { "edge only" },
+                p["connections"],
+                p["rss_per_connection_bytes"]
+                    .as_f64()
+                    .map_or("?".into(), |b| format!("{:.1} KB", b / 1024.0)),
+            );
+        }
+    }
     Ok(json!({
         "connections": n,
         "users": users,
@@ -144,6 +198,7 @@ async fn connections(target: &mut Target, n: usize, per_process: usize) -> anyho
         "natter_rss_after_bytes": rss_after,
         "natter_rss_per_connection_bytes": per_connection.map(round),
         "natter_rss_after_close_bytes": rss_closed,
+        "processes": processes,
     }))
 }
 

@@ -82,7 +82,8 @@ impl Large {
         }
         retry.scheduled = true;
         let wait = backoff(retry.failures);
-        let wait = wait + Duration::from_millis(super::super::rand_millis(wait.as_millis() as u64));
+        let wait = wait
+            + Duration::from_millis(super::super::delivery::rand_millis(wait.as_millis() as u64));
         let (tx, conversation) = (self.sender(), Arc::<str>::from(conversation));
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
