@@ -477,9 +477,9 @@ async fn websocket(
         .map_err(|e| RpcError::bad_request(format!("websocket upgrade: {e}")))?;
     let cancel = state.shutdown.child_token();
     let task_state = state.clone();
-    state.tasks.spawn(async move {
-        crate::ws::run(task_state, verified, upgrade, format, cancel).await;
-        drop((permit, slot));
-    });
+    let guard = Box::new((permit, slot));
+    state.tasks.spawn(crate::ws::run(
+        task_state, verified, upgrade, format, cancel, guard,
+    ));
     Ok(response.into_response())
 }

@@ -1,7 +1,9 @@
 //! A write buffer for a WebSocket: the frames written between two flushes go
 //! out in one system call, so a burst (a push and an ack, a page of entries)
-//! costs one write. It holds no memory between bursts, so idle connections
-//! stay small.
+//! costs one write. A write never waits (the connection flushes once
+//! [`LIMIT`] bytes are buffered), so frames are written without a future
+//! to keep. It holds no memory between bursts, so idle connections stay
+//! small.
 
 use std::io;
 use std::pin::Pin;
@@ -9,8 +11,9 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::AsyncWrite;
 
-/// Bytes buffered before a write goes out without waiting for the flush.
-const LIMIT: usize = 64 * 1024;
+/// Bytes buffered before the connection flushes without waiting for the
+/// end of its step.
+pub const LIMIT: usize = 64 * 1024;
 
 pub struct Coalesce<W> {
     inner: W,
@@ -46,26 +49,20 @@ impl<W: AsyncWrite + Unpin> Coalesce<W> {
 impl<W: AsyncWrite + Unpin> AsyncWrite for Coalesce<W> {
     fn poll_write(
         self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
+        _: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.buf.len() >= LIMIT {
-            ready!(this.poll_drain(cx))?;
-        }
         this.buf.extend_from_slice(data);
         Poll::Ready(Ok(data.len()))
     }
 
     fn poll_write_vectored(
         self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
+        _: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.buf.len() >= LIMIT {
-            ready!(this.poll_drain(cx))?;
-        }
         let mut n = 0;
         for b in bufs {
             this.buf.extend_from_slice(b);
@@ -117,10 +114,13 @@ mod tests {
         far.read_exact(&mut got).await?;
         assert_eq!(&got, b"one two three");
         assert_eq!(out.buf.capacity(), 0, "no memory kept after a flush");
-        // A burst beyond the limit goes out without waiting for the flush.
+        // A write never waits, even past the limit (the caller flushes).
         let big = vec![7u8; LIMIT + 1];
-        out.write_all(&big).await?;
-        out.write_all(b"x").await?;
+        assert!(
+            futures::FutureExt::now_or_never(out.write_all(&big)).is_some(),
+            "a write completes at once"
+        );
+        out.flush().await?;
         let mut first = vec![0u8; LIMIT + 1];
         far.read_exact(&mut first).await?;
         assert_eq!(first, big);
