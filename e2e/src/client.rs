@@ -43,13 +43,41 @@ pub const FRAME_TIMEOUT: Duration = Duration::from_secs(15);
 impl Client {
     /// Connects as `user` and reads the welcome frame.
     pub async fn connect(ws_url: &str, user: &User, format: Format) -> anyhow::Result<Self> {
+        let (ws, _) = tokio_tungstenite::connect_async(Self::url(ws_url, user, format)).await?;
+        Self::greeted(ws, format).await
+    }
+
+    /// [`Client::connect`] over a socket whose receive buffer is `bytes`
+    /// (the kernel's autotuning off): a client that stops reading fills it
+    /// soon, as one on a slow link would.
+    pub async fn connect_with_receive_buffer(
+        ws_url: &str,
+        user: &User,
+        format: Format,
+        bytes: u32,
+    ) -> anyhow::Result<Self> {
+        let url = Self::url(ws_url, user, format);
+        let authority = url
+            .strip_prefix("ws://")
+            .and_then(|rest| rest.split('/').next())
+            .context("a ws:// URL")?;
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_recv_buffer_size(bytes)?;
+        let tcp = socket.connect(authority.parse()?).await?;
+        let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp)).await?;
+        Self::greeted(ws, format).await
+    }
+
+    fn url(ws_url: &str, user: &User, format: Format) -> String {
         let query = match format {
             Format::Json => "",
             Format::Binary => "&format=binary",
         };
-        let (ws, _) =
-            tokio_tungstenite::connect_async(format!("{ws_url}?token={}{query}", user.token))
-                .await?;
+        format!("{ws_url}?token={}{query}", user.token)
+    }
+
+    /// Reads the welcome frame.
+    async fn greeted(ws: Ws, format: Format) -> anyhow::Result<Self> {
         let mut client = Self {
             ws,
             format,

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use e2e::{Client, Format, Mode, System, chat, text_of};
+use e2e::{Client, Format, Mode, Settings, System, chat, text_of};
 use serde_json::Value;
 use shared::proto::delivery::inbox_entry;
 use shared::proto::edge::server_frame;
@@ -108,6 +108,61 @@ async fn reconnect_with_cursor_loses_nothing_and_repeats_nothing() -> anyhow::Re
     b.resume(0).await?;
     let again = b.messages(50).await?;
     assert_eq!(again.first().unwrap().1.seq, 11);
+    system.stop().await;
+    Ok(())
+}
+
+/// A client that stops reading while messages keep coming fills its
+/// socket and then the edge's buffer: past the slow-client timeout the edge
+/// lets it go, while the sender goes on unhindered, and when it comes back
+/// it gets every message once, in order, from the inbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_let_go_and_loses_nothing() -> anyhow::Result<()> {
+    let settings = Settings {
+        slow_client_timeout_secs: 2,
+        lift_limits: true,
+        ..Settings::default()
+    };
+    let (system, [alice, bob]) =
+        System::with_settings_and_users(Mode::InProcess, settings, ["alice", "bob"]).await?;
+    let mut b =
+        Client::connect_with_receive_buffer(&system.ws_url(), &bob, Format::Json, 4096).await?;
+    b.resume(0).await?;
+    b.caught_up().await?;
+    // Far more than bob's socket and the edge's side of it hold (12 KB a
+    // message), while bob reads nothing.
+    const N: u64 = 1000;
+    let text = "慢".repeat(4000);
+    let mut a = Client::connect(&system.ws_url(), &alice, Format::Binary).await?;
+    for chunk in (1..=N).collect::<Vec<_>>().chunks(50) {
+        let mut ids = Vec::new();
+        for i in chunk {
+            ids.push(a.send_text(&bob, &format!("m{i}"), &text).await?);
+        }
+        for (id, i) in ids.into_iter().zip(chunk) {
+            assert_eq!(a.ack_of(id).await?.seq, *i, "the sender is not held up");
+        }
+    }
+    // What reached bob's socket before the edge let go, then the end.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let mut read = 0;
+    while b.next().await.is_ok() {
+        read += 1;
+        anyhow::ensure!(read <= N, "the connection was never let go");
+    }
+    assert!(read < N, "bob was let go before all {N} came ({read} read)");
+
+    let mut b = Client::connect(&system.ws_url(), &bob, Format::Binary).await?;
+    b.resume(0).await?;
+    let seqs: Vec<u64> = b
+        .messages(N as usize)
+        .await?
+        .iter()
+        .map(|(_, m)| m.seq)
+        .collect();
+    assert_eq!(seqs, (1..=N).collect::<Vec<_>>(), "each once, in order");
+    b.caught_up().await?;
+    b.expect_no_more_pushes().await?;
     system.stop().await;
     Ok(())
 }
