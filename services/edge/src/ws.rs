@@ -300,8 +300,8 @@ impl Conn {
                 self.cancel.cancel();
                 false
             }
+            // The goodbye still tries to send the close frame (for a second).
             Err(_) => {
-                out.closed = true;
                 self.close(close::SLOW_CLIENT, "slow client: resume from your cursor");
                 false
             }
