@@ -51,7 +51,74 @@ pub async fn connect(
 pub struct Pools {
     pub read: AnyPool,
     pub write: AnyPool,
+    /// SQLite only: the file, for a writer of its own ([`SqliteFile::open_writer`]).
+    pub sqlite: Option<SqliteFile>,
     _checkpoints: Option<Arc<AbortOnDropHandle<()>>>,
+}
+
+/// An SQLite database file behind [`Pools`], and the gate that a writer
+/// outside the write pool takes around each write transaction, so the
+/// checkpointer's moment with the write connection (see [`checkpoints`])
+/// holds it off too.
+#[derive(Clone, Debug)]
+pub struct SqliteFile {
+    pub path: std::path::PathBuf,
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl SqliteFile {
+    /// Opens a connection of its own on the file, set up as the pools'
+    /// connections are, for a writer that runs on a thread of its own.
+    pub fn open_writer(&self) -> Result<SqliteWriter, rusqlite::Error> {
+        let conn = rusqlite::Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        for (name, value) in [
+            ("journal_mode", "WAL".to_owned()),
+            ("synchronous", "NORMAL".to_owned()),
+            ("foreign_keys", "ON".to_owned()),
+            ("temp_store", "MEMORY".to_owned()),
+            ("wal_autocheckpoint", WAL_BACKSTOP.to_string()),
+            ("journal_size_limit", WAL_KEEP_BYTES.to_string()),
+        ] {
+            conn.pragma_update_and_check(None, name, &value, |_| Ok(()))
+                .or_else(|e| match e {
+                    // Pragmas that set without answering.
+                    rusqlite::Error::QueryReturnedNoRows => Ok(()),
+                    e => Err(e),
+                })?;
+        }
+        Ok(SqliteWriter {
+            conn,
+            gate: self.gate.clone(),
+        })
+    }
+}
+
+/// A connection to an SQLite file for a writer thread of its own (blocking
+/// calls: never on an async task).
+pub struct SqliteWriter {
+    conn: rusqlite::Connection,
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl SqliteWriter {
+    /// Runs `write` in an immediate transaction (the write lock taken up
+    /// front), committed when it returns `Ok`, rolled back otherwise.
+    pub fn transaction<T, E: From<rusqlite::Error>>(
+        &mut self,
+        write: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let _gate = self.gate.blocking_lock();
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let done = write(&tx)?;
+        tx.commit()?;
+        Ok(done)
+    }
 }
 
 /// Opens [`Pools`] for `url` with up to `readers` read connections and runs
@@ -66,6 +133,7 @@ pub async fn connect_pools(
         return Ok(Pools {
             read: pool.clone(),
             write: pool,
+            sqlite: None,
             _checkpoints: None,
         });
     }
@@ -73,10 +141,15 @@ pub async fn connect_pools(
     migrator.run(&write).await?;
     let read = open(url, readers, Checkpoints::Background).await?;
     let checkpointer = open(url, 1, Checkpoints::Background).await?;
-    let task = tokio::spawn(checkpoints(checkpointer, write.clone()));
+    let file = SqliteFile {
+        path: sqlite_path(url).into(),
+        gate: Arc::default(),
+    };
+    let task = tokio::spawn(checkpoints(checkpointer, write.clone(), file.gate.clone()));
     Ok(Pools {
         read,
         write,
+        sqlite: Some(file),
         _checkpoints: Some(Arc::new(AbortOnDropHandle::new(task))),
     })
 }
@@ -114,7 +187,7 @@ const WAL_KEEP_BYTES: i64 = 64 << 20;
 /// is longer than [`WAL_RESTART`] pages, the write connection is taken for
 /// a moment to copy what came in meanwhile. Commits wait for that short copy
 /// only, once per [`WAL_RESTART`] pages instead of once per 1,000.
-async fn checkpoints(own: AnyPool, write: AnyPool) {
+async fn checkpoints(own: AnyPool, write: AnyPool, gate: Arc<tokio::sync::Mutex<()>>) {
     // Said once while checkpoints keep failing (a full disk, say), not each time.
     let mut failing = false;
     let mut last = None;
@@ -129,6 +202,7 @@ async fn checkpoints(own: AnyPool, write: AnyPool) {
                 return Ok((wal, None));
             }
             let mut conn = write.acquire().await?;
+            let _gate = gate.lock().await;
             let held = std::time::Instant::now();
             checkpoint(&mut *conn).await?;
             Ok::<_, sqlx::Error>((wal, Some(held.elapsed())))
@@ -187,8 +261,8 @@ async fn open(
     checkpoints: Checkpoints,
 ) -> Result<AnyPool, DbError> {
     install_default_drivers();
-    if let Some(rest) = url.strip_prefix("sqlite://") {
-        let file = rest.split('?').next().unwrap_or_default();
+    if url.starts_with("sqlite://") {
+        let file = sqlite_path(url);
         if let Some(dir) = Path::new(file)
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
@@ -244,6 +318,12 @@ async fn open(
             source,
         })?;
     Ok(pool)
+}
+
+/// The file of an `sqlite://` URL.
+fn sqlite_path(url: &str) -> &str {
+    let rest = url.strip_prefix("sqlite://").unwrap_or(url);
+    rest.split('?').next().unwrap_or_default()
 }
 
 /// Hides a password in a database URL before it is logged.

@@ -83,7 +83,8 @@ pub async fn run(
         caller: nats.caller(),
         order: shared::sync::KeyLocks::default(),
         shutdown: shutdown.clone(),
-        writer: Writer::start(pools.write.clone()),
+        writer: Writer::start(&pools)
+            .map_err(|e| StartError::setup("open the SQLite writer", e))?,
         relations: Relations::subscribe(&nats.client, nats.events())
             .await
             .map_err(|e| StartError::setup("subscribe to social events", e))?,

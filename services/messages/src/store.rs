@@ -2,6 +2,7 @@
 //!
 //! - [`append`]: sends stored in one transaction per batch, each with the
 //!   next gapless seq of its conversation;
+//!   ([`store_batch_sqlite`]: the same on the SQLite writer's own connection);
 //! - [`log`]: reading the message log (history, pending fan-out, recalls and
 //!   deletions for oneself);
 //! - [`members`]: who belongs to a conversation and since when, and group
@@ -9,11 +10,13 @@
 //! - [`reads`]: the conversation list, read positions and per-user flags.
 
 mod append;
+mod append_sqlite;
 mod log;
 mod members;
 mod reads;
 
 pub use append::*;
+pub use append_sqlite::*;
 pub use log::*;
 pub use members::*;
 pub use reads::*;

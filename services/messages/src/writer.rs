@@ -9,11 +9,18 @@
 //! A batch that fails is redone one send at a time, so a send that cannot be
 //! stored fails alone (and a device's later sends to that conversation are
 //! not stored after it).
+//!
+//! On SQLite the transactions run on a thread that owns a connection of its
+//! own ([`shared::db::SqliteFile::open_writer`]): a batch is handed over
+//! once and answered once, where through sqlx's worker thread each of its
+//! statements (and the BEGIN and COMMIT) was a round trip of two thread
+//! wake-ups. On PostgreSQL they go through the pool.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use shared::RpcError;
-use shared::db::AnyPool;
+use shared::db::{AnyPool, Pools, SqliteWriter};
 use shared::rpc::internal;
 use tokio::sync::{mpsc, oneshot};
 
@@ -27,7 +34,73 @@ const QUEUE: usize = 4096;
 /// sweep deliver those messages again, which the dedup ids absorb).
 const MARKS_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 
-type Stored = Result<Option<MessageRow>, sqlx::Error>;
+type Stored = Result<Option<MessageRow>, StoreError>;
+
+/// Why a send was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("an earlier message of this device to this conversation was not stored")]
+    AfterFailure,
+    #[error("the SQLite writer thread stopped")]
+    Stopped,
+}
+
+/// Where the writer's transactions run.
+enum Store {
+    /// Through sqlx's pool (PostgreSQL).
+    Pool(AnyPool),
+    /// On the thread that owns the SQLite connection.
+    Thread(std::sync::mpsc::Sender<Request>),
+}
+
+/// A batch for the SQLite writer thread, and where its rows go.
+struct Request {
+    fanned: Vec<(String, i64)>,
+    messages: Arc<[NewMessage]>,
+    done: oneshot::Sender<Result<Vec<Option<MessageRow>>, rusqlite::Error>>,
+}
+
+impl Store {
+    /// Stores `messages` and moves the watermarks in `fanned`, in one
+    /// transaction.
+    async fn batch(
+        &self,
+        fanned: Vec<(String, i64)>,
+        messages: Arc<[NewMessage]>,
+    ) -> Result<Vec<Option<MessageRow>>, StoreError> {
+        match self {
+            Self::Pool(pool) => {
+                let batch: Vec<&NewMessage> = messages.iter().collect();
+                Ok(store::store_batch(pool, &fanned, &batch).await?)
+            }
+            Self::Thread(requests) => {
+                let (done, rows) = oneshot::channel();
+                requests
+                    .send(Request {
+                        fanned,
+                        messages,
+                        done,
+                    })
+                    .map_err(|_| StoreError::Stopped)?;
+                Ok(rows.await.map_err(|_| StoreError::Stopped)??)
+            }
+        }
+    }
+}
+
+/// The SQLite writer thread: one transaction per request, until the
+/// writer task drops its end.
+fn serve(mut db: SqliteWriter, requests: std::sync::mpsc::Receiver<Request>) {
+    while let Ok(request) = requests.recv() {
+        let rows =
+            db.transaction(|tx| store::store_batch_sqlite(tx, &request.fanned, &request.messages));
+        let _ = request.done.send(rows);
+    }
+}
 
 enum Job {
     Store(Box<NewMessage>, oneshot::Sender<Stored>),
@@ -42,11 +115,23 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task on `pool`; it ends when the handle is dropped.
-    pub fn start(pool: AnyPool) -> Self {
+    /// Starts the writer task on `pools` (and on SQLite its thread, with a
+    /// connection of its own); they end when the handle is dropped.
+    pub fn start(pools: &Pools) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let store = match &pools.sqlite {
+            Some(file) => {
+                let db = file.open_writer()?;
+                let (requests, rx) = std::sync::mpsc::channel();
+                std::thread::Builder::new()
+                    .name("messages-writer".into())
+                    .spawn(move || serve(db, rx))?;
+                Store::Thread(requests)
+            }
+            None => Store::Pool(pools.write.clone()),
+        };
         let (jobs, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(pool, rx));
-        Self { jobs }
+        tokio::spawn(run(store, rx));
+        Ok(Self { jobs })
     }
 
     /// Stores `message` with the next seq of its conversation. `None` when
@@ -115,7 +200,7 @@ enum Waiter {
     Many(usize, oneshot::Sender<Vec<Stored>>),
 }
 
-async fn run(pool: AnyPool, mut jobs: mpsc::Receiver<Job>) {
+async fn run(store: Store, mut jobs: mpsc::Receiver<Job>) {
     // Watermarks wait for the next transaction that stores messages (or
     // for MARKS_WAIT), so a fan-out costs no transaction of its own.
     let mut fanned: HashMap<String, i64> = HashMap::new();
@@ -126,13 +211,13 @@ async fn run(pool: AnyPool, mut jobs: mpsc::Receiver<Job>) {
             match tokio::time::timeout(MARKS_WAIT, jobs.recv()).await {
                 Ok(job) => job,
                 Err(_) => {
-                    write_marks(&pool, &mut fanned).await;
+                    write_marks(&store, &mut fanned).await;
                     continue;
                 }
             }
         };
         let Some(first) = first else {
-            write_marks(&pool, &mut fanned).await;
+            write_marks(&store, &mut fanned).await;
             return;
         };
         let mut messages = Vec::new();
@@ -165,7 +250,7 @@ async fn run(pool: AnyPool, mut jobs: mpsc::Receiver<Job>) {
             continue;
         }
         let fanned: Vec<(String, i64)> = std::mem::take(&mut fanned).into_iter().collect();
-        let mut stored = write(&pool, &messages, fanned).await.into_iter();
+        let mut stored = write(&store, messages.into(), fanned).await.into_iter();
         for waiter in waiters {
             match waiter {
                 Waiter::One(done) => {
@@ -183,16 +268,16 @@ async fn run(pool: AnyPool, mut jobs: mpsc::Receiver<Job>) {
 }
 
 /// Writes the watermarks waiting, alone.
-async fn write_marks(pool: &AnyPool, fanned: &mut HashMap<String, i64>) {
-    write(pool, &[], std::mem::take(fanned).into_iter().collect()).await;
+async fn write_marks(store: &Store, fanned: &mut HashMap<String, i64>) {
+    let fanned = std::mem::take(fanned).into_iter().collect();
+    write(store, Arc::new([]), fanned).await;
 }
 
-async fn write(pool: &AnyPool, messages: &[NewMessage], fanned: Vec<(String, i64)>) -> Vec<Stored> {
-    if messages.is_empty() && fanned.is_empty() {
+async fn write(store: &Store, batch: Arc<[NewMessage]>, fanned: Vec<(String, i64)>) -> Vec<Stored> {
+    if batch.is_empty() && fanned.is_empty() {
         return Vec::new();
     }
-    let batch: Vec<&NewMessage> = messages.iter().collect();
-    let error = match store::store_batch(pool, &fanned, &batch).await {
+    let error = match store.batch(fanned.clone(), batch.clone()).await {
         Ok(rows) => return rows.into_iter().map(Ok).collect(),
         Err(e) => e,
     };
@@ -205,24 +290,23 @@ async fn write(pool: &AnyPool, messages: &[NewMessage], fanned: Vec<(String, i64
     }
     tracing::debug!(error = %error, sends = batch.len(), "batch failed; storing one by one");
     if !fanned.is_empty()
-        && let Err(e) = store::store_batch(pool, &fanned, &[]).await
+        && let Err(e) = store.batch(fanned, Arc::new([])).await
     {
         tracing::warn!(error = %e, "marking messages fanned out failed; the sweep redoes them");
     }
     let mut failed: std::collections::HashSet<(&str, &str)> = std::collections::HashSet::new();
     let mut results = Vec::with_capacity(batch.len());
-    for message in batch {
+    for message in batch.iter() {
         let key = (
             message.sender_device_id.as_str(),
             message.conversation_id.as_str(),
         );
         if failed.contains(&key) {
-            results.push(Err(sqlx::Error::Protocol(
-                "an earlier message of this device to this conversation was not stored".into(),
-            )));
+            results.push(Err(StoreError::AfterFailure));
             continue;
         }
-        let result = store::store_batch(pool, &[], &[message])
+        let result = store
+            .batch(Vec::new(), Arc::new([message.clone()]))
             .await
             .map(|mut rows| rows.pop().flatten());
         if result.is_err() {

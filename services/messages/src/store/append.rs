@@ -376,7 +376,7 @@ async fn add_members(conn: &mut sqlx::AnyConnection, m: &NewMessage) -> Result<(
     Ok(())
 }
 
-fn row_of(m: &NewMessage, seq: i64, large: i64) -> MessageRow {
+pub(super) fn row_of(m: &NewMessage, seq: i64, large: i64) -> MessageRow {
     MessageRow {
         id: m.id.clone(),
         conversation_id: m.conversation_id.clone(),
@@ -417,22 +417,67 @@ mod tests {
         rows.iter().map(|r| r.as_ref().map(|r| r.seq)).collect()
     }
 
+    /// How a test stores a batch: through sqlx, or on a writer's own
+    /// connection (on a thread of its own, as the writer does).
+    enum Via {
+        Pool,
+        Writer(shared::db::SqliteWriter),
+    }
+
+    async fn store_via(
+        via: &mut Via,
+        pool: &AnyPool,
+        fanned: &[(String, i64)],
+        messages: &[&NewMessage],
+    ) -> anyhow::Result<Vec<Option<MessageRow>>> {
+        Ok(match via {
+            Via::Pool => store_batch(pool, fanned, messages).await?,
+            Via::Writer(db) => {
+                let owned: Vec<NewMessage> = messages.iter().map(|m| (*m).clone()).collect();
+                std::thread::scope(|s| {
+                    s.spawn(|| {
+                        db.transaction(|tx| super::super::store_batch_sqlite(tx, fanned, &owned))
+                    })
+                    .join()
+                })
+                .map_err(|_| anyhow::anyhow!("the writer panicked"))??
+            }
+        })
+    }
+
     /// A batch stores new and existing conversations' messages with gapless
-    /// seqs, gives repeated sends none, and marks fan-outs, on real SQLite.
+    /// seqs, gives repeated sends none, and marks fan-outs, on real SQLite:
+    /// through sqlx (as on PostgreSQL) and on the writer's own connection.
     #[tokio::test]
-    async fn batches_number_gaplessly_and_skip_repeats() -> anyhow::Result<()> {
+    async fn batches_number_gaplessly_and_skip_repeats_through_sqlx() -> anyhow::Result<()> {
+        batches_number_gaplessly_and_skip_repeats(false).await
+    }
+
+    #[tokio::test]
+    async fn batches_number_gaplessly_and_skip_repeats_on_the_writers_connection()
+    -> anyhow::Result<()> {
+        batches_number_gaplessly_and_skip_repeats(true).await
+    }
+
+    async fn batches_number_gaplessly_and_skip_repeats(own_writer: bool) -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let url = shared::db::sqlite_url(&dir.path().join("m.db"));
-        let pool = shared::db::connect(&url, 1, &MIGRATOR).await?;
+        let pools = shared::db::connect_pools(&url, 1, &MIGRATOR).await?;
+        let pool = pools.write.clone();
+        let mut via = match (&pools.sqlite, own_writer) {
+            (Some(file), true) => Via::Writer(file.open_writer()?),
+            _ => Via::Pool,
+        };
         let (a, b) = (send("g:c1", "u1", "a"), send("g:c2", "u2", "b"));
         // New conversations: their first messages.
-        let first = store_batch(&pool, &[], &[&a, &b]).await?;
+        let first = store_via(&mut via, &pool, &[], &[&a, &b]).await?;
         assert_eq!(seqs(&first), [Some(1), Some(1)]);
         // Existing ones in one statement, a new one beside them, a repeat
         // (same sender and client_msg_id) and a fan-out mark.
         let repeat = send("g:c2", "u2", "b");
         let marked = a.id.clone();
-        let second = store_batch(
+        let second = store_via(
+            &mut via,
             &pool,
             &[("g:c1".to_owned(), 1)],
             &[&send("g:c1", "u1", "a2"), &repeat, &send("g:c3", "u3", "c")],
@@ -440,7 +485,8 @@ mod tests {
         .await?;
         assert_eq!(seqs(&second), [Some(2), None, Some(1)]);
         // Two messages of one conversation in a batch keep their order.
-        let third = store_batch(
+        let third = store_via(
+            &mut via,
             &pool,
             &[],
             &[&send("g:c1", "u1", "a3"), &send("g:c1", "peer", "a4")],
@@ -449,7 +495,8 @@ mod tests {
         assert_eq!(seqs(&third), [Some(3), Some(4)]);
         // A client_msg_id already used elsewhere stores nothing, and leaves
         // no numbered conversation behind.
-        let reused = store_batch(
+        let reused = store_via(
+            &mut via,
             &pool,
             &[],
             &[&send("g:c4", "u1", "a"), &send("g:c3", "u3", "c2")],
@@ -458,7 +505,8 @@ mod tests {
         assert_eq!(seqs(&reused), [None, Some(2)]);
         // The repeats gave their seqs back: c2 goes on at 2, c4 starts at 1
         // (with its members).
-        let fourth = store_batch(
+        let fourth = store_via(
+            &mut via,
             &pool,
             &[],
             &[
@@ -483,7 +531,8 @@ mod tests {
         );
         // Messages of one conversation around repeats (one stored before,
         // one earlier in this batch) stay gapless.
-        let fifth = store_batch(
+        let fifth = store_via(
+            &mut via,
             &pool,
             &[],
             &[

@@ -1,0 +1,109 @@
+//! [`store_batch`](super::store_batch) on SQLite, for the writer thread
+//! that owns its connection (see `crate::writer`): the same rows and seqs,
+//! through prepared statements run one send at a time. Each statement is a
+//! call into SQLite on this thread, where through sqlx each was a round trip
+//! to its worker thread; a batch now costs one hand-off whatever its size.
+
+use std::collections::{BTreeMap, HashSet};
+
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use super::append::{MessageRow, NewMessage, row_of};
+
+/// Stores `messages` in the order given and moves the watermarks in
+/// `fanned`, inside `tx`: as [`super::store_batch`] does.
+pub fn store_batch_sqlite(
+    tx: &Transaction<'_>,
+    fanned: &[(String, i64)],
+    messages: &[NewMessage],
+) -> rusqlite::Result<Vec<Option<MessageRow>>> {
+    let mut rows = Vec::with_capacity(messages.len());
+    if !messages.is_empty() {
+        let mut repeat = tx
+            .prepare_cached("SELECT 1 FROM messages WHERE sender_id = ?1 AND client_msg_id = ?2")?;
+        let mut number = tx.prepare_cached(
+            "UPDATE conversations SET last_seq = last_seq + 1, last_activity_ms = MAX(last_activity_ms, ?2)
+             WHERE id = ?1 RETURNING last_seq, read_fanout",
+        )?;
+        let mut create = tx.prepare_cached(
+            "INSERT INTO conversations (id, kind, last_seq, last_activity_ms, created_at_ms)
+             VALUES (?1, ?2, 0, ?3, ?3) ON CONFLICT (id) DO NOTHING",
+        )?;
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, reply_to, delivery, group_large)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)
+             ON CONFLICT (sender_id, client_msg_id) DO NOTHING",
+        )?;
+        let mut give_back =
+            tx.prepare_cached("UPDATE conversations SET last_seq = last_seq - 1 WHERE id = ?1")?;
+        let mut member = tx.prepare_cached(
+            "INSERT INTO conversation_members (conversation_id, user_id, joined_seq)
+             VALUES (?1, ?2, 1) ON CONFLICT (conversation_id, user_id) DO NOTHING",
+        )?;
+        let mut seen: HashSet<(&str, &str)> = HashSet::new();
+        for m in messages {
+            // Repeats: earlier in this batch, or stored already.
+            if !seen.insert((&m.sender_id, &m.client_msg_id))
+                || repeat.exists(params![m.sender_id, m.client_msg_id])?
+            {
+                rows.push(None);
+                continue;
+            }
+            let take = |number: &mut rusqlite::CachedStatement<'_>| {
+                number
+                    .query_row(params![m.conversation_id, m.now_ms], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                    })
+                    .optional()
+            };
+            let (seq, large) = match take(&mut number)? {
+                Some(taken) => taken,
+                None => {
+                    // Its first message: the conversation starts at 0.
+                    create.execute(params![m.conversation_id, m.kind, m.now_ms])?;
+                    take(&mut number)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?
+                }
+            };
+            let stored = insert.execute(params![
+                m.id,
+                m.conversation_id,
+                seq,
+                m.sender_id,
+                m.sender_device_id,
+                m.client_msg_id,
+                m.body,
+                m.now_ms,
+                m.reply_to,
+                large,
+            ])?;
+            if stored == 0 {
+                // Stored beside this writer meanwhile: the seq goes back
+                // (this transaction holds the write lock; nothing saw it).
+                give_back.execute(params![m.conversation_id])?;
+                rows.push(None);
+                continue;
+            }
+            if seq == 1 {
+                for user in &m.members {
+                    member.execute(params![m.conversation_id, user])?;
+                }
+            }
+            rows.push(Some(row_of(m, seq, large)));
+        }
+    }
+    if !fanned.is_empty() {
+        // One watermark per conversation, the highest; only forward.
+        let mut marks: BTreeMap<&str, i64> = BTreeMap::new();
+        for (conversation, seq) in fanned {
+            let mark = marks.entry(conversation).or_default();
+            *mark = (*mark).max(*seq);
+        }
+        let mut mark = tx.prepare_cached(
+            "UPDATE conversations SET fanned_seq = ?2 WHERE id = ?1 AND fanned_seq < ?2",
+        )?;
+        for (conversation, seq) in marks {
+            mark.execute(params![conversation, seq])?;
+        }
+    }
+    Ok(rows)
+}
