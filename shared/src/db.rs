@@ -167,13 +167,19 @@ enum Checkpoints {
 /// writes come in, and how often it looks when none came.
 const CHECKPOINT_BUSY: Duration = Duration::from_millis(100);
 const CHECKPOINT_IDLE: Duration = Duration::from_secs(1);
-/// WAL pages past which [`checkpoints`] makes sure the WAL starts over.
-const WAL_RESTART: i64 = 4096;
+/// WAL pages past which [`checkpoints`] makes sure the WAL starts over
+/// (128 MB). Writes wait each time, 20-30 ms on the benchmark's disk (the
+/// copy's two fsyncs, then the first write's): at 4,096 pages that came
+/// every 250 ms under 3,000 one-to-one messages/s (each small transaction
+/// writes a few pages per message), and was the tail of their latency.
+const WAL_RESTART: i64 = 32_768;
 /// WAL pages past which a commit checkpoints itself, should the background
 /// task fall behind.
-const WAL_BACKSTOP: i64 = 8 * WAL_RESTART;
+const WAL_BACKSTOP: i64 = 2 * WAL_RESTART;
 /// A WAL file longer than this is cut back when it starts over (bytes).
-const WAL_KEEP_BYTES: i64 = 64 << 20;
+/// Above [`WAL_RESTART`]'s length: cutting 64 MB off the file when it
+/// started over stalled writes for 100 ms.
+const WAL_KEEP_BYTES: i64 = 192 << 20;
 
 /// Keeps an SQLite WAL short without making commits wait for it.
 ///

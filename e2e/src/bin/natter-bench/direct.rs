@@ -183,11 +183,18 @@ async fn run_pairs(
         let in_phase = |sent: &Instant| *sent >= start && *sent < end;
         let (mut receive, mut ack) = (histogram(), histogram());
         let mut delivered = 0usize;
+        // The slowest delivery of each window of send times: a stall shows
+        // as a run of slow windows, and stalls that recur as their period.
+        let mut windows: std::collections::BTreeMap<u128, u64> = Default::default();
         for peer in peers.iter() {
             let seen = peer.seen.lock().expect("seen lock");
             for (sent, got) in seen.received.iter().filter(|(sent, _)| in_phase(sent)) {
                 receive.saturating_record(micros(*got - *sent));
                 delivered += 1;
+                let window = windows
+                    .entry((*sent - start).as_millis() / STALL_WINDOW_MS)
+                    .or_default();
+                *window = (*window).max(micros(*got - *sent));
             }
             for (sent, got) in seen.acked.iter().filter(|(sent, _)| in_phase(sent)) {
                 ack.saturating_record(micros(*got - *sent));
@@ -196,14 +203,28 @@ async fn run_pairs(
         let cost = before.per_message(&after, delivered);
         let receive = percentiles(&receive);
         let ack = percentiles(&ack);
+        let stalls: Vec<Value> = windows
+            .iter()
+            .filter(|(_, slowest)| **slowest > STALL_MICROS)
+            .map(|(window, slowest)| {
+                json!({
+                    "at_ms": window * STALL_WINDOW_MS,
+                    "slowest_ms": round(*slowest as f64 / 1000.0),
+                })
+            })
+            .collect();
         println!(
             "  open loop at {rate}/s: {delivered} of {sent} delivered, {late} sends behind schedule; \
-             send→receive p50 {} p99 {} p99.9 {} max {} ms; send→ack p99 {} ms; {}",
+             send→receive p50 {} p99 {} p99.9 {} max {} ms; send→ack p99 {} ms; \
+             {} of {} {STALL_WINDOW_MS} ms windows with a delivery over {} ms; {}",
             receive["p50_ms"],
             receive["p99_ms"],
             receive["p999_ms"],
             receive["max_ms"],
             ack["p99_ms"],
+            stalls.len(),
+            windows.len(),
+            STALL_MICROS / 1000,
             describe(&cost)
         );
         open.push(json!({
@@ -214,6 +235,7 @@ async fn run_pairs(
             "sends_behind_schedule": late,
             "send_to_receive": receive,
             "send_to_ack": ack,
+            "stalls": { "window_ms": STALL_WINDOW_MS, "over_ms": STALL_MICROS / 1000, "windows": stalls },
             "cost": cost,
         }));
     }
@@ -247,6 +269,11 @@ fn describe(cost: &Value) -> String {
 }
 
 /// Latencies in microseconds, 1 µs to 10 minutes, 3 significant digits.
+/// The open loop's stall report: windows of send times this long whose
+/// slowest delivery took over `STALL_MICROS`.
+const STALL_WINDOW_MS: u128 = 10;
+const STALL_MICROS: u64 = 10_000;
+
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
 }
