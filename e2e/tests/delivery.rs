@@ -96,7 +96,7 @@ async fn a_nats_server_crash_under_batched_load_loses_and_repeats_nothing() -> a
     )
     .await?;
     let mut streams =
-        e2e::BatchedStreams::start(&system, &users, 90, 16, &["unavailable", "internal"]).await?;
+        e2e::BatchedStreams::start(&system, &users, 600, 16, &["unavailable", "internal"]).await?;
     streams.a_third_in().await?;
     system.nats.restart();
     let failures = streams.finish().await?;

@@ -18,7 +18,8 @@ async fn under_fault(point: &str, action: &str) -> anyhow::Result<u64> {
         ],
     )
     .await?;
-    let mut streams = e2e::BatchedStreams::start(&system, &users, 60, 16, &["unavailable"]).await?;
+    let mut streams =
+        e2e::BatchedStreams::start(&system, &users, 300, 16, &["unavailable"]).await?;
     streams.a_third_in().await?;
     fail::cfg(point, action).map_err(anyhow::Error::msg)?;
     let result = streams.finish().await;

@@ -37,7 +37,7 @@ async fn killing_the_messages_service_loses_no_acked_message() -> anyhow::Result
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_messages_service_under_batched_load_loses_and_repeats_nothing()
 -> anyhow::Result<()> {
-    const N: u64 = 150;
+    const N: u64 = 600;
     let (mut system, users) = System::with_users(
         Mode::Split,
         [
