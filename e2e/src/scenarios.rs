@@ -281,6 +281,16 @@ impl BatchedStreams {
         a_third_of(&mut self.progress, self.n).await
     }
 
+    /// How many of the first pair's messages are acked so far.
+    pub fn acked(&self) -> u64 {
+        *self.progress.borrow()
+    }
+
+    /// How many messages each pair streams.
+    pub fn messages_per_pair(&self) -> u64 {
+        self.n
+    }
+
     /// Waits for every end and checks that each reader got every message
     /// exactly once, in seq order, with its own text. Returns how many
     /// answers were failures.

@@ -85,7 +85,10 @@ async fn a_nats_server_crash_loses_no_acked_message() -> anyhow::Result<()> {
 }
 
 /// The same under batched load: four pipelining senders, nats-server
-/// SIGKILLed and restarted in the middle (whole batches of appends fail).
+/// SIGKILLed and restarted in the middle. Whole batches of appends fail, or
+/// the client libraries carry them over a quick restart (sent again after
+/// the reconnect, replies delivered late): either way nothing is lost or
+/// repeated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_server_crash_under_batched_load_loses_and_repeats_nothing() -> anyhow::Result<()> {
     let (mut system, users) = System::with_users(
@@ -98,9 +101,14 @@ async fn a_nats_server_crash_under_batched_load_loses_and_repeats_nothing() -> a
     let mut streams =
         e2e::BatchedStreams::start(&system, &users, 600, 16, &["unavailable", "internal"]).await?;
     streams.a_third_in().await?;
+    let acked = streams.acked();
     system.nats.restart();
+    assert!(
+        acked < streams.messages_per_pair(),
+        "the crash came after the streams ended ({acked} acked)"
+    );
     let failures = streams.finish().await?;
-    assert!(failures > 0, "the crash should have failed some sends");
+    eprintln!("{failures} sends failed and were sent again");
     system.stop().await;
     Ok(())
 }
