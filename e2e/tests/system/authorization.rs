@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use shared::proto::delivery::signal;
 use shared::proto::edge::{Auth as AuthFrame, ServerFrame, client_frame, server_frame};
 
-const MATRIX: &str = include_str!("../../docs/authorization.md");
+const MATRIX: &str = include_str!("../../../docs/authorization.md");
 
 /// Who calls, relative to the world's owner and its group (see the doc).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
