@@ -10,6 +10,7 @@ mod bench;
 mod chat;
 mod conversations;
 mod delivery;
+mod frames;
 mod groups;
 mod keys;
 mod large_groups;

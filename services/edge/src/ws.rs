@@ -51,7 +51,7 @@ use coalesce::Coalesce;
 use large::{Large, News};
 
 type Writer = WebSocketWrite<Coalesce<tokio::io::WriteHalf<TokioIo<Upgraded>>>>;
-type Reader = fastwebsockets::WebSocketRead<tokio::io::ReadHalf<TokioIo<Upgraded>>>;
+type Reader = fastwebsockets::WebSocketRead<transport::ReadSide>;
 
 /// Close codes the edge uses besides the standard ones.
 pub mod close {
@@ -364,7 +364,7 @@ struct Live {
     joined: Joined,
     conn: Arc<Conn>,
     mailbox: Arc<crate::push_hub::Mailbox>,
-    reader: Reader,
+    side: transport::ReadSide,
     acked: u64,
 }
 
@@ -389,14 +389,14 @@ pub fn run(
             joined,
             conn,
             mailbox,
-            reader,
+            side,
             acked,
         }) = setup.await
         else {
             return;
         };
         let mut task = task::Task::new(&joined.state, &conn, mailbox, acked);
-        task.run(reader).await;
+        task.run(side).await;
         let stored = task.stored;
         Box::pin(Ended { joined, conn }.end(stored)).await;
     }
@@ -421,14 +421,19 @@ async fn set_up(
         }
     };
     let config = &state.config;
-    let mut ws = ws;
-    ws.set_max_message_size(config.max_frame_bytes);
-    ws.set_auto_pong(true);
-    ws.set_auto_close(true);
-    let (reader, writer) = ws.split(|io| {
-        let (read, write) = tokio::io::split(io);
-        (read, Coalesce::new(write))
-    });
+    // Frames are read by readers made and dropped as the connection wakes
+    // and sleeps (see `transport::ReadSide`); the writer stays.
+    let (read, write) = tokio::io::split(ws.into_inner());
+    let side = transport::ReadSide::new(read);
+    let (_, mut writer) = fastwebsockets::after_handshake_split(
+        tokio::io::empty(),
+        Coalesce::new(write),
+        fastwebsockets::Role::Server,
+    );
+    // Every frame with a payload goes to the write buffer as a header and
+    // its payload: the writer's own frame buffer, which grows to the
+    // largest frame under the threshold and stays, stays empty.
+    writer.set_writev_threshold(0);
 
     let id = state.group_hub.connection_id();
     let mailbox = state
@@ -482,7 +487,7 @@ async fn set_up(
         joined,
         conn,
         mailbox,
-        reader,
+        side,
         acked,
     };
     // A session that ended while this one was being set up.

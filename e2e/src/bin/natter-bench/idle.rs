@@ -26,6 +26,11 @@ use crate::report::round;
 use crate::target::{External, Target, raise_fd_limit, rss_bytes, unique};
 use crate::{Plan, wire};
 
+/// How long the connections sit idle after the last resume before the
+/// edges' memory is read: an edge drops a quiet connection's frame reader
+/// after a second, and its allocator gives the pages back a second or two
+/// later; the figure is the memory of connections that stay idle.
+const SETTLE: Duration = Duration::from_secs(5);
 /// Connections opened at once (per client process).
 const CONCURRENCY: usize = 256;
 /// Connections per source address. Binding to an address with port 0 makes
@@ -102,7 +107,7 @@ async fn connections(target: &mut Target, n: usize, per_process: usize) -> anyho
     let (connect_secs, resume_secs, rss_after, each_after, rss_closed) = if edges.len() == 1 {
         let source = Ipv4Addr::new(127, 0, 0, 10);
         let (live, connect_secs, resume_secs) = open_idle(edges[0].0, &tokens, n, source).await?;
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(SETTLE).await;
         let rss_after = rss();
         let each_after = each();
         drop(live);
@@ -124,7 +129,7 @@ async fn connections(target: &mut Target, n: usize, per_process: usize) -> anyho
             connect_secs = connect_secs.max(c);
             resume_secs = resume_secs.max(r);
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(SETTLE).await;
         let rss_after = rss();
         let each_after = each();
         for worker in workers {

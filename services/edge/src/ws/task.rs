@@ -57,6 +57,8 @@ pub(super) struct Task<'a> {
     /// The NATS connection's events (none once their sender is gone).
     events: Option<broadcast::Receiver<ConnectionEvent>>,
     timers: Timers,
+    /// The pending read has a frame reader (and its buffer).
+    reader_held: bool,
 }
 
 impl<'a> Task<'a> {
@@ -96,6 +98,7 @@ impl<'a> Task<'a> {
                 last_frame: now,
                 expiry: expiry_instant(conn),
             },
+            reader_held: false,
         }
     }
 
@@ -108,8 +111,9 @@ impl<'a> Task<'a> {
     }
 
     /// Runs the connection until it ends.
-    pub(super) async fn run(&mut self, reader: Reader) {
-        let mut reading = std::pin::pin!(transport::read_next(reader));
+    pub(super) async fn run(&mut self, side: transport::ReadSide) {
+        let max = self.state.config.max_frame_bytes;
+        let mut reading = std::pin::pin!(transport::read_next(side.clone(), None, max));
         let mut deadline = self.next_deadline();
         let timer = tokio::time::sleep_until(deadline);
         let mut timer = std::pin::pin!(timer);
@@ -119,7 +123,8 @@ impl<'a> Task<'a> {
             let ok = tokio::select! {
                 _ = self.conn.cancel.cancelled() => false,
                 (reader, controls, read) = &mut reading, if can_read => {
-                    reading.set(transport::read_next(reader));
+                    self.reader_held = reader.is_some();
+                    reading.set(transport::read_next(side.clone(), reader, max));
                     self.timers.last_frame = Instant::now();
                     Box::pin(self.on_read(controls, read)).await
                 }
@@ -140,6 +145,15 @@ impl<'a> Task<'a> {
             };
             if !ok {
                 break;
+            }
+            // Quiet, and nothing half read: the reader and its buffer go
+            // (see `transport::ReadSide`).
+            if self.reader_held
+                && Instant::now() >= self.timers.last_frame + transport::QUIET
+                && side.drained()
+            {
+                self.reader_held = false;
+                reading.set(transport::read_next(side.clone(), None, max));
             }
             // Pushes that came meanwhile go out in the same write.
             let mut more = COALESCED_PUSHES;
@@ -172,7 +186,13 @@ impl<'a> Task<'a> {
     fn next_deadline(&self) -> Instant {
         let idle =
             self.timers.last_frame + Duration::from_secs(self.state.config.idle_timeout_secs);
+        let quiet = if self.reader_held {
+            self.timers.last_frame + transport::QUIET
+        } else {
+            idle
+        };
         [
+            quiet,
             self.timers.ping,
             self.timers.cursor_flush,
             self.timers.inbox_check,
