@@ -280,14 +280,19 @@ impl Inboxes {
     }
 
     /// Best effort: a lost push is recovered by the edge from the inbox.
+    /// A round's pushes to one route go in as few messages as fit under the
+    /// server's `max_payload` (a notice to a thousand members does not fit
+    /// in one).
     async fn publish_pushes(&self, route: &Route, pushes: Vec<UserPush>) {
-        let batch = PushBatch { pushes };
-        if let Err(e) = self
-            .client
-            .publish(route.subject(), batch.encode_to_vec().into())
-            .await
-        {
-            tracing::warn!(error = %e, ?route, "push publish failed");
+        let limit = (self.client.server_info().max_payload).max(1024);
+        for batch in push_batches(pushes, limit) {
+            if let Err(e) = self
+                .client
+                .publish(route.subject(), batch.encode_to_vec().into())
+                .await
+            {
+                tracing::warn!(error = %e, ?route, "push publish failed");
+            }
         }
     }
 
@@ -327,6 +332,29 @@ impl Inboxes {
     }
 }
 
+/// `pushes` in batches of at most `limit` bytes encoded (a push larger than
+/// that alone goes alone, and the server refuses it: the edge reads it from
+/// the inbox).
+fn push_batches(pushes: Vec<UserPush>, limit: usize) -> Vec<PushBatch> {
+    let mut batches: Vec<PushBatch> = Vec::new();
+    let mut size = 0;
+    for push in pushes {
+        // The field's tag and length prefix: at most 1 + 10 bytes.
+        let len = push.encoded_len() + 11;
+        match batches.last_mut() {
+            Some(batch) if size + len <= limit => {
+                batch.pushes.push(push);
+                size += len;
+            }
+            _ => {
+                size = len;
+                batches.push(PushBatch { pushes: vec![push] });
+            }
+        }
+    }
+    batches
+}
+
 fn append_error(user: &str, e: impl std::fmt::Display) -> DeliveryError {
     DeliveryError::Append {
         user: user.to_owned(),
@@ -363,4 +391,49 @@ pub fn shard_of(key: &str, shards: usize) -> usize {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     key.hash(&mut hasher);
     (hasher.finish() as usize) % shards
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn push(user: usize, text_bytes: usize) -> UserPush {
+        UserPush {
+            user_id: format!("u{user}"),
+            push: Some(Push {
+                cursor: user as u64,
+                entry: Some(InboxEntry {
+                    event: Some(crate::proto::delivery::inbox_entry::Event::Message(
+                        crate::proto::message::Message {
+                            id: "x".repeat(text_bytes),
+                            ..Default::default()
+                        },
+                    )),
+                }),
+                prev: None,
+                signal: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn push_batches_stay_under_the_limit_and_keep_every_push_in_order() {
+        let pushes: Vec<UserPush> = (0..1000).map(|i| push(i, 1000 + i % 7)).collect();
+        let batches = push_batches(pushes.clone(), 64 * 1024);
+        assert!(batches.len() > 1, "{} batches", batches.len());
+        for batch in &batches {
+            assert!(batch.encoded_len() <= 64 * 1024, "{}", batch.encoded_len());
+            assert!(!batch.pushes.is_empty());
+        }
+        let again: Vec<UserPush> = batches.into_iter().flat_map(|b| b.pushes).collect();
+        assert_eq!(again, pushes);
+        // A push over the limit goes alone; small ones fit in one batch.
+        let big = push_batches(vec![push(1, 10), push(2, 5000), push(3, 10)], 1024);
+        assert_eq!(
+            big.iter().map(|b| b.pushes.len()).collect::<Vec<_>>(),
+            [1, 1, 1]
+        );
+        assert_eq!(push_batches(vec![push(1, 10), push(2, 10)], 1024).len(), 1);
+        assert!(push_batches(Vec::new(), 1024).is_empty());
+    }
 }
