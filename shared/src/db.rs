@@ -145,7 +145,12 @@ pub async fn connect_pools(
         path: sqlite_path(url).into(),
         gate: Arc::default(),
     };
-    let task = tokio::spawn(checkpoints(checkpointer, write.clone(), file.gate.clone()));
+    let task = tokio::spawn(checkpoints(
+        checkpointer,
+        write.clone(),
+        file.gate.clone(),
+        file.path.clone(),
+    ));
     Ok(Pools {
         read,
         write,
@@ -168,10 +173,12 @@ enum Checkpoints {
 const CHECKPOINT_BUSY: Duration = Duration::from_millis(100);
 const CHECKPOINT_IDLE: Duration = Duration::from_secs(1);
 /// WAL pages past which [`checkpoints`] makes sure the WAL starts over
-/// (128 MB). Writes wait each time, 20-30 ms on the benchmark's disk (the
-/// copy's two fsyncs, then the first write's): at 4,096 pages that came
-/// every 250 ms under 3,000 one-to-one messages/s (each small transaction
-/// writes a few pages per message), and was the tail of their latency.
+/// (128 MB). Writes wait each time, 8-11 ms on the benchmark's disk under
+/// 3,000 one-to-one messages/s (the last copy's fsyncs, then the first
+/// write's; 20-47 ms before the database file was flushed ahead of the
+/// hold): at 4,096 pages that came every 250 ms at that rate (each small
+/// transaction writes a few pages per message), and was the tail of their
+/// latency.
 const WAL_RESTART: i64 = 32_768;
 /// WAL pages past which a commit checkpoints itself, should the background
 /// task fall behind.
@@ -193,7 +200,12 @@ const WAL_KEEP_BYTES: i64 = 192 << 20;
 /// is longer than [`WAL_RESTART`] pages, the write connection is taken for
 /// a moment to copy what came in meanwhile. Commits wait for that short copy
 /// only, once per [`WAL_RESTART`] pages instead of once per 1,000.
-async fn checkpoints(own: AnyPool, write: AnyPool, gate: Arc<tokio::sync::Mutex<()>>) {
+async fn checkpoints(
+    own: AnyPool,
+    write: AnyPool,
+    gate: Arc<tokio::sync::Mutex<()>>,
+    path: std::path::PathBuf,
+) {
     // Said once while checkpoints keep failing (a full disk, say), not each time.
     let mut failing = false;
     let mut last = None;
@@ -207,18 +219,30 @@ async fn checkpoints(own: AnyPool, write: AnyPool, gate: Arc<tokio::sync::Mutex<
             if wal.pages < WAL_RESTART || last == Some(wal) {
                 return Ok((wal, None));
             }
+            // The copy that catches up ends with an fsync of the database
+            // file, which flushes every page the passive copies wrote since
+            // the last restart, while the writes wait. Flushed first from a
+            // handle of our own (fsync works on the file, not the handle),
+            // only what the last copy writes is left for then.
+            let path = path.clone();
+            let synced = std::time::Instant::now();
+            tokio::task::spawn_blocking(move || std::fs::File::open(path)?.sync_data())
+                .await
+                .map_err(std::io::Error::other)??;
+            let synced = synced.elapsed();
             let mut conn = write.acquire().await?;
             let _gate = gate.lock().await;
             let held = std::time::Instant::now();
             checkpoint(&mut *conn).await?;
-            Ok::<_, sqlx::Error>((wal, Some(held.elapsed())))
+            Ok::<_, sqlx::Error>((wal, Some((synced, held.elapsed()))))
         };
         let mut pause = CHECKPOINT_BUSY;
         match copied.await {
             Ok((wal, held)) => {
-                if let Some(held) = held {
+                if let Some((synced, held)) = held {
                     tracing::debug!(
                         pages = wal.pages,
+                        ?synced,
                         ?held,
                         "WAL copied in full: the next write starts it over"
                     );
