@@ -39,9 +39,51 @@ pub struct Baseline {
     /// and two pushes; None as above.
     pub message_path_per_sec: Option<[f64; 2]>,
     /// The batched shape of the message path (see [`batched_path`]):
-    /// messages per second with atomic or pipelined appends, for each batch
-    /// size of [`BATCH_SIZES`]; None as above.
-    pub batched_path_per_sec: Option<Vec<(bool, usize, f64)>>,
+    /// messages per second for each way of appending and each batch size
+    /// of [`BATCH_SIZES`]; None as above.
+    pub batched_path_per_sec: Option<Vec<(Appends, usize, f64)>>,
+}
+
+/// How the batched model makes a batch's durable appends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Appends {
+    /// Two inbox entries per message as one atomic JetStream batch, then
+    /// one event per message, pipelined.
+    Atomic,
+    /// Two inbox entries per message as pipelined publishes with dedup ids,
+    /// then one event per message, pipelined; every ack awaited at the end.
+    Pipelined,
+    /// The same without the events: two appends per message.
+    PipelinedNoEvents,
+    /// As [`Appends::Pipelined`], but every ack comes to one subscription
+    /// of the responder's (the reply subject ends with the entry's index)
+    /// instead of a request future with a timer each.
+    OneAckSubscription,
+    /// Both inbox entries and the event published without asking for an
+    /// ack, then one flush: what the appends cost the server with no
+    /// acks at all, the ceiling of any way of acknowledging them in bulk.
+    /// Not a safe way to append (a refused entry goes unnoticed).
+    Unacked,
+}
+
+impl Appends {
+    const ALL: [Appends; 5] = [
+        Appends::Atomic,
+        Appends::Pipelined,
+        Appends::PipelinedNoEvents,
+        Appends::OneAckSubscription,
+        Appends::Unacked,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Appends::Atomic => "atomic",
+            Appends::Pipelined => "pipelined",
+            Appends::PipelinedNoEvents => "pipelined without events",
+            Appends::OneAckSubscription => "pipelined, acks on one subscription",
+            Appends::Unacked => "unacked",
+        }
+    }
 }
 
 /// Messages per batch request in the batched model of the message path.
@@ -65,8 +107,8 @@ impl Baseline {
             "batched_path_per_sec": self.batched_path_per_sec.as_ref().map(|rates| {
                 rates
                     .iter()
-                    .map(|(atomic, size, rate)| {
-                        json!({ "atomic": atomic, "batch": size, "messages_per_sec": round(*rate) })
+                    .map(|(appends, size, rate)| {
+                        json!({ "appends": appends.name(), "batch": size, "messages_per_sec": round(*rate) })
                     })
                     .collect::<Vec<_>>()
             }),
@@ -203,13 +245,12 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Baseline> {
     if let Some(rates) = &result.batched_path_per_sec {
         let rates: Vec<String> = rates
             .iter()
-            .map(|(atomic, size, rate)| {
-                let how = if *atomic { "atomic" } else { "pipelined" };
-                format!("{rate:.0}/s {how} in batches of {size}")
+            .map(|(appends, size, rate)| {
+                format!("{rate:.0}/s {} in batches of {size}", appends.name())
             })
             .collect();
         println!(
-            "raw NATS work of batched messages (a batch request, 2 inbox entries per message appended as one atomic batch or pipelined, pipelined events, pushes per shard, one reply): {}",
+            "raw NATS work of batched messages (a batch request, 2 inbox entries per message appended as one atomic batch, pipelined, or unacked, events the same way, pushes per shard, one reply): {}",
             rates.join(", ")
         );
     }
@@ -315,7 +356,7 @@ async fn batched_path(
     id: &str,
     payload: &bytes::Bytes,
     phase: Duration,
-) -> anyhow::Result<Vec<(bool, usize, f64)>> {
+) -> anyhow::Result<Vec<(Appends, usize, f64)>> {
     use async_nats::jetstream::stream;
     let (edge, messages, js) = model_connections(target, url).await?;
     let (inboxes, events) = (format!("BENCH_INBOX_{id}"), format!("BENCH_EVENTS_{id}"));
@@ -337,21 +378,23 @@ async fn batched_path(
     let drain = tokio::spawn(async move { while pushes.next().await.is_some() {} });
     let run = async {
         let mut rates = Vec::new();
-        for (atomic, size) in [true, false]
+        for (appends, size) in Appends::ALL
             .into_iter()
-            .flat_map(|atomic| BATCH_SIZES.map(|size| (atomic, size)))
+            .flat_map(|appends| BATCH_SIZES.map(|size| (appends, size)))
         {
-            let subject = format!("bench.batch.{id}.{atomic}.{size}");
+            let mode = appends as u8;
+            let subject = format!("bench.batch.{id}.{mode}.{size}");
             let requests = messages.subscribe(subject.clone()).await?;
             // Each run appends to inboxes of its own (its chains start empty).
             let responder = tokio::spawn(respond_batches(
                 messages.clone(),
                 js.clone(),
-                format!("{id}.{atomic}{size}"),
+                format!("{id}.{mode}{size}"),
                 requests,
-                atomic,
+                appends,
             ));
             wait_for_responder(&edge, &subject, &batch_payload(payload, 1, 0)).await?;
+            let stored_before = js.get_stream(&inboxes).await?.info().await?.state.messages;
             let started = Instant::now();
             let (mut done, mut n) = (0usize, 0u64);
             while started.elapsed() < phase {
@@ -361,8 +404,19 @@ async fn batched_path(
                 anyhow::ensure!(reply.payload.as_ref() == b"ok", "batch failed");
                 done += size;
             }
-            rates.push((atomic, size, done as f64 / started.elapsed().as_secs_f64()));
+            rates.push((appends, size, done as f64 / started.elapsed().as_secs_f64()));
             responder.abort();
+            // Unacked entries are only a fair ceiling if the server kept them.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let stored =
+                js.get_stream(&inboxes).await?.info().await?.state.messages - stored_before;
+            if stored < 2 * done as u64 {
+                eprintln!(
+                    "batched model, {} in batches of {size}: {stored} of {} inbox entries stored",
+                    appends.name(),
+                    2 * done
+                );
+            }
         }
         anyhow::Ok(rates)
     };
@@ -390,12 +444,23 @@ async fn respond_batches(
     js: async_nats::jetstream::Context,
     id: String,
     mut requests: async_nats::Subscriber,
-    atomic: bool,
+    appends: Appends,
 ) {
     use std::collections::HashMap;
     // The last inbox sequence per user, known from the batches' acks.
     let mut last: HashMap<usize, u64> = HashMap::new();
     let mut batches = 0u64;
+    let ack_prefix = format!("bench.ack.{id}");
+    let mut ack_inbox = match appends {
+        Appends::OneAckSubscription => match client.subscribe(format!("{ack_prefix}.>")).await {
+            Ok(subscription) => Some(subscription),
+            Err(e) => {
+                eprintln!("batched path: {e:#}");
+                return;
+            }
+        },
+        _ => None,
+    };
     while let Some(request) = requests.next().await {
         let Some(reply) = request.reply.clone() else {
             continue;
@@ -415,19 +480,61 @@ async fn respond_batches(
                     [(sender ^ 1, message(i)), (sender, message(i))]
                 })
                 .collect();
-            if atomic {
-                append_atomic(&client, &id, batches, &entries, &mut last).await?;
-            } else {
-                append_pipelined(&js, &id, batches, &entries, &mut last).await?;
+            match appends {
+                Appends::Atomic => {
+                    append_atomic(&client, &id, batches, &entries, &mut last).await?
+                }
+                Appends::Pipelined | Appends::PipelinedNoEvents => {
+                    append_pipelined(&js, &id, batches, &entries, &mut last).await?
+                }
+                Appends::OneAckSubscription => {
+                    let acks = ack_inbox.as_mut().expect("an ack subscription");
+                    append_one_subscription(
+                        &client,
+                        acks,
+                        &ack_prefix,
+                        &id,
+                        batches,
+                        &entries,
+                        size,
+                        &mut last,
+                    )
+                    .await?
+                }
+                Appends::Unacked => {
+                    for (k, (user, entry)) in entries.iter().enumerate() {
+                        let mut headers = async_nats::HeaderMap::new();
+                        headers.insert("Nats-Msg-Id", format!("{id}:{batches}:{k}").as_str());
+                        client
+                            .publish_with_headers(
+                                format!("bench.inbox.{id}.{user}"),
+                                headers,
+                                entry.clone(),
+                            )
+                            .await?;
+                    }
+                }
             }
             // Events, pipelined, awaited together.
-            let mut acks = Vec::with_capacity(size);
-            for i in 0..size {
-                let subject = format!("bench.evt.{id}.created");
-                acks.push(js.publish(subject, message(i)).await?);
-            }
-            for ack in acks {
-                ack.await?;
+            let subject = format!("bench.evt.{id}.created");
+            match appends {
+                // Sent with the entries, their acks awaited with theirs.
+                Appends::PipelinedNoEvents | Appends::OneAckSubscription => {}
+                Appends::Unacked => {
+                    for i in 0..size {
+                        client.publish(subject.clone(), message(i)).await?;
+                    }
+                    client.flush().await?;
+                }
+                Appends::Atomic | Appends::Pipelined => {
+                    let mut acks = Vec::with_capacity(size);
+                    for i in 0..size {
+                        acks.push(js.publish(subject.clone(), message(i)).await?);
+                    }
+                    for ack in acks {
+                        ack.await?;
+                    }
+                }
             }
             // One push per shard that has entries.
             let mut shards: Vec<Vec<u8>> = vec![Vec::new(); PUSH_SHARDS];
@@ -524,6 +631,70 @@ async fn append_pipelined(
     }
     for ((user, _), ack) in entries.iter().zip(acks) {
         last.insert(*user, ack.await?.sequence);
+    }
+    Ok(())
+}
+
+/// As [`append_pipelined`], then one event per message, every ack read from
+/// `acks` (reply subjects `<prefix>.<batch>.<index>`).
+#[allow(clippy::too_many_arguments)]
+async fn append_one_subscription(
+    client: &async_nats::Client,
+    acks: &mut async_nats::Subscriber,
+    prefix: &str,
+    id: &str,
+    batch: u64,
+    entries: &[(usize, bytes::Bytes)],
+    events: usize,
+    last: &mut std::collections::HashMap<usize, u64>,
+) -> anyhow::Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for (k, (user, entry)) in entries.iter().enumerate() {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("{id}:{batch}:{k}").as_str());
+        if seen.insert(*user) {
+            let expected = last.get(user).copied().unwrap_or(0);
+            headers.insert(
+                "Nats-Expected-Last-Subject-Sequence",
+                expected.to_string().as_str(),
+            );
+        }
+        client
+            .publish_with_reply_and_headers(
+                format!("bench.inbox.{id}.{user}"),
+                format!("{prefix}.{batch}.{k}"),
+                headers,
+                entry.clone(),
+            )
+            .await?;
+    }
+    let event = entries.first().map(|(_, e)| e.clone()).unwrap_or_default();
+    for k in 0..events {
+        client
+            .publish_with_reply(
+                format!("bench.evt.{id}.created"),
+                format!("{prefix}.{batch}.e{k}"),
+                event.clone(),
+            )
+            .await?;
+    }
+    let mut sequences = vec![0u64; entries.len()];
+    let mut left = entries.len() + events;
+    while left > 0 {
+        let ack = tokio::time::timeout(Duration::from_secs(5), acks.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("ack subscription closed"))?;
+        let index = ack.subject.rsplit('.').next().unwrap_or_default();
+        let seq = serde_json::from_slice::<Value>(&ack.payload)?["seq"]
+            .as_u64()
+            .ok_or_else(|| anyhow::anyhow!("append refused"))?;
+        if let Ok(k) = index.parse::<usize>() {
+            sequences[k] = seq;
+        }
+        left -= 1;
+    }
+    for ((user, _), seq) in entries.iter().zip(sequences) {
+        last.insert(*user, seq);
     }
     Ok(())
 }
