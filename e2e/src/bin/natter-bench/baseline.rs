@@ -59,6 +59,13 @@ pub enum Appends {
     /// of the responder's (the reply subject ends with the entry's index)
     /// instead of a request future with a timer each.
     OneAckSubscription,
+    /// As [`Appends::OneAckSubscription`], to a stream that republishes
+    /// every entry it stores (`republish`, with its sequence and the
+    /// previous sequence of its subject in headers), so the server makes
+    /// the pushes and no entry states its predecessor.
+    OneAckRepublished,
+    /// As [`Appends::Unacked`], to the republishing stream.
+    UnackedRepublished,
     /// Both inbox entries and the event published without asking for an
     /// ack, then one flush: what the appends cost the server with no
     /// acks at all, the ceiling of any way of acknowledging them in bulk.
@@ -67,13 +74,23 @@ pub enum Appends {
 }
 
 impl Appends {
-    const ALL: [Appends; 5] = [
+    const ALL: [Appends; 7] = [
         Appends::Atomic,
         Appends::Pipelined,
         Appends::PipelinedNoEvents,
         Appends::OneAckSubscription,
+        Appends::OneAckRepublished,
         Appends::Unacked,
+        Appends::UnackedRepublished,
     ];
+
+    /// Whether the stream makes the pushes.
+    fn republished(self) -> bool {
+        matches!(
+            self,
+            Appends::OneAckRepublished | Appends::UnackedRepublished
+        )
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -81,6 +98,8 @@ impl Appends {
             Appends::Pipelined => "pipelined",
             Appends::PipelinedNoEvents => "pipelined without events",
             Appends::OneAckSubscription => "pipelined, acks on one subscription",
+            Appends::OneAckRepublished => "acks on one subscription, pushes republished",
+            Appends::UnackedRepublished => "unacked, pushes republished",
             Appends::Unacked => "unacked",
         }
     }
@@ -360,9 +379,20 @@ async fn batched_path(
     use async_nats::jetstream::stream;
     let (edge, messages, js) = model_connections(target, url).await?;
     let (inboxes, events) = (format!("BENCH_INBOX_{id}"), format!("BENCH_EVENTS_{id}"));
-    for (name, subjects, atomic) in [
-        (&inboxes, format!("bench.inbox.{id}.>"), true),
-        (&events, format!("bench.evt.{id}.>"), false),
+    let republishing = format!("BENCH_RINBOX_{id}");
+    for (name, subjects, atomic, republish) in [
+        (&inboxes, format!("bench.inbox.{id}.>"), true, None),
+        (&events, format!("bench.evt.{id}.>"), false, None),
+        (
+            &republishing,
+            format!("bench.rinbox.{id}.>"),
+            false,
+            Some(stream::Republish {
+                source: format!("bench.rinbox.{id}.>"),
+                destination: format!("bench.bpush.{id}.r.>"),
+                headers_only: false,
+            }),
+        ),
     ] {
         js.create_stream(stream::Config {
             name: name.clone(),
@@ -370,6 +400,7 @@ async fn batched_path(
             storage: stream::StorageType::File,
             max_age: Duration::from_secs(300),
             allow_atomic_publish: atomic,
+            republish,
             ..Default::default()
         })
         .await?;
@@ -394,7 +425,12 @@ async fn batched_path(
                 appends,
             ));
             wait_for_responder(&edge, &subject, &batch_payload(payload, 1, 0)).await?;
-            let stored_before = js.get_stream(&inboxes).await?.info().await?.state.messages;
+            let stream = if appends.republished() {
+                &republishing
+            } else {
+                &inboxes
+            };
+            let stored_before = js.get_stream(stream).await?.info().await?.state.messages;
             let started = Instant::now();
             let (mut done, mut n) = (0usize, 0u64);
             while started.elapsed() < phase {
@@ -424,6 +460,7 @@ async fn batched_path(
     drain.abort();
     let _ = js.delete_stream(&inboxes).await;
     let _ = js.delete_stream(&events).await;
+    let _ = js.delete_stream(&republishing).await;
     result
 }
 
@@ -452,13 +489,15 @@ async fn respond_batches(
     let mut batches = 0u64;
     let ack_prefix = format!("bench.ack.{id}");
     let mut ack_inbox = match appends {
-        Appends::OneAckSubscription => match client.subscribe(format!("{ack_prefix}.>")).await {
-            Ok(subscription) => Some(subscription),
-            Err(e) => {
-                eprintln!("batched path: {e:#}");
-                return;
+        Appends::OneAckSubscription | Appends::OneAckRepublished => {
+            match client.subscribe(format!("{ack_prefix}.>")).await {
+                Ok(subscription) => Some(subscription),
+                Err(e) => {
+                    eprintln!("batched path: {e:#}");
+                    return;
+                }
             }
-        },
+        }
         _ => None,
     };
     while let Some(request) = requests.next().await {
@@ -487,7 +526,7 @@ async fn respond_batches(
                 Appends::Pipelined | Appends::PipelinedNoEvents => {
                     append_pipelined(&js, &id, batches, &entries, &mut last).await?
                 }
-                Appends::OneAckSubscription => {
+                Appends::OneAckSubscription | Appends::OneAckRepublished => {
                     let acks = ack_inbox.as_mut().expect("an ack subscription");
                     append_one_subscription(
                         &client,
@@ -498,16 +537,22 @@ async fn respond_batches(
                         &entries,
                         size,
                         &mut last,
+                        appends.republished(),
                     )
                     .await?
                 }
-                Appends::Unacked => {
+                Appends::Unacked | Appends::UnackedRepublished => {
+                    let inbox = if appends.republished() {
+                        "rinbox"
+                    } else {
+                        "inbox"
+                    };
                     for (k, (user, entry)) in entries.iter().enumerate() {
                         let mut headers = async_nats::HeaderMap::new();
                         headers.insert("Nats-Msg-Id", format!("{id}:{batches}:{k}").as_str());
                         client
                             .publish_with_headers(
-                                format!("bench.inbox.{id}.{user}"),
+                                format!("bench.{inbox}.{id}.{user}"),
                                 headers,
                                 entry.clone(),
                             )
@@ -519,8 +564,10 @@ async fn respond_batches(
             let subject = format!("bench.evt.{id}.created");
             match appends {
                 // Sent with the entries, their acks awaited with theirs.
-                Appends::PipelinedNoEvents | Appends::OneAckSubscription => {}
-                Appends::Unacked => {
+                Appends::PipelinedNoEvents
+                | Appends::OneAckSubscription
+                | Appends::OneAckRepublished => {}
+                Appends::Unacked | Appends::UnackedRepublished => {
                     for i in 0..size {
                         client.publish(subject.clone(), message(i)).await?;
                     }
@@ -536,7 +583,11 @@ async fn respond_batches(
                     }
                 }
             }
-            // One push per shard that has entries.
+            // One push per shard that has entries, unless the stream
+            // republishes them.
+            if appends.republished() {
+                return Ok(());
+            }
             let mut shards: Vec<Vec<u8>> = vec![Vec::new(); PUSH_SHARDS];
             for (user, entry) in &entries {
                 shards[user % PUSH_SHARDS].extend_from_slice(entry);
@@ -647,12 +698,19 @@ async fn append_one_subscription(
     entries: &[(usize, bytes::Bytes)],
     events: usize,
     last: &mut std::collections::HashMap<usize, u64>,
+    republished: bool,
 ) -> anyhow::Result<()> {
+    // A republishing stream tells each push its predecessor: no chain.
+    let (inbox, chained) = if republished {
+        ("rinbox", false)
+    } else {
+        ("inbox", true)
+    };
     let mut seen = std::collections::HashSet::new();
     for (k, (user, entry)) in entries.iter().enumerate() {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", format!("{id}:{batch}:{k}").as_str());
-        if seen.insert(*user) {
+        if chained && seen.insert(*user) {
             let expected = last.get(user).copied().unwrap_or(0);
             headers.insert(
                 "Nats-Expected-Last-Subject-Sequence",
@@ -661,7 +719,7 @@ async fn append_one_subscription(
         }
         client
             .publish_with_reply_and_headers(
-                format!("bench.inbox.{id}.{user}"),
+                format!("bench.{inbox}.{id}.{user}"),
                 format!("{prefix}.{batch}.{k}"),
                 headers,
                 entry.clone(),
