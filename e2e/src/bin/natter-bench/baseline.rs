@@ -66,6 +66,12 @@ pub enum Appends {
     OneAckRepublished,
     /// As [`Appends::Unacked`], to the republishing stream.
     UnackedRepublished,
+    /// Two inbox entries per message as one JetStream fast-ingest batch
+    /// (nats-server 2.14+, `allow_batched`; acks every N messages, gaps
+    /// fail the batch), each entry stating the stream's last sequence so
+    /// that every entry's sequence is known without an ack of its own;
+    /// no events (compare with [`Appends::PipelinedNoEvents`]).
+    FastNoEvents,
     /// Both inbox entries and the event published without asking for an
     /// ack, then one flush: what the appends cost the server with no
     /// acks at all, the ceiling of any way of acknowledging them in bulk.
@@ -74,7 +80,7 @@ pub enum Appends {
 }
 
 impl Appends {
-    const ALL: [Appends; 7] = [
+    const ALL: [Appends; 8] = [
         Appends::Atomic,
         Appends::Pipelined,
         Appends::PipelinedNoEvents,
@@ -82,6 +88,7 @@ impl Appends {
         Appends::OneAckRepublished,
         Appends::Unacked,
         Appends::UnackedRepublished,
+        Appends::FastNoEvents,
     ];
 
     /// Whether the stream makes the pushes.
@@ -100,6 +107,7 @@ impl Appends {
             Appends::OneAckSubscription => "pipelined, acks on one subscription",
             Appends::OneAckRepublished => "acks on one subscription, pushes republished",
             Appends::UnackedRepublished => "unacked, pushes republished",
+            Appends::FastNoEvents => "fast-ingest batch without events",
             Appends::Unacked => "unacked",
         }
     }
@@ -380,6 +388,16 @@ async fn batched_path(
     let (edge, messages, js) = model_connections(target, url).await?;
     let (inboxes, events) = (format!("BENCH_INBOX_{id}"), format!("BENCH_EVENTS_{id}"));
     let republishing = format!("BENCH_RINBOX_{id}");
+    let fast = format!("BENCH_FINBOX_{id}");
+    js.create_stream(stream::Config {
+        name: fast.clone(),
+        subjects: vec![format!("bench.finbox.{id}.>")],
+        storage: stream::StorageType::File,
+        max_age: Duration::from_secs(300),
+        allow_batch_publish: true,
+        ..Default::default()
+    })
+    .await?;
     for (name, subjects, atomic, republish) in [
         (&inboxes, format!("bench.inbox.{id}.>"), true, None),
         (&events, format!("bench.evt.{id}.>"), false, None),
@@ -425,10 +443,10 @@ async fn batched_path(
                 appends,
             ));
             wait_for_responder(&edge, &subject, &batch_payload(payload, 1, 0)).await?;
-            let stream = if appends.republished() {
-                &republishing
-            } else {
-                &inboxes
+            let stream = match appends {
+                Appends::FastNoEvents => &fast,
+                _ if appends.republished() => &republishing,
+                _ => &inboxes,
             };
             let stored_before = js.get_stream(stream).await?.info().await?.state.messages;
             let started = Instant::now();
@@ -461,6 +479,7 @@ async fn batched_path(
     let _ = js.delete_stream(&inboxes).await;
     let _ = js.delete_stream(&events).await;
     let _ = js.delete_stream(&republishing).await;
+    let _ = js.delete_stream(&fast).await;
     result
 }
 
@@ -486,10 +505,12 @@ async fn respond_batches(
     use std::collections::HashMap;
     // The last inbox sequence per user, known from the batches' acks.
     let mut last: HashMap<usize, u64> = HashMap::new();
+    // The stream's last sequence, known from the last fast batch's ack.
+    let mut stream_last: Option<u64> = None;
     let mut batches = 0u64;
     let ack_prefix = format!("bench.ack.{id}");
     let mut ack_inbox = match appends {
-        Appends::OneAckSubscription | Appends::OneAckRepublished => {
+        Appends::OneAckSubscription | Appends::OneAckRepublished | Appends::FastNoEvents => {
             match client.subscribe(format!("{ack_prefix}.>")).await {
                 Ok(subscription) => Some(subscription),
                 Err(e) => {
@@ -541,6 +562,21 @@ async fn respond_batches(
                     )
                     .await?
                 }
+                Appends::FastNoEvents => {
+                    let acks = ack_inbox.as_mut().expect("an ack subscription");
+                    let batch = format!("{id}-{batches}");
+                    append_fast(
+                        &client,
+                        acks,
+                        &ack_prefix,
+                        &batch,
+                        &id,
+                        &entries,
+                        &mut last,
+                        &mut stream_last,
+                    )
+                    .await?
+                }
                 Appends::Unacked | Appends::UnackedRepublished => {
                     let inbox = if appends.republished() {
                         "rinbox"
@@ -565,6 +601,7 @@ async fn respond_batches(
             match appends {
                 // Sent with the entries, their acks awaited with theirs.
                 Appends::PipelinedNoEvents
+                | Appends::FastNoEvents
                 | Appends::OneAckSubscription
                 | Appends::OneAckRepublished => {}
                 Appends::Unacked | Appends::UnackedRepublished => {
@@ -755,6 +792,112 @@ async fn append_one_subscription(
         last.insert(*user, seq);
     }
     Ok(())
+}
+
+/// The entries as one fast-ingest batch (ADR-50): reply subjects
+/// `<prefix>.<batch>.<flow>.fail.<n>.<operation>.$FI`, the first message
+/// awaited, then up to two flow acks outstanding, the last message
+/// committing the batch. Each entry states the stream's last sequence, so
+/// its own is known; each user's first entry its chain.
+#[allow(clippy::too_many_arguments)]
+async fn append_fast(
+    client: &async_nats::Client,
+    acks: &mut async_nats::Subscriber,
+    prefix: &str,
+    batch: &str,
+    id: &str,
+    entries: &[(usize, bytes::Bytes)],
+    last: &mut std::collections::HashMap<usize, u64>,
+    stream_last: &mut Option<u64>,
+) -> anyhow::Result<()> {
+    const FLOW: u64 = 64;
+    let total = entries.len() as u64;
+    // The highest batch sequence acked, and the server's ack interval.
+    let (mut acked, mut every) = (0u64, 1u64);
+    let mut final_seq = None;
+    let mut seen = std::collections::HashSet::new();
+    let read = |ack: async_nats::Message,
+                acked: &mut u64,
+                every: &mut u64,
+                final_seq: &mut Option<u64>|
+     -> anyhow::Result<()> {
+        let value: Value = serde_json::from_slice(&ack.payload)?;
+        match value["type"].as_str() {
+            Some("ack") => {
+                *acked = (*acked).max(value["seq"].as_u64().unwrap_or(0));
+                *every = value["msgs"].as_u64().unwrap_or(1).max(1);
+                Ok(())
+            }
+            Some(_) => anyhow::bail!("fast batch: {value}"),
+            None => {
+                let seq = value["seq"]
+                    .as_u64()
+                    .ok_or_else(|| anyhow::anyhow!("fast batch refused: {value}"))?;
+                *final_seq = Some(seq);
+                Ok(())
+            }
+        }
+    };
+    for (k, (user, entry)) in entries.iter().enumerate() {
+        let n = k as u64 + 1;
+        let operation = match (n, n == total) {
+            (_, true) => 2,
+            (1, false) => 0,
+            _ => 1,
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("{batch}:{k}").as_str());
+        if let Some(stream_last) = *stream_last {
+            headers.insert(
+                "Nats-Expected-Last-Sequence",
+                (stream_last + k as u64).to_string().as_str(),
+            );
+        }
+        if seen.insert(*user) {
+            let expected = last.get(user).copied().unwrap_or(0);
+            headers.insert(
+                "Nats-Expected-Last-Subject-Sequence",
+                expected.to_string().as_str(),
+            );
+        }
+        client
+            .publish_with_reply_and_headers(
+                format!("bench.finbox.{id}.{user}"),
+                format!("{prefix}.{batch}.{FLOW}.fail.{n}.{operation}.$FI"),
+                headers,
+                entry.clone(),
+            )
+            .await?;
+        // The first message's answer says the batch is open; later, no
+        // more than two acks' worth of messages go unacknowledged.
+        while final_seq.is_none() && (n == 1 || acked + 2 * every <= n) && n < total {
+            let ack = next_ack(acks).await?;
+            read(ack, &mut acked, &mut every, &mut final_seq)?;
+            if n == 1 {
+                break;
+            }
+        }
+    }
+    while final_seq.is_none() {
+        let ack = next_ack(acks).await?;
+        read(ack, &mut acked, &mut every, &mut final_seq)?;
+    }
+    let final_seq = final_seq.unwrap_or_default();
+    // No other publisher came between (each entry stated its predecessor):
+    // the entries have consecutive sequences ending at final_seq.
+    let start = final_seq + 1 - total;
+    for (offset, (user, _)) in entries.iter().enumerate() {
+        last.insert(*user, start + offset as u64);
+    }
+    *stream_last = Some(final_seq);
+    Ok(())
+}
+
+/// The next message on an ack subscription, waited for 5 s at most.
+async fn next_ack(acks: &mut async_nats::Subscriber) -> anyhow::Result<async_nats::Message> {
+    tokio::time::timeout(Duration::from_secs(5), acks.next())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("ack subscription closed"))
 }
 
 /// The connections of a model of the message path: an "edge" one that
