@@ -277,7 +277,7 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Baseline> {
             })
             .collect();
         println!(
-            "raw NATS work of batched messages (a batch request, 2 inbox entries per message appended as one atomic batch, pipelined, or unacked, events the same way, pushes per shard, one reply): {}",
+            "raw NATS work of batched messages (a batch request, 2 inbox entries and 1 event per message appended in each way, pushes, one reply): {}",
             rates.join(", ")
         );
     }
@@ -662,13 +662,7 @@ async fn append_atomic(
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Batch-Id", batch_id.as_str());
         headers.insert("Nats-Batch-Sequence", (k + 1).to_string().as_str());
-        if seen.insert(*user) {
-            let expected = last.get(user).copied().unwrap_or(0);
-            headers.insert(
-                "Nats-Expected-Last-Subject-Sequence",
-                expected.to_string().as_str(),
-            );
-        }
+        state_chain(&mut headers, &mut seen, last, *user);
         let subject = format!("bench.inbox.{id}.{user}");
         if k + 1 < entries.len() {
             client
@@ -747,12 +741,8 @@ async fn append_one_subscription(
     for (k, (user, entry)) in entries.iter().enumerate() {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", format!("{id}:{batch}:{k}").as_str());
-        if chained && seen.insert(*user) {
-            let expected = last.get(user).copied().unwrap_or(0);
-            headers.insert(
-                "Nats-Expected-Last-Subject-Sequence",
-                expected.to_string().as_str(),
-            );
+        if chained {
+            state_chain(&mut headers, &mut seen, last, *user);
         }
         client
             .publish_with_reply_and_headers(
@@ -853,13 +843,7 @@ async fn append_fast(
                 (stream_last + k as u64).to_string().as_str(),
             );
         }
-        if seen.insert(*user) {
-            let expected = last.get(user).copied().unwrap_or(0);
-            headers.insert(
-                "Nats-Expected-Last-Subject-Sequence",
-                expected.to_string().as_str(),
-            );
-        }
+        state_chain(&mut headers, &mut seen, last, *user);
         client
             .publish_with_reply_and_headers(
                 format!("bench.finbox.{id}.{user}"),
@@ -891,6 +875,23 @@ async fn append_fast(
     }
     *stream_last = Some(final_seq);
     Ok(())
+}
+
+/// On `user`'s first entry of a batch (`seen` keeps them), the chain check:
+/// its inbox's last sequence as known from earlier acks.
+fn state_chain(
+    headers: &mut async_nats::HeaderMap,
+    seen: &mut std::collections::HashSet<usize>,
+    last: &std::collections::HashMap<usize, u64>,
+    user: usize,
+) {
+    if seen.insert(user) {
+        let expected = last.get(&user).copied().unwrap_or(0);
+        headers.insert(
+            "Nats-Expected-Last-Subject-Sequence",
+            expected.to_string().as_str(),
+        );
+    }
 }
 
 /// The next message on an ack subscription, waited for 5 s at most.
