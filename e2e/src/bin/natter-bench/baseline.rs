@@ -45,7 +45,7 @@ pub struct Baseline {
 }
 
 /// How the batched model makes a batch's durable appends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Appends {
     /// Two inbox entries per message as one atomic JetStream batch, then
     /// one event per message, pipelined.
@@ -59,6 +59,11 @@ pub enum Appends {
     /// of the responder's (the reply subject ends with the entry's index)
     /// instead of a request future with a timer each.
     OneAckSubscription,
+    /// Inbox entries as in [`Appends::OneAckSubscription`], the events as
+    /// one JetStream fast-ingest batch per request (acks every N events and
+    /// one at the end; events need no sequence of their own), both read
+    /// from the one subscription.
+    OneAckFastEvents,
     /// As [`Appends::OneAckSubscription`], to a stream that republishes
     /// every entry it stores (`republish`, with its sequence and the
     /// previous sequence of its subject in headers), so the server makes
@@ -80,11 +85,12 @@ pub enum Appends {
 }
 
 impl Appends {
-    const ALL: [Appends; 8] = [
+    pub const ALL: [Appends; 9] = [
         Appends::Atomic,
         Appends::Pipelined,
         Appends::PipelinedNoEvents,
         Appends::OneAckSubscription,
+        Appends::OneAckFastEvents,
         Appends::OneAckRepublished,
         Appends::Unacked,
         Appends::UnackedRepublished,
@@ -105,6 +111,7 @@ impl Appends {
             Appends::Pipelined => "pipelined",
             Appends::PipelinedNoEvents => "pipelined without events",
             Appends::OneAckSubscription => "pipelined, acks on one subscription",
+            Appends::OneAckFastEvents => "acks on one subscription, events as a fast batch",
             Appends::OneAckRepublished => "acks on one subscription, pushes republished",
             Appends::UnackedRepublished => "unacked, pushes republished",
             Appends::FastNoEvents => "fast-ingest batch without events",
@@ -234,13 +241,14 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Baseline> {
             None
         }
     };
-    let batched_path_per_sec = match batched_path(target, &url, &inbox, &payload, phase).await {
-        Ok(rates) => Some(rates),
-        Err(e) => {
-            eprintln!("batched message path baseline skipped: {e:#}");
-            None
-        }
-    };
+    let batched_path_per_sec =
+        match batched_path(target, &url, &inbox, &payload, phase, &plan.appends).await {
+            Ok(rates) => Some(rates),
+            Err(e) => {
+                eprintln!("batched message path baseline skipped: {e:#}");
+                None
+            }
+        };
     let result = Baseline {
         batched_path_per_sec,
         jetstream_per_sec,
@@ -383,21 +391,28 @@ async fn batched_path(
     id: &str,
     payload: &bytes::Bytes,
     phase: Duration,
+    appends: &[Appends],
 ) -> anyhow::Result<Vec<(Appends, usize, f64)>> {
     use async_nats::jetstream::stream;
     let (edge, messages, js) = model_connections(target, url).await?;
     let (inboxes, events) = (format!("BENCH_INBOX_{id}"), format!("BENCH_EVENTS_{id}"));
     let republishing = format!("BENCH_RINBOX_{id}");
     let fast = format!("BENCH_FINBOX_{id}");
-    js.create_stream(stream::Config {
-        name: fast.clone(),
-        subjects: vec![format!("bench.finbox.{id}.>")],
-        storage: stream::StorageType::File,
-        max_age: Duration::from_secs(300),
-        allow_batch_publish: true,
-        ..Default::default()
-    })
-    .await?;
+    let fast_events = format!("BENCH_FEVENTS_{id}");
+    for (name, subjects) in [
+        (&fast, format!("bench.finbox.{id}.>")),
+        (&fast_events, format!("bench.fevt.{id}.>")),
+    ] {
+        js.create_stream(stream::Config {
+            name: name.clone(),
+            subjects: vec![subjects],
+            storage: stream::StorageType::File,
+            max_age: Duration::from_secs(300),
+            allow_batch_publish: true,
+            ..Default::default()
+        })
+        .await?;
+    }
     for (name, subjects, atomic, republish) in [
         (&inboxes, format!("bench.inbox.{id}.>"), true, None),
         (&events, format!("bench.evt.{id}.>"), false, None),
@@ -427,8 +442,9 @@ async fn batched_path(
     let drain = tokio::spawn(async move { while pushes.next().await.is_some() {} });
     let run = async {
         let mut rates = Vec::new();
-        for (appends, size) in Appends::ALL
-            .into_iter()
+        for (appends, size) in appends
+            .iter()
+            .copied()
             .flat_map(|appends| BATCH_SIZES.map(|size| (appends, size)))
         {
             let mode = appends as u8;
@@ -480,6 +496,7 @@ async fn batched_path(
     let _ = js.delete_stream(&events).await;
     let _ = js.delete_stream(&republishing).await;
     let _ = js.delete_stream(&fast).await;
+    let _ = js.delete_stream(&fast_events).await;
     result
 }
 
@@ -510,15 +527,16 @@ async fn respond_batches(
     let mut batches = 0u64;
     let ack_prefix = format!("bench.ack.{id}");
     let mut ack_inbox = match appends {
-        Appends::OneAckSubscription | Appends::OneAckRepublished | Appends::FastNoEvents => {
-            match client.subscribe(format!("{ack_prefix}.>")).await {
-                Ok(subscription) => Some(subscription),
-                Err(e) => {
-                    eprintln!("batched path: {e:#}");
-                    return;
-                }
+        Appends::OneAckSubscription
+        | Appends::OneAckRepublished
+        | Appends::FastNoEvents
+        | Appends::OneAckFastEvents => match client.subscribe(format!("{ack_prefix}.>")).await {
+            Ok(subscription) => Some(subscription),
+            Err(e) => {
+                eprintln!("batched path: {e:#}");
+                return;
             }
-        }
+        },
         _ => None,
     };
     while let Some(request) = requests.next().await {
@@ -562,6 +580,20 @@ async fn respond_batches(
                     )
                     .await?
                 }
+                Appends::OneAckFastEvents => {
+                    let acks = ack_inbox.as_mut().expect("an ack subscription");
+                    append_fast_events(
+                        &client,
+                        acks,
+                        &ack_prefix,
+                        &id,
+                        batches,
+                        &entries,
+                        size,
+                        &mut last,
+                    )
+                    .await?
+                }
                 Appends::FastNoEvents => {
                     let acks = ack_inbox.as_mut().expect("an ack subscription");
                     let batch = format!("{id}-{batches}");
@@ -602,6 +634,7 @@ async fn respond_batches(
                 // Sent with the entries, their acks awaited with theirs.
                 Appends::PipelinedNoEvents
                 | Appends::FastNoEvents
+                | Appends::OneAckFastEvents
                 | Appends::OneAckSubscription
                 | Appends::OneAckRepublished => {}
                 Appends::Unacked | Appends::UnackedRepublished => {
@@ -782,6 +815,124 @@ async fn append_one_subscription(
         last.insert(*user, seq);
     }
     Ok(())
+}
+
+/// The entries as in [`append_one_subscription`] without events, and
+/// `events` events as one fast-ingest batch (see [`append_fast`]), every
+/// answer read from `acks`: the entries' acks end in their index, the
+/// batch's in `$FI`.
+#[allow(clippy::too_many_arguments)]
+async fn append_fast_events(
+    client: &async_nats::Client,
+    acks: &mut async_nats::Subscriber,
+    prefix: &str,
+    id: &str,
+    batch: u64,
+    entries: &[(usize, bytes::Bytes)],
+    events: usize,
+    last: &mut std::collections::HashMap<usize, u64>,
+) -> anyhow::Result<()> {
+    const FLOW: u64 = 64;
+    let mut seen = std::collections::HashSet::new();
+    for (k, (user, entry)) in entries.iter().enumerate() {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("{id}:{batch}:{k}").as_str());
+        state_chain(&mut headers, &mut seen, last, *user);
+        client
+            .publish_with_reply_and_headers(
+                format!("bench.inbox.{id}.{user}"),
+                format!("{prefix}.{batch}.{k}"),
+                headers,
+                entry.clone(),
+            )
+            .await?;
+    }
+    let mut answers = Answers {
+        sequences: vec![0u64; entries.len()],
+        entries_left: entries.len(),
+        opened: false,
+        acked: 0,
+        every: 1,
+        committed: false,
+    };
+    let event = entries.first().map(|(_, e)| e.clone()).unwrap_or_default();
+    let total = events as u64;
+    let fast_batch = format!("{id}-{batch}e");
+    for n in 1..=total {
+        let operation = match (n, n == total) {
+            (_, true) => 2,
+            (1, false) => 0,
+            _ => 1,
+        };
+        client
+            .publish_with_reply(
+                format!("bench.fevt.{id}.created"),
+                format!("{prefix}.{fast_batch}.{FLOW}.fail.{n}.{operation}.$FI"),
+                event.clone(),
+            )
+            .await?;
+        // The first event's answer says the batch is open; later, no more
+        // than two acks' worth of events go unacknowledged.
+        if n < total {
+            while !answers.committed
+                && ((n == 1 && !answers.opened)
+                    || (n > 1 && answers.acked + 2 * answers.every <= n))
+            {
+                answers.read(next_ack(acks).await?)?;
+            }
+        }
+    }
+    while !answers.committed || answers.entries_left > 0 {
+        answers.read(next_ack(acks).await?)?;
+    }
+    for ((user, _), seq) in entries.iter().zip(answers.sequences) {
+        last.insert(*user, seq);
+    }
+    Ok(())
+}
+
+/// What [`append_fast_events`] has heard back.
+struct Answers {
+    /// Each entry's sequence, and how many are still to come.
+    sequences: Vec<u64>,
+    entries_left: usize,
+    /// The event batch: whether the server answered its first event (a
+    /// flow ack of sequence 0), the highest batch sequence acked, the
+    /// server's ack interval, and whether it is committed.
+    opened: bool,
+    acked: u64,
+    every: u64,
+    committed: bool,
+}
+
+impl Answers {
+    fn read(&mut self, ack: async_nats::Message) -> anyhow::Result<()> {
+        let value: Value = serde_json::from_slice(&ack.payload)?;
+        if !ack.subject.ends_with(".$FI") {
+            let k = ack
+                .subject
+                .rsplit('.')
+                .next()
+                .and_then(|k| k.parse::<usize>().ok())
+                .ok_or_else(|| anyhow::anyhow!("ack on {}", ack.subject))?;
+            self.sequences[k] = value["seq"]
+                .as_u64()
+                .ok_or_else(|| anyhow::anyhow!("append refused: {value}"))?;
+            self.entries_left -= 1;
+            return Ok(());
+        }
+        match value["type"].as_str() {
+            Some("ack") => {
+                self.opened = true;
+                self.acked = self.acked.max(value["seq"].as_u64().unwrap_or(0));
+                self.every = value["msgs"].as_u64().unwrap_or(1).max(1);
+            }
+            Some(_) => anyhow::bail!("event batch: {value}"),
+            None if value["seq"].as_u64().is_some() => self.committed = true,
+            None => anyhow::bail!("event batch refused: {value}"),
+        }
+        Ok(())
+    }
 }
 
 /// The entries as one fast-ingest batch (ADR-50): reply subjects

@@ -90,6 +90,10 @@ struct Args {
     /// Idle connection counts (default: 1000 quick, 10000,50000 full).
     #[arg(long, value_delimiter = ',')]
     idle: Vec<usize>,
+    /// The ways of appending the baseline's batched model measures
+    /// (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    appends: Vec<baseline::Appends>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -128,6 +132,8 @@ pub struct Plan {
     pub idle: Vec<usize>,
     /// The open-file limit the idle scenario runs under.
     pub fd_limit: Option<u64>,
+    /// The ways of appending of the baseline's batched model.
+    pub appends: Vec<baseline::Appends>,
 }
 
 impl Plan {
@@ -180,6 +186,11 @@ impl Plan {
             offline_messages: if quick { 1000 } else { 10_000 },
             idle,
             fd_limit: None,
+            appends: if args.appends.is_empty() {
+                baseline::Appends::ALL.to_vec()
+            } else {
+                args.appends.clone()
+            },
         })
     }
 }
