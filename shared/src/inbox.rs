@@ -336,23 +336,38 @@ impl Inboxes {
 /// that alone goes alone, and the server refuses it: the edge reads it from
 /// the inbox).
 fn push_batches(pushes: Vec<UserPush>, limit: usize) -> Vec<PushBatch> {
-    let mut batches: Vec<PushBatch> = Vec::new();
+    repeated_under(pushes, limit, |push| push.encoded_len())
+        .into_iter()
+        .map(|pushes| PushBatch { pushes })
+        .collect()
+}
+
+/// `items` in order, in runs whose encoding as a repeated field of one
+/// message stays within `limit` bytes (an item larger than that alone goes
+/// alone).
+/// `encoded_len` tells an item's encoded size.
+pub fn repeated_under<T>(
+    items: Vec<T>,
+    limit: usize,
+    encoded_len: impl Fn(&T) -> usize,
+) -> Vec<Vec<T>> {
+    let mut runs: Vec<Vec<T>> = Vec::new();
     let mut size = 0;
-    for push in pushes {
+    for item in items {
         // The field's tag and length prefix: at most 1 + 10 bytes.
-        let len = push.encoded_len() + 11;
-        match batches.last_mut() {
-            Some(batch) if size + len <= limit => {
-                batch.pushes.push(push);
+        let len = encoded_len(&item) + 11;
+        match runs.last_mut() {
+            Some(run) if size + len <= limit => {
+                run.push(item);
                 size += len;
             }
             _ => {
                 size = len;
-                batches.push(PushBatch { pushes: vec![push] });
+                runs.push(vec![item]);
             }
         }
     }
-    batches
+    runs
 }
 
 fn append_error(user: &str, e: impl std::fmt::Display) -> DeliveryError {

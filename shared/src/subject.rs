@@ -89,7 +89,7 @@ pub mod event {
     pub const ALL: &str = "im.evt.v1.>";
     pub const USER_REGISTERED: &str = "im.evt.v1.user.registered";
     pub const DEVICES_REVOKED: &str = "im.evt.v1.device.revoked";
-    pub const MESSAGE_CREATED: &str = "im.evt.v1.message.created";
+    pub const MESSAGES_CREATED: &str = "im.evt.v1.messages.created";
     pub const MESSAGE_RECALLED: &str = "im.evt.v1.message.recalled";
     pub const PRESENCE_CHANGED: &str = "im.evt.v1.presence.changed";
     pub const PROFILE_UPDATED: &str = "im.evt.v1.profile.updated";

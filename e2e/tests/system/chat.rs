@@ -488,3 +488,100 @@ async fn pipelined_sends_keep_their_order_and_a_bad_one_fails_alone() -> anyhow:
     system.stop().await;
     Ok(())
 }
+
+/// `im.evt.v1.messages.created`, read as an outside service would (the
+/// observer, a durable pull consumer on `IM_EVENTS`): every stored message
+/// exactly once, a repeated send not again, in seq order per conversation,
+/// several messages per event when sends come together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_created_events_carry_each_stored_message_once() -> anyhow::Result<()> {
+    use async_nats::jetstream::consumer::{AckPolicy, pull};
+    use futures::StreamExt;
+    use prost::Message as _;
+    use shared::proto::message::MessagesCreated;
+    let (system, [alice, bob, carol]) =
+        System::with_users(Mode::InProcess, ["alice", "bob", "carol"]).await?;
+    let mut a = Client::connect(&system.ws_url(), &alice, Format::Binary).await?;
+    let mut c = Client::connect(&system.ws_url(), &carol, Format::Json).await?;
+
+    // Alice and Carol each send 30 without waiting; Alice sends her 5th again.
+    let (mut alices, mut carols) = (Vec::new(), Vec::new());
+    for i in 1..=30 {
+        alices.push(
+            a.send_text(&bob, &format!("a{i}"), &format!("a {i}"))
+                .await?,
+        );
+        carols.push(
+            c.send_text(&bob, &format!("c{i}"), &format!("c {i}"))
+                .await?,
+        );
+    }
+    let mut stored = std::collections::HashMap::new();
+    for id in alices {
+        let ack = a.ack_of(id).await?;
+        stored.insert(
+            ack.message_id.clone(),
+            (ack.conversation_id.clone(), ack.seq),
+        );
+    }
+    for id in carols {
+        let ack = c.ack_of(id).await?;
+        stored.insert(
+            ack.message_id.clone(),
+            (ack.conversation_id.clone(), ack.seq),
+        );
+    }
+    let again = a.send_acked(&bob, "a5", "a 5").await?;
+    assert!(again.duplicate, "{again:?}");
+
+    let observer = system.nats_client("observer").await?;
+    let js = async_nats::jetstream::new(observer);
+    let consumer = js
+        .get_stream("IM_EVENTS")
+        .await?
+        .create_consumer(pull::Config {
+            durable_name: Some("test-messages-created".into()),
+            filter_subject: shared::subject::event::MESSAGES_CREATED.into(),
+            ack_policy: AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await?;
+    let mut events = consumer.messages().await?;
+    let mut seen = std::collections::HashMap::new();
+    let mut last_seq: std::collections::HashMap<String, u64> = Default::default();
+    let mut count = 0;
+    // (Other messages, such as notices of the users' friendships, may come too.)
+    while stored.keys().any(|id| !seen.contains_key(id)) {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the consumer ended"))??;
+        count += 1;
+        let batch = MessagesCreated::decode(event.payload.as_ref())?;
+        assert!(!batch.messages.is_empty());
+        for message in batch.messages {
+            let last = last_seq.entry(message.conversation_id.clone()).or_default();
+            assert!(message.seq > *last, "seq {} after {}", message.seq, *last);
+            *last = message.seq;
+            let key = message.id.clone();
+            assert!(
+                seen.insert(key, (message.conversation_id, message.seq))
+                    .is_none(),
+                "{} twice",
+                message.id
+            );
+        }
+        event.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    seen.retain(|id, _| stored.contains_key(id));
+    assert_eq!(seen, stored);
+    assert!(
+        count < stored.len(),
+        "{count} events for {} messages",
+        stored.len()
+    );
+    // The repeat made no event.
+    let more = tokio::time::timeout(Duration::from_millis(500), events.next()).await;
+    assert!(more.is_err(), "an event after the last message: {more:?}");
+    system.stop().await;
+    Ok(())
+}

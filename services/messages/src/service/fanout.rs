@@ -27,7 +27,7 @@ pub enum FanoutError {
     /// An earlier message of the conversation is not fanned out yet.
     #[error("an earlier message of this conversation is not delivered yet")]
     Earlier,
-    /// The `message.created` event was not stored.
+    /// The `messages.created` event carrying the message was not stored.
     #[error("event: {0}")]
     Event(String),
     /// What to deliver, or to whom, could not be read.
@@ -121,32 +121,52 @@ impl State {
                 }
             }
         }
+        // One event for the batch (more when it would pass the server's
+        // max_payload), beside the appends; a message is fanned out when the
+        // event that carries it is stored.
         let announce = async {
-            let mut acks = Vec::new();
-            for (i, (row, message)) in rows.iter().enumerate() {
-                if results[i].is_err() {
-                    continue;
+            let limit = (self.caller.client.server_info().max_payload)
+                .saturating_sub(1024)
+                .max(1024);
+            let mut announced: Vec<(usize, pb::Message)> = Vec::new();
+            for (i, (_, message)) in rows.iter().enumerate() {
+                if results[i].is_ok() {
+                    announced.push((i, message.clone()));
                 }
+            }
+            let mut acks = Vec::new();
+            for run in shared::inbox::repeated_under(announced, limit, |(_, m)| m.encoded_len()) {
+                let (owners, messages): (Vec<usize>, Vec<pb::Message>) = run.into_iter().unzip();
+                let dedup = format!(
+                    "created:{}:{}",
+                    messages.first().map(|m| m.id.as_str()).unwrap_or_default(),
+                    messages.len()
+                );
+                let event = pb::MessagesCreated { messages };
                 let publish = PublishMessage::build()
-                    .payload(message.encode_to_vec().into())
-                    .message_id(row.id.as_str());
+                    .payload(event.encode_to_vec().into())
+                    .message_id(dedup);
                 let ack = self
                     .jetstream
-                    .send_publish(subject::event::MESSAGE_CREATED, publish)
+                    .send_publish(subject::event::MESSAGES_CREATED, publish)
                     .await;
-                acks.push((i, ack));
+                acks.push((owners, ack));
             }
             // Side by side: an ack's timeout starts when it is awaited.
-            futures::future::join_all(acks.into_iter().map(|(i, ack)| async move {
+            futures::future::join_all(acks.into_iter().map(|(owners, ack)| async move {
                 match ack {
-                    Ok(ack) => ack.await.map(|_| ()).map_err(|e| (i, e.to_string())),
-                    Err(e) => Err((i, e.to_string())),
+                    Ok(ack) => ack.await.map(|_| ()).map_err(|e| (owners, e.to_string())),
+                    Err(e) => Err((owners, e.to_string())),
                 }
             }))
             .await
             .into_iter()
             .filter_map(|stored| stored.err())
-            .map(|(i, e)| (i, FanoutError::Event(e)))
+            .flat_map(|(owners, e)| {
+                owners
+                    .into_iter()
+                    .map(move |i| (i, FanoutError::Event(e.clone())))
+            })
             .collect::<Vec<_>>()
         };
         // Fault point: the batch's appends fail part way, from this
