@@ -53,6 +53,9 @@ pub enum Appends {
     /// Two inbox entries per message as pipelined publishes with dedup ids,
     /// then one event per message, pipelined; every ack awaited at the end.
     Pipelined,
+    /// As [`Appends::Pipelined`], with one event per batch carrying all its
+    /// messages (natter's way since 2026-12-06).
+    PipelinedBatchEvent,
     /// The same without the events: two appends per message.
     PipelinedNoEvents,
     /// As [`Appends::Pipelined`], but every ack comes to one subscription
@@ -85,9 +88,10 @@ pub enum Appends {
 }
 
 impl Appends {
-    pub const ALL: [Appends; 9] = [
+    pub const ALL: [Appends; 10] = [
         Appends::Atomic,
         Appends::Pipelined,
+        Appends::PipelinedBatchEvent,
         Appends::PipelinedNoEvents,
         Appends::OneAckSubscription,
         Appends::OneAckFastEvents,
@@ -109,6 +113,7 @@ impl Appends {
         match self {
             Appends::Atomic => "atomic",
             Appends::Pipelined => "pipelined",
+            Appends::PipelinedBatchEvent => "pipelined, one event per batch",
             Appends::PipelinedNoEvents => "pipelined without events",
             Appends::OneAckSubscription => "pipelined, acks on one subscription",
             Appends::OneAckFastEvents => "acks on one subscription, events as a fast batch",
@@ -562,7 +567,7 @@ async fn respond_batches(
                 Appends::Atomic => {
                     append_atomic(&client, &id, batches, &entries, &mut last).await?
                 }
-                Appends::Pipelined | Appends::PipelinedNoEvents => {
+                Appends::Pipelined | Appends::PipelinedBatchEvent | Appends::PipelinedNoEvents => {
                     append_pipelined(&js, &id, batches, &entries, &mut last).await?
                 }
                 Appends::OneAckSubscription | Appends::OneAckRepublished => {
@@ -642,6 +647,10 @@ async fn respond_batches(
                         client.publish(subject.clone(), message(i)).await?;
                     }
                     client.flush().await?;
+                }
+                Appends::PipelinedBatchEvent => {
+                    let event = request.payload.slice(16..);
+                    js.publish(subject.clone(), event).await?.await?;
                 }
                 Appends::Atomic | Appends::Pipelined => {
                     let mut acks = Vec::with_capacity(size);
