@@ -779,22 +779,13 @@ async fn append_one_subscription(
     } else {
         ("inbox", true)
     };
-    let mut seen = std::collections::HashSet::new();
-    for (k, (user, entry)) in entries.iter().enumerate() {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", format!("{id}:{batch}:{k}").as_str());
-        if chained {
-            state_chain(&mut headers, &mut seen, last, *user);
-        }
-        client
-            .publish_with_reply_and_headers(
-                format!("bench.{inbox}.{id}.{user}"),
-                format!("{prefix}.{batch}.{k}"),
-                headers,
-                entry.clone(),
-            )
-            .await?;
-    }
+    let to = Entries {
+        prefix,
+        inbox,
+        id,
+        batch,
+    };
+    to.send(client, entries, chained.then_some(&*last)).await?;
     let event = entries.first().map(|(_, e)| e.clone()).unwrap_or_default();
     for k in 0..events {
         client
@@ -842,20 +833,13 @@ async fn append_fast_events(
     last: &mut std::collections::HashMap<usize, u64>,
 ) -> anyhow::Result<()> {
     const FLOW: u64 = 64;
-    let mut seen = std::collections::HashSet::new();
-    for (k, (user, entry)) in entries.iter().enumerate() {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", format!("{id}:{batch}:{k}").as_str());
-        state_chain(&mut headers, &mut seen, last, *user);
-        client
-            .publish_with_reply_and_headers(
-                format!("bench.inbox.{id}.{user}"),
-                format!("{prefix}.{batch}.{k}"),
-                headers,
-                entry.clone(),
-            )
-            .await?;
-    }
+    let to = Entries {
+        prefix,
+        inbox: "inbox",
+        id,
+        batch,
+    };
+    to.send(client, entries, Some(&*last)).await?;
     let mut answers = Answers {
         sequences: vec![0u64; entries.len()],
         entries_left: entries.len(),
@@ -1035,6 +1019,50 @@ async fn append_fast(
     }
     *stream_last = Some(final_seq);
     Ok(())
+}
+
+/// Where [`Entries::send`] appends a batch's entries, and where their acks go.
+struct Entries<'a> {
+    prefix: &'a str,
+    inbox: &'a str,
+    id: &'a str,
+    batch: u64,
+}
+
+impl Entries<'_> {
+    /// Publishes `entries` with their dedup ids, each asking for its ack at
+    /// `<prefix>.<batch>.<index>`; with `chain`, each user's first entry
+    /// states that user's last sequence.
+    async fn send(
+        &self,
+        client: &async_nats::Client,
+        entries: &[(usize, bytes::Bytes)],
+        chain: Option<&std::collections::HashMap<usize, u64>>,
+    ) -> anyhow::Result<()> {
+        let Self {
+            prefix,
+            inbox,
+            id,
+            batch,
+        } = self;
+        let mut seen = std::collections::HashSet::new();
+        for (k, (user, entry)) in entries.iter().enumerate() {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", format!("{id}:{batch}:{k}").as_str());
+            if let Some(last) = chain {
+                state_chain(&mut headers, &mut seen, last, *user);
+            }
+            client
+                .publish_with_reply_and_headers(
+                    format!("bench.{inbox}.{id}.{user}"),
+                    format!("{prefix}.{batch}.{k}"),
+                    headers,
+                    entry.clone(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 /// On `user`'s first entry of a batch (`seen` keeps them), the chain check:
