@@ -499,8 +499,9 @@ async fn messages_created_events_carry_each_stored_message_once() -> anyhow::Res
     use futures::StreamExt;
     use prost::Message as _;
     use shared::proto::message::MessagesCreated;
+    // Split: each service with its own NATS user, so its permissions count.
     let (system, [alice, bob, carol]) =
-        System::with_users(Mode::InProcess, ["alice", "bob", "carol"]).await?;
+        System::with_users(Mode::Split, ["alice", "bob", "carol"]).await?;
     let mut a = Client::connect(&system.ws_url(), &alice, Format::Binary).await?;
     let mut c = Client::connect(&system.ws_url(), &carol, Format::Json).await?;
 

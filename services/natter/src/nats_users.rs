@@ -134,7 +134,8 @@ pub fn service_permissions(service: Service) -> Permissions {
                 entries,
                 signals,
                 "im.group.v1.>",
-                "im.evt.v1.message.>",
+                event::MESSAGES_CREATED,
+                event::MESSAGE_RECALLED,
             ]),
             strings(&[
                 "im.v1.message.>",
