@@ -137,11 +137,7 @@ impl State {
             let mut acks = Vec::new();
             for run in shared::inbox::repeated_under(announced, limit, |(_, m)| m.encoded_len()) {
                 let (owners, messages): (Vec<usize>, Vec<pb::Message>) = run.into_iter().unzip();
-                let dedup = format!(
-                    "created:{}:{}",
-                    messages.first().map(|m| m.id.as_str()).unwrap_or_default(),
-                    messages.len()
-                );
+                let dedup = created_dedup_id(&messages);
                 let event = pb::MessagesCreated { messages };
                 let publish = PublishMessage::build()
                     .payload(event.encode_to_vec().into())
@@ -381,5 +377,46 @@ impl State {
             tracing::info!(messages = done, "fanned out messages left pending");
         }
         Ok(done)
+    }
+}
+
+/// The dedup id of a `messages.created` event: its messages' ids, hashed
+/// (two events are duplicates only if they carry the same messages; a
+/// message fanned out again with others is announced again).
+fn created_dedup_id(messages: &[pb::Message]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    for message in messages {
+        message.id.hash(&mut hasher);
+    }
+    format!(
+        "created:{}:{}:{:016x}",
+        messages.first().map(|m| m.id.as_str()).unwrap_or_default(),
+        messages.len(),
+        hasher.finish()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn messages(ids: &[&str]) -> Vec<pb::Message> {
+        ids.iter()
+            .map(|id| pb::Message {
+                id: (*id).to_owned(),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn created_events_are_duplicates_only_with_the_same_messages() {
+        let ab = created_dedup_id(&messages(&["a", "b"]));
+        assert_eq!(ab, created_dedup_id(&messages(&["a", "b"])));
+        // The same first message and count, another second one.
+        assert_ne!(ab, created_dedup_id(&messages(&["a", "c"])));
+        assert_ne!(ab, created_dedup_id(&messages(&["a"])));
+        assert!(ab.starts_with("created:a:2:"), "{ab}");
     }
 }
