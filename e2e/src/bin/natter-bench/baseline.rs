@@ -56,6 +56,9 @@ pub enum Appends {
     /// As [`Appends::Pipelined`], with one event per batch carrying all its
     /// messages (natter's way since 2026-12-06).
     PipelinedBatchEvent,
+    /// As [`Appends::PipelinedBatchEvent`] with the recipient's entry only:
+    /// one append per message (no copy for the sender's other devices).
+    PipelinedOneAppend,
     /// The same without the events: two appends per message.
     PipelinedNoEvents,
     /// As [`Appends::Pipelined`], but every ack comes to one subscription
@@ -88,10 +91,11 @@ pub enum Appends {
 }
 
 impl Appends {
-    pub const ALL: [Appends; 10] = [
+    pub const ALL: [Appends; 11] = [
         Appends::Atomic,
         Appends::Pipelined,
         Appends::PipelinedBatchEvent,
+        Appends::PipelinedOneAppend,
         Appends::PipelinedNoEvents,
         Appends::OneAckSubscription,
         Appends::OneAckFastEvents,
@@ -114,6 +118,7 @@ impl Appends {
             Appends::Atomic => "atomic",
             Appends::Pipelined => "pipelined",
             Appends::PipelinedBatchEvent => "pipelined, one event per batch",
+            Appends::PipelinedOneAppend => "pipelined, one append per message, one event per batch",
             Appends::PipelinedNoEvents => "pipelined without events",
             Appends::OneAckSubscription => "pipelined, acks on one subscription",
             Appends::OneAckFastEvents => "acks on one subscription, events as a fast batch",
@@ -485,11 +490,16 @@ async fn batched_path(
             tokio::time::sleep(Duration::from_millis(200)).await;
             let stored =
                 js.get_stream(&inboxes).await?.info().await?.state.messages - stored_before;
-            if stored < 2 * done as u64 {
+            let copies: u64 = if appends == Appends::PipelinedOneAppend {
+                1
+            } else {
+                2
+            };
+            if stored < copies * done as u64 {
                 eprintln!(
                     "batched model, {} in batches of {size}: {stored} of {} inbox entries stored",
                     appends.name(),
-                    2 * done
+                    copies * done as u64
                 );
             }
         }
@@ -556,18 +566,29 @@ async fn respond_batches(
         let message = |i: usize| request.payload.slice(16 + i * each..16 + (i + 1) * each);
         batches += 1;
         let result: anyhow::Result<()> = async {
-            // Two entries per message: the recipient's, then the sender's.
+            // Two entries per message: the recipient's, then the sender's
+            // (one, the recipient's, for `PipelinedOneAppend`).
             let entries: Vec<(usize, bytes::Bytes)> = (0..size)
                 .flat_map(|i| {
                     let sender = (first + i) % MODEL_USERS;
+                    let copies = if appends == Appends::PipelinedOneAppend {
+                        1
+                    } else {
+                        2
+                    };
                     [(sender ^ 1, message(i)), (sender, message(i))]
+                        .into_iter()
+                        .take(copies)
                 })
                 .collect();
             match appends {
                 Appends::Atomic => {
                     append_atomic(&client, &id, batches, &entries, &mut last).await?
                 }
-                Appends::Pipelined | Appends::PipelinedBatchEvent | Appends::PipelinedNoEvents => {
+                Appends::Pipelined
+                | Appends::PipelinedBatchEvent
+                | Appends::PipelinedOneAppend
+                | Appends::PipelinedNoEvents => {
                     append_pipelined(&js, &id, batches, &entries, &mut last).await?
                 }
                 Appends::OneAckSubscription | Appends::OneAckRepublished => {
@@ -648,7 +669,7 @@ async fn respond_batches(
                     }
                     client.flush().await?;
                 }
-                Appends::PipelinedBatchEvent => {
+                Appends::PipelinedBatchEvent | Appends::PipelinedOneAppend => {
                     let event = request.payload.slice(16..);
                     js.publish(subject.clone(), event).await?.await?;
                 }
