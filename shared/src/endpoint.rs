@@ -291,6 +291,8 @@ pub mod endpoints {
         AuthLookup: AUTH_LOOKUP, Internal, auth::LookupRequest => auth::LookupResponse;
         /// The account with an exact phone number.
         AuthPhone: AUTH_PHONE, Internal, auth::PhoneLookupRequest => auth::PhoneLookupResponse;
+        /// Which users have more than one device.
+        AuthMultipleDevices: AUTH_MULTIPLE_DEVICES, Internal, auth::MultipleDevicesRequest => auth::MultipleDevicesResponse;
         /// Create a group (the caller owns it).
         GroupCreate: GROUP_CREATE, User, group::CreateGroupRequest => group::Group;
         /// A group, for its members.

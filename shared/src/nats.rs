@@ -213,6 +213,59 @@ pub async fn inbox_stream(
     .await
 }
 
+/// The bucket of each device's acked inbox cursor (`<user>.<device>`).
+/// Created if missing.
+pub async fn cursor_bucket(
+    js: &jetstream::Context,
+    config: &StreamsConfig,
+) -> Result<jetstream::kv::Store, NatsError> {
+    if let Ok(store) = js.get_key_value(subject::CURSOR_BUCKET).await {
+        return Ok(store);
+    }
+    js.create_key_value(jetstream::kv::Config {
+        bucket: subject::CURSOR_BUCKET.into(),
+        description: "natter acked inbox cursor per device (<user>.<device>)".into(),
+        history: 1,
+        num_replicas: config.replicas,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| NatsError::JetStream {
+        name: subject::CURSOR_BUCKET.into(),
+        message: e.to_string(),
+    })
+}
+
+/// Starts a new device of `user` at the end of the user's inbox: its
+/// cursor is the inbox's last entry now (what came before is in the
+/// history). Called after the device is stored, so that every message
+/// whose sender's copy is left out because the user had one device
+/// (`im.v1.auth.devices.multiple`) was stored before this, and is in the
+/// history the device reads after logging in.
+pub async fn start_device(
+    inbox: &stream::Stream,
+    cursors: &jetstream::kv::Store,
+    user: &str,
+    device: &str,
+) -> Result<u64, String> {
+    let last = match inbox
+        .direct_get_last_for_subject(subject::inbox(user))
+        .await
+    {
+        Ok(message) => message.sequence,
+        Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => 0,
+        Err(e) => return Err(format!("last inbox entry: {e}")),
+    };
+    if last > 0 {
+        cursors
+            .create(subject::cursor_key(user, device), last.to_string().into())
+            .await
+            .map_err(|e| format!("cursor: {e}"))?;
+    }
+    Ok(last)
+}
+
 /// The public event stream (`im.evt.v1.>`).
 pub async fn events_stream(
     js: &jetstream::Context,

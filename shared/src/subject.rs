@@ -22,6 +22,7 @@ pub mod call {
     pub const AUTH_KEYS: &str = "im.v1.auth.keys";
     pub const AUTH_LOOKUP: &str = "im.v1.auth.lookup";
     pub const AUTH_PHONE: &str = "im.v1.auth.phone";
+    pub const AUTH_MULTIPLE_DEVICES: &str = "im.v1.auth.devices.multiple";
     pub const AUTH_PASSWORD: &str = "im.v1.auth.password";
     pub const AUTH_REFRESH: &str = "im.v1.auth.refresh";
     pub const AUTH_LOGOUT: &str = "im.v1.auth.logout";
@@ -89,6 +90,7 @@ pub mod event {
     pub const ALL: &str = "im.evt.v1.>";
     pub const USER_REGISTERED: &str = "im.evt.v1.user.registered";
     pub const DEVICES_REVOKED: &str = "im.evt.v1.device.revoked";
+    pub const DEVICE_ADDED: &str = "im.evt.v1.device.added";
     pub const MESSAGES_CREATED: &str = "im.evt.v1.messages.created";
     pub const MESSAGE_RECALLED: &str = "im.evt.v1.message.recalled";
     pub const PRESENCE_CHANGED: &str = "im.evt.v1.presence.changed";

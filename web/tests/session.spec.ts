@@ -164,6 +164,20 @@ test("two devices of one user stay in step: messages both ways, read state, pinn
   await phone.page.getByRole("menuitem", { name: "Pin" }).click();
   await expect(conversation(laptop.page, "Hugo").getByLabel("Pinned")).toBeVisible();
   await expect(chats.first()).toContainText("Hugo");
+  // A device made now starts at the end of gina's inbox: what came before
+  // shows from the history, what comes next arrives live, on all three.
+  const tablet = await loggedIn(browser, gina);
+  await conversation(tablet.page, "Hugo").click();
+  await expect(messages(tablet.page).filter({ hasText: "sent from the laptop" })).toHaveCount(1);
+  await expect(messages(tablet.page).filter({ hasText: "sent from the phone" })).toHaveCount(1);
+  await say(tablet.page, "sent from the tablet");
+  await expect(messages(laptop.page).filter({ hasText: "sent from the tablet" })).toHaveCount(1);
+  await expect(messages(phone.page).filter({ hasText: "sent from the tablet" })).toHaveCount(1);
+  await sendText(hugo, { toUserId: gina.userId }, "to three devices");
+  for (const device of [laptop, phone, tablet]) {
+    await expect(messages(device.page).filter({ hasText: "to three devices" })).toHaveCount(1);
+  }
+  await tablet.context.close();
   await laptop.context.close();
   await phone.context.close();
 });

@@ -586,3 +586,81 @@ async fn messages_created_events_carry_each_stored_message_once() -> anyhow::Res
     system.stop().await;
     Ok(())
 }
+
+/// A sender with one device, sending from its only connection, gets no copy
+/// of its messages in its own inbox (its ack says what it stored); a second
+/// connection of the device, or a second device, does. A new device starts
+/// at the end of its inbox and reads what came before from the history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_with_one_device_gets_no_copy_of_its_own_messages() -> anyhow::Result<()> {
+    let (system, [alice, bob]) = System::with_users(Mode::Split, ["alice", "bob"]).await?;
+    let nats = system.nats_client("natter").await?;
+    let inbox = async_nats::jetstream::new(nats)
+        .get_stream(shared::subject::INBOX_STREAM)
+        .await?;
+    let entries_of = |user: &e2e::User| {
+        let (inbox, subject) = (inbox.clone(), shared::subject::inbox(&user.user_id));
+        async move {
+            use futures::TryStreamExt;
+            let counts: Vec<(String, usize)> = inbox
+                .info_with_subjects(&subject)
+                .await?
+                .try_collect()
+                .await?;
+            anyhow::Ok(counts.into_iter().map(|(_, n)| n).sum::<usize>())
+        }
+    };
+    // What is in their inboxes already (their friendship).
+    let (alice_before, bob_before) = (entries_of(&alice).await?, entries_of(&bob).await?);
+    let mut a = Client::connect_live(&system.ws_url(), &alice, Format::Json).await?;
+    let mut b = Client::connect_live(&system.ws_url(), &bob, Format::Json).await?;
+    for i in 1..=3u64 {
+        let ack = a
+            .send_acked(&bob, &format!("m{i}"), &format!("one device {i}"))
+            .await?;
+        assert_eq!(ack.seq, i);
+    }
+    assert_eq!(b.messages(3).await?.len(), 3);
+    let copies = entries_of(&alice).await? - alice_before;
+    assert_eq!(copies, 0, "alice's own messages were copied");
+    assert_eq!(entries_of(&bob).await? - bob_before, 3);
+    // bob's answer is in alice's inbox, as ever.
+    assert_eq!(b.send_acked(&alice, "r1", "reply").await?.seq, 4);
+    assert_eq!(a.messages(1).await?[0].1.seq, 4);
+    assert_eq!(entries_of(&alice).await? - alice_before, 1);
+
+    // A second connection of the same device (another tab) gets what the
+    // first one sends; the first one gets no echo.
+    // (It replays the device's inbox first: bob's answer.)
+    let mut tab = Client::connect_live(&system.ws_url(), &alice, Format::Json).await?;
+    assert_eq!(a.send_acked(&bob, "m5", "two tabs").await?.seq, 5);
+    let got = tab.messages(2).await?;
+    let got: Vec<(u64, &str)> = got.iter().map(|(_, m)| (m.seq, text_of(m))).collect();
+    assert_eq!(got, [(4, "reply"), (5, "two tabs")]);
+    a.expect_no_more_pushes().await?;
+    assert_eq!(entries_of(&alice).await? - alice_before, 2);
+    tab.close().await;
+
+    // A new device starts at the end of the inbox: nothing is replayed, and
+    // the history has everything.
+    let alice2 = system.api().another_device(&alice).await?;
+    let mut a2 = Client::connect_live(&system.ws_url(), &alice2, Format::Binary).await?;
+    a2.expect_no_more_pushes().await?;
+    let conversation = shared::ids::direct_conversation(&alice.user_id, &bob.user_id);
+    let (status, page) = system
+        .api()
+        .history(&alice2, &conversation, "limit=50")
+        .await?;
+    assert_eq!(status, reqwest::StatusCode::OK, "{page}");
+    assert_eq!(page["messages"].as_array().map(Vec::len), Some(5), "{page}");
+    // With two devices, what alice sends from her first (its only
+    // connection) reaches the second.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(a.send_acked(&bob, "m6", "two devices").await?.seq, 6);
+    let got = a2.messages(1).await?;
+    assert_eq!((got[0].1.seq, text_of(&got[0].1)), (6, "two devices"));
+    assert_eq!(entries_of(&alice).await? - alice_before, 3);
+    a.expect_no_more_pushes().await?;
+    system.stop().await;
+    Ok(())
+}

@@ -242,6 +242,9 @@ async fn pushes_go_to_the_edges_that_hold_the_user() -> anyhow::Result<()> {
     observer.flush().await?;
 
     let mut a = Client::connect(&system.ws_url(), &alice, Format::Json).await?;
+    // A second connection of alice's device: her messages get a copy in
+    // her own inbox (with one connection of one device they would not).
+    let _a_tab = Client::connect_live(&system.ws_url(), &alice, Format::Json).await?;
     let mut b1 = Client::connect_live(&system.ws_url(), &bob, Format::Json).await?;
     let settled = shared::push_routes::SETTLE + Duration::from_secs(1);
     tokio::time::sleep(settled).await;

@@ -9,8 +9,8 @@ use shared::db::{self, AnyPool};
 use shared::endpoint::Server;
 use shared::endpoint::endpoints::{
     AuthChangePhone, AuthDevices, AuthKeys, AuthLogin, AuthLogout, AuthLogoutDevice, AuthLookup,
-    AuthPassword, AuthPhone, AuthPhoneCode, AuthPhoneLogin, AuthPhoneRegister, AuthRefresh,
-    AuthRegister, AuthRevocations,
+    AuthMultipleDevices, AuthPassword, AuthPhone, AuthPhoneCode, AuthPhoneLogin, AuthPhoneRegister,
+    AuthRefresh, AuthRegister, AuthRevocations,
 };
 use shared::proto::auth as pb;
 use shared::rpc::{Client, internal};
@@ -33,6 +33,10 @@ struct State {
     codes: Codes,
     /// Logouts per user: each one reaches every edge.
     logouts: shared::limit::PerKey<String>,
+    /// The inboxes and the devices' cursors: a new device starts at the
+    /// end of its user's inbox.
+    inbox: async_nats::jetstream::stream::Stream,
+    cursors: async_nats::jetstream::kv::Store,
 }
 
 /// Runs the auth service until `shutdown` is cancelled.
@@ -47,8 +51,12 @@ pub async fn run(
         .await
         .map_err(|e| StartError::setup("signing keys", e))?;
     shared::nats::events_stream(&nats.jetstream, &config.streams).await?;
+    let inbox = shared::nats::inbox_stream(&nats.jetstream, &config.streams).await?;
+    let cursors = shared::nats::cursor_bucket(&nats.jetstream, &config.streams).await?;
     let state = Arc::new(State {
         nats: nats.clone(),
+        inbox,
+        cursors,
         guard: LoginGuard::new(config.login.clone(), config.max_concurrent_hashes),
         codes: Codes::new(config.sms.clone(), pool.clone()),
         logouts: shared::limit::PerKey::per_minute("logouts", 30),
@@ -107,6 +115,9 @@ pub async fn run(
         })
     })
     .serve::<AuthPhone, _, _>(64, |s, (), input| async move { s.phone(input).await })
+    .serve::<AuthMultipleDevices, _, _>(64, |s, (), input| async move {
+        s.multiple_devices(input).await
+    })
     .listen()
     .await?;
     tracing::info!("auth service ready");
@@ -335,6 +346,35 @@ impl State {
                 device_name
             };
             store::insert_device(&self.pool, &id, &user_id, name, now).await?;
+            // Stored first: see `shared::nats::start_device`. Should the
+            // cursor not be written, the device starts at the inbox's
+            // beginning, which leaves nothing out either.
+            if let Err(e) =
+                shared::nats::start_device(&self.inbox, &self.cursors, &user_id, &id).await
+            {
+                tracing::warn!(%user_id, device_id = %id, error = %e, "new device starts at the inbox's beginning");
+            }
+            // Heard before the login is answered: from then on the user's
+            // messages get a copy in its own inbox (see `messages`'
+            // `devices`).
+            let devices = store::device_count(&self.pool, &user_id).await?;
+            let event = pb::DeviceAdded {
+                user_id: user_id.clone(),
+                device_id: id.clone(),
+                at_ms: now,
+                devices: u32::try_from(devices).unwrap_or(u32::MAX),
+            };
+            shared::nats::publish_event(
+                &self.nats.jetstream,
+                subject::event::DEVICE_ADDED,
+                prost::Message::encode_to_vec(&event).into(),
+                &format!("device:{id}"),
+            )
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "device.added event not stored");
+                RpcError::unavailable("the device is not known everywhere yet: try again")
+            })?;
             id
         } else {
             let known = subject::is_valid_token(&device_id)
@@ -450,6 +490,25 @@ impl State {
         Ok(pb::LookupResponse {
             existing_user_ids: accounts.iter().map(|a| a.id.clone()).collect(),
             accounts: accounts.into_iter().map(account).collect(),
+        })
+    }
+
+    async fn multiple_devices(
+        &self,
+        input: pb::MultipleDevicesRequest,
+    ) -> Result<pb::MultipleDevicesResponse, RpcError> {
+        if input.user_ids.len() > 1024 {
+            return Err(RpcError::bad_request("at most 1024 user ids per request"));
+        }
+        let mut ids: Vec<String> = input
+            .user_ids
+            .into_iter()
+            .filter(|id| subject::is_valid_token(id))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(pb::MultipleDevicesResponse {
+            user_ids: store::with_several_devices(&self.pool, &ids).await?,
         })
     }
 

@@ -157,6 +157,35 @@ pub async fn accounts(pool: &AnyPool, ids: &[String]) -> Result<Vec<AccountRow>,
     Ok(found)
 }
 
+/// How many devices `user_id` has (logged out ones included).
+pub async fn device_count(pool: &AnyPool, user_id: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_one(pool)
+        .await
+}
+
+/// Which of `ids` have two devices or more (one query for them all).
+pub async fn with_several_devices(
+    pool: &AnyPool,
+    ids: &[String],
+) -> Result<Vec<String>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT user_id FROM devices WHERE user_id IN ({}) GROUP BY user_id HAVING COUNT(*) > 1",
+        placeholders.join(", ")
+    );
+    // Only numbered placeholders are formatted in; the ids are bound.
+    let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+    for id in ids {
+        query = query.bind(id);
+    }
+    query.fetch_all(pool).await
+}
+
 pub async fn signing_keys(pool: &AnyPool) -> Result<Vec<KeyRow>, sqlx::Error> {
     sqlx::query_as("SELECT kid, private_der, public_raw FROM signing_keys ORDER BY kid")
         .fetch_all(pool)

@@ -38,6 +38,7 @@ async fn auth_keeps_its_contract() {
         AuthLookup,
         AuthRevocations,
         AuthPhone,
+        AuthMultipleDevices,
     );
 
     let registered = caller
@@ -57,6 +58,28 @@ async fn auth_keeps_its_contract() {
         .await
         .expect("log in");
     assert_eq!(login.user_id, registered.user_id);
+    // One device (made by the login above), then two.
+    let several = pb::MultipleDevicesRequest {
+        user_ids: vec![login.user_id.clone(), "not a user".into()],
+    };
+    let answer = caller.call_to::<AuthMultipleDevices>(&several).await;
+    assert_eq!(
+        answer.expect("multiple devices").user_ids,
+        Vec::<String>::new()
+    );
+    caller
+        .call_to::<AuthLogin>(&pb::LoginRequest {
+            username: "contract".into(),
+            password: "password1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("log in on a second device");
+    let answer = caller.call_to::<AuthMultipleDevices>(&several).await;
+    assert_eq!(
+        answer.expect("multiple devices").user_ids,
+        vec![login.user_id.clone()]
+    );
     let wrong = caller
         .call_to::<AuthLogin>(&pb::LoginRequest {
             username: "contract".into(),

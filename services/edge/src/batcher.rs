@@ -50,7 +50,9 @@ const IN_FLIGHT: usize = 4;
 /// busy as before.
 const MORE_AT: usize = 16;
 
-pub type Answer = Result<pb::SendAck, RpcError>;
+/// A send's ack, and whether the message has no copy in the sender's inbox
+/// (then no push of it comes to this edge); or why it failed.
+pub type Answer = Result<(pb::SendAck, bool), RpcError>;
 
 /// One send, queued.
 pub struct Queued {
@@ -81,10 +83,13 @@ pub struct Sender {
 
 impl Sender {
     /// Queues one send; returns the receiver of its answer.
+    /// `sole_connection`: the device has no other connection here (see
+    /// `SendItem.sole_connection`).
     pub async fn send(
         &self,
         who: &Identity,
         send: pb::SendRequest,
+        sole_connection: bool,
     ) -> Result<oneshot::Receiver<Answer>, RpcError> {
         let number = self.newest.fetch_add(1, Ordering::AcqRel) + 1;
         let (done, answer) = oneshot::channel();
@@ -94,6 +99,7 @@ impl Sender {
                 user_id: who.user_id.to_string(),
                 device_id: who.device_id.to_string(),
                 send: Some(send),
+                sole_connection,
             },
             number,
             failed: self.failed.clone(),
@@ -290,7 +296,7 @@ fn answer(answered: Vec<Waiting>, result: Result<pb::SendBatchResponse, RpcError
             .results
             .into_iter()
             .map(|r| match r.result {
-                Some(pb::send_result::Result::Ack(ack)) => Ok(ack),
+                Some(pb::send_result::Result::Ack(ack)) => Ok((ack, r.sender_not_copied)),
                 Some(pb::send_result::Result::Error(e)) => Err(RpcError::from_proto(&e)),
                 None => Err(RpcError::internal()),
             })

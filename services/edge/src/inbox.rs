@@ -49,24 +49,7 @@ impl InboxReader {
         max_concurrent_replays: usize,
     ) -> Result<Self, shared::nats::NatsError> {
         let stream = shared::nats::inbox_stream(&nats.jetstream, streams).await?;
-        let cursors = match nats.jetstream.get_key_value(subject::CURSOR_BUCKET).await {
-            Ok(store) => store,
-            Err(_) => nats
-                .jetstream
-                .create_key_value(kv::Config {
-                    bucket: subject::CURSOR_BUCKET.into(),
-                    description: "natter acked inbox cursor per device (<user>.<device>)".into(),
-                    history: 1,
-                    num_replicas: streams.replicas,
-                    storage: async_nats::jetstream::stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| shared::nats::NatsError::JetStream {
-                    name: subject::CURSOR_BUCKET.into(),
-                    message: e.to_string(),
-                })?,
-        };
+        let cursors = shared::nats::cursor_bucket(&nats.jetstream, streams).await?;
         Ok(Self {
             stream,
             cursors,

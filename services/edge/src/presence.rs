@@ -32,6 +32,14 @@ impl Devices {
         shared::sync::lock(&self.connected).len()
     }
 
+    /// The connections of `who`'s device on this edge.
+    pub fn connections(&self, who: &Identity) -> usize {
+        shared::sync::lock(&self.connected)
+            .get(&(who.user_id.clone(), who.device_id.clone()))
+            .copied()
+            .unwrap_or(0)
+    }
+
     pub async fn connected(&self, who: &Identity) {
         let first = {
             let mut map = shared::sync::lock(&self.connected);

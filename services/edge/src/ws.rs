@@ -155,7 +155,8 @@ impl Conn {
         echoes.push_back(client_msg_id.to_owned());
     }
 
-    /// Forgets a send that was not stored (no push will come).
+    /// Forgets a send whose push will not come: it was not stored, or its
+    /// sender's inbox has no copy of it.
     fn not_sent(&self, client_msg_id: &str) {
         let mut echoes = shared::sync::lock(&self.echoes);
         if let Some(i) = echoes.iter().position(|c| c == client_msg_id) {

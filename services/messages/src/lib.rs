@@ -8,14 +8,17 @@
 //! - [`service`]: the NATS micro endpoints (`im.v1.message.*`,
 //!   `im.v1.conversation.*`) and the recovery sweep;
 //! - `writer`: the group commit of sends and fan-out marks;
-//! - `relations`: the cache of friendships and blocks for one-to-one sends.
+//! - `relations`: the cache of friendships and blocks for one-to-one sends;
+//! - `devices`: whose messages need a copy in their sender's own inbox.
 //!
 //! Invariant: a message is acked to its sender only after it is stored and in
-//! every recipient's inbox. A message stored but not yet fanned out (a crash
+//! every inbox it goes to (its sender's too, unless the sender has one device
+//! and sent from its only connection: see `devices`). A message stored but not yet fanned out (a crash
 //! in between) is fanned out by a retried send, by the sweep at start, or by
 //! the periodic sweep; inbox appends carry a dedup id so a redo is harmless.
 
 pub mod config;
+mod devices;
 mod relations;
 pub mod service;
 pub mod store;

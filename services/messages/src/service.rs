@@ -46,6 +46,9 @@ struct State {
     write: db::AnyPool,
     writer: Writer,
     relations: Relations,
+    /// Which senders have several devices (their messages get a copy in
+    /// their own inbox).
+    devices: crate::devices::Devices,
     /// Conversations with a message stored but not fanned out: their last
     /// fan-out here failed, or a sweep found one left over (a crash, another
     /// instance). Their next send or change fans out what is pending first,
@@ -88,6 +91,9 @@ pub async fn run(
         relations: Relations::subscribe(&nats.client, nats.events())
             .await
             .map_err(|e| StartError::setup("subscribe to social events", e))?,
+        devices: crate::devices::Devices::subscribe(&nats.client, nats.events())
+            .await
+            .map_err(|e| StartError::setup("subscribe to device events", e))?,
         pending: std::sync::Mutex::new(HashSet::new()),
         pending_known: AtomicBool::new(false),
         pool: pools.read,
@@ -136,7 +142,10 @@ pub async fn run(
         loop {
             tokio::select! {
                 _ = drainer.cancelled() => break,
-                _ = tick.tick() => s.relations.drain(),
+                _ = tick.tick() => {
+                    s.relations.drain();
+                    s.devices.drain();
+                }
             }
         }
     };

@@ -123,13 +123,15 @@ pub fn service_permissions(service: Service) -> Permissions {
             (publish, subscribe, false)
         }
         Service::Auth => (
-            strings(&["im.evt.v1.user.>", "im.evt.v1.device.>"]),
+            // A new device's cursor starts at the end of its inbox.
+            strings(&["im.evt.v1.user.>", "im.evt.v1.device.>", "$KV.im_cursors.>"]),
             strings(&["im.v1.auth.>", SRV]),
             true,
         ),
         Service::Messages => (
             strings(&[
                 call::FRIEND_RELATION,
+                call::AUTH_MULTIPLE_DEVICES,
                 inboxes,
                 entries,
                 signals,
@@ -140,6 +142,7 @@ pub fn service_permissions(service: Service) -> Permissions {
             strings(&[
                 "im.v1.message.>",
                 "im.v1.conversation.>",
+                event::DEVICE_ADDED,
                 event::FRIEND_ADDED,
                 event::FRIEND_REMOVED,
                 "im.evt.v1.block.>",

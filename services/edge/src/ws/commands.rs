@@ -87,7 +87,8 @@ impl Task<'_> {
         });
         let client_msg_id = send.client_msg_id.clone();
         conn.sending(&client_msg_id);
-        match sends.sender.send(&conn.who, send).await {
+        let sole_connection = state.devices.connections(&conn.who) <= 1;
+        match sends.sender.send(&conn.who, send, sole_connection).await {
             Ok(answer) => {
                 sends.answers.push_back(answer);
                 sends.waiting.push_back((id, client_msg_id));

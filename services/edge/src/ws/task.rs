@@ -324,7 +324,12 @@ impl<'a> Task<'a> {
             return true;
         };
         let frame = match answer {
-            Ok(Ok(ack)) => frames::reply(id, server_frame::Kind::Ack(ack)),
+            Ok(Ok((ack, not_copied))) => {
+                if not_copied {
+                    conn.not_sent(&client_msg_id);
+                }
+                frames::reply(id, server_frame::Kind::Ack(ack))
+            }
             Ok(Err(e)) => {
                 conn.not_sent(&client_msg_id);
                 frames::error(id, &e)

@@ -36,6 +36,8 @@ struct Checked {
     new: NewMessage,
     body: Option<pb::MessageBody>,
     quote: Option<pb::Quote>,
+    /// Sent from its device's only connection on its edge.
+    sole_connection: bool,
 }
 
 /// A checked item, or why not (with its sender and conversation when known).
@@ -132,9 +134,14 @@ impl State {
         let mut fresh = Vec::new();
         let mut repeats = Vec::new();
         let mut first: HashMap<(String, String), usize> = HashMap::new();
+        // Items sent from their device's only connection on its edge.
+        let mut sole: HashSet<usize> = HashSet::new();
         for ((i, item), stored) in accepted.into_iter().zip(stored) {
             match stored {
                 Ok(Some(row)) => {
+                    if item.sole_connection {
+                        sole.insert(i);
+                    }
                     first.insert((row.sender_id.clone(), row.client_msg_id.clone()), i);
                     let message = wire(&row, item.body, item.quote, self.recall_window_ms());
                     fresh.push((i, row, message));
@@ -142,6 +149,23 @@ impl State {
                 Ok(None) => repeats.push((i, item)),
                 Err(e) => answers[i] = Some(Err(e)),
             }
+        }
+        // Who sent from the only connection of their only device: their
+        // messages need no copy in their own inbox.
+        let senders: HashSet<String> = fresh
+            .iter()
+            .filter(|(i, _, _)| sole.contains(i))
+            .map(|(_, row, _)| row.sender_id.clone())
+            .collect();
+        let single = self.devices.single(&self.caller, senders).await;
+        let uncopied: HashSet<String> = fresh
+            .iter()
+            .filter(|(i, row, _)| sole.contains(i) && single.contains(&row.sender_id))
+            .map(|(_, row, _)| row.id.clone())
+            .collect();
+        let mut not_copied = vec![false; count];
+        for (i, row, _) in &fresh {
+            not_copied[*i] = uncopied.contains(&row.id);
         }
         let (indexes, rows): (Vec<usize>, Vec<_>) = fresh
             .into_iter()
@@ -151,7 +175,7 @@ impl State {
             .iter()
             .map(|(row, _)| ack(row, false, self.recall_window_ms()))
             .collect();
-        let delivered = self.fan_out_rows(rows).await;
+        let delivered = self.fan_out_rows(rows, &uncopied).await;
         for ((i, ack), delivered) in indexes.into_iter().zip(acks).zip(delivered) {
             answers[i] = Some(match delivered {
                 Ok(()) => Ok(ack),
@@ -189,11 +213,16 @@ impl State {
         Ok(pb::SendBatchResponse {
             results: answers
                 .into_iter()
-                .map(|answer| pb::SendResult {
-                    result: Some(match answer.unwrap_or_else(|| Err(not_delivered())) {
-                        Ok(ack) => pb::send_result::Result::Ack(ack),
-                        Err(e) => pb::send_result::Result::Error(e.to_proto()),
-                    }),
+                .zip(not_copied)
+                .map(|(answer, not_copied)| {
+                    let answer = answer.unwrap_or_else(|| Err(not_delivered()));
+                    pb::SendResult {
+                        sender_not_copied: not_copied && answer.is_ok(),
+                        result: Some(match answer {
+                            Ok(ack) => pb::send_result::Result::Ack(ack),
+                            Err(e) => pb::send_result::Result::Error(e.to_proto()),
+                        }),
+                    }
                 })
                 .collect(),
         })
@@ -214,6 +243,7 @@ impl State {
             conversation,
             body: send.body,
             quote,
+            sole_connection: item.sole_connection,
         })
     }
 }

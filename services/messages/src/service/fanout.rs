@@ -70,7 +70,9 @@ impl State {
         row: &MessageRow,
         message: pb::Message,
     ) -> Result<(), FanoutError> {
-        let mut results = self.fan_out_rows(vec![(row.clone(), message)]).await;
+        let mut results = self
+            .fan_out_rows(vec![(row.clone(), message)], &HashSet::new())
+            .await;
         results.pop().unwrap_or(Ok(()))
     }
 
@@ -86,10 +88,12 @@ impl State {
     /// one that is not, the later messages of its conversation are not
     /// either (they wait in the pending set for it, so inboxes keep seq
     /// order). Marks what is fanned out; notes the conversations that are
-    /// not.
+    /// not. The messages named in `uncopied` get no entry in their sender's
+    /// inbox (see `crate::devices`).
     pub(super) async fn fan_out_rows(
         &self,
         rows: Vec<(MessageRow, pb::Message)>,
+        uncopied: &HashSet<String>,
     ) -> Vec<Result<(), FanoutError>> {
         let mut results: Vec<Result<(), FanoutError>> = Vec::with_capacity(rows.len());
         let mut entries = Vec::new();
@@ -105,7 +109,11 @@ impl State {
                 Ok((event, recipients)) => {
                     let entry = entries.len();
                     entries.push(delivery::InboxEntry { event: Some(event) });
+                    let uncopied = uncopied.contains(&row.id);
                     for user in recipients {
+                        if uncopied && user == row.sender_id {
+                            continue;
+                        }
                         appends.push(Append {
                             dedup_id: format!("{}:{user}", row.id),
                             user,
