@@ -23,6 +23,22 @@ pub enum ConnectionEvent {
     SlowConsumer,
 }
 
+/// Reads the connection events received so far: true when subscribed
+/// messages may have been missed meanwhile (a reconnect, a subscription
+/// that overflowed, or more connection events than were kept), so what a
+/// cache learned from them must be dropped.
+pub fn events_missed(events: &mut broadcast::Receiver<ConnectionEvent>) -> bool {
+    let mut missed = false;
+    loop {
+        match events.try_recv() {
+            Ok(ConnectionEvent::Disconnected) => {}
+            Ok(ConnectionEvent::Connected | ConnectionEvent::SlowConsumer)
+            | Err(broadcast::error::TryRecvError::Lagged(_)) => missed = true,
+            Err(_) => return missed,
+        }
+    }
+}
+
 /// A connected client, its JetStream context and its events.
 #[derive(Clone)]
 pub struct Nats {

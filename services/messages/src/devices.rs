@@ -154,16 +154,9 @@ impl Devices {
 
 impl Inner {
     fn apply_events(&mut self) {
-        loop {
-            match self.connection.try_recv() {
-                Ok(ConnectionEvent::Disconnected) => {}
-                Ok(ConnectionEvent::Connected | ConnectionEvent::SlowConsumer)
-                | Err(broadcast::error::TryRecvError::Lagged(_)) => {
-                    self.known.clear();
-                    self.epoch += 1;
-                }
-                Err(_) => break,
-            }
+        if shared::nats::events_missed(&mut self.connection) {
+            self.known.clear();
+            self.epoch += 1;
         }
         // Unconstrained: tokio's per-task budget must not make a queued
         // event look absent.

@@ -115,18 +115,9 @@ impl Inner {
     /// Drops the entries the received events concern.
     fn apply_events(&mut self) {
         let mut changed = false;
-        loop {
-            match self.connection.try_recv() {
-                Ok(ConnectionEvent::Disconnected) => {}
-                // Events may have been missed: a reconnect, a subscription
-                // that overflowed, or more connection events than kept.
-                Ok(ConnectionEvent::Connected | ConnectionEvent::SlowConsumer)
-                | Err(broadcast::error::TryRecvError::Lagged(_)) => {
-                    self.cached.clear();
-                    changed = true;
-                }
-                Err(_) => break,
-            }
+        if shared::nats::events_missed(&mut self.connection) {
+            self.cached.clear();
+            changed = true;
         }
         for events in &mut self.events {
             // Unconstrained: tokio's per-task budget must not make a queued
