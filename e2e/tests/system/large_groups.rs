@@ -5,6 +5,8 @@
 //! member is told where the group stands and reads the rest from the
 //! history; below half the threshold the group goes back to the inbox.
 
+use std::time::Duration;
+
 use e2e::{Api, Client, Format, Mode, Settings, System, User, text_of};
 use prost::Message as _;
 use reqwest::Method;
@@ -586,5 +588,60 @@ async fn killing_the_messages_service_loses_no_group_message() -> anyhow::Result
     for reader in readers {
         assert_eq!(reader.await??, range(2, N + 1, false));
     }
+    Ok(())
+}
+
+/// A sender with one device and one connection gets no inbox copy of what
+/// it sends, but a large group's messages go to no inbox anyway: the
+/// group's push reaches the sending connection, which knows it as its echo
+/// only while the batch's answer does not say "no copy" (else, when the ack
+/// overtakes the push at the edge, the push is shown again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_group_message_is_never_answered_as_not_copied() -> anyhow::Result<()> {
+    use shared::endpoint::endpoints::MessageSendBatch;
+    use shared::proto::message as msg_pb;
+    let settings = Settings {
+        large_group_members: 2,
+        ..Settings::default()
+    };
+    let (system, [alice, bob]) =
+        System::with_settings_and_users(Mode::InProcess, settings, ["alice", "bob"]).await?;
+    let (group, mut b) = pair_group(&system, &alice, &bob, "两个人").await?;
+    let direct = shared::ids::direct_conversation(&alice.user_id, &bob.user_id);
+    let caller =
+        shared::rpc::Caller::new(system.nats_client("natter").await?, Duration::from_secs(5));
+    // As an edge would send them: from alice's only connection.
+    let item = |conversation: &str, client_msg_id: &str| msg_pb::SendItem {
+        user_id: alice.user_id.clone(),
+        device_id: alice.device_id.clone(),
+        send: Some(msg_pb::SendRequest {
+            conversation_id: conversation.to_owned(),
+            client_msg_id: client_msg_id.to_owned(),
+            body: Some(msg_pb::MessageBody {
+                kind: Some(msg_pb::message_body::Kind::Text(msg_pb::Text {
+                    text: "回声?".into(),
+                })),
+            }),
+            ..Default::default()
+        }),
+        sole_connection: true,
+    };
+    let answer = caller
+        .call_to::<MessageSendBatch>(&msg_pb::SendBatchRequest {
+            items: vec![item(&group, "g1"), item(&direct, "d1")],
+        })
+        .await?;
+    let copied: Vec<(bool, bool)> = answer
+        .results
+        .iter()
+        .map(|r| {
+            let acked = matches!(r.result, Some(msg_pb::send_result::Result::Ack(_)));
+            (acked, r.sender_not_copied)
+        })
+        .collect();
+    // The group's message: acked, never "not copied"; the direct one: no copy.
+    assert_eq!(copied, [(true, false), (true, true)]);
+    assert_eq!(seqs(&mut b, 2).await?.len(), 2);
+    system.stop().await;
     Ok(())
 }

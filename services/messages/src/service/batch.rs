@@ -134,12 +134,15 @@ impl State {
         let mut fresh = Vec::new();
         let mut repeats = Vec::new();
         let mut first: HashMap<(String, String), usize> = HashMap::new();
-        // Items sent from their device's only connection on its edge.
+        // Items sent from their device's only connection on its edge (but
+        // not to a large group: its messages go to no inbox, and the
+        // group's push reaches the sending connection, where it is known
+        // as its echo).
         let mut sole: HashSet<usize> = HashSet::new();
         for ((i, item), stored) in accepted.into_iter().zip(stored) {
             match stored {
                 Ok(Some(row)) => {
-                    if item.sole_connection {
+                    if item.sole_connection && !row.read_fanout {
                         sole.insert(i);
                     }
                     first.insert((row.sender_id.clone(), row.client_msg_id.clone()), i);
