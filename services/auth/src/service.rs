@@ -1,7 +1,7 @@
 //! The auth service's NATS micro endpoints (defined in
 //! `shared::endpoint::endpoints`): `im.v1.auth.register`, `.login`,
 //! `.refresh`, `.logout`, `.password`, and for other services `.keys`,
-//! `.lookup` and `.phone`.
+//! `.lookup`, `.phone` and `.devices.multiple`.
 
 use std::sync::Arc;
 
