@@ -176,7 +176,7 @@ async fn run_pairs(
     for &rate in &plan.rates {
         let before = Usage::now(target).await;
         let start = before.at + Duration::from_millis(20);
-        let (sent, late) = open_loop(&peers, epoch, start, start + phase, rate as f64).await?;
+        let (sent, late, lag) = open_loop(&peers, epoch, start, start + phase, rate as f64).await?;
         let after = Usage::now(target).await;
         settle(&peers).await;
         let end = start + phase;
@@ -203,6 +203,7 @@ async fn run_pairs(
         let cost = before.per_message(&after, delivered);
         let receive = percentiles(&receive);
         let ack = percentiles(&ack);
+        let lag_ms = percentiles(&lag);
         let stalls: Vec<Value> = windows
             .iter()
             .filter(|(_, slowest)| **slowest > STALL_MICROS)
@@ -214,9 +215,11 @@ async fn run_pairs(
             })
             .collect();
         println!(
-            "  open loop at {rate}/s: {delivered} of {sent} delivered, {late} sends behind schedule; \
-             send→receive p50 {} p99 {} p99.9 {} max {} ms; send→ack p99 {} ms; \
+            "  open loop at {rate}/s: {delivered} of {sent} delivered, {late} sends behind schedule \
+             (schedule to write p50 {} p99 {} ms); send→receive p50 {} p99 {} p99.9 {} max {} ms; send→ack p99 {} ms; \
              {} of {} {STALL_WINDOW_MS} ms windows with a delivery over {} ms; {}",
+            lag_ms["p50_ms"],
+            lag_ms["p99_ms"],
             receive["p50_ms"],
             receive["p99_ms"],
             receive["p999_ms"],
@@ -233,6 +236,7 @@ async fn run_pairs(
             "sent": sent,
             "delivered": delivered,
             "sends_behind_schedule": late,
+            "send_lag": lag_ms,
             "send_to_receive": receive,
             "send_to_ack": ack,
             "stalls": { "window_ms": STALL_WINDOW_MS, "over_ms": STALL_MICROS / 1000, "windows": stalls },
@@ -411,47 +415,70 @@ async fn send_one(
     wire::send(sink, frame).await
 }
 
-/// Open loop: `rate` messages/s in all from `start` to `end`, each peer on
-/// its own schedule (the peers' schedules interleaved, not all at once).
+/// Open loop: `rate` messages/s in all from `start` to `end`, the peers
+/// in turn (send `j` is peer `j % n`'s, due at `start + j / rate`).
 /// A send never waits for an answer, only for its time (and for the edge's
 /// window, should 64 be unanswered); one that leaves late keeps its
-/// scheduled time. Returns (sent, sent behind schedule by over 2 ms: the timer ticks in whole milliseconds).
+/// scheduled time. The schedule is kept by a thread of its own that sleeps
+/// until each send is due and wakes its peer's task: tokio's timers fire on
+/// whole milliseconds, which added up to a millisecond of the bench's own
+/// to every latency. Returns (sent, sent behind schedule by over 2 ms, the
+/// delay from each send's time to its frame's write).
 async fn open_loop(
     peers: &Arc<Vec<Peer>>,
     epoch: Instant,
     start: Instant,
     end: Instant,
     rate: f64,
-) -> anyhow::Result<(usize, usize)> {
-    let every = Duration::from_secs_f64(peers.len() as f64 / rate.max(1.0));
+) -> anyhow::Result<(usize, usize, Histogram<u64>)> {
+    let every = Duration::from_secs_f64(1.0 / rate.max(1.0));
+    let mut due = Vec::new();
     let mut tasks = Vec::new();
     for i in 0..peers.len() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+        due.push(tx);
         let peers = peers.clone();
         tasks.push(tokio::spawn(async move {
             let peer = &peers[i];
             let mut sink = peer.sink.lock().await;
-            let mut at = start + every.mul_f64(i as f64 / peers.len() as f64);
-            let (mut sent, mut late) = (0usize, 0usize);
-            while at < end {
-                tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+            let (mut sent, mut lag) = (0usize, histogram());
+            while let Some(at) = rx.recv().await {
                 peer.window.acquire().await?.forget();
-                if Instant::now() > at + Duration::from_millis(2) {
-                    late += 1;
-                }
+                lag.saturating_record(micros(Instant::now().saturating_duration_since(at)));
                 send_one(peer, &mut sink, epoch, at).await?;
                 sent += 1;
-                at += every;
             }
-            anyhow::Ok((sent, late))
+            anyhow::Ok((sent, lag))
         }));
     }
-    let (mut sent, mut late) = (0, 0);
+    let pacer = std::thread::Builder::new()
+        .name("bench-pacer".into())
+        .spawn(move || {
+            for j in 0u64.. {
+                let at = start + every.mul_f64(j as f64);
+                if at >= end {
+                    break;
+                }
+                let now = Instant::now();
+                if at > now {
+                    std::thread::sleep(at - now);
+                }
+                if due[(j % due.len() as u64) as usize].send(at).is_err() {
+                    break;
+                }
+            }
+        })?;
+    let (mut sent, mut lag) = (0, histogram());
     for task in tasks {
         let (s, l) = task.await??;
         sent += s;
-        late += l;
+        lag.add(&l)?;
     }
-    Ok((sent, late))
+    pacer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the pacer thread panicked"))?;
+    let late = lag.count_between(2_001, u64::MAX) as usize;
+    Ok((sent, late, lag))
 }
 
 /// Waits (at most 60 s) until every send is acked and every peer has
