@@ -17,7 +17,7 @@
 //! service does the same within a batch). The marks live as long as the
 //! connection.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -162,8 +162,7 @@ type Flight = (
 type Waiting = (String, u64, String, Failed, oneshot::Sender<Answer>);
 
 async fn run(caller: Caller, mut queue: mpsc::Receiver<Queued>) {
-    // Sends waiting for a batch, in the order they came.
-    let mut waiting: VecDeque<Queued> = VecDeque::new();
+    let mut waiting = Pending::default();
     // Conversations with sends in a batch in flight: a later send to one
     // waits for that batch (order by construction, however many fly).
     let mut busy: HashMap<String, usize> = HashMap::new();
@@ -185,10 +184,10 @@ async fn run(caller: Caller, mut queue: mpsc::Receiver<Queued>) {
             }
             next = queue.recv(), if open && waiting.len() < MAX_WAITING => match next {
                 Some(queued) => {
-                    waiting.push_back(queued);
+                    waiting.push(queued);
                     while waiting.len() < MAX_WAITING {
                         match queue.try_recv() {
-                            Ok(queued) => waiting.push_back(queued),
+                            Ok(queued) => waiting.push(queued),
                             Err(_) => break,
                         }
                     }
@@ -202,15 +201,9 @@ async fn run(caller: Caller, mut queue: mpsc::Receiver<Queued>) {
         while flying.len() < IN_FLIGHT
             && (flying.is_empty() || waiting.len() >= MORE_AT * flying.len())
         {
-            let batch = take_batch(&mut waiting, &busy);
+            let (batch, conversations) = waiting.take_batch(&busy);
             if batch.is_empty() {
                 break;
-            }
-            let mut conversations: Vec<String> = Vec::new();
-            for q in &batch {
-                if !conversations.contains(&q.conversation) {
-                    conversations.push(q.conversation.clone());
-                }
             }
             for conversation in &conversations {
                 *busy.entry(conversation.clone()).or_default() += 1;
@@ -235,57 +228,104 @@ async fn run(caller: Caller, mut queue: mpsc::Receiver<Queued>) {
     }
 }
 
-/// The next batch from the waiting sends, in order: those whose
-/// conversation has no batch in flight and no earlier send still waiting.
-/// Sends that must be sent again in order (see the module) fail here.
-fn take_batch(waiting: &mut VecDeque<Queued>, busy: &HashMap<String, usize>) -> Vec<Queued> {
-    let mut batch = Vec::new();
-    let mut bytes = 0;
-    let mut blocked: HashSet<String> = HashSet::new();
-    let mut left = VecDeque::with_capacity(waiting.len());
-    while let Some(q) = waiting.pop_front() {
-        if batch.len() >= MAX_ITEMS || bytes >= MAX_BYTES {
-            // Full: the rest waits, in order.
-            left.push_back(q);
-            left.append(waiting);
-            break;
-        }
-        // A conversation with a batch in flight, or a send waiting ahead:
-        // its later sends wait too.
-        if blocked.contains(&q.conversation) {
-            left.push_back(q);
-            continue;
-        }
-        if busy.contains_key(&q.conversation) {
-            blocked.insert(q.conversation.clone());
-            left.push_back(q);
-            continue;
-        }
-        // After a send to be sent again, only that send goes (and lifts the mark).
-        let refused = {
-            let mut failed = shared::sync::lock(&q.failed);
-            match failed.get(&q.conversation) {
-                Some(mark) if q.number > mark.number => {
-                    let again = client_msg_id(&q.item) == mark.client_msg_id;
-                    if again {
-                        failed.remove(&q.conversation);
-                    }
-                    !again
-                }
-                _ => false,
-            }
-        };
-        if refused {
-            let _ = q.done.send(Err(RpcError::unavailable(
-                "an earlier message to this conversation was not sent; send again in order",
-            )));
-            continue;
-        }
-        bytes += q.item.encoded_len();
-        batch.push(q);
+/// Sends waiting for a batch: each conversation's in the order they came,
+/// and the conversations in the order their oldest waiting send came. A
+/// batch is taken conversation by conversation, so sends to conversations
+/// with a batch in flight stay where they are (with thousands waiting under
+/// load, a batch once moved every one of them).
+#[derive(Default)]
+struct Pending {
+    sends: HashMap<String, VecDeque<Queued>>,
+    order: VecDeque<String>,
+    count: usize,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        self.count
     }
-    *waiting = left;
-    batch
+
+    fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn push(&mut self, queued: Queued) {
+        self.count += 1;
+        if let Some(sends) = self.sends.get_mut(&queued.conversation) {
+            sends.push_back(queued);
+            return;
+        }
+        self.order.push_back(queued.conversation.clone());
+        self.sends
+            .insert(queued.conversation.clone(), VecDeque::from([queued]));
+    }
+
+    /// The next batch, and its conversations: the sends of conversations
+    /// with no batch in flight, oldest conversation first, each
+    /// conversation's in order. Sends that must be sent again in order (see
+    /// the module) fail here.
+    fn take_batch(&mut self, busy: &HashMap<String, usize>) -> (Vec<Queued>, Vec<String>) {
+        let mut batch = Vec::new();
+        let mut conversations = Vec::new();
+        let mut bytes = 0;
+        let mut kept = VecDeque::with_capacity(self.order.len());
+        while let Some(conversation) = self.order.pop_front() {
+            if batch.len() >= MAX_ITEMS || bytes >= MAX_BYTES {
+                // Full: the rest waits, in order.
+                kept.push_back(conversation);
+                kept.append(&mut self.order);
+                break;
+            }
+            if busy.contains_key(&conversation) {
+                kept.push_back(conversation);
+                continue;
+            }
+            let Some(sends) = self.sends.get_mut(&conversation) else {
+                continue;
+            };
+            let before = batch.len();
+            while batch.len() < MAX_ITEMS && bytes < MAX_BYTES {
+                let Some(q) = sends.pop_front() else {
+                    break;
+                };
+                self.count -= 1;
+                if refused(&q) {
+                    let _ = q.done.send(Err(RpcError::unavailable(
+                        "an earlier message to this conversation was not sent; send again in order",
+                    )));
+                    continue;
+                }
+                bytes += q.item.encoded_len();
+                batch.push(q);
+            }
+            if batch.len() > before {
+                conversations.push(conversation.clone());
+            }
+            if sends.is_empty() {
+                self.sends.remove(&conversation);
+            } else {
+                kept.push_back(conversation);
+            }
+        }
+        self.order = kept;
+        (batch, conversations)
+    }
+}
+
+/// Whether `q` comes after a send of its connection to its conversation
+/// that must be sent again first; the send that comes again lifts the mark.
+fn refused(q: &Queued) -> bool {
+    let mut failed = shared::sync::lock(&q.failed);
+    match failed.get(&q.conversation) {
+        Some(mark) if q.number > mark.number => {
+            let again = client_msg_id(&q.item) == mark.client_msg_id;
+            if again {
+                failed.remove(&q.conversation);
+            }
+            !again
+        }
+        _ => false,
+    }
 }
 
 /// Hands each send its answer; a failure a retry can mend marks the
@@ -345,4 +385,119 @@ fn is_refusal(code: shared::ErrorCode) -> bool {
 
 fn client_msg_id(item: &pb::SendItem) -> &str {
     item.send.as_ref().map_or("", |s| s.client_msg_id.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send(
+        conversation: &str,
+        number: u64,
+        client_msg_id: &str,
+        failed: &Failed,
+    ) -> (Queued, oneshot::Receiver<Answer>) {
+        let (done, answer) = oneshot::channel();
+        let queued = Queued {
+            item: pb::SendItem {
+                send: Some(pb::SendRequest {
+                    conversation_id: conversation.into(),
+                    client_msg_id: client_msg_id.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            conversation: conversation.into(),
+            number,
+            failed: failed.clone(),
+            done,
+        };
+        (queued, answer)
+    }
+
+    fn ids(batch: &[Queued]) -> Vec<&str> {
+        batch.iter().map(|q| client_msg_id(&q.item)).collect()
+    }
+
+    #[test]
+    fn a_batch_keeps_each_conversations_order_and_skips_busy_ones() {
+        let failed = Failed::default();
+        let mut pending = Pending::default();
+        let mut answers = Vec::new();
+        for (conversation, id) in [
+            ("a", "a1"),
+            ("b", "b1"),
+            ("a", "a2"),
+            ("c", "c1"),
+            ("b", "b2"),
+        ] {
+            let (q, answer) = send(conversation, 0, id, &failed);
+            pending.push(q);
+            answers.push(answer);
+        }
+        assert_eq!(pending.len(), 5);
+        let busy = HashMap::from([("b".to_owned(), 1)]);
+        let (batch, conversations) = pending.take_batch(&busy);
+        assert_eq!(ids(&batch), ["a1", "a2", "c1"]);
+        assert_eq!(conversations, ["a", "c"]);
+        assert_eq!(pending.len(), 2);
+        let (batch, conversations) = pending.take_batch(&busy);
+        assert!(batch.is_empty() && conversations.is_empty());
+        let (batch, conversations) = pending.take_batch(&HashMap::new());
+        assert_eq!(ids(&batch), ["b1", "b2"]);
+        assert_eq!(conversations, ["b"]);
+        assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn a_full_batch_leaves_the_rest_in_order() {
+        let failed = Failed::default();
+        let mut pending = Pending::default();
+        let mut answers = Vec::new();
+        for i in 0..MAX_ITEMS + 10 {
+            let (q, answer) = send("a", 0, &format!("a{i}"), &failed);
+            pending.push(q);
+            answers.push(answer);
+        }
+        let (q, answer) = send("b", 0, "b0", &failed);
+        pending.push(q);
+        answers.push(answer);
+        let (batch, conversations) = pending.take_batch(&HashMap::new());
+        assert_eq!(batch.len(), MAX_ITEMS);
+        assert_eq!(client_msg_id(&batch[0].item), "a0");
+        assert_eq!(conversations, ["a"]);
+        let (batch, conversations) = pending.take_batch(&HashMap::new());
+        let expected: Vec<String> = (MAX_ITEMS..MAX_ITEMS + 10)
+            .map(|i| format!("a{i}"))
+            .chain(["b0".to_owned()])
+            .collect();
+        assert_eq!(ids(&batch), expected);
+        assert_eq!(conversations, ["a", "b"]);
+        assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn sends_after_a_failed_one_fail_until_it_comes_again() {
+        let failed = Failed::default();
+        shared::sync::lock(&failed).insert(
+            "a".into(),
+            Mark {
+                number: 1,
+                client_msg_id: "x".into(),
+            },
+        );
+        let mut pending = Pending::default();
+        let (later, mut refused) = send("a", 2, "y", &failed);
+        let (again, _a) = send("a", 3, "x", &failed);
+        let (after, _b) = send("a", 4, "z", &failed);
+        pending.push(later);
+        pending.push(again);
+        pending.push(after);
+        let (batch, _) = pending.take_batch(&HashMap::new());
+        assert_eq!(ids(&batch), ["x", "z"]);
+        let answer = refused.try_recv().expect("the later send is answered");
+        assert!(answer.is_err());
+        assert!(shared::sync::lock(&failed).is_empty());
+        assert!(pending.is_empty());
+    }
 }
