@@ -19,70 +19,63 @@ pub fn store_batch_sqlite(
 ) -> rusqlite::Result<Vec<Option<MessageRow>>> {
     let mut rows = Vec::with_capacity(messages.len());
     if !messages.is_empty() {
-        let mut repeat = tx
-            .prepare_cached("SELECT 1 FROM messages WHERE sender_id = ?1 AND client_msg_id = ?2")?;
+        // The message takes the next seq in the statement that stores it, so
+        // a repeat (stored before, or beside this writer) takes none.
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, reply_to, delivery, group_large)
+             SELECT ?1, ?2, c.last_seq + 1, ?3, ?4, ?5, ?6, ?7, ?8, c.read_fanout, c.read_fanout
+             FROM conversations c WHERE c.id = ?2
+             ON CONFLICT (sender_id, client_msg_id) DO NOTHING
+             RETURNING seq, group_large",
+        )?;
         let mut number = tx.prepare_cached(
-            "UPDATE conversations SET last_seq = last_seq + 1, last_activity_ms = MAX(last_activity_ms, ?2)
-             WHERE id = ?1 RETURNING last_seq, read_fanout",
+            "UPDATE conversations SET last_seq = ?2, last_activity_ms = MAX(last_activity_ms, ?3)
+             WHERE id = ?1",
         )?;
         let mut create = tx.prepare_cached(
             "INSERT INTO conversations (id, kind, last_seq, last_activity_ms, created_at_ms)
              VALUES (?1, ?2, 0, ?3, ?3) ON CONFLICT (id) DO NOTHING",
         )?;
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO messages (id, conversation_id, seq, sender_id, sender_device_id, client_msg_id, body, server_ts_ms, reply_to, delivery, group_large)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)
-             ON CONFLICT (sender_id, client_msg_id) DO NOTHING",
-        )?;
-        let mut give_back =
-            tx.prepare_cached("UPDATE conversations SET last_seq = last_seq - 1 WHERE id = ?1")?;
         let mut member = tx.prepare_cached(
             "INSERT INTO conversation_members (conversation_id, user_id, joined_seq)
              VALUES (?1, ?2, 1) ON CONFLICT (conversation_id, user_id) DO NOTHING",
         )?;
         let mut seen: HashSet<(&str, &str)> = HashSet::new();
         for m in messages {
-            // Repeats: earlier in this batch, or stored already.
-            if !seen.insert((&m.sender_id, &m.client_msg_id))
-                || repeat.exists(params![m.sender_id, m.client_msg_id])?
-            {
+            // A repeat earlier in this batch.
+            if !seen.insert((&m.sender_id, &m.client_msg_id)) {
                 rows.push(None);
                 continue;
             }
-            let take = |number: &mut rusqlite::CachedStatement<'_>| {
-                number
-                    .query_row(params![m.conversation_id, m.now_ms], |r| {
-                        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-                    })
+            let store = |insert: &mut rusqlite::CachedStatement<'_>| {
+                insert
+                    .query_row(
+                        params![
+                            m.id,
+                            m.conversation_id,
+                            m.sender_id,
+                            m.sender_device_id,
+                            m.client_msg_id,
+                            m.body,
+                            m.now_ms,
+                            m.reply_to,
+                        ],
+                        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+                    )
                     .optional()
             };
-            let (seq, large) = match take(&mut number)? {
-                Some(taken) => taken,
-                None => {
-                    // Its first message: the conversation starts at 0.
-                    create.execute(params![m.conversation_id, m.kind, m.now_ms])?;
-                    take(&mut number)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?
-                }
-            };
-            let stored = insert.execute(params![
-                m.id,
-                m.conversation_id,
-                seq,
-                m.sender_id,
-                m.sender_device_id,
-                m.client_msg_id,
-                m.body,
-                m.now_ms,
-                m.reply_to,
-                large,
-            ])?;
-            if stored == 0 {
-                // Stored beside this writer meanwhile: the seq goes back
-                // (this transaction holds the write lock; nothing saw it).
-                give_back.execute(params![m.conversation_id])?;
+            let mut stored = store(&mut insert)?;
+            // Nothing stored: a repeat, or the conversation's first message
+            // (the conversation starts at 0).
+            if stored.is_none() && create.execute(params![m.conversation_id, m.kind, m.now_ms])? > 0
+            {
+                stored = store(&mut insert)?;
+            }
+            let Some((seq, large)) = stored else {
                 rows.push(None);
                 continue;
-            }
+            };
+            number.execute(params![m.conversation_id, seq, m.now_ms])?;
             if seq == 1 {
                 for user in &m.members {
                     member.execute(params![m.conversation_id, user])?;
