@@ -24,6 +24,10 @@ use tracing::Instrument;
 
 use crate::rpc::{self, Identity, RpcError};
 
+/// Sends in one `MessageSendBatch` request at most: the messages service
+/// refuses more, and an edge's batcher fills batches up to it.
+pub const SEND_BATCH_MAX_ITEMS: usize = 1024;
+
 /// The kinds of [`Access`], for code that treats them alike (contract tests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AccessKind {

@@ -30,13 +30,13 @@ use shared::proto::message as pb;
 use shared::rpc::{Caller, Identity};
 use tokio::sync::{mpsc, oneshot};
 
-/// Sends per batch at most (the messages service takes 1,024), and their
-/// encoded bytes (a batch is one NATS message: it must stay under the
+/// Sends per batch at most (as many as the messages service takes), and
+/// their encoded bytes (a batch is one NATS message: it must stay under the
 /// server's `max_payload`). Under a saturating load the batches are full,
 /// and the messages service's fan-out rounds per batch are what bounds the
 /// rate: batches of 1,024 delivered 22,000–22,800 messages/s where batches
 /// of 256 delivered 16,600–17,200 (docs/bench.md).
-const MAX_ITEMS: usize = 1024;
+const MAX_ITEMS: usize = shared::endpoint::SEND_BATCH_MAX_ITEMS;
 const MAX_BYTES: usize = 512 * 1024;
 /// Sends queued for the next batch, from all connections.
 const QUEUE: usize = 8192;

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use shared::RpcError;
+use shared::endpoint::SEND_BATCH_MAX_ITEMS as MAX_ITEMS;
 use shared::ids::{ConversationId, DeviceId, UserId};
 use shared::proto::message as pb;
 use shared::rpc::Identity;
@@ -24,8 +25,6 @@ use super::send::{Prepared, ack, target};
 use super::{State, wire};
 use crate::store::NewMessage;
 
-/// Items per batch at most (an edge sends fewer: see its batcher).
-pub const MAX_ITEMS: usize = 1024;
 /// Items checked at once (each may ask the social service).
 const CHECKS: usize = 64;
 
