@@ -62,6 +62,11 @@ fn a_quick_run_measures_every_scenario() {
     positive(&report, "/results/footprint/natter_idle_rss_bytes");
     positive(&report, "/results/baseline/request_reply_per_sec");
     positive(&report, "/results/baseline/message_path_3_appends_per_sec");
+    // The NATS shape alone, open loop at the quick mode's rate (200/s).
+    let model = &report["results"]["baseline"]["model_open_loop"][0];
+    assert_eq!(model["rate_per_sec"].as_u64(), Some(200), "{model}");
+    // (The model fails, and leaves no figures, unless every message's push came.)
+    positive(model, "/send_to_push/p99_ms");
     let direct = &report["results"]["direct"]["runs"][0];
     assert_eq!(direct["pairs"].as_u64(), Some(2));
     positive(direct, "/saturation/delivered_per_sec");

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::message::PublishMessage;
 use futures::StreamExt;
+use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 use crate::report::round;
@@ -42,6 +43,10 @@ pub struct Baseline {
     /// messages per second for each way of appending and each batch size
     /// of [`BATCH_SIZES`]; None as above.
     pub batched_path_per_sec: Option<Vec<(Appends, usize, f64)>>,
+    /// The batched model (one append per message) driven open loop at the
+    /// one-to-one scenario's rates: the send→push latency of natter's NATS
+    /// shape alone (see [`model_latency`]); None as above.
+    pub model_latency: Option<Vec<(u64, Value)>>,
 }
 
 /// How the batched model makes a batch's durable appends.
@@ -156,6 +161,12 @@ impl Baseline {
                     })
                     .collect::<Vec<_>>()
             }),
+            "model_open_loop": self.model_latency.as_ref().map(|rates| {
+                rates
+                    .iter()
+                    .map(|(rate, latency)| json!({ "rate_per_sec": rate, "send_to_push": latency }))
+                    .collect::<Vec<_>>()
+            }),
         })
     }
 }
@@ -259,7 +270,15 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Baseline> {
                 None
             }
         };
+    let model_latency = match model_latency(target, &url, &inbox, &payload, plan).await {
+        Ok(rates) => Some(rates),
+        Err(e) => {
+            eprintln!("open-loop model skipped: {e:#}");
+            None
+        }
+    };
     let result = Baseline {
+        model_latency,
         batched_path_per_sec,
         jetstream_per_sec,
         message_path_per_sec,
@@ -299,7 +318,187 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Baseline> {
             rates.join(", ")
         );
     }
+    if let Some(rates) = &result.model_latency {
+        let rates: Vec<String> = rates
+            .iter()
+            .map(|(rate, l)| format!("{rate}/s: p50 {} ms, p99 {} ms", l["p50_ms"], l["p99_ms"]))
+            .collect();
+        println!(
+            "natter's NATS shape alone, open loop (batches, one append per message, one event per batch, pushes): {}",
+            rates.join("; ")
+        );
+    }
     Ok(result)
+}
+
+/// The floor that natter's NATS shape puts under its one-to-one latency:
+/// the batched model with one append per message, driven open loop at each
+/// of the one-to-one scenario's rates. A pacer thread keeps the schedule (as
+/// the one-to-one scenario's does) and hands each message to an "edge" task
+/// that sends what waits as one batch request when the previous one has
+/// returned (natter's batcher at these rates); the responder appends, sends
+/// the event and the pushes and replies; the "edge" connection receives the
+/// pushes. The latency runs from each message's scheduled time to its push:
+/// no WebSocket, no SQLite, no checks, and one process fewer on the cores.
+async fn model_latency(
+    target: &Target,
+    url: &str,
+    id: &str,
+    payload: &bytes::Bytes,
+    plan: &Plan,
+) -> anyhow::Result<Vec<(u64, Value)>> {
+    use async_nats::jetstream::stream;
+    let (edge, messages, js) = model_connections(target, url).await?;
+    let id = format!("{id}l");
+    let (inboxes, events) = (format!("BENCH_LINBOX_{id}"), format!("BENCH_LEVENTS_{id}"));
+    for (name, subjects) in [
+        (&inboxes, format!("bench.inbox.{id}.>")),
+        (&events, format!("bench.evt.{id}.>")),
+    ] {
+        js.create_stream(stream::Config {
+            name: name.clone(),
+            subjects: vec![subjects],
+            storage: stream::StorageType::File,
+            max_age: Duration::from_secs(300),
+            ..Default::default()
+        })
+        .await?;
+    }
+    let run = async {
+        let mut rates = Vec::new();
+        for &rate in &plan.rates {
+            let model = format!("{id}.r{rate}");
+            let subject = format!("bench.lbatch.{model}");
+            let requests = messages.subscribe(subject.clone()).await?;
+            let responder = tokio::spawn(respond_batches(
+                messages.clone(),
+                js.clone(),
+                model.clone(),
+                requests,
+                Appends::PipelinedOneAppend,
+            ));
+            wait_for_responder(&edge, &subject, &batch_payload(payload, 1, 0)).await?;
+            // After the responder's check, whose push is no sample (the
+            // subscription reaches the server before the first request).
+            let pushes = edge.subscribe(format!("bench.bpush.{model}.>")).await?;
+            let latency = model_open_loop(&edge, &subject, pushes, payload, rate, plan).await;
+            responder.abort();
+            rates.push((rate, latency?));
+        }
+        anyhow::Ok(rates)
+    };
+    let result = run.await;
+    let _ = js.delete_stream(&inboxes).await;
+    let _ = js.delete_stream(&events).await;
+    result
+}
+
+/// One rate of [`model_latency`]: send→push percentiles.
+async fn model_open_loop(
+    edge: &async_nats::Client,
+    subject: &str,
+    mut pushes: async_nats::Subscriber,
+    payload: &bytes::Bytes,
+    rate: u64,
+    plan: &Plan,
+) -> anyhow::Result<Value> {
+    // Each message carries its scheduled time, in µs since `epoch`, in
+    // its first 8 bytes; the pushes carry the messages back to back.
+    let each = payload.len().max(8);
+    let epoch = Instant::now();
+    let start = epoch + Duration::from_millis(50);
+    let end = start + Duration::from_secs(plan.phase_secs);
+    let every = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let (due, mut waiting) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let pacer = std::thread::Builder::new()
+        .name("bench-model-pacer".into())
+        .spawn(move || {
+            let mut sent = 0u64;
+            for j in 0u64.. {
+                let at = start + every.mul_f64(j as f64);
+                if at >= end {
+                    break;
+                }
+                let now = Instant::now();
+                if at > now {
+                    std::thread::sleep(at - now);
+                }
+                if due.send((at - epoch).as_micros() as u64).is_err() {
+                    break;
+                }
+                sent += 1;
+            }
+            sent
+        })?;
+    let batcher = {
+        let (edge, subject, payload) = (edge.clone(), subject.to_owned(), payload.clone());
+        tokio::spawn(async move {
+            let mut first = 0u64;
+            while let Some(at) = waiting.recv().await {
+                let mut stamps = vec![at];
+                while stamps.len() < shared::endpoint::SEND_BATCH_MAX_ITEMS {
+                    match waiting.try_recv() {
+                        Ok(at) => stamps.push(at),
+                        Err(_) => break,
+                    }
+                }
+                let mut batch = Vec::with_capacity(16 + stamps.len() * each);
+                batch.extend_from_slice(&(stamps.len() as u64).to_be_bytes());
+                batch.extend_from_slice(&first.to_be_bytes());
+                for at in &stamps {
+                    batch.extend_from_slice(&at.to_be_bytes());
+                    batch.extend_from_slice(&payload[8.min(payload.len())..]);
+                    batch.resize(batch.len() + each.saturating_sub(payload.len()), 0);
+                }
+                first += stamps.len() as u64;
+                let reply = edge.request(subject.clone(), batch.into()).await?;
+                anyhow::ensure!(reply.payload.as_ref() == b"ok", "batch failed");
+            }
+            anyhow::Ok(())
+        })
+    };
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    let record = |latency: &mut Histogram<u64>, push: &async_nats::Message| {
+        let now = epoch.elapsed().as_micros() as u64;
+        for message in push.payload.chunks(each) {
+            let at = u64::from_be_bytes(message[..8].try_into()?);
+            latency.saturating_record(now.saturating_sub(at).max(1));
+        }
+        anyhow::Ok(())
+    };
+    // The phase, then up to 10 s for the last pushes.
+    let deadline = end + Duration::from_secs(10);
+    while Instant::now() < deadline && !(pacer.is_finished() && batcher.is_finished()) {
+        let Ok(push) = tokio::time::timeout(Duration::from_millis(100), pushes.next()).await else {
+            continue;
+        };
+        let push = push.ok_or_else(|| anyhow::anyhow!("push subscription closed"))?;
+        record(&mut latency, &push)?;
+    }
+    let sent = pacer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the model's pacer panicked"))?;
+    batcher.await??;
+    // The last batch's pushes come before its reply.
+    while latency.len() < sent {
+        let push = tokio::time::timeout(Duration::from_secs(1), pushes.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("push subscription closed"))?;
+        record(&mut latency, &push)?;
+    }
+    anyhow::ensure!(
+        latency.len() == sent,
+        "open-loop model: {} of {sent} messages pushed",
+        latency.len()
+    );
+    let ms = |us: u64| round(us as f64 / 1000.0);
+    Ok(json!({
+        "count": latency.len(),
+        "p50_ms": ms(latency.value_at_quantile(0.50)),
+        "p99_ms": ms(latency.value_at_quantile(0.99)),
+        "p999_ms": ms(latency.value_at_quantile(0.999)),
+        "max_ms": ms(latency.max()),
+    }))
 }
 
 /// Creates a temporary file stream for `subjects`, deleted when `run` ends.
