@@ -228,12 +228,34 @@ function setTimeline(id: string, t: Timeline | undefined) {
   setMap(timelines, id, t);
 }
 
+/**
+ * Messages that came (an ack, a push) while the newest page of their
+ * conversation was on its way: the server may have read the page before
+ * they were stored, so they join it when it comes. Per conversation, the
+ * loads in flight and what came meanwhile.
+ */
+const arriving = new Map<string, { loads: number; msgs: Message[] }>();
+
 /** Replaces the window with the newest page. */
 export async function loadLatest(id: string) {
-  const r = await api.get<Page>(`/v1/conversations/${enc(id)}/messages?limit=${PAGE}`);
+  const waiting = arriving.get(id) ?? { loads: 0, msgs: [] };
+  waiting.loads += 1;
+  arriving.set(id, waiting);
+  let r: Page;
+  try {
+    r = await api.get<Page>(`/v1/conversations/${enc(id)}/messages?limit=${PAGE}`);
+  } finally {
+    waiting.loads -= 1;
+    if (!waiting.loads) arriving.delete(id);
+  }
+  const page = r.messages ?? [];
+  const top = num(page[page.length - 1]?.seq);
+  const late = new Map<number, Message>();
+  for (const m of waiting.msgs) if (num(m.seq) > top) late.set(num(m.seq), m);
+  const msgs = [...page, ...[...late.values()].sort((a, b) => num(a.seq) - num(b.seq))];
   const old = timelines.value.get(id);
-  setTimeline(id, { msgs: r.messages ?? [], hasOlder: !!r.hasMore, atLatest: true, epoch: (old?.epoch ?? 0) + 1 });
-  ensureProfiles((r.messages ?? []).flatMap(messageUsers));
+  setTimeline(id, { msgs, hasOlder: !!r.hasMore, atLatest: true, epoch: (old?.epoch ?? 0) + 1 });
+  ensureProfiles(msgs.flatMap(messageUsers));
 }
 
 /** Extends the window upwards. Answers how many messages were added. */
@@ -349,6 +371,7 @@ export function receiveMessage(m: Message, fromAck = false) {
 }
 
 function insertIntoTimeline(m: Message) {
+  arriving.get(m.conversationId)?.msgs.push(m);
   const t = timelines.value.get(m.conversationId);
   if (!t) return;
   const seq = num(m.seq);

@@ -1,7 +1,10 @@
 // Two people meet and chat: register in two browsers, become friends, talk
-// both ways with receipts and typing; a bad login; Chinese and emoji.
+// both ways with receipts and typing; a bad login; Chinese and emoji; a
+// send whose ack overtakes its chat's history.
 import { expect, test } from "@playwright/test";
-import { baseUrl, chatHeader, composer, conversation, messages, shot, uniq, watch, PASSWORD } from "./helpers";
+import {
+  baseUrl, befriend, chatHeader, composer, conversation, loggedIn, messages, say, seedUser, sendText, shot, uniq, watch, PASSWORD,
+} from "./helpers";
 
 test("two users register, become friends and chat both ways with read receipts and typing", async ({ browser }) => {
   const alice = uniq("alice");
@@ -128,4 +131,35 @@ test("a bad login shows the server's error, in the user's language", async ({ br
   await page.getByRole("button", { name: "注册", exact: true }).click();
   await expect(page.getByRole("alert")).toHaveText("用户名已被占用");
   await ctx.close();
+});
+
+test("a message sent while its chat's history is on its way stays in the chat", async ({ browser }) => {
+  const [me, other] = await Promise.all([seedUser("early", "Early"), seedUser("later", "Later")]);
+  await befriend(me, other);
+  await sendText(other, { toUserId: me.userId }, "before");
+  const { context, page } = await loggedIn(browser, me);
+  // The newest page is read at once but answered only after the send's ack
+  // came: it is older than the message (as when the send overtakes it).
+  let fetched!: () => void;
+  const read = new Promise<void>((r) => (fetched = r));
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  await page.route(
+    (url) => url.pathname.startsWith("/v1/conversations/") && url.pathname.endsWith("/messages"),
+    async (route) => {
+      const response = await route.fetch();
+      fetched();
+      await held;
+      await route.fulfill({ response });
+    },
+  );
+  await conversation(page, "Later").click();
+  await read;
+  await say(page, "sent early");
+  // The ack came: the list shows the message as the chat's last.
+  await expect(conversation(page, "Later")).toContainText("sent early");
+  release();
+  await expect(messages(page).filter({ hasText: "sent early" }).getByRole("img", { name: "Sent" })).toBeVisible();
+  await expect(messages(page)).toHaveText([/before/, /sent early/]);
+  await context.close();
 });
