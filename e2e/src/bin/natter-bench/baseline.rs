@@ -347,23 +347,8 @@ async fn model_latency(
     payload: &bytes::Bytes,
     plan: &Plan,
 ) -> anyhow::Result<Vec<(u64, Value)>> {
-    use async_nats::jetstream::stream;
     let (edge, messages, js) = model_connections(target, url).await?;
     let id = format!("{id}l");
-    let (inboxes, events) = (format!("BENCH_LINBOX_{id}"), format!("BENCH_LEVENTS_{id}"));
-    for (name, subjects) in [
-        (&inboxes, format!("bench.inbox.{id}.>")),
-        (&events, format!("bench.evt.{id}.>")),
-    ] {
-        js.create_stream(stream::Config {
-            name: name.clone(),
-            subjects: vec![subjects],
-            storage: stream::StorageType::File,
-            max_age: Duration::from_secs(300),
-            ..Default::default()
-        })
-        .await?;
-    }
     let run = async {
         let mut rates = Vec::new();
         for &rate in &plan.rates {
@@ -387,10 +372,9 @@ async fn model_latency(
         }
         anyhow::Ok(rates)
     };
-    let result = run.await;
-    let _ = js.delete_stream(&inboxes).await;
-    let _ = js.delete_stream(&events).await;
-    result
+    let (inboxes, events) = (format!("BENCH_LINBOX_{id}"), format!("BENCH_LEVENTS_{id}"));
+    let with_events = with_stream(&js, events, format!("bench.evt.{id}.>"), run);
+    with_stream(&js, inboxes, format!("bench.inbox.{id}.>"), with_events).await
 }
 
 /// One rate of [`model_latency`]: send→push percentiles.
@@ -410,26 +394,9 @@ async fn model_open_loop(
     let end = start + Duration::from_secs(plan.phase_secs);
     let every = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
     let (due, mut waiting) = tokio::sync::mpsc::unbounded_channel::<u64>();
-    let pacer = std::thread::Builder::new()
-        .name("bench-model-pacer".into())
-        .spawn(move || {
-            let mut sent = 0u64;
-            for j in 0u64.. {
-                let at = start + every.mul_f64(j as f64);
-                if at >= end {
-                    break;
-                }
-                let now = Instant::now();
-                if at > now {
-                    std::thread::sleep(at - now);
-                }
-                if due.send((at - epoch).as_micros() as u64).is_err() {
-                    break;
-                }
-                sent += 1;
-            }
-            sent
-        })?;
+    let pacer = crate::direct::pacer("bench-model-pacer", start, end, every, move |_, at| {
+        due.send((at - epoch).as_micros() as u64).is_ok()
+    })?;
     let batcher = {
         let (edge, subject, payload) = (edge.clone(), subject.to_owned(), payload.clone());
         tokio::spawn(async move {
@@ -457,7 +424,7 @@ async fn model_open_loop(
             anyhow::Ok(())
         })
     };
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    let mut latency = crate::direct::histogram();
     let record = |latency: &mut Histogram<u64>, push: &async_nats::Message| {
         let now = epoch.elapsed().as_micros() as u64;
         for message in push.payload.chunks(each) {
@@ -491,14 +458,7 @@ async fn model_open_loop(
         "open-loop model: {} of {sent} messages pushed",
         latency.len()
     );
-    let ms = |us: u64| round(us as f64 / 1000.0);
-    Ok(json!({
-        "count": latency.len(),
-        "p50_ms": ms(latency.value_at_quantile(0.50)),
-        "p99_ms": ms(latency.value_at_quantile(0.99)),
-        "p999_ms": ms(latency.value_at_quantile(0.999)),
-        "max_ms": ms(latency.max()),
-    }))
+    Ok(crate::direct::percentiles(&latency))
 }
 
 /// Creates a temporary file stream for `subjects`, deleted when `run` ends.

@@ -278,7 +278,7 @@ fn describe(cost: &Value) -> String {
 const STALL_WINDOW_MS: u128 = 10;
 const STALL_MICROS: u64 = 10_000;
 
-fn histogram() -> Histogram<u64> {
+pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
 }
 
@@ -286,7 +286,7 @@ fn micros(d: Duration) -> u64 {
     d.as_micros().clamp(1, u64::MAX as u128) as u64
 }
 
-fn percentiles(h: &Histogram<u64>) -> Value {
+pub fn percentiles(h: &Histogram<u64>) -> Value {
     let ms = |us: u64| round(us as f64 / 1000.0);
     json!({
         "count": h.len(),
@@ -451,23 +451,9 @@ async fn open_loop(
             anyhow::Ok((sent, lag))
         }));
     }
-    let pacer = std::thread::Builder::new()
-        .name("bench-pacer".into())
-        .spawn(move || {
-            for j in 0u64.. {
-                let at = start + every.mul_f64(j as f64);
-                if at >= end {
-                    break;
-                }
-                let now = Instant::now();
-                if at > now {
-                    std::thread::sleep(at - now);
-                }
-                if due[(j % due.len() as u64) as usize].send(at).is_err() {
-                    break;
-                }
-            }
-        })?;
+    let pacer = pacer("bench-pacer", start, end, every, move |j, at| {
+        due[(j % due.len() as u64) as usize].send(at).is_ok()
+    })?;
     let (mut sent, mut lag) = (0, histogram());
     for task in tasks {
         let (s, l) = task.await??;
@@ -479,6 +465,39 @@ async fn open_loop(
         .map_err(|_| anyhow::anyhow!("the pacer thread panicked"))?;
     let late = lag.count_between(2_001, u64::MAX) as usize;
     Ok((sent, late, lag))
+}
+
+/// A thread that keeps an open loop's schedule: send `j` is due at
+/// `start + j * every`, until `end`; it sleeps until each is due, then calls
+/// `due(j, at)`, and stops early when that answers false. Returns how many
+/// were due.
+pub fn pacer(
+    name: &str,
+    start: Instant,
+    end: Instant,
+    every: Duration,
+    mut due: impl FnMut(u64, Instant) -> bool + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<u64>> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let mut sent = 0;
+            loop {
+                let at = start + every.mul_f64(sent as f64);
+                if at >= end {
+                    break;
+                }
+                let now = Instant::now();
+                if at > now {
+                    std::thread::sleep(at - now);
+                }
+                if !due(sent, at) {
+                    break;
+                }
+                sent += 1;
+            }
+            sent
+        })
 }
 
 /// Waits (at most 60 s) until every send is acked and every peer has
