@@ -470,7 +470,7 @@ async fn open_loop(
 /// A thread that keeps an open loop's schedule: send `j` is due at
 /// `start + j * every`, until `end`; it sleeps until each is due, then calls
 /// `due(j, at)`, and stops early when that answers false. Returns how many
-/// were due.
+/// it handed over.
 pub fn pacer(
     name: &str,
     start: Instant,
