@@ -23,6 +23,8 @@ fn a_quick_run_measures_every_scenario() {
     let output = Command::new(env!("CARGO_BIN_EXE_natter-bench"))
         .args(["--mode", "quick", "--pairs", "2", "--group-sizes", "12"])
         .args(["--large-group-members", "10", "--idle", "300"])
+        .arg("--latencies")
+        .arg(out.path().join("latencies"))
         .arg("--out")
         .arg(&path)
         .output()
@@ -86,6 +88,25 @@ fn a_quick_run_measures_every_scenario() {
     assert_eq!(open["rate_per_sec"].as_u64(), Some(200));
     positive(open, "/send_to_receive/p99_ms");
     positive(open, "/delivered");
+    // Every message the phase delivered is in its latencies file, in the
+    // order of their scheduled times.
+    let file = open["latencies_file"]
+        .as_str()
+        .expect("latencies file named");
+    let text = std::fs::read_to_string(file).expect("latencies written");
+    let rows: Vec<(u64, u64)> = text
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .map(|line| {
+            let (at, latency) = line.split_once('\t').expect("two columns");
+            (
+                at.parse().expect("a scheduled time"),
+                latency.parse().expect("a latency"),
+            )
+        })
+        .collect();
+    assert_eq!(Some(rows.len() as u64), open["delivered"].as_u64());
+    assert!(rows.windows(2).all(|w| w[0].0 <= w[1].0), "not in order");
     let group = &report["results"]["groups"]["groups"][0];
     assert_eq!(
         (group["members"].as_u64(), group["read_fanout"].as_bool()),

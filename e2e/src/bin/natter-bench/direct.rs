@@ -200,6 +200,10 @@ async fn run_pairs(
                 ack.saturating_record(micros(*got - *sent));
             }
         }
+        let latencies = match &plan.latencies {
+            Some(dir) => Some(write_latencies(dir, pairs, rate, &peers, start, end)?),
+            None => None,
+        };
         let cost = before.per_message(&after, delivered);
         let receive = percentiles(&receive);
         let ack = percentiles(&ack);
@@ -241,6 +245,7 @@ async fn run_pairs(
             "send_to_ack": ack,
             "stalls": { "window_ms": STALL_WINDOW_MS, "over_ms": STALL_MICROS / 1000, "windows": stalls },
             "cost": cost,
+            "latencies_file": latencies,
         }));
     }
     for peer in peers.iter() {
@@ -273,6 +278,46 @@ fn describe(cost: &Value) -> String {
 }
 
 /// Latencies in microseconds, 1 µs to 10 minutes, 3 significant digits.
+/// Writes every message sent in `[start, end)` to a file of its own in
+/// `dir`, in the order of their scheduled times: that time from `start`
+/// and the message's latency (µs, tab-separated, under a header line
+/// that gives `start` in Unix seconds). Returns the file's path.
+fn write_latencies(
+    dir: &std::path::Path,
+    pairs: usize,
+    rate: u64,
+    peers: &[Peer],
+    start: Instant,
+    end: Instant,
+) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    use std::fmt::Write as _;
+    let mut rows: Vec<(u64, u64)> = Vec::new();
+    for peer in peers {
+        let seen = peer.seen.lock().expect("seen lock");
+        rows.extend(
+            seen.received
+                .iter()
+                .filter(|(sent, _)| *sent >= start && *sent < end)
+                .map(|(sent, got)| (micros(*sent - start), micros(*got - *sent))),
+        );
+    }
+    rows.sort_unstable();
+    let unix_start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+        - start.elapsed().as_secs_f64();
+    let mut text = format!("# scheduled_us\tlatency_us (phase start {unix_start:.6} s)\n");
+    for (at, latency) in rows {
+        let _ = writeln!(text, "{at}\t{latency}");
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("direct-{pairs}-pairs-{rate}.tsv"));
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path.display().to_string())
+}
+
 /// The open loop's stall report: windows of send times this long whose
 /// slowest delivery took over `STALL_MICROS`.
 const STALL_WINDOW_MS: u128 = 10;

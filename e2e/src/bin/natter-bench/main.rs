@@ -90,6 +90,12 @@ struct Args {
     /// Idle connection counts (default: 1000 quick, 10000,50000 full).
     #[arg(long, value_delimiter = ',')]
     idle: Vec<usize>,
+    /// Also write every message of the one-to-one open-loop phases into
+    /// this directory, a file per phase (`direct-<pairs>-pairs-<rate>.tsv`:
+    /// its scheduled time from the phase's start and its latency, in µs),
+    /// to match slow moments with what the servers did at the time.
+    #[arg(long)]
+    latencies: Option<PathBuf>,
     /// The ways of appending the baseline's batched model measures
     /// (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -134,6 +140,8 @@ pub struct Plan {
     pub fd_limit: Option<u64>,
     /// The ways of appending of the baseline's batched model.
     pub appends: Vec<baseline::Appends>,
+    /// Where the open-loop phases' messages are written, if anywhere.
+    pub latencies: Option<PathBuf>,
 }
 
 impl Plan {
@@ -186,6 +194,7 @@ impl Plan {
             offline_messages: if quick { 1000 } else { 10_000 },
             idle,
             fd_limit: None,
+            latencies: args.latencies.clone(),
             appends: if args.appends.is_empty() {
                 baseline::Appends::ALL.to_vec()
             } else {
