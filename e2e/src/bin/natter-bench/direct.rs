@@ -277,7 +277,6 @@ fn describe(cost: &Value) -> String {
     )
 }
 
-/// Latencies in microseconds, 1 µs to 10 minutes, 3 significant digits.
 /// Writes every message sent in `[start, end)` to a file of its own in
 /// `dir`, in the order of their scheduled times: that time from `start`
 /// and the message's latency (µs, tab-separated, under a header line
@@ -323,6 +322,7 @@ fn write_latencies(
 const STALL_WINDOW_MS: u128 = 10;
 const STALL_MICROS: u64 = 10_000;
 
+/// Latencies in microseconds, 1 µs to 10 minutes, 3 significant digits.
 pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
 }
