@@ -9,6 +9,22 @@
 //! gap. So pushes may be lost or reordered without a device ever seeing a gap
 //! or a duplicate. The last sequence per user is cached here and refreshed
 //! when the server refuses an append because another instance appended first.
+//!
+//! An entry is stored once. A message's entries carry their id
+//! (`<message id>:<user>`) in a header, [`subject::header::ENTRY_ID`], and
+//! not the server's dedup id: the server would keep every id of its
+//! duplicate window in memory (at 3,000 messages/s over 120 s, 360,000
+//! map entries that its collector marks through on every cycle), and a
+//! redo after the window (a fan-out left pending over a longer outage)
+//! would pass it. Instead, an append that an earlier attempt may have
+//! stored (a retry, the sweep) first looks for its id among the user's
+//! entries stored since its message was (a walk: an ordered consumer of
+//! headers only), and so does every append the server refuses for a moved
+//! chain. The first attempt of an append trusts the cached last sequence
+//! when that came from this process's own appends and walks (a walk
+//! remembers the ids it saw, so an entry another instance appended
+//! meanwhile is known), and walks otherwise. Rare entries (notices) keep
+//! the server's dedup id ([`Once::Window`]).
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -17,10 +33,12 @@ use crate::proto::delivery::{InboxEntry, Push, PushBatch, Signal, UserPush};
 use crate::push_routes::{PushRoutes, Route};
 use crate::subject;
 use crate::sync::KeyLocks;
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
 use bytes::Bytes;
+use futures::StreamExt as _;
 use prost::Message;
 use std::sync::Arc;
 
@@ -28,6 +46,13 @@ const SHARDS: usize = 64;
 /// Entries per cache shard before it is cleared (a miss costs one direct get).
 const SHARD_CAPACITY: usize = 16384;
 const MAX_ATTEMPTS: usize = 8;
+/// How far before its message's time a walk looks for an entry (clocks of
+/// the stamping hosts apart, at most).
+const WALK_MARGIN_MS: i64 = 60_000;
+/// How long a walk waits for the next entry.
+const WALK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Entry ids a walk remembers per user, at most.
+const SEEN_CAPACITY: usize = 4096;
 /// Appends sent before their acks are awaited, at most.
 const MAX_IN_FLIGHT: usize = 1024;
 
@@ -46,7 +71,7 @@ pub struct Inboxes {
     stream: Stream,
     /// Last known inbox sequence per user, sharded (never held across an
     /// await).
-    last: Vec<std::sync::Mutex<HashMap<String, u64>>>,
+    last: Vec<std::sync::Mutex<HashMap<String, Known>>>,
     /// Users whose inbox a task here is appending to: appends for one user
     /// are serialized, for different users they run side by side.
     busy: KeyLocks,
@@ -59,8 +84,45 @@ pub struct Append {
     pub user: String,
     /// Index of the entry in the `entries` given beside it.
     pub entry: usize,
-    /// The JetStream dedup id (`Nats-Msg-Id`) of this append.
-    pub dedup_id: String,
+    /// How the entry is kept from being stored twice.
+    pub once: Once,
+}
+
+/// How an append is kept from being stored twice.
+#[derive(Clone, Debug)]
+pub enum Once {
+    /// The stream's duplicate window (`Nats-Msg-Id`): for rare entries
+    /// (notices) whose repeats come within it.
+    Window(String),
+    /// The entry's id (unique in its inbox) in a header, looked for among
+    /// the inbox's entries from `since_ms` on (a minute earlier, for
+    /// clocks) when an earlier attempt may have stored it. `first`: no
+    /// earlier attempt can have (the append right after its message's
+    /// commit).
+    Entry {
+        id: String,
+        since_ms: i64,
+        first: bool,
+    },
+}
+
+/// What is known of a user's inbox here.
+#[derive(Clone, Debug, Default)]
+struct Known {
+    /// Its last entry's sequence.
+    last: u64,
+    /// Entries appended by others that the last walk saw (id → sequence),
+    /// when `last` rests on a walk; `None` when it rests on a read of the
+    /// last entry alone (a first attempt then walks).
+    seen: Option<Arc<HashMap<String, u64>>>,
+}
+
+/// What a walk found.
+enum Walked {
+    /// The entry is in the inbox, at this sequence.
+    Found(u64),
+    /// It is not, up to what is known.
+    Absent(Known),
 }
 
 impl Inboxes {
@@ -106,7 +168,7 @@ impl Inboxes {
         let append = Append {
             user: user.to_owned(),
             entry: 0,
-            dedup_id: dedup_id.to_owned(),
+            once: Once::Window(dedup_id.to_owned()),
         };
         self.deliver_many(std::slice::from_ref(entry), std::slice::from_ref(&append))
             .await
@@ -168,23 +230,28 @@ impl Inboxes {
             if heads.is_empty() {
                 break;
             }
-            let expected =
-                futures::future::join_all(heads.iter().map(|&(q, _)| self.last_known(queues[q].0)))
-                    .await;
+            let plans =
+                futures::future::join_all(heads.iter().map(|&(_, i)| self.plan(&appends[i]))).await;
             // Every head goes out before any ack is awaited.
             let mut sent = Vec::with_capacity(heads.len());
-            for (&(q, i), expected) in heads.iter().zip(expected) {
+            for (&(q, i), plan) in heads.iter().zip(plans) {
                 let append = &appends[i];
-                let ack = match expected {
-                    Ok(expected) => {
+                let ack = match plan {
+                    Ok(Plan::Found(sequence)) => Ok(Sent::Found(sequence)),
+                    Ok(Plan::After(expected)) => {
                         let publish = PublishMessage::build()
                             .payload(payloads[append.entry].clone())
-                            .message_id(append.dedup_id.as_str())
                             .expected_last_subject_sequence(expected);
+                        let publish = match &append.once {
+                            Once::Window(id) => publish.message_id(id.as_str()),
+                            Once::Entry { id, .. } => {
+                                publish.header(subject::header::ENTRY_ID, id.as_str())
+                            }
+                        };
                         self.jetstream
                             .send_publish(subject::inbox(&append.user), publish)
                             .await
-                            .map(|ack| (expected, ack))
+                            .map(|ack| Sent::Publish(expected, ack))
                             .map_err(|e| Err(append_error(&append.user, e)))
                     }
                     Err(e) => Err(Err(e)),
@@ -200,13 +267,17 @@ impl Inboxes {
                 let user = appends[i].user.as_str();
                 async move {
                     let outcome = match ack {
-                        Ok((expected, ack)) => ack.await.map(|ack| (expected, ack)).map_err(|e| {
-                            if e.kind() == PublishErrorKind::WrongLastSequence {
-                                Ok(())
-                            } else {
-                                Err(append_error(user, e))
-                            }
-                        }),
+                        Ok(Sent::Found(sequence)) => Ok((sequence, None)),
+                        Ok(Sent::Publish(expected, ack)) => ack
+                            .await
+                            .map(|ack| (ack.sequence, (!ack.duplicate).then_some(expected)))
+                            .map_err(|e| {
+                                if e.kind() == PublishErrorKind::WrongLastSequence {
+                                    Ok(())
+                                } else {
+                                    Err(append_error(user, e))
+                                }
+                            }),
                         Err(e) => Err(e),
                     };
                     (q, i, outcome)
@@ -217,20 +288,19 @@ impl Inboxes {
                 let append = &appends[i];
                 let user = append.user.as_str();
                 match outcome {
-                    Ok((expected, ack)) => {
-                        // A duplicate's predecessor is unknown: the edge reads
-                        // its inbox to place it.
-                        let prev = if ack.duplicate {
-                            self.forget(user);
-                            None
+                    Ok((sequence, prev)) => {
+                        // An entry found already there (a duplicate): its
+                        // predecessor is unknown, the edge reads its inbox
+                        // to place it.
+                        if prev.is_some() {
+                            self.advance(user, sequence);
                         } else {
-                            self.remember(user, ack.sequence);
-                            Some(expected)
-                        };
+                            self.forget(user);
+                        }
                         let push = UserPush {
                             user_id: user.to_owned(),
                             push: Some(Push {
-                                cursor: ack.sequence,
+                                cursor: sequence,
                                 entry: Some(entries[append.entry].clone()),
                                 prev,
                                 signal: None,
@@ -239,7 +309,7 @@ impl Inboxes {
                         for route in self.routes_of(user, now) {
                             pushes.entry(route).or_default().push(push.clone());
                         }
-                        results[i] = Some(Ok(ack.sequence));
+                        results[i] = Some(Ok(sequence));
                         queues[q].1.pop_front();
                         attempts[q] = 0;
                     }
@@ -296,38 +366,220 @@ impl Inboxes {
         }
     }
 
-    fn cache(&self, user: &str) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+    fn cache(&self, user: &str) -> std::sync::MutexGuard<'_, HashMap<String, Known>> {
         crate::sync::lock(&self.last[shard_of(user, SHARDS)])
     }
 
-    fn remember(&self, user: &str, sequence: u64) {
+    fn remember(&self, user: &str, known: Known) {
         let mut cache = self.cache(user);
         if cache.len() >= SHARD_CAPACITY {
             cache.clear();
         }
-        cache.insert(user.to_owned(), sequence);
+        cache.insert(user.to_owned(), known);
+    }
+
+    /// `user`'s inbox ends with an entry appended here: what else is known
+    /// of it stays.
+    fn advance(&self, user: &str, sequence: u64) {
+        let mut cache = self.cache(user);
+        match cache.get_mut(user) {
+            Some(known) => known.last = sequence,
+            None => {
+                if cache.len() >= SHARD_CAPACITY {
+                    cache.clear();
+                }
+                cache.insert(
+                    user.to_owned(),
+                    Known {
+                        last: sequence,
+                        seen: None,
+                    },
+                );
+            }
+        }
     }
 
     fn forget(&self, user: &str) {
         self.cache(user).remove(user);
     }
 
-    /// The sequence of `user`'s last inbox entry: cached, or read.
-    async fn last_known(&self, user: &str) -> Result<u64, DeliveryError> {
-        if let Some(seq) = self.cache(user).get(user) {
-            return Ok(*seq);
+    /// Where `append` goes: after which sequence of its user's inbox, or
+    /// nowhere because it is there already.
+    async fn plan(&self, append: &Append) -> Result<Plan, DeliveryError> {
+        let user = append.user.as_str();
+        let cached = self.cache(user).get(user).cloned();
+        match &append.once {
+            Once::Window(_) => match cached {
+                Some(known) => Ok(Plan::After(known.last)),
+                None => {
+                    let last = self.last_entry(user).await?.map_or(0, |(seq, _)| seq);
+                    self.remember(user, Known { last, seen: None });
+                    Ok(Plan::After(last))
+                }
+            },
+            Once::Entry {
+                id,
+                since_ms,
+                first,
+            } => {
+                if *first
+                    && let Some(Known {
+                        last,
+                        seen: Some(seen),
+                    }) = cached
+                {
+                    return Ok(match seen.get(id) {
+                        Some(&sequence) => Plan::Found(sequence),
+                        None => Plan::After(last),
+                    });
+                }
+                match self.walk(user, id, *since_ms).await? {
+                    Walked::Found(sequence) => Ok(Plan::Found(sequence)),
+                    Walked::Absent(known) => {
+                        let last = known.last;
+                        self.remember(user, known);
+                        Ok(Plan::After(last))
+                    }
+                }
+            }
         }
-        self.last_sequence(user, &subject::inbox(user)).await
     }
 
-    async fn last_sequence(&self, user: &str, inbox: &str) -> Result<u64, DeliveryError> {
-        match self.stream.direct_get_last_for_subject(inbox).await {
-            Ok(message) => Ok(message.sequence),
-            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(0),
+    /// Looks for the entry `id` among `user`'s entries stored since
+    /// `since_ms` (a margin earlier), reading their headers only; when it
+    /// is not there, what the walk saw: the inbox's last sequence and the
+    /// ids after the start.
+    async fn walk(&self, user: &str, id: &str, since_ms: i64) -> Result<Walked, DeliveryError> {
+        let failed = |e: &dyn std::fmt::Display| DeliveryError::Last {
+            user: user.to_owned(),
+            message: format!("walking the inbox: {e}"),
+        };
+        let from_ns = i128::from(since_ms.saturating_sub(WALK_MARGIN_MS).max(0)) * 1_000_000;
+        let start =
+            time::OffsetDateTime::from_unix_timestamp_nanos(from_ns).map_err(|e| failed(&e))?;
+        for _ in 0..MAX_ATTEMPTS {
+            let consumer = self
+                .stream
+                .create_consumer(pull::OrderedConfig {
+                    filter_subject: subject::inbox(user),
+                    deliver_policy: DeliverPolicy::ByStartTime { start_time: start },
+                    headers_only: true,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| failed(&e))?;
+            let name = consumer.cached_info().name.clone();
+            let read = if consumer.cached_info().num_pending == 0 {
+                Ok((None, None, Some(HashMap::new())))
+            } else {
+                read_ids(consumer, id).await.map_err(|e| failed(&e))
+            };
+            // Ordered consumers expire on their own; deleting saves the
+            // server from keeping one per walk for its inactivity threshold.
+            if let Err(e) = self.stream.delete_consumer(&name).await {
+                tracing::debug!(error = %e, "ordered consumer not deleted");
+            }
+            let (found, last_seen, seen) = read?;
+            if let Some(sequence) = found {
+                return Ok(Walked::Found(sequence));
+            }
+            // The walk read up to its end when it started: whatever came
+            // since is walked again.
+            let last = self.last_entry(user).await?;
+            let complete = match (last_seen, last) {
+                (_, None) => true,
+                (Some(seen_to), Some((last, _))) => last <= seen_to,
+                (None, Some((_, stored))) => stored < start,
+            };
+            if complete {
+                return Ok(Walked::Absent(Known {
+                    last: last.map_or(0, |(seq, _)| seq),
+                    seen: seen.map(Arc::new),
+                }));
+            }
+        }
+        Err(DeliveryError::Append {
+            user: user.to_owned(),
+            message: "too much contention".into(),
+        })
+    }
+
+    /// The sequence and time of `user`'s last inbox entry, if any.
+    async fn last_entry(
+        &self,
+        user: &str,
+    ) -> Result<Option<(u64, time::OffsetDateTime)>, DeliveryError> {
+        match self
+            .stream
+            .direct_get_last_for_subject(subject::inbox(user))
+            .await
+        {
+            Ok(message) => Ok(Some((message.sequence, message.time))),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
             Err(e) => Err(DeliveryError::Last {
                 user: user.to_owned(),
                 message: e.to_string(),
             }),
+        }
+    }
+}
+
+/// Where an append goes.
+enum Plan {
+    /// After this sequence of its user's inbox.
+    After(u64),
+    /// Nowhere: it is there, at this sequence.
+    Found(u64),
+}
+
+/// An append on its way.
+enum Sent {
+    /// Published after `expected`; its ack.
+    Publish(u64, async_nats::jetstream::context::PublishAckFuture),
+    /// Found already there.
+    Found(u64),
+}
+
+/// What a walk read: the entry's sequence if it is there, the last
+/// sequence read, the other entries' ids (`None` past [`SEEN_CAPACITY`]).
+type Read = (Option<u64>, Option<u64>, Option<HashMap<String, u64>>);
+
+/// Reads a walk's entries up to the end of the inbox as it was.
+async fn read_ids(
+    consumer: async_nats::jetstream::consumer::Consumer<pull::OrderedConfig>,
+    id: &str,
+) -> Result<Read, String> {
+    let mut seen: Option<HashMap<String, u64>> = Some(HashMap::new());
+    let mut last = None;
+    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    loop {
+        let message = match tokio::time::timeout(WALK_TIMEOUT, messages.next()).await {
+            Ok(Some(Ok(message))) => message,
+            Ok(Some(Err(e))) => return Err(e.to_string()),
+            Ok(None) => return Ok((None, last, seen)),
+            Err(_) => return Err("timed out".into()),
+        };
+        let info = message.info().map_err(|e| e.to_string())?;
+        let (sequence, pending) = (info.stream_sequence, info.pending);
+        if let Some(entry) = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(subject::header::ENTRY_ID))
+        {
+            if entry.as_str() == id {
+                return Ok((Some(sequence), Some(sequence), seen));
+            }
+            if let Some(ids) = &mut seen {
+                if ids.len() < SEEN_CAPACITY {
+                    ids.insert(entry.as_str().to_owned(), sequence);
+                } else {
+                    seen = None;
+                }
+            }
+        }
+        last = Some(sequence);
+        if pending == 0 {
+            return Ok((None, last, seen));
         }
     }
 }

@@ -121,6 +121,9 @@ pub mod header {
     /// The client's IP address as the edge saw it (its socket, or a trusted
     /// proxy's header), for limits per address.
     pub const CLIENT_IP: &str = "Natter-Client-Ip";
+    /// An inbox entry's id (`<message id>:<user>`), by which an append that
+    /// may have been stored already is found again (`shared::inbox`).
+    pub const ENTRY_ID: &str = "Natter-Entry-Id";
 }
 
 /// JetStream stream holding every user's inbox.

@@ -12,6 +12,7 @@ mod conversations;
 mod delivery;
 mod frames;
 mod groups;
+mod inbox_once;
 mod keys;
 mod large_groups;
 mod limits;

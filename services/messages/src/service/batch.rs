@@ -177,7 +177,7 @@ impl State {
             .iter()
             .map(|(row, _)| ack(row, false, self.recall_window_ms()))
             .collect();
-        let delivered = self.fan_out_rows(rows, &uncopied).await;
+        let delivered = self.fan_out_rows(rows, &uncopied, true).await;
         for ((i, ack), delivered) in indexes.into_iter().zip(acks).zip(delivered) {
             answers[i] = Some(match delivered {
                 Ok(()) => Ok(ack),

@@ -13,7 +13,7 @@ use shared::proto::{delivery, message as pb};
 use shared::{RpcError, subject};
 
 use async_nats::jetstream::message::PublishMessage;
-use shared::inbox::Append;
+use shared::inbox::{Append, Once};
 
 use super::{State, to_proto};
 use crate::store::{self, MessageRow};
@@ -58,10 +58,12 @@ impl State {
     /// members read what they missed from the history. Membership changes
     /// also reach the inboxes of the users concerned (see below), so their
     /// edges and their offline devices learn of them.
-    pub(super) async fn fan_out(&self, row: &MessageRow) -> Result<(), FanoutError> {
+    /// `first`: right after the message's commit, so no earlier attempt
+    /// can have put it into an inbox (see [`Once::Entry`]).
+    pub(super) async fn fan_out(&self, row: &MessageRow, first: bool) -> Result<(), FanoutError> {
         let message =
             to_proto(row, self.recall_window_ms()).map_err(|e| FanoutError::Store(e.message))?;
-        self.fan_out_message(row, message).await
+        self.fan_out_message(row, message, first).await
     }
 
     /// [`State::fan_out`] of a message whose wire form the caller has.
@@ -69,9 +71,10 @@ impl State {
         &self,
         row: &MessageRow,
         message: pb::Message,
+        first: bool,
     ) -> Result<(), FanoutError> {
         let mut results = self
-            .fan_out_rows(vec![(row.clone(), message)], &HashSet::new())
+            .fan_out_rows(vec![(row.clone(), message)], &HashSet::new(), first)
             .await;
         results.pop().unwrap_or(Ok(()))
     }
@@ -89,11 +92,12 @@ impl State {
     /// either (they wait in the pending set for it, so inboxes keep seq
     /// order). Marks what is fanned out; notes the conversations that are
     /// not. The messages named in `uncopied` get no entry in their sender's
-    /// inbox (see `crate::devices`).
+    /// inbox (see `crate::devices`). `first`: as in [`State::fan_out`].
     pub(super) async fn fan_out_rows(
         &self,
         rows: Vec<(MessageRow, pb::Message)>,
         uncopied: &HashSet<String>,
+        first: bool,
     ) -> Vec<Result<(), FanoutError>> {
         let mut results: Vec<Result<(), FanoutError>> = Vec::with_capacity(rows.len());
         let mut entries = Vec::new();
@@ -115,7 +119,11 @@ impl State {
                             continue;
                         }
                         appends.push(Append {
-                            dedup_id: format!("{}:{user}", row.id),
+                            once: Once::Entry {
+                                id: format!("{}:{user}", row.id),
+                                since_ms: row.server_ts_ms,
+                                first,
+                            },
                             user,
                             entry,
                         });
@@ -224,8 +232,8 @@ impl State {
             }
         }
         // Fault point: delivered, but the watermarks are not moved (as a
-        // crash before they are written): the sweep delivers again, and the
-        // dedup ids absorb it.
+        // crash before they are written): the sweep delivers again, and
+        // finds the entries already there.
         let mark = (|| {
             fail::fail_point!("messages::fanout::before_watermark", |_| false);
             true
@@ -322,7 +330,7 @@ impl State {
         self.writer.flush().await;
         let pending = store::not_fanned_out_in(&self.pool, conversation).await?;
         for row in &pending {
-            self.fan_out(row).await.map_err(|e| {
+            self.fan_out(row, false).await.map_err(|e| {
                 tracing::warn!(error = %e, message_id = %row.id, "fan-out of a pending message failed");
                 RpcError::unavailable("an earlier message is not yet delivered; retry")
             })?;
@@ -366,7 +374,7 @@ impl State {
                     continue;
                 }
                 let _order = self.order.lock([row.conversation_id.as_str()]).await;
-                match self.fan_out(row).await {
+                match self.fan_out(row, false).await {
                     Ok(()) => progress += 1,
                     Err(e) => {
                         tracing::warn!(error = %e, message_id = %row.id, "sweep fan-out failed");
