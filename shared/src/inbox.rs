@@ -111,10 +111,13 @@ pub enum Once {
 struct Known {
     /// Its last entry's sequence.
     last: u64,
-    /// Entries appended by others that the last walk saw (id → sequence),
-    /// when `last` rests on a walk; `None` when it rests on a read of the
-    /// last entry alone (a first attempt then walks).
+    /// The entries the last walk saw (id → sequence), when `last` rests on
+    /// a walk: what others appended since `walked_from_ms`. `None` when it
+    /// rests on a read of the last entry alone (a first attempt then
+    /// walks).
     seen: Option<Arc<HashMap<String, u64>>>,
+    /// Where that walk started (Unix ms).
+    walked_from_ms: i64,
 }
 
 /// What a walk found.
@@ -392,7 +395,7 @@ impl Inboxes {
                     user.to_owned(),
                     Known {
                         last: sequence,
-                        seen: None,
+                        ..Known::default()
                     },
                 );
             }
@@ -413,7 +416,13 @@ impl Inboxes {
                 Some(known) => Ok(Plan::After(known.last)),
                 None => {
                     let last = self.last_entry(user).await?.map_or(0, |(seq, _)| seq);
-                    self.remember(user, Known { last, seen: None });
+                    self.remember(
+                        user,
+                        Known {
+                            last,
+                            ..Known::default()
+                        },
+                    );
                     Ok(Plan::After(last))
                 }
             },
@@ -422,11 +431,15 @@ impl Inboxes {
                 since_ms,
                 first,
             } => {
+                // A copy stored by another instance is stored after the
+                // message: seen by the walk if the walk started before it.
                 if *first
                     && let Some(Known {
                         last,
                         seen: Some(seen),
+                        walked_from_ms,
                     }) = cached
+                    && walked_from_ms <= walk_start(*since_ms)
                 {
                     return Ok(match seen.get(id) {
                         Some(&sequence) => Plan::Found(sequence),
@@ -454,7 +467,8 @@ impl Inboxes {
             user: user.to_owned(),
             message: format!("walking the inbox: {e}"),
         };
-        let from_ns = i128::from(since_ms.saturating_sub(WALK_MARGIN_MS).max(0)) * 1_000_000;
+        let from_ms = walk_start(since_ms);
+        let from_ns = i128::from(from_ms) * 1_000_000;
         let start =
             time::OffsetDateTime::from_unix_timestamp_nanos(from_ns).map_err(|e| failed(&e))?;
         for _ in 0..MAX_ATTEMPTS {
@@ -495,6 +509,7 @@ impl Inboxes {
                 return Ok(Walked::Absent(Known {
                     last: last.map_or(0, |(seq, _)| seq),
                     seen: seen.map(Arc::new),
+                    walked_from_ms: from_ms,
                 }));
             }
         }
@@ -522,6 +537,11 @@ impl Inboxes {
             }),
         }
     }
+}
+
+/// Where a walk for an entry of a message stored at `since_ms` starts.
+fn walk_start(since_ms: i64) -> i64 {
+    since_ms.saturating_sub(WALK_MARGIN_MS).max(0)
 }
 
 /// Where an append goes.

@@ -27,12 +27,23 @@ fn entry(id: &str) -> InboxEntry {
 /// Appends message `id`'s entry to `user`'s inbox, as its first attempt or
 /// as a later one; returns its sequence.
 async fn append(inboxes: &Inboxes, user: &str, id: &str, first: bool) -> anyhow::Result<u64> {
+    append_at(inboxes, user, id, first, shared::ids::now_ms()).await
+}
+
+/// [`append`] of a message stored at `since_ms`.
+async fn append_at(
+    inboxes: &Inboxes,
+    user: &str,
+    id: &str,
+    first: bool,
+    since_ms: i64,
+) -> anyhow::Result<u64> {
     let append = Append {
         user: user.into(),
         entry: 0,
         once: Once::Entry {
             id: format!("{id}:{user}"),
-            since_ms: shared::ids::now_ms(),
+            since_ms,
             first,
         },
     };
@@ -111,10 +122,23 @@ async fn an_entry_appended_again_by_either_instance_is_stored_once() -> anyhow::
         .expect("one result")?;
     assert_eq!(found, m1);
 
-    assert_eq!(ids(&stream, "u").await?, ["m1", "m2", "m3", "m4"]);
+    // A walk remembers what it saw from its start on: an entry of an older
+    // message, stored before that, is walked for on its first attempt. (B
+    // appends m5; A walks for a message two minutes younger, which starts
+    // after m5; then m5's late first attempt on A.)
+    let now = shared::ids::now_ms();
+    let m5 = append_at(&b, "u", "m5", false, now).await?;
+    let m6 = append_at(&a, "u", "m6", false, now + 120_000).await?;
+    assert_eq!(append_at(&a, "u", "m5", true, now).await?, m5);
+    assert!(m5 < m6);
+
+    assert_eq!(
+        ids(&stream, "u").await?,
+        ["m1", "m2", "m3", "m4", "m5", "m6"]
+    );
     // Other users' inboxes are theirs: the same message goes into each once.
-    assert_eq!(append(&a, "v", "m1", true).await?, m4 + 1);
-    assert_eq!(append(&b, "v", "m1", false).await?, m4 + 1);
+    assert_eq!(append(&a, "v", "m1", true).await?, m6 + 1);
+    assert_eq!(append(&b, "v", "m1", false).await?, m6 + 1);
     assert_eq!(ids(&stream, "v").await?, ["m1"]);
     Ok(())
 }
