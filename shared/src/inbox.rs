@@ -43,7 +43,8 @@ use prost::Message;
 use std::sync::Arc;
 
 const SHARDS: usize = 64;
-/// Entries per cache shard before it is cleared (a miss costs one direct get).
+/// Entries per cache shard before it is cleared (a miss costs a walk, or a
+/// direct get for a notice).
 const SHARD_CAPACITY: usize = 16384;
 const MAX_ATTEMPTS: usize = 8;
 /// How far before its message's time a walk looks for an entry (clocks of
@@ -471,12 +472,17 @@ impl Inboxes {
         let from_ns = i128::from(from_ms) * 1_000_000;
         let start =
             time::OffsetDateTime::from_unix_timestamp_nanos(from_ns).map_err(|e| failed(&e))?;
+        // What came while a walk read is read by the next, from where the
+        // last one ended.
+        let mut from = DeliverPolicy::ByStartTime { start_time: start };
+        let mut seen: Option<HashMap<String, u64>> = Some(HashMap::new());
+        let mut seen_to: Option<u64> = None;
         for _ in 0..MAX_ATTEMPTS {
             let consumer = self
                 .stream
                 .create_consumer(pull::OrderedConfig {
                     filter_subject: subject::inbox(user),
-                    deliver_policy: DeliverPolicy::ByStartTime { start_time: start },
+                    deliver_policy: from,
                     headers_only: true,
                     ..Default::default()
                 })
@@ -484,23 +490,26 @@ impl Inboxes {
                 .map_err(|e| failed(&e))?;
             let name = consumer.cached_info().name.clone();
             let read = if consumer.cached_info().num_pending == 0 {
-                Ok((None, None, Some(HashMap::new())))
+                Ok((None, None))
             } else {
-                read_ids(consumer, id).await.map_err(|e| failed(&e))
+                read_ids(consumer, id, &mut seen)
+                    .await
+                    .map_err(|e| failed(&e))
             };
             // Ordered consumers expire on their own; deleting saves the
             // server from keeping one per walk for its inactivity threshold.
             if let Err(e) = self.stream.delete_consumer(&name).await {
                 tracing::debug!(error = %e, "ordered consumer not deleted");
             }
-            let (found, last_seen, seen) = read?;
+            let (found, last_seen) = read?;
             if let Some(sequence) = found {
                 return Ok(Walked::Found(sequence));
             }
+            seen_to = last_seen.or(seen_to);
             // The walk read up to its end when it started: whatever came
             // since is walked again.
             let last = self.last_entry(user).await?;
-            let complete = match (last_seen, last) {
+            let complete = match (seen_to, last) {
                 (_, None) => true,
                 (Some(seen_to), Some((last, _))) => last <= seen_to,
                 (None, Some((_, stored))) => stored < start,
@@ -511,6 +520,11 @@ impl Inboxes {
                     seen: seen.map(Arc::new),
                     walked_from_ms: from_ms,
                 }));
+            }
+            if let Some(seen_to) = seen_to {
+                from = DeliverPolicy::ByStartSequence {
+                    start_sequence: seen_to + 1,
+                };
             }
         }
         Err(DeliveryError::Append {
@@ -560,23 +574,21 @@ enum Sent {
     Found(u64),
 }
 
-/// What a walk read: the entry's sequence if it is there, the last
-/// sequence read, the other entries' ids (`None` past [`SEEN_CAPACITY`]).
-type Read = (Option<u64>, Option<u64>, Option<HashMap<String, u64>>);
-
-/// Reads a walk's entries up to the end of the inbox as it was.
+/// Reads a walk's entries up to the end of the inbox as it was: the entry
+/// `id`'s sequence if it is there, and the last sequence read. The other
+/// entries' ids go into `seen` (`None` past [`SEEN_CAPACITY`]).
 async fn read_ids(
     consumer: async_nats::jetstream::consumer::Consumer<pull::OrderedConfig>,
     id: &str,
-) -> Result<Read, String> {
-    let mut seen: Option<HashMap<String, u64>> = Some(HashMap::new());
+    seen: &mut Option<HashMap<String, u64>>,
+) -> Result<(Option<u64>, Option<u64>), String> {
     let mut last = None;
     let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
     loop {
         let message = match tokio::time::timeout(WALK_TIMEOUT, messages.next()).await {
             Ok(Some(Ok(message))) => message,
             Ok(Some(Err(e))) => return Err(e.to_string()),
-            Ok(None) => return Ok((None, last, seen)),
+            Ok(None) => return Ok((None, last)),
             Err(_) => return Err("timed out".into()),
         };
         let info = message.info().map_err(|e| e.to_string())?;
@@ -587,19 +599,19 @@ async fn read_ids(
             .and_then(|h| h.get(subject::header::ENTRY_ID))
         {
             if entry.as_str() == id {
-                return Ok((Some(sequence), Some(sequence), seen));
+                return Ok((Some(sequence), Some(sequence)));
             }
-            if let Some(ids) = &mut seen {
+            if let Some(ids) = seen {
                 if ids.len() < SEEN_CAPACITY {
                     ids.insert(entry.as_str().to_owned(), sequence);
                 } else {
-                    seen = None;
+                    *seen = None;
                 }
             }
         }
         last = Some(sequence);
         if pending == 0 {
-            return Ok((None, last, seen));
+            return Ok((None, last));
         }
     }
 }
