@@ -50,8 +50,9 @@ async fn a_batch_whose_appends_stop_part_way() -> anyhow::Result<()> {
 }
 
 /// The watermarks stay behind what was delivered for a while: what is
-/// above them is fanned out again with the next sends of those
-/// conversations, and the inboxes' dedup ids keep it from arriving twice.
+/// above them is fanned out again by a later sweep, which finds the
+/// entries already in the inboxes (`shared::inbox`, `Once::Entry`; the
+/// redo itself is played in `tests/system/inbox_once.rs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watermarks_that_do_not_move() -> anyhow::Result<()> {
     under_fault("messages::fanout::before_watermark", "20*return").await?;
