@@ -186,11 +186,17 @@ async fn run_pairs(
         // The slowest delivery of each window of send times: a stall shows
         // as a run of slow windows, and stalls that recur as their period.
         let mut windows: std::collections::BTreeMap<u128, u64> = Default::default();
+        // Every delivery (scheduled time from the start, latency), for
+        // `--latencies`.
+        let mut rows: Vec<(u64, u64)> = Vec::new();
         for peer in peers.iter() {
             let seen = peer.seen.lock().expect("seen lock");
             for (sent, got) in seen.received.iter().filter(|(sent, _)| in_phase(sent)) {
                 receive.saturating_record(micros(*got - *sent));
                 delivered += 1;
+                if plan.latencies.is_some() {
+                    rows.push((micros(*sent - start), micros(*got - *sent)));
+                }
                 let window = windows
                     .entry((*sent - start).as_millis() / STALL_WINDOW_MS)
                     .or_default();
@@ -201,7 +207,7 @@ async fn run_pairs(
             }
         }
         let latencies = match &plan.latencies {
-            Some(dir) => Some(write_latencies(dir, pairs, rate, &peers, start, end)?),
+            Some(dir) => Some(write_latencies(dir, pairs, rate, rows, start)?),
             None => None,
         };
         let cost = before.per_message(&after, delivered);
@@ -277,30 +283,19 @@ fn describe(cost: &Value) -> String {
     )
 }
 
-/// Writes every message sent in `[start, end)` to a file of its own in
-/// `dir`, in the order of their scheduled times: that time from `start`
-/// and the message's latency (µs, tab-separated, under a header line
-/// that gives `start` in Unix seconds). Returns the file's path.
+/// Writes a phase's deliveries (`rows`: scheduled time from `start` and
+/// latency, µs) to a file of its own in `dir`, in the order of their
+/// scheduled times, tab-separated under a header line that gives `start`
+/// in Unix seconds. Returns the file's path.
 fn write_latencies(
     dir: &std::path::Path,
     pairs: usize,
     rate: u64,
-    peers: &[Peer],
+    mut rows: Vec<(u64, u64)>,
     start: Instant,
-    end: Instant,
 ) -> anyhow::Result<String> {
     use anyhow::Context as _;
     use std::fmt::Write as _;
-    let mut rows: Vec<(u64, u64)> = Vec::new();
-    for peer in peers {
-        let seen = peer.seen.lock().expect("seen lock");
-        rows.extend(
-            seen.received
-                .iter()
-                .filter(|(sent, _)| *sent >= start && *sent < end)
-                .map(|(sent, got)| (micros(*sent - start), micros(*got - *sent))),
-        );
-    }
     rows.sort_unstable();
     let unix_start = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
