@@ -15,7 +15,8 @@
 //! every inbox it goes to (its sender's too, unless the sender has one device
 //! and sent from its only connection: see `devices`). A message stored but not yet fanned out (a crash
 //! in between) is fanned out by a retried send, by the sweep at start, or by
-//! the periodic sweep; inbox appends carry a dedup id so a redo is harmless.
+//! the periodic sweep, or with the next message stored behind it; a redo
+//! finds the entries already in the inboxes (`shared::inbox::Once::Entry`).
 
 pub mod config;
 mod devices;

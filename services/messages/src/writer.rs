@@ -29,9 +29,9 @@ use crate::store::{self, MessageRow, NewMessage};
 /// Sends stored per transaction at most.
 const MAX_BATCH: usize = 256;
 const QUEUE: usize = 4096;
-/// How long fan-out watermarks wait for a transaction to join (well within
-/// the inbox's two-minute dedup window: a crash meanwhile only makes the
-/// sweep deliver those messages again, which the dedup ids absorb).
+/// How long fan-out watermarks wait for a transaction to join (a crash
+/// meanwhile only makes the sweep deliver those messages again, and it
+/// finds their entries in the inboxes: `shared::inbox::Once::Entry`).
 const MARKS_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 
 type Stored = Result<Option<MessageRow>, StoreError>;
@@ -179,8 +179,8 @@ impl Writer {
 
     /// Moves `conversation`'s fan-out watermark to `seq` (every message up
     /// to it is fanned out), with the next batch. Lost in a crash, the mark
-    /// only makes the sweep deliver the messages again, which the inbox
-    /// dedup ids absorb.
+    /// only makes the sweep deliver the messages again, which finds their
+    /// entries in the inboxes.
     pub async fn fanned_out(&self, conversation: String, seq: i64) {
         let _ = self.jobs.send(Job::Fanned(conversation, seq)).await;
     }

@@ -60,7 +60,14 @@ impl State {
         self.fan_out_pending(&conversation).await?;
         match store::apply_change(&self.write, &change).await {
             Ok(store::Applied::Done(row)) => {
-                self.fan_out(&row, true).await.map_err(|e| {
+                let delivered = if row.behind {
+                    self.fan_out_left(&conversation)
+                        .await
+                        .map_err(|e| e.to_string())
+                } else {
+                    self.fan_out(&row, true).await.map_err(|e| e.to_string())
+                };
+                delivered.map_err(|e| {
                     tracing::warn!(error = %e, message_id = %row.id, "notice fan-out failed; left to the sweep");
                     RpcError::unavailable("change applied but not yet delivered")
                 })?;

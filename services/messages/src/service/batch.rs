@@ -131,6 +131,8 @@ impl State {
 
         // 4. Fan out what is new, together.
         let mut fresh = Vec::new();
+        // Stored behind messages not fanned out: they go out with those.
+        let mut behind: Vec<(usize, crate::store::MessageRow, ConversationId)> = Vec::new();
         let mut repeats = Vec::new();
         let mut first: HashMap<(String, String), usize> = HashMap::new();
         // Items sent from their device's only connection on its edge (but
@@ -140,6 +142,10 @@ impl State {
         let mut sole: HashSet<usize> = HashSet::new();
         for ((i, item), stored) in accepted.into_iter().zip(stored) {
             match stored {
+                Ok(Some(row)) if row.behind => {
+                    first.insert((row.sender_id.clone(), row.client_msg_id.clone()), i);
+                    behind.push((i, row, item.conversation));
+                }
                 Ok(Some(row)) => {
                     if item.sole_connection && !row.read_fanout {
                         sole.insert(i);
@@ -185,6 +191,24 @@ impl State {
                     tracing::debug!(error = %e, message_id = %ack.message_id, "fan-out failed; left to retry or sweep");
                     Err(not_delivered())
                 }
+            });
+        }
+        // What was left before a behind conversation's new messages goes
+        // out first, then they do, all in seq order.
+        let mut left: HashMap<String, bool> = HashMap::new();
+        for (i, row, conversation) in behind {
+            let delivered = match left.get(&row.conversation_id) {
+                Some(&delivered) => delivered,
+                None => {
+                    let delivered = self.fan_out_left(&conversation).await.is_ok();
+                    left.insert(row.conversation_id.clone(), delivered);
+                    delivered
+                }
+            };
+            answers[i] = Some(if delivered {
+                Ok(ack(&row, false, self.recall_window_ms()))
+            } else {
+                Err(not_delivered())
             });
         }
         // Repeats: of an item earlier in this batch (its answer), or of an

@@ -326,6 +326,15 @@ impl State {
         {
             return Ok(());
         }
+        self.fan_out_left(conversation).await
+    }
+
+    /// Fans out every message of `conversation` above its watermark, in seq
+    /// order, whether or not the pending set names it (the caller holds the
+    /// conversation's order lock): for a message just stored behind
+    /// others ([`MessageRow::behind`]), which goes out with them.
+    pub(super) async fn fan_out_left(&self, conversation: &ConversationId) -> Result<(), RpcError> {
+        let conversation_id = conversation.as_str();
         // The watermarks of what went out meanwhile are written first.
         self.writer.flush().await;
         let pending = store::not_fanned_out_in(&self.pool, conversation).await?;

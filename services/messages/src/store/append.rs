@@ -26,6 +26,11 @@ pub struct MessageRow {
     pub read_fanout: bool,
     /// After this message its group is large.
     pub group_large: bool,
+    /// Stored after messages of its conversation that were not fanned out
+    /// when its transaction ran (a fan-out that never ran after its commit:
+    /// a crash, a fault, another instance's): those go out before it. Set
+    /// on the rows just stored; false on rows read back.
+    pub behind: bool,
 }
 
 /// The 0/1 INTEGER columns (portable to SQLite and PostgreSQL) become
@@ -46,6 +51,7 @@ impl<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> for MessageRow {
             reply_to: row.try_get("reply_to")?,
             read_fanout: flag("delivery")?,
             group_large: flag("group_large")?,
+            behind: false,
         })
     }
 }
@@ -84,14 +90,9 @@ pub async fn store_batch(
     messages: &[&NewMessage],
 ) -> Result<Vec<Option<MessageRow>>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let rows = insert_batch(&mut tx, messages).await?;
-    if !fanned.is_empty() {
-        // One watermark per conversation: the highest given.
-        let mut marks: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
-        for (conversation, seq) in fanned {
-            let mark = marks.entry(conversation.as_str()).or_default();
-            *mark = (*mark).max(*seq);
-        }
+    let marks = highest_marks(fanned);
+    let rows = insert_batch(&mut tx, messages, &marks).await?;
+    if !marks.is_empty() {
         let marks: Vec<(&str, i64)> = marks.into_iter().collect();
         let each = Each::of(&tx);
         // Only forward: a late mark never moves a watermark back.
@@ -153,9 +154,32 @@ fn json<T: serde::Serialize>(rows: &T) -> Result<String, sqlx::Error> {
 #[error("a repeated send was stored beside this batch")]
 pub struct RepeatRaced;
 
+/// One watermark per conversation: the highest given.
+pub(super) fn highest_marks(fanned: &[(String, i64)]) -> std::collections::BTreeMap<&str, i64> {
+    let mut marks = std::collections::BTreeMap::<&str, i64>::new();
+    for (conversation, seq) in fanned {
+        let mark = marks.entry(conversation.as_str()).or_default();
+        *mark = (*mark).max(*seq);
+    }
+    marks
+}
+
+/// Whether a conversation's first message of a transaction, at `seq`, comes
+/// after messages not fanned out: its stored watermark and the one this
+/// transaction moves it to (`marks`) are both short of `seq - 1`.
+pub(super) fn is_behind(
+    marks: &std::collections::BTreeMap<&str, i64>,
+    conversation: &str,
+    fanned_seq: i64,
+    seq: i64,
+) -> bool {
+    fanned_seq.max(marks.get(conversation).copied().unwrap_or(0)) < seq - 1
+}
+
 async fn insert_batch(
     conn: &mut sqlx::AnyConnection,
     messages: &[&NewMessage],
+    marks: &std::collections::BTreeMap<&str, i64>,
 ) -> Result<Vec<Option<MessageRow>>, sqlx::Error> {
     let mut rows: Vec<Option<MessageRow>> = vec![None; messages.len()];
     if messages.is_empty() {
@@ -213,20 +237,24 @@ async fn insert_batch(
         last.extend(number(&mut *conn, &counts, now).await?);
     }
     // Seqs in batch order, per conversation.
-    let mut next: std::collections::HashMap<&str, (i64, i64)> = counts
+    let mut next: std::collections::HashMap<&str, (i64, i64, bool)> = counts
         .iter()
         .map(|(c, n)| {
-            let (last, large) = last.get(*c).copied().unwrap_or_default();
-            (*c, (last - n + 1, large))
+            let (last, large, fanned) = last.get(*c).copied().unwrap_or_default();
+            let first = last - n + 1;
+            (*c, (first, large, is_behind(marks, c, fanned, first)))
         })
         .collect();
     let mut numbered = Vec::with_capacity(fresh.len());
     for &i in &fresh {
         let m = messages[i];
-        let Some((seq, large)) = next.get_mut(m.conversation_id.as_str()) else {
+        let Some((seq, large, behind)) = next.get_mut(m.conversation_id.as_str()) else {
             return Err(sqlx::Error::RowNotFound);
         };
-        rows[i] = Some(row_of(m, *seq, *large));
+        rows[i] = Some(MessageRow {
+            behind: *behind,
+            ..row_of(m, *seq, *large)
+        });
         numbered.push((m, *seq, *large));
         *seq += 1;
     }
@@ -269,12 +297,13 @@ async fn repeats(
 }
 
 /// Takes `counts[c]` seqs in each existing conversation `c`: its new last
-/// seq and read fan-out flag. Conversations that do not exist are left out.
+/// seq, read fan-out flag and fan-out watermark. Conversations that do not
+/// exist are left out.
 async fn number(
     conn: &mut sqlx::AnyConnection,
     counts: &std::collections::BTreeMap<&str, i64>,
     now: i64,
-) -> Result<std::collections::HashMap<String, (i64, i64)>, sqlx::Error> {
+) -> Result<std::collections::HashMap<String, (i64, i64, i64)>, sqlx::Error> {
     let each = Each::of(conn);
     let ids: Vec<(&str, i64)> = counts.iter().map(|(c, n)| (*c, *n)).collect();
     let rows = json(&ids)?;
@@ -294,17 +323,18 @@ async fn number(
     let sql = format!(
         "UPDATE conversations SET last_seq = last_seq + CAST(j.value->>1 AS BIGINT), last_activity_ms = $2
          FROM {} WHERE conversations.id = j.value->>0
-         RETURNING conversations.id, conversations.last_seq, conversations.read_fanout",
+         RETURNING conversations.id, conversations.last_seq, conversations.read_fanout,
+                   conversations.fanned_seq",
         each.from(1)
     );
-    let last = sqlx::query_as::<_, (String, i64, i64)>(sqlx::AssertSqlSafe(sql))
+    let last = sqlx::query_as::<_, (String, i64, i64, i64)>(sqlx::AssertSqlSafe(sql))
         .bind(&rows)
         .bind(now)
         .fetch_all(&mut *conn)
         .await?;
     Ok(last
         .into_iter()
-        .map(|(id, seq, large)| (id, (seq, large)))
+        .map(|(id, seq, large, fanned)| (id, (seq, large, fanned)))
         .collect())
 }
 
@@ -389,6 +419,7 @@ pub(super) fn row_of(m: &NewMessage, seq: i64, large: i64) -> MessageRow {
         reply_to: m.reply_to.clone(),
         read_fanout: large != 0,
         group_large: large != 0,
+        behind: false,
     }
 }
 
@@ -550,6 +581,67 @@ mod tests {
             .map(|r| r.id)
             .collect();
         assert!(!pending.contains(&marked) && pending.contains(&b.id));
+        Ok(())
+    }
+
+    fn behind(rows: &[Option<MessageRow>]) -> Vec<Option<bool>> {
+        rows.iter().map(|r| r.as_ref().map(|r| r.behind)).collect()
+    }
+
+    /// A conversation's messages stored after others that are not fanned
+    /// out say so (all of them in the batch); the watermarks the same
+    /// transaction moves count, through sqlx and on the writer's connection.
+    #[tokio::test]
+    async fn messages_stored_after_ones_not_fanned_out_are_behind() -> anyhow::Result<()> {
+        for own_writer in [false, true] {
+            let dir = tempfile::tempdir()?;
+            let url = shared::db::sqlite_url(&dir.path().join("m.db"));
+            let pools = shared::db::connect_pools(&url, 1, &MIGRATOR).await?;
+            let pool = pools.write.clone();
+            let mut via = match (&pools.sqlite, own_writer) {
+                (Some(file), true) => Via::Writer(file.open_writer()?),
+                _ => Via::Pool,
+            };
+            // First messages: nothing before them.
+            let first = store_via(
+                &mut via,
+                &pool,
+                &[],
+                &[&send("g:c1", "u1", "a1"), &send("g:c2", "u2", "b1")],
+            )
+            .await?;
+            assert_eq!(behind(&first), [Some(false), Some(false)]);
+            // c1's first is marked in the same transaction; c2's is not
+            // (its fan-out never ran): c2's next two are behind, a repeat
+            // is not numbered at all.
+            let second = store_via(
+                &mut via,
+                &pool,
+                &[("g:c1".to_owned(), 1)],
+                &[
+                    &send("g:c1", "u1", "a2"),
+                    &send("g:c2", "u2", "b2"),
+                    &send("g:c2", "u2", "b1"),
+                    &send("g:c2", "u2", "b3"),
+                ],
+            )
+            .await?;
+            assert_eq!(
+                behind(&second),
+                [Some(false), Some(true), None, Some(true)],
+                "own writer: {own_writer}"
+            );
+            // Once c2 is fanned out up to 3, its next is not behind; c1's
+            // next is, since its 2 was never marked.
+            let third = store_via(
+                &mut via,
+                &pool,
+                &[("g:c2".to_owned(), 3)],
+                &[&send("g:c2", "u2", "b4"), &send("g:c1", "u1", "a3")],
+            )
+            .await?;
+            assert_eq!(behind(&third), [Some(false), Some(true)]);
+        }
         Ok(())
     }
 }

@@ -4,11 +4,11 @@
 //! call into SQLite on this thread, where through sqlx each was a round trip
 //! to its worker thread; a batch now costs one hand-off whatever its size.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::append::{MessageRow, NewMessage, row_of};
+use super::append::{MessageRow, NewMessage, highest_marks, is_behind, row_of};
 
 /// Stores `messages` in the order given and moves the watermarks in
 /// `fanned`, inside `tx`: as [`super::store_batch`] does.
@@ -18,6 +18,7 @@ pub fn store_batch_sqlite(
     messages: &[NewMessage],
 ) -> rusqlite::Result<Vec<Option<MessageRow>>> {
     let mut rows = Vec::with_capacity(messages.len());
+    let marks = highest_marks(fanned);
     if !messages.is_empty() {
         // The message takes the next seq in the statement that stores it, so
         // a repeat (stored before, or beside this writer) takes none.
@@ -30,7 +31,7 @@ pub fn store_batch_sqlite(
         )?;
         let mut number = tx.prepare_cached(
             "UPDATE conversations SET last_seq = ?2, last_activity_ms = MAX(last_activity_ms, ?3)
-             WHERE id = ?1",
+             WHERE id = ?1 RETURNING fanned_seq",
         )?;
         let mut create = tx.prepare_cached(
             "INSERT INTO conversations (id, kind, last_seq, last_activity_ms, created_at_ms)
@@ -41,6 +42,8 @@ pub fn store_batch_sqlite(
              VALUES (?1, ?2, 1) ON CONFLICT (conversation_id, user_id) DO NOTHING",
         )?;
         let mut seen: HashSet<(&str, &str)> = HashSet::new();
+        // Per conversation: whether its first message here is behind.
+        let mut behind: HashMap<&str, bool> = HashMap::new();
         for m in messages {
             // A repeat earlier in this batch.
             if !seen.insert((&m.sender_id, &m.client_msg_id)) {
@@ -75,22 +78,24 @@ pub fn store_batch_sqlite(
                 rows.push(None);
                 continue;
             };
-            number.execute(params![m.conversation_id, seq, m.now_ms])?;
+            let fanned: i64 =
+                number.query_row(params![m.conversation_id, seq, m.now_ms], |r| r.get(0))?;
+            let behind = *behind
+                .entry(&m.conversation_id)
+                .or_insert_with(|| is_behind(&marks, &m.conversation_id, fanned, seq));
             if seq == 1 {
                 for user in &m.members {
                     member.execute(params![m.conversation_id, user])?;
                 }
             }
-            rows.push(Some(row_of(m, seq, large)));
+            rows.push(Some(MessageRow {
+                behind,
+                ..row_of(m, seq, large)
+            }));
         }
     }
-    if !fanned.is_empty() {
+    if !marks.is_empty() {
         // One watermark per conversation, the highest; only forward.
-        let mut marks: BTreeMap<&str, i64> = BTreeMap::new();
-        for (conversation, seq) in fanned {
-            let mark = marks.entry(conversation).or_default();
-            *mark = (*mark).max(*seq);
-        }
         let mut mark = tx.prepare_cached(
             "UPDATE conversations SET fanned_seq = ?2 WHERE id = ?1 AND fanned_seq < ?2",
         )?;

@@ -185,13 +185,13 @@ pub async fn apply_change(pool: &AnyPool, c: &Change<'_>) -> Result<Applied, sql
     }
     // Conditional on the version read above: with two instances on
     // PostgreSQL (read committed) the other may have applied it meanwhile.
-    let seq: Option<i64> = sqlx::query_scalar(
+    let numbered: Option<(i64, i64)> = sqlx::query_as(
         "UPDATE conversations SET last_seq = last_seq + 1, last_activity_ms = $2,
             applied_version = $3,
             muted_all = COALESCE($4, muted_all),
             title = COALESCE($5, title),
             dismissed = CASE WHEN $6 = 1 THEN 1 ELSE dismissed END
-         WHERE id = $1 AND applied_version = $3 - 1 RETURNING last_seq",
+         WHERE id = $1 AND applied_version = $3 - 1 RETURNING last_seq, fanned_seq",
     )
     .bind(c.conversation_id)
     .bind(c.now_ms)
@@ -201,7 +201,7 @@ pub async fn apply_change(pool: &AnyPool, c: &Change<'_>) -> Result<Applied, sql
     .bind(i64::from(c.dismissed))
     .fetch_optional(&mut *tx)
     .await?;
-    let Some(seq) = seq else {
+    let Some((seq, fanned)) = numbered else {
         return Ok(Applied::Duplicate);
     };
     for (user, present, role, muted_until) in &c.members {
@@ -290,6 +290,9 @@ pub async fn apply_change(pool: &AnyPool, c: &Change<'_>) -> Result<Applied, sql
         reply_to: String::new(),
         read_fanout: delivery != 0,
         group_large: large_after != 0,
+        // Without the marks the writer holds back (at worst, a redo that
+        // finds its entries).
+        behind: fanned < seq - 1,
     }))
 }
 
