@@ -338,6 +338,13 @@ impl State {
         // The watermarks of what went out meanwhile are written first.
         self.writer.flush().await;
         let pending = store::not_fanned_out_in(&self.pool, conversation).await?;
+        if !pending.is_empty() {
+            tracing::info!(
+                conversation = conversation_id,
+                messages = pending.len(),
+                "fanning out messages left behind"
+            );
+        }
         for row in &pending {
             self.fan_out(row, false).await.map_err(|e| {
                 tracing::warn!(error = %e, message_id = %row.id, "fan-out of a pending message failed");
