@@ -608,6 +608,20 @@ impl System {
         });
     }
 
+    /// Kills the oldest process running `service` (SIGKILL), leaving any
+    /// other instance of it running.
+    pub fn kill_one_process(&mut self, service: Service) {
+        if let Some(i) = self
+            .processes
+            .iter()
+            .position(|(services, _)| services.contains(&service))
+        {
+            let (_, mut child) = self.processes.remove(i);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Waits until the edge is ready and every service answers `$SRV.PING`.
     pub async fn wait_ready(&self) -> anyhow::Result<()> {
         let client = self.nats_client(ALL_IN_ONE).await?;

@@ -55,3 +55,39 @@ async fn killing_the_messages_service_under_batched_load_loses_and_repeats_nothi
     assert!(failures > 0, "the kill should have failed some sends");
     Ok(())
 }
+
+/// Two messages instances share the load (one queue group, one database);
+/// four times one is SIGKILLed and a new one started (which sweeps while
+/// the other serves). A killed instance's batches committed and not fanned
+/// out are sent again and land on the other, beside the devices' next
+/// sends (stored behind them, they go out together), while two instances
+/// append to the same inboxes: every message arrives exactly once, in seq
+/// order. (Whether a kill finds a batch in flight is chance: the count of
+/// failed sends is printed, not asserted.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_one_of_two_messages_instances_loses_and_repeats_nothing() -> anyhow::Result<()> {
+    const N: u64 = 600;
+    let (mut system, users) = System::with_users(
+        Mode::Split,
+        [
+            "send1", "read1", "send2", "read2", "send3", "read3", "send4", "read4",
+        ],
+    )
+    .await?;
+    system.spawn_process(Service::Messages)?;
+    system.wait_ready().await?;
+    let streams =
+        BatchedStreams::start(&system, &users, N, 16, &["unavailable", "internal"]).await?;
+    for k in 1..=4 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while streams.acked() < k * N / 5 {
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "no progress");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        system.kill_one_process(Service::Messages);
+        system.spawn_process(Service::Messages)?;
+    }
+    let failures = streams.finish().await?;
+    eprintln!("{failures} sends failed and were sent again");
+    Ok(())
+}
