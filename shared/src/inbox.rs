@@ -24,7 +24,9 @@
 //! when that came from this process's own appends and walks (a walk
 //! remembers the ids it saw, so an entry another instance appended
 //! meanwhile is known), and walks otherwise. Rare entries (notices) keep
-//! the server's dedup id ([`Once::Window`]).
+//! the server's dedup id ([`Once::Window`]); refused twice because a
+//! stream of messages keeps moving the chain, a notice goes in off it
+//! (see [`UNCHAINED_AFTER`]).
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -47,6 +49,20 @@ const SHARDS: usize = 64;
 /// direct get for a notice).
 const SHARD_CAPACITY: usize = 16384;
 const MAX_ATTEMPTS: usize = 8;
+/// Attempts of an append the server refuses because another appender
+/// moved the user's chain first, at most (see [`backoff`]).
+const CONFLICT_ATTEMPTS: usize = 16;
+/// The longest pause before the next attempt after a conflict.
+const MAX_BACKOFF_MS: u64 = 32;
+/// Refusals after which a notice ([`Once::Window`]) is appended without
+/// stating its user's previous sequence. A user whose inbox a stream of
+/// messages fills moves on before a second appender's retry arrives (the
+/// streaming appender sends its next entry as soon as the last is acked),
+/// so a notice on the chain could wait for the stream's end. Off the chain
+/// its push names no predecessor (edges read the inbox to place it), the
+/// stream's next append is refused and walks, and the server's dedup id
+/// still keeps it from being stored twice.
+const UNCHAINED_AFTER: usize = 2;
 /// How far before its message's time a walk looks for an entry (clocks of
 /// the stamping hosts apart, at most).
 const WALK_MARGIN_MS: i64 = 60_000;
@@ -224,15 +240,31 @@ impl Inboxes {
             queues[q].1.push_back(i);
         }
         let mut attempts = vec![0usize; queues.len()];
+        // When a user's next attempt may go, after a conflict.
+        let mut ready_at: Vec<Option<tokio::time::Instant>> = vec![None; queues.len()];
         loop {
+            let round = tokio::time::Instant::now();
             let heads: Vec<(usize, usize)> = queues
                 .iter()
                 .enumerate()
+                .filter(|(q, _)| ready_at[*q].is_none_or(|at| at <= round))
                 .filter_map(|(q, (_, queue))| queue.front().map(|&i| (q, i)))
                 .take(MAX_IN_FLIGHT)
                 .collect();
             if heads.is_empty() {
-                break;
+                let waiting = queues
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (_, queue))| !queue.is_empty())
+                    .filter_map(|(q, _)| ready_at[q])
+                    .min();
+                match waiting {
+                    Some(at) => {
+                        tokio::time::sleep_until(at).await;
+                        continue;
+                    }
+                    None => break,
+                }
             }
             let plans =
                 futures::future::join_all(heads.iter().map(|&(_, i)| self.plan(&appends[i]))).await;
@@ -243,9 +275,18 @@ impl Inboxes {
                 let ack = match plan {
                     Ok(Plan::Found(sequence)) => Ok(Sent::Found(sequence)),
                     Ok(Plan::After(expected)) => {
-                        let publish = PublishMessage::build()
-                            .payload(payloads[append.entry].clone())
-                            .expected_last_subject_sequence(expected);
+                        let publish =
+                            PublishMessage::build().payload(payloads[append.entry].clone());
+                        // A notice refused twice goes in off the chain (see
+                        // `UNCHAINED_AFTER`).
+                        let expected = match &append.once {
+                            Once::Window(_) if attempts[q] >= UNCHAINED_AFTER => None,
+                            _ => Some(expected),
+                        };
+                        let publish = match expected {
+                            Some(expected) => publish.expected_last_subject_sequence(expected),
+                            None => publish,
+                        };
                         let publish = match &append.once {
                             Once::Window(id) => publish.message_id(id.as_str()),
                             Once::Entry { id, .. } => {
@@ -274,10 +315,10 @@ impl Inboxes {
                         Ok(Sent::Found(sequence)) => Ok((sequence, None)),
                         Ok(Sent::Publish(expected, ack)) => ack
                             .await
-                            .map(|ack| (ack.sequence, (!ack.duplicate).then_some(expected)))
+                            .map(|ack| (ack.sequence, expected.filter(|_| !ack.duplicate)))
                             .map_err(|e| {
                                 if e.kind() == PublishErrorKind::WrongLastSequence {
-                                    Ok(())
+                                    Ok(stated_last(&e))
                                 } else {
                                     Err(append_error(user, e))
                                 }
@@ -316,12 +357,35 @@ impl Inboxes {
                         results[i] = Some(Ok(sequence));
                         queues[q].1.pop_front();
                         attempts[q] = 0;
+                        ready_at[q] = None;
                     }
-                    // Another instance appended first: read the last
-                    // sequence again and retry in the next round.
-                    Err(Ok(())) if attempts[q] + 1 < MAX_ATTEMPTS => {
-                        self.forget(user);
+                    // Another appender (a service, an instance) moved the
+                    // chain first. A notice goes again at once after the
+                    // sequence the refusal names, then off the chain. An
+                    // entry with an id of its own walks again, at once the
+                    // first time, then after a random pause that grows.
+                    Err(Ok(stated)) if attempts[q] + 1 < CONFLICT_ATTEMPTS => {
+                        tracing::debug!(
+                            user,
+                            ?stated,
+                            attempts = attempts[q],
+                            "append refused: the chain moved"
+                        );
                         attempts[q] += 1;
+                        match (stated, &append.once) {
+                            (Some(last), Once::Window(_)) => self.remember(
+                                user,
+                                Known {
+                                    last,
+                                    ..Known::default()
+                                },
+                            ),
+                            (None, Once::Window(_)) => self.forget(user),
+                            (_, Once::Entry { .. }) => {
+                                self.forget(user);
+                                ready_at[q] = backoff(attempts[q]).map(|pause| round + pause);
+                            }
+                        }
                     }
                     Err(e) => {
                         self.forget(user);
@@ -553,6 +617,36 @@ impl Inboxes {
     }
 }
 
+/// The pause before attempt `attempts + 1` of an append refused for a
+/// moved chain: none after the first refusal, then a random one up to
+/// 2, 4, 8... ms, at most [`MAX_BACKOFF_MS`].
+fn backoff(attempts: usize) -> Option<std::time::Duration> {
+    use rand::Rng as _;
+    if attempts < 2 {
+        return None;
+    }
+    let cap_ms = 1u64
+        .checked_shl(u32::try_from(attempts - 1).unwrap_or(u32::MAX))
+        .unwrap_or(u64::MAX)
+        .min(MAX_BACKOFF_MS);
+    Some(std::time::Duration::from_micros(
+        rand::thread_rng().gen_range(0..=cap_ms * 1000),
+    ))
+}
+
+/// The last sequence a refusal for a moved chain states (the server says
+/// "wrong last sequence: N"), when it can be read.
+fn stated_last(e: &async_nats::jetstream::context::PublishError) -> Option<u64> {
+    let source = std::error::Error::source(e)?.to_string();
+    let (_, rest) = source.split_once("wrong last sequence:")?;
+    let digits: String = rest
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
 /// Where a walk for an entry of a message stored at `since_ms` starts.
 fn walk_start(since_ms: i64) -> i64 {
     since_ms.saturating_sub(WALK_MARGIN_MS).max(0)
@@ -568,8 +662,11 @@ enum Plan {
 
 /// An append on its way.
 enum Sent {
-    /// Published after `expected`; its ack.
-    Publish(u64, async_nats::jetstream::context::PublishAckFuture),
+    /// Published after `expected` (None: off the chain); its ack.
+    Publish(
+        Option<u64>,
+        async_nats::jetstream::context::PublishAckFuture,
+    ),
     /// Found already there.
     Found(u64),
 }
@@ -712,6 +809,30 @@ mod tests {
                 prev: None,
                 signal: None,
             }),
+        }
+    }
+
+    #[test]
+    fn a_refusal_states_the_last_sequence_and_pauses_grow() {
+        use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+        let refusal: async_nats::jetstream::Error = serde_json::from_str(
+            r#"{"code":400,"err_code":10071,"description":"wrong last sequence: 4242"}"#,
+        )
+        .unwrap();
+        let e = PublishError::with_source(PublishErrorKind::WrongLastSequence, refusal);
+        assert_eq!(stated_last(&e), Some(4242));
+        assert_eq!(
+            stated_last(&PublishError::new(PublishErrorKind::WrongLastSequence)),
+            None
+        );
+        assert_eq!(backoff(1), None);
+        for attempts in 2..40 {
+            let cap = (1u64 << (attempts - 1).min(20)).min(MAX_BACKOFF_MS);
+            let pause = backoff(attempts).unwrap();
+            assert!(
+                pause <= std::time::Duration::from_millis(cap),
+                "{attempts}: {pause:?}"
+            );
         }
     }
 

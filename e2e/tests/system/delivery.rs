@@ -317,3 +317,100 @@ async fn pushes_go_to_the_edges_that_hold_the_user() -> anyhow::Result<()> {
     serving.await??;
     Ok(())
 }
+
+/// Two appenders on one chain: social notices (friend requests) go into a
+/// reader's inbox while a batched stream of messages fills it. The reader
+/// gets every message once, in seq order, and every notice once, with
+/// cursors that only grow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_beside_a_batched_stream_keep_the_chain() -> anyhow::Result<()> {
+    use shared::proto::edge::server_frame;
+    const N: u64 = 300;
+    const K: usize = 20;
+    let (system, [sender, reader]) =
+        System::with_users(Mode::InProcess, ["sender", "reader"]).await?;
+    let api = system.api();
+    let mut askers = Vec::with_capacity(K);
+    for i in 0..K {
+        askers.push(api.user(&format!("asker{i}")).await?);
+    }
+    let mut client = Client::connect_live(&system.ws_url(), &reader, Format::Json).await?;
+    // What the inbox held before (the setup's friendship with the sender).
+    let before = client.drain(Duration::from_millis(200)).await?;
+    let pushes = |frames: &[shared::proto::edge::ServerFrame]| {
+        frames
+            .iter()
+            .filter(|f| matches!(f.kind, Some(server_frame::Kind::Push(_))))
+            .count()
+    };
+    anyhow::ensure!(pushes(&before) == 2, "before the stream: {before:?}");
+    let (sending, _) = e2e::spawn_pipelined_sender(
+        system.ws_url(),
+        sender,
+        reader.clone(),
+        N,
+        16,
+        &["unavailable"],
+    );
+    let asking = tokio::spawn(async move {
+        for asker in &askers {
+            let (status, body) = api.request_friend(asker, &reader, "你好 hi").await?;
+            anyhow::ensure!(status.is_success(), "friend request: {status} {body}");
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        anyhow::Ok(())
+    });
+    let mut messages = Vec::new();
+    let mut notices = 0;
+    // Notices that came between the stream's first and last message.
+    let mut between = 0;
+    let mut last = 0;
+    while messages.len() < N as usize || notices < K {
+        let frame = match client
+            .next_where(|f| matches!(f.kind, Some(server_frame::Kind::Push(_))))
+            .await
+        {
+            Ok(frame) => frame,
+            Err(e) => {
+                let sent = if sending.is_finished() {
+                    format!("{:?}", sending.await)
+                } else {
+                    "still sending".to_owned()
+                };
+                let asked = if asking.is_finished() {
+                    format!("{:?}", asking.await)
+                } else {
+                    "still asking".to_owned()
+                };
+                anyhow::bail!(
+                    "{e:#} with {} messages and {notices} notices; the sender: {sent}; the askers: {asked}",
+                    messages.len()
+                );
+            }
+        };
+        let Some(server_frame::Kind::Push(push)) = frame.kind else {
+            anyhow::bail!("not a push");
+        };
+        anyhow::ensure!(push.cursor > last, "cursor {} after {last}", push.cursor);
+        last = push.cursor;
+        match push.entry.and_then(|e| e.event) {
+            Some(inbox_entry::Event::Message(m)) => messages.push((m.seq, text_of(&m).to_owned())),
+            Some(inbox_entry::Event::Social(_)) => {
+                notices += 1;
+                if (1..N as usize).contains(&messages.len()) {
+                    between += 1;
+                }
+            }
+            other => anyhow::bail!("unexpected entry {other:?}"),
+        }
+    }
+    sending.await??;
+    asking.await??;
+    let expected: Vec<(u64, String)> = (1..=N).map(|i| (i, format!("pipelined {i}"))).collect();
+    assert_eq!(messages, expected);
+    assert_eq!(notices, K);
+    assert!(between > 0, "no notice came while the stream ran");
+    client.expect_no_more_pushes().await?;
+    system.stop().await;
+    Ok(())
+}
