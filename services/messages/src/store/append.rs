@@ -490,15 +490,24 @@ mod tests {
         batches_number_gaplessly_and_skip_repeats(true).await
     }
 
-    async fn batches_number_gaplessly_and_skip_repeats(own_writer: bool) -> anyhow::Result<()> {
+    /// A fresh database: its directory and pools (kept while the test
+    /// runs), the write pool, and how the test stores batches in it.
+    async fn fresh_db(
+        own_writer: bool,
+    ) -> anyhow::Result<(tempfile::TempDir, shared::db::Pools, AnyPool, Via)> {
         let dir = tempfile::tempdir()?;
         let url = shared::db::sqlite_url(&dir.path().join("m.db"));
         let pools = shared::db::connect_pools(&url, 1, &MIGRATOR).await?;
         let pool = pools.write.clone();
-        let mut via = match (&pools.sqlite, own_writer) {
+        let via = match (&pools.sqlite, own_writer) {
             (Some(file), true) => Via::Writer(file.open_writer()?),
             _ => Via::Pool,
         };
+        Ok((dir, pools, pool, via))
+    }
+
+    async fn batches_number_gaplessly_and_skip_repeats(own_writer: bool) -> anyhow::Result<()> {
+        let (_dir, _pools, pool, mut via) = fresh_db(own_writer).await?;
         let (a, b) = (send("g:c1", "u1", "a"), send("g:c2", "u2", "b"));
         // New conversations: their first messages.
         let first = store_via(&mut via, &pool, &[], &[&a, &b]).await?;
@@ -594,14 +603,7 @@ mod tests {
     #[tokio::test]
     async fn messages_stored_after_ones_not_fanned_out_are_behind() -> anyhow::Result<()> {
         for own_writer in [false, true] {
-            let dir = tempfile::tempdir()?;
-            let url = shared::db::sqlite_url(&dir.path().join("m.db"));
-            let pools = shared::db::connect_pools(&url, 1, &MIGRATOR).await?;
-            let pool = pools.write.clone();
-            let mut via = match (&pools.sqlite, own_writer) {
-                (Some(file), true) => Via::Writer(file.open_writer()?),
-                _ => Via::Pool,
-            };
+            let (_dir, _pools, pool, mut via) = fresh_db(own_writer).await?;
             // First messages: nothing before them.
             let first = store_via(
                 &mut via,
