@@ -60,14 +60,7 @@ impl State {
         self.fan_out_pending(&conversation).await?;
         match store::apply_change(&self.write, &change).await {
             Ok(store::Applied::Done(row)) => {
-                let delivered = if row.behind {
-                    self.fan_out_left(&conversation)
-                        .await
-                        .map_err(|e| e.to_string())
-                } else {
-                    self.fan_out(&row, true).await.map_err(|e| e.to_string())
-                };
-                delivered.map_err(|e| {
+                self.fan_out_stored(&row, None).await.map_err(|e| {
                     tracing::warn!(error = %e, message_id = %row.id, "notice fan-out failed; left to the sweep");
                     RpcError::unavailable("change applied but not yet delivered")
                 })?;

@@ -79,6 +79,30 @@ impl State {
         results.pop().unwrap_or(Ok(()))
     }
 
+    /// Fans out a message its caller just stored: alone, or, stored behind
+    /// messages not fanned out ([`MessageRow::behind`]), with them
+    /// (the caller holds the conversation's order lock). `message`: its wire
+    /// form when the caller has it.
+    pub(super) async fn fan_out_stored(
+        &self,
+        row: &MessageRow,
+        message: Option<pb::Message>,
+    ) -> Result<(), String> {
+        if row.behind {
+            let conversation =
+                ConversationId::parse(&row.conversation_id).map_err(|e| e.message)?;
+            return self
+                .fan_out_left(&conversation)
+                .await
+                .map_err(|e| e.to_string());
+        }
+        match message {
+            Some(message) => self.fan_out_message(row, message, true).await,
+            None => self.fan_out(row, true).await,
+        }
+        .map_err(|e| e.to_string())
+    }
+
     pub(super) fn pending_set(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         shared::sync::lock(&self.pending)
     }

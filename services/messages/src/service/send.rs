@@ -40,16 +40,7 @@ impl State {
         // The fan-out uses the body and quote this send has, not the stored
         // JSON decoded again; behind others, it goes out with them.
         let message = wire(&row, input.body, quote, self.recall_window_ms());
-        let delivered = if row.behind {
-            self.fan_out_left(&conversation)
-                .await
-                .map_err(|e| e.to_string())
-        } else {
-            self.fan_out_message(&row, message, true)
-                .await
-                .map_err(|e| e.to_string())
-        };
-        delivered.map_err(|e| {
+        self.fan_out_stored(&row, Some(message)).await.map_err(|e| {
             tracing::warn!(error = %e, message_id = %row.id, "fan-out failed; left to retry or sweep");
             RpcError::unavailable("message stored but not yet delivered; retry with the same client_msg_id")
         })?;
