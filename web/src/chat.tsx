@@ -117,9 +117,14 @@ function MessageList({ c }: { c: Conversation }) {
   const tl = timelines.value.get(id);
   const msgs = tl?.msgs ?? [];
   const scroller = useRef<HTMLDivElement>(null);
-  const win = useRef({ start: 0, end: 0, first: "", len: 0, epoch: -1 });
+  // `atEnd`: the window shown reaches the latest message.
+  const win = useRef({ start: 0, end: 0, first: "", len: 0, epoch: -1, atEnd: false });
   const stick = useRef(true);
   const anchor = useRef<{ key: string; offset: number } | null>(null);
+  /** The scroll position the view last took in (-1: none yet). */
+  const seenTop = useRef(-1);
+  /** The messages the edges were last looked at with (see the layout effect). */
+  const checked = useRef<Msg[] | null>(null);
   const [, rerender] = useState(0);
   const [menu, setMenu] = useState<{ x: number; y: number; m: Msg } | null>(null);
   const [reads, setReads] = useState<Reads | null>(null);
@@ -142,10 +147,41 @@ function MessageList({ c }: { c: Conversation }) {
   const [flash, setFlash] = useState<string | null>(null);
   const setReply = (m: Msg) => replyTarget.set(id, m);
 
+  const w = win.current;
+
+  const findAnchor = () => {
+    const el = scroller.current;
+    if (!el) return;
+    const top = el.scrollTop;
+    seenTop.current = top;
+    for (const child of el.querySelectorAll<HTMLElement>("[data-key]")) {
+      if (child.offsetTop + child.offsetHeight > top) {
+        anchor.current = { key: child.dataset.key!, offset: child.offsetTop - top };
+        return;
+      }
+    }
+  };
+
+  /** Takes in where the list is scrolled to: follow the end, or keep a message in place. */
+  const noteScroll = () => {
+    const el = scroller.current;
+    if (!el) return;
+    const fromBottom = el.scrollHeight - el.scrollTop - el.clientHeight;
+    stick.current = fromBottom < 40 && w.atEnd;
+    findAnchor();
+  };
+
+  // A scroll whose event has not come yet (scroll events come with the next
+  // frame; this render may run first, for a message or a read mark): take
+  // it in now, while the list is as the user saw it. Else the layout effect
+  // puts the old position back (the bottom, when following the end) and the
+  // event, when it comes, finds the list there: the scroll is lost, and a
+  // scroll to the top loads nothing.
+  if (scroller.current && scroller.current.scrollTop !== seenTop.current) noteScroll();
+
   // Keep the window's indices on the same messages as the list changes:
   // a page read at the top shifts them; messages appended at the end are
   // followed when the window reached the end.
-  const w = win.current;
   let before = w.len;
   if (tl && w.epoch !== tl.epoch) {
     w.epoch = tl.epoch;
@@ -176,6 +212,7 @@ function MessageList({ c }: { c: Conversation }) {
 
   const shown = msgs.slice(w.start, w.end);
   const atEnd = w.end >= msgs.length && !!tl?.atLatest;
+  w.atEnd = atEnd;
   const mine = pending.value.filter((p) => p.conversationId === id);
   const items: Item[] = [];
   let prevDay = "";
@@ -196,14 +233,26 @@ function MessageList({ c }: { c: Conversation }) {
   });
   if (atEnd) for (const p of mine) items.push({ kind: "pending", key: `p-${p.clientMsgId}`, p });
 
-  const findAnchor = () => {
+  /** At an edge of the window with more beyond it: widen the window, or read a page. */
+  const reachEdges = () => {
     const el = scroller.current;
     if (!el) return;
-    const top = el.scrollTop;
-    for (const child of el.querySelectorAll<HTMLElement>("[data-key]")) {
-      if (child.offsetTop + child.offsetHeight > top) {
-        anchor.current = { key: child.dataset.key!, offset: child.offsetTop - top };
-        return;
+    const fromBottom = el.scrollHeight - el.scrollTop - el.clientHeight;
+    if (el.scrollTop < 400 && (w.start > 0 || tl?.hasOlder)) {
+      if (w.start > 0) {
+        w.start = Math.max(0, w.start - STEP);
+        w.end = Math.min(w.end, w.start + MAX);
+        rerender((n) => n + 1);
+      } else if (tl && !tl.loading) {
+        loadOlder(id).catch(reportError);
+      }
+    } else if (fromBottom < 400) {
+      if (w.end < msgs.length) {
+        w.end = Math.min(msgs.length, w.end + STEP);
+        w.start = Math.max(w.start, w.end - MAX);
+        rerender((n) => n + 1);
+      } else if (tl && !tl.atLatest && !tl.loading) {
+        loadNewer(id).catch(reportError);
       }
     }
   };
@@ -217,6 +266,18 @@ function MessageList({ c }: { c: Conversation }) {
       if (a) el.scrollTop = a.offsetTop - anchor.current.offset;
     }
     findAnchor();
+    // Only a scroll looks at the edges, and none comes while the view stays
+    // where it is: a scroll that reached the top while a page was loading
+    // (older, or newer to fill a gap) got nothing then, and a list that
+    // does not fill the view cannot be scrolled at all. So once the messages
+    // change and nothing is loading, look again (not while a jump is about
+    // to move the view; a load that failed changes nothing, so it is not
+    // tried again and again).
+    const jumping = highlight.value?.conversationId === id;
+    if (tl && !tl.loading && !jumping && checked.current !== msgs) {
+      checked.current = msgs;
+      reachEdges();
+    }
   });
 
   // A jump (a quote clicked): put the message in the window and show it.
@@ -244,28 +305,8 @@ function MessageList({ c }: { c: Conversation }) {
   });
 
   const onScroll = () => {
-    const el = scroller.current;
-    if (!el) return;
-    const fromBottom = el.scrollHeight - el.scrollTop - el.clientHeight;
-    stick.current = fromBottom < 40 && w.end >= msgs.length && !!tl?.atLatest;
-    findAnchor();
-    if (el.scrollTop < 400) {
-      if (w.start > 0) {
-        w.start = Math.max(0, w.start - STEP);
-        w.end = Math.min(w.end, w.start + MAX);
-        rerender((n) => n + 1);
-      } else if (tl?.hasOlder && !tl.loading) {
-        loadOlder(id).catch(reportError);
-      }
-    } else if (fromBottom < 400) {
-      if (w.end < msgs.length) {
-        w.end = Math.min(msgs.length, w.end + STEP);
-        w.start = Math.max(w.start, w.end - MAX);
-        rerender((n) => n + 1);
-      } else if (tl && !tl.atLatest && !tl.loading) {
-        loadNewer(id).catch(reportError);
-      }
-    }
+    noteScroll();
+    reachEdges();
   };
 
   const toLatest = () => {
