@@ -46,7 +46,7 @@ pub struct Baseline {
     /// The batched model (one append per message) driven open loop at the
     /// one-to-one scenario's rates: the send→push latency of natter's NATS
     /// shape alone (see [`model_latency`]); None as above.
-    pub model_latency: Option<Vec<(u64, Value)>>,
+    pub model_latency: Option<Vec<(Appends, u64, Value)>>,
 }
 
 /// How the batched model makes a batch's durable appends.
@@ -64,6 +64,18 @@ pub enum Appends {
     /// As [`Appends::PipelinedBatchEvent`] with the recipient's entry only:
     /// one append per message (no copy for the sender's other devices).
     PipelinedOneAppend,
+    /// As [`Appends::PipelinedOneAppend`], into a stream that republishes
+    /// every entry it stores (as [`Appends::OneAckRepublished`]): the
+    /// server makes the pushes, no entry states its predecessor, and the
+    /// responder publishes no push of its own.
+    OneAppendRepublished,
+    /// As [`Appends::PipelinedOneAppend`], each message first appended to
+    /// a log of record (a stream with a subject per conversation; each
+    /// append states its conversation's last sequence and carries a dedup
+    /// id, every ack awaited) before its inbox entry: the NATS shape of a
+    /// design whose durable numbering is a JetStream append instead of
+    /// natter's SQLite commit.
+    LoggedOneAppend,
     /// The same without the events: two appends per message.
     PipelinedNoEvents,
     /// As [`Appends::Pipelined`], but every ack comes to one subscription
@@ -96,11 +108,13 @@ pub enum Appends {
 }
 
 impl Appends {
-    pub const ALL: [Appends; 11] = [
+    pub const ALL: [Appends; 13] = [
         Appends::Atomic,
         Appends::Pipelined,
         Appends::PipelinedBatchEvent,
         Appends::PipelinedOneAppend,
+        Appends::OneAppendRepublished,
+        Appends::LoggedOneAppend,
         Appends::PipelinedNoEvents,
         Appends::OneAckSubscription,
         Appends::OneAckFastEvents,
@@ -114,7 +128,17 @@ impl Appends {
     fn republished(self) -> bool {
         matches!(
             self,
-            Appends::OneAckRepublished | Appends::UnackedRepublished
+            Appends::OneAckRepublished
+                | Appends::UnackedRepublished
+                | Appends::OneAppendRepublished
+        )
+    }
+
+    /// One inbox entry per message (the recipient's), not two.
+    fn one_append(self) -> bool {
+        matches!(
+            self,
+            Appends::PipelinedOneAppend | Appends::OneAppendRepublished | Appends::LoggedOneAppend
         )
     }
 
@@ -124,6 +148,12 @@ impl Appends {
             Appends::Pipelined => "pipelined",
             Appends::PipelinedBatchEvent => "pipelined, one event per batch",
             Appends::PipelinedOneAppend => "pipelined, one append per message, one event per batch",
+            Appends::OneAppendRepublished => {
+                "pipelined, one append per message, one event per batch, pushes republished"
+            }
+            Appends::LoggedOneAppend => {
+                "a log append per message, then as pipelined, one append per message"
+            }
             Appends::PipelinedNoEvents => "pipelined without events",
             Appends::OneAckSubscription => "pipelined, acks on one subscription",
             Appends::OneAckFastEvents => "acks on one subscription, events as a fast batch",
@@ -164,7 +194,9 @@ impl Baseline {
             "model_open_loop": self.model_latency.as_ref().map(|rates| {
                 rates
                     .iter()
-                    .map(|(rate, latency)| json!({ "rate_per_sec": rate, "send_to_push": latency }))
+                    .map(|(appends, rate, latency)| {
+                        json!({ "appends": appends.name(), "rate_per_sec": rate, "send_to_push": latency })
+                    })
                     .collect::<Vec<_>>()
             }),
         })
@@ -321,10 +353,20 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Baseline> {
     if let Some(rates) = &result.model_latency {
         let rates: Vec<String> = rates
             .iter()
-            .map(|(rate, l)| format!("{rate}/s: p50 {} ms, p99 {} ms", l["p50_ms"], l["p99_ms"]))
+            .map(|(appends, rate, l)| {
+                let way = match appends {
+                    Appends::OneAppendRepublished => "pushes republished",
+                    Appends::LoggedOneAppend => "a log append first",
+                    _ => "natter's shape",
+                };
+                format!(
+                    "{rate}/s, {way}: p50 {} ms, p99 {} ms",
+                    l["p50_ms"], l["p99_ms"]
+                )
+            })
             .collect();
         println!(
-            "natter's NATS shape alone, open loop (batches, one append per message, one event per batch, pushes): {}",
+            "natter's NATS shape alone, open loop (batches, one append per message, one event per batch): {}",
             rates.join("; ")
         );
     }
@@ -340,41 +382,70 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Baseline> {
 /// the event and the pushes and replies; the "edge" connection receives the
 /// pushes. The latency runs from each message's scheduled time to its push:
 /// no WebSocket, no SQLite, no checks, and one process fewer on the cores.
+/// Each rate runs three ways: natter's (the responder's pushes); with
+/// pushes the inbox stream republishes as it stores each entry
+/// ([`Appends::OneAppendRepublished`]); and with each message appended to a
+/// log of record before its inbox entry ([`Appends::LoggedOneAppend`]).
 async fn model_latency(
     target: &Target,
     url: &str,
     id: &str,
     payload: &bytes::Bytes,
     plan: &Plan,
-) -> anyhow::Result<Vec<(u64, Value)>> {
+) -> anyhow::Result<Vec<(Appends, u64, Value)>> {
+    use async_nats::jetstream::stream;
     let (edge, messages, js) = model_connections(target, url).await?;
     let id = format!("{id}l");
     let run = async {
         let mut rates = Vec::new();
         for &rate in &plan.rates {
-            let model = format!("{id}.r{rate}");
-            let subject = format!("bench.lbatch.{model}");
-            let requests = messages.subscribe(subject.clone()).await?;
-            let responder = tokio::spawn(respond_batches(
-                messages.clone(),
-                js.clone(),
-                model.clone(),
-                requests,
-                Appends::PipelinedOneAppend,
-            ));
-            wait_for_responder(&edge, &subject, &batch_payload(payload, 1, 0)).await?;
-            // After the responder's check, whose push is no sample (the
-            // subscription reaches the server before the first request).
-            let pushes = edge.subscribe(format!("bench.bpush.{model}.>")).await?;
-            let latency = model_open_loop(&edge, &subject, pushes, payload, rate, plan).await;
-            responder.abort();
-            rates.push((rate, latency?));
+            for (way, appends) in [
+                ("p", Appends::PipelinedOneAppend),
+                ("r", Appends::OneAppendRepublished),
+                ("g", Appends::LoggedOneAppend),
+            ] {
+                let model = format!("{id}.{way}{rate}");
+                let subject = format!("bench.lbatch.{model}");
+                let requests = messages.subscribe(subject.clone()).await?;
+                let responder = tokio::spawn(respond_batches(
+                    messages.clone(),
+                    js.clone(),
+                    model.clone(),
+                    requests,
+                    appends,
+                ));
+                wait_for_responder(&edge, &subject, &batch_payload(payload, 1, 0)).await?;
+                // After the responder's check, whose push is no sample (the
+                // subscription reaches the server before the first request).
+                let pushes = edge.subscribe(format!("bench.bpush.{model}.>")).await?;
+                let latency = model_open_loop(&edge, &subject, pushes, payload, rate, plan).await;
+                responder.abort();
+                rates.push((appends, rate, latency?));
+            }
         }
         anyhow::Ok(rates)
     };
     let (inboxes, events) = (format!("BENCH_LINBOX_{id}"), format!("BENCH_LEVENTS_{id}"));
-    let with_events = with_stream(&js, events, format!("bench.evt.{id}.>"), run);
-    with_stream(&js, inboxes, format!("bench.inbox.{id}.>"), with_events).await
+    let republishing = format!("BENCH_LRINBOX_{id}");
+    js.create_stream(stream::Config {
+        name: republishing.clone(),
+        subjects: vec![format!("bench.rinbox.{id}.>")],
+        storage: stream::StorageType::File,
+        max_age: Duration::from_secs(300),
+        republish: Some(stream::Republish {
+            source: format!("bench.rinbox.{id}.>"),
+            destination: format!("bench.bpush.{id}.>"),
+            headers_only: false,
+        }),
+        ..Default::default()
+    })
+    .await?;
+    let log = format!("BENCH_LLOG_{id}");
+    let with_log = with_stream(&js, log, format!("bench.log.{id}.>"), run);
+    let with_events = with_stream(&js, events, format!("bench.evt.{id}.>"), with_log);
+    let result = with_stream(&js, inboxes, format!("bench.inbox.{id}.>"), with_events).await;
+    let _ = js.delete_stream(&republishing).await;
+    result
 }
 
 /// One rate of [`model_latency`]: send→push percentiles.
@@ -568,9 +639,11 @@ async fn batched_path(
     let republishing = format!("BENCH_RINBOX_{id}");
     let fast = format!("BENCH_FINBOX_{id}");
     let fast_events = format!("BENCH_FEVENTS_{id}");
+    let log = format!("BENCH_LOG_{id}");
     for (name, subjects) in [
         (&fast, format!("bench.finbox.{id}.>")),
         (&fast_events, format!("bench.fevt.{id}.>")),
+        (&log, format!("bench.log.{id}.>")),
     ] {
         js.create_stream(stream::Config {
             name: name.clone(),
@@ -649,11 +722,7 @@ async fn batched_path(
             tokio::time::sleep(Duration::from_millis(200)).await;
             let stored =
                 js.get_stream(&inboxes).await?.info().await?.state.messages - stored_before;
-            let copies: u64 = if appends == Appends::PipelinedOneAppend {
-                1
-            } else {
-                2
-            };
+            let copies: u64 = if appends.one_append() { 1 } else { 2 };
             if stored < copies * done as u64 {
                 eprintln!(
                     "batched model, {} in batches of {size}: {stored} of {} inbox entries stored",
@@ -671,6 +740,7 @@ async fn batched_path(
     let _ = js.delete_stream(&republishing).await;
     let _ = js.delete_stream(&fast).await;
     let _ = js.delete_stream(&fast_events).await;
+    let _ = js.delete_stream(&log).await;
     result
 }
 
@@ -698,6 +768,8 @@ async fn respond_batches(
     let mut last: HashMap<usize, u64> = HashMap::new();
     // The stream's last sequence, known from the last fast batch's ack.
     let mut stream_last: Option<u64> = None;
+    // The log's last sequence per conversation, from the log appends' acks.
+    let mut logged: HashMap<usize, u64> = HashMap::new();
     let mut batches = 0u64;
     let ack_prefix = format!("bench.ack.{id}");
     let mut ack_inbox = match appends {
@@ -730,11 +802,7 @@ async fn respond_batches(
             let entries: Vec<(usize, bytes::Bytes)> = (0..size)
                 .flat_map(|i| {
                     let sender = (first + i) % MODEL_USERS;
-                    let copies = if appends == Appends::PipelinedOneAppend {
-                        1
-                    } else {
-                        2
-                    };
+                    let copies = if appends.one_append() { 1 } else { 2 };
                     [(sender ^ 1, message(i)), (sender, message(i))]
                         .into_iter()
                         .take(copies)
@@ -748,7 +816,15 @@ async fn respond_batches(
                 | Appends::PipelinedBatchEvent
                 | Appends::PipelinedOneAppend
                 | Appends::PipelinedNoEvents => {
-                    append_pipelined(&js, &id, batches, &entries, &mut last).await?
+                    append_pipelined(&js, "inbox", &id, batches, &entries, Some(&mut last)).await?
+                }
+                Appends::OneAppendRepublished => {
+                    append_pipelined(&js, "rinbox", &id, batches, &entries, None).await?
+                }
+                Appends::LoggedOneAppend => {
+                    let senders = (0..size).map(|i| ((first + i) % MODEL_USERS, message(i)));
+                    append_log(&js, &id, first, senders, &mut logged).await?;
+                    append_pipelined(&js, "inbox", &id, batches, &entries, Some(&mut last)).await?
                 }
                 Appends::OneAckSubscription | Appends::OneAckRepublished => {
                     let acks = ack_inbox.as_mut().expect("an ack subscription");
@@ -828,7 +904,10 @@ async fn respond_batches(
                     }
                     client.flush().await?;
                 }
-                Appends::PipelinedBatchEvent | Appends::PipelinedOneAppend => {
+                Appends::PipelinedBatchEvent
+                | Appends::PipelinedOneAppend
+                | Appends::OneAppendRepublished
+                | Appends::LoggedOneAppend => {
                     let event = request.payload.slice(16..);
                     js.publish(subject.clone(), event).await?.await?;
                 }
@@ -909,15 +988,17 @@ async fn append_atomic(
     Ok(())
 }
 
-/// The entries of a batch as pipelined JetStream publishes, each with its
-/// dedup id, every ack awaited at the end; each user's first entry carries
-/// the chain check.
+/// The entries of a batch as pipelined JetStream publishes to
+/// `bench.<inbox>.<id>.<user>`, each with its dedup id, every ack awaited
+/// at the end; with `last`, each user's first entry carries the chain check
+/// (a republishing stream needs none: its pushes name their predecessor).
 async fn append_pipelined(
     js: &async_nats::jetstream::Context,
+    inbox: &str,
     id: &str,
     batch: u64,
     entries: &[(usize, bytes::Bytes)],
-    last: &mut std::collections::HashMap<usize, u64>,
+    mut last: Option<&mut std::collections::HashMap<usize, u64>>,
 ) -> anyhow::Result<()> {
     let mut seen = std::collections::HashSet::new();
     let mut acks = Vec::with_capacity(entries.len());
@@ -925,16 +1006,55 @@ async fn append_pipelined(
         let mut publish = PublishMessage::build()
             .payload(entry.clone())
             .message_id(format!("{id}:{batch}:{k}"));
-        if seen.insert(*user) {
+        if let Some(last) = last.as_deref()
+            && seen.insert(*user)
+        {
             publish = publish.expected_last_subject_sequence(last.get(user).copied().unwrap_or(0));
         }
         acks.push(
-            js.send_publish(format!("bench.inbox.{id}.{user}"), publish)
+            js.send_publish(format!("bench.{inbox}.{id}.{user}"), publish)
                 .await?,
         );
     }
     for ((user, _), ack) in entries.iter().zip(acks) {
-        last.insert(*user, ack.await?.sequence);
+        let sequence = ack.await?.sequence;
+        if let Some(last) = last.as_deref_mut() {
+            last.insert(*user, sequence);
+        }
+    }
+    Ok(())
+}
+
+/// Each message into the log of record, `bench.log.<id>.<conversation>`
+/// (a pair of users is a conversation): pipelined, each stating its
+/// conversation's last sequence (the numbering's check) and carrying a
+/// dedup id (its sender's message number: the repeat check), every ack
+/// awaited before the inbox entries go.
+async fn append_log(
+    js: &async_nats::jetstream::Context,
+    id: &str,
+    first: usize,
+    messages: impl Iterator<Item = (usize, bytes::Bytes)>,
+    logged: &mut std::collections::HashMap<usize, u64>,
+) -> anyhow::Result<()> {
+    let mut acks = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (k, (sender, message)) in messages.enumerate() {
+        let conversation = sender / 2;
+        let mut publish = PublishMessage::build()
+            .payload(message)
+            .message_id(format!("{id}:{sender}:{}", first + k));
+        if seen.insert(conversation) {
+            publish = publish
+                .expected_last_subject_sequence(logged.get(&conversation).copied().unwrap_or(0));
+        }
+        let ack = js
+            .send_publish(format!("bench.log.{id}.{conversation}"), publish)
+            .await?;
+        acks.push((conversation, ack));
+    }
+    for (conversation, ack) in acks {
+        logged.insert(conversation, ack.await?.sequence);
     }
     Ok(())
 }
