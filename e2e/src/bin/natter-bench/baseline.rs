@@ -720,8 +720,15 @@ async fn batched_path(
             responder.abort();
             // Unacked entries are only a fair ceiling if the server kept them.
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let stored =
-                js.get_stream(&inboxes).await?.info().await?.state.messages - stored_before;
+            // (Counted in the stream this way appended to.)
+            let stored = js
+                .get_stream(stream)
+                .await?
+                .info()
+                .await?
+                .state
+                .messages
+                .saturating_sub(stored_before);
             let copies: u64 = if appends.one_append() { 1 } else { 2 };
             if stored < copies * done as u64 {
                 eprintln!(
