@@ -393,7 +393,6 @@ async fn model_latency(
     payload: &bytes::Bytes,
     plan: &Plan,
 ) -> anyhow::Result<Vec<(Appends, u64, Value)>> {
-    use async_nats::jetstream::stream;
     let (edge, messages, js) = model_connections(target, url).await?;
     let id = format!("{id}l");
     let run = async {
@@ -427,25 +426,16 @@ async fn model_latency(
     };
     let (inboxes, events) = (format!("BENCH_LINBOX_{id}"), format!("BENCH_LEVENTS_{id}"));
     let republishing = format!("BENCH_LRINBOX_{id}");
-    js.create_stream(stream::Config {
-        name: republishing.clone(),
-        subjects: vec![format!("bench.rinbox.{id}.>")],
-        storage: stream::StorageType::File,
-        max_age: Duration::from_secs(300),
-        republish: Some(stream::Republish {
-            source: format!("bench.rinbox.{id}.>"),
-            destination: format!("bench.bpush.{id}.>"),
-            headers_only: false,
-        }),
-        ..Default::default()
-    })
-    .await?;
     let log = format!("BENCH_LLOG_{id}");
     let with_log = with_stream(&js, log, format!("bench.log.{id}.>"), run);
-    let with_events = with_stream(&js, events, format!("bench.evt.{id}.>"), with_log);
-    let result = with_stream(&js, inboxes, format!("bench.inbox.{id}.>"), with_events).await;
-    let _ = js.delete_stream(&republishing).await;
-    result
+    let republished = republishing_stream(
+        republishing,
+        format!("bench.rinbox.{id}.>"),
+        format!("bench.bpush.{id}.>"),
+    );
+    let with_republishing = with_stream_config(&js, republished, with_log);
+    let with_events = with_stream(&js, events, format!("bench.evt.{id}.>"), with_republishing);
+    with_stream(&js, inboxes, format!("bench.inbox.{id}.>"), with_events).await
 }
 
 /// One rate of [`model_latency`]: send→push percentiles.
@@ -540,17 +530,49 @@ async fn with_stream<T>(
     run: impl std::future::Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<T> {
     use async_nats::jetstream::stream;
-    js.create_stream(stream::Config {
-        name: name.clone(),
+    let config = stream::Config {
+        name,
         subjects: vec![subjects],
         storage: stream::StorageType::File,
         max_age: Duration::from_secs(300),
         ..Default::default()
-    })
-    .await?;
+    };
+    with_stream_config(js, config, run).await
+}
+
+/// Creates the stream `config` describes, deleted when `run` ends.
+async fn with_stream_config<T>(
+    js: &async_nats::jetstream::Context,
+    config: async_nats::jetstream::stream::Config,
+    run: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let name = config.name.clone();
+    js.create_stream(config).await?;
     let result = run.await;
     let _ = js.delete_stream(&name).await;
     result
+}
+
+/// A temporary file stream of `subjects` that republishes every entry it
+/// stores to `destination` (the same wildcards).
+fn republishing_stream(
+    name: String,
+    subjects: String,
+    destination: String,
+) -> async_nats::jetstream::stream::Config {
+    use async_nats::jetstream::stream;
+    stream::Config {
+        name,
+        subjects: vec![subjects.clone()],
+        storage: stream::StorageType::File,
+        max_age: Duration::from_secs(300),
+        republish: Some(stream::Republish {
+            source: subjects,
+            destination,
+            headers_only: false,
+        }),
+        ..Default::default()
+    }
 }
 
 /// The NATS traffic of one natter message, without natter: the "edge"
@@ -655,19 +677,15 @@ async fn batched_path(
         })
         .await?;
     }
-    for (name, subjects, atomic, republish) in [
-        (&inboxes, format!("bench.inbox.{id}.>"), true, None),
-        (&events, format!("bench.evt.{id}.>"), false, None),
-        (
-            &republishing,
-            format!("bench.rinbox.{id}.>"),
-            false,
-            Some(stream::Republish {
-                source: format!("bench.rinbox.{id}.>"),
-                destination: format!("bench.bpush.{id}.r.>"),
-                headers_only: false,
-            }),
-        ),
+    js.create_stream(republishing_stream(
+        republishing.clone(),
+        format!("bench.rinbox.{id}.>"),
+        format!("bench.bpush.{id}.r.>"),
+    ))
+    .await?;
+    for (name, subjects, atomic) in [
+        (&inboxes, format!("bench.inbox.{id}.>"), true),
+        (&events, format!("bench.evt.{id}.>"), false),
     ] {
         js.create_stream(stream::Config {
             name: name.clone(),
@@ -675,7 +693,6 @@ async fn batched_path(
             storage: stream::StorageType::File,
             max_age: Duration::from_secs(300),
             allow_atomic_publish: atomic,
-            republish,
             ..Default::default()
         })
         .await?;
