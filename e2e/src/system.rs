@@ -305,14 +305,33 @@ impl System {
         let Some(base) = &self.postgres else {
             return Ok(());
         };
-        sqlx::any::install_default_drivers();
-        let mut admin =
-            <sqlx::AnyConnection as sqlx::Connection>::connect(&format!("{base}/postgres")).await?;
-        for service in ["auth", "messages", "social", "groups"] {
-            let sql = format!("CREATE DATABASE {}_{service}", self.db_prefix);
-            sqlx::Executor::execute(&mut admin, sqlx::AssertSqlSafe(sql)).await?;
+        postgres_databases(base, &self.db_prefix, |db| format!("CREATE DATABASE {db}")).await
+    }
+
+    /// Drops this system's PostgreSQL databases (each test makes four; left
+    /// behind they would fill the disk run after run). `Drop` cannot await
+    /// and may run inside the test's runtime, so this takes a thread and a
+    /// runtime of its own; `WITH (FORCE)` ends the connections the stopped
+    /// services' pools still hold.
+    fn drop_postgres_databases(&self) {
+        let Some(base) = self.postgres.clone() else {
+            return;
+        };
+        let prefix = self.db_prefix.clone();
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(postgres_databases(&base, &prefix, |db| {
+                format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+            }))
+        })
+        .join();
+        match dropped {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => eprintln!("dropping {}_* databases: {error:#}", self.db_prefix),
+            Err(_) => eprintln!("dropping {}_* databases panicked", self.db_prefix),
         }
-        Ok(())
     }
 
     /// A NATS config for the harness itself and in-process services: the
@@ -672,7 +691,25 @@ impl Drop for System {
             let _ = child.kill();
             let _ = child.wait();
         }
+        self.drop_postgres_databases();
     }
+}
+
+/// Runs the statement `sql` makes for each service's database
+/// (`{prefix}_{service}`) on the PostgreSQL server at `base` (an admin URL).
+async fn postgres_databases(
+    base: &str,
+    prefix: &str,
+    sql: impl Fn(&str) -> String,
+) -> anyhow::Result<()> {
+    sqlx::any::install_default_drivers();
+    let mut admin =
+        <sqlx::AnyConnection as sqlx::Connection>::connect(&format!("{base}/postgres")).await?;
+    for service in ["auth", "messages", "social", "groups"] {
+        let sql = sql(&format!("{prefix}_{service}"));
+        sqlx::Executor::execute(&mut admin, sqlx::AssertSqlSafe(sql)).await?;
+    }
+    Ok(())
 }
 
 /// The `natter` binary next to the test executable (`target/<profile>/natter`),
