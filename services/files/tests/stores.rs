@@ -1,0 +1,221 @@
+//! The stores files' bytes go to, held to `object_store`'s own conformance
+//! functions (the `integration` module of the pinned version): the NATS
+//! object store backend against a real nats-server, and the local
+//! filesystem backend as `files.store_url` opens it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use files::nats_store::{CHUNK, NatsStore};
+use futures::TryStreamExt;
+use object_store::integration::*;
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
+use shared::testing::NatsServer;
+
+async fn nats_store(server: &NatsServer, bucket: &str) -> NatsStore {
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    NatsStore::open(async_nats::jetstream::new(client), bucket, 1)
+        .await
+        .expect("open the bucket")
+}
+
+/// Replaced chunks are purged after this grace in the tests that count them.
+const GRACE: Duration = Duration::from_millis(200);
+
+/// The messages of a bucket's stream once replaced chunks are purged.
+async fn stored_messages(server: &NatsServer, bucket: &str) -> u64 {
+    tokio::time::sleep(GRACE * 3).await;
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js
+        .get_stream(format!("OBJ_{bucket}"))
+        .await
+        .expect("stream");
+    stream.info().await.expect("info").state.messages
+}
+
+/// One conformance function of `object_store` against a fresh bucket on a
+/// fresh server, as a test of its own.
+macro_rules! conformance {
+    ($($name:ident: |$store:ident| $call:expr;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let server = NatsServer::start();
+            let $store = nats_store(&server, stringify!($name)).await;
+            $call.await;
+        }
+    )*};
+}
+
+conformance! {
+    nats_put_get_delete_list: |store| put_get_delete_list(&store);
+    nats_list_with_offset_exclusivity: |store| list_with_offset_exclusivity(&store);
+    nats_get_opts: |store| get_opts(&store);
+    nats_list_uses_directories_correctly: |store| list_uses_directories_correctly(&store);
+    nats_list_with_delimiter: |store| list_with_delimiter(&store);
+    nats_rename_and_copy: |store| rename_and_copy(&store);
+    nats_copy_if_not_exists: |store| copy_if_not_exists(&store);
+    nats_copy_rename_nonexistent_object: |store| copy_rename_nonexistent_object(&store);
+    nats_stream_get: |store| stream_get(&store);
+    nats_put_opts: |store| put_opts(&store, true);
+    nats_put_get_attributes: |store| put_get_attributes(&store);
+    nats_multipart_race_condition: |store| multipart_race_condition(&store, true);
+    nats_multipart_out_of_order: |store| multipart_out_of_order(&store);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_of_a_many_chunk_object_read_the_right_bytes() {
+    let server = NatsServer::start();
+    let store = nats_store(&server, "ranges").await.with_grace(GRACE);
+    // Three and a half chunks of bytes that differ everywhere.
+    let data: Vec<u8> = (0..CHUNK * 7 / 2).map(|i| (i % 251) as u8).collect();
+    let location = Path::from("big/object");
+    store
+        .put(&location, PutPayload::from(data.clone()))
+        .await
+        .expect("put");
+    let len = data.len() as u64;
+    let chunk = CHUNK as u64;
+    for range in [
+        0..1,
+        0..len,
+        chunk - 1..chunk + 1,
+        chunk..2 * chunk,
+        2 * chunk + 5..len,
+        len - 1..len,
+        3..3 * chunk + 17,
+    ] {
+        let got = store
+            .get_range(&location, range.clone())
+            .await
+            .expect("range");
+        assert_eq!(
+            got,
+            Bytes::copy_from_slice(&data[range.start as usize..range.end as usize]),
+            "range {range:?}"
+        );
+    }
+    let suffix = store
+        .get_opts(
+            &location,
+            GetOptions {
+                range: Some(GetRange::Suffix(chunk + 3)),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("suffix");
+    assert_eq!(suffix.range, len - chunk - 3..len);
+    let bytes = suffix.bytes().await.expect("suffix bytes");
+    assert_eq!(&bytes[..], &data[(len - chunk - 3) as usize..]);
+
+    // Replacing the object leaves only the new object's chunks behind.
+    store
+        .put(&location, PutPayload::from_static(b"small"))
+        .await
+        .expect("overwrite");
+    assert_eq!(
+        stored_messages(&server, "ranges").await,
+        2,
+        "one chunk and one description"
+    );
+    store.delete(&location).await.expect("delete");
+    assert_eq!(
+        stored_messages(&server, "ranges").await,
+        1,
+        "the tombstone only"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_writers_leave_one_object_and_no_orphaned_chunks() {
+    let server = NatsServer::start();
+    let store = Arc::new(nats_store(&server, "race").await.with_grace(GRACE));
+    let location = Path::from("contended");
+    let writers: Vec<_> = (0..8u8)
+        .map(|i| {
+            let store = store.clone();
+            let location = location.clone();
+            tokio::spawn(async move {
+                let body = vec![i; CHUNK + 10];
+                store.put(&location, PutPayload::from(body)).await
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.expect("join").expect("put");
+    }
+    let got = store
+        .get(&location)
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("bytes");
+    assert_eq!(got.len(), CHUNK + 10);
+    assert!(
+        got.iter().all(|b| *b == got[0]),
+        "one writer's bytes, whole"
+    );
+    assert_eq!(
+        stored_messages(&server, "race").await,
+        3,
+        "two chunks and one description"
+    );
+    let listed: Vec<_> = store.list(None).try_collect().await.expect("list");
+    assert_eq!(listed.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_filesystem_store_opens_by_url_and_passes_conformance() {
+    let server = NatsServer::start();
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("file://{}/files", dir.path().display());
+    let store = files::store::open(&url, js.clone(), 1).await.expect("open");
+    put_get_delete_list(&store).await;
+    list_uses_directories_correctly(&store).await;
+    list_with_delimiter(&store).await;
+    rename_and_copy(&store).await;
+    stream_get(&store).await;
+
+    for bad in [
+        "file://relative/path",
+        "nats://",
+        "nats://a.b",
+        "ftp://x",
+        "",
+    ] {
+        let refused = files::store::open(bad, js.clone(), 1).await;
+        assert!(refused.is_err(), "{bad:?} was accepted");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_begun_before_an_overwrite_reads_the_old_bytes_whole() {
+    let server = NatsServer::start();
+    let store = nats_store(&server, "grace").await;
+    let location = Path::from("photo");
+    let old: Vec<u8> = (0..CHUNK * 3).map(|i| (i % 7) as u8).collect();
+    store
+        .put(&location, PutPayload::from(old.clone()))
+        .await
+        .expect("put");
+    let reading = store.get(&location).await.expect("get");
+    store
+        .put(&location, PutPayload::from_static(b"new"))
+        .await
+        .expect("overwrite");
+    assert_eq!(reading.bytes().await.expect("old bytes"), Bytes::from(old));
+    let now = store
+        .get(&location)
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("bytes");
+    assert_eq!(now, Bytes::from_static(b"new"));
+}
