@@ -27,6 +27,18 @@ deps:
     nats-server --version
     command -v cargo >/dev/null || { echo "cargo is missing: install Rust from rustup.rs" >&2; exit 1; }
 
+# What the Rust tests need beyond `deps`: moto's S3 server (from PyPI), the
+# local S3-compatible server the files store's S3 backend is tested against.
+test-deps:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! command -v moto_server >/dev/null; then
+        echo "installing moto's S3 server with pip"
+        python3 -m pip install --quiet "moto[server]>=5,<6"
+        hash -r
+    fi
+    command -v moto_server >/dev/null || { echo "moto_server is not on PATH after pip install" >&2; exit 1; }
+
 # What the web client's tests need: Debian's chromium and fonts (CJK and
 # emoji; installed with apt when run as root, else a hint), and the npm
 # packages of web/ (`npm ci`). natter itself needs none of it.
@@ -102,7 +114,7 @@ up: deps build
 test: test-rust test-web
 
 # The Rust tests (E2E_POSTGRES_URL=postgres://... runs them on PostgreSQL).
-test-rust: deps build
+test-rust: deps test-deps build
     #!/usr/bin/env bash
     set -euo pipefail
     if cargo nextest --version >/dev/null 2>&1; then

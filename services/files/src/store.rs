@@ -1,5 +1,6 @@
 //! Where a file's bytes go, chosen by URL in the configuration.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use object_store::ObjectStore;
@@ -21,13 +22,38 @@ pub enum StoreError {
 ///   NATS object store on the JetStream of `js`, made with `replicas`
 ///   copies if it does not exist;
 /// - `file:///ABSOLUTE/PATH`: a directory of the local filesystem (made if
-///   missing).
+///   missing);
+/// - `s3://BUCKET`: an S3-compatible bucket (AWS, MinIO, Ceph...), set up
+///   by the standard `AWS_*` environment variables and then by `options`,
+///   `object_store`'s own keys (`aws_endpoint`, `aws_region`,
+///   `aws_access_key_id`, `aws_secret_access_key`, `aws_allow_http`...). An
+///   unknown key is refused, as are options for the other schemes.
 pub async fn open(
     url: &str,
     js: async_nats::jetstream::Context,
     replicas: usize,
+    options: &BTreeMap<String, String>,
 ) -> Result<Arc<dyn ObjectStore>, StoreError> {
     let bad = |why: &str| StoreError::Url(url.to_owned(), why.to_owned());
+    if let Some(bucket) = url.strip_prefix("s3://") {
+        if bucket.is_empty() || bucket.contains('/') {
+            return Err(bad("an S3 URL names a bucket: s3://BUCKET"));
+        }
+        let mut builder = object_store::aws::AmazonS3Builder::from_env().with_url(url);
+        for (key, value) in options {
+            let key = key
+                .parse::<object_store::aws::AmazonS3ConfigKey>()
+                .map_err(|e| bad(&format!("files.store_options: {e}")))?;
+            builder = builder.with_config(key, value);
+        }
+        let store = builder
+            .build()
+            .map_err(|e| StoreError::Open(url.to_owned(), e.to_string()))?;
+        return Ok(Arc::new(store));
+    }
+    if !options.is_empty() {
+        return Err(bad("files.store_options are for s3:// stores only"));
+    }
     if let Some(bucket) = url.strip_prefix("nats://") {
         let valid = !bucket.is_empty()
             && bucket.len() <= 64
@@ -56,5 +82,7 @@ pub async fn open(
             .map_err(|e| StoreError::Open(url.to_owned(), e.to_string()))?;
         return Ok(Arc::new(store));
     }
-    Err(bad("unknown scheme: use nats://BUCKET or file:///PATH"))
+    Err(bad(
+        "unknown scheme: use nats://BUCKET, file:///PATH or s3://BUCKET",
+    ))
 }

@@ -175,7 +175,10 @@ async fn the_local_filesystem_store_opens_by_url_and_passes_conformance() {
     let js = async_nats::jetstream::new(client);
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("file://{}/files", dir.path().display());
-    let store = files::store::open(&url, js.clone(), 1).await.expect("open");
+    let none = Default::default();
+    let store = files::store::open(&url, js.clone(), 1, &none)
+        .await
+        .expect("open");
     put_get_delete_list(&store).await;
     list_uses_directories_correctly(&store).await;
     list_with_delimiter(&store).await;
@@ -186,12 +189,20 @@ async fn the_local_filesystem_store_opens_by_url_and_passes_conformance() {
         "file://relative/path",
         "nats://",
         "nats://a.b",
+        "s3://",
+        "s3://bucket/key",
         "ftp://x",
         "",
     ] {
-        let refused = files::store::open(bad, js.clone(), 1).await;
+        let refused = files::store::open(bad, js.clone(), 1, &none).await;
         assert!(refused.is_err(), "{bad:?} was accepted");
     }
+    let stray = [("aws_region".to_owned(), "x".to_owned())].into();
+    let refused = files::store::open(&url, js.clone(), 1, &stray).await;
+    assert!(refused.is_err(), "S3 options on a file store were accepted");
+    let unknown = [("aws_colour".to_owned(), "x".to_owned())].into();
+    let refused = files::store::open("s3://bucket", js, 1, &unknown).await;
+    assert!(refused.is_err(), "an unknown S3 option was accepted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,4 +229,85 @@ async fn a_read_begun_before_an_overwrite_reads_the_old_bytes_whole() {
         .await
         .expect("bytes");
     assert_eq!(now, Bytes::from_static(b"new"));
+}
+
+/// moto's S3 server (`moto_server`, from PyPI: `pip install "moto[server]"`)
+/// on a free loopback port, killed on drop.
+struct S3Server {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl S3Server {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = std::process::Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto_server runs (pip install \"moto[server]\"; just deps does)");
+        let server = Self { child, port };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "moto_server did not listen"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        server
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_bucket_opens_by_url_and_passes_conformance() {
+    let s3 = S3Server::start().await;
+    // moto takes any credentials; the bucket is made with a plain PUT.
+    let made = reqwest::Client::new()
+        .put(format!("{}/natter-files", s3.endpoint()))
+        .send()
+        .await
+        .expect("create the bucket");
+    assert!(made.status().is_success(), "{}", made.status());
+    let options = [
+        ("aws_endpoint", s3.endpoint()),
+        ("aws_allow_http", "true".to_owned()),
+        ("aws_region", "us-east-1".to_owned()),
+        ("aws_access_key_id", "natter".to_owned()),
+        ("aws_secret_access_key", "natter-secret".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let server = NatsServer::start();
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let store = files::store::open("s3://natter-files", js, 1, &options)
+        .await
+        .expect("open");
+    put_get_delete_list(&store).await;
+    get_opts(&store).await;
+    list_uses_directories_correctly(&store).await;
+    list_with_delimiter(&store).await;
+    rename_and_copy(&store).await;
+    stream_get(&store).await;
+    multipart_out_of_order(&store).await;
 }
