@@ -262,7 +262,7 @@ macro_rules! endpoints {
 /// ARCHITECTURE.md).
 pub mod endpoints {
     use super::{Endpoint, Internal, Public, User, UserAt, UserOrService};
-    use crate::proto::{auth, group, message, presence, social};
+    use crate::proto::{auth, file, group, message, presence, social};
 
     endpoints! {
         /// Create an account.
@@ -322,6 +322,19 @@ pub mod endpoints {
         /// End a group (owner).
         GroupDismiss: GROUP_DISMISS, User, group::GroupRequest => group::Empty;
         /// Profiles by user id (the caller's own when none given).
+        /// Begin an upload (tus creation).
+        FileUploadCreate: FILE_UPLOAD_CREATE, User, file::CreateUploadRequest => file::Upload;
+        /// Where one of the caller's uploads stands (tus HEAD).
+        FileUploadStatus: FILE_UPLOAD_STATUS, User, file::UploadRef => file::Upload;
+        /// Bytes of one of the caller's uploads at its offset (tus PATCH,
+        /// a chunk at a time); the last completes the file.
+        FileUploadWrite: FILE_UPLOAD_WRITE, User, file::WriteRequest => file::Upload;
+        /// Drop one of the caller's unfinished uploads (tus termination).
+        FileUploadDelete: FILE_UPLOAD_DELETE, User, file::UploadRef => file::DeleteUploadReply;
+        /// What a file the caller may read is.
+        FileInfo: FILE_INFO, User, file::FileRef => file::FileInfo;
+        /// Bytes of a file the caller may read.
+        FileRead: FILE_READ, User, file::ReadRequest => file::ReadReply;
         ProfileGet: PROFILE_GET, User, social::GetProfilesRequest => social::GetProfilesResponse;
         /// Change the caller's profile.
         ProfileUpdate: PROFILE_UPDATE, User, social::UpdateProfileRequest => social::Profile;

@@ -53,12 +53,18 @@ pub mod natter {
             package!("natter.edge.v1");
         }
     }
+    pub mod file {
+        pub mod v1 {
+            package!("natter.file.v1");
+        }
+    }
 }
 
 pub use natter::auth::v1 as auth;
 pub use natter::common::v1 as common;
 pub use natter::delivery::v1 as delivery;
 pub use natter::edge::v1 as edge;
+pub use natter::file::v1 as file;
 pub use natter::group::v1 as group;
 pub use natter::message::v1 as message;
 pub use natter::presence::v1 as presence;

@@ -33,6 +33,12 @@ pub mod call {
     pub const AUTH_PHONE_LOGIN: &str = "im.v1.auth.phone_login";
     pub const AUTH_PHONE_REGISTER: &str = "im.v1.auth.phone_register";
     pub const AUTH_CHANGE_PHONE: &str = "im.v1.auth.change_phone";
+    pub const FILE_UPLOAD_CREATE: &str = "im.v1.file.upload.create";
+    pub const FILE_UPLOAD_STATUS: &str = "im.v1.file.upload.status";
+    pub const FILE_UPLOAD_WRITE: &str = "im.v1.file.upload.write";
+    pub const FILE_UPLOAD_DELETE: &str = "im.v1.file.upload.delete";
+    pub const FILE_INFO: &str = "im.v1.file.info";
+    pub const FILE_READ: &str = "im.v1.file.read";
     pub const PROFILE_GET: &str = "im.v1.profile.get";
     pub const PROFILE_UPDATE: &str = "im.v1.profile.update";
     pub const USER_SEARCH: &str = "im.v1.user.search";

@@ -1,88 +1,162 @@
-//! Where a file's bytes go, chosen by URL in the configuration.
+//! The files service's SQL (uploads, contents, files). Runs on SQLite and
+//! PostgreSQL alike.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use shared::db::AnyPool;
 
-use object_store::ObjectStore;
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/files");
 
-use crate::nats_store::NatsStore;
+const UPLOAD_COLUMNS: &str =
+    "file_id, owner_id, name, kind, length, received, created_at_ms, expires_at_ms";
 
-/// What [`open`] refuses.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("files.store_url {0:?}: {1}")]
-    Url(String, String),
-    #[error("files.store_url {0:?}: {1}")]
-    Open(String, String),
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct UploadRow {
+    pub file_id: String,
+    pub owner_id: String,
+    pub name: String,
+    pub kind: String,
+    pub length: i64,
+    pub received: i64,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
 }
 
-/// Opens the store `url` names:
-///
-/// - `nats://BUCKET` (the default, `nats://natter_files`): a bucket of the
-///   NATS object store on the JetStream of `js`, made with `replicas`
-///   copies if it does not exist;
-/// - `file:///ABSOLUTE/PATH`: a directory of the local filesystem (made if
-///   missing);
-/// - `s3://BUCKET`: an S3-compatible bucket (AWS, MinIO, Ceph...), set up
-///   by the standard `AWS_*` environment variables and then by `options`,
-///   `object_store`'s own keys (`aws_endpoint`, `aws_region`,
-///   `aws_access_key_id`, `aws_secret_access_key`, `aws_allow_http`...). An
-///   unknown key is refused, as are options for the other schemes.
-pub async fn open(
-    url: &str,
-    js: async_nats::jetstream::Context,
-    replicas: usize,
-    options: &BTreeMap<String, String>,
-) -> Result<Arc<dyn ObjectStore>, StoreError> {
-    let bad = |why: &str| StoreError::Url(url.to_owned(), why.to_owned());
-    if let Some(bucket) = url.strip_prefix("s3://") {
-        if bucket.is_empty() || bucket.contains('/') {
-            return Err(bad("an S3 URL names a bucket: s3://BUCKET"));
-        }
-        let mut builder = object_store::aws::AmazonS3Builder::from_env().with_url(url);
-        for (key, value) in options {
-            let key = key
-                .parse::<object_store::aws::AmazonS3ConfigKey>()
-                .map_err(|e| bad(&format!("files.store_options: {e}")))?;
-            builder = builder.with_config(key, value);
-        }
-        let store = builder
-            .build()
-            .map_err(|e| StoreError::Open(url.to_owned(), e.to_string()))?;
-        return Ok(Arc::new(store));
-    }
-    if !options.is_empty() {
-        return Err(bad("files.store_options are for s3:// stores only"));
-    }
-    if let Some(bucket) = url.strip_prefix("nats://") {
-        let valid = !bucket.is_empty()
-            && bucket.len() <= 64
-            && bucket
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if !valid {
-            return Err(bad(
-                "the bucket name is 1 to 64 letters, digits, '_' or '-'",
-            ));
-        }
-        let store = NatsStore::open(js, bucket, replicas)
-            .await
-            .map_err(|e| StoreError::Open(url.to_owned(), e.to_string()))?;
-        return Ok(Arc::new(store));
-    }
-    if let Some(path) = url.strip_prefix("file://") {
-        if !path.starts_with('/') {
-            return Err(bad(
-                "a file URL names an absolute path: file:///var/lib/natter/files",
-            ));
-        }
-        std::fs::create_dir_all(path)
-            .map_err(|e| StoreError::Open(url.to_owned(), e.to_string()))?;
-        let store = object_store::local::LocalFileSystem::new_with_prefix(path)
-            .map_err(|e| StoreError::Open(url.to_owned(), e.to_string()))?;
-        return Ok(Arc::new(store));
-    }
-    Err(bad(
-        "unknown scheme: use nats://BUCKET, file:///PATH or s3://BUCKET",
-    ))
+/// A file with what its content is.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct FileRow {
+    pub file_id: String,
+    pub owner_id: String,
+    pub name: String,
+    pub kind: String,
+    pub sha256: String,
+    pub created_at_ms: i64,
+    pub media_type: String,
+    pub size: i64,
+}
+
+pub async fn insert_upload(pool: &AnyPool, row: &UploadRow) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO uploads (file_id, owner_id, name, kind, length, received, created_at_ms, expires_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&row.file_id)
+    .bind(&row.owner_id)
+    .bind(&row.name)
+    .bind(&row.kind)
+    .bind(row.length)
+    .bind(row.received)
+    .bind(row.created_at_ms)
+    .bind(row.expires_at_ms)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub async fn upload(pool: &AnyPool, file_id: &str) -> Result<Option<UploadRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {UPLOAD_COLUMNS} FROM uploads WHERE file_id = $1"
+    )))
+    .bind(file_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Moves an upload's offset from `from` to `to`; false when it was not at
+/// `from` (another writer got there first).
+pub async fn advance_upload(
+    pool: &AnyPool,
+    file_id: &str,
+    from: i64,
+    to: i64,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("UPDATE uploads SET received = $1 WHERE file_id = $2 AND received = $3")
+        .bind(to)
+        .bind(file_id)
+        .bind(from)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn delete_upload(pool: &AnyPool, file_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM uploads WHERE file_id = $1")
+        .bind(file_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Up to `limit` uploads whose expiry has passed.
+pub async fn expired_uploads(
+    pool: &AnyPool,
+    now_ms: i64,
+    limit: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT file_id FROM uploads WHERE expires_at_ms <= $1 LIMIT $2")
+            .bind(now_ms)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+/// The media type of a stored content, if it is stored.
+pub async fn blob(pool: &AnyPool, sha256: &str) -> Result<Option<String>, sqlx::Error> {
+    let row: Option<(String,)> = sqlx::query_as("SELECT media_type FROM blobs WHERE sha256 = $1")
+        .bind(sha256)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(|(media_type,)| media_type))
+}
+
+pub async fn insert_blob(
+    pool: &AnyPool,
+    sha256: &str,
+    size: i64,
+    media_type: &str,
+    created_at_ms: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO blobs (sha256, size, media_type, created_at_ms) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (sha256) DO NOTHING",
+    )
+    .bind(sha256)
+    .bind(size)
+    .bind(media_type)
+    .bind(created_at_ms)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The upload becomes its file, in one transaction.
+pub async fn complete_upload(pool: &AnyPool, file: &FileRow) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO files (file_id, owner_id, name, kind, sha256, created_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&file.file_id)
+    .bind(&file.owner_id)
+    .bind(&file.name)
+    .bind(&file.kind)
+    .bind(&file.sha256)
+    .bind(file.created_at_ms)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM uploads WHERE file_id = $1")
+        .bind(&file.file_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}
+
+pub async fn file(pool: &AnyPool, file_id: &str) -> Result<Option<FileRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT f.file_id, f.owner_id, f.name, f.kind, f.sha256, f.created_at_ms, b.media_type, b.size
+         FROM files f JOIN blobs b ON b.sha256 = f.sha256 WHERE f.file_id = $1",
+    )
+    .bind(file_id)
+    .fetch_optional(pool)
+    .await
 }

@@ -176,7 +176,7 @@ async fn the_local_filesystem_store_opens_by_url_and_passes_conformance() {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("file://{}/files", dir.path().display());
     let none = Default::default();
-    let store = files::store::open(&url, js.clone(), 1, &none)
+    let store = files::backend::open(&url, js.clone(), 1, &none)
         .await
         .expect("open");
     put_get_delete_list(&store).await;
@@ -194,14 +194,14 @@ async fn the_local_filesystem_store_opens_by_url_and_passes_conformance() {
         "ftp://x",
         "",
     ] {
-        let refused = files::store::open(bad, js.clone(), 1, &none).await;
+        let refused = files::backend::open(bad, js.clone(), 1, &none).await;
         assert!(refused.is_err(), "{bad:?} was accepted");
     }
     let stray = [("aws_region".to_owned(), "x".to_owned())].into();
-    let refused = files::store::open(&url, js.clone(), 1, &stray).await;
+    let refused = files::backend::open(&url, js.clone(), 1, &stray).await;
     assert!(refused.is_err(), "S3 options on a file store were accepted");
     let unknown = [("aws_colour".to_owned(), "x".to_owned())].into();
-    let refused = files::store::open("s3://bucket", js, 1, &unknown).await;
+    let refused = files::backend::open("s3://bucket", js, 1, &unknown).await;
     assert!(refused.is_err(), "an unknown S3 option was accepted");
 }
 
@@ -300,7 +300,7 @@ async fn an_s3_bucket_opens_by_url_and_passes_conformance() {
     let server = NatsServer::start();
     let client = async_nats::connect(server.url()).await.expect("connect");
     let js = async_nats::jetstream::new(client);
-    let store = files::store::open("s3://natter-files", js, 1, &options)
+    let store = files::backend::open("s3://natter-files", js, 1, &options)
         .await
         .expect("open");
     put_get_delete_list(&store).await;

@@ -1,0 +1,519 @@
+//! The files service: its state, its endpoints (`im.v1.file.*`) and the
+//! sweep of expired uploads.
+//!
+//! An upload's bytes arrive as writes at its offset (the edge turns a tus
+//! PATCH into writes of at most [`MAX_CHUNK`]); each write is stored as a
+//! part of its own in the object store (`uploads/<file_id>/<offset>`) before
+//! the upload's offset moves, so an upload survives any instance and resumes
+//! from its last stored part. The write that brings the last byte composes
+//! the parts in order: their SHA-256 names the content (`blobs/<sha256>`),
+//! stored once however many files have those bytes, and the type is
+//! sniffed from the first bytes, never taken from the client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use sha2::{Digest, Sha256};
+use shared::db::{self, AnyPool};
+use shared::endpoint::Server;
+use shared::endpoint::endpoints::{
+    FileInfo, FileRead, FileUploadCreate, FileUploadDelete, FileUploadStatus, FileUploadWrite,
+};
+use shared::ids::now_ms;
+use shared::proto::file as pb;
+use shared::rpc::Identity;
+use shared::service::StartError;
+use shared::sync::KeyLocks;
+use shared::{Nats, RpcError};
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{self, FileRow, UploadRow};
+use crate::{Config, backend};
+
+/// The most bytes one write or read carries.
+pub const MAX_CHUNK: usize = 512 * 1024;
+/// How many first bytes the type is sniffed from.
+const SNIFF_BYTES: usize = 8192;
+/// How often expired uploads are looked for.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// The longest file name, in characters.
+const MAX_NAME_CHARS: usize = 255;
+
+struct State {
+    config: Config,
+    pool: AnyPool,
+    bytes: Arc<dyn ObjectStore>,
+    /// One write at a time per upload in this instance (the conditional
+    /// update of its offset orders writers across instances).
+    uploads: KeyLocks,
+}
+
+/// Runs the files service until `shutdown` is cancelled.
+pub async fn run(
+    config: Config,
+    nats: Nats,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
+    config.validate()?;
+    let pool = db::connect(&config.database_url, 8, &store::MIGRATOR).await?;
+    let bytes = backend::open(
+        &config.store_url,
+        nats.jetstream.clone(),
+        config.store_replicas,
+        &config.store_options,
+    )
+    .await
+    .map_err(|e| StartError::setup("the files store", e))?;
+    let state = Arc::new(State {
+        config,
+        pool,
+        bytes,
+        uploads: KeyLocks::default(),
+    });
+    let server = Server::start(
+        &nats.client,
+        crate::MICRO_NAME,
+        "natter files: uploads and downloads",
+        state.clone(),
+        shutdown.clone(),
+    )
+    .await?
+    .serve::<FileUploadCreate, _, _>(32, State::create_upload)
+    .serve::<FileUploadStatus, _, _>(64, State::upload_status)
+    .serve::<FileUploadWrite, _, _>(32, State::write)
+    .serve::<FileUploadDelete, _, _>(16, State::delete_upload)
+    .serve::<FileInfo, _, _>(64, State::info)
+    .serve::<FileRead, _, _>(64, State::read)
+    .listen()
+    .await?;
+    tracing::info!("files service ready");
+    let sweep = {
+        let state = state.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tick.tick() => state.sweep().await,
+                }
+            }
+        }
+    };
+    tokio::join!(server.run(), sweep);
+    tracing::info!("files service stopped");
+    Ok(())
+}
+
+impl State {
+    async fn create_upload(
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::CreateUploadRequest,
+    ) -> Result<pb::Upload, RpcError> {
+        let name = valid_name(&input.name)?;
+        let limit = self.config.limit(&input.kind).ok_or_else(|| {
+            RpcError::bad_request("kind is one of file, image, voice, video, avatar")
+        })?;
+        if input.length == 0 {
+            return Err(RpcError::bad_request("an upload has at least one byte"));
+        }
+        if input.length > limit {
+            return Err(RpcError::too_large(format!(
+                "a {} is at most {limit} bytes",
+                input.kind
+            )));
+        }
+        let now = now_ms();
+        let expiry = i64::try_from(self.config.upload_expiry_secs * 1000).unwrap_or(i64::MAX);
+        let row = UploadRow {
+            file_id: shared::ids::new_id(),
+            owner_id: me.user_id.to_string(),
+            name,
+            kind: input.kind,
+            length: to_i64(input.length)?,
+            received: 0,
+            created_at_ms: now,
+            expires_at_ms: now.saturating_add(expiry),
+        };
+        store::insert_upload(&self.pool, &row).await?;
+        Ok(upload_reply(&row, None))
+    }
+
+    /// The caller's upload, in progress or done.
+    async fn upload_status(
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::UploadRef,
+    ) -> Result<pb::Upload, RpcError> {
+        let id = file_id(&input.file_id)?;
+        if let Some(row) = store::upload(&self.pool, id).await? {
+            if row.owner_id != me.user_id.as_str() {
+                return Err(no_upload());
+            }
+            return Ok(upload_reply(&row, None));
+        }
+        match store::file(&self.pool, id).await? {
+            Some(file) if file.owner_id == me.user_id.as_str() => Ok(done_reply(&file)),
+            _ => Err(no_upload()),
+        }
+    }
+
+    async fn write(
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::WriteRequest,
+    ) -> Result<pb::Upload, RpcError> {
+        let id = file_id(&input.file_id)?.to_owned();
+        if input.data.is_empty() || input.data.len() > MAX_CHUNK {
+            return Err(RpcError::bad_request(format!(
+                "a write carries 1 to {MAX_CHUNK} bytes"
+            )));
+        }
+        let _held = self.uploads.lock([id.as_str()]).await;
+        let Some(mut row) = store::upload(&self.pool, &id).await? else {
+            // A repeat of the write that completed it gets the file.
+            return match store::file(&self.pool, &id).await? {
+                Some(file) if file.owner_id == me.user_id.as_str() => Ok(done_reply(&file)),
+                _ => Err(no_upload()),
+            };
+        };
+        if row.owner_id != me.user_id.as_str() {
+            return Err(no_upload());
+        }
+        if row.expires_at_ms <= now_ms() {
+            return Err(RpcError::not_found("the upload expired"));
+        }
+        let offset = to_i64(input.offset)?;
+        if offset != row.received {
+            return Err(RpcError::conflict(format!(
+                "the upload is at offset {}",
+                row.received
+            )));
+        }
+        let end = offset.saturating_add(input.data.len() as i64);
+        if end > row.length {
+            return Err(RpcError::bad_request(format!(
+                "the upload is {} bytes long",
+                row.length
+            )));
+        }
+        self.bytes
+            .put(&part_path(&id, offset), PutPayload::from(input.data))
+            .await
+            .map_err(|e| shared::rpc::internal("storing a part", e))?;
+        if !store::advance_upload(&self.pool, &id, offset, end).await? {
+            // Another instance moved it meanwhile: the client asks again.
+            return Err(RpcError::conflict("the upload moved; ask for its offset"));
+        }
+        row.received = end;
+        if end < row.length {
+            return Ok(upload_reply(&row, None));
+        }
+        match self.compose(&row).await {
+            Ok(file) => Ok(done_reply(&file)),
+            Err(e) if e.code == shared::rpc::ErrorCode::BadRequest => {
+                // Bytes that can never become the file: the upload goes,
+                // and the client starts again with the right kind.
+                store::delete_upload(&self.pool, &id).await?;
+                self.delete_parts(&id).await;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Turns a complete upload's parts into its file.
+    async fn compose(&self, upload: &UploadRow) -> Result<FileRow, RpcError> {
+        let parts = self.parts(&upload.file_id).await?;
+        // First pass: the content's digest and type, from the parts.
+        let mut digest = Sha256::new();
+        let mut head = Vec::with_capacity(SNIFF_BYTES);
+        let mut size = 0u64;
+        for part in &parts {
+            let mut stream = self.part_stream(part).await?;
+            while let Some(bytes) = stream.try_next().await.map_err(store_error)? {
+                digest.update(&bytes);
+                size += bytes.len() as u64;
+                if head.len() < SNIFF_BYTES {
+                    let take = (SNIFF_BYTES - head.len()).min(bytes.len());
+                    head.extend_from_slice(&bytes[..take]);
+                }
+            }
+        }
+        if size != upload.length as u64 {
+            return Err(RpcError::internal());
+        }
+        let media_type = sniff(&head);
+        check_kind(&upload.kind, &media_type)?;
+        let sha256 = hex(&digest.finalize());
+        // Second pass, only for new content: the parts into its blob.
+        if store::blob(&self.pool, &sha256).await?.is_none() {
+            let upload_to = self
+                .bytes
+                .put_multipart(&blob_path(&sha256))
+                .await
+                .map_err(store_error)?;
+            let mut writer = WriteMultipart::new(upload_to);
+            for part in &parts {
+                let mut stream = self.part_stream(part).await?;
+                while let Some(bytes) = stream.try_next().await.map_err(store_error)? {
+                    writer.wait_for_capacity(2).await.map_err(store_error)?;
+                    writer.write(&bytes);
+                }
+            }
+            writer.finish().await.map_err(store_error)?;
+            store::insert_blob(&self.pool, &sha256, size as i64, &media_type, now_ms()).await?;
+        }
+        let file = FileRow {
+            file_id: upload.file_id.clone(),
+            owner_id: upload.owner_id.clone(),
+            name: upload.name.clone(),
+            kind: upload.kind.clone(),
+            sha256,
+            created_at_ms: now_ms(),
+            media_type,
+            size: size as i64,
+        };
+        store::complete_upload(&self.pool, &file).await?;
+        self.delete_parts(&upload.file_id).await;
+        Ok(file)
+    }
+
+    async fn parts(&self, id: &str) -> Result<Vec<Path>, RpcError> {
+        let prefix = Path::from(format!("uploads/{id}"));
+        let mut parts: Vec<_> = self
+            .bytes
+            .list(Some(&prefix))
+            .map_ok(|meta| meta.location)
+            .try_collect()
+            .await
+            .map_err(store_error)?;
+        // Offsets are zero-padded: their order is the bytes' order.
+        parts.sort();
+        Ok(parts)
+    }
+
+    async fn part_stream(
+        &self,
+        part: &Path,
+    ) -> Result<futures::stream::BoxStream<'static, object_store::Result<Bytes>>, RpcError> {
+        Ok(self
+            .bytes
+            .get(part)
+            .await
+            .map_err(store_error)?
+            .into_stream())
+    }
+
+    async fn delete_parts(&self, id: &str) {
+        let Ok(parts) = self.parts(id).await else {
+            return;
+        };
+        for part in parts {
+            if let Err(e) = self.bytes.delete(&part).await {
+                tracing::warn!(error = %e, %part, "upload part not deleted");
+            }
+        }
+    }
+
+    async fn delete_upload(
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::UploadRef,
+    ) -> Result<pb::DeleteUploadReply, RpcError> {
+        let id = file_id(&input.file_id)?.to_owned();
+        let _held = self.uploads.lock([id.as_str()]).await;
+        match store::upload(&self.pool, &id).await? {
+            Some(row) if row.owner_id == me.user_id.as_str() => {}
+            _ => return Err(no_upload()),
+        }
+        store::delete_upload(&self.pool, &id).await?;
+        self.delete_parts(&id).await;
+        Ok(pb::DeleteUploadReply {})
+    }
+
+    /// A file the caller may read: its owner's, or any avatar.
+    async fn readable(&self, me: &Identity, id: &str) -> Result<FileRow, RpcError> {
+        match store::file(&self.pool, id).await? {
+            Some(file) if file.owner_id == me.user_id.as_str() || file.kind == "avatar" => Ok(file),
+            _ => Err(RpcError::not_found("no such file")),
+        }
+    }
+
+    async fn info(
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::FileRef,
+    ) -> Result<pb::FileInfo, RpcError> {
+        let id = file_id(&input.file_id)?;
+        Ok(file_info(&self.readable(&me, id).await?))
+    }
+
+    async fn read(
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::ReadRequest,
+    ) -> Result<pb::ReadReply, RpcError> {
+        let id = file_id(&input.file_id)?;
+        let length = input.length as usize;
+        if length == 0 || length > MAX_CHUNK {
+            return Err(RpcError::bad_request(format!(
+                "a read asks for 1 to {MAX_CHUNK} bytes"
+            )));
+        }
+        let file = self.readable(&me, id).await?;
+        let size = file.size as u64;
+        let start = input.offset.min(size);
+        let end = start.saturating_add(length as u64).min(size);
+        let data = if start == end {
+            Bytes::new()
+        } else {
+            self.bytes
+                .get_range(&blob_path(&file.sha256), start..end)
+                .await
+                .map_err(store_error)?
+        };
+        Ok(pb::ReadReply {
+            file: Some(file_info(&file)),
+            offset: start,
+            data: data.to_vec(),
+        })
+    }
+
+    /// Deletes uploads past their expiry, with their parts.
+    async fn sweep(&self) {
+        let expired = match store::expired_uploads(&self.pool, now_ms(), 100).await {
+            Ok(expired) => expired,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing expired uploads");
+                return;
+            }
+        };
+        for id in expired {
+            let _held = self.uploads.lock([id.as_str()]).await;
+            if let Err(e) = store::delete_upload(&self.pool, &id).await {
+                tracing::warn!(error = %e, "deleting an expired upload");
+                continue;
+            }
+            self.delete_parts(&id).await;
+        }
+    }
+}
+
+fn part_path(id: &str, offset: i64) -> Path {
+    Path::from(format!("uploads/{id}/{offset:020}"))
+}
+
+fn blob_path(sha256: &str) -> Path {
+    Path::from(format!("blobs/{sha256}"))
+}
+
+/// A file name a user may give: no path, no control characters.
+fn valid_name(name: &str) -> Result<String, RpcError> {
+    let name = name.trim();
+    let chars = name.chars().count();
+    if chars == 0 || chars > MAX_NAME_CHARS {
+        return Err(RpcError::bad_request(format!(
+            "a file name is 1 to {MAX_NAME_CHARS} characters"
+        )));
+    }
+    if name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c == '\\' || c.is_control())
+    {
+        return Err(RpcError::bad_request(
+            "a file name has no '/', '\\' or control characters",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+fn file_id(id: &str) -> Result<&str, RpcError> {
+    uuid::Uuid::parse_str(id)
+        .map(|_| id)
+        .map_err(|_| RpcError::bad_request("file_id is not a file id"))
+}
+
+fn to_i64(value: u64) -> Result<i64, RpcError> {
+    i64::try_from(value).map_err(|_| RpcError::bad_request("a length or offset out of range"))
+}
+
+/// The media type of content that begins with `head`.
+fn sniff(head: &[u8]) -> String {
+    infer::get(head)
+        .map(|t| t.mime_type().to_owned())
+        .unwrap_or_else(|| "application/octet-stream".to_owned())
+}
+
+/// Refuses bytes whose type is not the upload's kind.
+fn check_kind(kind: &str, media_type: &str) -> Result<(), RpcError> {
+    let fits = match kind {
+        "image" | "avatar" => media_type.starts_with("image/"),
+        "voice" => media_type.starts_with("audio/") || media_type == "video/webm",
+        "video" => media_type.starts_with("video/"),
+        _ => true,
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(RpcError::bad_request(format!(
+            "the bytes are {media_type}, not a {kind}"
+        )))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn upload_reply(row: &UploadRow, file: Option<pb::FileInfo>) -> pb::Upload {
+    pb::Upload {
+        file_id: row.file_id.clone(),
+        name: row.name.clone(),
+        kind: row.kind.clone(),
+        length: row.length as u64,
+        offset: row.received as u64,
+        expires_ms: row.expires_at_ms,
+        file,
+    }
+}
+
+fn done_reply(file: &FileRow) -> pb::Upload {
+    pb::Upload {
+        file_id: file.file_id.clone(),
+        name: file.name.clone(),
+        kind: file.kind.clone(),
+        length: file.size as u64,
+        offset: file.size as u64,
+        expires_ms: 0,
+        file: Some(file_info(file)),
+    }
+}
+
+fn file_info(file: &FileRow) -> pb::FileInfo {
+    pb::FileInfo {
+        file_id: file.file_id.clone(),
+        owner_id: file.owner_id.clone(),
+        name: file.name.clone(),
+        kind: file.kind.clone(),
+        media_type: file.media_type.clone(),
+        size: file.size as u64,
+        sha256: file.sha256.clone(),
+        created_at_ms: file.created_at_ms,
+    }
+}
+
+fn no_upload() -> RpcError {
+    RpcError::not_found("no such upload")
+}
+
+fn store_error(e: object_store::Error) -> RpcError {
+    shared::rpc::internal("the files store", e)
+}
