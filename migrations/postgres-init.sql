@@ -3,3 +3,4 @@
 CREATE DATABASE natter_messages OWNER natter;
 CREATE DATABASE natter_social OWNER natter;
 CREATE DATABASE natter_groups OWNER natter;
+CREATE DATABASE natter_files OWNER natter;

@@ -382,6 +382,7 @@ impl System {
         config.presence.device_ttl_secs = 3;
         config.social.database_url = self.db_url("social.db");
         config.groups.database_url = self.db_url("groups.db");
+        config.files.database_url = self.db_url("files.db");
         config.groups.sweep_interval_secs = 1;
         config.groups.max_members = self.settings.group_max_members;
         config.groups.invite_friends_only = self.settings.invite_friends_only;
@@ -551,6 +552,7 @@ impl System {
             .env("NATTER_MESSAGES__DATABASE_URL", self.db_url("messages.db"))
             .env("NATTER_SOCIAL__DATABASE_URL", self.db_url("social.db"))
             .env("NATTER_GROUPS__DATABASE_URL", self.db_url("groups.db"))
+            .env("NATTER_FILES__DATABASE_URL", self.db_url("files.db"))
             .env(
                 "NATTER_GROUPS__INVITE_FRIENDS_ONLY",
                 self.settings.invite_friends_only.to_string(),
@@ -705,7 +707,7 @@ async fn postgres_databases(
     sqlx::any::install_default_drivers();
     let mut admin =
         <sqlx::AnyConnection as sqlx::Connection>::connect(&format!("{base}/postgres")).await?;
-    for service in ["auth", "messages", "social", "groups"] {
+    for service in ["auth", "messages", "social", "groups", "files"] {
         let sql = sql(&format!("{prefix}_{service}"));
         sqlx::Executor::execute(&mut admin, sqlx::AssertSqlSafe(sql)).await?;
     }

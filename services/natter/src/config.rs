@@ -22,6 +22,7 @@ pub struct NatterConfig {
     pub presence: presence::Config,
     pub social: social::Config,
     pub groups: groups::Config,
+    pub files: files::Config,
     pub edge: edge::Config,
 }
 
@@ -37,6 +38,7 @@ impl Default for NatterConfig {
             presence: presence::Config::default(),
             social: social::Config::default(),
             groups: groups::Config::default(),
+            files: files::Config::default(),
             edge: edge::Config::default(),
         }
     }
@@ -52,6 +54,7 @@ impl NatterConfig {
         config.presence().validate()?;
         config.social().validate()?;
         config.groups().validate()?;
+        config.files().validate()?;
         config.edge().validate()?;
         if config.edge.heartbeat_interval_secs * 2 > config.presence.device_ttl_secs {
             return Err(ConfigError::Invalid(
@@ -120,6 +123,13 @@ impl NatterConfig {
         }
     }
 
+    pub fn files(&self) -> files::Config {
+        files::Config {
+            database_url: self.sqlite(&self.files.database_url, "files.db"),
+            ..self.files.clone()
+        }
+    }
+
     pub fn edge(&self) -> edge::Config {
         edge::Config {
             streams: self.streams.clone(),
@@ -172,6 +182,8 @@ mod tests {
                 "heartbeat_interval_secs",
             ),
             ("[edge]\nunknown_key = 1", "unknown_key"),
+            ("[files]\nstore_replicas = 0", "files.store_replicas"),
+            ("[files]\nmax_image_bytes = 0", "files.max_image_bytes"),
             (
                 "[auth]\naccess_token_ttl_secs = 1",
                 "auth.access_token_ttl_secs",

@@ -20,17 +20,19 @@ pub enum Service {
     Presence,
     Social,
     Groups,
+    Files,
     Edge,
 }
 
 impl Service {
     /// Every service, in start order (the edge last).
-    pub const ALL: [Service; 6] = [
+    pub const ALL: [Service; 7] = [
         Service::Auth,
         Service::Messages,
         Service::Presence,
         Service::Social,
         Service::Groups,
+        Service::Files,
         Service::Edge,
     ];
 
@@ -42,6 +44,7 @@ impl Service {
             Service::Presence => "presence",
             Service::Social => "social",
             Service::Groups => "groups",
+            Service::Files => "files",
             Service::Edge => "edge",
         }
     }
@@ -55,6 +58,7 @@ impl Service {
             Service::Presence => Some(presence::MICRO_NAME),
             Service::Social => Some(social::MICRO_NAME),
             Service::Groups => Some(groups::MICRO_NAME),
+            Service::Files => Some(files::MICRO_NAME),
             Service::Edge => None,
         }
     }
@@ -72,6 +76,7 @@ impl Service {
             Service::Presence => presence::run(config.presence(), nats, shutdown).await,
             Service::Social => social::run(config.social(), nats, shutdown).await,
             Service::Groups => groups::run(config.groups(), nats, shutdown).await,
+            Service::Files => files::run(config.files(), nats, shutdown).await,
             Service::Edge => edge::run(config.edge(), nats, shutdown).await,
         }
     }

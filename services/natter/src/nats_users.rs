@@ -193,6 +193,8 @@ pub fn service_permissions(service: Service) -> Permissions {
             strings(&["im.v1.group.>", SRV]),
             true,
         ),
+        // Its bytes: the chunks and descriptions of the NATS object store.
+        Service::Files => (strings(&["$O.>"]), strings(&["im.v1.file.>", SRV]), true),
     };
     if service != Service::Edge {
         // The services own the streams and buckets they declare.
