@@ -262,6 +262,12 @@ fn body_of(request: &str) -> Option<Option<&'static str>> {
         | "GET /v1/conversations/{group_conversation}/messages/{group_seq}/reads"
         | "GET /v1/conversations/{direct_conversation}/messages/{direct_seq}/reads"
         | "GET /v1/presence?user_ids={user}"
+        | "OPTIONS /v1/files/uploads"
+        | "POST /v1/files/uploads"
+        | "HEAD /v1/files/uploads/{upload}"
+        | "PATCH /v1/files/uploads/{upload}"
+        | "DELETE /v1/files/uploads/{upload}"
+        | "GET /v1/files/{file}"
         | "GET /v1/ws"
         | "GET /healthz"
         | "GET /readyz"
@@ -414,8 +420,13 @@ impl World {
             .and_then(|rest| rest.split('"').next())
             .context("an asset in the web client's index")?
             .to_owned();
+        let file_secret = format!("matrix-file-{n}");
+        let file = tus_file(api, &owner, file_secret.as_bytes()).await?;
+        let upload = tus_upload(api, &owner, 10).await?;
         let vars = BTreeMap::from([
             ("asset", asset),
+            ("file", file),
+            ("upload", upload),
             ("user", owner.user_id.clone()),
             ("username", owner.username.clone()),
             ("blocked", blocked.user_id.clone()),
@@ -444,6 +455,11 @@ impl World {
             Secret {
                 text: greeting,
                 what: "a friend request to the owner",
+                seen_by: &[Role::Owner],
+            },
+            Secret {
+                text: file_secret,
+                what: "the content of the owner's file",
                 seen_by: &[Role::Owner],
             },
             Secret {
@@ -514,6 +530,54 @@ impl World {
             .map(|s| s.what)
             .collect()
     }
+}
+
+/// The tus headers (and body) of a `/v1/files/uploads` row: a creation of
+/// 10 bytes, a write of 5 at offset 0.
+fn tus_request(request: reqwest::RequestBuilder, row: &str) -> reqwest::RequestBuilder {
+    let request = request.header("tus-resumable", "1.0.0");
+    if row.starts_with("POST ") {
+        request
+            .header("upload-length", "10")
+            .header("upload-metadata", "filename bWF0cml4LmJpbg==")
+    } else if row.starts_with("PATCH ") {
+        request
+            .header("upload-offset", "0")
+            .header("content-type", "application/offset+octet-stream")
+            .body("hello")
+    } else {
+        request
+    }
+}
+
+/// A tus upload of `length` bytes begun by `user`: its file id.
+async fn tus_upload(api: &Api, user: &User, length: usize) -> anyhow::Result<String> {
+    let created = reqwest::Client::new()
+        .post(format!("{}/v1/files/uploads", api.base()))
+        .bearer_auth(&user.token)
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", length.to_string())
+        .send()
+        .await?;
+    ensure!(created.status() == 201, "upload: {}", created.status());
+    let location = created.headers()["location"].to_str()?;
+    Ok(location.trim_start_matches("/v1/files/uploads/").to_owned())
+}
+
+/// A whole file of `user`'s with `content`: its id.
+async fn tus_file(api: &Api, user: &User, content: &[u8]) -> anyhow::Result<String> {
+    let id = tus_upload(api, user, content.len()).await?;
+    let written = reqwest::Client::new()
+        .patch(format!("{}/v1/files/uploads/{id}", api.base()))
+        .bearer_auth(&user.token)
+        .header("tus-resumable", "1.0.0")
+        .header("upload-offset", "0")
+        .header("content-type", "application/offset+octet-stream")
+        .body(content.to_vec())
+        .send()
+        .await?;
+    ensure!(written.status() == 204, "file: {}", written.status());
+    Ok(id)
 }
 
 /// Sends a text over HTTP; the conversation and seq it got.
@@ -604,6 +668,9 @@ impl Matrix<'_> {
         }
         if let Some(user) = world.users.get(&role) {
             request = request.bearer_auth(&user.token);
+        }
+        if path.starts_with("/v1/files/uploads") {
+            request = tus_request(request, &row.request);
         }
         let response = request.send().await?;
         let status = response.status().as_u16();

@@ -10,6 +10,7 @@ mod bench;
 mod chat;
 mod conversations;
 mod delivery;
+mod files;
 mod frames;
 mod groups;
 mod inbox_once;

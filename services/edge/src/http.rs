@@ -13,7 +13,7 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, delete, get, patch, post, put};
+use axum::routing::{MethodRouter, delete, get, head, options, patch, post, put};
 use axum::{Json, Router};
 use fastwebsockets::upgrade::IncomingUpgrade;
 use serde::Deserialize;
@@ -27,6 +27,7 @@ use crate::EdgeState;
 use crate::frames::Format;
 use forward::{public, public_created, user, user_created};
 
+pub mod files;
 pub mod forward;
 
 /// One route: a method, a path and what answers it.
@@ -180,6 +181,21 @@ fn routes() -> Vec<Route> {
             "/v1/conversations/{conversation_id}/messages/{seq}/reads",
             get(user::<MessageReads>),
         ),
+        (M::OPTIONS, "/v1/files/uploads", options(files::options)),
+        (M::POST, "/v1/files/uploads", post(files::create)),
+        (M::HEAD, "/v1/files/uploads/{file_id}", head(files::status)),
+        (
+            M::PATCH,
+            "/v1/files/uploads/{file_id}",
+            // Streamed a chunk at a time: no body limit.
+            patch(files::patch).layer(axum::extract::DefaultBodyLimit::disable()),
+        ),
+        (
+            M::DELETE,
+            "/v1/files/uploads/{file_id}",
+            delete(files::terminate),
+        ),
+        (M::GET, "/v1/files/{file_id}", get(files::download)),
         (M::GET, "/v1/presence", get(presence)),
         (M::GET, "/v1/ws", get(websocket)),
         (M::GET, "/healthz", get(|| async { "ok" })),
