@@ -17,6 +17,7 @@
 
 mod baseline;
 mod direct;
+mod files;
 mod floor;
 mod footprint;
 mod groups;
@@ -48,6 +49,7 @@ enum Scenario {
     Groups,
     Offline,
     Idle,
+    Files,
 }
 
 #[derive(Parser)]
@@ -239,6 +241,7 @@ async fn main() -> anyhow::Result<()> {
             Scenario::Groups,
             Scenario::Offline,
             Scenario::Idle,
+            Scenario::Files,
         ]
     } else {
         args.only.clone()
@@ -293,6 +296,12 @@ async fn main() -> anyhow::Result<()> {
                 value
             }
             Scenario::Idle => idle::run(external.as_ref(), &plan).await?,
+            Scenario::Files => {
+                let target = target::Target::start(external.as_ref(), &plan).await?;
+                let value = files::run(&target, &plan).await?;
+                target.stop().await;
+                value
+            }
         };
         results.insert(format!("{scenario:?}").to_lowercase(), value);
     }
