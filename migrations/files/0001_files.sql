@@ -1,9 +1,8 @@
 -- Uploads and files of the files service.
 -- Portable between SQLite and PostgreSQL (see migrations/auth/0001).
 
--- An upload in progress: its bytes so far are parts in the object store
--- (`uploads/<file_id>/<offset>`), one per write, until the last write
--- composes them into the file's content.
+-- An upload in progress: its bytes so far are parts in the object store,
+-- one per write (see `parts`).
 CREATE TABLE uploads (
     file_id       TEXT PRIMARY KEY,
     owner_id      TEXT NOT NULL,
@@ -20,12 +19,23 @@ CREATE TABLE uploads (
 CREATE INDEX uploads_by_expiry ON uploads (expires_at_ms);
 CREATE INDEX uploads_by_owner ON uploads (owner_id);
 
--- A stored content, once for all files with the same bytes
--- (`blobs/<sha256>` in the object store).
+-- The parts an upload's writes stored (`parts/<upload_id>/<start>` in the
+-- object store, at most 512 KiB each): once the upload is complete, they
+-- are its content's bytes, not copied anywhere.
+CREATE TABLE parts (
+    upload_id     TEXT NOT NULL,
+    start         BIGINT NOT NULL,
+    size          BIGINT NOT NULL,
+    PRIMARY KEY (upload_id, start)
+);
+
+-- A stored content, once for all files with the same bytes: the parts of
+-- the upload that brought it first (`parts_of`).
 CREATE TABLE blobs (
     sha256        TEXT PRIMARY KEY,
     size          BIGINT NOT NULL,
     media_type    TEXT NOT NULL,
+    parts_of      TEXT NOT NULL,
     created_at_ms BIGINT NOT NULL
 );
 

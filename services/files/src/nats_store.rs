@@ -17,10 +17,11 @@
 //!   object it replaced and purges exactly its chunks (two racing writers
 //!   never leave orphaned chunks behind).
 //! - **Range reads**: chunks may differ in size (other writers' chunks do),
-//!   so a read from an offset first walks the object's chunks with a
-//!   headers-only consumer (each header carries `Nats-Msg-Size`), then reads
-//!   from the chunk that holds the offset. No byte before it crosses the
-//!   network.
+//!   so a read from an offset into a large object first walks its chunks
+//!   with a headers-only consumer (each header carries `Nats-Msg-Size`), then
+//!   reads from the chunk that holds the offset: no byte before it crosses
+//!   the network. A small object (up to [`DIRECT_CHUNKS`] chunks, such as
+//!   the files service's parts) is read by direct gets alone, no consumer.
 //!   The chunks of a replaced or deleted object stay readable for
 //!   [`READ_GRACE`] (reads that began before it was replaced finish), then
 //!   are purged by the process that replaced it.
@@ -71,6 +72,9 @@ pub const CHUNK: usize = 128 * 1024;
 pub const IN_FLIGHT: usize = 16;
 /// Chunks a read pulls from the server at a time.
 pub const READ_BATCH: i64 = 8;
+/// Objects of at most this many chunks are read by direct gets, one chunk
+/// after another; larger ones through a consumer.
+const DIRECT_CHUNKS: usize = 8;
 /// Chunks a read holds for its caller.
 pub const READ_AHEAD: usize = 4;
 /// How long the chunks of a replaced or deleted object stay, for the reads
@@ -355,6 +359,9 @@ impl NatsStore {
         if range.is_empty() {
             return Ok(());
         }
+        if chunks <= DIRECT_CHUNKS {
+            return self.send_direct(subject, chunks, range, tx).await;
+        }
         let (start_sequence, mut offset, skip) = self.locate(&subject, range.start).await?;
         let consumer = self
             .inner
@@ -398,6 +405,45 @@ impl NatsStore {
         .await;
         let _ = self.inner.stream.delete_consumer(&name).await;
         read
+    }
+
+    /// [`NatsStore::send_chunks`] for a small object: its chunks one direct
+    /// get after another (each the subject's next message), no consumer.
+    async fn send_direct(
+        &self,
+        subject: String,
+        chunks: usize,
+        range: Range<u64>,
+        tx: &tokio::sync::mpsc::Sender<object_store::Result<Bytes>>,
+    ) -> object_store::Result<()> {
+        let (mut next, mut offset) = (1u64, 0u64);
+        for _ in 0..chunks {
+            if offset >= range.end {
+                break;
+            }
+            let message = self
+                .inner
+                .stream
+                .direct_get_next_for_subject(subject.clone(), Some(next))
+                .await
+                .map_err(|e| match e.kind() {
+                    DirectGetErrorKind::NotFound => gone(),
+                    _ => generic(e),
+                })?;
+            next = message.sequence + 1;
+            let chunk = message.payload;
+            let chunk_end = offset + chunk.len() as u64;
+            let from = range.start.saturating_sub(offset) as usize;
+            let to = (range.end.min(chunk_end) - offset) as usize;
+            offset = chunk_end;
+            if from < to && tx.send(Ok(chunk.slice(from..to))).await.is_err() {
+                return Ok(()); // the reader went away
+            }
+        }
+        if offset < range.end {
+            return Err(gone());
+        }
+        Ok(())
     }
 
     /// Where the chunk that holds byte `at` starts: its stream sequence, its

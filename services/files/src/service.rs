@@ -3,20 +3,23 @@
 //!
 //! An upload's bytes arrive as writes at its offset (the edge turns a tus
 //! PATCH into writes of at most [`MAX_CHUNK`]); each write is stored as a
-//! part of its own in the object store (`uploads/<file_id>/<offset>`) before
-//! the upload's offset moves, so an upload survives any instance and resumes
-//! from its last stored part. The write that brings the last byte composes
-//! the parts in order: their SHA-256 names the content (`blobs/<sha256>`),
-//! stored once however many files have those bytes, and the type is
-//! sniffed from the first bytes, never taken from the client.
+//! part of its own in the object store (`parts/<upload_id>/<offset>`) and
+//! recorded before the upload's offset moves, so an upload survives any
+//! instance and resumes from its last stored part. When the last byte
+//! comes, the parts' SHA-256 (kept running by the instance that saw every
+//! write, else read back) names the content: if those bytes are stored
+//! already the new parts go, else they become the content, read in place
+//! (never copied). The type is sniffed from the first bytes, never taken
+//! from the client.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use sha2::{Digest, Sha256};
 use shared::db::{self, AnyPool};
 use shared::endpoint::Server;
@@ -40,6 +43,9 @@ pub const MAX_CHUNK: usize = 512 * 1024;
 const SNIFF_BYTES: usize = 8192;
 /// How often expired uploads are looked for.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// Running digests kept at most (each about 8 KiB); uploads past it are
+/// read back when they complete.
+const MAX_RUNNING_DIGESTS: usize = 4096;
 /// The longest file name, in characters.
 const MAX_NAME_CHARS: usize = 255;
 
@@ -50,6 +56,25 @@ struct State {
     /// One write at a time per upload in this instance (the conditional
     /// update of its offset orders writers across instances).
     uploads: KeyLocks,
+    /// The digests of the uploads this instance has seen every write of.
+    digests: std::sync::Mutex<HashMap<String, Running>>,
+}
+
+/// An upload's digest so far, and its first bytes.
+struct Running {
+    offset: i64,
+    digest: Sha256,
+    head: Vec<u8>,
+}
+
+impl Default for Running {
+    fn default() -> Self {
+        Self {
+            offset: 0,
+            digest: Sha256::new(),
+            head: Vec::with_capacity(SNIFF_BYTES),
+        }
+    }
 }
 
 /// Runs the files service until `shutdown` is cancelled.
@@ -73,6 +98,7 @@ pub async fn run(
         pool,
         bytes,
         uploads: KeyLocks::default(),
+        digests: Default::default(),
     });
     let server = Server::start(
         &nats.client,
@@ -202,14 +228,16 @@ impl State {
                 row.length
             )));
         }
+        let data = Bytes::from(input.data);
         self.bytes
-            .put(&part_path(&id, offset), PutPayload::from(input.data))
+            .put(&part_path(&id, offset), PutPayload::from(data.clone()))
             .await
             .map_err(|e| shared::rpc::internal("storing a part", e))?;
         if !store::advance_upload(&self.pool, &id, offset, end).await? {
             // Another instance moved it meanwhile: the client asks again.
             return Err(RpcError::conflict("the upload moved; ask for its offset"));
         }
+        self.hash(&id, offset, &data);
         row.received = end;
         if end < row.length {
             return Ok(upload_reply(&row, None));
@@ -227,92 +255,105 @@ impl State {
         }
     }
 
-    /// Turns a complete upload's parts into its file.
-    async fn compose(&self, upload: &UploadRow) -> Result<FileRow, RpcError> {
-        let parts = self.parts(&upload.file_id).await?;
-        // First pass: the content's digest and type, from the parts.
-        let mut digest = Sha256::new();
-        let mut head = Vec::with_capacity(SNIFF_BYTES);
-        let mut size = 0u64;
-        for part in &parts {
-            let mut stream = self.part_stream(part).await?;
-            while let Some(bytes) = stream.try_next().await.map_err(store_error)? {
-                digest.update(&bytes);
-                size += bytes.len() as u64;
-                if head.len() < SNIFF_BYTES {
-                    let take = (SNIFF_BYTES - head.len()).min(bytes.len());
-                    head.extend_from_slice(&bytes[..take]);
-                }
+    /// Feeds `data`, written at `offset`, to the upload's running digest
+    /// (kept by this instance for the writes it serves in order; a write it
+    /// did not see leaves the digest to be read back at the end).
+    fn hash(&self, id: &str, offset: i64, data: &[u8]) {
+        let mut running = shared::sync::lock(&self.digests);
+        if offset == 0 {
+            if running.len() >= MAX_RUNNING_DIGESTS {
+                return;
             }
+            running.insert(id.to_owned(), Running::default());
         }
-        if size != upload.length as u64 {
-            return Err(RpcError::internal());
+        match running.get_mut(id) {
+            Some(r) if r.offset == offset => {
+                r.digest.update(data);
+                let take = SNIFF_BYTES.saturating_sub(r.head.len()).min(data.len());
+                r.head.extend_from_slice(&data[..take]);
+                r.offset += data.len() as i64;
+            }
+            Some(_) => {
+                running.remove(id);
+            }
+            None => {}
         }
+    }
+
+    /// Turns a complete upload into its file: its parts become the content,
+    /// or are deleted when the same bytes are stored already.
+    async fn compose(&self, upload: &UploadRow) -> Result<FileRow, RpcError> {
+        let id = &upload.file_id;
+        let running = shared::sync::lock(&self.digests).remove(id);
+        let (digest, head) = match running {
+            Some(r) if r.offset == upload.length => (r.digest, r.head),
+            // Written through other instances too: read it back.
+            _ => self.digest_parts(id, upload.length).await?,
+        };
         let media_type = sniff(&head);
         check_kind(&upload.kind, &media_type)?;
-        let sha256 = hex(&digest.finalize());
-        // Second pass, only for new content: the parts into its blob.
-        if store::blob(&self.pool, &sha256).await?.is_none() {
-            let upload_to = self
-                .bytes
-                .put_multipart(&blob_path(&sha256))
-                .await
-                .map_err(store_error)?;
-            let mut writer = WriteMultipart::new(upload_to);
-            for part in &parts {
-                let mut stream = self.part_stream(part).await?;
-                while let Some(bytes) = stream.try_next().await.map_err(store_error)? {
-                    writer.wait_for_capacity(2).await.map_err(store_error)?;
-                    writer.write(&bytes);
-                }
-            }
-            writer.finish().await.map_err(store_error)?;
-            store::insert_blob(&self.pool, &sha256, size as i64, &media_type, now_ms()).await?;
-        }
         let file = FileRow {
-            file_id: upload.file_id.clone(),
+            file_id: id.clone(),
             owner_id: upload.owner_id.clone(),
             name: upload.name.clone(),
             kind: upload.kind.clone(),
-            sha256,
+            sha256: hex(&digest.finalize()),
             created_at_ms: now_ms(),
             media_type,
-            size: size as i64,
+            size: upload.length,
+            parts_of: id.clone(),
         };
-        store::complete_upload(&self.pool, &file).await?;
-        self.delete_parts(&upload.file_id).await;
-        Ok(file)
+        if !store::complete_upload(&self.pool, &file).await? {
+            // The same bytes are stored: this copy goes.
+            self.delete_parts(id).await;
+        }
+        store::file(&self.pool, id)
+            .await?
+            .ok_or_else(RpcError::internal)
     }
 
-    async fn parts(&self, id: &str) -> Result<Vec<Path>, RpcError> {
-        let prefix = Path::from(format!("uploads/{id}"));
-        let mut parts: Vec<_> = self
+    /// The digest and first bytes of an upload's parts, read back.
+    async fn digest_parts(&self, id: &str, length: i64) -> Result<(Sha256, Vec<u8>), RpcError> {
+        let mut digest = Sha256::new();
+        let mut head = Vec::with_capacity(SNIFF_BYTES);
+        let mut size = 0i64;
+        for part in store::parts(&self.pool, id, 0, length).await? {
+            let mut stream = self
+                .bytes
+                .get(&part_path(id, part.start))
+                .await
+                .map_err(store_error)?
+                .into_stream();
+            while let Some(bytes) = stream.try_next().await.map_err(store_error)? {
+                digest.update(&bytes);
+                size += bytes.len() as i64;
+                let take = SNIFF_BYTES.saturating_sub(head.len()).min(bytes.len());
+                head.extend_from_slice(&bytes[..take]);
+            }
+        }
+        if size != length {
+            return Err(shared::rpc::internal(
+                "composing an upload",
+                format!("{size} of {length} bytes found"),
+            ));
+        }
+        Ok((digest, head))
+    }
+
+    async fn delete_parts(&self, id: &str) {
+        let prefix = Path::from(format!("parts/{id}"));
+        let parts: Result<Vec<_>, _> = self
             .bytes
             .list(Some(&prefix))
             .map_ok(|meta| meta.location)
             .try_collect()
-            .await
-            .map_err(store_error)?;
-        // Offsets are zero-padded: their order is the bytes' order.
-        parts.sort();
-        Ok(parts)
-    }
-
-    async fn part_stream(
-        &self,
-        part: &Path,
-    ) -> Result<futures::stream::BoxStream<'static, object_store::Result<Bytes>>, RpcError> {
-        Ok(self
-            .bytes
-            .get(part)
-            .await
-            .map_err(store_error)?
-            .into_stream())
-    }
-
-    async fn delete_parts(&self, id: &str) {
-        let Ok(parts) = self.parts(id).await else {
-            return;
+            .await;
+        let parts = match parts {
+            Ok(parts) => parts,
+            Err(e) => {
+                tracing::warn!(error = %e, id, "listing an upload's parts");
+                return;
+            }
         };
         for part in parts {
             if let Err(e) = self.bytes.delete(&part).await {
@@ -370,18 +411,27 @@ impl State {
         let size = file.size as u64;
         let start = input.offset.min(size);
         let end = start.saturating_add(length as u64).min(size);
-        let data = if start == end {
-            Bytes::new()
-        } else {
-            self.bytes
-                .get_range(&blob_path(&file.sha256), start..end)
+        let mut data = Vec::with_capacity((end - start) as usize);
+        for part in store::parts(&self.pool, &file.parts_of, start as i64, end as i64).await? {
+            let (first, last) = (part.start as u64, (part.start + part.size) as u64);
+            let range = start.max(first) - first..end.min(last) - first;
+            let bytes = self
+                .bytes
+                .get_range(&part_path(&file.parts_of, part.start), range)
                 .await
-                .map_err(store_error)?
-        };
+                .map_err(store_error)?;
+            data.extend_from_slice(&bytes);
+        }
+        if data.len() as u64 != end - start {
+            return Err(shared::rpc::internal(
+                "reading a file",
+                format!("{} of {} bytes found", data.len(), end - start),
+            ));
+        }
         Ok(pb::ReadReply {
             file: Some(file_info(&file)),
             offset: start,
-            data: data.to_vec(),
+            data,
         })
     }
 
@@ -406,11 +456,7 @@ impl State {
 }
 
 fn part_path(id: &str, offset: i64) -> Path {
-    Path::from(format!("uploads/{id}/{offset:020}"))
-}
-
-fn blob_path(sha256: &str) -> Path {
-    Path::from(format!("blobs/{sha256}"))
+    Path::from(format!("parts/{id}/{offset:020}"))
 }
 
 /// A file name a user may give: no path, no control characters.

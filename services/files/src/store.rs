@@ -31,6 +31,15 @@ pub struct FileRow {
     pub created_at_ms: i64,
     pub media_type: String,
     pub size: i64,
+    /// The upload whose parts hold the content's bytes.
+    pub parts_of: String,
+}
+
+/// One stored part of an upload: bytes `start..start + size`.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct PartRow {
+    pub start: i64,
+    pub size: i64,
 }
 
 pub async fn insert_upload(pool: &AnyPool, row: &UploadRow) -> Result<(), sqlx::Error> {
@@ -60,7 +69,8 @@ pub async fn upload(pool: &AnyPool, file_id: &str) -> Result<Option<UploadRow>, 
     .await
 }
 
-/// Moves an upload's offset from `from` to `to`; false when it was not at
+/// Records the part stored at `from` and moves the upload's offset from
+/// `from` to `to`, in one transaction; false when the upload was not at
 /// `from` (another writer got there first).
 pub async fn advance_upload(
     pool: &AnyPool,
@@ -68,21 +78,60 @@ pub async fn advance_upload(
     from: i64,
     to: i64,
 ) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
     let done = sqlx::query("UPDATE uploads SET received = $1 WHERE file_id = $2 AND received = $3")
         .bind(to)
         .bind(file_id)
         .bind(from)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
-    Ok(done.rows_affected() == 1)
+    if done.rows_affected() != 1 {
+        return Ok(false);
+    }
+    sqlx::query(
+        "INSERT INTO parts (upload_id, start, size) VALUES ($1, $2, $3)
+         ON CONFLICT (upload_id, start) DO UPDATE SET size = excluded.size",
+    )
+    .bind(file_id)
+    .bind(from)
+    .bind(to - from)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
+/// The parts of `upload_id` that hold bytes of `start..end`, in order.
+pub async fn parts(
+    pool: &AnyPool,
+    upload_id: &str,
+    start: i64,
+    end: i64,
+) -> Result<Vec<PartRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT start, size FROM parts WHERE upload_id = $1 AND start < $2 AND start + size > $3
+         ORDER BY start",
+    )
+    .bind(upload_id)
+    .bind(end)
+    .bind(start)
+    .fetch_all(pool)
+    .await
+}
+
+/// Forgets an upload and its parts' rows (its parts' bytes are the
+/// caller's to delete).
 pub async fn delete_upload(pool: &AnyPool, file_id: &str) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
     sqlx::query("DELETE FROM uploads WHERE file_id = $1")
         .bind(file_id)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
-    Ok(())
+    sqlx::query("DELETE FROM parts WHERE upload_id = $1")
+        .bind(file_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
 }
 
 /// Up to `limit` uploads whose expiry has passed.
@@ -100,38 +149,30 @@ pub async fn expired_uploads(
     Ok(rows.into_iter().map(|(id,)| id).collect())
 }
 
-/// The media type of a stored content, if it is stored.
-pub async fn blob(pool: &AnyPool, sha256: &str) -> Result<Option<String>, sqlx::Error> {
-    let row: Option<(String,)> = sqlx::query_as("SELECT media_type FROM blobs WHERE sha256 = $1")
-        .bind(sha256)
-        .fetch_optional(pool)
-        .await?;
-    Ok(row.map(|(media_type,)| media_type))
-}
-
-pub async fn insert_blob(
-    pool: &AnyPool,
-    sha256: &str,
-    size: i64,
-    media_type: &str,
-    created_at_ms: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO blobs (sha256, size, media_type, created_at_ms) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (sha256) DO NOTHING",
-    )
-    .bind(sha256)
-    .bind(size)
-    .bind(media_type)
-    .bind(created_at_ms)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-/// The upload becomes its file, in one transaction.
-pub async fn complete_upload(pool: &AnyPool, file: &FileRow) -> Result<(), sqlx::Error> {
+/// The upload becomes its file, in one transaction: its parts become the
+/// content when the content is new (`file.parts_of` is the upload), and are
+/// forgotten when the content was stored already (the caller deletes their
+/// bytes). Answers whether the parts are kept.
+pub async fn complete_upload(pool: &AnyPool, file: &FileRow) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    let added = sqlx::query(
+        "INSERT INTO blobs (sha256, size, media_type, parts_of, created_at_ms)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (sha256) DO NOTHING",
+    )
+    .bind(&file.sha256)
+    .bind(file.size)
+    .bind(&file.media_type)
+    .bind(&file.file_id)
+    .bind(file.created_at_ms)
+    .execute(&mut *tx)
+    .await?;
+    let kept = added.rows_affected() == 1;
+    if !kept {
+        sqlx::query("DELETE FROM parts WHERE upload_id = $1")
+            .bind(&file.file_id)
+            .execute(&mut *tx)
+            .await?;
+    }
     sqlx::query(
         "INSERT INTO files (file_id, owner_id, name, kind, sha256, created_at_ms)
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -148,13 +189,14 @@ pub async fn complete_upload(pool: &AnyPool, file: &FileRow) -> Result<(), sqlx:
         .bind(&file.file_id)
         .execute(&mut *tx)
         .await?;
-    tx.commit().await
+    tx.commit().await?;
+    Ok(kept)
 }
 
 pub async fn file(pool: &AnyPool, file_id: &str) -> Result<Option<FileRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT f.file_id, f.owner_id, f.name, f.kind, f.sha256, f.created_at_ms, b.media_type, b.size
-         FROM files f JOIN blobs b ON b.sha256 = f.sha256 WHERE f.file_id = $1",
+        "SELECT f.file_id, f.owner_id, f.name, f.kind, f.sha256, f.created_at_ms, b.media_type, b.size,
+         b.parts_of FROM files f JOIN blobs b ON b.sha256 = f.sha256 WHERE f.file_id = $1",
     )
     .bind(file_id)
     .fetch_optional(pool)

@@ -103,6 +103,16 @@ async fn read_all(
     }
 }
 
+/// The parts in the bucket, by name.
+async fn stored_parts(store: &files::nats_store::NatsStore) -> Vec<String> {
+    let listed: Vec<_> = store
+        .list(Some(&Path::from("parts")))
+        .try_collect()
+        .await
+        .expect("list");
+    listed.into_iter().map(|m| m.location.to_string()).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_keeps_its_contract() {
     let files = Running::start(|nats, stop, url| {
@@ -221,21 +231,11 @@ async fn files_keeps_its_contract() {
     )
     .await
     .expect("the bucket");
-    let blobs: Vec<_> = store
-        .list(Some(&Path::from("blobs")))
-        .try_collect()
-        .await
-        .expect("list");
-    assert_eq!(blobs.len(), 1, "one content for two files: {blobs:?}");
-    let parts: Vec<_> = store
-        .list(Some(&Path::from("uploads")))
-        .try_collect()
-        .await
-        .expect("list");
-    assert!(
-        parts.is_empty(),
-        "finished uploads leave no parts: {parts:?}"
-    );
+    // The first upload's two parts are the content; the second's went.
+    let stored = stored_parts(&store).await;
+    let first = format!("parts/{}/", file.file_id);
+    assert_eq!(stored.len(), 2, "one content for two files: {stored:?}");
+    assert!(stored.iter().all(|p| p.starts_with(&first)), "{stored:?}");
 
     // Bytes that are not what the upload said they are.
     let text = b"just some text, not an image".repeat(100);
@@ -309,14 +309,12 @@ async fn files_keeps_its_contract() {
         .await
         .expect_err("deleted");
     assert_eq!(gone.code, ErrorCode::NotFound);
-    let parts: Vec<_> = store
-        .list(Some(&Path::from("uploads")))
-        .try_collect()
-        .await
-        .expect("list");
-    assert!(
-        parts.is_empty(),
-        "a deleted upload leaves no parts: {parts:?}"
+    // Neither the refused nor the terminated upload left a part: the
+    // photo's 2 and the plain file's 3 (2,800 bytes in writes of 1,000).
+    assert_eq!(
+        stored_parts(&store).await.len(),
+        5,
+        "the two files' parts only"
     );
     files.stop().await;
 }

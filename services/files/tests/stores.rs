@@ -69,8 +69,33 @@ conformance! {
 async fn ranges_of_a_many_chunk_object_read_the_right_bytes() {
     let server = NatsServer::start();
     let store = nats_store(&server, "ranges").await.with_grace(GRACE);
-    // Three and a half chunks of bytes that differ everywhere.
-    let data: Vec<u8> = (0..CHUNK * 7 / 2).map(|i| (i % 251) as u8).collect();
+    // A small object, read by direct gets, then a large one, through a
+    // consumer: three and a half chunks and ten and a half, of bytes that
+    // differ everywhere.
+    for halves in [7, 21] {
+        ranges_read_right(&store, CHUNK * halves / 2).await;
+    }
+    let location = Path::from("big/object");
+    // Replacing the object leaves only the new object's chunks behind.
+    store
+        .put(&location, PutPayload::from_static(b"small"))
+        .await
+        .expect("overwrite");
+    assert_eq!(
+        stored_messages(&server, "ranges").await,
+        2,
+        "one chunk and one description"
+    );
+    store.delete(&location).await.expect("delete");
+    assert_eq!(
+        stored_messages(&server, "ranges").await,
+        1,
+        "the tombstone only"
+    );
+}
+
+async fn ranges_read_right(store: &NatsStore, len: usize) {
+    let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
     let location = Path::from("big/object");
     store
         .put(&location, PutPayload::from(data.clone()))
@@ -110,23 +135,6 @@ async fn ranges_of_a_many_chunk_object_read_the_right_bytes() {
     assert_eq!(suffix.range, len - chunk - 3..len);
     let bytes = suffix.bytes().await.expect("suffix bytes");
     assert_eq!(&bytes[..], &data[(len - chunk - 3) as usize..]);
-
-    // Replacing the object leaves only the new object's chunks behind.
-    store
-        .put(&location, PutPayload::from_static(b"small"))
-        .await
-        .expect("overwrite");
-    assert_eq!(
-        stored_messages(&server, "ranges").await,
-        2,
-        "one chunk and one description"
-    );
-    store.delete(&location).await.expect("delete");
-    assert_eq!(
-        stored_messages(&server, "ranges").await,
-        1,
-        "the tombstone only"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

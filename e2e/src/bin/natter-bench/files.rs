@@ -32,35 +32,40 @@ fn content(size: usize, seed: u64) -> impl Iterator<Item = Bytes> {
     })
 }
 
-/// The peak of natter's and nats-server's resident memory together while
-/// it runs, sampled every 20 ms.
+/// The peak of natter's and nats-server's resident memory, together and
+/// each, while it runs, sampled every 20 ms.
 struct Peak {
     stop: Arc<AtomicBool>,
-    peak: Arc<AtomicU64>,
+    /// Together, then each process.
+    peaks: Arc<[AtomicU64; 3]>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Peak {
     fn start(pids: Vec<u32>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let peak = Arc::new(AtomicU64::new(0));
+        let peaks = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
         let task = tokio::spawn({
-            let (stop, peak) = (stop.clone(), peak.clone());
+            let (stop, peaks) = (stop.clone(), peaks.clone());
             async move {
                 while !stop.load(Ordering::Relaxed) {
-                    let rss: u64 = pids.iter().filter_map(|&p| rss_bytes(p)).sum();
-                    peak.fetch_max(rss, Ordering::Relaxed);
+                    let each: Vec<u64> = pids.iter().map(|&p| rss_bytes(p).unwrap_or(0)).collect();
+                    peaks[0].fetch_max(each.iter().sum(), Ordering::Relaxed);
+                    for (peak, rss) in peaks[1..].iter().zip(each) {
+                        peak.fetch_max(rss, Ordering::Relaxed);
+                    }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
         });
-        Self { stop, peak, task }
+        Self { stop, peaks, task }
     }
 
-    async fn end(self) -> u64 {
+    /// The peaks: together, natter's, nats-server's.
+    async fn end(self) -> [u64; 3] {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.task.await;
-        self.peak.load(Ordering::Relaxed)
+        [0, 1, 2].map(|i| self.peaks[i].load(Ordering::Relaxed))
     }
 }
 
@@ -74,7 +79,13 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Value> {
         .into_iter()
         .flatten()
         .collect();
-    let rss_before: u64 = pids.iter().filter_map(|&p| rss_bytes(p)).sum();
+    let before: Vec<u64> = pids.iter().map(|&p| rss_bytes(p).unwrap_or(0)).collect();
+    let rss_before: u64 = before.iter().sum();
+    let before = [
+        rss_before,
+        before.first().copied().unwrap_or(0),
+        before.get(1).copied().unwrap_or(0),
+    ];
     let seed = rand::random::<u64>();
     let mut digest = Sha256::new();
     for chunk in content(size, seed) {
@@ -152,21 +163,30 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Value> {
     );
 
     let mb = size as f64 / 1e6;
-    let growth = |peak: u64| peak.saturating_sub(rss_before);
+    let growth = |peaks: [u64; 3]| [0, 1, 2].map(|i| peaks[i].saturating_sub(before[i]));
+    let (up, down) = (growth(upload_peak), growth(download_peak));
     println!(
-        "files: {} MiB up at {:.1} MB/s, down at {:.1} MB/s; natter + nats-server resident memory grew by at most {:.1} MB up, {:.1} MB down",
+        "files: {} MiB up at {:.1} MB/s, down at {:.1} MB/s; natter + nats-server resident memory grew by at most {:.1} MB up (natter {:.1}, nats-server {:.1}), {:.1} MB down (natter {:.1}, nats-server {:.1})",
         size / MIB,
         mb / upload_secs,
         mb / download_secs,
-        growth(upload_peak) as f64 / 1e6,
-        growth(download_peak) as f64 / 1e6,
+        up[0] as f64 / 1e6,
+        up[1] as f64 / 1e6,
+        up[2] as f64 / 1e6,
+        down[0] as f64 / 1e6,
+        down[1] as f64 / 1e6,
+        down[2] as f64 / 1e6,
     );
     Ok(json!({
         "size_bytes": size,
         "upload_mb_per_s": round(mb / upload_secs),
         "download_mb_per_s": round(mb / download_secs),
         "rss_before_bytes": rss_before,
-        "upload_peak_rss_growth_bytes": growth(upload_peak),
-        "download_peak_rss_growth_bytes": growth(download_peak),
+        "upload_peak_rss_growth_bytes": up[0],
+        "upload_peak_rss_growth_natter_bytes": up[1],
+        "upload_peak_rss_growth_nats_bytes": up[2],
+        "download_peak_rss_growth_bytes": down[0],
+        "download_peak_rss_growth_natter_bytes": down[1],
+        "download_peak_rss_growth_nats_bytes": down[2],
     }))
 }
