@@ -3,7 +3,7 @@
 //! touch them, against a real system (nats-server and its object store).
 
 use bytes::Bytes;
-use e2e::{Mode, System, User};
+use e2e::{Mode, Service, System, User};
 use reqwest::StatusCode;
 
 const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
@@ -277,5 +277,85 @@ async fn a_file_goes_up_with_tus_and_comes_down_whole_in_ranges_and_only_to_its_
         .send()
         .await?;
     assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    Ok(())
+}
+
+/// Writes `bytes` to `upload` from its offset in PATCHes of `piece` bytes,
+/// asking where it stands again after any refusal; `between` runs after
+/// each PATCH.
+async fn upload_in_pieces(
+    files: &Files,
+    user: &User,
+    upload: &str,
+    bytes: &[u8],
+    piece: usize,
+    mut between: impl FnMut(usize),
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut round = 0;
+    loop {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "no progress");
+        let offset = match files.offset(user, upload).await {
+            Ok(offset) => offset as usize,
+            Err(_) => {
+                // The files service is restarting.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if offset == bytes.len() {
+            return Ok(());
+        }
+        let end = (offset + piece).min(bytes.len());
+        let _ = files
+            .patch(
+                user,
+                upload,
+                offset as u64,
+                bytes[offset..end].to_vec().into(),
+            )
+            .await;
+        round += 1;
+        between(round);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_survive_files_instances_coming_and_going() -> anyhow::Result<()> {
+    let (mut system, [alice]) = System::with_users(Mode::Split, ["alice"]).await?;
+    // Two instances: writes land on either, so the one that completes an
+    // upload has not seen every write and reads the digest back.
+    system.spawn_process(Service::Files)?;
+    system.wait_ready().await?;
+    let files = Files::new(&system);
+    let bytes = png(3_000_000);
+    let upload = files
+        .create(&alice, "two.png", "image", bytes.len())
+        .await?;
+    upload_in_pieces(&files, &alice, &upload, &bytes, 600_000, |_| {}).await?;
+    let path = file_path(&upload);
+    let whole = files.get(Some(&alice), &path, &[]).await?;
+    assert_eq!(whole.status(), StatusCode::OK);
+    assert_eq!(whole.bytes().await?.as_ref(), bytes.as_slice());
+
+    // An instance killed between the PATCHes of another upload, and started
+    // again: the upload goes on from its last stored part.
+    let other = png(2_500_000);
+    let upload = files
+        .create(&alice, "killed.png", "image", other.len())
+        .await?;
+    let mut killed = 0;
+    upload_in_pieces(&files, &alice, &upload, &other, 700_000, |round| {
+        if round <= 2 {
+            system.kill_one_process(Service::Files);
+            system.spawn_process(Service::Files).expect("files starts");
+            killed += 1;
+        }
+    })
+    .await?;
+    assert_eq!(killed, 2);
+    let whole = files.get(Some(&alice), &file_path(&upload), &[]).await?;
+    assert_eq!(whole.status(), StatusCode::OK);
+    assert_eq!(whole.bytes().await?.as_ref(), other.as_slice());
     Ok(())
 }
