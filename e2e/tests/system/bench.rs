@@ -42,6 +42,7 @@ fn a_quick_run_measures_every_scenario() {
         "offline drain",
         "idle connections",
         "floor",
+        "files:",
     ] {
         assert!(stdout.contains(heading), "no {heading:?} in:\n{stdout}");
     }
@@ -122,4 +123,9 @@ fn a_quick_run_measures_every_scenario() {
         Some(300)
     );
     positive(&report, "/results/idle/floor/rss_per_connection_bytes");
+    let files = &report["results"]["files"];
+    assert_eq!(files["size_bytes"].as_u64(), Some(8 * 1024 * 1024));
+    positive(files, "/upload_mb_per_s");
+    positive(files, "/download_mb_per_s");
+    positive(files, "/rss_before_bytes");
 }
