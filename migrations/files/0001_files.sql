@@ -19,13 +19,15 @@ CREATE TABLE uploads (
 CREATE INDEX uploads_by_expiry ON uploads (expires_at_ms);
 CREATE INDEX uploads_by_owner ON uploads (owner_id);
 
--- The parts an upload's writes stored (`parts/<upload_id>/<start>` in the
--- object store, at most 512 KiB each): once the upload is complete, they
--- are its content's bytes, not copied anywhere.
+-- The parts an upload's writes stored (at most 512 KiB each, under a key
+-- of their own: `parts/<upload_id>/<start>-<write id>`, so a write that
+-- lost the race for an offset never overwrites the winner's bytes): once
+-- the upload is complete, they are its content's bytes, not copied anywhere.
 CREATE TABLE parts (
     upload_id     TEXT NOT NULL,
     start         BIGINT NOT NULL,
     size          BIGINT NOT NULL,
+    object_key    TEXT NOT NULL,
     PRIMARY KEY (upload_id, start)
 );
 

@@ -67,7 +67,11 @@ pub async fn open(
         }
         let store = NatsStore::open(js, bucket, replicas)
             .await
-            .map_err(|e| StoreError::Open(url.to_owned(), e.to_string()))?;
+            .map_err(|e| StoreError::Open(url.to_owned(), e.to_string()))?
+            // The files service never replaces an object, and deletes only
+            // parts nothing reads (a lost write's, a duplicate's, an
+            // unfinished upload's): their chunks go at once.
+            .with_grace(std::time::Duration::ZERO);
         return Ok(Arc::new(store));
     }
     if let Some(path) = url.strip_prefix("file://") {

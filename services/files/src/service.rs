@@ -65,6 +65,9 @@ struct Running {
     offset: i64,
     digest: Sha256,
     head: Vec<u8>,
+    /// When a write last fed it (the sweep drops it a day later: the upload
+    /// was finished by another instance, or abandoned).
+    touched_ms: i64,
 }
 
 impl Default for Running {
@@ -73,6 +76,7 @@ impl Default for Running {
             offset: 0,
             digest: Sha256::new(),
             head: Vec::with_capacity(SNIFF_BYTES),
+            touched_ms: now_ms(),
         }
     }
 }
@@ -145,8 +149,11 @@ impl State {
         let limit = self.config.limit(&input.kind).ok_or_else(|| {
             RpcError::bad_request("kind is one of file, image, voice, video, avatar")
         })?;
-        if input.length == 0 {
-            return Err(RpcError::bad_request("an upload has at least one byte"));
+        if input.length == 0 && input.kind != "file" {
+            return Err(RpcError::bad_request(format!(
+                "a {} has at least one byte",
+                input.kind
+            )));
         }
         if input.length > limit {
             return Err(RpcError::too_large(format!(
@@ -167,6 +174,10 @@ impl State {
             expires_at_ms: now.saturating_add(expiry),
         };
         store::insert_upload(&self.pool, &row).await?;
+        if row.length == 0 {
+            // An empty file is complete as soon as it begins.
+            return Ok(done_reply(&self.compose(&row).await?));
+        }
         Ok(upload_reply(&row, None))
     }
 
@@ -176,14 +187,20 @@ impl State {
         me: Identity,
         input: pb::UploadRef,
     ) -> Result<pb::Upload, RpcError> {
-        let id = file_id(&input.file_id)?;
-        if let Some(row) = store::upload(&self.pool, id).await? {
-            if row.owner_id != me.user_id.as_str() {
+        let id = file_id(&input.file_id)?.to_owned();
+        if let Some(row) = store::upload(&self.pool, &id).await? {
+            if row.owner_id != me.user_id.as_str() || row.expires_at_ms <= now_ms() {
                 return Err(no_upload());
+            }
+            if row.received == row.length {
+                // Its last write stored every byte but did not make the
+                // file (a store or database error): make it now.
+                let _held = self.uploads.lock([id.as_str()]).await;
+                return self.finish(&row).await.map(|file| done_reply(&file));
             }
             return Ok(upload_reply(&row, None));
         }
-        match store::file(&self.pool, id).await? {
+        match store::file(&self.pool, &id).await? {
             Some(file) if file.owner_id == me.user_id.as_str() => Ok(done_reply(&file)),
             _ => Err(no_upload()),
         }
@@ -202,9 +219,11 @@ impl State {
         }
         let _held = self.uploads.lock([id.as_str()]).await;
         let Some(mut row) = store::upload(&self.pool, &id).await? else {
-            // A repeat of the write that completed it gets the file.
+            // Bytes past the end of a finished upload.
             return match store::file(&self.pool, &id).await? {
-                Some(file) if file.owner_id == me.user_id.as_str() => Ok(done_reply(&file)),
+                Some(file) if file.owner_id == me.user_id.as_str() => Err(RpcError::conflict(
+                    format!("the upload is complete at offset {}", file.size),
+                )),
                 _ => Err(no_upload()),
             };
         };
@@ -213,6 +232,9 @@ impl State {
         }
         if row.expires_at_ms <= now_ms() {
             return Err(RpcError::not_found("the upload expired"));
+        }
+        if row.received == row.length {
+            return self.finish(&row).await.map(|file| done_reply(&file));
         }
         let offset = to_i64(input.offset)?;
         if offset != row.received {
@@ -229,12 +251,16 @@ impl State {
             )));
         }
         let data = Bytes::from(input.data);
+        // A key of this write's own: a write that loses the race for this
+        // offset (another instance, a retry) never overwrites the winner's.
+        let key = part_key(&id, offset);
         self.bytes
-            .put(&part_path(&id, offset), PutPayload::from(data.clone()))
+            .put(&key, PutPayload::from(data.clone()))
             .await
             .map_err(|e| shared::rpc::internal("storing a part", e))?;
-        if !store::advance_upload(&self.pool, &id, offset, end).await? {
-            // Another instance moved it meanwhile: the client asks again.
+        if !store::advance_upload(&self.pool, &id, offset, end, key.as_ref()).await? {
+            // Another writer moved it meanwhile: the client asks again.
+            self.delete_objects(vec![key.to_string()]).await;
             return Err(RpcError::conflict("the upload moved; ask for its offset"));
         }
         self.hash(&id, offset, &data);
@@ -242,16 +268,31 @@ impl State {
         if end < row.length {
             return Ok(upload_reply(&row, None));
         }
-        match self.compose(&row).await {
-            Ok(file) => Ok(done_reply(&file)),
+        self.finish(&row).await.map(|file| done_reply(&file))
+    }
+
+    /// Makes a complete upload its file; an upload whose bytes can never
+    /// be its kind goes (the client starts again with the right kind).
+    async fn finish(&self, row: &UploadRow) -> Result<FileRow, RpcError> {
+        match self.compose(row).await {
             Err(e) if e.code == shared::rpc::ErrorCode::BadRequest => {
-                // Bytes that can never become the file: the upload goes,
-                // and the client starts again with the right kind.
-                store::delete_upload(&self.pool, &id).await?;
-                self.delete_parts(&id).await;
+                self.forget_upload(&row.file_id, None).await?;
                 Err(e)
             }
-            Err(e) => Err(e),
+            done => done,
+        }
+    }
+
+    /// Forgets an unfinished upload (one expired by `expired_by`, when
+    /// given) and deletes its parts.
+    async fn forget_upload(&self, id: &str, expired_by: Option<i64>) -> Result<bool, RpcError> {
+        shared::sync::lock(&self.digests).remove(id);
+        match store::delete_upload(&self.pool, id, expired_by).await? {
+            Some(keys) => {
+                self.delete_objects(keys).await;
+                Ok(true)
+            }
+            None => Ok(false),
         }
     }
 
@@ -272,6 +313,7 @@ impl State {
                 let take = SNIFF_BYTES.saturating_sub(r.head.len()).min(data.len());
                 r.head.extend_from_slice(&data[..take]);
                 r.offset += data.len() as i64;
+                r.touched_ms = now_ms();
             }
             Some(_) => {
                 running.remove(id);
@@ -303,9 +345,11 @@ impl State {
             size: upload.length,
             parts_of: id.clone(),
         };
-        if !store::complete_upload(&self.pool, &file).await? {
+        match store::complete_upload(&self.pool, &file).await? {
+            store::Completed::Kept => {}
             // The same bytes are stored: this copy goes.
-            self.delete_parts(id).await;
+            store::Completed::Duplicate(keys) => self.delete_objects(keys).await,
+            store::Completed::Gone => return Err(no_upload()),
         }
         store::file(&self.pool, id)
             .await?
@@ -320,7 +364,7 @@ impl State {
         for part in store::parts(&self.pool, id, 0, length).await? {
             let mut stream = self
                 .bytes
-                .get(&part_path(id, part.start))
+                .get(&Path::from(part.object_key))
                 .await
                 .map_err(store_error)?
                 .into_stream();
@@ -340,24 +384,11 @@ impl State {
         Ok((digest, head))
     }
 
-    async fn delete_parts(&self, id: &str) {
-        let prefix = Path::from(format!("parts/{id}"));
-        let parts: Result<Vec<_>, _> = self
-            .bytes
-            .list(Some(&prefix))
-            .map_ok(|meta| meta.location)
-            .try_collect()
-            .await;
-        let parts = match parts {
-            Ok(parts) => parts,
-            Err(e) => {
-                tracing::warn!(error = %e, id, "listing an upload's parts");
-                return;
-            }
-        };
-        for part in parts {
-            if let Err(e) = self.bytes.delete(&part).await {
-                tracing::warn!(error = %e, %part, "upload part not deleted");
+    /// Deletes objects nothing reads any more (their rows are gone).
+    async fn delete_objects(&self, keys: Vec<String>) {
+        for key in keys {
+            if let Err(e) = self.bytes.delete(&Path::from(key.as_str())).await {
+                tracing::warn!(error = %e, key, "part not deleted");
             }
         }
     }
@@ -373,8 +404,10 @@ impl State {
             Some(row) if row.owner_id == me.user_id.as_str() => {}
             _ => return Err(no_upload()),
         }
-        store::delete_upload(&self.pool, &id).await?;
-        self.delete_parts(&id).await;
+        if !self.forget_upload(&id, None).await? {
+            // Finished or gone meanwhile.
+            return Err(no_upload());
+        }
         Ok(pb::DeleteUploadReply {})
     }
 
@@ -417,7 +450,7 @@ impl State {
             let range = start.max(first) - first..end.min(last) - first;
             let bytes = self
                 .bytes
-                .get_range(&part_path(&file.parts_of, part.start), range)
+                .get_range(&Path::from(part.object_key), range)
                 .await
                 .map_err(store_error)?;
             data.extend_from_slice(&bytes);
@@ -444,19 +477,27 @@ impl State {
                 return;
             }
         };
+        let now = now_ms();
+        let stale = now.saturating_sub(
+            i64::try_from(self.config.upload_expiry_secs * 1000).unwrap_or(i64::MAX),
+        );
+        shared::sync::lock(&self.digests).retain(|_, r| r.touched_ms > stale);
         for id in expired {
             let _held = self.uploads.lock([id.as_str()]).await;
-            if let Err(e) = store::delete_upload(&self.pool, &id).await {
-                tracing::warn!(error = %e, "deleting an expired upload");
-                continue;
+            if let Err(e) = self.forget_upload(&id, Some(now)).await {
+                tracing::warn!(error = %e.message, "deleting an expired upload");
             }
-            self.delete_parts(&id).await;
         }
     }
 }
 
-fn part_path(id: &str, offset: i64) -> Path {
-    Path::from(format!("parts/{id}/{offset:020}"))
+/// Where one write's bytes go: under its upload, at its offset, with an id
+/// of the write's own.
+fn part_key(id: &str, offset: i64) -> Path {
+    Path::from(format!(
+        "parts/{id}/{offset:020}-{}",
+        uuid::Uuid::now_v7().simple()
+    ))
 }
 
 /// A file name a user may give: no path, no control characters.

@@ -35,11 +35,13 @@ pub struct FileRow {
     pub parts_of: String,
 }
 
-/// One stored part of an upload: bytes `start..start + size`.
+/// One stored part of an upload: bytes `start..start + size`, in the
+/// object store at `object_key`.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct PartRow {
     pub start: i64,
     pub size: i64,
+    pub object_key: String,
 }
 
 pub async fn insert_upload(pool: &AnyPool, row: &UploadRow) -> Result<(), sqlx::Error> {
@@ -77,6 +79,7 @@ pub async fn advance_upload(
     file_id: &str,
     from: i64,
     to: i64,
+    object_key: &str,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let done = sqlx::query("UPDATE uploads SET received = $1 WHERE file_id = $2 AND received = $3")
@@ -88,15 +91,13 @@ pub async fn advance_upload(
     if done.rows_affected() != 1 {
         return Ok(false);
     }
-    sqlx::query(
-        "INSERT INTO parts (upload_id, start, size) VALUES ($1, $2, $3)
-         ON CONFLICT (upload_id, start) DO UPDATE SET size = excluded.size",
-    )
-    .bind(file_id)
-    .bind(from)
-    .bind(to - from)
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query("INSERT INTO parts (upload_id, start, size, object_key) VALUES ($1, $2, $3, $4)")
+        .bind(file_id)
+        .bind(from)
+        .bind(to - from)
+        .bind(object_key)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(true)
 }
@@ -109,8 +110,8 @@ pub async fn parts(
     end: i64,
 ) -> Result<Vec<PartRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT start, size FROM parts WHERE upload_id = $1 AND start < $2 AND start + size > $3
-         ORDER BY start",
+        "SELECT start, size, object_key FROM parts
+         WHERE upload_id = $1 AND start < $2 AND start + size > $3 ORDER BY start",
     )
     .bind(upload_id)
     .bind(end)
@@ -119,19 +120,43 @@ pub async fn parts(
     .await
 }
 
-/// Forgets an upload and its parts' rows (its parts' bytes are the
-/// caller's to delete).
-pub async fn delete_upload(pool: &AnyPool, file_id: &str) -> Result<(), sqlx::Error> {
+/// Forgets an unfinished upload (only one that expired by `expired_by`,
+/// when given) and its parts' rows, and answers their object keys (the
+/// caller's to delete); `None` when no such upload was there to forget (it
+/// was finished or forgotten meanwhile, perhaps by another instance).
+pub async fn delete_upload(
+    pool: &AnyPool,
+    file_id: &str,
+    expired_by: Option<i64>,
+) -> Result<Option<Vec<String>>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query("DELETE FROM uploads WHERE file_id = $1")
+    let removed = sqlx::query("DELETE FROM uploads WHERE file_id = $1 AND expires_at_ms <= $2")
         .bind(file_id)
+        .bind(expired_by.unwrap_or(i64::MAX))
         .execute(&mut *tx)
+        .await?;
+    if removed.rows_affected() != 1 {
+        return Ok(None);
+    }
+    let keys = take_parts(&mut tx, file_id).await?;
+    tx.commit().await?;
+    Ok(Some(keys))
+}
+
+/// Deletes an upload's parts' rows; their object keys.
+async fn take_parts(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    upload_id: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    let keys: Vec<(String,)> = sqlx::query_as("SELECT object_key FROM parts WHERE upload_id = $1")
+        .bind(upload_id)
+        .fetch_all(&mut **tx)
         .await?;
     sqlx::query("DELETE FROM parts WHERE upload_id = $1")
-        .bind(file_id)
-        .execute(&mut *tx)
+        .bind(upload_id)
+        .execute(&mut **tx)
         .await?;
-    tx.commit().await
+    Ok(keys.into_iter().map(|(key,)| key).collect())
 }
 
 /// Up to `limit` uploads whose expiry has passed.
@@ -149,12 +174,28 @@ pub async fn expired_uploads(
     Ok(rows.into_iter().map(|(id,)| id).collect())
 }
 
+/// What [`complete_upload`] did.
+pub enum Completed {
+    /// The parts are the new content's.
+    Kept,
+    /// The content was stored already: the parts' object keys, to delete.
+    Duplicate(Vec<String>),
+    /// The upload was no longer there (terminated or expired meanwhile).
+    Gone,
+}
+
 /// The upload becomes its file, in one transaction: its parts become the
 /// content when the content is new (`file.parts_of` is the upload), and are
-/// forgotten when the content was stored already (the caller deletes their
-/// bytes). Answers whether the parts are kept.
-pub async fn complete_upload(pool: &AnyPool, file: &FileRow) -> Result<bool, sqlx::Error> {
+/// forgotten when the content was stored already.
+pub async fn complete_upload(pool: &AnyPool, file: &FileRow) -> Result<Completed, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    let removed = sqlx::query("DELETE FROM uploads WHERE file_id = $1")
+        .bind(&file.file_id)
+        .execute(&mut *tx)
+        .await?;
+    if removed.rows_affected() != 1 {
+        return Ok(Completed::Gone);
+    }
     let added = sqlx::query(
         "INSERT INTO blobs (sha256, size, media_type, parts_of, created_at_ms)
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (sha256) DO NOTHING",
@@ -166,13 +207,11 @@ pub async fn complete_upload(pool: &AnyPool, file: &FileRow) -> Result<bool, sql
     .bind(file.created_at_ms)
     .execute(&mut *tx)
     .await?;
-    let kept = added.rows_affected() == 1;
-    if !kept {
-        sqlx::query("DELETE FROM parts WHERE upload_id = $1")
-            .bind(&file.file_id)
-            .execute(&mut *tx)
-            .await?;
-    }
+    let completed = if added.rows_affected() == 1 {
+        Completed::Kept
+    } else {
+        Completed::Duplicate(take_parts(&mut tx, &file.file_id).await?)
+    };
     sqlx::query(
         "INSERT INTO files (file_id, owner_id, name, kind, sha256, created_at_ms)
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -185,12 +224,8 @@ pub async fn complete_upload(pool: &AnyPool, file: &FileRow) -> Result<bool, sql
     .bind(file.created_at_ms)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("DELETE FROM uploads WHERE file_id = $1")
-        .bind(&file.file_id)
-        .execute(&mut *tx)
-        .await?;
     tx.commit().await?;
-    Ok(kept)
+    Ok(completed)
 }
 
 pub async fn file(pool: &AnyPool, file_id: &str) -> Result<Option<FileRow>, sqlx::Error> {

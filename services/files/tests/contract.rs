@@ -189,7 +189,7 @@ async fn files_keeps_its_contract() {
     let done = write(caller, &me, &status, 300_000, &bytes[300_000..])
         .await
         .expect("last write");
-    let file = done.file.expect("a finished upload has its file");
+    let file = done.file.clone().expect("a finished upload has its file");
     assert_eq!(file.size, bytes.len() as u64);
     assert_eq!(file.media_type, "image/png");
     assert_eq!(file.name, "假期.png");
@@ -259,7 +259,7 @@ async fn files_keeps_its_contract() {
         ("", "file", 10, ErrorCode::BadRequest),
         ("tab\t.txt", "file", 10, ErrorCode::BadRequest),
         ("ok.txt", "sticker", 10, ErrorCode::BadRequest),
-        ("ok.txt", "file", 0, ErrorCode::BadRequest),
+        ("ok.png", "image", 0, ErrorCode::BadRequest),
     ] {
         let refused = caller
             .call_as::<FileUploadCreate>(
@@ -284,6 +284,25 @@ async fn files_keeps_its_contract() {
         .await
         .expect_err("a malformed id");
     assert_eq!(bad_id.code, ErrorCode::BadRequest);
+
+    // An empty file is whole from the start.
+    let empty = create(caller, &me, "empty.txt", "file", 0).await;
+    let empty = empty.file.expect("an empty file is done at once");
+    assert_eq!(
+        (empty.size, empty.media_type.as_str()),
+        (0, "application/octet-stream")
+    );
+    assert!(
+        read_all(caller, &me, &empty.file_id)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    // Bytes past the end of a finished upload are refused.
+    let past = write(caller, &me, &done, bytes.len(), b"more")
+        .await
+        .expect_err("past the end");
+    assert_eq!(past.code, ErrorCode::Conflict);
 
     // Terminated: gone, with its parts.
     let dropped = create(caller, &me, "drop.bin", "file", 100).await;
