@@ -217,7 +217,6 @@ impl NatsStore {
         mut info: ObjectInfo,
         expect: Expect,
     ) -> object_store::Result<PutResult> {
-        let subject = self.meta_subject(location);
         for _ in 0..DESCRIBE_ATTEMPTS {
             let replaced = self.current(location).await?;
             let after = match (&expect, &replaced) {
@@ -237,41 +236,54 @@ impl NatsStore {
                     });
                 }
             };
-            info.modified = Some(time::OffsetDateTime::now_utc());
-            let payload = serde_json::to_vec(&info).map_err(generic)?;
-            let mut headers = HeaderMap::new();
-            headers.insert(ROLLUP, "sub");
-            let published = self
-                .inner
-                .js
-                .send_publish(
-                    subject.clone(),
-                    PublishMessage::build()
-                        .payload(payload.into())
-                        .headers(headers)
-                        .expected_last_subject_sequence(after),
-                )
-                .await
-                .map_err(generic)?
-                .await;
-            match published {
-                Ok(_) => {
-                    if let Some(old) = replaced.filter(|r| !r.info.deleted) {
-                        self.retire_chunks(old.info.nuid);
-                    }
-                    return Ok(PutResult {
-                        e_tag: Some(info.nuid),
-                        version: None,
-                    });
-                }
+            if !self.publish_description(location, &mut info, after).await? {
                 // Another writer got in first: decide again against it.
-                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => continue,
-                Err(e) => return Err(generic(e)),
+                continue;
             }
+            if let Some(old) = replaced.filter(|r| !r.info.deleted) {
+                self.retire_chunks(old.info.nuid);
+            }
+            return Ok(PutResult {
+                e_tag: Some(info.nuid),
+                version: None,
+            });
         }
         Err(generic(format!(
             "{location}: other writers kept replacing it"
         )))
+    }
+
+    /// Publishes `info` (stamped now) as the description at `location` if
+    /// the last one is still the one stored at `after` (0: none); false
+    /// when another writer's came first.
+    async fn publish_description(
+        &self,
+        location: &Path,
+        info: &mut ObjectInfo,
+        after: u64,
+    ) -> object_store::Result<bool> {
+        info.modified = Some(time::OffsetDateTime::now_utc());
+        let payload = serde_json::to_vec(&info).map_err(generic)?;
+        let mut headers = HeaderMap::new();
+        headers.insert(ROLLUP, "sub");
+        let published = self
+            .inner
+            .js
+            .send_publish(
+                self.meta_subject(location),
+                PublishMessage::build()
+                    .payload(payload.into())
+                    .headers(headers)
+                    .expected_last_subject_sequence(after),
+            )
+            .await
+            .map_err(generic)?
+            .await;
+        match published {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(false),
+            Err(e) => Err(generic(e)),
+        }
     }
 
     /// Purges the chunks of an object that was replaced or deleted once
@@ -855,30 +867,12 @@ impl NatsStore {
             tombstone.deleted = true;
             tombstone.size = 0;
             tombstone.chunks = 0;
-            tombstone.modified = Some(time::OffsetDateTime::now_utc());
-            let payload = serde_json::to_vec(&tombstone).map_err(generic)?;
-            let mut headers = HeaderMap::new();
-            headers.insert(ROLLUP, "sub");
-            let published = self
-                .inner
-                .js
-                .send_publish(
-                    self.meta_subject(location),
-                    PublishMessage::build()
-                        .payload(payload.into())
-                        .headers(headers)
-                        .expected_last_subject_sequence(current.seq),
-                )
-                .await
-                .map_err(generic)?
-                .await;
-            match published {
-                Ok(_) => {
-                    self.retire_chunks(current.info.nuid);
-                    return Ok(());
-                }
-                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => continue,
-                Err(e) => return Err(generic(e)),
+            if self
+                .publish_description(location, &mut tombstone, current.seq)
+                .await?
+            {
+                self.retire_chunks(current.info.nuid);
+                return Ok(());
             }
         }
         Err(generic(format!(

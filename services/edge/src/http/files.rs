@@ -129,22 +129,30 @@ pub async fn create(
         length,
         kind: find("kind").unwrap_or_else(|| "file".into()),
     };
-    match state
+    let created = state
         .caller
         .call_as::<FileUploadCreate>(&me, &request)
-        .await
-    {
+        .await;
+    let mut response = upload_answer(StatusCode::CREATED, created.as_ref());
+    if let Ok(upload) = created {
+        set(
+            &mut response,
+            "location",
+            format!("/v1/files/uploads/{}", upload.file_id),
+        );
+    }
+    response
+}
+
+/// A tus answer about an upload (`status` and its headers), or the error.
+fn upload_answer(status: StatusCode, upload: Result<&pb::Upload, &RpcError>) -> Response {
+    match upload {
         Ok(upload) => {
-            let mut response = tus(StatusCode::CREATED);
-            set(
-                &mut response,
-                "location",
-                format!("/v1/files/uploads/{}", upload.file_id),
-            );
-            upload_headers(&mut response, &upload);
+            let mut response = tus(status);
+            upload_headers(&mut response, upload);
             response
         }
-        Err(e) => ApiError(e).into_response(),
+        Err(e) => ApiError(e.clone()).into_response(),
     }
 }
 
@@ -158,18 +166,11 @@ pub async fn status(
     if let Some(refused) = refuse_non_tus(&headers) {
         return refused;
     }
-    match state
+    let upload = state
         .caller
         .call_as::<FileUploadStatus>(&me, &pb::UploadRef { file_id })
-        .await
-    {
-        Ok(upload) => {
-            let mut response = tus(StatusCode::OK);
-            upload_headers(&mut response, &upload);
-            response
-        }
-        Err(e) => ApiError(e).into_response(),
-    }
+        .await;
+    upload_answer(StatusCode::OK, upload.as_ref())
 }
 
 /// `PATCH /v1/files/uploads/{file_id}`: bytes at `Upload-Offset`, written a
@@ -205,11 +206,7 @@ pub async fn patch(
         .tasks
         .spawn(write_body(state.clone(), me, file_id, offset, body));
     match written.await {
-        Ok(Ok(upload)) => {
-            let mut response = tus(StatusCode::NO_CONTENT);
-            upload_headers(&mut response, &upload);
-            response
-        }
+        Ok(Ok(upload)) => upload_answer(StatusCode::NO_CONTENT, Ok(&upload)),
         Ok(Err(e)) => {
             let mut response = ApiError(e.error).into_response();
             if let Some(offset) = e.offset {
