@@ -7,12 +7,13 @@
 //! - [`config`]: what an operator sets;
 //! - [`backend`]: the store its bytes go to, and [`nats_store`], the NATS
 //!   object store as an `ObjectStore`;
-//! - [`store`]: the SQL (uploads, contents, files);
+//! - [`store`]: the SQL (uploads, parts, contents, files);
 //! - [`service`]: the NATS micro endpoints and the sweep of expired uploads.
 //!
-//! Invariants: a content is stored once (`blobs/<sha256>`), whoever uploads
-//! it; a file's type is sniffed from its bytes; an upload's offset moves
-//! only after the bytes before it are stored.
+//! Invariants: a content is stored once (the parts of the first upload of
+//! its bytes), whoever uploads it; a file's type is sniffed from its bytes;
+//! an upload's offset moves only after the bytes before it are stored, and
+//! no write overwrites another's part.
 
 pub mod backend;
 pub mod config;
