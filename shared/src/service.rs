@@ -18,6 +18,22 @@ use crate::rpc::{self, RpcError};
 /// How long shutdown waits for requests in flight.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Runs `work` every `period` (the first time at once) until `shutdown`;
+/// a round in progress finishes first.
+pub async fn every<F, Fut>(period: Duration, shutdown: CancellationToken, mut work: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => work().await,
+        }
+    }
+}
+
 /// Serves `endpoint` until `shutdown`: at most `concurrency` requests at once.
 pub async fn serve<Resp, F, Fut>(
     mut endpoint: Endpoint,

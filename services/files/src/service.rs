@@ -121,19 +121,10 @@ pub async fn run(
     .listen()
     .await?;
     tracing::info!("files service ready");
-    let sweep = {
+    let sweep = shared::service::every(SWEEP_INTERVAL, shutdown, || {
         let state = state.clone();
-        let shutdown = shutdown.clone();
-        async move {
-            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tick.tick() => state.sweep().await,
-                }
-            }
-        }
-    };
+        async move { state.sweep().await }
+    });
     tokio::join!(server.run(), sweep);
     tracing::info!("files service stopped");
     Ok(())

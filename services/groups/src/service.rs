@@ -94,17 +94,11 @@ pub async fn run(
     .listen()
     .await?;
     tracing::info!("groups service ready");
-    let s = state.clone();
-    let stop = shutdown.clone();
-    let sweep = async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(s.config.sweep_interval_secs));
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tick.tick() => s.sweep().await,
-            }
-        }
-    };
+    let period = Duration::from_secs(state.config.sweep_interval_secs);
+    let sweep = shared::service::every(period, shutdown.clone(), || {
+        let state = state.clone();
+        async move { state.sweep().await }
+    });
     tokio::join!(server.run(), sweep);
     tracing::info!("groups service stopped");
     Ok(())
