@@ -6,10 +6,12 @@
 //!   and a fresh data dir;
 //! - [`Api`]: the HTTP JSON API;
 //! - [`Client`]: a WebSocket client speaking JSON or protobuf frames;
+//! - [`files`]: a tus client for uploads, and downloads;
 //! - [`sms`]: a stand-in SMS gateway that receives the login codes.
 
 mod api;
 mod client;
+pub mod files;
 mod scenarios;
 pub mod sms;
 mod system;

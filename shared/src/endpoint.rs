@@ -335,6 +335,8 @@ pub mod endpoints {
         FileInfo: FILE_INFO, User, file::FileRef => file::FileInfo;
         /// Bytes of a file the caller may read.
         FileRead: FILE_READ, User, file::ReadRequest => file::ReadReply;
+        /// What some files are, for the messages service's check of a send.
+        FileDescribe: FILE_DESCRIBE, Internal, file::DescribeRequest => file::DescribeReply;
         ProfileGet: PROFILE_GET, User, social::GetProfilesRequest => social::GetProfilesResponse;
         /// Change the caller's profile.
         ProfileUpdate: PROFILE_UPDATE, User, social::UpdateProfileRequest => social::Profile;
@@ -376,6 +378,8 @@ pub mod endpoints {
         MessageDelete: MESSAGE_DELETE, User, message::DeleteRequest => message::MessagesDeleted;
         /// Who has read a message.
         MessageReads: MESSAGE_READS, User, message::ReadsRequest => message::ReadsResponse;
+        /// Whether a user may read a file through a message it can see.
+        MessageFileAccess: MESSAGE_FILE_ACCESS, Internal, message::FileAccessRequest => message::FileAccessReply;
         /// A page of the caller's conversations.
         ConversationList: CONVERSATION_LIST, User, message::ConversationsRequest => message::ConversationsResponse;
         /// Move the caller's read position.

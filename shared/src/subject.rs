@@ -39,6 +39,7 @@ pub mod call {
     pub const FILE_UPLOAD_DELETE: &str = "im.v1.file.upload.delete";
     pub const FILE_INFO: &str = "im.v1.file.info";
     pub const FILE_READ: &str = "im.v1.file.read";
+    pub const FILE_DESCRIBE: &str = "im.v1.file.describe";
     pub const PROFILE_GET: &str = "im.v1.profile.get";
     pub const PROFILE_UPDATE: &str = "im.v1.profile.update";
     pub const USER_SEARCH: &str = "im.v1.user.search";
@@ -71,6 +72,7 @@ pub mod call {
     pub const CONVERSATION_HEADS: &str = "im.v1.conversation.heads";
     pub const MESSAGE_DELETE: &str = "im.v1.message.delete";
     pub const MESSAGE_READS: &str = "im.v1.message.reads";
+    pub const MESSAGE_FILE_ACCESS: &str = "im.v1.message.file_access";
     /// Internal: the groups service brings a group conversation in step.
     pub const CONVERSATION_APPLY: &str = "im.v1.conversation.apply";
     pub const GROUP_CREATE: &str = "im.v1.group.create";

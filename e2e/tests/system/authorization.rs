@@ -268,6 +268,7 @@ fn body_of(request: &str) -> Option<Option<&'static str>> {
         | "PATCH /v1/files/uploads/{upload}"
         | "DELETE /v1/files/uploads/{upload}"
         | "GET /v1/files/{file}"
+        | "GET /v1/files/{image}/thumbnails/{variant}"
         | "GET /v1/ws"
         | "GET /healthz"
         | "GET /readyz"
@@ -423,9 +424,17 @@ impl World {
         let file_secret = format!("matrix-file-{n}");
         let file = tus_file(api, &owner, file_secret.as_bytes()).await?;
         let upload = tus_upload(api, &owner, 10).await?;
+        let image = e2e::files::Files {
+            http: reqwest::Client::new(),
+            base: api.base().to_owned(),
+        }
+        .upload(&owner, "matrix.png", "image", e2e::files::png(3000))
+        .await?;
         let vars = BTreeMap::from([
             ("asset", asset),
             ("file", file),
+            ("image", image),
+            ("variant", "small".to_owned()),
             ("upload", upload),
             ("user", owner.user_id.clone()),
             ("username", owner.username.clone()),

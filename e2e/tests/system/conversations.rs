@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use e2e::files::{Files, mp4, pdf, png, wav};
 use e2e::{Api, Client, Format, Mode, Settings, System, User};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -16,14 +17,14 @@ fn body(kind: Kind) -> MessageBody {
     MessageBody { kind: Some(kind) }
 }
 
-fn image() -> Image {
+fn image(file_id: &str) -> Image {
     Image {
-        file_id: "img-1".into(),
+        file_id: file_id.into(),
         width: 1280,
         height: 720,
         size_bytes: 204_800,
         mime_type: "image/jpeg".into(),
-        thumbnail_file_id: "img-1-thumb".into(),
+        thumbnail_file_id: String::new(),
     }
 }
 
@@ -64,37 +65,98 @@ async fn media_bodies_and_replies_arrive_as_sent() -> anyhow::Result<()> {
     let mut a = Client::connect_live(&system.ws_url(), &alice, Format::Binary).await?;
     let mut b = Client::connect_live(&system.ws_url(), &bob, Format::Json).await?;
 
-    let bodies = [
-        body(Kind::Image(image())),
-        body(Kind::Voice(Voice {
-            file_id: "voice-1".into(),
-            duration_ms: 4200,
-            size_bytes: 30_000,
-            mime_type: "audio/ogg".into(),
-            transcript: "晚上一起吃饭吗".into(),
-        })),
-        body(Kind::Video(Video {
-            file_id: "video-1".into(),
-            duration_ms: 15_000,
-            width: 1920,
-            height: 1080,
-            size_bytes: 5_000_000,
-            mime_type: "video/mp4".into(),
-            thumbnail_file_id: String::new(),
-        })),
-        body(Kind::File(File {
-            file_id: "file-1".into(),
-            name: "季度报告 Q3.pdf".into(),
-            size_bytes: 1_000_000,
-            mime_type: "application/pdf".into(),
-        })),
-        body(Kind::Location(Location {
-            latitude: 31.2304,
-            longitude: 121.4737,
-            title: "外滩".into(),
-            address: "上海市黄浦区中山东一路".into(),
-        })),
+    // Real uploads; the bodies' sizes and types are the client's guesses,
+    // which the server replaces with what the files service found.
+    let files = Files::new(&system);
+    let image_bytes = png(2048);
+    let picture = files
+        .upload(&alice, "p.png", "image", image_bytes.clone())
+        .await?;
+    let thumb = files.upload(&alice, "t.png", "image", png(300)).await?;
+    let recording = wav(1500);
+    let speech = files
+        .upload(&alice, "v.wav", "voice", recording.clone())
+        .await?;
+    let clip = files.upload(&alice, "c.mp4", "video", mp4(4000)).await?;
+    let report = files.upload(&alice, "r.pdf", "file", pdf(1500)).await?;
+    let sent_and_got = [
+        (
+            Kind::Image(Image {
+                thumbnail_file_id: thumb.clone(),
+                ..image(&picture)
+            }),
+            Kind::Image(Image {
+                thumbnail_file_id: thumb.clone(),
+                size_bytes: image_bytes.len() as u64,
+                mime_type: "image/png".into(),
+                // What the files service read, not what the client said.
+                width: 27,
+                height: 27,
+                ..image(&picture)
+            }),
+        ),
+        (
+            Kind::Voice(Voice {
+                file_id: speech.clone(),
+                duration_ms: 4200,
+                size_bytes: 30_000,
+                mime_type: "audio/mpeg".into(),
+                transcript: "晚上一起吃饭吗".into(),
+            }),
+            Kind::Voice(Voice {
+                file_id: speech.clone(),
+                duration_ms: 1500,
+                size_bytes: recording.len() as u64,
+                mime_type: "audio/x-wav".into(),
+                transcript: "晚上一起吃饭吗".into(),
+            }),
+        ),
+        (
+            Kind::Video(Video {
+                file_id: clip.clone(),
+                duration_ms: 15_000,
+                width: 1920,
+                height: 1080,
+                size_bytes: 0,
+                mime_type: String::new(),
+                thumbnail_file_id: String::new(),
+            }),
+            Kind::Video(Video {
+                file_id: clip.clone(),
+                duration_ms: 15_000,
+                width: 1920,
+                height: 1080,
+                size_bytes: 4000,
+                mime_type: "video/mp4".into(),
+                thumbnail_file_id: String::new(),
+            }),
+        ),
+        (
+            Kind::File(File {
+                file_id: report.clone(),
+                name: "季度报告 Q3.pdf".into(),
+                size_bytes: 1_000_000,
+                mime_type: "text/html".into(),
+            }),
+            Kind::File(File {
+                file_id: report.clone(),
+                name: "季度报告 Q3.pdf".into(),
+                size_bytes: 1500,
+                mime_type: "application/pdf".into(),
+            }),
+        ),
     ];
+    let place = Kind::Location(Location {
+        latitude: 31.2304,
+        longitude: 121.4737,
+        title: "外滩".into(),
+        address: "上海市黄浦区中山东一路".into(),
+    });
+    let (bodies, expected): (Vec<_>, Vec<_>) = sent_and_got
+        .into_iter()
+        .chain([(place.clone(), place)])
+        .map(|(sent, got)| (body(sent), body(got)))
+        .unzip();
     for (i, sent) in bodies.iter().enumerate() {
         let id = a
             .send_body(&bob, &format!("media-{i}"), sent.clone(), 0)
@@ -102,8 +164,8 @@ async fn media_bodies_and_replies_arrive_as_sent() -> anyhow::Result<()> {
         a.ack_of(id).await?;
     }
     let got = b.messages(bodies.len()).await?;
-    for ((_, message), sent) in got.iter().zip(&bodies) {
-        assert_eq!(message.body.as_ref(), Some(sent));
+    for ((_, message), expected) in got.iter().zip(&expected) {
+        assert_eq!(message.body.as_ref(), Some(expected));
     }
 
     // Bad shapes and sizes are refused with a clear error; nothing is sent.
@@ -111,28 +173,28 @@ async fn media_bodies_and_replies_arrive_as_sent() -> anyhow::Result<()> {
         (
             Image {
                 mime_type: "text/plain".into(),
-                ..image()
+                ..image(&picture)
             },
             "bad_request",
         ),
         (
             Image {
                 file_id: String::new(),
-                ..image()
+                ..image(&picture)
             },
             "bad_request",
         ),
         (
             Image {
                 width: 0,
-                ..image()
+                ..image(&picture)
             },
             "bad_request",
         ),
         (
             Image {
                 size_bytes: 200 * 1024 * 1024,
-                ..image()
+                ..image(&picture)
             },
             "too_large",
         ),

@@ -3,116 +3,9 @@
 //! touch them, against a real system (nats-server and its object store).
 
 use bytes::Bytes;
+use e2e::files::{Files, file_path, png};
 use e2e::{Mode, Service, System, User};
 use reqwest::StatusCode;
-
-const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
-
-/// Bytes that sniff as a PNG image, `len` long (more than one chunk of the
-/// edge's 512 KiB when large).
-fn png(len: usize) -> Vec<u8> {
-    let mut bytes = PNG_MAGIC.to_vec();
-    bytes.extend((0..len - PNG_MAGIC.len()).map(|i| (i % 253) as u8));
-    bytes
-}
-
-fn b64(text: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(text)
-}
-
-struct Files {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Files {
-    fn new(system: &System) -> Self {
-        Self {
-            http: reqwest::Client::new(),
-            base: system.api().base().to_owned(),
-        }
-    }
-
-    fn tus(&self, method: reqwest::Method, path: &str, user: &User) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&user.token)
-            .header("tus-resumable", "1.0.0")
-    }
-
-    /// Creates an upload; its path.
-    async fn create(
-        &self,
-        user: &User,
-        name: &str,
-        kind: &str,
-        length: usize,
-    ) -> anyhow::Result<String> {
-        let response = self
-            .tus(reqwest::Method::POST, "/v1/files/uploads", user)
-            .header("upload-length", length.to_string())
-            .header(
-                "upload-metadata",
-                format!("filename {},kind {}", b64(name), b64(kind)),
-            )
-            .send()
-            .await?;
-        anyhow::ensure!(
-            response.status() == StatusCode::CREATED,
-            "create: {}",
-            response.status()
-        );
-        let location = response.headers()["location"].to_str()?.to_owned();
-        anyhow::ensure!(response.headers().contains_key("upload-expires"));
-        Ok(location)
-    }
-
-    async fn offset(&self, user: &User, upload: &str) -> anyhow::Result<u64> {
-        let response = self.tus(reqwest::Method::HEAD, upload, user).send().await?;
-        anyhow::ensure!(
-            response.status() == StatusCode::OK,
-            "head: {}",
-            response.status()
-        );
-        Ok(response.headers()["upload-offset"].to_str()?.parse()?)
-    }
-
-    async fn patch(
-        &self,
-        user: &User,
-        upload: &str,
-        offset: u64,
-        body: reqwest::Body,
-    ) -> reqwest::Result<reqwest::Response> {
-        self.tus(reqwest::Method::PATCH, upload, user)
-            .header("upload-offset", offset.to_string())
-            .header("content-type", "application/offset+octet-stream")
-            .body(body)
-            .send()
-            .await
-    }
-
-    async fn get(
-        &self,
-        user: Option<&User>,
-        path: &str,
-        headers: &[(&str, &str)],
-    ) -> anyhow::Result<reqwest::Response> {
-        let mut request = self.http.get(format!("{}{path}", self.base));
-        if let Some(user) = user {
-            request = request.bearer_auth(&user.token);
-        }
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        Ok(request.send().await?)
-    }
-}
-
-fn file_path(upload: &str) -> String {
-    upload.replace("/v1/files/uploads/", "/v1/files/")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_goes_up_with_tus_and_comes_down_whole_in_ranges_and_only_to_its_owner()
@@ -357,5 +250,238 @@ async fn uploads_survive_files_instances_coming_and_going() -> anyhow::Result<()
     let whole = files.get(Some(&alice), &file_path(&upload), &[]).await?;
     assert_eq!(whole.status(), StatusCode::OK);
     assert_eq!(whole.bytes().await?.as_ref(), other.as_slice());
+    Ok(())
+}
+
+/// Sends an image message over HTTP; the status and the answer.
+async fn send_image(
+    system: &System,
+    from: &User,
+    to: (&str, &str),
+    client_msg_id: &str,
+    file_id: &str,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let (field, target) = to;
+    let (status, body) = system
+        .api()
+        .send_method(
+            reqwest::Method::POST,
+            "/v1/messages",
+            Some(&from.token),
+            Some(serde_json::json!({
+                field: target,
+                "clientMsgId": client_msg_id,
+                "body": { "image": { "fileId": file_id, "width": 8, "height": 8 } },
+            })),
+        )
+        .await?;
+    Ok((status.as_u16(), body))
+}
+
+/// The status of `user`'s download of `file_id`.
+async fn fetch(files: &Files, user: &User, file_id: &str) -> anyhow::Result<u16> {
+    let response = files
+        .get(Some(user), &format!("/v1/files/{file_id}"), &[])
+        .await?;
+    Ok(response.status().as_u16())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_are_read_through_the_messages_that_carry_them() -> anyhow::Result<()> {
+    let (system, [alice, bob, carol]) =
+        System::with_users(Mode::InProcess, ["alice", "bob", "carol"]).await?;
+    let api = system.api();
+    // A friend of alice's, in none of the conversations below.
+    let stranger = api.user("mallory").await?;
+    api.befriend(&alice, &stranger).await?;
+    let files = Files::new(&system);
+    let direct = shared::ids::direct_conversation(&alice.user_id, &bob.user_id);
+
+    // Before any message, only the uploader reads it.
+    let photo = files.upload(&alice, "p.png", "image", png(400_000)).await?;
+    assert_eq!(fetch(&files, &alice, &photo).await?, 200);
+    assert_eq!(fetch(&files, &bob, &photo).await?, 404);
+    // Nobody sends a file that is not theirs, nor one that does not exist,
+    // nor a file as the wrong kind.
+    let (status, body) =
+        send_image(&system, &bob, ("toUserId", &alice.user_id), "b-1", &photo).await?;
+    assert_eq!(status, 404, "{body}");
+    let missing = shared::ids::new_id();
+    let (status, _) =
+        send_image(&system, &alice, ("toUserId", &bob.user_id), "a-0", &missing).await?;
+    assert_eq!(status, 404);
+    let report = files
+        .upload(&alice, "r.pdf", "file", e2e::files::pdf(500))
+        .await?;
+    let (status, body) =
+        send_image(&system, &alice, ("toUserId", &bob.user_id), "a-00", &report).await?;
+    assert_eq!(status, 400, "{body}");
+
+    // A message grants its recipients; strangers still see nothing.
+    let (status, sent) =
+        send_image(&system, &alice, ("toUserId", &bob.user_id), "a-1", &photo).await?;
+    assert_eq!(status, 200, "{sent}");
+    assert_eq!(fetch(&files, &bob, &photo).await?, 200);
+    // Its thumbnails too: a JPEG, no larger than its variant.
+    let small = files
+        .get(
+            Some(&bob),
+            &format!("/v1/files/{photo}/thumbnails/small"),
+            &[],
+        )
+        .await?;
+    assert_eq!(small.status(), StatusCode::OK);
+    assert_eq!(small.headers()["content-type"], "image/jpeg");
+    let thumbnail = image::load_from_memory(&small.bytes().await?)?;
+    assert!(thumbnail.width() <= 320 && thumbnail.height() <= 320);
+    let none = files
+        .get(
+            Some(&bob),
+            &format!("/v1/files/{photo}/thumbnails/huge"),
+            &[],
+        )
+        .await?;
+    assert_eq!(none.status(), StatusCode::NOT_FOUND);
+    assert_eq!(fetch(&files, &carol, &photo).await?, 404);
+    let hidden = files
+        .get(
+            Some(&carol),
+            &format!("/v1/files/{photo}/thumbnails/small"),
+            &[],
+        )
+        .await?;
+    assert_eq!(hidden.status(), StatusCode::NOT_FOUND);
+    assert_eq!(fetch(&files, &stranger, &photo).await?, 404);
+    // Who can read it may forward it, and then the new recipients read it.
+    let (status, body) =
+        send_image(&system, &bob, ("toUserId", &carol.user_id), "b-2", &photo).await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(fetch(&files, &carol, &photo).await?, 200);
+    let (status, _) = send_image(
+        &system,
+        &stranger,
+        ("toUserId", &alice.user_id),
+        "m-1",
+        &photo,
+    )
+    .await?;
+    assert_eq!(status, 404);
+
+    // A recall stops granting: bob's copy to carol still grants both.
+    let seq = sent["seq"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| sent["seq"].to_string());
+    let (status, body) = api
+        .send_method(
+            reqwest::Method::POST,
+            &format!("/v1/conversations/{direct}/messages/{seq}/recall"),
+            Some(&alice.token),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(fetch(&files, &carol, &photo).await?, 200);
+    let secret = files.upload(&alice, "s.png", "image", png(700)).await?;
+    let (status, sent) =
+        send_image(&system, &alice, ("toUserId", &bob.user_id), "a-2", &secret).await?;
+    assert_eq!(status, 200, "{sent}");
+    assert_eq!(fetch(&files, &bob, &secret).await?, 200);
+    let seq = sent["seq"].as_str().map(str::to_owned).unwrap_or_default();
+    let (status, _) = api
+        .send_method(
+            reqwest::Method::POST,
+            &format!("/v1/conversations/{direct}/messages/{seq}/recall"),
+            Some(&alice.token),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 200);
+    assert_eq!(fetch(&files, &bob, &secret).await?, 404);
+    assert_eq!(
+        fetch(&files, &alice, &secret).await?,
+        200,
+        "the uploader keeps it"
+    );
+
+    // Deleted for me: gone for bob, not for the sender.
+    let note = files.upload(&alice, "n.png", "image", png(600)).await?;
+    let (_, sent) = send_image(&system, &alice, ("toUserId", &bob.user_id), "a-3", &note).await?;
+    let seq: u64 = sent["seq"].as_str().unwrap_or_default().parse()?;
+    let (status, _) = api
+        .send_method(
+            reqwest::Method::POST,
+            &format!("/v1/conversations/{direct}/messages/delete"),
+            Some(&bob.token),
+            Some(serde_json::json!({ "seqs": [seq] })),
+        )
+        .await?;
+    assert_eq!(status, 200);
+    assert_eq!(fetch(&files, &bob, &note).await?, 404);
+
+    // Groups: the read window. Carol joins late, bob is removed.
+    let group = api.create_group(&alice, "team", &[&bob]).await?;
+    let group_id = group["id"].as_str().unwrap_or_default().to_owned();
+    let conversation = group["conversationId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let early = files.upload(&alice, "e.png", "image", png(500)).await?;
+    let (status, body) = send_image(
+        &system,
+        &alice,
+        ("conversationId", &conversation),
+        "g-1",
+        &early,
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
+    let members = format!("/v1/groups/{group_id}/members");
+    let (status, body) = api
+        .send_method(
+            reqwest::Method::POST,
+            &members,
+            Some(&alice.token),
+            Some(serde_json::json!({ "userIds": [carol.user_id] })),
+        )
+        .await?;
+    assert_eq!(status.as_u16(), 200, "{body}");
+    assert_eq!(fetch(&files, &bob, &early).await?, 200);
+    assert_eq!(
+        fetch(&files, &carol, &early).await?,
+        404,
+        "sent before carol joined"
+    );
+    let (status, _) = api
+        .send_method(
+            reqwest::Method::DELETE,
+            &format!("{members}/{}", bob.user_id),
+            Some(&alice.token),
+            None,
+        )
+        .await?;
+    assert_eq!(status.as_u16(), 200);
+    let late = files.upload(&alice, "l.png", "image", png(400)).await?;
+    let (status, _) = send_image(
+        &system,
+        &alice,
+        ("conversationId", &conversation),
+        "g-2",
+        &late,
+    )
+    .await?;
+    assert_eq!(status, 200);
+    assert_eq!(fetch(&files, &carol, &late).await?, 200);
+    assert_eq!(
+        fetch(&files, &bob, &late).await?,
+        404,
+        "sent after bob was removed"
+    );
+    assert_eq!(
+        fetch(&files, &bob, &early).await?,
+        200,
+        "history before removal stays"
+    );
+    system.stop().await;
     Ok(())
 }

@@ -196,6 +196,11 @@ fn routes() -> Vec<Route> {
             delete(files::terminate),
         ),
         (M::GET, "/v1/files/{file_id}", get(files::download)),
+        (
+            M::GET,
+            "/v1/files/{file_id}/thumbnails/{variant}",
+            get(files::thumbnail),
+        ),
         (M::GET, "/v1/presence", get(presence)),
         (M::GET, "/v1/ws", get(websocket)),
         (M::GET, "/healthz", get(|| async { "ok" })),

@@ -7,7 +7,9 @@
 //! - [`config`]: what an operator sets;
 //! - [`backend`]: the store its bytes go to, and [`nats_store`], the NATS
 //!   object store as an `ObjectStore`;
-//! - [`store`]: the SQL (uploads, parts, contents, files);
+//! - [`media`]: what is read from images and recordings (size, thumbnails,
+//!   metadata removed, duration);
+//! - [`store`]: the SQL (uploads, parts, contents, files, thumbnails);
 //! - [`service`]: the NATS micro endpoints and the sweep of expired uploads.
 //!
 //! Invariants: a content is stored once (the parts of the first upload of
@@ -17,6 +19,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod media;
 pub mod nats_store;
 pub mod service;
 pub mod store;

@@ -24,7 +24,8 @@ use sha2::{Digest, Sha256};
 use shared::db::{self, AnyPool};
 use shared::endpoint::Server;
 use shared::endpoint::endpoints::{
-    FileInfo, FileRead, FileUploadCreate, FileUploadDelete, FileUploadStatus, FileUploadWrite,
+    FileDescribe, FileInfo, FileRead, FileUploadCreate, FileUploadDelete, FileUploadStatus,
+    FileUploadWrite, MessageFileAccess,
 };
 use shared::ids::now_ms;
 use shared::proto::file as pb;
@@ -35,7 +36,7 @@ use shared::{Nats, RpcError};
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{self, FileRow, UploadRow};
-use crate::{Config, backend};
+use crate::{Config, backend, media};
 
 /// The most bytes one write or read carries.
 pub const MAX_CHUNK: usize = 512 * 1024;
@@ -46,6 +47,10 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// Running digests kept at most (each about 8 KiB); uploads past it are
 /// read back when they complete.
 const MAX_RUNNING_DIGESTS: usize = 4096;
+/// How many media are decoded at once.
+const MEDIA_AT_ONCE: usize = 2;
+/// The most files one describe asks about.
+const MAX_DESCRIBE: usize = 16;
 /// The longest file name, in characters.
 const MAX_NAME_CHARS: usize = 255;
 
@@ -56,6 +61,10 @@ struct State {
     /// One write at a time per upload in this instance (the conditional
     /// update of its offset orders writers across instances).
     uploads: KeyLocks,
+    /// Asks the messages service who may read a file through a message.
+    caller: shared::rpc::Caller,
+    /// Media decoded at once (each may take a few hundred MB).
+    media: tokio::sync::Semaphore,
     /// The digests of the uploads this instance has seen every write of.
     digests: std::sync::Mutex<HashMap<String, Running>>,
 }
@@ -102,6 +111,8 @@ pub async fn run(
         pool,
         bytes,
         uploads: KeyLocks::default(),
+        caller: nats.caller(),
+        media: tokio::sync::Semaphore::new(MEDIA_AT_ONCE),
         digests: Default::default(),
     });
     let server = Server::start(
@@ -118,6 +129,7 @@ pub async fn run(
     .serve::<FileUploadDelete, _, _>(16, State::delete_upload)
     .serve::<FileInfo, _, _>(64, State::info)
     .serve::<FileRead, _, _>(64, State::read)
+    .serve::<FileDescribe, _, _>(64, State::describe)
     .listen()
     .await?;
     tracing::info!("files service ready");
@@ -314,7 +326,9 @@ impl State {
     }
 
     /// Turns a complete upload into its file: its parts become the content,
-    /// or are deleted when the same bytes are stored already.
+    /// or are deleted when the same bytes are stored already. Media are
+    /// read first (an image's size, thumbnails and bytes without metadata,
+    /// a recording's duration); media that cannot be read are refused.
     async fn compose(&self, upload: &UploadRow) -> Result<FileRow, RpcError> {
         let id = &upload.file_id;
         let running = shared::sync::lock(&self.digests).remove(id);
@@ -323,9 +337,9 @@ impl State {
             // Written through other instances too: read it back.
             _ => self.digest_parts(id, upload.length).await?,
         };
-        let media_type = sniff(&head);
+        let media_type = media_type_of(&upload.kind, sniff(&head));
         check_kind(&upload.kind, &media_type)?;
-        let file = FileRow {
+        let mut file = FileRow {
             file_id: id.clone(),
             owner_id: upload.owner_id.clone(),
             name: upload.name.clone(),
@@ -335,16 +349,106 @@ impl State {
             media_type,
             size: upload.length,
             parts_of: id.clone(),
+            width: 0,
+            height: 0,
+            duration_ms: 0,
+            uploaded: upload.length,
         };
-        match store::complete_upload(&self.pool, &file).await? {
-            store::Completed::Kept => {}
+        let mut cleaned = None;
+        let mut thumbnails = Vec::new();
+        match upload.kind.as_str() {
+            "image" | "avatar" => {
+                let bytes = self.content(id, upload.length).await?;
+                let picture = self.blocking(move || media::picture(&bytes)).await?;
+                file.width = i64::from(picture.width);
+                file.height = i64::from(picture.height);
+                if let Some(bytes) = picture.cleaned {
+                    // Others download it without its metadata: these bytes
+                    // are the content (and name it), one part of their own.
+                    file.sha256 = hex(&Sha256::digest(&bytes));
+                    file.size = bytes.len() as i64;
+                    let key = Path::from(format!("parts/{id}/clean-{}", uuid::Uuid::now_v7()));
+                    self.bytes
+                        .put(&key, PutPayload::from(bytes))
+                        .await
+                        .map_err(store_error)?;
+                    cleaned = Some(key.to_string());
+                }
+                for t in picture.thumbnails {
+                    let key = thumbnail_key(&file.sha256, t.variant.name);
+                    let size = t.jpeg.len() as i64;
+                    self.bytes
+                        .put(&Path::from(key.as_str()), PutPayload::from(t.jpeg))
+                        .await
+                        .map_err(store_error)?;
+                    thumbnails.push(store::ThumbnailRow {
+                        variant: t.variant.name.to_owned(),
+                        object_key: key,
+                        size,
+                        width: i64::from(t.width),
+                        height: i64::from(t.height),
+                    });
+                }
+            }
+            "voice" => {
+                let bytes = self.content(id, upload.length).await?;
+                let ms = self.blocking(move || media::duration_ms(bytes)).await?;
+                file.duration_ms = i64::try_from(ms).unwrap_or(i64::MAX);
+            }
+            _ => {}
+        }
+        match store::complete_upload(&self.pool, &file, cleaned.as_deref(), &thumbnails).await? {
+            store::Completed::Kept(obsolete) => self.delete_objects(obsolete).await,
             // The same bytes are stored: this copy goes.
-            store::Completed::Duplicate(keys) => self.delete_objects(keys).await,
-            store::Completed::Gone => return Err(no_upload()),
+            store::Completed::Duplicate(mut keys) => {
+                keys.extend(cleaned);
+                self.delete_objects(keys).await;
+            }
+            store::Completed::Gone => {
+                if let Some(key) = cleaned {
+                    self.delete_objects(vec![key]).await;
+                }
+                return Err(no_upload());
+            }
         }
         store::file(&self.pool, id)
             .await?
             .ok_or_else(RpcError::internal)
+    }
+
+    /// The whole content of a complete upload, in memory (media only: the
+    /// kinds' limits bound it).
+    async fn content(&self, id: &str, length: i64) -> Result<Bytes, RpcError> {
+        let mut bytes = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
+        for part in store::parts(&self.pool, id, 0, length).await? {
+            let data = self
+                .bytes
+                .get(&Path::from(part.object_key))
+                .await
+                .map_err(store_error)?
+                .bytes()
+                .await
+                .map_err(store_error)?;
+            bytes.extend_from_slice(&data);
+        }
+        Ok(Bytes::from(bytes))
+    }
+
+    /// Runs media work on a blocking thread, a few at a time; media that
+    /// cannot be read are a bad request.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, media::MediaError> + Send + 'static,
+    ) -> Result<T, RpcError> {
+        let _permit = self
+            .media
+            .acquire()
+            .await
+            .map_err(|e| shared::rpc::internal("media work", e))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| shared::rpc::internal("media work", e))?
+            .map_err(|e| RpcError::bad_request(e.to_string()))
     }
 
     /// The digest and first bytes of an upload's parts, read back.
@@ -403,11 +507,51 @@ impl State {
     }
 
     /// A file the caller may read: its owner's, or any avatar.
+    /// Anyone else's through a message they can read, which the messages
+    /// service (the owner of conversations) decides on each call: a
+    /// removal or a recall applies to the next read.
     async fn readable(&self, me: &Identity, id: &str) -> Result<FileRow, RpcError> {
-        match store::file(&self.pool, id).await? {
-            Some(file) if file.owner_id == me.user_id.as_str() || file.kind == "avatar" => Ok(file),
-            _ => Err(RpcError::not_found("no such file")),
+        let Some(file) = store::file(&self.pool, id).await? else {
+            return Err(no_file());
+        };
+        if file.owner_id == me.user_id.as_str() || file.kind == "avatar" {
+            return Ok(file);
         }
+        let access = self
+            .caller
+            .call_to::<MessageFileAccess>(&shared::proto::message::FileAccessRequest {
+                user_id: me.user_id.to_string(),
+                file_id: file.file_id.clone(),
+            })
+            .await?;
+        if access.readable {
+            Ok(file)
+        } else {
+            Err(no_file())
+        }
+    }
+
+    /// What the given files are (for a service: the messages service
+    /// checks the files a send references). Ids of no file are left out.
+    async fn describe(
+        self: Arc<Self>,
+        _: (),
+        input: pb::DescribeRequest,
+    ) -> Result<pb::DescribeReply, RpcError> {
+        if input.file_ids.len() > MAX_DESCRIBE {
+            return Err(RpcError::bad_request(format!(
+                "at most {MAX_DESCRIBE} files at a time"
+            )));
+        }
+        let mut files = Vec::new();
+        for id in &input.file_ids {
+            if let Ok(id) = file_id(id)
+                && let Some(file) = store::file(&self.pool, id).await?
+            {
+                files.push(self.described(&file).await?);
+            }
+        }
+        Ok(pb::DescribeReply { files })
     }
 
     async fn info(
@@ -416,7 +560,8 @@ impl State {
         input: pb::FileRef,
     ) -> Result<pb::FileInfo, RpcError> {
         let id = file_id(&input.file_id)?;
-        Ok(file_info(&self.readable(&me, id).await?))
+        let file = self.readable(&me, id).await?;
+        self.described(&file).await
     }
 
     async fn read(
@@ -432,6 +577,11 @@ impl State {
             )));
         }
         let file = self.readable(&me, id).await?;
+        if !input.variant.is_empty() {
+            return self
+                .read_thumbnail(&file, &input.variant, input.offset, length)
+                .await;
+        }
         let size = file.size as u64;
         let start = input.offset.min(size);
         let end = start.saturating_add(length as u64).min(size);
@@ -457,6 +607,64 @@ impl State {
             offset: start,
             data,
         })
+    }
+
+    /// Bytes of a thumbnail; the reply describes the thumbnail.
+    async fn read_thumbnail(
+        &self,
+        file: &FileRow,
+        variant: &str,
+        offset: u64,
+        length: usize,
+    ) -> Result<pb::ReadReply, RpcError> {
+        let thumbnail = store::thumbnails(&self.pool, &file.sha256)
+            .await?
+            .into_iter()
+            .find(|t| t.variant == variant)
+            .ok_or_else(|| RpcError::not_found("no such thumbnail"))?;
+        let size = thumbnail.size as u64;
+        let start = offset.min(size);
+        let end = start.saturating_add(length as u64).min(size);
+        let data = if start == end {
+            Vec::new()
+        } else {
+            self.bytes
+                .get_range(&Path::from(thumbnail.object_key.as_str()), start..end)
+                .await
+                .map_err(store_error)?
+                .to_vec()
+        };
+        let stem = file
+            .name
+            .rsplit_once('.')
+            .map_or(file.name.as_str(), |(stem, _)| stem);
+        Ok(pb::ReadReply {
+            file: Some(pb::FileInfo {
+                name: format!("{stem}-{variant}.jpg"),
+                media_type: "image/jpeg".into(),
+                size,
+                sha256: format!("{}-{variant}", file.sha256),
+                width: u32::try_from(thumbnail.width).unwrap_or(0),
+                height: u32::try_from(thumbnail.height).unwrap_or(0),
+                duration_ms: 0,
+                ..file_info(file)
+            }),
+            offset: start,
+            data,
+        })
+    }
+
+    /// What a file is, with its thumbnails.
+    async fn described(&self, file: &FileRow) -> Result<pb::FileInfo, RpcError> {
+        let mut info = file_info(file);
+        if matches!(file.kind.as_str(), "image" | "avatar") {
+            info.thumbnails = store::thumbnails(&self.pool, &file.sha256)
+                .await?
+                .iter()
+                .map(thumbnail_info)
+                .collect();
+        }
+        Ok(info)
     }
 
     /// Deletes uploads past their expiry, with their parts.
@@ -530,11 +738,21 @@ fn sniff(head: &[u8]) -> String {
         .unwrap_or_else(|| "application/octet-stream".to_owned())
 }
 
+/// The sniffed type as a file of `kind` is served: a browser's voice
+/// recording is WebM with only audio, which sniffs as video.
+fn media_type_of(kind: &str, sniffed: String) -> String {
+    if kind == "voice" && sniffed == "video/webm" {
+        "audio/webm".to_owned()
+    } else {
+        sniffed
+    }
+}
+
 /// Refuses bytes whose type is not the upload's kind.
 fn check_kind(kind: &str, media_type: &str) -> Result<(), RpcError> {
     let fits = match kind {
         "image" | "avatar" => media_type.starts_with("image/"),
-        "voice" => media_type.starts_with("audio/") || media_type == "video/webm",
+        "voice" => media_type.starts_with("audio/"),
         "video" => media_type.starts_with("video/"),
         _ => true,
     };
@@ -564,17 +782,23 @@ fn upload_reply(row: &UploadRow, file: Option<pb::FileInfo>) -> pb::Upload {
 }
 
 fn done_reply(file: &FileRow) -> pb::Upload {
+    let length = if file.uploaded > 0 {
+        file.uploaded
+    } else {
+        file.size
+    } as u64;
     pb::Upload {
         file_id: file.file_id.clone(),
         name: file.name.clone(),
         kind: file.kind.clone(),
-        length: file.size as u64,
-        offset: file.size as u64,
+        length,
+        offset: length,
         expires_ms: 0,
         file: Some(file_info(file)),
     }
 }
 
+/// What a file is, without its thumbnails (see [`State::described`]).
 fn file_info(file: &FileRow) -> pb::FileInfo {
     pb::FileInfo {
         file_id: file.file_id.clone(),
@@ -585,7 +809,29 @@ fn file_info(file: &FileRow) -> pb::FileInfo {
         size: file.size as u64,
         sha256: file.sha256.clone(),
         created_at_ms: file.created_at_ms,
+        width: u32::try_from(file.width).unwrap_or(0),
+        height: u32::try_from(file.height).unwrap_or(0),
+        duration_ms: u32::try_from(file.duration_ms).unwrap_or(0),
+        thumbnails: Vec::new(),
     }
+}
+
+fn thumbnail_info(t: &store::ThumbnailRow) -> pb::Thumbnail {
+    pb::Thumbnail {
+        variant: t.variant.clone(),
+        width: u32::try_from(t.width).unwrap_or(0),
+        height: u32::try_from(t.height).unwrap_or(0),
+        size: t.size as u64,
+    }
+}
+
+/// Where a content's thumbnail is stored (one per content and variant).
+fn thumbnail_key(sha256: &str, variant: &str) -> String {
+    format!("thumbs/{sha256}/{variant}")
+}
+
+fn no_file() -> RpcError {
+    RpcError::not_found("no such file")
 }
 
 fn no_upload() -> RpcError {

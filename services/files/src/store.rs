@@ -33,6 +33,24 @@ pub struct FileRow {
     pub size: i64,
     /// The upload whose parts hold the content's bytes.
     pub parts_of: String,
+    /// An image's upright size (0 otherwise).
+    pub width: i64,
+    pub height: i64,
+    /// A voice recording's length (0 otherwise).
+    pub duration_ms: i64,
+    /// The length of the upload that made it (the content may be shorter:
+    /// an image without its metadata); 0 on files from before.
+    pub uploaded: i64,
+}
+
+/// A thumbnail of a content.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct ThumbnailRow {
+    pub variant: String,
+    pub object_key: String,
+    pub size: i64,
+    pub width: i64,
+    pub height: i64,
 }
 
 /// One stored part of an upload: bytes `start..start + size`, in the
@@ -176,8 +194,9 @@ pub async fn expired_uploads(
 
 /// What [`complete_upload`] did.
 pub enum Completed {
-    /// The parts are the new content's.
-    Kept,
+    /// The parts are the new content's; the object keys of parts replaced
+    /// by cleaned bytes, to delete.
+    Kept(Vec<String>),
     /// The content was stored already: the parts' object keys, to delete.
     Duplicate(Vec<String>),
     /// The upload was no longer there (terminated or expired meanwhile).
@@ -186,8 +205,15 @@ pub enum Completed {
 
 /// The upload becomes its file, in one transaction: its parts become the
 /// content when the content is new (`file.parts_of` is the upload), and are
-/// forgotten when the content was stored already.
-pub async fn complete_upload(pool: &AnyPool, file: &FileRow) -> Result<Completed, sqlx::Error> {
+/// forgotten when the content was stored already. `cleaned`: the object
+/// holding the content instead of the parts (an image without its
+/// metadata), as one part. `thumbnails`: the content's, stored already.
+pub async fn complete_upload(
+    pool: &AnyPool,
+    file: &FileRow,
+    cleaned: Option<&str>,
+    thumbnails: &[ThumbnailRow],
+) -> Result<Completed, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let removed = sqlx::query("DELETE FROM uploads WHERE file_id = $1")
         .bind(&file.file_id)
@@ -197,24 +223,53 @@ pub async fn complete_upload(pool: &AnyPool, file: &FileRow) -> Result<Completed
         return Ok(Completed::Gone);
     }
     let added = sqlx::query(
-        "INSERT INTO blobs (sha256, size, media_type, parts_of, created_at_ms)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (sha256) DO NOTHING",
+        "INSERT INTO blobs (sha256, size, media_type, parts_of, created_at_ms, width, height, duration_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (sha256) DO NOTHING",
     )
     .bind(&file.sha256)
     .bind(file.size)
     .bind(&file.media_type)
     .bind(&file.file_id)
     .bind(file.created_at_ms)
+    .bind(file.width)
+    .bind(file.height)
+    .bind(file.duration_ms)
     .execute(&mut *tx)
     .await?;
     let completed = if added.rows_affected() == 1 {
-        Completed::Kept
+        let mut obsolete = Vec::new();
+        if let Some(key) = cleaned {
+            obsolete = take_parts(&mut tx, &file.file_id).await?;
+            sqlx::query(
+                "INSERT INTO parts (upload_id, start, size, object_key) VALUES ($1, 0, $2, $3)",
+            )
+            .bind(&file.file_id)
+            .bind(file.size)
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for t in thumbnails {
+            sqlx::query(
+                "INSERT INTO thumbnails (sha256, variant, object_key, size, width, height)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (sha256, variant) DO NOTHING",
+            )
+            .bind(&file.sha256)
+            .bind(&t.variant)
+            .bind(&t.object_key)
+            .bind(t.size)
+            .bind(t.width)
+            .bind(t.height)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Completed::Kept(obsolete)
     } else {
         Completed::Duplicate(take_parts(&mut tx, &file.file_id).await?)
     };
     sqlx::query(
-        "INSERT INTO files (file_id, owner_id, name, kind, sha256, created_at_ms)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO files (file_id, owner_id, name, kind, sha256, created_at_ms, uploaded)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&file.file_id)
     .bind(&file.owner_id)
@@ -222,6 +277,7 @@ pub async fn complete_upload(pool: &AnyPool, file: &FileRow) -> Result<Completed
     .bind(&file.kind)
     .bind(&file.sha256)
     .bind(file.created_at_ms)
+    .bind(file.uploaded)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -231,9 +287,21 @@ pub async fn complete_upload(pool: &AnyPool, file: &FileRow) -> Result<Completed
 pub async fn file(pool: &AnyPool, file_id: &str) -> Result<Option<FileRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT f.file_id, f.owner_id, f.name, f.kind, f.sha256, f.created_at_ms, b.media_type, b.size,
-         b.parts_of FROM files f JOIN blobs b ON b.sha256 = f.sha256 WHERE f.file_id = $1",
+         b.parts_of, b.width, b.height, b.duration_ms, f.uploaded
+         FROM files f JOIN blobs b ON b.sha256 = f.sha256 WHERE f.file_id = $1",
     )
     .bind(file_id)
     .fetch_optional(pool)
+    .await
+}
+
+/// A content's thumbnails.
+pub async fn thumbnails(pool: &AnyPool, sha256: &str) -> Result<Vec<ThumbnailRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT variant, object_key, size, width, height FROM thumbnails
+         WHERE sha256 = $1 ORDER BY width",
+    )
+    .bind(sha256)
+    .fetch_all(pool)
     .await
 }

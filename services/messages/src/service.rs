@@ -4,7 +4,8 @@
 //!
 //! One idea per file below: [`send`], [`batch`] (an edge's batch of sends),
 //! [`apply`] (group changes),
-//! [`fanout`] (deliver, the pending set, the sweep), [`history`],
+//! [`fanout`] (deliver, the pending set, the sweep), [`files`] (the files
+//! a message references), [`history`],
 //! [`reads`] (read positions and receipts), [`recall`] (recall and delete
 //! for me) and [`conversation`] (the list, flags, typing, large groups).
 
@@ -12,6 +13,7 @@ mod apply;
 mod batch;
 mod conversation;
 mod fanout;
+mod files;
 mod history;
 mod reads;
 mod recall;
@@ -123,6 +125,7 @@ pub async fn run(
     .serve::<MessageRecall, _, _>(32, State::recall)
     .serve::<MessageDelete, _, _>(32, State::delete)
     .serve::<MessageReads, _, _>(32, State::reads)
+    .serve::<MessageFileAccess, _, _>(64, State::file_access)
     .serve::<ConversationList, _, _>(64, State::conversations)
     .serve::<ConversationRead, _, _>(64, State::read)
     .serve::<ConversationSettings, _, _>(32, State::settings)

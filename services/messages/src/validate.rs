@@ -86,10 +86,8 @@ fn mime(kind: &str, value: &str, required: bool) -> Result<(), RpcError> {
     }
 }
 
+/// A size the client gave (0: none; the files service's replaces it).
 fn size(bytes: u64, limits: &Limits) -> Result<(), RpcError> {
-    if bytes == 0 {
-        return Err(bad("size_bytes is missing"));
-    }
     if bytes > limits.max_file_bytes {
         return Err(RpcError::too_large(format!(
             "files may be at most {} bytes",
@@ -99,21 +97,27 @@ fn size(bytes: u64, limits: &Limits) -> Result<(), RpcError> {
     Ok(())
 }
 
+/// A size the client gave (0 by 0: none; the files service's replaces it
+/// where it read one).
 fn dimensions(width: u32, height: u32) -> Result<(), RpcError> {
-    if (1..=PIXELS_MAX).contains(&width) && (1..=PIXELS_MAX).contains(&height) {
+    if (width, height) == (0, 0)
+        || ((1..=PIXELS_MAX).contains(&width) && (1..=PIXELS_MAX).contains(&height))
+    {
         Ok(())
     } else {
         Err(bad(format!(
-            "width and height must be within 1..={PIXELS_MAX}"
+            "width and height must be within 1..={PIXELS_MAX} (or both 0)"
         )))
     }
 }
 
+/// A duration the client gave (0: none; the files service's replaces it
+/// where it read one).
 fn duration(ms: u32, max: u32) -> Result<(), RpcError> {
-    if (1..=max).contains(&ms) {
+    if ms <= max {
         Ok(())
     } else {
-        Err(bad(format!("duration_ms must be within 1..={max}")))
+        Err(bad(format!("duration_ms must be within 0..={max}")))
     }
 }
 
@@ -142,13 +146,13 @@ pub fn body(body: Option<&MessageBody>, limits: &Limits) -> Result<(), RpcError>
             file_id("thumbnail_file_id", &image.thumbnail_file_id, false)?;
             dimensions(image.width, image.height)?;
             size(image.size_bytes, limits)?;
-            mime("image", &image.mime_type, true)
+            mime("image", &image.mime_type, false)
         }
         Some(Kind::Voice(voice)) => {
             file_id("file_id", &voice.file_id, true)?;
             duration(voice.duration_ms, VOICE_MS_MAX)?;
             size(voice.size_bytes, limits)?;
-            mime("audio", &voice.mime_type, true)?;
+            mime("audio", &voice.mime_type, false)?;
             text_field("transcript", &voice.transcript, limits.max_text_chars)
         }
         Some(Kind::Video(video)) => {
@@ -157,7 +161,7 @@ pub fn body(body: Option<&MessageBody>, limits: &Limits) -> Result<(), RpcError>
             duration(video.duration_ms, VIDEO_MS_MAX)?;
             dimensions(video.width, video.height)?;
             size(video.size_bytes, limits)?;
-            mime("video", &video.mime_type, true)
+            mime("video", &video.mime_type, false)
         }
         Some(Kind::File(file)) => {
             file_id("file_id", &file.file_id, true)?;
@@ -341,7 +345,7 @@ mod tests {
         assert!(
             body(
                 Some(&of(Kind::Voice(Voice {
-                    duration_ms: 0,
+                    duration_ms: VOICE_MS_MAX + 1,
                     ..voice
                 }))),
                 &LIMITS

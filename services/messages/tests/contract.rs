@@ -28,6 +28,7 @@ async fn messages_keeps_its_contract() {
         MessageRecall,
         MessageDelete,
         MessageReads,
+        MessageFileAccess,
         ConversationList,
         ConversationRead,
         ConversationSettings,

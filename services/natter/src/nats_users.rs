@@ -132,6 +132,7 @@ pub fn service_permissions(service: Service) -> Permissions {
             strings(&[
                 call::FRIEND_RELATION,
                 call::AUTH_MULTIPLE_DEVICES,
+                call::FILE_DESCRIBE,
                 inboxes,
                 entries,
                 signals,
@@ -193,8 +194,13 @@ pub fn service_permissions(service: Service) -> Permissions {
             strings(&["im.v1.group.>", SRV]),
             true,
         ),
-        // Its bytes: the chunks and descriptions of the NATS object store.
-        Service::Files => (strings(&["$O.>"]), strings(&["im.v1.file.>", SRV]), true),
+        // Its bytes: the chunks and descriptions of the NATS object store;
+        // who may read a file through a message.
+        Service::Files => (
+            strings(&["$O.>", call::MESSAGE_FILE_ACCESS]),
+            strings(&["im.v1.file.>", SRV]),
+            true,
+        ),
     };
     if service != Service::Edge {
         // The services own the streams and buckets they declare.

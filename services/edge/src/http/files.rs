@@ -348,7 +348,29 @@ pub async fn download(
     Path(file_id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let file = match state
+    serve(state, me, file_id, String::new(), headers).await
+}
+
+/// `GET /v1/files/{file_id}/thumbnails/{variant}`: an image's thumbnail (a
+/// JPEG), to whoever may read the image.
+pub async fn thumbnail(
+    State(state): State<Arc<EdgeState>>,
+    Authenticated(me): Authenticated,
+    Path((file_id, variant)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    serve(state, me, file_id, variant, headers).await
+}
+
+/// A file (or its thumbnail `variant`, when not empty), streamed.
+async fn serve(
+    state: Arc<EdgeState>,
+    me: Identity,
+    file_id: String,
+    variant: String,
+    headers: HeaderMap,
+) -> Response {
+    let mut file = match state
         .caller
         .call_as::<FileInfo>(&me, &pb::FileRef { file_id })
         .await
@@ -356,6 +378,19 @@ pub async fn download(
         Ok(file) => file,
         Err(e) => return ApiError(e).into_response(),
     };
+    if !variant.is_empty() {
+        let Some(thumbnail) = file.thumbnails.iter().find(|t| t.variant == variant) else {
+            return ApiError(shared::RpcError::not_found("no such thumbnail")).into_response();
+        };
+        let stem = file
+            .name
+            .rsplit_once('.')
+            .map_or(file.name.as_str(), |(stem, _)| stem);
+        file.name = format!("{stem}-{variant}.jpg");
+        file.size = thumbnail.size;
+        file.sha256 = format!("{}-{variant}", file.sha256);
+        file.media_type = "image/jpeg".into();
+    }
     let etag = format!("\"{}\"", file.sha256);
     if let Some(tags) = headers
         .get(header::IF_NONE_MATCH)
@@ -388,7 +423,7 @@ pub async fn download(
     let body = Body::from_stream(read_stream(
         state.caller.clone(),
         me,
-        file.file_id.clone(),
+        (file.file_id.clone(), variant),
         start,
         end,
     ));
@@ -426,7 +461,7 @@ pub async fn download(
 fn read_stream(
     caller: Caller,
     me: Identity,
-    file_id: String,
+    (file_id, variant): (String, String),
     start: u64,
     end: u64,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
@@ -434,6 +469,7 @@ fn read_stream(
         let caller = caller.clone();
         let me = me.clone();
         let file_id = file_id.clone();
+        let variant = variant.clone();
         async move {
             if offset >= end {
                 return Ok(None);
@@ -446,6 +482,7 @@ fn read_stream(
                         file_id,
                         offset,
                         length,
+                        variant,
                     },
                 )
                 .await

@@ -259,7 +259,7 @@ impl State {
         let me = identity(&item).map_err(|e| (None, e))?;
         let send = item.send.unwrap_or_default();
         let conversation = target(&me, &send).map_err(|e| (None, e))?;
-        let Prepared { new, quote } = match self.prepare(&me, &conversation, &send).await {
+        let Prepared { new, body, quote } = match self.prepare(&me, &conversation, &send).await {
             Ok(prepared) => prepared,
             Err(e) => return Err((Some((me, conversation)), e)),
         };
@@ -267,7 +267,7 @@ impl State {
             new,
             me,
             conversation,
-            body: send.body,
+            body: Some(body),
             quote,
             sole_connection: item.sole_connection,
         })

@@ -55,7 +55,7 @@ impl State {
                     kind: Some(pb::message_body::Kind::Recalled(done.clone())),
                 }))
                 .map_err(|e| internal("encode body", e))?;
-                store::set_body(&self.write, &row.id, &body).await?;
+                store::recall(&self.write, &row.id, &body).await?;
                 row.body = body;
                 done
             }

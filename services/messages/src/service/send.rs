@@ -21,7 +21,7 @@ impl State {
         input: pb::SendRequest,
     ) -> Result<pb::SendAck, RpcError> {
         let conversation = target(&me, &input)?;
-        let Prepared { new, quote } = self.prepare(&me, &conversation, &input).await?;
+        let Prepared { new, body, quote } = self.prepare(&me, &conversation, &input).await?;
 
         let _order = self.order.lock([conversation.as_str()]).await;
         // An earlier message whose fan-out failed goes out first, so this one
@@ -39,7 +39,7 @@ impl State {
         };
         // The fan-out uses the body and quote this send has, not the stored
         // JSON decoded again; behind others, it goes out with them.
-        let message = wire(&row, input.body, quote, self.recall_window_ms());
+        let message = wire(&row, Some(body), quote, self.recall_window_ms());
         self.fan_out_stored(&row, Some(message)).await.map_err(|e| {
             tracing::warn!(error = %e, message_id = %row.id, "fan-out failed; left to retry or sweep");
             RpcError::unavailable("message stored but not yet delivered; retry with the same client_msg_id")
@@ -58,7 +58,9 @@ impl State {
         validate::client_msg_id(&input.client_msg_id)?;
         validate::body(input.body.as_ref(), &self.limits())?;
         let (kind, members) = self.may_send(me, conversation).await?;
-        let body = serde_json::to_string(&input.body).map_err(|e| internal("encode body", e))?;
+        let mut body = input.body.clone().unwrap_or_default();
+        let files = self.attach_files(me, &mut body).await?;
+        let json = serde_json::to_string(&Some(&body)).map_err(|e| internal("encode body", e))?;
         let quote = self.quote(me, conversation, input.reply_to_seq).await?;
         let reply_to = match &quote {
             Some(quote) => serde_json::to_string(quote).map_err(|e| internal("encode quote", e))?,
@@ -73,10 +75,12 @@ impl State {
                 sender_id: me.user_id.to_string(),
                 sender_device_id: me.device_id.to_string(),
                 client_msg_id: input.client_msg_id.clone(),
-                body,
+                body: json,
                 reply_to,
                 now_ms: ids::now_ms(),
+                files,
             },
+            body,
             quote,
         })
     }
@@ -241,6 +245,8 @@ impl State {
 /// A send checked and ready to store, with the quote it carries.
 pub(super) struct Prepared {
     pub new: store::NewMessage,
+    /// The body as stored (with what the files service knows of its files).
+    pub body: pb::MessageBody,
     pub quote: Option<pb::Quote>,
 }
 

@@ -72,6 +72,8 @@ pub struct NewMessage {
     pub body: String,
     pub reply_to: String,
     pub now_ms: i64,
+    /// The files the body references (stored in `message_files` with it).
+    pub files: Vec<String>,
 }
 
 /// Moves the fan-out watermarks in `fanned` (conversation, seq: every
@@ -272,6 +274,22 @@ async fn insert_batch(
             add_members(&mut *conn, m).await?;
         }
     }
+    let files: Vec<(&str, &str)> = numbered
+        .iter()
+        .flat_map(|(m, _, _)| m.files.iter().map(|f| (f.as_str(), m.id.as_str())))
+        .collect();
+    if !files.is_empty() {
+        let sql = format!(
+            "INSERT INTO message_files (file_id, message_id)
+             SELECT j.value->>0, j.value->>1 FROM {} WHERE true
+             ON CONFLICT (file_id, message_id) DO NOTHING",
+            Each::of(conn).from(1)
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(json(&files)?)
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(rows)
 }
 
@@ -441,6 +459,7 @@ mod tests {
             body: "{}".into(),
             reply_to: String::new(),
             now_ms: 1,
+            files: Vec::new(),
         }
     }
 

@@ -41,6 +41,10 @@ pub fn store_batch_sqlite(
             "INSERT INTO conversation_members (conversation_id, user_id, joined_seq)
              VALUES (?1, ?2, 1) ON CONFLICT (conversation_id, user_id) DO NOTHING",
         )?;
+        let mut file = tx.prepare_cached(
+            "INSERT INTO message_files (file_id, message_id) VALUES (?1, ?2)
+             ON CONFLICT (file_id, message_id) DO NOTHING",
+        )?;
         let mut seen: HashSet<(&str, &str)> = HashSet::new();
         // Per conversation: whether its first message here is behind.
         let mut behind: HashMap<&str, bool> = HashMap::new();
@@ -87,6 +91,9 @@ pub fn store_batch_sqlite(
                 for user in &m.members {
                     member.execute(params![m.conversation_id, user])?;
                 }
+            }
+            for id in &m.files {
+                file.execute(params![id, m.id])?;
             }
             rows.push(Some(MessageRow {
                 behind,

@@ -147,14 +147,43 @@ pub async fn hide(
     tx.commit().await
 }
 
-/// Replaces a message's body (a recall).
-pub async fn set_body(pool: &AnyPool, id: &str, body: &str) -> Result<(), sqlx::Error> {
+/// Replaces a message's body with its recall; its files are no longer
+/// read through it.
+pub async fn recall(pool: &AnyPool, id: &str, body: &str) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
     sqlx::query("UPDATE messages SET body = $2 WHERE id = $1")
         .bind(id)
         .bind(body)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
-    Ok(())
+    sqlx::query("DELETE FROM message_files WHERE message_id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}
+
+/// Whether `user` may read file `file` through a message: one that
+/// references it lies in the user's read window of its conversation (from
+/// joining, up to leaving) and was not deleted by the user. Recalled
+/// messages reference nothing.
+pub async fn file_readable(pool: &AnyPool, user: &str, file: &str) -> Result<bool, sqlx::Error> {
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM message_files f
+         JOIN messages m ON m.id = f.message_id
+         JOIN conversation_members c ON c.conversation_id = m.conversation_id AND c.user_id = $2
+         WHERE f.file_id = $1
+           AND m.seq >= c.joined_seq AND (c.left_seq = 0 OR m.seq <= c.left_seq)
+           AND NOT EXISTS (SELECT 1 FROM hidden_messages h
+                           WHERE h.user_id = $2 AND h.conversation_id = m.conversation_id
+                             AND h.seq = m.seq)
+         LIMIT 1",
+    )
+    .bind(file)
+    .bind(user)
+    .fetch_optional(pool)
+    .await?;
+    Ok(found.is_some())
 }
 
 pub async fn message_at(
