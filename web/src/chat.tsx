@@ -16,6 +16,8 @@ import {
 import { sendTyping } from "./ws";
 import type { Conversation, Message } from "./types";
 import { attempt, Avatar, Icon, Menu, Modal, RichText, type MenuItem } from "./ui";
+import { uploads } from "./files";
+import { FileCard, ImageBody, sendFiles, UploadRow, VideoBody, Viewer, VoiceBody, VoiceButton } from "./media";
 
 type Reads = { m: Msg; readers: string[]; count: number; total: number };
 /** How often an open read-by list is fetched again. */
@@ -44,12 +46,27 @@ function lang_sep() {
 export function ChatView({ id }: { id: string }) {
   const s = t();
   const c = conversations.value.get(id);
+  // Files dragged over the chat (a counter: dragenter and dragleave come
+  // for every child crossed).
+  const [dragging, setDragging] = useState(0);
   if (!c) return <div class="empty-main">{s.selectChat}</div>;
+  const carriesFiles = (e: DragEvent) => !!e.dataTransfer?.types.includes("Files");
+  const canSend = !groupIdOf(id) || !formerGroups.value.has(id);
   return (
-    <section class="main" aria-label={conversationTitle(c)}>
+    <section class="main" aria-label={conversationTitle(c)}
+      onDragEnter={(e) => carriesFiles(e) && canSend && setDragging((n) => n + 1)}
+      onDragLeave={(e) => carriesFiles(e) && setDragging((n) => Math.max(0, n - 1))}
+      onDragOver={(e) => carriesFiles(e) && canSend && e.preventDefault()}
+      onDrop={(e) => {
+        if (!carriesFiles(e)) return;
+        e.preventDefault();
+        setDragging(0);
+        if (canSend) sendFiles(id, [...(e.dataTransfer?.files ?? [])]).catch(reportError);
+      }}>
       <ChatHeader c={c} />
       <MessageList key={id} c={c} />
       <Composer key={`composer-${id}`} c={c} />
+      {dragging > 0 && <div class="drop-zone" aria-hidden="true">{s.dropHere}</div>}
     </section>
   );
 }
@@ -361,8 +378,10 @@ function MessageList({ c }: { c: Conversation }) {
                 onMenu={(x, y) => setMenu({ x, y, m })} />
             );
           })}
+          {uploads.value.filter((u) => u.conversationId === id).map((u) => <UploadRow key={u.id} u={u} />)}
         </div>
       </div>
+      <Viewer />
       {!(stick.current || atEnd && w.end >= msgs.length) || (tl && !tl.atLatest) ? (
         <button class="btn small jump-latest" onClick={toLatest}>{s.jumpToLatest} ↓</button>
       ) : null}
@@ -432,7 +451,12 @@ function Body({ m }: { m: Msg }) {
     const { latitude = 0, longitude = 0, title, address } = b.location;
     return <span class="attachment">📍 {title || `${latitude.toFixed(4)}, ${longitude.toFixed(4)}`}{address ? ` · ${address}` : ""}</span>;
   }
-  if (b.voice?.transcript) return <span class="attachment">{s.kinds.voice} “{b.voice.transcript}”</span>;
+  if (m.seq !== "0") {
+    if (b.image) return <ImageBody m={m} />;
+    if (b.voice) return <VoiceBody m={m} />;
+    if (b.video) return <VideoBody m={m} />;
+    if (b.file) return <FileCard m={m} />;
+  }
   return <span class="attachment">{previewOf(m, s.kinds)}</span>;
 }
 
@@ -482,6 +506,7 @@ function Composer({ c }: { c: Conversation }) {
   const [emoji, setEmoji] = useState(false);
   const [, rerender] = useState(0);
   const area = useRef<HTMLTextAreaElement>(null);
+  const picker = useRef<HTMLInputElement>(null);
   const lastTyping = useRef(0);
   useEffect(() => {
     const l = () => rerender((n) => n + 1);
@@ -516,6 +541,23 @@ function Composer({ c }: { c: Conversation }) {
     const el = area.current?.closest(".main")?.querySelector<HTMLElement>(".messages");
     if (el) requestAnimationFrame(() => (el.scrollTop = el.scrollHeight));
   };
+  const sendPicked = (files: File[]) => {
+    if (files.length === 0) return;
+    sendFiles(c.id, files, reply).catch(reportError);
+    replyTarget.set(c.id, undefined);
+  };
+  const onPick = (e: Event) => {
+    const input = e.currentTarget as HTMLInputElement;
+    sendPicked([...(input.files ?? [])]);
+    input.value = "";
+  };
+  const onPaste = (e: ClipboardEvent) => {
+    const files = [...(e.clipboardData?.files ?? [])];
+    if (files.length > 0) {
+      e.preventDefault();
+      sendPicked(files);
+    }
+  };
   const onKey = (e: KeyboardEvent) => {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing && e.keyCode !== 229) {
       e.preventDefault();
@@ -544,8 +586,14 @@ function Composer({ c }: { c: Conversation }) {
         )}
         <div class="composer-row">
           <button class="icon-btn" aria-label={s.emoji} aria-expanded={emoji} onClick={() => setEmoji(!emoji)}><Icon name="smile" /></button>
-          <textarea ref={area} rows={1} aria-label={s.typeMessage} placeholder={s.typeMessage} value={text} onInput={onInput} onKeyDown={onKey} maxLength={4000} />
-          <button class="send-btn" aria-label={s.send} disabled={!text.trim()} onClick={submit}><Icon name="send" /></button>
+          <button class="icon-btn" aria-label={s.attach} onClick={() => picker.current?.click()}><Icon name="attach" /></button>
+          <input ref={picker} type="file" multiple hidden aria-hidden="true" tabIndex={-1} onChange={onPick} />
+          <textarea ref={area} rows={1} aria-label={s.typeMessage} placeholder={s.typeMessage} value={text} onInput={onInput} onKeyDown={onKey} onPaste={onPaste} maxLength={4000} />
+          {text.trim() ? (
+            <button class="send-btn" aria-label={s.send} onClick={submit}><Icon name="send" /></button>
+          ) : (
+            <VoiceButton conversationId={c.id} />
+          )}
         </div>
         {emoji && (
           <div class="emoji-pop" role="group" aria-label={s.emoji}>

@@ -51,10 +51,10 @@ export interface SystemNotice {
 
 export interface MessageBody {
   text?: { text: string };
-  image?: { fileId: string; width?: number; height?: number };
-  voice?: { fileId: string; durationMs?: number; transcript?: string };
-  video?: { fileId: string; durationMs?: number };
-  file?: { fileId: string; name: string; sizeBytes?: string };
+  image?: { fileId: string; width?: number; height?: number; sizeBytes?: string; mimeType?: string; thumbnailFileId?: string };
+  voice?: { fileId: string; durationMs?: number; sizeBytes?: string; mimeType?: string; transcript?: string };
+  video?: { fileId: string; durationMs?: number; width?: number; height?: number; sizeBytes?: string; mimeType?: string; thumbnailFileId?: string };
+  file?: { fileId: string; name: string; sizeBytes?: string; mimeType?: string };
   location?: { latitude?: number; longitude?: number; title?: string; address?: string };
   system?: SystemNotice;
   recalled?: { byUserId?: string; atMs?: string };

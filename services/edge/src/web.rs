@@ -20,7 +20,7 @@ static DIST: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/../../web/dist");
 /// The policy for every page and asset of the client. `connect-src 'self'`
 /// covers the WebSocket on the same host and port (CSP level 3).
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-    img-src 'self' data: blob:; font-src 'self'; connect-src 'self'; manifest-src 'self'; \
+    img-src 'self' data: blob:; media-src 'self' blob:; font-src 'self'; connect-src 'self'; manifest-src 'self'; \
     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// `GET /`: the client's page.

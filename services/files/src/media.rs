@@ -95,33 +95,56 @@ pub fn picture(bytes: &Bytes) -> Result<Picture, MediaError> {
     if u64::from(width) * u64::from(height) > MAX_PIXELS {
         return Err(MediaError::TooManyPixels { width, height });
     }
+    // The limits reach the decoders' own buffers, not the image's: check
+    // what the pixels take before they are allocated.
+    if decoder.total_bytes() > MAX_ALLOC {
+        return Err(MediaError::TooManyPixels { width, height });
+    }
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
-    let mut pixels = DynamicImage::from_decoder(decoder).map_err(|e| match e {
+    let pixels = DynamicImage::from_decoder(decoder).map_err(|e| match e {
         image::ImageError::Limits(_) => MediaError::TooManyPixels { width, height },
         e => image_error(e),
     })?;
-    pixels.apply_orientation(orientation);
+    // Turned upright thumbnail by thumbnail: turning the whole image would
+    // take a second copy of it.
     let thumbnails = VARIANTS
         .iter()
-        .map(|variant| thumbnail(&pixels, *variant))
+        .map(|variant| thumbnail(&pixels, *variant, orientation))
         .collect::<Result<_, _>>()?;
+    let sideways = matches!(
+        orientation,
+        Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH
+    );
+    let (width, height) = if sideways {
+        (height, width)
+    } else {
+        (width, height)
+    };
     Ok(Picture {
-        width: pixels.width(),
-        height: pixels.height(),
+        width,
+        height,
         cleaned: without_metadata(bytes, orientation),
         thumbnails,
     })
 }
 
-/// A JPEG of `pixels` no larger than `variant` (never enlarged), over white
-/// where the image is transparent.
-fn thumbnail(pixels: &DynamicImage, variant: Variant) -> Result<Thumbnail, MediaError> {
+/// A JPEG of `pixels` no larger than `variant` (never enlarged), turned
+/// upright, over white where the image is transparent.
+fn thumbnail(
+    pixels: &DynamicImage,
+    variant: Variant,
+    orientation: Orientation,
+) -> Result<Thumbnail, MediaError> {
     let longest = pixels.width().max(pixels.height());
-    let small = if longest > variant.max_side {
+    let mut small = if longest > variant.max_side {
         pixels.thumbnail(variant.max_side, variant.max_side)
     } else {
         pixels.clone()
     };
+    small.apply_orientation(orientation);
     let rgb = if small.color().has_alpha() {
         let mut flat = image::RgbImage::new(small.width(), small.height());
         for (x, y, p) in small.to_rgba8().enumerate_pixels() {
@@ -225,12 +248,30 @@ pub fn duration_ms(bytes: Bytes) -> Result<u64, MediaError> {
     {
         return Ok(total);
     }
-    let mut ticks = 0u64;
-    while let Some(packet) = format.next_packet().map_err(audio)? {
+    // No length in the header (a browser's WebM recording has none): the
+    // end of the last packet, or the sum of the packets' durations where
+    // they carry no timestamps.
+    let (mut summed, mut end) = (0u64, 0u64);
+    loop {
+        let packet = match format.next_packet() {
+            Ok(Some(packet)) => packet,
+            Ok(None) => break,
+            // A recording a browser streamed out ends without saying so
+            // (WebM clusters of unknown size): its end is the file's.
+            Err(symphonia::core::errors::Error::IoError(e))
+                if e.kind() == std::io::ErrorKind::UnexpectedEof =>
+            {
+                break;
+            }
+            Err(e) => return Err(audio(e)),
+        };
         if packet.track_id == track.id {
-            ticks = ticks.saturating_add(packet.dur.get());
+            summed = summed.saturating_add(packet.dur.get());
+            let start = u64::try_from(packet.pts.get()).unwrap_or(0);
+            end = end.max(start.saturating_add(packet.dur.get()));
         }
     }
+    let ticks = summed.max(end);
     match ms(ticks) {
         Some(total) if total > 0 => Ok(total),
         _ => Err(MediaError::Audio("no audio in it".into())),

@@ -195,13 +195,17 @@ impl State {
             if row.owner_id != me.user_id.as_str() || row.expires_at_ms <= now_ms() {
                 return Err(no_upload());
             }
-            if row.received == row.length {
-                // Its last write stored every byte but did not make the
-                // file (a store or database error): make it now.
-                let _held = self.uploads.lock([id.as_str()]).await;
+            if row.received < row.length {
+                return Ok(upload_reply(&row, None));
+            }
+            // Every byte is stored: its last write is making the file (and
+            // holds the upload), or failed to (a store or database error):
+            // make it now, from the row as it is once the upload is ours.
+            let _held = self.uploads.lock([id.as_str()]).await;
+            if let Some(row) = store::upload(&self.pool, &id).await? {
                 return self.finish(&row).await.map(|file| done_reply(&file));
             }
-            return Ok(upload_reply(&row, None));
+            // Made meanwhile: the file answers.
         }
         match store::file(&self.pool, &id).await? {
             Some(file) if file.owner_id == me.user_id.as_str() => Ok(done_reply(&file)),
@@ -224,9 +228,12 @@ impl State {
         let Some(mut row) = store::upload(&self.pool, &id).await? else {
             // Bytes past the end of a finished upload.
             return match store::file(&self.pool, &id).await? {
-                Some(file) if file.owner_id == me.user_id.as_str() => Err(RpcError::conflict(
-                    format!("the upload is complete at offset {}", file.size),
-                )),
+                Some(file) if file.owner_id == me.user_id.as_str() => {
+                    Err(RpcError::conflict(format!(
+                        "the upload is complete at offset {}",
+                        done_reply(&file).offset
+                    )))
+                }
                 _ => Err(no_upload()),
             };
         };
@@ -356,6 +363,8 @@ impl State {
         };
         let mut cleaned = None;
         let mut thumbnails = Vec::new();
+        // The thumbnails' objects written, to delete where not recorded.
+        let mut made = Vec::new();
         match upload.kind.as_str() {
             "image" | "avatar" => {
                 let bytes = self.content(id, upload.length).await?;
@@ -376,6 +385,7 @@ impl State {
                 }
                 for t in picture.thumbnails {
                     let key = thumbnail_key(&file.sha256, t.variant.name);
+                    made.push(key.clone());
                     let size = t.jpeg.len() as i64;
                     self.bytes
                         .put(&Path::from(key.as_str()), PutPayload::from(t.jpeg))
@@ -398,16 +408,18 @@ impl State {
             _ => {}
         }
         match store::complete_upload(&self.pool, &file, cleaned.as_deref(), &thumbnails).await? {
-            store::Completed::Kept(obsolete) => self.delete_objects(obsolete).await,
+            store::Completed::Kept { obsolete, unused } => {
+                self.delete_objects(obsolete.into_iter().chain(unused).collect())
+                    .await;
+            }
             // The same bytes are stored: this copy goes.
-            store::Completed::Duplicate(mut keys) => {
-                keys.extend(cleaned);
-                self.delete_objects(keys).await;
+            store::Completed::Duplicate { parts, unused } => {
+                let gone = parts.into_iter().chain(cleaned).chain(unused);
+                self.delete_objects(gone.collect()).await;
             }
             store::Completed::Gone => {
-                if let Some(key) = cleaned {
-                    self.delete_objects(vec![key]).await;
-                }
+                self.delete_objects(cleaned.into_iter().chain(made).collect())
+                    .await;
                 return Err(no_upload());
             }
         }
@@ -445,10 +457,16 @@ impl State {
             .acquire()
             .await
             .map_err(|e| shared::rpc::internal("media work", e))?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| shared::rpc::internal("media work", e))?
-            .map_err(|e| RpcError::bad_request(e.to_string()))
+        match tokio::task::spawn_blocking(work).await {
+            Ok(done) => done.map_err(|e| RpcError::bad_request(e.to_string())),
+            // A decoder that panics on these bytes would panic again: they
+            // are refused like bytes that cannot be read.
+            Err(e) if e.is_panic() => {
+                tracing::warn!("a media decoder panicked");
+                Err(RpcError::bad_request("the media cannot be read"))
+            }
+            Err(e) => Err(shared::rpc::internal("media work", e)),
+        }
     }
 
     /// The digest and first bytes of an upload's parts, read back.
@@ -825,9 +843,13 @@ fn thumbnail_info(t: &store::ThumbnailRow) -> pb::Thumbnail {
     }
 }
 
-/// Where a content's thumbnail is stored (one per content and variant).
+/// Where an upload's thumbnail of a content is stored: a key of its own,
+/// so a second upload of the same bytes never overwrites one being read.
 fn thumbnail_key(sha256: &str, variant: &str) -> String {
-    format!("thumbs/{sha256}/{variant}")
+    format!(
+        "thumbs/{sha256}/{variant}-{}",
+        uuid::Uuid::now_v7().simple()
+    )
 }
 
 fn no_file() -> RpcError {

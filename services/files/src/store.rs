@@ -194,11 +194,19 @@ pub async fn expired_uploads(
 
 /// What [`complete_upload`] did.
 pub enum Completed {
-    /// The parts are the new content's; the object keys of parts replaced
-    /// by cleaned bytes, to delete.
-    Kept(Vec<String>),
-    /// The content was stored already: the parts' object keys, to delete.
-    Duplicate(Vec<String>),
+    /// The parts are the new content's. `obsolete`: the object keys of
+    /// parts replaced by cleaned bytes; `unused`: thumbnails not recorded
+    /// (the content had them already); both to delete.
+    Kept {
+        obsolete: Vec<String>,
+        unused: Vec<String>,
+    },
+    /// The content was stored already: the parts' object keys and the
+    /// thumbnails not recorded, to delete.
+    Duplicate {
+        parts: Vec<String>,
+        unused: Vec<String>,
+    },
     /// The upload was no longer there (terminated or expired meanwhile).
     Gone,
 }
@@ -249,23 +257,26 @@ pub async fn complete_upload(
             .execute(&mut *tx)
             .await?;
         }
-        for t in thumbnails {
-            sqlx::query(
-                "INSERT INTO thumbnails (sha256, variant, object_key, size, width, height)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (sha256, variant) DO NOTHING",
-            )
-            .bind(&file.sha256)
-            .bind(&t.variant)
-            .bind(&t.object_key)
-            .bind(t.size)
-            .bind(t.width)
-            .bind(t.height)
-            .execute(&mut *tx)
-            .await?;
-        }
-        Completed::Kept(obsolete)
+        let unused = record_thumbnails(&mut tx, &file.sha256, thumbnails).await?;
+        Completed::Kept { obsolete, unused }
     } else {
-        Completed::Duplicate(take_parts(&mut tx, &file.file_id).await?)
+        // A content stored before media were read (or as a plain file)
+        // gets what this upload read of it.
+        sqlx::query(
+            "UPDATE blobs SET width = $2, height = $3, duration_ms = $4
+             WHERE sha256 = $1 AND width = 0 AND duration_ms = 0",
+        )
+        .bind(&file.sha256)
+        .bind(file.width)
+        .bind(file.height)
+        .bind(file.duration_ms)
+        .execute(&mut *tx)
+        .await?;
+        let unused = record_thumbnails(&mut tx, &file.sha256, thumbnails).await?;
+        Completed::Duplicate {
+            parts: take_parts(&mut tx, &file.file_id).await?,
+            unused,
+        }
     };
     sqlx::query(
         "INSERT INTO files (file_id, owner_id, name, kind, sha256, created_at_ms, uploaded)
@@ -282,6 +293,34 @@ pub async fn complete_upload(
     .await?;
     tx.commit().await?;
     Ok(completed)
+}
+
+/// Records a content's thumbnails where it has none of that variant; the
+/// object keys of those not recorded.
+async fn record_thumbnails(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    sha256: &str,
+    thumbnails: &[ThumbnailRow],
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut unused = Vec::new();
+    for t in thumbnails {
+        let added = sqlx::query(
+            "INSERT INTO thumbnails (sha256, variant, object_key, size, width, height)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (sha256, variant) DO NOTHING",
+        )
+        .bind(sha256)
+        .bind(&t.variant)
+        .bind(&t.object_key)
+        .bind(t.size)
+        .bind(t.width)
+        .bind(t.height)
+        .execute(&mut **tx)
+        .await?;
+        if added.rows_affected() == 0 {
+            unused.push(t.object_key.clone());
+        }
+    }
+    Ok(unused)
 }
 
 pub async fn file(pool: &AnyPool, file_id: &str) -> Result<Option<FileRow>, sqlx::Error> {

@@ -422,6 +422,13 @@ async fn files_keeps_its_contract() {
         "the files' parts only: {:?}",
         stored_parts(&store).await
     );
+    // Two thumbnails per image content; the duplicate upload's went.
+    let thumbs: Vec<_> = store
+        .list(Some(&Path::from("thumbs")))
+        .try_collect()
+        .await
+        .expect("list");
+    assert_eq!(thumbs.len(), 4, "{thumbs:?}");
     stop_messages.cancel();
     conversations
         .await

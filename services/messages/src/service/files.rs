@@ -83,6 +83,13 @@ impl State {
             .collect();
         for (id, wants) in &refs {
             let file = known.get(*id).ok_or_else(no_file)?;
+            // Whether it may be used first, so a file one may not use
+            // tells nothing of itself (the same answer as for no file).
+            if file.owner_id != me.user_id.as_str()
+                && !store::file_readable(&self.pool, &me.user_id, id).await?
+            {
+                return Err(no_file());
+            }
             let fits = match wants.kind {
                 Some(kind) => file.kind == kind,
                 None => file.kind != "avatar",
@@ -92,12 +99,6 @@ impl State {
                     "file {id} is a {}, which this message cannot carry",
                     file.kind
                 )));
-            }
-            if file.owner_id != me.user_id.as_str()
-                && !store::file_readable(&self.pool, &me.user_id, id).await?
-            {
-                // The same answer as for no file: ids do not leak.
-                return Err(no_file());
             }
         }
         fill(body, &known);

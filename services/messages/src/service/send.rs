@@ -60,6 +60,11 @@ impl State {
         let (kind, members) = self.may_send(me, conversation).await?;
         let mut body = input.body.clone().unwrap_or_default();
         let files = self.attach_files(me, &mut body).await?;
+        if !files.is_empty() {
+            // What the files service filled in is held to the same limits
+            // (a recording longer than a voice message may be).
+            validate::body(Some(&body), &self.limits())?;
+        }
         let json = serde_json::to_string(&Some(&body)).map_err(|e| internal("encode body", e))?;
         let quote = self.quote(me, conversation, input.reply_to_seq).await?;
         let reply_to = match &quote {
