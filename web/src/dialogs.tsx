@@ -1,7 +1,8 @@
 // Dialogs opened from the sidebar: a new group, picking friends, and the
 // settings (profile, language, theme, devices, log out).
-import { useEffect, useState } from "preact/hooks";
-import { api } from "./api";
+import { useEffect, useRef, useState } from "preact/hooks";
+import { api, ApiError } from "./api";
+import { LIMITS, upload } from "./files";
 import { errorMessage } from "./errors";
 import { formatWhen, lang, setLang, t } from "./i18n";
 import { friends, loadGroups, logout, me, openConversation, reportError, showToast } from "./state";
@@ -78,11 +79,33 @@ export function SettingsDialog({ onClose }: { onClose: () => void }) {
       me.value = await api.patch<Profile>("/v1/profile", { nickname: nickname.trim(), signature: signature.trim() });
       showToast(s.saved);
     }, reportError);
+  const picker = useRef<HTMLInputElement>(null);
+  const setAvatar = (avatar: string) =>
+    attempt(async () => {
+      me.value = await api.patch<Profile>("/v1/profile", { avatar });
+      showToast(s.saved);
+    }, reportError);
+  const onPick = (e: Event) => {
+    const input = e.currentTarget as HTMLInputElement;
+    const file = input.files?.[0];
+    input.value = "";
+    if (!file) return;
+    attempt(async () => {
+      if (file.size > LIMITS.avatar) throw new ApiError("too_large", s.errors.too_large, 413);
+      const fileId = await upload(file, file.name || "avatar", "avatar", () => {}).done;
+      await setAvatar(fileId);
+    }, reportError);
+  };
   return (
     <Modal title={s.settings} onClose={onClose} foot={<><button class="btn danger" onClick={() => logout()}>{s.logout}</button><button class="btn secondary" onClick={onClose}>{s.close}</button><button class="btn" onClick={save}>{s.save}</button></>}>
       <div class="profile-top">
         <Avatar id={profile?.userId ?? ""} name={nickname || profile?.username || ""} size={64} />
         <span class="sub">@{profile?.username}</span>
+        <div class="avatar-edit">
+          <button class="btn small secondary" onClick={() => picker.current?.click()}>{s.changeAvatar}</button>
+          {profile?.avatar && <button class="btn small secondary" onClick={() => setAvatar("")}>{s.removeAvatar}</button>}
+          <input ref={picker} type="file" accept="image/jpeg,image/png,image/gif,image/webp" hidden aria-label={s.changeAvatar} onChange={onPick} />
+        </div>
       </div>
       <label class="field">
         {s.nickname.replace(/（.*）|\s*\(.*\)/, "")}

@@ -97,6 +97,12 @@ export function displayName(userId: string | undefined): string {
   return p.nickname || p.username || "";
 }
 
+/** The file id of a user's avatar picture ("" for none, or not known yet). */
+export function avatarOf(userId: string): string {
+  if (userId === myId.value) return me.value?.avatar ?? "";
+  return (friends.value.get(userId)?.profile ?? profiles.value.get(userId))?.avatar ?? "";
+}
+
 export function conversationTitle(c: Conversation): string {
   if (c.kind === "group") {
     const g = groups.value.get(groupIdOf(c.id) ?? "");

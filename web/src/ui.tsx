@@ -3,6 +3,8 @@
 import type { ComponentChildren } from "preact";
 import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 import { t } from "./i18n";
+import { fileUrl } from "./files";
+import { avatarOf } from "./state";
 
 const paths: Record<string, string> = {
   send: "M3.4 20.4 21 12 3.4 3.6 3.4 10.2 15 12 3.4 13.8z",
@@ -42,14 +44,26 @@ function hash(s: string): number {
 }
 
 /** Initials on a color derived from the id (the same person, the same color). */
+/** A user's avatar picture when they have one (its small thumbnail), else
+ * initials on a color derived from the id (the same person, the same color). */
 export function Avatar({ id, name, size = 44, online }: { id: string; name: string; size?: number; online?: boolean }) {
+  const file = avatarOf(id);
+  const [url, setUrl] = useState<string | undefined>();
+  useEffect(() => {
+    let live = true;
+    setUrl(undefined);
+    if (file) fileUrl(file, size > 64 ? "large" : "small").then((u) => live && setUrl(u), () => {});
+    return () => {
+      live = false;
+    };
+  }, [file, size > 64]);
   const letters = [...(name || "?").trim()];
   const initials = /^[\x00-\x7f]/.test(letters[0] ?? "")
     ? letters.slice(0, 2).join("").toUpperCase()
     : letters.slice(0, 1).join("");
   return (
     <span class="avatar" aria-hidden="true" style={{ width: `${size}px`, height: `${size}px`, background: palette[hash(id) % palette.length], fontSize: `${Math.round(size * 0.38)}px` }}>
-      {initials}
+      {url ? <img src={url} alt="" /> : initials}
       {online && <span class="presence-dot" />}
     </span>
   );

@@ -176,3 +176,30 @@ test("images, files and voice messages go from one browser to another", async ({
   await a.context.close();
   await b.context.close();
 });
+
+test("an avatar is uploaded in the settings and shown to friends", async ({ browser }) => {
+  const [alice, bob] = await Promise.all([seedUser("alice", "Alice 爱丽丝"), seedUser("bob", "Bob 小波")]);
+  await befriend(alice, bob);
+  const a = await loggedIn(browser, alice);
+  await a.page.getByRole("button", { name: "Settings" }).first().click();
+  const settings = a.page.getByRole("dialog", { name: "Settings" });
+  const face = await picture(a.page, 400, 400, "image/png");
+  await settings.locator('input[type="file"]').setInputFiles({ name: "me.png", mimeType: "image/png", buffer: face });
+  await expect.poll(() => loaded(a.page, ".dialog .profile-top .avatar img")).toBe(true);
+  await expect(settings.getByRole("button", { name: "Remove avatar" })).toBeVisible();
+  await shot(a.page, "avatar-settings-desktop-light");
+  // Not an image: refused with the server's reason, the avatar stays.
+  await settings.locator('input[type="file"]').setInputFiles({ name: "notes.png", mimeType: "image/png", buffer: Buffer.from("not a picture at all") });
+  await expect(a.page.getByText(/not a image|not an image|cannot be read|bytes are/i)).toBeVisible();
+  await expect.poll(() => loaded(a.page, ".dialog .profile-top .avatar img")).toBe(true);
+  await settings.getByRole("button", { name: "Close" }).click();
+
+  // Bob sees it on Alice's card among his friends.
+  const b = await loggedIn(browser, bob);
+  await b.page.getByRole("tab", { name: /^Contacts/ }).click();
+  const card = b.page.getByRole("region", { name: "Friends", exact: true }).getByRole("button", { name: /Alice 爱丽丝/ });
+  await expect(card.locator(".avatar img")).toHaveCount(1);
+  await expect.poll(() => card.locator(".avatar img").evaluate((img) => (img as HTMLImageElement).naturalWidth)).toBeGreaterThan(0);
+  await a.context.close();
+  await b.context.close();
+});

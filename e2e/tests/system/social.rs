@@ -113,8 +113,13 @@ async fn profiles_are_public_and_only_mine_to_change() -> anyhow::Result<()> {
         "the nickname defaults to the username"
     );
 
-    let update =
-        json!({ "nickname": "小爱", "signature": "今天天气很好 ☀️", "avatar": "file-123" });
+    // An avatar is an image uploaded as one: then everyone sees it, in
+    // two thumbnail sizes.
+    let files = e2e::files::Files::new(&system);
+    let avatar = files
+        .upload(&alice, "me.png", "avatar", e2e::files::png(20_000))
+        .await?;
+    let update = json!({ "nickname": "小爱", "signature": "今天天气很好 ☀️", "avatar": avatar });
     let (status, updated) = api
         .send_method(
             Method::PATCH,
@@ -126,7 +131,35 @@ async fn profiles_are_public_and_only_mine_to_change() -> anyhow::Result<()> {
     assert_eq!(status, 200, "{updated}");
     assert_eq!(updated["nickname"], "小爱");
     assert_eq!(updated["signature"], "今天天气很好 ☀️");
-    assert_eq!(updated["avatar"], "file-123");
+    assert_eq!(updated["avatar"], avatar.as_str());
+    for variant in ["small", "large"] {
+        let seen = files
+            .get(
+                Some(&bob),
+                &format!("/v1/files/{avatar}/thumbnails/{variant}"),
+                &[],
+            )
+            .await?;
+        assert_eq!(seen.status(), 200, "{variant}");
+    }
+    // Not someone else's file, nor an image uploaded as a message's.
+    let photo = files
+        .upload(&bob, "p.png", "image", e2e::files::png(3000))
+        .await?;
+    let bobs_avatar = files
+        .upload(&bob, "b.png", "avatar", e2e::files::png(4000))
+        .await?;
+    for other in [&photo, &bobs_avatar] {
+        let (status, body) = api
+            .send_method(
+                Method::PATCH,
+                "/v1/profile",
+                Some(&alice.token),
+                Some(json!({ "avatar": other })),
+            )
+            .await?;
+        assert_eq!(status, 400, "{body}");
+    }
     // Only the fields given change.
     let (_, updated) = api
         .send_method(

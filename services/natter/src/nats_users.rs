@@ -168,6 +168,7 @@ pub fn service_permissions(service: Service) -> Permissions {
                 call::AUTH_LOOKUP,
                 call::AUTH_PHONE,
                 call::PRESENCE_QUERY,
+                call::FILE_DESCRIBE,
                 inboxes,
                 entries,
                 signals,

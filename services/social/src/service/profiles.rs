@@ -135,6 +135,12 @@ impl State {
         {
             return Err(RpcError::bad_request("avatar must be a file id"));
         }
+        if let Some(avatar) = avatar
+            && !avatar.is_empty()
+            && avatar != current.avatar
+        {
+            self.own_avatar(&me, avatar).await?;
+        }
         let update = store::ProfileUpdate {
             nickname,
             signature,
@@ -154,6 +160,26 @@ impl State {
         )
         .await;
         Ok(profile)
+    }
+
+    /// Whether `file_id` is an image `me` uploaded as an avatar (which every
+    /// signed-in user may then see).
+    async fn own_avatar(&self, me: &Identity, file_id: &str) -> Result<(), RpcError> {
+        let files = self
+            .caller
+            .call_to::<shared::endpoint::endpoints::FileDescribe>(
+                &shared::proto::file::DescribeRequest {
+                    file_ids: vec![file_id.to_owned()],
+                },
+            )
+            .await?
+            .files;
+        match files.first() {
+            Some(f) if f.owner_id == me.user_id.as_str() && f.kind == "avatar" => Ok(()),
+            _ => Err(RpcError::bad_request(
+                "avatar must be an image you uploaded as an avatar (kind avatar)",
+            )),
+        }
     }
 
     pub(super) async fn search(
