@@ -84,6 +84,10 @@ pub struct Settings {
     pub lift_limits: bool,
     /// Seconds before another login code may go to the same number.
     pub sms_resend_secs: u64,
+    /// Bytes one user's files may take (0: no limit).
+    pub file_quota_bytes: u64,
+    /// Seconds before a file nothing uses is deleted.
+    pub unreferenced_file_secs: u64,
 }
 
 impl Default for Settings {
@@ -103,6 +107,8 @@ impl Default for Settings {
             leafnodes: false,
             lift_limits: true,
             sms_resend_secs: auth::sms::SmsConfig::default().resend_secs,
+            file_quota_bytes: files::Config::default().quota_bytes_per_user,
+            unreferenced_file_secs: files::Config::default().unreferenced_file_secs,
         }
     }
 }
@@ -383,6 +389,9 @@ impl System {
         config.social.database_url = self.db_url("social.db");
         config.groups.database_url = self.db_url("groups.db");
         config.files.database_url = self.db_url("files.db");
+        config.files.sweep_interval_secs = 1;
+        config.files.quota_bytes_per_user = self.settings.file_quota_bytes;
+        config.files.unreferenced_file_secs = self.settings.unreferenced_file_secs;
         config.groups.sweep_interval_secs = 1;
         config.groups.max_members = self.settings.group_max_members;
         config.groups.invite_friends_only = self.settings.invite_friends_only;
@@ -553,6 +562,15 @@ impl System {
             .env("NATTER_SOCIAL__DATABASE_URL", self.db_url("social.db"))
             .env("NATTER_GROUPS__DATABASE_URL", self.db_url("groups.db"))
             .env("NATTER_FILES__DATABASE_URL", self.db_url("files.db"))
+            .env("NATTER_FILES__SWEEP_INTERVAL_SECS", "1")
+            .env(
+                "NATTER_FILES__QUOTA_BYTES_PER_USER",
+                self.settings.file_quota_bytes.to_string(),
+            )
+            .env(
+                "NATTER_FILES__UNREFERENCED_FILE_SECS",
+                self.settings.unreferenced_file_secs.to_string(),
+            )
             .env(
                 "NATTER_GROUPS__INVITE_FRIENDS_ONLY",
                 self.settings.invite_friends_only.to_string(),

@@ -340,6 +340,8 @@ pub mod endpoints {
         ProfileGet: PROFILE_GET, User, social::GetProfilesRequest => social::GetProfilesResponse;
         /// Change the caller's profile.
         ProfileUpdate: PROFILE_UPDATE, User, social::UpdateProfileRequest => social::Profile;
+        /// Which of some files are someone's avatar.
+        ProfileAvatarsUsed: PROFILE_AVATARS_USED, Internal, file::FileIds => file::FileIds;
         /// Find users by username, nickname or exact phone.
         UserSearch: USER_SEARCH, UserAt, social::SearchRequest => social::SearchResponse;
         /// Ask a user to be friends.
@@ -380,6 +382,8 @@ pub mod endpoints {
         MessageReads: MESSAGE_READS, User, message::ReadsRequest => message::ReadsResponse;
         /// Whether a user may read a file through a message it can see.
         MessageFileAccess: MESSAGE_FILE_ACCESS, Internal, message::FileAccessRequest => message::FileAccessReply;
+        /// Which of some files a message (not recalled) references.
+        MessageFilesUsed: MESSAGE_FILES_USED, Internal, file::FileIds => file::FileIds;
         /// A page of the caller's conversations.
         ConversationList: CONVERSATION_LIST, User, message::ConversationsRequest => message::ConversationsResponse;
         /// Move the caller's read position.

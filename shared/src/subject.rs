@@ -42,6 +42,7 @@ pub mod call {
     pub const FILE_DESCRIBE: &str = "im.v1.file.describe";
     pub const PROFILE_GET: &str = "im.v1.profile.get";
     pub const PROFILE_UPDATE: &str = "im.v1.profile.update";
+    pub const PROFILE_AVATARS_USED: &str = "im.v1.profile.avatars_used";
     pub const USER_SEARCH: &str = "im.v1.user.search";
     pub const FRIEND_REQUEST: &str = "im.v1.friend.request";
     pub const FRIEND_REQUESTS: &str = "im.v1.friend.requests";
@@ -73,6 +74,7 @@ pub mod call {
     pub const MESSAGE_DELETE: &str = "im.v1.message.delete";
     pub const MESSAGE_READS: &str = "im.v1.message.reads";
     pub const MESSAGE_FILE_ACCESS: &str = "im.v1.message.file_access";
+    pub const MESSAGE_FILES_USED: &str = "im.v1.message.files_used";
     /// Internal: the groups service brings a group conversation in step.
     pub const CONVERSATION_APPLY: &str = "im.v1.conversation.apply";
     pub const GROUP_CREATE: &str = "im.v1.group.create";

@@ -494,3 +494,114 @@ async fn files_are_read_through_the_messages_that_carry_them() -> anyhow::Result
     system.stop().await;
     Ok(())
 }
+
+/// Sets `user`'s avatar; the status.
+async fn set_avatar(system: &System, user: &User, file_id: &str) -> anyhow::Result<u16> {
+    let (status, _) = system
+        .api()
+        .send_method(
+            reqwest::Method::PATCH,
+            "/v1/profile",
+            Some(&user.token),
+            Some(serde_json::json!({ "avatar": file_id })),
+        )
+        .await?;
+    Ok(status.as_u16())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_nothing_uses_are_deleted_and_quotas_hold() -> anyhow::Result<()> {
+    let settings = e2e::Settings {
+        unreferenced_file_secs: 2,
+        file_quota_bytes: 3_000_000,
+        ..e2e::Settings::default()
+    };
+    let (system, [alice, bob]) =
+        System::with_settings_and_users(Mode::InProcess, settings, ["alice", "bob"]).await?;
+    let files = Files::new(&system);
+    let direct = shared::ids::direct_conversation(&alice.user_id, &bob.user_id);
+
+    let unsent = files.upload(&alice, "u.png", "image", png(1000)).await?;
+    let sent = files.upload(&alice, "s.png", "image", png(1100)).await?;
+    let recalled = files.upload(&alice, "r.png", "image", png(1200)).await?;
+    let avatar = files.upload(&alice, "a.png", "avatar", png(1300)).await?;
+    let old_avatar = files.upload(&alice, "o.png", "avatar", png(1400)).await?;
+    // The same bytes twice: one copy sent, the other not.
+    let twin_kept = files.upload(&alice, "t1.png", "image", png(1500)).await?;
+    let twin_dropped = files.upload(&alice, "t2.png", "image", png(1500)).await?;
+    assert_eq!(set_avatar(&system, &alice, &old_avatar).await?, 200);
+    assert_eq!(set_avatar(&system, &alice, &avatar).await?, 200);
+    for (n, file) in [&sent, &recalled, &twin_kept].into_iter().enumerate() {
+        let (status, body) = send_image(
+            &system,
+            &alice,
+            ("toUserId", &bob.user_id),
+            &format!("k-{n}"),
+            file,
+        )
+        .await?;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (_, history) = system.api().history(&alice, &direct, "").await?;
+    let seq = history["messages"][1]["seq"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let (status, _) = system
+        .api()
+        .send_method(
+            reqwest::Method::POST,
+            &format!("/v1/conversations/{direct}/messages/{seq}/recall"),
+            Some(&alice.token),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 200);
+
+    // After the grace (2 s) and a sweep (every second), what nothing uses
+    // is gone; the rest stays, to its owner and its readers.
+    let gone = [&unsent, &recalled, &old_avatar, &twin_dropped];
+    let mut left = Vec::new();
+    for _ in 0..100 {
+        left.clear();
+        for file in gone {
+            if fetch(&files, &alice, file).await? != 404 {
+                left.push(file.clone());
+            }
+        }
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(left.is_empty(), "still there: {left:?}");
+    for file in [&sent, &twin_kept] {
+        assert_eq!(fetch(&files, &bob, file).await?, 200);
+        let whole = files
+            .get(Some(&bob), &format!("/v1/files/{file}"), &[])
+            .await?;
+        assert!(whole.bytes().await?.len() > 1000);
+    }
+    assert_eq!(fetch(&files, &bob, &avatar).await?, 200);
+
+    // The quota: 3,000,000 bytes of files and unfinished uploads.
+    let big = files.create(&alice, "big.bin", "file", 2_999_000).await;
+    assert!(big.is_err(), "over the quota");
+    let fits = files.create(&alice, "ok.bin", "file", 2_000_000).await?;
+    assert!(
+        files
+            .create(&alice, "more.bin", "file", 1_000_000)
+            .await
+            .is_err(),
+        "the unfinished upload counts"
+    );
+    files
+        .tus(reqwest::Method::DELETE, &fits, &alice)
+        .send()
+        .await?;
+    files.create(&alice, "more.bin", "file", 1_000_000).await?;
+    // Another user's quota is their own.
+    files.create(&bob, "b.bin", "file", 2_900_000).await?;
+    system.stop().await;
+    Ok(())
+}

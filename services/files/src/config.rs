@@ -26,6 +26,16 @@ pub struct Config {
     pub max_avatar_bytes: u64,
     /// Seconds an unfinished upload is kept after it began.
     pub upload_expiry_secs: u64,
+    /// The most bytes one user's files and unfinished uploads may take
+    /// (counted per file, even when its bytes are stored once for many);
+    /// 0 = no limit.
+    pub quota_bytes_per_user: u64,
+    /// Seconds a finished file may go unreferenced (by no message that is
+    /// not recalled, and for an avatar, by no profile) before it is
+    /// deleted, with its bytes when no other file has them.
+    pub unreferenced_file_secs: u64,
+    /// Seconds between looks for expired uploads and unused files.
+    pub sweep_interval_secs: u64,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -43,6 +53,9 @@ impl Default for Config {
             max_video_bytes: 200 * MIB,
             max_avatar_bytes: 5 * MIB,
             upload_expiry_secs: 86_400,
+            quota_bytes_per_user: 10 * 1024 * MIB,
+            unreferenced_file_secs: 7 * 86_400,
+            sweep_interval_secs: 60,
         }
     }
 }
@@ -65,6 +78,21 @@ impl Config {
             "files.upload_expiry_secs",
             self.upload_expiry_secs,
             60..=30 * 86_400,
+        )?;
+        within(
+            "files.quota_bytes_per_user",
+            self.quota_bytes_per_user,
+            0..=1024 * 1024 * MIB,
+        )?;
+        within(
+            "files.unreferenced_file_secs",
+            self.unreferenced_file_secs,
+            1..=365 * 86_400,
+        )?;
+        within(
+            "files.sweep_interval_secs",
+            self.sweep_interval_secs,
+            1..=3600,
         )
     }
 

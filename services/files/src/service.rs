@@ -25,7 +25,7 @@ use shared::db::{self, AnyPool};
 use shared::endpoint::Server;
 use shared::endpoint::endpoints::{
     FileDescribe, FileInfo, FileRead, FileUploadCreate, FileUploadDelete, FileUploadStatus,
-    FileUploadWrite, MessageFileAccess,
+    FileUploadWrite, MessageFileAccess, MessageFilesUsed, ProfileAvatarsUsed,
 };
 use shared::ids::now_ms;
 use shared::proto::file as pb;
@@ -42,8 +42,8 @@ use crate::{Config, backend, media};
 pub const MAX_CHUNK: usize = 512 * 1024;
 /// How many first bytes the type is sniffed from.
 const SNIFF_BYTES: usize = 8192;
-/// How often expired uploads are looked for.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// Files looked at per round of the sweep of unused files.
+const UNUSED_PER_ROUND: i64 = 200;
 /// Running digests kept at most (each about 8 KiB); uploads past it are
 /// read back when they complete.
 const MAX_RUNNING_DIGESTS: usize = 4096;
@@ -133,9 +133,13 @@ pub async fn run(
     .listen()
     .await?;
     tracing::info!("files service ready");
-    let sweep = shared::service::every(SWEEP_INTERVAL, shutdown, || {
+    let every = Duration::from_secs(state.config.sweep_interval_secs);
+    let sweep = shared::service::every(every, shutdown, || {
         let state = state.clone();
-        async move { state.sweep().await }
+        async move {
+            state.sweep().await;
+            state.sweep_unused().await;
+        }
     });
     tokio::join!(server.run(), sweep);
     tracing::info!("files service stopped");
@@ -163,6 +167,15 @@ impl State {
                 "a {} is at most {limit} bytes",
                 input.kind
             )));
+        }
+        let quota = self.config.quota_bytes_per_user;
+        if quota > 0 {
+            let used = store::used_bytes(&self.pool, &me.user_id).await?;
+            if (used as u64).saturating_add(input.length) > quota {
+                return Err(RpcError::too_large(format!(
+                    "your files take {used} of your {quota} bytes: this one does not fit"
+                )));
+            }
         }
         let now = now_ms();
         let expiry = i64::try_from(self.config.upload_expiry_secs * 1000).unwrap_or(i64::MAX);
@@ -683,6 +696,68 @@ impl State {
                 .collect();
         }
         Ok(info)
+    }
+
+    /// Deletes files nothing has used for `unreferenced_file_secs` (no
+    /// message that is not recalled, no profile for an avatar), with their
+    /// bytes when no other file has them. Which are used is the messages
+    /// and social services' answer: when either cannot answer, nothing is
+    /// deleted this round.
+    async fn sweep_unused(&self) {
+        if let Err(e) = self.collect_unused().await {
+            tracing::warn!(error = %e.message, "looking for unused files");
+        }
+    }
+
+    async fn collect_unused(&self) -> Result<(), RpcError> {
+        let now = now_ms();
+        let grace = i64::try_from(self.config.unreferenced_file_secs.saturating_mul(1000))
+            .unwrap_or(i64::MAX);
+        let before = now.saturating_sub(grace);
+        let candidates =
+            store::files_to_check(&self.pool, before, before, UNUSED_PER_ROUND).await?;
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let (avatars, others): (Vec<_>, Vec<_>) = candidates
+            .into_iter()
+            .partition(|(_, kind)| kind == "avatar");
+        let ids = |files: Vec<(String, String)>| -> Vec<String> {
+            files.into_iter().map(|(id, _)| id).collect()
+        };
+        let (avatars, others) = (ids(avatars), ids(others));
+        let mut used = Vec::new();
+        if !others.is_empty() {
+            used.extend(
+                self.caller
+                    .call_to::<MessageFilesUsed>(&pb::FileIds {
+                        file_ids: others.clone(),
+                    })
+                    .await?
+                    .file_ids,
+            );
+        }
+        if !avatars.is_empty() {
+            used.extend(
+                self.caller
+                    .call_to::<ProfileAvatarsUsed>(&pb::FileIds {
+                        file_ids: avatars.clone(),
+                    })
+                    .await?
+                    .file_ids,
+            );
+        }
+        store::mark_used(&self.pool, &used, now).await?;
+        let used: std::collections::HashSet<String> = used.into_iter().collect();
+        for id in others.into_iter().chain(avatars) {
+            if used.contains(&id) {
+                continue;
+            }
+            let keys = store::delete_file(&self.pool, &id).await?;
+            tracing::info!(file_id = %id, objects = keys.len(), "deleted a file nothing uses");
+            self.delete_objects(keys).await;
+        }
+        Ok(())
     }
 
     /// Deletes uploads past their expiry, with their parts.

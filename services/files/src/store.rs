@@ -344,3 +344,92 @@ pub async fn thumbnails(pool: &AnyPool, sha256: &str) -> Result<Vec<ThumbnailRow
     .fetch_all(pool)
     .await
 }
+
+/// The bytes `owner`'s files and unfinished uploads take (a file counts
+/// whole, even when its bytes are stored once for many).
+pub async fn used_bytes(pool: &AnyPool, owner: &str) -> Result<i64, sqlx::Error> {
+    let files: i64 = sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) FROM files f
+         JOIN blobs b ON b.sha256 = f.sha256 WHERE f.owner_id = $1",
+    )
+    .bind(owner)
+    .fetch_one(pool)
+    .await?;
+    let uploads: i64 = sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(length), 0) AS BIGINT) FROM uploads WHERE owner_id = $1",
+    )
+    .bind(owner)
+    .fetch_one(pool)
+    .await?;
+    Ok(files.saturating_add(uploads))
+}
+
+/// Up to `limit` files made before `made_before` and not found used since
+/// `checked_before`: their ids and kinds.
+pub async fn files_to_check(
+    pool: &AnyPool,
+    made_before: i64,
+    checked_before: i64,
+    limit: i64,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT file_id, kind FROM files
+         WHERE checked_at_ms < $1 AND created_at_ms < $2 ORDER BY checked_at_ms LIMIT $3",
+    )
+    .bind(checked_before)
+    .bind(made_before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Notes that files were found used at `now`.
+pub async fn mark_used(pool: &AnyPool, ids: &[String], now: i64) -> Result<(), sqlx::Error> {
+    for id in ids {
+        sqlx::query("UPDATE files SET checked_at_ms = $2 WHERE file_id = $1")
+            .bind(id)
+            .bind(now)
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Deletes a file, and its content when no other file has those bytes:
+/// the object keys to delete (its parts and thumbnails), empty when the
+/// content stays.
+pub async fn delete_file(pool: &AnyPool, file_id: &str) -> Result<Vec<String>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let sha256: Option<String> =
+        sqlx::query_scalar("DELETE FROM files WHERE file_id = $1 RETURNING sha256")
+            .bind(file_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(sha256) = sha256 else {
+        return Ok(Vec::new());
+    };
+    let others: Option<i64> = sqlx::query_scalar("SELECT 1 FROM files WHERE sha256 = $1 LIMIT 1")
+        .bind(&sha256)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let mut keys = Vec::new();
+    if others.is_none() {
+        // The thumbnails first: they refer to the content. (A file of the
+        // same bytes made meanwhile makes the content's delete fail, and
+        // all of this with it, on PostgreSQL; SQLite runs one writer.)
+        let thumbs: Vec<(String,)> =
+            sqlx::query_as("DELETE FROM thumbnails WHERE sha256 = $1 RETURNING object_key")
+                .bind(&sha256)
+                .fetch_all(&mut *tx)
+                .await?;
+        let parts_of: String =
+            sqlx::query_scalar("DELETE FROM blobs WHERE sha256 = $1 RETURNING parts_of")
+                .bind(&sha256)
+                .fetch_one(&mut *tx)
+                .await?;
+        keys = take_parts(&mut tx, &parts_of).await?;
+        keys.extend(thumbs.into_iter().map(|(key,)| key));
+    }
+    tx.commit().await?;
+    Ok(keys)
+}

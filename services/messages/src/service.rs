@@ -126,6 +126,7 @@ pub async fn run(
     .serve::<MessageDelete, _, _>(32, State::delete)
     .serve::<MessageReads, _, _>(32, State::reads)
     .serve::<MessageFileAccess, _, _>(64, State::file_access)
+    .serve::<MessageFilesUsed, _, _>(4, State::files_used)
     .serve::<ConversationList, _, _>(64, State::conversations)
     .serve::<ConversationRead, _, _>(64, State::read)
     .serve::<ConversationSettings, _, _>(32, State::settings)

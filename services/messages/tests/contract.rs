@@ -29,6 +29,7 @@ async fn messages_keeps_its_contract() {
         MessageDelete,
         MessageReads,
         MessageFileAccess,
+        MessageFilesUsed,
         ConversationList,
         ConversationRead,
         ConversationSettings,

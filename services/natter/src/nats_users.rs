@@ -198,7 +198,12 @@ pub fn service_permissions(service: Service) -> Permissions {
         // Its bytes: the chunks and descriptions of the NATS object store;
         // who may read a file through a message.
         Service::Files => (
-            strings(&["$O.>", call::MESSAGE_FILE_ACCESS]),
+            strings(&[
+                "$O.>",
+                call::MESSAGE_FILE_ACCESS,
+                call::MESSAGE_FILES_USED,
+                call::PROFILE_AVATARS_USED,
+            ]),
             strings(&["im.v1.file.>", SRV]),
             true,
         ),

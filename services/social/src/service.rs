@@ -19,8 +19,8 @@ use shared::db::{self, AnyPool};
 use shared::endpoint::Server;
 use shared::endpoint::endpoints::{
     BlockAdd, BlockList, BlockRemove, FriendAccept, FriendAsk, FriendAudience, FriendDelete,
-    FriendList, FriendReject, FriendRelation, FriendRequests, FriendVisible, ProfileGet,
-    ProfileUpdate, UserSearch,
+    FriendList, FriendReject, FriendRelation, FriendRequests, FriendVisible, ProfileAvatarsUsed,
+    ProfileGet, ProfileUpdate, UserSearch,
 };
 use shared::inbox::Inboxes;
 use shared::proto::social::{self as pb, social_notice};
@@ -103,6 +103,7 @@ pub async fn run(
     .await?
     .serve::<ProfileGet, _, _>(64, State::get_profiles)
     .serve::<ProfileUpdate, _, _>(16, State::update_profile)
+    .serve::<ProfileAvatarsUsed, _, _>(4, State::avatars_used)
     .serve::<UserSearch, _, _>(32, State::search)
     .serve::<FriendAsk, _, _>(32, State::request_friend)
     .serve::<FriendRequests, _, _>(32, State::list_requests)

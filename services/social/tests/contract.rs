@@ -22,6 +22,7 @@ async fn social_keeps_its_contract() {
         social::MICRO_NAME,
         ProfileGet,
         ProfileUpdate,
+        ProfileAvatarsUsed,
         UserSearch,
         FriendAsk,
         FriendRequests,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use shared::RpcError;
 use shared::endpoint::endpoints::FileDescribe;
-use shared::proto::file::{DescribeRequest, FileInfo};
+use shared::proto::file::{DescribeRequest, FileIds, FileInfo};
 use shared::proto::message as pb;
 use shared::rpc::Identity;
 
@@ -117,6 +117,28 @@ impl State {
         })
     }
 }
+
+impl State {
+    /// Which of some files a message references (for the files service's
+    /// sweep of files nothing uses).
+    pub(super) async fn files_used(
+        self: Arc<Self>,
+        _: (),
+        input: FileIds,
+    ) -> Result<FileIds, RpcError> {
+        if input.file_ids.len() > MAX_FILES_ASKED {
+            return Err(RpcError::bad_request(format!(
+                "at most {MAX_FILES_ASKED} files at a time"
+            )));
+        }
+        Ok(FileIds {
+            file_ids: store::files_used(&self.pool, &input.file_ids).await?,
+        })
+    }
+}
+
+/// The most files one `files_used` asks about.
+const MAX_FILES_ASKED: usize = 200;
 
 /// Size and type from the stored files, over what the client wrote; an
 /// image's size and a recording's length where the files service read

@@ -199,3 +199,19 @@ pub async fn message_at(
     .fetch_optional(pool)
     .await
 }
+
+/// Which of `files` a message references (a recalled one references none).
+pub async fn files_used(pool: &AnyPool, files: &[String]) -> Result<Vec<String>, sqlx::Error> {
+    let mut used = Vec::new();
+    for file in files {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM message_files WHERE file_id = $1 LIMIT 1")
+                .bind(file)
+                .fetch_optional(pool)
+                .await?;
+        if found.is_some() {
+            used.push(file.clone());
+        }
+    }
+    Ok(used)
+}

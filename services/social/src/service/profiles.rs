@@ -162,6 +162,21 @@ impl State {
         Ok(profile)
     }
 
+    /// Which of some files are someone's avatar (for the files service's
+    /// sweep of files nothing uses).
+    pub(super) async fn avatars_used(
+        self: Arc<Self>,
+        _: (),
+        input: shared::proto::file::FileIds,
+    ) -> Result<shared::proto::file::FileIds, RpcError> {
+        if input.file_ids.len() > 200 {
+            return Err(RpcError::bad_request("at most 200 files at a time"));
+        }
+        Ok(shared::proto::file::FileIds {
+            file_ids: store::avatars_used(&self.pool, &input.file_ids).await?,
+        })
+    }
+
     /// Whether `file_id` is an image `me` uploaded as an avatar (which every
     /// signed-in user may then see).
     async fn own_avatar(&self, me: &Identity, file_id: &str) -> Result<(), RpcError> {

@@ -106,3 +106,19 @@ pub async fn search(
     .fetch_all(pool)
     .await
 }
+
+/// Which of `files` are someone's avatar.
+pub async fn avatars_used(pool: &AnyPool, files: &[String]) -> Result<Vec<String>, sqlx::Error> {
+    let mut used = Vec::new();
+    for file in files {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM profiles WHERE avatar = $1 LIMIT 1")
+                .bind(file)
+                .fetch_optional(pool)
+                .await?;
+        if found.is_some() {
+            used.push(file.clone());
+        }
+    }
+    Ok(used)
+}

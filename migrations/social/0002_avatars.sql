@@ -1,0 +1,3 @@
+-- Which files are avatars (the files service asks before it deletes a
+-- file nothing else uses).
+CREATE INDEX profiles_by_avatar ON profiles (avatar);
