@@ -88,6 +88,9 @@ pub struct Settings {
     pub file_quota_bytes: u64,
     /// Seconds before a file nothing uses is deleted.
     pub unreferenced_file_secs: u64,
+    /// The files' store: the NATS object store (false) or a directory of
+    /// the data dir (`file://`).
+    pub files_on_disk: bool,
 }
 
 impl Default for Settings {
@@ -109,6 +112,7 @@ impl Default for Settings {
             sms_resend_secs: auth::sms::SmsConfig::default().resend_secs,
             file_quota_bytes: files::Config::default().quota_bytes_per_user,
             unreferenced_file_secs: files::Config::default().unreferenced_file_secs,
+            files_on_disk: false,
         }
     }
 }
@@ -363,6 +367,24 @@ impl System {
             .custom_inbox_prefix(shared::config::inbox_prefix(Some(user))))
     }
 
+    /// What the system was started with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The directory of the files' bytes when they are on disk
+    /// ([`Settings::files_on_disk`]).
+    pub fn files_dir(&self) -> std::path::PathBuf {
+        self.data.path().join("files")
+    }
+
+    /// The `file://` URL of a directory for the files' bytes (made here).
+    fn files_dir_url(&self) -> String {
+        let dir = self.files_dir();
+        let _ = std::fs::create_dir_all(&dir);
+        format!("file://{}", dir.display())
+    }
+
     /// The configuration of an in-process system: the binary's, with this
     /// test's databases and settings.
     fn natter_config(&self) -> natter::NatterConfig {
@@ -392,6 +414,9 @@ impl System {
         config.files.sweep_interval_secs = 1;
         config.files.quota_bytes_per_user = self.settings.file_quota_bytes;
         config.files.unreferenced_file_secs = self.settings.unreferenced_file_secs;
+        if self.settings.files_on_disk {
+            config.files.store_url = self.files_dir_url();
+        }
         config.groups.sweep_interval_secs = 1;
         config.groups.max_members = self.settings.group_max_members;
         config.groups.invite_friends_only = self.settings.invite_friends_only;
@@ -563,6 +588,14 @@ impl System {
             .env("NATTER_GROUPS__DATABASE_URL", self.db_url("groups.db"))
             .env("NATTER_FILES__DATABASE_URL", self.db_url("files.db"))
             .env("NATTER_FILES__SWEEP_INTERVAL_SECS", "1")
+            .env(
+                "NATTER_FILES__STORE_URL",
+                if self.settings.files_on_disk {
+                    self.files_dir_url()
+                } else {
+                    files::Config::default().store_url
+                },
+            )
             .env(
                 "NATTER_FILES__QUOTA_BYTES_PER_USER",
                 self.settings.file_quota_bytes.to_string(),

@@ -10,7 +10,23 @@ use reqwest::StatusCode;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_goes_up_with_tus_and_comes_down_whole_in_ranges_and_only_to_its_owner()
 -> anyhow::Result<()> {
-    let (system, [alice, bob]) = System::with_users(Mode::InProcess, ["alice", "bob"]).await?;
+    up_and_down(e2e::Settings::default()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_on_the_local_filesystem_store() -> anyhow::Result<()> {
+    up_and_down(e2e::Settings {
+        files_on_disk: true,
+        ..e2e::Settings::default()
+    })
+    .await
+}
+
+/// The tus flow, a cut body resumed, downloads whole and in ranges, and who
+/// may touch them, on the store `settings` choose.
+async fn up_and_down(settings: e2e::Settings) -> anyhow::Result<()> {
+    let (system, [alice, bob]) =
+        System::with_settings_and_users(Mode::InProcess, settings, ["alice", "bob"]).await?;
     let files = Files::new(&system);
 
     // Discovery.
@@ -109,6 +125,16 @@ async fn a_file_goes_up_with_tus_and_comes_down_whole_in_ranges_and_only_to_its_
         bytes.len().to_string().as_str()
     );
     assert_eq!(files.offset(&alice, &upload).await?, bytes.len() as u64);
+
+    // The bytes are where the store says.
+    let on_disk = std::fs::read_dir(system.files_dir().join("parts"))
+        .map(|dir| dir.count())
+        .unwrap_or(0);
+    assert_eq!(
+        on_disk > 0,
+        system.settings().files_on_disk,
+        "{on_disk} uploads on disk"
+    );
 
     // Down, whole.
     let path = file_path(&upload);
