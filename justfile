@@ -28,7 +28,10 @@ deps:
     command -v cargo >/dev/null || { echo "cargo is missing: install Rust from rustup.rs" >&2; exit 1; }
 
 # What the Rust tests need beyond `deps`: moto's S3 server (from PyPI), the
-# local S3-compatible server the files store's S3 backend is tested against.
+# local S3-compatible server the files store's S3 backend is tested against;
+# pocketsphinx (from PyPI, its English model in the wheel) for the test
+# speech engine, and Debian's flite (a voice to speak to it) and sox (audio
+# conversion).
 test-deps:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -38,6 +41,23 @@ test-deps:
         hash -r
     fi
     command -v moto_server >/dev/null || { echo "moto_server is not on PATH after pip install" >&2; exit 1; }
+    if ! python3 -c "import pocketsphinx" 2>/dev/null; then
+        echo "installing pocketsphinx with pip"
+        python3 -m pip install --quiet "pocketsphinx>=5,<6"
+    fi
+    missing=()
+    command -v flite >/dev/null || missing+=(flite)
+    command -v sox >/dev/null || missing+=(sox)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        if [ "$(id -u)" -eq 0 ]; then
+            echo "installing ${missing[*]} with apt"
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+        else
+            echo "missing: ${missing[*]} (sudo apt-get install ${missing[*]})" >&2
+            exit 1
+        fi
+    fi
 
 # What the web client's tests need: Debian's chromium and fonts (CJK and
 # emoji; installed with apt when run as root, else a hint), and the npm

@@ -91,6 +91,8 @@ pub struct Settings {
     /// The files' store: the NATS object store (false) or a directory of
     /// the data dir (`file://`).
     pub files_on_disk: bool,
+    /// The speech engine's URL (empty: no transcripts).
+    pub speech_engine_url: String,
 }
 
 impl Default for Settings {
@@ -113,6 +115,7 @@ impl Default for Settings {
             file_quota_bytes: files::Config::default().quota_bytes_per_user,
             unreferenced_file_secs: files::Config::default().unreferenced_file_secs,
             files_on_disk: false,
+            speech_engine_url: String::new(),
         }
     }
 }
@@ -417,6 +420,7 @@ impl System {
         if self.settings.files_on_disk {
             config.files.store_url = self.files_dir_url();
         }
+        config.speech.engine_url = self.settings.speech_engine_url.clone();
         config.groups.sweep_interval_secs = 1;
         config.groups.max_members = self.settings.group_max_members;
         config.groups.invite_friends_only = self.settings.invite_friends_only;
@@ -588,6 +592,10 @@ impl System {
             .env("NATTER_GROUPS__DATABASE_URL", self.db_url("groups.db"))
             .env("NATTER_FILES__DATABASE_URL", self.db_url("files.db"))
             .env("NATTER_FILES__SWEEP_INTERVAL_SECS", "1")
+            .env(
+                "NATTER_SPEECH__ENGINE_URL",
+                &self.settings.speech_engine_url,
+            )
             .env(
                 "NATTER_FILES__STORE_URL",
                 if self.settings.files_on_disk {

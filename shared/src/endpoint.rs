@@ -384,6 +384,8 @@ pub mod endpoints {
         MessageFileAccess: MESSAGE_FILE_ACCESS, Internal, message::FileAccessRequest => message::FileAccessReply;
         /// Which of some files a message (not recalled) references.
         MessageFilesUsed: MESSAGE_FILES_USED, Internal, file::FileIds => file::FileIds;
+        /// Attach a voice message's transcript (for the speech service).
+        MessageTranscript: MESSAGE_TRANSCRIPT, Internal, message::TranscriptRequest => message::MessageTranscribed;
         /// A page of the caller's conversations.
         ConversationList: CONVERSATION_LIST, User, message::ConversationsRequest => message::ConversationsResponse;
         /// Move the caller's read position.

@@ -75,6 +75,7 @@ pub mod call {
     pub const MESSAGE_READS: &str = "im.v1.message.reads";
     pub const MESSAGE_FILE_ACCESS: &str = "im.v1.message.file_access";
     pub const MESSAGE_FILES_USED: &str = "im.v1.message.files_used";
+    pub const MESSAGE_TRANSCRIPT: &str = "im.v1.message.transcript";
     /// Internal: the groups service brings a group conversation in step.
     pub const CONVERSATION_APPLY: &str = "im.v1.conversation.apply";
     pub const GROUP_CREATE: &str = "im.v1.group.create";
@@ -103,6 +104,7 @@ pub mod event {
     pub const DEVICE_ADDED: &str = "im.evt.v1.device.added";
     pub const MESSAGES_CREATED: &str = "im.evt.v1.messages.created";
     pub const MESSAGE_RECALLED: &str = "im.evt.v1.message.recalled";
+    pub const MESSAGE_TRANSCRIBED: &str = "im.evt.v1.message.transcribed";
     pub const PRESENCE_CHANGED: &str = "im.evt.v1.presence.changed";
     pub const PROFILE_UPDATED: &str = "im.evt.v1.profile.updated";
     pub const FRIEND_REQUESTED: &str = "im.evt.v1.friend.requested";

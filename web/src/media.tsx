@@ -6,7 +6,7 @@ import { signal } from "@preact/signals";
 import { useEffect, useRef, useState } from "preact/hooks";
 import { download, fileUrl, forget, formatDuration, formatSize, imageSize, kindOf, uploadTracked, type Upload } from "./files";
 import { t } from "./i18n";
-import { displayName, reportError, sendMessage, type Msg } from "./state";
+import { displayName, reportError, sendMessage, transcripts, type Msg } from "./state";
 import type { MessageBody } from "./types";
 import { Icon, Modal } from "./ui";
 
@@ -58,13 +58,14 @@ export function VoiceBody({ m }: { m: Msg }) {
   const voice = m.body?.voice;
   const { url, failed } = useFileUrl(voice?.fileId);
   if (!voice) return null;
+  const transcript = voice.transcript || transcripts.value.get(`${m.conversationId}:${m.seq}`);
   return (
     <div class="voice-msg">
       <div class="voice-line">
         {url ? <audio controls preload="metadata" src={url} aria-label={s.voiceMessage} /> : <span class="attachment">{failed ? s.fileUnavailable : s.kinds.voice}</span>}
         <span class="duration">{formatDuration(Number(voice.durationMs ?? 0))}</span>
       </div>
-      {voice.transcript && <p class="transcript" aria-label={s.transcript}>{voice.transcript}</p>}
+      {transcript && <p class="transcript" aria-label={s.transcript}>{transcript}</p>}
     </div>
   );
 }

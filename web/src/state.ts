@@ -66,6 +66,8 @@ export const detailsOpen = signal(false);
 export const contactId = signal<string | null>(null);
 export const toast = signal<{ text: string; error?: boolean } | null>(null);
 /** A message to highlight after a jump. */
+/** Transcripts that came as inbox entries, by "conversationId:seq". */
+export const transcripts = signal<Map<string, string>>(new Map());
 export const highlight = signal<{ conversationId: string; seq: string } | null>(null);
 
 export const myId = computed(() => session.value?.userId ?? "");
@@ -450,6 +452,16 @@ export function applyEntry(e: InboxEntry) {
     patchMessage(r.conversationId, r.seq, (m) => ({ ...m, body, replyTo: m.replyTo }));
     updateConversation(r.conversationId, (c) =>
       c.lastMessage?.seq === r.seq ? { ...c, lastMessage: { ...c.lastMessage, body } } : c,
+    );
+    return;
+  }
+  if (e.transcribed) {
+    const tr = e.transcribed;
+    // Kept aside too: a history page fetched before the transcript came
+    // may land after this entry (VoiceBody reads both).
+    transcripts.value = new Map(transcripts.value).set(`${tr.conversationId}:${tr.seq}`, tr.transcript ?? "");
+    patchMessage(tr.conversationId, tr.seq, (m) =>
+      m.body?.voice ? { ...m, body: { voice: { ...m.body.voice, transcript: tr.transcript } } } : m,
     );
     return;
   }

@@ -136,6 +136,7 @@ export interface InboxEntry {
   settings?: { conversationId: string; pinned?: boolean; muted?: boolean };
   deleted?: { conversationId: string; seqs: string[] };
   membership?: { conversationId: string; seq: string };
+  transcribed?: { conversationId: string; seq: string; messageId?: string; transcript?: string };
 }
 
 export interface ServerFrame {

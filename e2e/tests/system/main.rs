@@ -22,5 +22,6 @@ mod phone;
 mod presence;
 mod sessions;
 mod social;
+mod speech;
 mod split;
 mod tls;

@@ -7,7 +7,7 @@
 //! [`fanout`] (deliver, the pending set, the sweep), [`files`] (the files
 //! a message references), [`history`],
 //! [`reads`] (read positions and receipts), [`recall`] (recall and delete
-//! for me) and [`conversation`] (the list, flags, typing, large groups).
+//! for me), [`transcripts`] (voice messages' text) and [`conversation`] (the list, flags, typing, large groups).
 
 mod apply;
 mod batch;
@@ -18,6 +18,7 @@ mod history;
 mod reads;
 mod recall;
 mod send;
+mod transcripts;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -127,6 +128,7 @@ pub async fn run(
     .serve::<MessageReads, _, _>(32, State::reads)
     .serve::<MessageFileAccess, _, _>(64, State::file_access)
     .serve::<MessageFilesUsed, _, _>(4, State::files_used)
+    .serve::<MessageTranscript, _, _>(16, State::transcript)
     .serve::<ConversationList, _, _>(64, State::conversations)
     .serve::<ConversationRead, _, _>(64, State::read)
     .serve::<ConversationSettings, _, _>(32, State::settings)

@@ -30,6 +30,7 @@ async fn messages_keeps_its_contract() {
         MessageReads,
         MessageFileAccess,
         MessageFilesUsed,
+        MessageTranscript,
         ConversationList,
         ConversationRead,
         ConversationSettings,

@@ -23,6 +23,7 @@ pub struct NatterConfig {
     pub social: social::Config,
     pub groups: groups::Config,
     pub files: files::Config,
+    pub speech: speech::Config,
     pub edge: edge::Config,
 }
 
@@ -39,6 +40,7 @@ impl Default for NatterConfig {
             social: social::Config::default(),
             groups: groups::Config::default(),
             files: files::Config::default(),
+            speech: speech::Config::default(),
             edge: edge::Config::default(),
         }
     }
@@ -55,6 +57,7 @@ impl NatterConfig {
         config.social().validate()?;
         config.groups().validate()?;
         config.files().validate()?;
+        config.speech().validate()?;
         config.edge().validate()?;
         if config.edge.heartbeat_interval_secs * 2 > config.presence.device_ttl_secs {
             return Err(ConfigError::Invalid(
@@ -123,6 +126,13 @@ impl NatterConfig {
         }
     }
 
+    pub fn speech(&self) -> speech::Config {
+        speech::Config {
+            streams: self.streams.clone(),
+            ..self.speech.clone()
+        }
+    }
+
     pub fn files(&self) -> files::Config {
         files::Config {
             database_url: self.sqlite(&self.files.database_url, "files.db"),
@@ -184,6 +194,13 @@ mod tests {
             ("[edge]\nunknown_key = 1", "unknown_key"),
             ("[files]\nstore_replicas = 0", "files.store_replicas"),
             ("[files]\nmax_image_bytes = 0", "files.max_image_bytes"),
+            (
+                "[files]\nsweep_interval_secs = 0",
+                "files.sweep_interval_secs",
+            ),
+            ("[speech]\nengine_url = \"ftp://x\"", "speech.engine_url"),
+            ("[speech]\nlanguage = \"中文\"", "speech.language"),
+            ("[speech]\nmax_audio_secs = 0", "speech.max_audio_secs"),
             (
                 "[auth]\naccess_token_ttl_secs = 1",
                 "auth.access_token_ttl_secs",

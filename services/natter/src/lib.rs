@@ -21,18 +21,20 @@ pub enum Service {
     Social,
     Groups,
     Files,
+    Speech,
     Edge,
 }
 
 impl Service {
     /// Every service, in start order (the edge last).
-    pub const ALL: [Service; 7] = [
+    pub const ALL: [Service; 8] = [
         Service::Auth,
         Service::Messages,
         Service::Presence,
         Service::Social,
         Service::Groups,
         Service::Files,
+        Service::Speech,
         Service::Edge,
     ];
 
@@ -45,6 +47,7 @@ impl Service {
             Service::Social => "social",
             Service::Groups => "groups",
             Service::Files => "files",
+            Service::Speech => "speech",
             Service::Edge => "edge",
         }
     }
@@ -59,6 +62,8 @@ impl Service {
             Service::Social => Some(social::MICRO_NAME),
             Service::Groups => Some(groups::MICRO_NAME),
             Service::Files => Some(files::MICRO_NAME),
+            // A consumer of events, with no endpoint (yet).
+            Service::Speech => None,
             Service::Edge => None,
         }
     }
@@ -77,6 +82,7 @@ impl Service {
             Service::Social => social::run(config.social(), nats, shutdown).await,
             Service::Groups => groups::run(config.groups(), nats, shutdown).await,
             Service::Files => files::run(config.files(), nats, shutdown).await,
+            Service::Speech => speech::run(config.speech(), nats, shutdown).await,
             Service::Edge => edge::run(config.edge(), nats, shutdown).await,
         }
     }

@@ -139,6 +139,7 @@ pub fn service_permissions(service: Service) -> Permissions {
                 "im.group.v1.>",
                 event::MESSAGES_CREATED,
                 event::MESSAGE_RECALLED,
+                event::MESSAGE_TRANSCRIBED,
             ]),
             strings(&[
                 "im.v1.message.>",
@@ -197,6 +198,13 @@ pub fn service_permissions(service: Service) -> Permissions {
         ),
         // Its bytes: the chunks and descriptions of the NATS object store;
         // who may read a file through a message.
+        // Its durable consumer of created messages; recordings read as
+        // their senders; transcripts handed to the messages service.
+        Service::Speech => (
+            strings(&[call::FILE_INFO, call::FILE_READ, call::MESSAGE_TRANSCRIPT]),
+            strings(&[SRV]),
+            true,
+        ),
         Service::Files => (
             strings(&[
                 "$O.>",

@@ -215,3 +215,23 @@ pub async fn files_used(pool: &AnyPool, files: &[String]) -> Result<Vec<String>,
     }
     Ok(used)
 }
+
+/// A message by its id.
+pub async fn message_by_id(pool: &AnyPool, id: &str) -> Result<Option<MessageRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Replaces a message's body (a transcript added).
+pub async fn set_body(pool: &AnyPool, id: &str, body: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE messages SET body = $2 WHERE id = $1")
+        .bind(id)
+        .bind(body)
+        .execute(pool)
+        .await?;
+    Ok(())
+}

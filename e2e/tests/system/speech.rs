@@ -1,0 +1,135 @@
+//! Voice messages turned into text: a real speech engine (pocketsphinx
+//! behind the OpenAI-compatible endpoint, `e2e/engines/speech.py`) hears a
+//! recording that flite speaks; the transcript reaches the recipient live
+//! and stays in the history. An engine that is down is waited for.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use e2e::files::Files;
+use e2e::{Client, Format, Mode, Settings, System};
+use shared::proto::delivery::inbox_entry;
+
+/// The test engine, listening until dropped.
+struct Engine {
+    child: Child,
+}
+
+impl Engine {
+    /// Starts it on `port` (0: any free one).
+    fn start(port: u16) -> anyhow::Result<Self> {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/engines/speech.py");
+        let mut child = Command::new("python3")
+            .args([script, "--port", &port.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line)?;
+        anyhow::ensure!(
+            line.starts_with("listening on "),
+            "the speech engine did not start: {line:?} (pip install pocketsphinx)"
+        );
+        Ok(Self { child })
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `text` spoken by flite's slt voice, as WAV.
+fn spoken(text: &str) -> anyhow::Result<Vec<u8>> {
+    let dir = tempfile::tempdir()?;
+    let wav = dir.path().join("speech.wav");
+    let status = Command::new("flite")
+        .args(["-voice", "slt", "-t", text, "-o"])
+        .arg(&wav)
+        .status()?;
+    anyhow::ensure!(status.success(), "flite failed (apt-get install flite)");
+    Ok(std::fs::read(wav)?)
+}
+
+/// The share of `expected`'s words missing from `heard` (a word error rate
+/// that counts only deletions and substitutions).
+fn missed(expected: &str, heard: &str) -> f64 {
+    let heard: Vec<&str> = heard.split_whitespace().collect();
+    let words: Vec<&str> = expected.split_whitespace().collect();
+    let missing = words.iter().filter(|w| !heard.contains(w)).count();
+    missing as f64 / words.len() as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voice_message_gets_its_transcript_once_the_engine_is_up() -> anyhow::Result<()> {
+    // The engine's port is known, but it is not listening yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let settings = Settings {
+        speech_engine_url: format!("http://127.0.0.1:{port}"),
+        ..Settings::default()
+    };
+    let (system, [alice, bob]) =
+        System::with_settings_and_users(Mode::InProcess, settings, ["alice", "bob"]).await?;
+    let mut b = Client::connect_live(&system.ws_url(), &bob, Format::Json).await?;
+    let files = Files::new(&system);
+    let said = "hello world this is a test";
+    let voice = files
+        .upload(&alice, "hello.wav", "voice", spoken(said)?)
+        .await?;
+    let (status, sent) = system
+        .api()
+        .send_method(
+            reqwest::Method::POST,
+            "/v1/messages",
+            Some(&alice.token),
+            Some(serde_json::json!({
+                "toUserId": bob.user_id,
+                "clientMsgId": "voice-1",
+                "body": { "voice": { "fileId": voice } },
+            })),
+        )
+        .await?;
+    assert_eq!(status, 200, "{sent}");
+    let (_, message) = b.messages(1).await?.remove(0);
+    // Its length, read by the files service from the recording.
+    let shared::proto::message::message_body::Kind::Voice(got) =
+        message.body.and_then(|b| b.kind).expect("a body")
+    else {
+        panic!("not a voice message");
+    };
+    assert!(
+        (1500..4000).contains(&got.duration_ms),
+        "{}",
+        got.duration_ms
+    );
+    assert!(got.transcript.is_empty());
+
+    // The engine comes up a little later: the transcription is retried.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _engine = Engine::start(port)?;
+    let heard = loop {
+        match tokio::time::timeout(Duration::from_secs(60), b.next_notice()).await?? {
+            inbox_entry::Event::Transcribed(t) => {
+                assert_eq!(t.message_id, message.id);
+                break t.transcript;
+            }
+            _ => continue,
+        }
+    };
+    assert!(missed(said, &heard) <= 0.2, "heard {heard:?}");
+    // In the history too, for devices that were offline.
+    let conversation = shared::ids::direct_conversation(&alice.user_id, &bob.user_id);
+    let (_, history) = system.api().history(&bob, &conversation, "").await?;
+    assert_eq!(
+        history["messages"][0]["body"]["voice"]["transcript"],
+        heard.as_str(),
+        "{history}"
+    );
+    system.stop().await;
+    Ok(())
+}

@@ -1,0 +1,259 @@
+//! The consumer of created messages: each voice message without a
+//! transcript is heard by the engine and its text attached by the messages
+//! service.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::AckKind;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use futures::StreamExt;
+use prost::Message as _;
+use shared::endpoint::endpoints::{FileInfo, FileRead, MessageTranscript};
+use shared::ids::{DeviceId, UserId};
+use shared::proto::{file, message as pb};
+use shared::rpc::{Caller, Identity};
+use shared::service::StartError;
+use shared::{Nats, RpcError, subject};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Engine, EngineError};
+use crate::{CONSUMER, Config};
+
+/// The most bytes read from the files service per request.
+const CHUNK: u32 = 512 * 1024;
+/// The longest wait before an event is tried again.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+struct State {
+    config: Config,
+    caller: Caller,
+    engine: Engine,
+}
+
+/// Runs the speech service until `shutdown` is cancelled (at once when no
+/// engine is configured).
+pub async fn run(
+    config: Config,
+    nats: Nats,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
+    config.validate()?;
+    if !config.enabled() {
+        tracing::info!("speech service: no engine configured (speech.engine_url); no transcripts");
+        shutdown.cancelled().await;
+        return Ok(());
+    }
+    let events = shared::nats::events_stream(&nats.jetstream, &config.streams).await?;
+    let state = Arc::new(State {
+        engine: Engine::new(&config).map_err(|e| StartError::setup("the engine client", e))?,
+        caller: nats.caller(),
+        config,
+    });
+    tracing::info!("speech service ready");
+    loop {
+        let consumer = events
+            .get_or_create_consumer(
+                CONSUMER,
+                pull::Config {
+                    durable_name: Some(CONSUMER.into()),
+                    description: Some("natter speech: transcripts of voice messages".into()),
+                    filter_subject: subject::event::MESSAGES_CREATED.into(),
+                    deliver_policy: DeliverPolicy::New,
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: Duration::from_secs(state.config.timeout_secs + 30),
+                    max_ack_pending: 4,
+                    ..Default::default()
+                },
+            )
+            .await;
+        let messages = match consumer {
+            Ok(consumer) => consumer.messages().await,
+            Err(e) => {
+                tracing::warn!(error = %e, "speech consumer: cannot create");
+                if pause(&shutdown).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        let mut messages = match messages {
+            Ok(messages) => messages,
+            Err(e) => {
+                tracing::warn!(error = %e, "speech consumer: cannot pull");
+                if pause(&shutdown).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                next = messages.next() => next,
+            };
+            match next {
+                Some(Ok(event)) => state.handle(event).await,
+                Some(Err(e)) => tracing::debug!(error = %e, "speech consumer error"),
+                None => break,
+            }
+        }
+    }
+    tracing::info!("speech service stopped");
+    Ok(())
+}
+
+impl State {
+    /// Transcribes the voice messages of one event; acks it when done or
+    /// hopeless, asks for it again later when the engine is down.
+    async fn handle(&self, event: async_nats::jetstream::Message) {
+        let created = match pb::MessagesCreated::decode(event.payload.as_ref()) {
+            Ok(created) => created,
+            Err(e) => {
+                tracing::warn!(error = %e, "undecodable messages.created skipped");
+                let _ = event.ack().await;
+                return;
+            }
+        };
+        let tries = event.info().map(|i| i.delivered).unwrap_or(1).max(1);
+        tracing::debug!(messages = created.messages.len(), tries, "messages created");
+        for message in &created.messages {
+            match self.transcribe(message).await {
+                Ok(()) => {}
+                Err(Outcome::Later(why)) => {
+                    let wait = Duration::from_secs(1u64 << (tries - 1).min(6)).min(MAX_BACKOFF);
+                    tracing::warn!(error = %why, message_id = %message.id, ?wait, "transcription postponed");
+                    let _ = event.ack_with(AckKind::Nak(Some(wait))).await;
+                    return;
+                }
+                Err(Outcome::Never(why)) => {
+                    tracing::info!(reason = %why, message_id = %message.id, "no transcript");
+                }
+            }
+        }
+        let _ = event.ack().await;
+    }
+
+    /// Transcribes `message` if it is a voice message without a transcript.
+    async fn transcribe(&self, message: &pb::Message) -> Result<(), Outcome> {
+        let Some(pb::message_body::Kind::Voice(voice)) =
+            message.body.as_ref().and_then(|b| b.kind.as_ref())
+        else {
+            return Ok(());
+        };
+        if !voice.transcript.is_empty() {
+            return Ok(());
+        }
+        if u64::from(voice.duration_ms) > self.config.max_audio_secs * 1000 {
+            return Err(Outcome::Never(format!(
+                "the recording is longer than {} s",
+                self.config.max_audio_secs
+            )));
+        }
+        // The sender may read the recording: the files service decides.
+        let sender = Identity {
+            user_id: UserId::parse(message.sender_id.as_str()).map_err(never)?,
+            device_id: DeviceId::parse(message.sender_device_id.as_str()).map_err(never)?,
+        };
+        let (audio, info) = self.recording(&sender, &voice.file_id).await?;
+        let text = self
+            .engine
+            .transcribe(audio, &info.name, &info.media_type)
+            .await
+            .map_err(|e| match e {
+                EngineError::Unavailable(why) => Outcome::Later(why),
+                EngineError::Refused(why) => Outcome::Never(why),
+            })?;
+        if text.is_empty() {
+            return Err(Outcome::Never("the engine heard nothing".into()));
+        }
+        self.caller
+            .call_to::<MessageTranscript>(&pb::TranscriptRequest {
+                message_id: message.id.clone(),
+                transcript: text,
+            })
+            .await
+            .map_err(|e| {
+                if e.code == shared::rpc::ErrorCode::Unavailable
+                    || e.code == shared::rpc::ErrorCode::Internal
+                {
+                    Outcome::Later(e.message)
+                } else {
+                    Outcome::Never(e.message)
+                }
+            })?;
+        tracing::info!(message_id = %message.id, "transcript attached");
+        Ok(())
+    }
+
+    /// A voice message's recording, read a chunk at a time.
+    async fn recording(
+        &self,
+        sender: &Identity,
+        file_id: &str,
+    ) -> Result<(Vec<u8>, file::FileInfo), Outcome> {
+        let info = self
+            .caller
+            .call_as::<FileInfo>(
+                sender,
+                &file::FileRef {
+                    file_id: file_id.to_owned(),
+                },
+            )
+            .await
+            .map_err(files_error)?;
+        if info.size > self.config.max_audio_secs * 1024 * 1024 {
+            return Err(Outcome::Never("the recording is too large".into()));
+        }
+        let mut audio = Vec::with_capacity(info.size as usize);
+        while (audio.len() as u64) < info.size {
+            let reply = self
+                .caller
+                .call_as::<FileRead>(
+                    sender,
+                    &file::ReadRequest {
+                        file_id: file_id.to_owned(),
+                        offset: audio.len() as u64,
+                        length: CHUNK,
+                        variant: String::new(),
+                    },
+                )
+                .await
+                .map_err(files_error)?;
+            if reply.data.is_empty() {
+                return Err(Outcome::Later("the recording ended early".into()));
+            }
+            audio.extend_from_slice(&reply.data);
+        }
+        Ok((audio, info))
+    }
+}
+
+/// What became of a voice message.
+enum Outcome {
+    /// Try again later (the engine or a service is down).
+    Later(String),
+    /// Leave it without a transcript.
+    Never(String),
+}
+
+fn never(e: impl std::fmt::Display) -> Outcome {
+    Outcome::Never(e.to_string())
+}
+
+fn files_error(e: RpcError) -> Outcome {
+    match e.code {
+        shared::rpc::ErrorCode::Unavailable | shared::rpc::ErrorCode::Internal => {
+            Outcome::Later(e.message)
+        }
+        _ => Outcome::Never(e.message),
+    }
+}
+
+/// Waits a second; true when shutting down.
+async fn pause(shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => true,
+        _ = tokio::time::sleep(Duration::from_secs(1)) => false,
+    }
+}

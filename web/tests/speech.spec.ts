@@ -1,0 +1,88 @@
+// A voice message's transcript appears under it, live: a natter with a real
+// speech engine (pocketsphinx behind the OpenAI-compatible endpoint,
+// e2e/engines/speech.py) hears what flite said. The engine starts after
+// natter, on a port chosen up front: the speech service waits for it.
+import { expect, test } from "@playwright/test";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { conversation, logIn, messages, ownSystem, PASSWORD, watch } from "./helpers";
+
+const ENGINE_PORT = 20_000 + Math.floor(Math.random() * 20_000);
+const system = ownSystem({ NATTER_SPEECH__ENGINE_URL: `http://127.0.0.1:${ENGINE_PORT}` });
+const call = system.call;
+
+let engine: ChildProcess | undefined;
+test.afterAll(() => engine?.kill());
+
+/** Starts the test engine on ENGINE_PORT; resolves once it listens. */
+function startEngine(): Promise<void> {
+  const script = resolve(import.meta.dirname, "../../e2e/engines/speech.py");
+  engine = spawn("python3", [script, "--port", String(ENGINE_PORT)], { stdio: ["ignore", "pipe", "ignore"] });
+  return new Promise((ok, fail) => {
+    engine!.stdout!.once("data", (line: Buffer) =>
+      line.toString().startsWith("listening on") ? ok() : fail(new Error(`speech engine: ${line} (pip install pocketsphinx)`)),
+    );
+    engine!.once("exit", (code) => fail(new Error(`the speech engine exited with ${code} (pip install pocketsphinx)`)));
+  });
+}
+
+/** `text` spoken by flite, as WAV bytes. */
+function spoken(text: string): Buffer {
+  const wav = join(mkdtempSync(join(tmpdir(), "natter-voice-")), "voice.wav");
+  const run = spawnSync("flite", ["-voice", "slt", "-t", text, "-o", wav]);
+  if (run.status !== 0) throw new Error("flite failed: apt-get install flite");
+  return readFileSync(wav);
+}
+
+/** Uploads `bytes` with tus as `token`'s file of `kind`; its id. */
+async function upload(token: string, name: string, kind: string, bytes: Buffer): Promise<string> {
+  const meta = `filename ${Buffer.from(name).toString("base64")},kind ${Buffer.from(kind).toString("base64")}`;
+  const auth = { authorization: `Bearer ${token}`, "tus-resumable": "1.0.0" };
+  const created = await fetch(`${system.url()}/v1/files/uploads`, {
+    method: "POST",
+    headers: { ...auth, "upload-length": String(bytes.length), "upload-metadata": meta },
+  });
+  expect(created.status).toBe(201);
+  const location = created.headers.get("location")!;
+  const written = await fetch(`${system.url()}${location}`, {
+    method: "PATCH",
+    headers: { ...auth, "upload-offset": "0", "content-type": "application/offset+octet-stream" },
+    body: bytes,
+  });
+  expect(written.status).toBe(204);
+  return location.split("/").pop()!;
+}
+
+test("a voice message's transcript shows up under it, live", async ({ browser }) => {
+  const users: Record<string, { userId: string; token: string }> = {};
+  for (const name of ["vera", "walt"]) {
+    await call("POST", "/v1/auth/register", { username: name, password: PASSWORD, nickname: name === "vera" ? "Vera" : "Walt" });
+    const s = await call("POST", "/v1/auth/login", { username: name, password: PASSWORD });
+    users[name] = { userId: s.userId, token: s.accessToken };
+  }
+  const { vera, walt } = users;
+  const r = await call("POST", "/v1/friends/requests", { toUserId: walt.userId }, vera.token);
+  await call("POST", `/v1/friends/requests/${r.request.id}/accept`, {}, walt.token);
+
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  watch(page);
+  await page.goto(system.url());
+  await logIn(page, "walt");
+
+  const fileId = await upload(vera.token, "hello.wav", "voice", spoken("hello world this is a test"));
+  await call("POST", "/v1/messages", { toUserId: walt.userId, clientMsgId: "v-1", body: { voice: { fileId } } }, vera.token);
+  await conversation(page, "Vera").click();
+  const voice = messages(page).filter({ has: page.getByLabel("Voice message") });
+  await expect(voice).toHaveCount(1);
+  // Its length, read by the server from the recording.
+  await expect(voice).toContainText(/0:0[2-3]/);
+  await expect(page.getByLabel("Transcript")).toHaveCount(0);
+
+  // The engine comes up: the transcript arrives without a reload.
+  await startEngine();
+  await expect(voice.getByLabel("Transcript")).toContainText(/hello world/, { timeout: 60_000 });
+  await context.close();
+});
