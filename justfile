@@ -145,7 +145,7 @@ test-rust: deps test-deps build
 
 # The web client: the committed build matches the sources (and its size),
 # the types check, and the browser tests pass against a real natter.
-test-web: deps web-deps build
+test-web: deps web-deps test-deps build
     cd web && node build.mjs --check
     cd web && npx tsc --noEmit -p .
     cd web && npx playwright test
