@@ -43,6 +43,7 @@ fn a_quick_run_measures_every_scenario() {
         "idle connections",
         "floor",
         "files:",
+        "photos:",
     ] {
         assert!(stdout.contains(heading), "no {heading:?} in:\n{stdout}");
     }
@@ -128,4 +129,7 @@ fn a_quick_run_measures_every_scenario() {
     positive(files, "/upload_mb_per_s");
     positive(files, "/download_mb_per_s");
     positive(files, "/rss_before_bytes");
+    assert_eq!(files["photos"]["count"].as_u64(), Some(2));
+    positive(files, "/photos/per_second_through_edge");
+    positive(files, "/photos/per_second_one_core");
 }

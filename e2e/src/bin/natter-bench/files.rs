@@ -162,6 +162,8 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Value> {
         "the bytes came back changed"
     );
 
+    let images = photos(target, plan, &http, &user).await?;
+
     let mb = size as f64 / 1e6;
     let growth = |peaks: [u64; 3]| [0, 1, 2].map(|i| peaks[i].saturating_sub(before[i]));
     let (up, down) = (growth(upload_peak), growth(download_peak));
@@ -188,5 +190,103 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Value> {
         "download_peak_rss_growth_bytes": down[0],
         "download_peak_rss_growth_natter_bytes": down[1],
         "download_peak_rss_growth_nats_bytes": down[2],
+        "photos": images,
+    }))
+}
+
+/// A 12-megapixel JPEG (4000 by 3000: a phone camera's), different for
+/// each seed: gradients with noise, about what a photo weighs.
+fn photo(seed: u32) -> anyhow::Result<Vec<u8>> {
+    let mut state = seed.wrapping_mul(2_654_435_761) | 1;
+    let pixels = image::RgbImage::from_fn(4000, 3000, |x, y| {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        let noise = (state & 31) as u8;
+        image::Rgb([
+            ((x / 16) as u8).wrapping_add(noise),
+            ((y / 12) as u8).wrapping_add(noise),
+            (((x + y) / 28) as u8).wrapping_add(noise),
+        ])
+    });
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90).encode_image(&pixels)?;
+    Ok(jpeg)
+}
+
+/// Photos sent as images through the edge, one after another: each upload
+/// ends when the files service has decoded it, made its two thumbnails and
+/// stored it; and the same work on one core in this process, for the
+/// decoder's own pace.
+async fn photos(
+    target: &Target,
+    plan: &Plan,
+    http: &reqwest::Client,
+    user: &e2e::User,
+) -> anyhow::Result<Value> {
+    let count: u32 = if plan.quick { 2 } else { 8 };
+    let base = target.api().base().to_owned();
+    let seed = rand::random::<u32>();
+    let shots: Vec<Vec<u8>> = (0..count)
+        .map(|i| photo(seed.wrapping_add(i)))
+        .collect::<anyhow::Result<_>>()?;
+    let bytes = shots.first().map_or(0, Vec::len);
+    let started = Instant::now();
+    let mut slowest = 0f64;
+    for shot in &shots {
+        let one = Instant::now();
+        let created = http
+            .post(format!("{base}/v1/files/uploads"))
+            .bearer_auth(&user.token)
+            .header("tus-resumable", "1.0.0")
+            .header("upload-length", shot.len().to_string())
+            .header("upload-metadata", "filename cGhvdG8uanBn,kind aW1hZ2U=")
+            .send()
+            .await?;
+        ensure!(
+            created.status() == 201,
+            "photo creation: {}",
+            created.status()
+        );
+        let location = created.headers()["location"].to_str()?.to_owned();
+        let written = http
+            .patch(format!("{base}{location}"))
+            .bearer_auth(&user.token)
+            .header("tus-resumable", "1.0.0")
+            .header("upload-offset", "0")
+            .header("content-type", "application/offset+octet-stream")
+            .body(shot.clone())
+            .send()
+            .await?;
+        ensure!(
+            written.status() == 204,
+            "photo upload: {}",
+            written.status()
+        );
+        slowest = slowest.max(one.elapsed().as_secs_f64());
+    }
+    let through_edge = count as f64 / started.elapsed().as_secs_f64();
+    // The decode, thumbnails and metadata pass alone, here.
+    let local = tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
+        let started = Instant::now();
+        for shot in &shots {
+            files::media::picture(&Bytes::from(shot.clone()))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        Ok(count as f64 / started.elapsed().as_secs_f64())
+    })
+    .await??;
+    println!(
+        "photos: {count} JPEGs of 12 MP ({:.1} MB each) sent as images at {through_edge:.2}/s through the edge (slowest {:.0} ms); decoded and thumbnailed at {local:.2}/s on one core",
+        bytes as f64 / 1e6,
+        slowest * 1e3,
+    );
+    Ok(json!({
+        "count": count,
+        "megapixels": 12,
+        "jpeg_bytes": bytes,
+        "per_second_through_edge": round(through_edge),
+        "slowest_upload_ms": round(slowest * 1e3),
+        "per_second_one_core": round(local),
     }))
 }
