@@ -93,6 +93,8 @@ pub struct Settings {
     pub files_on_disk: bool,
     /// The speech engine's URL (empty: no transcripts).
     pub speech_engine_url: String,
+    /// Every voice message transcribed (false: when asked for).
+    pub speech_automatic: bool,
 }
 
 impl Default for Settings {
@@ -116,6 +118,7 @@ impl Default for Settings {
             unreferenced_file_secs: files::Config::default().unreferenced_file_secs,
             files_on_disk: false,
             speech_engine_url: String::new(),
+            speech_automatic: true,
         }
     }
 }
@@ -421,6 +424,7 @@ impl System {
             config.files.store_url = self.files_dir_url();
         }
         config.speech.engine_url = self.settings.speech_engine_url.clone();
+        config.speech.automatic = self.settings.speech_automatic;
         config.groups.sweep_interval_secs = 1;
         config.groups.max_members = self.settings.group_max_members;
         config.groups.invite_friends_only = self.settings.invite_friends_only;
@@ -595,6 +599,10 @@ impl System {
             .env(
                 "NATTER_SPEECH__ENGINE_URL",
                 &self.settings.speech_engine_url,
+            )
+            .env(
+                "NATTER_SPEECH__AUTOMATIC",
+                self.settings.speech_automatic.to_string(),
             )
             .env(
                 "NATTER_FILES__STORE_URL",

@@ -386,6 +386,10 @@ pub mod endpoints {
         MessageFilesUsed: MESSAGE_FILES_USED, Internal, file::FileIds => file::FileIds;
         /// Attach a voice message's transcript (for the speech service).
         MessageTranscript: MESSAGE_TRANSCRIPT, Internal, message::TranscriptRequest => message::MessageTranscribed;
+        /// A voice message's transcript, now (made if it has none).
+        MessageTranscribe: MESSAGE_TRANSCRIBE, User, message::TranscribeRequest => message::MessageTranscribed;
+        /// Hear a voice message (the speech service; for messages).
+        SpeechTranscribe: SPEECH_TRANSCRIBE, Internal, message::SpeechRequest => message::SpeechReply;
         /// A page of the caller's conversations.
         ConversationList: CONVERSATION_LIST, User, message::ConversationsRequest => message::ConversationsResponse;
         /// Move the caller's read position.

@@ -76,6 +76,8 @@ pub mod call {
     pub const MESSAGE_FILE_ACCESS: &str = "im.v1.message.file_access";
     pub const MESSAGE_FILES_USED: &str = "im.v1.message.files_used";
     pub const MESSAGE_TRANSCRIPT: &str = "im.v1.message.transcript";
+    pub const MESSAGE_TRANSCRIBE: &str = "im.v1.message.transcribe";
+    pub const SPEECH_TRANSCRIBE: &str = "im.v1.speech.transcribe";
     /// Internal: the groups service brings a group conversation in step.
     pub const CONVERSATION_APPLY: &str = "im.v1.conversation.apply";
     pub const GROUP_CREATE: &str = "im.v1.group.create";

@@ -11,7 +11,7 @@ import { formatDay, formatLastSeen, formatTime, t } from "./i18n";
 import {
   conversations, detailsOpen, displayName, formerGroups, groupIdOf, groupMembers, groups, highlight, jumpTo, loadLatest,
   loadNewer, loadOlder, myId, pane, peerOf, pending, presence, previewOf, reportError, retrySend, sendMessage, timelines,
-  typing, type Msg, type Pending, conversationTitle,
+  transcribe, transcripts, typing, type Msg, type Pending, conversationTitle,
 } from "./state";
 import { sendTyping } from "./ws";
 import type { Conversation, Message } from "./types";
@@ -348,6 +348,9 @@ function MessageList({ c }: { c: Conversation }) {
     const items: MenuItem[] = [];
     const live = !m.body?.recalled && !m.body?.system;
     if (live && !formerGroups.value.has(id)) items.push({ label: s.reply, onSelect: () => setReply(m) });
+    if (live && m.body?.voice && !m.body.voice.transcript && !transcripts.value.has(`${m.conversationId}:${m.seq}`)) {
+      items.push({ label: s.transcribe, onSelect: () => attempt(() => transcribe(m), reportError) });
+    }
     const own = m.senderId === myId.value;
     if (live && ((own && Date.now() < Number(m.recallUntilMs ?? 0)) || canModerate(m))) {
       items.push({ label: s.recall, danger: true, onSelect: () => attempt(() => api.post(`/v1/conversations/${enc(id)}/messages/${m.seq}/recall`), reportError) });

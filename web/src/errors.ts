@@ -32,6 +32,8 @@ export function errorMessage(e: unknown, context?: "login" | "register" | "phone
   if (!(e instanceof ApiError)) return s.errors.internal;
   if (e.code === "unauthorized" && context === "phone") return s.codeWrong;
   if (e.code === "unauthorized" && context !== "login") return s.errors.session;
+  if (e.code === "unavailable" && /no speech engine/i.test(e.message)) return s.noSpeech;
+  if (e.code === "unavailable" && /speech engine/i.test(e.message)) return s.speechUnavailable;
   if (e.code === "unauthorized" || e.code === "network" || e.code === "internal" || e.code === "unavailable" || e.code === "rate_limited") {
     return s.errors[e.code] ?? s.errors.internal;
   }

@@ -66,6 +66,12 @@ export const detailsOpen = signal(false);
 export const contactId = signal<string | null>(null);
 export const toast = signal<{ text: string; error?: boolean } | null>(null);
 /** A message to highlight after a jump. */
+/** Asks for a voice message's transcript now; it shows when it comes. */
+export async function transcribe(m: Msg) {
+  const r = await api.post<{ transcript?: string }>(`/v1/messages/${enc(m.id)}/transcribe`);
+  if (r.transcript) transcripts.value = new Map(transcripts.value).set(`${m.conversationId}:${m.seq}`, r.transcript);
+}
+
 /** Transcripts that came as inbox entries, by "conversationId:seq". */
 export const transcripts = signal<Map<string, string>>(new Map());
 export const highlight = signal<{ conversationId: string; seq: string } | null>(null);

@@ -80,6 +80,11 @@ test("a voice message's transcript shows up under it, live", async ({ browser })
   // Its length, read by the server from the recording.
   await expect(voice).toContainText(/0:0[2-3]/);
   await expect(page.getByLabel("Transcript")).toHaveCount(0);
+  // Asked for while the engine is down: the server says to try later.
+  await voice.hover();
+  await voice.getByRole("button", { name: "Message actions" }).click();
+  await page.getByRole("menu", { name: "Message actions" }).getByRole("menuitem", { name: "Convert to text" }).click();
+  await expect(page.getByText("Speech to text is unavailable right now: try again later")).toBeVisible();
 
   // The engine comes up: the transcript arrives without a reload.
   await startEngine();

@@ -269,6 +269,7 @@ fn body_of(request: &str) -> Option<Option<&'static str>> {
         | "DELETE /v1/files/uploads/{upload}"
         | "GET /v1/files/{file}"
         | "GET /v1/files/{image}/thumbnails/{variant}"
+        | "POST /v1/messages/{direct_message}/transcribe"
         | "GET /v1/ws"
         | "GET /healthz"
         | "GET /readyz"
@@ -393,9 +394,9 @@ impl World {
             "from the removed member",
         )
         .await?;
-        let (_, group_seq) =
+        let (_, group_seq, _) =
             post(api, &owner, json!({"conversationId": gc}), "from the owner").await?;
-        let (_, member_seq) =
+        let (_, member_seq, _) =
             post(api, &member, json!({"conversationId": gc}), "from a member").await?;
         let remove = format!("/v1/groups/{group_id}/members/{}", removed.user_id);
         let (status, body) = api.delete(&remove, Some(&owner.token)).await?;
@@ -403,7 +404,7 @@ impl World {
         let canary_group = format!("matrix-canary-group-{n}");
         post(api, &owner, json!({"conversationId": gc}), &canary_group).await?;
         let canary_direct = format!("matrix-canary-direct-{n}");
-        let (dc, direct_seq) = post(
+        let (dc, direct_seq, direct_message) = post(
             api,
             &owner,
             json!({"toUserId": friend.user_id}),
@@ -447,6 +448,7 @@ impl World {
             ("group_seq", group_seq.to_string()),
             ("member_seq", member_seq.to_string()),
             ("direct_seq", direct_seq.to_string()),
+            ("direct_message", direct_message),
             ("request", request),
             ("device", second.device_id.clone()),
         ]);
@@ -590,7 +592,13 @@ async fn tus_file(api: &Api, user: &User, content: &[u8]) -> anyhow::Result<Stri
 }
 
 /// Sends a text over HTTP; the conversation and seq it got.
-async fn post(api: &Api, from: &User, mut to: Value, text: &str) -> anyhow::Result<(String, u64)> {
+/// Sends a text over HTTP; the conversation, seq and message id it got.
+async fn post(
+    api: &Api,
+    from: &User,
+    mut to: Value,
+    text: &str,
+) -> anyhow::Result<(String, u64, String)> {
     to["clientMsgId"] = format!("setup-{}", fresh()).into();
     to["body"] = json!({"text": {"text": text}});
     let (status, ack) = api
@@ -604,6 +612,7 @@ async fn post(api: &Api, from: &User, mut to: Value, text: &str) -> anyhow::Resu
             .context("conversation")?
             .to_owned(),
         seq,
+        ack["messageId"].as_str().context("message id")?.to_owned(),
     ))
 }
 

@@ -14,6 +14,7 @@ use shared::proto::delivery::inbox_entry;
 /// The test engine, listening until dropped.
 struct Engine {
     child: Child,
+    url: String,
 }
 
 impl Engine {
@@ -27,11 +28,19 @@ impl Engine {
             .spawn()?;
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line)?;
-        anyhow::ensure!(
-            line.starts_with("listening on "),
-            "the speech engine did not start: {line:?} (pip install pocketsphinx)"
-        );
-        Ok(Self { child })
+        let port = line
+            .trim()
+            .strip_prefix("listening on ")
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the speech engine did not start: {line:?} (pip install pocketsphinx)"
+                )
+            })?
+            .to_owned();
+        Ok(Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        })
     }
 }
 
@@ -75,6 +84,7 @@ async fn a_voice_message_gets_its_transcript_once_the_engine_is_up() -> anyhow::
     };
     let (system, [alice, bob]) =
         System::with_settings_and_users(Mode::InProcess, settings, ["alice", "bob"]).await?;
+    let carol = system.api().user("carol").await?;
     let mut b = Client::connect_live(&system.ws_url(), &bob, Format::Json).await?;
     let files = Files::new(&system);
     let said = "hello world this is a test";
@@ -109,6 +119,37 @@ async fn a_voice_message_gets_its_transcript_once_the_engine_is_up() -> anyhow::
     );
     assert!(got.transcript.is_empty());
 
+    // Asked for while the engine is down: try later. Someone who cannot
+    // read the message learns nothing of it; a text has no transcript.
+    let transcribe = |who: &e2e::User, id: &str| {
+        let api = system.api();
+        let (token, path) = (who.token.clone(), format!("/v1/messages/{id}/transcribe"));
+        async move {
+            api.send_method(reqwest::Method::POST, &path, Some(&token), None)
+                .await
+        }
+    };
+    let (status, body) = transcribe(&bob, &message.id).await?;
+    assert_eq!(status, 503, "{body}");
+    let (status, _) = transcribe(&carol, &message.id).await?;
+    assert_eq!(status, 404);
+    let (_, text) = system
+        .api()
+        .send_method(
+            reqwest::Method::POST,
+            "/v1/messages",
+            Some(&alice.token),
+            Some(serde_json::json!({
+                "toUserId": bob.user_id,
+                "clientMsgId": "text-1",
+                "body": { "text": { "text": "not a voice" } },
+            })),
+        )
+        .await?;
+    let text_id = text["messageId"].as_str().unwrap_or_default().to_owned();
+    let (status, body) = transcribe(&bob, &text_id).await?;
+    assert_eq!(status, 400, "{body}");
+
     // The engine comes up a little later: the transcription is retried.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _engine = Engine::start(port)?;
@@ -122,6 +163,10 @@ async fn a_voice_message_gets_its_transcript_once_the_engine_is_up() -> anyhow::
         }
     };
     assert!(missed(said, &heard) <= 0.2, "heard {heard:?}");
+    // Asked for now: the one it has.
+    let (status, body) = transcribe(&alice, &message.id).await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["transcript"], heard.as_str());
     // In the history too, for devices that were offline.
     let conversation = shared::ids::direct_conversation(&alice.user_id, &bob.user_id);
     let (_, history) = system.api().history(&bob, &conversation, "").await?;
@@ -130,6 +175,59 @@ async fn a_voice_message_gets_its_transcript_once_the_engine_is_up() -> anyhow::
         heard.as_str(),
         "{history}"
     );
+    system.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_asks_for_a_transcript_when_they_are_not_automatic() -> anyhow::Result<()> {
+    let engine = Engine::start(0)?;
+    let settings = Settings {
+        speech_engine_url: engine.url.clone(),
+        speech_automatic: false,
+        ..Settings::default()
+    };
+    let (system, [alice, bob]) =
+        System::with_settings_and_users(Mode::InProcess, settings, ["alice", "bob"]).await?;
+    let mut b = Client::connect_live(&system.ws_url(), &bob, Format::Binary).await?;
+    let files = Files::new(&system);
+    let voice = files
+        .upload(&alice, "t.wav", "voice", spoken("this is a test")?)
+        .await?;
+    let (status, sent) = system
+        .api()
+        .send_method(
+            reqwest::Method::POST,
+            "/v1/messages",
+            Some(&alice.token),
+            Some(serde_json::json!({
+                "toUserId": bob.user_id,
+                "clientMsgId": "voice-2",
+                "body": { "voice": { "fileId": voice } },
+            })),
+        )
+        .await?;
+    assert_eq!(status, 200, "{sent}");
+    let (_, message) = b.messages(1).await?.remove(0);
+    // Nothing comes by itself.
+    b.expect_no_more_pushes().await?;
+    let (status, body) = system
+        .api()
+        .send_method(
+            reqwest::Method::POST,
+            &format!("/v1/messages/{}/transcribe", message.id),
+            Some(&bob.token),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    let heard = body["transcript"].as_str().unwrap_or_default().to_owned();
+    assert!(missed("this is a test", &heard) <= 0.25, "heard {heard:?}");
+    // Every recipient's devices get it, the sender's too.
+    match tokio::time::timeout(Duration::from_secs(10), b.next_notice()).await?? {
+        inbox_entry::Event::Transcribed(t) => assert_eq!(t.transcript, heard),
+        other => panic!("expected a transcript, got {other:?}"),
+    }
     system.stop().await;
     Ok(())
 }

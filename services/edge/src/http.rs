@@ -150,6 +150,11 @@ fn routes() -> Vec<Route> {
             post(user::<GroupMute>),
         ),
         (M::POST, "/v1/messages", post(user::<MessageSend>)),
+        (
+            M::POST,
+            "/v1/messages/{message_id}/transcribe",
+            post(user::<MessageTranscribe>),
+        ),
         (M::GET, "/v1/conversations", get(user::<ConversationList>)),
         (
             M::GET,

@@ -129,6 +129,7 @@ pub async fn run(
     .serve::<MessageFileAccess, _, _>(64, State::file_access)
     .serve::<MessageFilesUsed, _, _>(4, State::files_used)
     .serve::<MessageTranscript, _, _>(16, State::transcript)
+    .serve::<MessageTranscribe, _, _>(16, State::transcribe)
     .serve::<ConversationList, _, _>(64, State::conversations)
     .serve::<ConversationRead, _, _>(64, State::read)
     .serve::<ConversationSettings, _, _>(32, State::settings)

@@ -31,6 +31,7 @@ async fn messages_keeps_its_contract() {
         MessageFileAccess,
         MessageFilesUsed,
         MessageTranscript,
+        MessageTranscribe,
         ConversationList,
         ConversationRead,
         ConversationSettings,

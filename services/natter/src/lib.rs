@@ -62,8 +62,7 @@ impl Service {
             Service::Social => Some(social::MICRO_NAME),
             Service::Groups => Some(groups::MICRO_NAME),
             Service::Files => Some(files::MICRO_NAME),
-            // A consumer of events, with no endpoint (yet).
-            Service::Speech => None,
+            Service::Speech => Some(speech::MICRO_NAME),
             Service::Edge => None,
         }
     }

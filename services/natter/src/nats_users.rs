@@ -133,6 +133,7 @@ pub fn service_permissions(service: Service) -> Permissions {
                 call::FRIEND_RELATION,
                 call::AUTH_MULTIPLE_DEVICES,
                 call::FILE_DESCRIBE,
+                call::SPEECH_TRANSCRIBE,
                 inboxes,
                 entries,
                 signals,
@@ -202,7 +203,7 @@ pub fn service_permissions(service: Service) -> Permissions {
         // their senders; transcripts handed to the messages service.
         Service::Speech => (
             strings(&[call::FILE_INFO, call::FILE_READ, call::MESSAGE_TRANSCRIPT]),
-            strings(&[SRV]),
+            strings(&["im.v1.speech.>", SRV]),
             true,
         ),
         Service::Files => (

@@ -10,6 +10,9 @@ pub struct Config {
     /// The engine's base URL (`http://127.0.0.1:8178` serves
     /// `/v1/audio/transcriptions`); empty = no transcripts.
     pub engine_url: String,
+    /// Transcribe every voice message as it comes (false: only when a
+    /// member asks, `POST /v1/messages/{id}/transcribe`).
+    pub automatic: bool,
     /// The model the engine is asked for (`whisper-1` for hosted APIs).
     pub model: String,
     /// Sent as `Authorization: Bearer ...` when set.
@@ -27,6 +30,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             engine_url: String::new(),
+            automatic: true,
             model: "whisper-1".into(),
             api_key: Secret::default(),
             language: String::new(),

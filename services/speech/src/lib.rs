@@ -22,5 +22,8 @@ pub mod service;
 pub use config::Config;
 pub use service::run;
 
+/// The micro service name its instances register (what `$SRV.PING` answers).
+pub const MICRO_NAME: &str = "natter-speech";
+
 /// The durable consumer's name on `IM_EVENTS`.
 pub const CONSUMER: &str = "natter-speech";

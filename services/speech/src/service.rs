@@ -9,7 +9,8 @@ use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use futures::StreamExt;
 use prost::Message as _;
-use shared::endpoint::endpoints::{FileInfo, FileRead, MessageTranscript};
+use shared::endpoint::Server;
+use shared::endpoint::endpoints::{FileInfo, FileRead, MessageTranscript, SpeechTranscribe};
 use shared::ids::{DeviceId, UserId};
 use shared::proto::{file, message as pb};
 use shared::rpc::{Caller, Identity};
@@ -31,26 +32,54 @@ struct State {
     engine: Engine,
 }
 
-/// Runs the speech service until `shutdown` is cancelled (at once when no
-/// engine is configured).
+/// Runs the speech service until `shutdown` is cancelled: its endpoint
+/// (transcriptions asked for), and with an engine configured, the consumer
+/// of created messages.
 pub async fn run(
     config: Config,
     nats: Nats,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
     config.validate()?;
-    if !config.enabled() {
-        tracing::info!("speech service: no engine configured (speech.engine_url); no transcripts");
-        shutdown.cancelled().await;
-        return Ok(());
-    }
-    let events = shared::nats::events_stream(&nats.jetstream, &config.streams).await?;
     let state = Arc::new(State {
         engine: Engine::new(&config).map_err(|e| StartError::setup("the engine client", e))?,
         caller: nats.caller(),
         config,
     });
+    let server = Server::start(
+        &nats.client,
+        crate::MICRO_NAME,
+        "natter speech: voice messages to text",
+        state.clone(),
+        shutdown.clone(),
+    )
+    .await?
+    .serve::<SpeechTranscribe, _, _>(4, State::on_demand)
+    .listen()
+    .await?;
+    if !state.config.enabled() {
+        tracing::info!("speech service: no engine configured (speech.engine_url); no transcripts");
+        server.run().await;
+        return Ok(());
+    }
+    if !state.config.automatic {
+        tracing::info!("speech service ready: transcripts when asked for");
+        server.run().await;
+        return Ok(());
+    }
+    let events = shared::nats::events_stream(&nats.jetstream, &state.config.streams).await?;
     tracing::info!("speech service ready");
+    tokio::join!(server.run(), consume(state, events, shutdown));
+    tracing::info!("speech service stopped");
+    Ok(())
+}
+
+/// Transcribes the voice messages of `im.evt.v1.messages.created`.
+async fn consume(
+    state: Arc<State>,
+    events: async_nats::jetstream::stream::Stream,
+    shutdown: CancellationToken,
+) {
     loop {
         let consumer = events
             .get_or_create_consumer(
@@ -72,7 +101,7 @@ pub async fn run(
             Err(e) => {
                 tracing::warn!(error = %e, "speech consumer: cannot create");
                 if pause(&shutdown).await {
-                    break;
+                    return;
                 }
                 continue;
             }
@@ -82,14 +111,14 @@ pub async fn run(
             Err(e) => {
                 tracing::warn!(error = %e, "speech consumer: cannot pull");
                 if pause(&shutdown).await {
-                    break;
+                    return;
                 }
                 continue;
             }
         };
         loop {
             let next = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
+                _ = shutdown.cancelled() => return,
                 next = messages.next() => next,
             };
             match next {
@@ -99,8 +128,6 @@ pub async fn run(
             }
         }
     }
-    tracing::info!("speech service stopped");
-    Ok(())
 }
 
 impl State {
@@ -119,7 +146,7 @@ impl State {
         tracing::debug!(messages = created.messages.len(), tries, "messages created");
         for message in &created.messages {
             match self.transcribe(message).await {
-                Ok(()) => {}
+                Ok(_) => {}
                 Err(Outcome::Later(why)) => {
                     let wait = Duration::from_secs(1u64 << (tries - 1).min(6)).min(MAX_BACKOFF);
                     tracing::warn!(error = %why, message_id = %message.id, ?wait, "transcription postponed");
@@ -134,15 +161,59 @@ impl State {
         let _ = event.ack().await;
     }
 
-    /// Transcribes `message` if it is a voice message without a transcript.
-    async fn transcribe(&self, message: &pb::Message) -> Result<(), Outcome> {
+    /// A voice message heard now, for the messages service (which checked
+    /// that the caller may read it).
+    async fn on_demand(
+        self: Arc<Self>,
+        _: (),
+        input: pb::SpeechRequest,
+    ) -> Result<pb::SpeechReply, RpcError> {
+        if !self.config.enabled() {
+            return Err(RpcError::unavailable(
+                "no speech engine is configured: voice messages get no transcripts",
+            ));
+        }
+        let message = input.message.unwrap_or_default();
+        let voice = match message.body.as_ref().and_then(|b| b.kind.as_ref()) {
+            Some(pb::message_body::Kind::Voice(voice)) => voice,
+            _ => {
+                return Err(RpcError::bad_request(
+                    "only voice messages have transcripts",
+                ));
+            }
+        };
+        if u64::from(voice.duration_ms) > self.config.max_audio_secs * 1000 {
+            return Err(RpcError::too_large(format!(
+                "voice messages longer than {} s get no transcript",
+                self.config.max_audio_secs
+            )));
+        }
+        match self.transcribe(&message).await {
+            Ok(text) => Ok(pb::SpeechReply {
+                transcript: text.unwrap_or_default(),
+            }),
+            Err(Outcome::Later(why)) => {
+                tracing::warn!(error = %why, message_id = %message.id, "transcription asked for failed");
+                Err(RpcError::unavailable(
+                    "the speech engine is unavailable: try again later",
+                ))
+            }
+            Err(Outcome::Never(why)) => Err(RpcError::bad_request(format!(
+                "no transcript for this recording: {why}"
+            ))),
+        }
+    }
+
+    /// Transcribes `message` if it is a voice message without a transcript
+    /// (and attaches the text); the text, or `None` for other messages.
+    async fn transcribe(&self, message: &pb::Message) -> Result<Option<String>, Outcome> {
         let Some(pb::message_body::Kind::Voice(voice)) =
             message.body.as_ref().and_then(|b| b.kind.as_ref())
         else {
-            return Ok(());
+            return Ok(None);
         };
         if !voice.transcript.is_empty() {
-            return Ok(());
+            return Ok(Some(voice.transcript.clone()));
         }
         if u64::from(voice.duration_ms) > self.config.max_audio_secs * 1000 {
             return Err(Outcome::Never(format!(
@@ -170,7 +241,7 @@ impl State {
         self.caller
             .call_to::<MessageTranscript>(&pb::TranscriptRequest {
                 message_id: message.id.clone(),
-                transcript: text,
+                transcript: text.clone(),
             })
             .await
             .map_err(|e| {
@@ -183,7 +254,7 @@ impl State {
                 }
             })?;
         tracing::info!(message_id = %message.id, "transcript attached");
-        Ok(())
+        Ok(Some(text))
     }
 
     /// A voice message's recording, read a chunk at a time.

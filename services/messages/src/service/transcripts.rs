@@ -5,15 +5,69 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use shared::RpcError;
+use shared::endpoint::endpoints::SpeechTranscribe;
 use shared::ids::ConversationId;
 use shared::proto::{delivery, message as pb};
-use shared::rpc::internal;
+use shared::rpc::{Caller, Identity, internal};
 
-use super::State;
+use super::{State, to_proto};
+
+/// How long a transcription asked for may take (the engine's own timeout
+/// is the speech service's, 120 s by default).
+const TRANSCRIBE_TIMEOUT: Duration = Duration::from_secs(150);
 use crate::store;
 
 impl State {
+    /// A voice message's transcript, asked for by a member who can read it:
+    /// the one it has, or one the speech service makes now (and attaches,
+    /// so every recipient gets it too).
+    pub(super) async fn transcribe(
+        self: Arc<Self>,
+        me: Identity,
+        input: pb::TranscribeRequest,
+    ) -> Result<pb::MessageTranscribed, RpcError> {
+        let not_found = || RpcError::not_found("no such message");
+        let row = store::message_by_id(&self.pool, &input.message_id)
+            .await?
+            .ok_or_else(not_found)?;
+        let conversation = ConversationId::parse(&row.conversation_id)?;
+        // Someone who cannot read it learns nothing of it.
+        let window = self
+            .readable(&me, &conversation)
+            .await
+            .map_err(|_| not_found())?;
+        if !window.contains(row.seq) {
+            return Err(not_found());
+        }
+        let message = to_proto(&row, self.recall_window_ms())?;
+        let Some(pb::message_body::Kind::Voice(voice)) =
+            message.body.as_ref().and_then(|b| b.kind.as_ref())
+        else {
+            return Err(RpcError::bad_request(
+                "only voice messages have transcripts",
+            ));
+        };
+        let transcript = if voice.transcript.is_empty() {
+            Caller::new(self.caller.client.clone(), TRANSCRIBE_TIMEOUT)
+                .call_to::<SpeechTranscribe>(&pb::SpeechRequest {
+                    message: Some(message.clone()),
+                })
+                .await?
+                .transcript
+        } else {
+            voice.transcript.clone()
+        };
+        Ok(pb::MessageTranscribed {
+            conversation_id: row.conversation_id,
+            seq: row.seq as u64,
+            message_id: row.id,
+            transcript,
+        })
+    }
+
     /// Attaches a transcript to a voice message; attaching it again tells
     /// the recipients again (an earlier telling may have failed).
     pub(super) async fn transcript(
