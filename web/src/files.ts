@@ -183,6 +183,47 @@ export function imageSize(file: Blob): Promise<{ width: number; height: number }
   });
 }
 
+/**
+ * What a video is, as the browser plays it: its size, its length and a
+ * poster (a JPEG of a frame near its start); zeros and no poster when the
+ * browser cannot play it.
+ */
+export function videoFacts(file: Blob): Promise<{ width: number; height: number; durationMs: number; poster?: Blob }> {
+  return new Promise((resolve) => {
+    const video = document.createElement("video");
+    const url = URL.createObjectURL(file);
+    const done = (facts: { width: number; height: number; durationMs: number; poster?: Blob }) => {
+      URL.revokeObjectURL(url);
+      resolve(facts);
+    };
+    const none = () => done({ width: 0, height: 0, durationMs: 0 });
+    const timer = setTimeout(none, 10_000);
+    video.muted = true;
+    video.preload = "auto";
+    video.onerror = () => {
+      clearTimeout(timer);
+      none();
+    };
+    video.onloadeddata = () => {
+      // A frame a little in: the first is often black.
+      video.currentTime = Math.min(0.5, Number.isFinite(video.duration) ? video.duration / 2 : 0);
+    };
+    video.onseeked = () => {
+      clearTimeout(timer);
+      const width = video.videoWidth;
+      const height = video.videoHeight;
+      const durationMs = Number.isFinite(video.duration) ? Math.round(video.duration * 1000) : 0;
+      const canvas = document.createElement("canvas");
+      const scale = Math.min(1, 1280 / Math.max(width, height, 1));
+      canvas.width = Math.max(1, Math.round(width * scale));
+      canvas.height = Math.max(1, Math.round(height * scale));
+      canvas.getContext("2d")?.drawImage(video, 0, 0, canvas.width, canvas.height);
+      canvas.toBlob((poster) => done({ width, height, durationMs, poster: poster ?? undefined }), "image/jpeg", 0.85);
+    };
+    video.src = url;
+  });
+}
+
 /** "1.5 MB", "830 KB", "12 B". */
 export function formatSize(bytes: number): string {
   if (bytes < 1024) return `${bytes} B`;

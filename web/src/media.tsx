@@ -4,7 +4,7 @@
 // progress. Sending picks the kind from the file; the server checks it.
 import { signal } from "@preact/signals";
 import { useEffect, useRef, useState } from "preact/hooks";
-import { download, fileUrl, forget, formatDuration, formatSize, imageSize, kindOf, uploadTracked, type Upload } from "./files";
+import { download, fileUrl, forget, formatDuration, formatSize, imageSize, kindOf, uploadTracked, videoFacts, type Upload } from "./files";
 import { t } from "./i18n";
 import { displayName, reportError, sendMessage, transcripts, type Msg } from "./state";
 import type { MessageBody } from "./types";
@@ -159,12 +159,19 @@ export async function sendFiles(conversationId: string, files: File[], reply?: M
     files.map(async (file) => {
       const kind = kindOf(file);
       const size = kind === "image" ? await imageSize(file) : undefined;
+      const video = kind === "video" ? await videoFacts(file) : undefined;
       const fileId = await uploadTracked(conversationId, file, file.name || "file", kind);
       if (!fileId) return;
+      // The poster: a frame the browser drew, sent as an image of its own.
+      const thumbnailFileId = video?.poster
+        ? await uploadTracked(conversationId, video.poster, "poster.jpg", "image")
+        : undefined;
       let body: MessageBody;
       if (kind === "image") body = { image: { fileId, ...size } };
-      else if (kind === "video") body = { video: { fileId } };
-      else body = { file: { fileId, name: file.name || "file", sizeBytes: String(file.size) } };
+      else if (kind === "video" && video) {
+        const { width, height, durationMs } = video;
+        body = { video: { fileId, width, height, durationMs, ...(thumbnailFileId ? { thumbnailFileId } : {}) } };
+      } else body = { file: { fileId, name: file.name || "file", sizeBytes: String(file.size) } };
       sendMessage(conversationId, body, reply);
     }),
   );

@@ -203,3 +203,64 @@ test("an avatar is uploaded in the settings and shown to friends", async ({ brow
   await a.context.close();
   await b.context.close();
 });
+
+/** A short WebM video recorded from an animated canvas in the page. */
+async function clip(page: Page): Promise<Buffer> {
+  const b64 = await page.evaluate(async () => {
+    const canvas = document.createElement("canvas");
+    canvas.width = 320;
+    canvas.height = 240;
+    const g = canvas.getContext("2d")!;
+    const rec = new MediaRecorder(canvas.captureStream(25), { mimeType: "video/webm" });
+    const chunks: Blob[] = [];
+    rec.ondataavailable = (e) => chunks.push(e.data);
+    const stopped = new Promise((ok) => (rec.onstop = ok));
+    rec.start(100);
+    const started = performance.now();
+    while (performance.now() - started < 1500) {
+      const t = (performance.now() - started) / 1500;
+      g.fillStyle = `hsl(${Math.round(t * 300)}, 70%, 55%)`;
+      g.fillRect(0, 0, 320, 240);
+      g.fillStyle = "#fff";
+      g.font = "bold 40px sans-serif";
+      g.fillText("natter 视频", 40 + t * 60, 130);
+      await new Promise((r) => setTimeout(r, 40));
+    }
+    rec.stop();
+    await stopped;
+    const bytes = new Uint8Array(await new Blob(chunks, { type: "video/webm" }).arrayBuffer());
+    let text = "";
+    for (const b of bytes) text += String.fromCharCode(b);
+    return btoa(text);
+  });
+  return Buffer.from(b64, "base64");
+}
+
+test("a video goes with a poster the browser draws, and plays in the viewer", async ({ browser }) => {
+  const [alice, bob] = await Promise.all([seedUser("alice", "Alice 爱丽丝"), seedUser("bob", "Bob 小波")]);
+  await befriend(alice, bob);
+  const a = await loggedIn(browser, alice);
+  const b = await loggedIn(browser, bob);
+  await a.page.getByRole("tab", { name: /^Contacts/ }).click();
+  await a.page.getByRole("region", { name: "Friends", exact: true }).getByRole("button", { name: /Bob 小波/ }).click();
+  await a.page.getByRole("button", { name: "Message", exact: true }).click();
+  const video = await clip(a.page);
+  await a.page.locator('input[type="file"]').setInputFiles({ name: "clip.webm", mimeType: "video/webm", buffer: video });
+
+  await conversation(b.page, "Alice 爱丽丝").click();
+  const play = b.page.getByRole("button", { name: "Play video" });
+  await expect(play).toHaveCount(1);
+  // The poster, and the shape of the video (320 by 240: 260 by 195).
+  await expect.poll(() => loaded(b.page, ".image-msg.video img")).toBe(true);
+  const box = await play.boundingBox();
+  expect([Math.round(box!.width), Math.round(box!.height)]).toEqual([260, 195]);
+  await expect(play).toContainText(/0:0[1-2]/);
+  await play.click();
+  const viewer = b.page.getByRole("dialog", { name: "Video" });
+  const player = viewer.locator("video");
+  await expect(player).toHaveCount(1);
+  await expect.poll(() => player.evaluate((v) => (v as HTMLVideoElement).readyState)).toBeGreaterThan(0);
+  await shot(b.page, "video-viewer-desktop-light");
+  await a.context.close();
+  await b.context.close();
+});
