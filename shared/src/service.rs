@@ -34,6 +34,54 @@ where
     }
 }
 
+/// Hands every message of the durable pull consumer `config` on `stream`
+/// to `handle`, one at a time, until `shutdown`; the consumer (and its
+/// pull) is made again a second after it fails. `handle` acks.
+pub async fn consume<F, Fut>(
+    stream: &async_nats::jetstream::stream::Stream,
+    config: async_nats::jetstream::consumer::pull::Config,
+    shutdown: &CancellationToken,
+    mut handle: F,
+) where
+    F: FnMut(async_nats::jetstream::Message) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let name = config.durable_name.clone().unwrap_or_default();
+    let pause = || async {
+        tokio::select! {
+            _ = shutdown.cancelled() => true,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => false,
+        }
+    };
+    loop {
+        let messages = match stream.get_or_create_consumer(&name, config.clone()).await {
+            Ok(consumer) => consumer.messages().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let mut messages = match messages {
+            Ok(messages) => messages,
+            Err(e) => {
+                tracing::warn!(error = %e, consumer = %name, "cannot pull from the consumer");
+                if pause().await {
+                    return;
+                }
+                continue;
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                next = messages.next() => next,
+            };
+            match next {
+                Some(Ok(message)) => handle(message).await,
+                Some(Err(e)) => tracing::debug!(error = %e, consumer = %name, "consumer error"),
+                None => break,
+            }
+        }
+    }
+}
+
 /// Serves `endpoint` until `shutdown`: at most `concurrency` requests at once.
 pub async fn serve<Resp, F, Fut>(
     mut endpoint: Endpoint,

@@ -10,10 +10,8 @@ mod profiles;
 mod requests;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
-use futures::StreamExt;
 use prost::Message as _;
 use shared::db::{self, AnyPool};
 use shared::endpoint::Server;
@@ -134,81 +132,41 @@ async fn consume_registrations(
     events: async_nats::jetstream::stream::Stream,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let consumer = events
-            .get_or_create_consumer(
-                CONSUMER,
-                pull::Config {
-                    durable_name: Some(CONSUMER.into()),
-                    description: Some("natter social: profiles of new users".into()),
-                    filter_subject: subject::event::USER_REGISTERED.into(),
-                    deliver_policy: DeliverPolicy::All,
-                    ack_policy: AckPolicy::Explicit,
-                    ..Default::default()
-                },
-            )
-            .await;
-        let mut messages = match consumer {
-            Ok(consumer) => match consumer.messages().await {
-                Ok(messages) => messages,
-                Err(e) => {
-                    tracing::warn!(error = %e, "registration consumer: cannot pull");
-                    if pause(&shutdown).await {
+    let config = pull::Config {
+        durable_name: Some(CONSUMER.into()),
+        description: Some("natter social: profiles of new users".into()),
+        filter_subject: subject::event::USER_REGISTERED.into(),
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::Explicit,
+        ..Default::default()
+    };
+    shared::service::consume(&events, config, &shutdown, |message| {
+        let state = state.clone();
+        async move {
+            match auth_pb::UserRegistered::decode(message.payload.as_ref()) {
+                Ok(event) => {
+                    let created = store::create_profile(
+                        &state.pool,
+                        &event.user_id,
+                        &event.username,
+                        &event.nickname,
+                        event.created_at_ms,
+                    )
+                    .await;
+                    if let Err(e) = created {
+                        // Not acked: redelivered after the ack wait.
+                        tracing::warn!(error = %e, "cannot create profile");
                         return;
                     }
-                    continue;
                 }
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "registration consumer: cannot create");
-                if pause(&shutdown).await {
-                    return;
-                }
-                continue;
+                Err(e) => tracing::warn!(error = %e, "undecodable user.registered skipped"),
             }
-        };
-        loop {
-            let next = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                next = messages.next() => next,
-            };
-            match next {
-                Some(Ok(message)) => {
-                    match auth_pb::UserRegistered::decode(message.payload.as_ref()) {
-                        Ok(event) => {
-                            let created = store::create_profile(
-                                &state.pool,
-                                &event.user_id,
-                                &event.username,
-                                &event.nickname,
-                                event.created_at_ms,
-                            )
-                            .await;
-                            if let Err(e) = created {
-                                // Not acked: redelivered after the ack wait.
-                                tracing::warn!(error = %e, "cannot create profile");
-                                continue;
-                            }
-                        }
-                        Err(e) => tracing::warn!(error = %e, "undecodable user.registered skipped"),
-                    }
-                    if let Err(e) = message.ack().await {
-                        tracing::debug!(error = %e, "registration ack failed");
-                    }
-                }
-                Some(Err(e)) => tracing::debug!(error = %e, "registration consumer error"),
-                None => break,
+            if let Err(e) = message.ack().await {
+                tracing::debug!(error = %e, "registration ack failed");
             }
         }
-    }
-}
-
-/// Waits a second; true when shutting down.
-async fn pause(shutdown: &CancellationToken) -> bool {
-    tokio::select! {
-        _ = shutdown.cancelled() => true,
-        _ = tokio::time::sleep(Duration::from_secs(1)) => false,
-    }
+    })
+    .await;
 }
 
 impl State {

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
-use futures::StreamExt;
 use prost::Message as _;
 use shared::endpoint::Server;
 use shared::endpoint::endpoints::{FileInfo, FileRead, MessageTranscript, SpeechTranscribe};
@@ -80,54 +79,17 @@ async fn consume(
     events: async_nats::jetstream::stream::Stream,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let consumer = events
-            .get_or_create_consumer(
-                CONSUMER,
-                pull::Config {
-                    durable_name: Some(CONSUMER.into()),
-                    description: Some("natter speech: transcripts of voice messages".into()),
-                    filter_subject: subject::event::MESSAGES_CREATED.into(),
-                    deliver_policy: DeliverPolicy::New,
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(state.config.timeout_secs + 30),
-                    max_ack_pending: 4,
-                    ..Default::default()
-                },
-            )
-            .await;
-        let messages = match consumer {
-            Ok(consumer) => consumer.messages().await,
-            Err(e) => {
-                tracing::warn!(error = %e, "speech consumer: cannot create");
-                if pause(&shutdown).await {
-                    return;
-                }
-                continue;
-            }
-        };
-        let mut messages = match messages {
-            Ok(messages) => messages,
-            Err(e) => {
-                tracing::warn!(error = %e, "speech consumer: cannot pull");
-                if pause(&shutdown).await {
-                    return;
-                }
-                continue;
-            }
-        };
-        loop {
-            let next = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                next = messages.next() => next,
-            };
-            match next {
-                Some(Ok(event)) => state.handle(event).await,
-                Some(Err(e)) => tracing::debug!(error = %e, "speech consumer error"),
-                None => break,
-            }
-        }
-    }
+    let config = pull::Config {
+        durable_name: Some(CONSUMER.into()),
+        description: Some("natter speech: transcripts of voice messages".into()),
+        filter_subject: subject::event::MESSAGES_CREATED.into(),
+        deliver_policy: DeliverPolicy::New,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(state.config.timeout_secs + 30),
+        max_ack_pending: 4,
+        ..Default::default()
+    };
+    shared::service::consume(&events, config, &shutdown, |event| state.handle(event)).await;
 }
 
 impl State {
@@ -318,13 +280,5 @@ fn files_error(e: RpcError) -> Outcome {
             Outcome::Later(e.message)
         }
         _ => Outcome::Never(e.message),
-    }
-}
-
-/// Waits a second; true when shutting down.
-async fn pause(shutdown: &CancellationToken) -> bool {
-    tokio::select! {
-        _ = shutdown.cancelled() => true,
-        _ = tokio::time::sleep(Duration::from_secs(1)) => false,
     }
 }
