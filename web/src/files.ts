@@ -204,11 +204,23 @@ export function videoFacts(file: Blob): Promise<{ width: number; height: number;
       clearTimeout(timer);
       none();
     };
-    video.onloadeddata = () => {
-      // A frame a little in: the first is often black.
-      video.currentTime = Math.min(0.5, Number.isFinite(video.duration) ? video.duration / 2 : 0);
+    // A recording (MediaRecorder's WebM) says no length until the end was
+    // looked at: seek far, then to the poster's frame.
+    let measuring = false;
+    const posterTime = () => Math.min(0.5, Number.isFinite(video.duration) ? video.duration / 2 : 0);
+    video.onloadedmetadata = () => {
+      if (Number.isFinite(video.duration)) video.currentTime = posterTime();
+      else {
+        measuring = true;
+        video.currentTime = 1e101;
+      }
     };
     video.onseeked = () => {
+      if (measuring) {
+        measuring = false;
+        video.currentTime = posterTime();
+        return;
+      }
       clearTimeout(timer);
       const width = video.videoWidth;
       const height = video.videoHeight;
