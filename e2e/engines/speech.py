@@ -8,6 +8,11 @@ takes what sox reads (WAV, Ogg Vorbis, FLAC, ...).
 
     python3 e2e/engines/speech.py --port 0   # prints "listening on <port>"
 
+With `--fake TEXT` it hears nothing and answers TEXT for any audio sox can
+read, and only when the request's `language` is `--language` (when given):
+how the tests send Chinese through the same interface without a Chinese
+model.
+
 Only for tests: it listens on 127.0.0.1 and serves one request at a time.
 """
 
@@ -21,10 +26,13 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from pocketsphinx import Decoder
 
-DECODER = Decoder(samprate=16000, logfn="/dev/null")
+DECODER = None
+FAKE = None
+LANGUAGE = None
 
 
 def transcribe(audio: bytes) -> str:
+    global DECODER
     pcm = subprocess.run(
         ["sox", "-", "-r", "16000", "-c", "1", "-b", "16", "-e", "signed-integer", "-t", "raw", "-"],
         input=audio,
@@ -32,6 +40,10 @@ def transcribe(audio: bytes) -> str:
         check=True,
         timeout=60,
     ).stdout
+    if FAKE is not None:
+        return FAKE
+    if DECODER is None:
+        DECODER = Decoder(samprate=16000, logfn="/dev/null")
     DECODER.start_utt()
     DECODER.process_raw(pcm, full_utt=True)
     DECODER.end_utt()
@@ -61,6 +73,9 @@ class Handler(BaseHTTPRequestHandler):
             fields[name] = part.get_payload(decode=True)
         if not fields.get("file"):
             return self.answer(400, {"error": {"message": "no file"}})
+        language = (fields.get("language") or b"").decode()
+        if LANGUAGE is not None and language != LANGUAGE:
+            return self.answer(400, {"error": {"message": f"language {language!r}, not {LANGUAGE!r}"}})
         try:
             text = transcribe(fields["file"])
         except subprocess.CalledProcessError as e:
@@ -74,7 +89,14 @@ class Handler(BaseHTTPRequestHandler):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
-    port = parser.parse_args().port
+    parser.add_argument("--fake", help="answer this text for any audio")
+    parser.add_argument("--language", help="refuse requests without this language hint")
+    args = parser.parse_args()
+    global FAKE, LANGUAGE
+    FAKE, LANGUAGE, port = args.fake, args.language, args.port
+    if FAKE is None:
+        global DECODER
+        DECODER = Decoder(samprate=16000, logfn="/dev/null")
     server = HTTPServer(("127.0.0.1", port), Handler)
     print(f"listening on {server.server_address[1]}", flush=True)
     server.serve_forever()

@@ -95,6 +95,8 @@ pub struct Settings {
     pub speech_engine_url: String,
     /// Every voice message transcribed (false: when asked for).
     pub speech_automatic: bool,
+    /// The language hint sent to the speech engine.
+    pub speech_language: String,
 }
 
 impl Default for Settings {
@@ -119,6 +121,7 @@ impl Default for Settings {
             files_on_disk: false,
             speech_engine_url: String::new(),
             speech_automatic: true,
+            speech_language: String::new(),
         }
     }
 }
@@ -425,6 +428,7 @@ impl System {
         }
         config.speech.engine_url = self.settings.speech_engine_url.clone();
         config.speech.automatic = self.settings.speech_automatic;
+        config.speech.language = self.settings.speech_language.clone();
         config.groups.sweep_interval_secs = 1;
         config.groups.max_members = self.settings.group_max_members;
         config.groups.invite_friends_only = self.settings.invite_friends_only;
@@ -604,6 +608,7 @@ impl System {
                 "NATTER_SPEECH__AUTOMATIC",
                 self.settings.speech_automatic.to_string(),
             )
+            .env("NATTER_SPEECH__LANGUAGE", &self.settings.speech_language)
             .env(
                 "NATTER_FILES__STORE_URL",
                 if self.settings.files_on_disk {

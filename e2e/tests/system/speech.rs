@@ -20,9 +20,15 @@ struct Engine {
 impl Engine {
     /// Starts it on `port` (0: any free one).
     fn start(port: u16) -> anyhow::Result<Self> {
+        Self::start_with(port, &[])
+    }
+
+    /// Starts it with more arguments (`--fake TEXT`, `--language zh`).
+    fn start_with(port: u16, args: &[&str]) -> anyhow::Result<Self> {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/engines/speech.py");
         let mut child = Command::new("python3")
             .args([script, "--port", &port.to_string()])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?;
@@ -228,6 +234,47 @@ async fn a_member_asks_for_a_transcript_when_they_are_not_automatic() -> anyhow:
         inbox_entry::Event::Transcribed(t) => assert_eq!(t.transcript, heard),
         other => panic!("expected a transcript, got {other:?}"),
     }
+    system.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chinese_goes_through_the_same_engine_interface() -> anyhow::Result<()> {
+    // A stand-in engine that answers Chinese, and only to a "zh" hint.
+    let said = "明天下午三点开会，别迟到 🙂";
+    let engine = Engine::start_with(0, &["--fake", said, "--language", "zh"])?;
+    let settings = Settings {
+        speech_engine_url: engine.url.clone(),
+        speech_language: "zh".into(),
+        ..Settings::default()
+    };
+    let (system, [alice, bob]) =
+        System::with_settings_and_users(Mode::InProcess, settings, ["alice", "bob"]).await?;
+    let mut b = Client::connect_live(&system.ws_url(), &bob, Format::Binary).await?;
+    let voice = Files::new(&system)
+        .upload(&alice, "语音.wav", "voice", e2e::files::wav(1200))
+        .await?;
+    let (status, sent) = system
+        .api()
+        .send_method(
+            reqwest::Method::POST,
+            "/v1/messages",
+            Some(&alice.token),
+            Some(serde_json::json!({
+                "toUserId": bob.user_id,
+                "clientMsgId": "voice-zh",
+                "body": { "voice": { "fileId": voice } },
+            })),
+        )
+        .await?;
+    assert_eq!(status, 200, "{sent}");
+    let heard = loop {
+        match tokio::time::timeout(Duration::from_secs(30), b.next_notice()).await?? {
+            inbox_entry::Event::Transcribed(t) => break t.transcript,
+            _ => continue,
+        }
+    };
+    assert_eq!(heard, said);
     system.stop().await;
     Ok(())
 }
