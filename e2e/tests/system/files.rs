@@ -313,6 +313,29 @@ async fn send_image(
     Ok((status.as_u16(), body))
 }
 
+/// Recalls message `seq` of `conversation` as `user`; the status.
+async fn recall(
+    system: &System,
+    user: &User,
+    conversation: &str,
+    seq: &str,
+) -> anyhow::Result<u16> {
+    let (status, body) = system
+        .api()
+        .send_method(
+            reqwest::Method::POST,
+            &format!("/v1/conversations/{conversation}/messages/{seq}/recall"),
+            Some(&user.token),
+            None,
+        )
+        .await?;
+    anyhow::ensure!(
+        status.is_success() || status.is_client_error(),
+        "recall: {status} {body}"
+    );
+    Ok(status.as_u16())
+}
+
 /// The status of `user`'s download of `file_id`.
 async fn fetch(files: &Files, user: &User, file_id: &str) -> anyhow::Result<u16> {
     let response = files
@@ -407,15 +430,7 @@ async fn files_are_read_through_the_messages_that_carry_them() -> anyhow::Result
         .as_str()
         .map(str::to_owned)
         .unwrap_or_else(|| sent["seq"].to_string());
-    let (status, body) = api
-        .send_method(
-            reqwest::Method::POST,
-            &format!("/v1/conversations/{direct}/messages/{seq}/recall"),
-            Some(&alice.token),
-            None,
-        )
-        .await?;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(recall(&system, &alice, &direct, &seq).await?, 200);
     assert_eq!(fetch(&files, &carol, &photo).await?, 200);
     let secret = files.upload(&alice, "s.png", "image", png(700)).await?;
     let (status, sent) =
@@ -423,15 +438,7 @@ async fn files_are_read_through_the_messages_that_carry_them() -> anyhow::Result
     assert_eq!(status, 200, "{sent}");
     assert_eq!(fetch(&files, &bob, &secret).await?, 200);
     let seq = sent["seq"].as_str().map(str::to_owned).unwrap_or_default();
-    let (status, _) = api
-        .send_method(
-            reqwest::Method::POST,
-            &format!("/v1/conversations/{direct}/messages/{seq}/recall"),
-            Some(&alice.token),
-            None,
-        )
-        .await?;
-    assert_eq!(status, 200);
+    assert_eq!(recall(&system, &alice, &direct, &seq).await?, 200);
     assert_eq!(fetch(&files, &bob, &secret).await?, 404);
     assert_eq!(
         fetch(&files, &alice, &secret).await?,
@@ -573,16 +580,7 @@ async fn files_nothing_uses_are_deleted_and_quotas_hold() -> anyhow::Result<()> 
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let (status, _) = system
-        .api()
-        .send_method(
-            reqwest::Method::POST,
-            &format!("/v1/conversations/{direct}/messages/{seq}/recall"),
-            Some(&alice.token),
-            None,
-        )
-        .await?;
-    assert_eq!(status, 200);
+    assert_eq!(recall(&system, &alice, &direct, &seq).await?, 200);
 
     // After the grace (2 s) and a sweep (every second), what nothing uses
     // is gone; the rest stays, to its owner and its readers.

@@ -69,6 +69,31 @@ fn spoken(text: &str) -> anyhow::Result<Vec<u8>> {
     Ok(std::fs::read(wav)?)
 }
 
+/// Sends a voice message of `file_id` from `from` to `to` over HTTP.
+async fn send_voice(
+    system: &System,
+    from: &e2e::User,
+    to: &e2e::User,
+    client_msg_id: &str,
+    file_id: &str,
+) -> anyhow::Result<()> {
+    let (status, sent) = system
+        .api()
+        .send_method(
+            reqwest::Method::POST,
+            "/v1/messages",
+            Some(&from.token),
+            Some(serde_json::json!({
+                "toUserId": to.user_id,
+                "clientMsgId": client_msg_id,
+                "body": { "voice": { "fileId": file_id } },
+            })),
+        )
+        .await?;
+    anyhow::ensure!(status == 200, "send: {status} {sent}");
+    Ok(())
+}
+
 /// The share of `expected`'s words missing from `heard` (a word error rate
 /// that counts only deletions and substitutions).
 fn missed(expected: &str, heard: &str) -> f64 {
@@ -97,20 +122,7 @@ async fn a_voice_message_gets_its_transcript_once_the_engine_is_up() -> anyhow::
     let voice = files
         .upload(&alice, "hello.wav", "voice", spoken(said)?)
         .await?;
-    let (status, sent) = system
-        .api()
-        .send_method(
-            reqwest::Method::POST,
-            "/v1/messages",
-            Some(&alice.token),
-            Some(serde_json::json!({
-                "toUserId": bob.user_id,
-                "clientMsgId": "voice-1",
-                "body": { "voice": { "fileId": voice } },
-            })),
-        )
-        .await?;
-    assert_eq!(status, 200, "{sent}");
+    send_voice(&system, &alice, &bob, "voice-1", &voice).await?;
     let (_, message) = b.messages(1).await?.remove(0);
     // Its length, read by the files service from the recording.
     let shared::proto::message::message_body::Kind::Voice(got) =
@@ -200,20 +212,7 @@ async fn a_member_asks_for_a_transcript_when_they_are_not_automatic() -> anyhow:
     let voice = files
         .upload(&alice, "t.wav", "voice", spoken("this is a test")?)
         .await?;
-    let (status, sent) = system
-        .api()
-        .send_method(
-            reqwest::Method::POST,
-            "/v1/messages",
-            Some(&alice.token),
-            Some(serde_json::json!({
-                "toUserId": bob.user_id,
-                "clientMsgId": "voice-2",
-                "body": { "voice": { "fileId": voice } },
-            })),
-        )
-        .await?;
-    assert_eq!(status, 200, "{sent}");
+    send_voice(&system, &alice, &bob, "voice-2", &voice).await?;
     let (_, message) = b.messages(1).await?.remove(0);
     // Nothing comes by itself.
     b.expect_no_more_pushes().await?;
@@ -254,20 +253,7 @@ async fn chinese_goes_through_the_same_engine_interface() -> anyhow::Result<()> 
     let voice = Files::new(&system)
         .upload(&alice, "语音.wav", "voice", e2e::files::wav(1200))
         .await?;
-    let (status, sent) = system
-        .api()
-        .send_method(
-            reqwest::Method::POST,
-            "/v1/messages",
-            Some(&alice.token),
-            Some(serde_json::json!({
-                "toUserId": bob.user_id,
-                "clientMsgId": "voice-zh",
-                "body": { "voice": { "fileId": voice } },
-            })),
-        )
-        .await?;
-    assert_eq!(status, 200, "{sent}");
+    send_voice(&system, &alice, &bob, "voice-zh", &voice).await?;
     let heard = loop {
         match tokio::time::timeout(Duration::from_secs(30), b.next_notice()).await?? {
             inbox_entry::Event::Transcribed(t) => break t.transcript,
