@@ -629,3 +629,69 @@ async fn files_nothing_uses_are_deleted_and_quotas_hold() -> anyhow::Result<()> 
     system.stop().await;
     Ok(())
 }
+
+/// The only files instance SIGKILLed while a PATCH streams in: the PATCH
+/// fails, the upload stands at its last stored write, and the client resumes
+/// from there with a new instance. The file comes down whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_resumes_after_the_files_service_dies_mid_patch() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut system, [alice]) = System::with_users(Mode::Split, ["alice"]).await?;
+    let files = Files::new(&system);
+    let bytes = png(6_000_000);
+    let sent = 3_000_000;
+    let upload = files
+        .create(&alice, "mid.png", "image", bytes.len())
+        .await?;
+
+    // One PATCH of the whole file, written by hand so that it can stop
+    // halfway through its body.
+    let host = files.base.trim_start_matches("http://").to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&host).await?;
+    let head = format!(
+        "PATCH {upload} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\n\
+         Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n\
+         Content-Type: application/offset+octet-stream\r\nContent-Length: {}\r\n\r\n",
+        alice.token,
+        bytes.len()
+    );
+    socket.write_all(head.as_bytes()).await?;
+    socket.write_all(&bytes[..sent]).await?;
+    // Some writes are stored before the kill.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while files.offset(&alice, &upload).await? == 0 {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "nothing stored");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    system.kill_process(Service::Files);
+    system.spawn_process(Service::Files)?;
+    // The rest of the body may or may not be taken; the PATCH fails.
+    let _ = socket.write_all(&bytes[sent..]).await;
+    let mut answer = vec![0; 1024];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(60), socket.read(&mut answer))
+        .await??;
+    let status = String::from_utf8_lossy(&answer[..read]);
+    assert!(
+        status.starts_with("HTTP/1.1 5"),
+        "the PATCH should fail: {status}"
+    );
+    drop(socket);
+
+    // The upload stands where its stored writes end, within what was sent.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let stored = loop {
+        match files.offset(&alice, &upload).await {
+            Ok(offset) => break offset as usize,
+            Err(_) => {
+                anyhow::ensure!(tokio::time::Instant::now() < deadline, "no files service");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert!(stored > 0 && stored <= sent, "stored {stored} of {sent}");
+    upload_in_pieces(&files, &alice, &upload, &bytes, 2_000_000, |_| {}).await?;
+    let whole = files.get(Some(&alice), &file_path(&upload), &[]).await?;
+    assert_eq!(whole.status(), StatusCode::OK);
+    assert_eq!(whole.bytes().await?.as_ref(), bytes.as_slice());
+    Ok(())
+}
