@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use e2e::files::{Files, mp4, pdf, png, wav};
+use e2e::files::{Files, TURNED_MP4, mp4, pdf, png, wav};
 use e2e::{Api, Client, Format, Mode, Settings, System, User};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -77,7 +77,11 @@ async fn media_bodies_and_replies_arrive_as_sent() -> anyhow::Result<()> {
     let speech = files
         .upload(&alice, "v.wav", "voice", recording.clone())
         .await?;
-    let clip = files.upload(&alice, "c.mp4", "video", mp4(4000)).await?;
+    let clip = files
+        .upload(&alice, "c.mp4", "video", TURNED_MP4.to_vec())
+        .await?;
+    // A container the files service cannot read: the sender's figures stand.
+    let odd = files.upload(&alice, "o.mp4", "video", mp4(4000)).await?;
     let report = files.upload(&alice, "r.pdf", "file", pdf(1500)).await?;
     let sent_and_got = [
         (
@@ -123,6 +127,27 @@ async fn media_bodies_and_replies_arrive_as_sent() -> anyhow::Result<()> {
             }),
             Kind::Video(Video {
                 file_id: clip.clone(),
+                // What the video's container says, shown upright.
+                duration_ms: 2000,
+                width: 48,
+                height: 64,
+                size_bytes: TURNED_MP4.len() as u64,
+                mime_type: "video/mp4".into(),
+                thumbnail_file_id: String::new(),
+            }),
+        ),
+        (
+            Kind::Video(Video {
+                file_id: odd.clone(),
+                duration_ms: 15_000,
+                width: 1920,
+                height: 1080,
+                size_bytes: 0,
+                mime_type: String::new(),
+                thumbnail_file_id: String::new(),
+            }),
+            Kind::Video(Video {
+                file_id: odd.clone(),
                 duration_ms: 15_000,
                 width: 1920,
                 height: 1080,
@@ -220,12 +245,12 @@ async fn media_bodies_and_replies_arrive_as_sent() -> anyhow::Result<()> {
     b.expect_no_more_pushes().await?;
 
     // A reply quotes a message of the same conversation.
-    let quoted = got[3].1.seq;
+    let quoted = got[4].1.seq;
     let id = b
         .send_body(&alice, "reply-1", e2e::text("收到，谢谢"), quoted)
         .await?;
     b.ack_of(id).await?;
-    // Alice's connection had acks for her five messages; only the reply
+    // Alice's connection had acks for her six messages; only the reply
     // comes to it.
     let reply = a
         .messages(1)

@@ -1,9 +1,11 @@
 //! What the files service reads from media before it stores them: an
 //! image's size (upright, by its EXIF orientation), its thumbnails, and its
 //! bytes without metadata (location, camera, times: what others download);
-//! a voice recording's duration. Pure CPU work on bytes in memory, bounded
-//! by the kinds' size limits and the decode limits below; the caller runs
-//! it on a blocking thread.
+//! a voice recording's duration; a video's size and duration, read from its
+//! container as it streams past (nothing is decoded). Pure CPU work, on
+//! bytes in memory bounded by the kinds' size limits and the decode limits
+//! below, or on a [`Streamed`] reader; the caller runs it on a blocking
+//! thread.
 
 use std::io::Cursor;
 
@@ -50,6 +52,8 @@ pub enum MediaError {
     TooManyPixels { width: u32, height: u32 },
     #[error("the audio cannot be read: {0}")]
     Audio(String),
+    #[error("the video cannot be read: {0}")]
+    Video(String),
 }
 
 /// What an image is.
@@ -211,33 +215,139 @@ fn orientation_exif(value: u8) -> Vec<u8> {
 
 /// The duration of a voice recording in milliseconds, from its container
 /// (Ogg, WebM/Matroska, MP4/M4A, MP3, WAV): its header's when it says, else
-/// the sum of its packets' (nothing is decoded).
+/// the end of its last packet (nothing is decoded).
 pub fn duration_ms(bytes: Bytes) -> Result<u64, MediaError> {
-    use symphonia::core::formats::probe::Hint;
-    use symphonia::core::formats::{FormatOptions, TrackType};
-    use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions};
-    use symphonia::core::meta::MetadataOptions;
+    use symphonia::core::formats::TrackType;
+    use symphonia::core::io::MediaSourceStream;
 
     let audio = |e: symphonia::core::errors::Error| MediaError::Audio(e.to_string());
-    let source = MediaSourceStream::new(
-        Box::new(Cursor::new(bytes)),
-        MediaSourceStreamOptions::default(),
-    );
-    let mut format = symphonia::default::get_probe()
-        .probe(
-            &Hint::new(),
-            source,
-            FormatOptions::default(),
-            MetadataOptions::default(),
-        )
-        .map_err(audio)?;
+    let source = MediaSourceStream::new(Box::new(Cursor::new(bytes)), Default::default());
+    let mut format = probe(source).map_err(audio)?;
     let track = format
         .default_track(TrackType::Audio)
         .ok_or_else(|| MediaError::Audio("no audio track".into()))?
         .clone();
-    let time_base = track
-        .time_base
-        .ok_or_else(|| MediaError::Audio("no time base".into()))?;
+    match track_ms(format.as_mut(), &track).map_err(audio)? {
+        Some(total) if total > 0 => Ok(total),
+        _ => Err(MediaError::Audio("no audio in it".into())),
+    }
+}
+
+/// What a video is, as far as its container tells without decoding.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Video {
+    /// As shown (an MP4's rotation applied); 0 when the container does not
+    /// say.
+    pub width: u32,
+    pub height: u32,
+    /// 0 when the container does not say.
+    pub duration_ms: u64,
+}
+
+/// The size and duration of a video of `media_type` read from `content`:
+/// MP4 and QuickTime through `mp4parse` (which reads the track headers'
+/// rotation, as phones record portrait video), WebM and Matroska through
+/// symphonia (a browser's recording has no duration in its header: its
+/// packets are read to the end). Other containers are not read.
+pub fn video(
+    media_type: &str,
+    content: impl std::io::Read + Send + Sync + 'static,
+) -> Result<Video, MediaError> {
+    match media_type {
+        "video/mp4" | "video/quicktime" | "video/x-m4v" => mp4_video(content),
+        "video/webm" | "video/x-matroska" => matroska_video(content),
+        _ => Ok(Video::default()),
+    }
+}
+
+fn mp4_video(mut content: impl std::io::Read) -> Result<Video, MediaError> {
+    let context =
+        mp4parse::read_mp4(&mut content).map_err(|e| MediaError::Video(format!("{e:?}")))?;
+    let track = context
+        .tracks
+        .iter()
+        .find(|t| t.track_type == mp4parse::TrackType::Video)
+        .ok_or_else(|| MediaError::Video("no video track".into()))?;
+    let mut video = Video::default();
+    let sample = track.stsd.as_ref().and_then(|stsd| {
+        stsd.descriptions.iter().find_map(|d| match d {
+            mp4parse::SampleEntry::Video(v) => Some((u32::from(v.width), u32::from(v.height))),
+            _ => None,
+        })
+    });
+    if let Some(tkhd) = &track.tkhd {
+        // The presentation size, 16.16 fixed point.
+        (video.width, video.height) = (tkhd.width >> 16, tkhd.height >> 16);
+        if video.width == 0 || video.height == 0 {
+            (video.width, video.height) = sample.unwrap_or_default();
+        }
+        // A quarter turn either way (a = d = 0) shows it the other way up.
+        if tkhd.matrix.a == 0 && tkhd.matrix.d == 0 && tkhd.matrix.b != 0 {
+            (video.width, video.height) = (video.height, video.width);
+        }
+    } else {
+        (video.width, video.height) = sample.unwrap_or_default();
+    }
+    if let (Some(duration), Some(scale)) = (track.duration, track.timescale)
+        && scale.0 > 0
+    {
+        let ms = u128::from(duration.0) * 1000 / u128::from(scale.0);
+        video.duration_ms = u64::try_from(ms).unwrap_or(u64::MAX);
+    }
+    Ok(video)
+}
+
+fn matroska_video(
+    content: impl std::io::Read + Send + Sync + 'static,
+) -> Result<Video, MediaError> {
+    use symphonia::core::codecs::CodecParameters;
+    use symphonia::core::formats::TrackType;
+    use symphonia::core::io::{MediaSourceStream, ReadOnlySource};
+
+    let fail = |e: symphonia::core::errors::Error| MediaError::Video(e.to_string());
+    let source = MediaSourceStream::new(Box::new(ReadOnlySource::new(content)), Default::default());
+    let mut format = probe(source).map_err(fail)?;
+    let track = format
+        .default_track(TrackType::Video)
+        .ok_or_else(|| MediaError::Video("no video track".into()))?
+        .clone();
+    let mut video = Video::default();
+    if let Some(CodecParameters::Video(params)) = &track.codec_params {
+        video.width = params.width.map(u32::from).unwrap_or(0);
+        video.height = params.height.map(u32::from).unwrap_or(0);
+    }
+    video.duration_ms = track_ms(format.as_mut(), &track)
+        .map_err(fail)?
+        .unwrap_or(0);
+    Ok(video)
+}
+
+/// The container format of `source`.
+fn probe(
+    source: symphonia::core::io::MediaSourceStream<'static>,
+) -> Result<Box<dyn symphonia::core::formats::FormatReader>, symphonia::core::errors::Error> {
+    use symphonia::core::formats::FormatOptions;
+    use symphonia::core::formats::probe::Hint;
+    use symphonia::core::meta::MetadataOptions;
+
+    symphonia::default::get_probe().probe(
+        &Hint::new(),
+        source,
+        FormatOptions::default(),
+        MetadataOptions::default(),
+    )
+}
+
+/// `track`'s length in milliseconds: its header's when it says, else the
+/// end of its last packet, or the sum of its packets' durations where they
+/// carry no timestamps; `None` without a time base.
+fn track_ms(
+    format: &mut dyn symphonia::core::formats::FormatReader,
+    track: &symphonia::core::formats::Track,
+) -> Result<Option<u64>, symphonia::core::errors::Error> {
+    let Some(time_base) = track.time_base else {
+        return Ok(None);
+    };
     let ms = |ticks: u64| {
         time_base
             .calc_duration(symphonia::core::units::Duration::new(ticks))
@@ -246,11 +356,8 @@ pub fn duration_ms(bytes: Bytes) -> Result<u64, MediaError> {
     if let Some(total) = track.duration.and_then(|d| ms(d.get()))
         && total > 0
     {
-        return Ok(total);
+        return Ok(Some(total));
     }
-    // No length in the header (a browser's WebM recording has none): the
-    // end of the last packet, or the sum of the packets' durations where
-    // they carry no timestamps.
     let (mut summed, mut end) = (0u64, 0u64);
     loop {
         let packet = match format.next_packet() {
@@ -263,7 +370,7 @@ pub fn duration_ms(bytes: Bytes) -> Result<u64, MediaError> {
             {
                 break;
             }
-            Err(e) => return Err(audio(e)),
+            Err(e) => return Err(e),
         };
         if packet.track_id == track.id {
             summed = summed.saturating_add(packet.dur.get());
@@ -271,9 +378,85 @@ pub fn duration_ms(bytes: Bytes) -> Result<u64, MediaError> {
             end = end.max(start.saturating_add(packet.dur.get()));
         }
     }
-    let ticks = summed.max(end);
-    match ms(ticks) {
-        Some(total) if total > 0 => Ok(total),
-        _ => Err(MediaError::Audio("no audio in it".into())),
+    Ok(ms(summed.max(end)))
+}
+
+/// Content streamed in from elsewhere, read on a blocking thread: the
+/// chunks a producing task sends, a few at a time.
+pub struct Streamed {
+    chunks: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl Streamed {
+    /// Reads what arrives on `chunks` until the sender goes.
+    pub fn new(chunks: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>) -> Self {
+        Self {
+            chunks,
+            current: Bytes::new(),
+        }
+    }
+}
+
+impl std::io::Read for Streamed {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.chunks.blocking_recv() {
+                Some(chunk) => self.current = chunk?,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn video_of(media_type: &str, bytes: &'static [u8]) -> Result<Video, MediaError> {
+        video(media_type, Cursor::new(bytes))
+    }
+
+    #[test]
+    fn an_mp4_shows_turned_as_its_track_header_says() {
+        // 64x48 coded, a quarter turn in its track header, its index after
+        // its frames (read through them); made by ffmpeg.
+        let mp4 = include_bytes!("../tests/media/rotated.mp4");
+        assert_eq!(
+            video_of("video/mp4", mp4).unwrap(),
+            Video {
+                width: 48,
+                height: 64,
+                duration_ms: 2000
+            }
+        );
+    }
+
+    #[test]
+    fn a_webm_says_its_size_and_length_with_or_without_a_duration() {
+        let clip = include_bytes!("../tests/media/clip.webm");
+        let video = video_of("video/webm", clip).unwrap();
+        assert_eq!((video.width, video.height), (64, 48));
+        assert!((1900..=2100).contains(&video.duration_ms), "{video:?}");
+        // Written to a pipe, as a browser streams a recording out: no
+        // duration in its header, clusters of unknown size.
+        let live = include_bytes!("../tests/media/live.webm");
+        let video = video_of("video/webm", live).unwrap();
+        assert_eq!((video.width, video.height), (80, 60));
+        assert!((2800..=3100).contains(&video.duration_ms), "{video:?}");
+    }
+
+    #[test]
+    fn bytes_that_are_not_a_video_are_refused_and_other_containers_not_read() {
+        let mp4 = include_bytes!("../tests/media/rotated.mp4");
+        assert!(video_of("video/mp4", &mp4[..200]).is_err());
+        assert!(video_of("video/webm", b"\x1a\x45\xdf\xa3 not matroska").is_err());
+        assert_eq!(
+            video_of("video/x-msvideo", b"RIFF....AVI ").unwrap(),
+            Video::default()
+        );
     }
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use sha2::{Digest, Sha256};
@@ -418,6 +418,24 @@ impl State {
                 let ms = self.blocking(move || media::duration_ms(bytes)).await?;
                 file.duration_ms = i64::try_from(ms).unwrap_or(i64::MAX);
             }
+            "video" => {
+                // Read as it streams past: a video may be large.
+                let content = self.streamed(id, upload.length).await?;
+                let media_type = file.media_type.clone();
+                // What the container does not tell (or a container that
+                // cannot be read) the message's body may say.
+                match self
+                    .blocking(move || media::video(&media_type, content))
+                    .await
+                {
+                    Ok(video) => {
+                        file.width = i64::from(video.width);
+                        file.height = i64::from(video.height);
+                        file.duration_ms = i64::try_from(video.duration_ms).unwrap_or(i64::MAX);
+                    }
+                    Err(e) => tracing::debug!(error = %e.message, "a video's container not read"),
+                }
+            }
             _ => {}
         }
         match store::complete_upload(&self.pool, &file, cleaned.as_deref(), &thumbnails).await? {
@@ -457,6 +475,32 @@ impl State {
             bytes.extend_from_slice(&data);
         }
         Ok(Bytes::from(bytes))
+    }
+
+    /// The content of a complete upload as a blocking reader, fed from its
+    /// parts a few chunks ahead by a task that stops when the reader goes.
+    async fn streamed(&self, id: &str, length: i64) -> Result<media::Streamed, RpcError> {
+        let parts = store::parts(&self.pool, id, 0, length).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let bytes = self.bytes.clone();
+        tokio::spawn(async move {
+            for part in parts {
+                let mut chunks = match bytes.get(&Path::from(part.object_key)).await {
+                    Ok(got) => got.into_stream(),
+                    Err(e) => {
+                        let _ = tx.send(Err(std::io::Error::other(e))).await;
+                        return;
+                    }
+                };
+                while let Some(chunk) = chunks.next().await {
+                    let chunk = chunk.map_err(std::io::Error::other);
+                    if tx.send(chunk).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(media::Streamed::new(rx))
     }
 
     /// Runs media work on a blocking thread, a few at a time; media that

@@ -141,8 +141,8 @@ impl State {
 const MAX_FILES_ASKED: usize = 200;
 
 /// Size and type from the stored files, over what the client wrote; an
-/// image's size and a recording's length where the files service read
-/// them.
+/// image's size, a recording's length and a video's size and length where
+/// the files service read them.
 fn fill(body: &mut pb::MessageBody, known: &HashMap<String, FileInfo>) {
     use pb::message_body::Kind;
     let Some(kind) = body.kind.as_mut() else {
@@ -161,6 +161,18 @@ fn fill(body: &mut pb::MessageBody, known: &HashMap<String, FileInfo>) {
                 && f.duration_ms > 0
             {
                 v.duration_ms = f.duration_ms;
+            }
+        }
+        // What the video's container told the files service; the rest is
+        // the sender's.
+        Kind::Video(v) => {
+            if let Some(f) = known.get(&v.file_id) {
+                if f.width > 0 && f.height > 0 {
+                    (v.width, v.height) = (f.width, f.height);
+                }
+                if f.duration_ms > 0 {
+                    v.duration_ms = f.duration_ms;
+                }
             }
         }
         _ => {}
