@@ -65,6 +65,11 @@ impl NatsServer {
         }
     }
 
+    /// Where its JetStream keeps its streams' files.
+    pub fn store_dir(&self) -> PathBuf {
+        self.dir.path().join("js")
+    }
+
     /// `nats://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)

@@ -68,6 +68,11 @@ use tokio::sync::{Mutex, oneshot};
 
 /// The size of every chunk this store writes but an object's last.
 pub const CHUNK: usize = 128 * 1024;
+
+/// The most chunks of one object (128 GiB), the bucket's limit of messages
+/// per subject: a write past it is refused rather than letting the stream
+/// drop the object's first chunks.
+const MAX_CHUNKS: usize = 1 << 20;
 /// Chunks published and not yet acked, per write.
 pub const IN_FLIGHT: usize = 16;
 /// Chunks a read pulls from the server at a time.
@@ -122,19 +127,34 @@ impl NatsStore {
         bucket: &str,
         replicas: usize,
     ) -> Result<Self, async_nats::Error> {
-        if js.get_object_store(bucket).await.is_err() {
-            let config = jetstream::object_store::Config {
-                bucket: bucket.to_owned(),
-                description: Some("natter's files".into()),
-                num_replicas: replicas.max(1),
-                ..Default::default()
-            };
-            if let Err(e) = js.create_object_store(config).await {
-                // Another instance may have made it meanwhile.
-                js.get_object_store(bucket).await.map_err(|_| e)?;
+        let name = format!("OBJ_{bucket}");
+        let stream = match js.get_stream(&name).await {
+            Ok(stream) => stream,
+            Err(_) => {
+                // The NATS object store's stream (as `create_object_store`
+                // makes it), with a limit of messages per subject that no
+                // object reaches: nats-server then keeps the stream in
+                // blocks of 4 MiB instead of 8 MiB, and a block being read
+                // or written is what it holds in memory.
+                let config = jetstream::stream::Config {
+                    name: name.clone(),
+                    description: Some("natter's files".into()),
+                    subjects: vec![format!("$O.{bucket}.C.>"), format!("$O.{bucket}.M.>")],
+                    storage: jetstream::stream::StorageType::File,
+                    num_replicas: replicas.max(1),
+                    discard: jetstream::stream::DiscardPolicy::New,
+                    allow_rollup: true,
+                    allow_direct: true,
+                    max_messages_per_subject: MAX_CHUNKS as i64,
+                    ..Default::default()
+                };
+                match js.create_stream(config).await {
+                    Ok(stream) => stream,
+                    // Another instance may have made it meanwhile.
+                    Err(e) => js.get_stream(&name).await.map_err(|_| e)?,
+                }
             }
-        }
-        let stream = js.get_stream(format!("OBJ_{bucket}")).await?;
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 bucket: bucket.to_owned(),
@@ -429,7 +449,7 @@ impl NatsStore {
         tx: &tokio::sync::mpsc::Sender<object_store::Result<Bytes>>,
     ) -> object_store::Result<()> {
         let (mut next, mut offset) = (1u64, 0u64);
-        for _ in 0..chunks {
+        for read in 1..=chunks {
             if offset >= range.end {
                 break;
             }
@@ -443,6 +463,17 @@ impl NatsStore {
                     _ => generic(e),
                 })?;
             next = message.sequence + 1;
+            if read == chunks {
+                // nats-server lets go of a block's cache when a read reaches
+                // the block's last message from the one before it. A read
+                // that steps over a message (this object's description,
+                // between its chunks and the next object's) would keep
+                // every block read after it cached until a timer. Asking
+                // for the message after the last chunk by its sequence
+                // keeps the reads adjacent, so reading parts one after
+                // another holds one block in nats-server's memory.
+                let _ = self.inner.stream.direct_get(next).await;
+            }
             let chunk = message.payload;
             let chunk_end = offset + chunk.len() as u64;
             let from = range.start.saturating_sub(offset) as usize;
@@ -602,6 +633,11 @@ impl ChunkWriter {
     }
 
     async fn publish(&mut self, chunk: Bytes) -> object_store::Result<()> {
+        if self.chunks >= MAX_CHUNKS {
+            return Err(generic(format!(
+                "an object of more than {MAX_CHUNKS} chunks of {CHUNK} bytes"
+            )));
+        }
         self.digest.update(&chunk);
         self.size += chunk.len();
         self.chunks += 1;

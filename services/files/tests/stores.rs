@@ -285,6 +285,52 @@ impl Drop for S3Server {
     }
 }
 
+/// The bucket's stream is kept in blocks of 4 MiB (a limit of messages per
+/// subject that no object reaches makes nats-server pick that size): a
+/// block being read or written is what nats-server holds in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bucket_is_kept_in_blocks_of_4_mib() {
+    let server = NatsServer::start();
+    let store = nats_store(&server, "blocks").await;
+    let bytes: Vec<u8> = (0..10 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    store
+        .put(&Path::from("big"), PutPayload::from(bytes.clone()))
+        .await
+        .expect("put");
+    let blocks = block_files(&server.store_dir(), "OBJ_blocks");
+    assert!(blocks.len() >= 3, "{blocks:?}");
+    for (path, size) in &blocks {
+        assert!(
+            *size <= 4 * 1024 * 1024 + CHUNK as u64 + 1024,
+            "{path:?} is {size} bytes"
+        );
+    }
+    let back = store.get(&Path::from("big")).await.expect("get");
+    assert_eq!(
+        back.bytes().await.expect("bytes").as_ref(),
+        bytes.as_slice()
+    );
+}
+
+/// The message block files (`*.blk`) of `stream` under `dir`, with sizes.
+fn block_files(dir: &std::path::Path, stream: &str) -> Vec<(std::path::PathBuf, u64)> {
+    let mut found = Vec::new();
+    let mut dirs = vec![dir.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "blk")
+                && path.components().any(|c| c.as_os_str() == stream)
+            {
+                found.push((path.clone(), entry.metadata().expect("size").len()));
+            }
+        }
+    }
+    found
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_s3_bucket_opens_by_url_and_passes_conformance() {
     let s3 = S3Server::start().await;
