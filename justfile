@@ -152,7 +152,7 @@ test-web: deps web-deps test-deps build
 
 # Measure natter as clients see it (release build; own nats-server and data
 # dir; loopback only). Pass options through: `just bench --group-sizes 100,1000`.
-bench *args: deps
+bench *args: deps test-deps
     cargo build --release -p natter -p e2e --bin natter --bin natter-bench
     ./target/release/natter-bench {{args}}
 

@@ -7,13 +7,15 @@
 //! - [`Api`]: the HTTP JSON API;
 //! - [`Client`]: a WebSocket client speaking JSON or protobuf frames;
 //! - [`files`]: a tus client for uploads, and downloads;
-//! - [`sms`]: a stand-in SMS gateway that receives the login codes.
+//! - [`sms`]: a stand-in SMS gateway that receives the login codes;
+//! - [`speech`]: a real speech engine, and speech to feed it.
 
 mod api;
 mod client;
 pub mod files;
 mod scenarios;
 pub mod sms;
+pub mod speech;
 mod system;
 
 pub use api::{Api, User};

@@ -132,4 +132,9 @@ fn a_quick_run_measures_every_scenario() {
     assert_eq!(files["photos"]["count"].as_u64(), Some(2));
     positive(files, "/photos/per_second_through_edge");
     positive(files, "/photos/per_second_one_core");
+    let speech = &report["results"]["speech"];
+    assert_eq!(speech["count"].as_u64(), Some(2));
+    positive(speech, "/engine_alone_ms_p50");
+    positive(speech, "/send_to_transcript_ms_p50");
+    assert!(speech["words_missed_max"].as_f64() <= Some(0.2), "{speech}");
 }

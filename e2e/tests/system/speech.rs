@@ -3,71 +3,12 @@
 //! recording that flite speaks; the transcript reaches the recipient live
 //! and stays in the history. An engine that is down is waited for.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use e2e::files::Files;
+use e2e::speech::{Engine, missed, spoken};
 use e2e::{Client, Format, Mode, Settings, System};
 use shared::proto::delivery::inbox_entry;
-
-/// The test engine, listening until dropped.
-struct Engine {
-    child: Child,
-    url: String,
-}
-
-impl Engine {
-    /// Starts it on `port` (0: any free one).
-    fn start(port: u16) -> anyhow::Result<Self> {
-        Self::start_with(port, &[])
-    }
-
-    /// Starts it with more arguments (`--fake TEXT`, `--language zh`).
-    fn start_with(port: u16, args: &[&str]) -> anyhow::Result<Self> {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/engines/speech.py");
-        let mut child = Command::new("python3")
-            .args([script, "--port", &port.to_string()])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line)?;
-        let port = line
-            .trim()
-            .strip_prefix("listening on ")
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "the speech engine did not start: {line:?} (pip install pocketsphinx)"
-                )
-            })?
-            .to_owned();
-        Ok(Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        })
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `text` spoken by flite's slt voice, as WAV.
-fn spoken(text: &str) -> anyhow::Result<Vec<u8>> {
-    let dir = tempfile::tempdir()?;
-    let wav = dir.path().join("speech.wav");
-    let status = Command::new("flite")
-        .args(["-voice", "slt", "-t", text, "-o"])
-        .arg(&wav)
-        .status()?;
-    anyhow::ensure!(status.success(), "flite failed (apt-get install flite)");
-    Ok(std::fs::read(wav)?)
-}
 
 /// Sends a voice message of `file_id` from `from` to `to` over HTTP.
 async fn send_voice(
@@ -92,15 +33,6 @@ async fn send_voice(
         .await?;
     anyhow::ensure!(status == 200, "send: {status} {sent}");
     Ok(())
-}
-
-/// The share of `expected`'s words missing from `heard` (a word error rate
-/// that counts only deletions and substitutions).
-fn missed(expected: &str, heard: &str) -> f64 {
-    let heard: Vec<&str> = heard.split_whitespace().collect();
-    let words: Vec<&str> = expected.split_whitespace().collect();
-    let missing = words.iter().filter(|w| !heard.contains(w)).count();
-    missing as f64 / words.len() as f64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

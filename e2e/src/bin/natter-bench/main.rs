@@ -24,6 +24,7 @@ mod groups;
 mod idle;
 mod offline;
 mod report;
+mod speech;
 mod target;
 mod wire;
 
@@ -50,6 +51,7 @@ enum Scenario {
     Offline,
     Idle,
     Files,
+    Speech,
 }
 
 #[derive(Parser)]
@@ -242,6 +244,7 @@ async fn main() -> anyhow::Result<()> {
             Scenario::Offline,
             Scenario::Idle,
             Scenario::Files,
+            Scenario::Speech,
         ]
     } else {
         args.only.clone()
@@ -302,6 +305,7 @@ async fn main() -> anyhow::Result<()> {
                 target.stop().await;
                 value
             }
+            Scenario::Speech => speech::run(external.as_ref(), &plan).await?,
         };
         results.insert(format!("{scenario:?}").to_lowercase(), value);
     }
