@@ -30,8 +30,8 @@ deps:
 # What the Rust tests need beyond `deps`: moto's S3 server (from PyPI), the
 # local S3-compatible server the files store's S3 backend is tested against;
 # pocketsphinx (from PyPI, its English model in the wheel) for the test
-# speech engine, and Debian's flite (a voice to speak to it) and sox (audio
-# conversion).
+# speech engine, and Debian's flite (a voice to speak to it), sox and ffmpeg
+# (audio conversion: ffmpeg reads a browser's WebM/Opus recordings).
 test-deps:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -48,6 +48,7 @@ test-deps:
     missing=()
     command -v flite >/dev/null || missing+=(flite)
     command -v sox >/dev/null || missing+=(sox)
+    command -v ffmpeg >/dev/null || missing+=(ffmpeg)
     if [ "${#missing[@]}" -gt 0 ]; then
         if [ "$(id -u)" -eq 0 ]; then
             echo "installing ${missing[*]} with apt"

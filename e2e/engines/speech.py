@@ -3,12 +3,13 @@
 download: PyPI's pocketsphinx (its English model ships in the wheel) behind
 the OpenAI-compatible `POST /v1/audio/transcriptions` that natter's speech
 service speaks (multipart: `file`, `model`, `language`; answer
-`{"text": ...}`). Audio is converted to 16 kHz mono PCM with sox, so it
-takes what sox reads (WAV, Ogg Vorbis, FLAC, ...).
+`{"text": ...}`). Audio is converted to 16 kHz mono PCM with sox (WAV, Ogg
+Vorbis, FLAC, ...), else with ffmpeg (a browser's WebM/Opus or MP4/AAC
+recording), as whisper.cpp's server converts with ffmpeg.
 
     python3 e2e/engines/speech.py --port 0   # prints "listening on <port>"
 
-With `--fake TEXT` it hears nothing and answers TEXT for any audio sox can
+With `--fake TEXT` it hears nothing and answers TEXT for any audio it can
 read, and only when the request's `language` is `--language` (when given):
 how the tests send Chinese through the same interface without a Chinese
 model.
@@ -31,15 +32,24 @@ FAKE = None
 LANGUAGE = None
 
 
+SOX = ["sox", "-", "-r", "16000", "-c", "1", "-b", "16", "-e", "signed-integer", "-t", "raw", "-"]
+FFMPEG = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-i", "pipe:0", "-ar", "16000", "-ac", "1", "-f", "s16le", "pipe:1"]
+
+
+def pcm_of(audio: bytes) -> bytes:
+    """16 kHz mono 16-bit PCM: through sox, else through ffmpeg."""
+    try:
+        return subprocess.run(SOX, input=audio, capture_output=True, check=True, timeout=60).stdout
+    except subprocess.CalledProcessError as sox_failed:
+        try:
+            return subprocess.run(FFMPEG, input=audio, capture_output=True, check=True, timeout=60).stdout
+        except FileNotFoundError:
+            raise sox_failed from None
+
+
 def transcribe(audio: bytes) -> str:
     global DECODER
-    pcm = subprocess.run(
-        ["sox", "-", "-r", "16000", "-c", "1", "-b", "16", "-e", "signed-integer", "-t", "raw", "-"],
-        input=audio,
-        capture_output=True,
-        check=True,
-        timeout=60,
-    ).stdout
+    pcm = pcm_of(audio)
     if FAKE is not None:
         return FAKE
     if DECODER is None:

@@ -1,13 +1,16 @@
 // A voice message's transcript appears under it, live: a natter with a real
 // speech engine (pocketsphinx behind the OpenAI-compatible endpoint,
-// e2e/engines/speech.py) hears what flite said. The engine starts after
-// natter, on a port chosen up front: the speech service waits for it.
+// e2e/engines/speech.py) hears what flite said: uploaded as WAV, or recorded
+// in the browser from a fake microphone playing it (WebM/Opus, which the
+// engine reads through ffmpeg). The engine starts after natter, on a port
+// chosen up front: the speech service waits for it.
 import { expect, test } from "@playwright/test";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { conversation, logIn, messages, ownSystem, PASSWORD, watch } from "./helpers";
+import { chromiumPath } from "./system";
 
 const ENGINE_PORT = 20_000 + Math.floor(Math.random() * 20_000);
 const system = ownSystem({ NATTER_SPEECH__ENGINE_URL: `http://127.0.0.1:${ENGINE_PORT}` });
@@ -16,8 +19,9 @@ const call = system.call;
 let engine: ChildProcess | undefined;
 test.afterAll(() => engine?.kill());
 
-/** Starts the test engine on ENGINE_PORT; resolves once it listens. */
+/** Starts the test engine on ENGINE_PORT (once); resolves once it listens. */
 function startEngine(): Promise<void> {
+  if (engine) return Promise.resolve();
   const script = resolve(import.meta.dirname, "../../e2e/engines/speech.py");
   engine = spawn("python3", [script, "--port", String(ENGINE_PORT)], { stdio: ["ignore", "pipe", "ignore"] });
   return new Promise((ok, fail) => {
@@ -35,6 +39,28 @@ function spoken(text: string): Buffer {
   if (run.status !== 0) throw new Error("flite failed: apt-get install flite");
   return readFileSync(wav);
 }
+
+/** What the fake microphone hears, over and over: flite saying `text`, then
+ * a pause, so that a recording of a few seconds holds the whole sentence. */
+function microphone(text: string): string {
+  const said = join(mkdtempSync(join(tmpdir(), "natter-mic-")), "said.wav");
+  writeFileSync(said, spoken(text));
+  const padded = said.replace("said.wav", "mic.wav");
+  const run = spawnSync("sox", [said, padded, "pad", "0.3", "1.5"]);
+  if (run.status !== 0) throw new Error("sox failed: apt-get install sox");
+  return padded;
+}
+
+test.use({
+  launchOptions: {
+    executablePath: chromiumPath(),
+    args: [
+      "--use-fake-device-for-media-stream",
+      "--use-fake-ui-for-media-stream",
+      `--use-file-for-fake-audio-capture=${microphone("hello world this is a test")}`,
+    ],
+  },
+});
 
 /** Uploads `bytes` with tus as `token`'s file of `kind`; its id. */
 async function upload(token: string, name: string, kind: string, bytes: Buffer): Promise<string> {
@@ -90,4 +116,47 @@ test("a voice message's transcript shows up under it, live", async ({ browser })
   await startEngine();
   await expect(voice.getByLabel("Transcript")).toContainText(/hello world/, { timeout: 60_000 });
   await context.close();
+});
+
+test("a voice message recorded in the browser (WebM/Opus) is turned into text", async ({ browser }) => {
+  const users: Record<string, { userId: string; token: string }> = {};
+  for (const name of ["xena", "yuri"]) {
+    await call("POST", "/v1/auth/register", { username: name, password: PASSWORD, nickname: name === "xena" ? "Xena" : "Yuri" });
+    const s = await call("POST", "/v1/auth/login", { username: name, password: PASSWORD });
+    users[name] = { userId: s.userId, token: s.accessToken };
+  }
+  const r = await call("POST", "/v1/friends/requests", { toUserId: users.yuri.userId }, users.xena.token);
+  await call("POST", `/v1/friends/requests/${r.request.id}/accept`, {}, users.yuri.token);
+  const hi = { text: { text: "say something" } };
+  await call("POST", "/v1/messages", { toUserId: users.xena.userId, clientMsgId: "hi-1", body: hi }, users.yuri.token);
+  await startEngine();
+
+  const pages = [];
+  for (const name of ["xena", "yuri"]) {
+    const context = await browser.newContext();
+    await context.grantPermissions(["microphone"]);
+    const page = await context.newPage();
+    watch(page);
+    await page.goto(system.url());
+    await logIn(page, name);
+    pages.push(page);
+  }
+  const [xena, yuri] = pages;
+  await conversation(xena, "Yuri").click();
+  await conversation(yuri, "Xena").click();
+  // Recorded from the microphone (flite, looping with a pause) for the
+  // length of the sentence and its pause.
+  await xena.getByRole("button", { name: "Record a voice message" }).click();
+  await expect(xena.getByRole("group", { name: "Recording" })).toBeVisible();
+  await xena.waitForTimeout(4500);
+  await xena.getByRole("button", { name: "Send voice message" }).click();
+  const voice = messages(yuri).filter({ has: yuri.getByLabel("Voice message") });
+  await expect(voice).toHaveCount(1);
+  await expect(voice).toContainText(/0:0[4-5]/);
+  // The engine read the browser's WebM (through ffmpeg) and heard it; the
+  // transcript reaches both sides live.
+  const heard = /hello world|this is a test/;
+  await expect(voice.getByLabel("Transcript")).toContainText(heard, { timeout: 60_000 });
+  const mine = messages(xena).filter({ has: xena.getByLabel("Voice message") });
+  await expect(mine.getByLabel("Transcript")).toContainText(heard);
 });
