@@ -511,6 +511,16 @@ export function applyEntry(e: InboxEntry) {
       refreshPresence([p.userId]);
     }
     if (s.friendRemoved) setMap(friends, s.friendRemoved, undefined);
+    if (s.profileUpdated) {
+      // A friend's (or my own, from another device) new name or avatar:
+      // everywhere it shows, at once.
+      const p = s.profileUpdated;
+      if (p.userId === myId.value && me.value) me.value = { ...me.value, ...p };
+      const f = friends.value.get(p.userId);
+      if (f) setMap(friends, p.userId, { ...f, profile: { ...f.profile, ...p } });
+      if (profiles.value.has(p.userId)) setMap(profiles, p.userId, p);
+      return;
+    }
     reloadSocialSoon();
   }
 }

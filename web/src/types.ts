@@ -130,7 +130,7 @@ export interface SendAck {
 
 export interface InboxEntry {
   message?: Message;
-  social?: { requestReceived?: FriendRequest; friendAdded?: Profile; friendRemoved?: string };
+  social?: { requestReceived?: FriendRequest; friendAdded?: Profile; friendRemoved?: string; profileUpdated?: Profile };
   recalled?: { conversationId: string; seq: string; messageId?: string; byUserId?: string; atMs?: string };
   read?: { conversationId: string; userId: string; readSeq: string };
   settings?: { conversationId: string; pinned?: boolean; muted?: boolean };

@@ -177,9 +177,16 @@ test("images, files and voice messages go from one browser to another", async ({
   await b.context.close();
 });
 
-test("an avatar is uploaded in the settings and shown to friends", async ({ browser }) => {
+test("an avatar is uploaded in the settings and shown to friends at once", async ({ browser }) => {
   const [alice, bob] = await Promise.all([seedUser("alice", "Alice 爱丽丝"), seedUser("bob", "Bob 小波")]);
   await befriend(alice, bob);
+  // Bob has Alice's card open among his friends: her initials, no picture.
+  const b = await loggedIn(browser, bob);
+  await b.page.getByRole("tab", { name: /^Contacts/ }).click();
+  const card = b.page.getByRole("region", { name: "Friends", exact: true }).getByRole("button", { name: /Alice 爱丽丝/ });
+  await expect(card).toBeVisible();
+  await expect(card.locator(".avatar img")).toHaveCount(0);
+
   const a = await loggedIn(browser, alice);
   await a.page.getByRole("button", { name: "Settings" }).first().click();
   const settings = a.page.getByRole("dialog", { name: "Settings" });
@@ -194,10 +201,8 @@ test("an avatar is uploaded in the settings and shown to friends", async ({ brow
   await expect.poll(() => loaded(a.page, ".dialog .profile-top .avatar img")).toBe(true);
   await settings.getByRole("button", { name: "Close" }).click();
 
-  // Bob sees it on Alice's card among his friends.
-  const b = await loggedIn(browser, bob);
-  await b.page.getByRole("tab", { name: /^Contacts/ }).click();
-  const card = b.page.getByRole("region", { name: "Friends", exact: true }).getByRole("button", { name: /Alice 爱丽丝/ });
+  // Bob sees it on Alice's card without a reload (the profile change comes
+  // through his inbox).
   await expect(card.locator(".avatar img")).toHaveCount(1);
   await expect.poll(() => card.locator(".avatar img").evaluate((img) => (img as HTMLImageElement).naturalWidth)).toBeGreaterThan(0);
   await a.context.close();

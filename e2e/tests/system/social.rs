@@ -540,6 +540,43 @@ async fn deleting_a_friend_ends_it_on_both_sides() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A changed profile reaches the user's friends' devices and its own other
+/// devices live (a new name or avatar shows without a reload); a stranger
+/// is told nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_profile_reaches_friends_devices() -> anyhow::Result<()> {
+    let (system, [alice, bob]) = System::with_users(Mode::InProcess, ["alice", "bob"]).await?;
+    let api = system.api();
+    let carol = api.user("carol").await?;
+    let mut a = Client::connect_live(&system.ws_url(), &alice, Format::Json).await?;
+    let mut b = Client::connect_live(&system.ws_url(), &bob, Format::Binary).await?;
+    let mut c = Client::connect_live(&system.ws_url(), &carol, Format::Json).await?;
+    let (status, body) = api
+        .send_method(
+            Method::PATCH,
+            "/v1/profile",
+            Some(&alice.token),
+            Some(json!({ "nickname": "爱丽丝 Alice", "signature": "新的一天" })),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    for client in [&mut a, &mut b] {
+        let updated = loop {
+            if let social_notice::Kind::ProfileUpdated(p) =
+                tokio::time::timeout(Duration::from_secs(10), next_notice(client)).await??
+            {
+                break p;
+            }
+        };
+        assert_eq!(updated.user_id, alice.user_id);
+        assert_eq!(updated.nickname, "爱丽丝 Alice");
+        assert_eq!(updated.signature, "新的一天");
+    }
+    c.expect_no_more_pushes().await?;
+    system.stop().await;
+    Ok(())
+}
+
 /// The messages service caches friendships and blocks for one-to-one sends;
 /// a change still applies to the very next send, each time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

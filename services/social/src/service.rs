@@ -10,6 +10,7 @@ mod profiles;
 mod requests;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use prost::Message as _;
@@ -20,7 +21,7 @@ use shared::endpoint::endpoints::{
     FriendList, FriendReject, FriendRelation, FriendRequests, FriendVisible, ProfileAvatarsUsed,
     ProfileGet, ProfileUpdate, UserSearch,
 };
-use shared::inbox::Inboxes;
+use shared::inbox::{Append, Inboxes, Once};
 use shared::proto::social::{self as pb, social_notice};
 use shared::proto::{auth as auth_pb, delivery};
 use shared::rpc::Caller;
@@ -34,6 +35,13 @@ use crate::store;
 const MAX_IDS: usize = 200;
 /// The durable consumer (one for all instances) that creates profiles.
 const CONSUMER: &str = "natter-social";
+/// The durable consumer that tells friends of profile changes.
+const PROFILES_CONSUMER: &str = "natter-social-profiles";
+/// The inboxes one round of a profile change is appended to at once.
+const PROFILE_FANOUT: usize = 500;
+/// How long a profile change that could not be delivered waits to be tried
+/// again.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 struct State {
     config: Config,
@@ -118,8 +126,9 @@ pub async fn run(
     .listen()
     .await?;
     tracing::info!("social service ready");
-    let registrations = consume_registrations(state.clone(), events, shutdown.clone());
-    tokio::join!(server.run(), registrations);
+    let registrations = consume_registrations(state.clone(), events.clone(), shutdown.clone());
+    let updates = consume_profile_updates(state.clone(), events, shutdown.clone());
+    tokio::join!(server.run(), registrations, updates);
     tracing::info!("social service stopped");
     Ok(())
 }
@@ -169,7 +178,79 @@ async fn consume_registrations(
     .await;
 }
 
+/// Tells the devices of a user who changed its profile, and its friends',
+/// through their inboxes (so a new avatar or name shows without a reload,
+/// and after a reconnect), from the event stream: one durable consumer,
+/// and an update delivered again after a failure is stored once.
+async fn consume_profile_updates(
+    state: Arc<State>,
+    events: async_nats::jetstream::stream::Stream,
+    shutdown: CancellationToken,
+) {
+    let config = pull::Config {
+        durable_name: Some(PROFILES_CONSUMER.into()),
+        description: Some("natter social: profile changes to friends' devices".into()),
+        filter_subject: subject::event::PROFILE_UPDATED.into(),
+        deliver_policy: DeliverPolicy::New,
+        ack_policy: AckPolicy::Explicit,
+        ..Default::default()
+    };
+    shared::service::consume(&events, config, &shutdown, |message| {
+        let state = state.clone();
+        async move {
+            let Ok(profile) = pb::Profile::decode(message.payload.as_ref()) else {
+                tracing::warn!("undecodable profile.updated skipped");
+                let _ = message.ack().await;
+                return;
+            };
+            let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+            match state.tell_profile(profile, seq).await {
+                Ok(()) => {
+                    if let Err(e) = message.ack().await {
+                        tracing::debug!(error = %e, "profile update ack failed");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "profile update not delivered; again later");
+                    let _ = message
+                        .ack_with(async_nats::jetstream::AckKind::Nak(Some(RETRY_AFTER)))
+                        .await;
+                }
+            }
+        }
+    })
+    .await;
+}
+
 impl State {
+    /// Appends `profile` (the event at `seq` of the stream) to the inboxes
+    /// of its user and of the friends it does not block.
+    async fn tell_profile(&self, profile: pb::Profile, seq: u64) -> Result<(), String> {
+        let mut users = store::audience(&self.pool, &profile.user_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        users.push(profile.user_id.clone());
+        let entries = [delivery::InboxEntry {
+            event: Some(delivery::inbox_entry::Event::Social(pb::SocialNotice {
+                kind: Some(social_notice::Kind::ProfileUpdated(profile)),
+            })),
+        }];
+        for users in users.chunks(PROFILE_FANOUT) {
+            let appends: Vec<Append> = users
+                .iter()
+                .map(|user| Append {
+                    user: user.clone(),
+                    entry: 0,
+                    once: Once::Window(format!("profile:{seq}:{user}")),
+                })
+                .collect();
+            for result in self.inboxes.deliver_many(&entries, &appends).await {
+                result.map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Tells `user`'s devices through the inbox (they see it after a
     /// reconnect too).
     pub(super) async fn notify(
