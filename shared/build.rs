@@ -25,6 +25,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
 
     prost_build::Config::new()
+        // A file's bytes as `Bytes`: decoded from a NATS payload, they share
+        // its memory instead of being copied (uploads and downloads go
+        // through in chunks of 512 KiB).
+        .bytes([
+            ".natter.file.v1.WriteRequest.data",
+            ".natter.file.v1.ReadReply.data",
+        ])
         .file_descriptor_set_path(&descriptor_path)
         .skip_protoc_run()
         .compile_fds(descriptors)?;

@@ -199,7 +199,7 @@ impl<S: Send + Sync + 'static> Server<S> {
                     let handler = handler.clone();
                     async move {
                         let caller = E::Access::caller(request.message.headers.as_ref())?;
-                        let input = rpc::decode::<E::Request>(&request.message.payload)?;
+                        let input = rpc::decode::<E::Request>(request.message.payload.clone())?;
                         handler(state, caller, input).await
                     }
                     .instrument(tracing::info_span!("call", subject = E::SUBJECT))

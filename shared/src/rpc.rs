@@ -253,8 +253,10 @@ impl Identity {
     }
 }
 
-/// Decodes a request payload, mapping garbage to `bad_request`.
-pub fn decode<M: Message + Default>(payload: &[u8]) -> Result<M, RpcError> {
+/// Decodes a request payload, mapping garbage to `bad_request`. Decoding
+/// from the payload itself lets `bytes` fields kept as `Bytes` (a file's
+/// data) share its memory instead of copying it.
+pub fn decode<M: Message + Default>(payload: Bytes) -> Result<M, RpcError> {
     M::decode(payload).map_err(|e| RpcError::bad_request(format!("malformed request: {e}")))
 }
 
@@ -342,7 +344,7 @@ impl Caller {
         let reply = self
             .call_bytes(E::SUBJECT, headers, Bytes::from(request.encode_to_vec()))
             .await?;
-        E::Reply::decode(reply.as_ref()).map_err(|e| {
+        E::Reply::decode(reply).map_err(|e| {
             tracing::warn!(error = %e, subject = E::SUBJECT, "malformed reply");
             RpcError::internal()
         })
@@ -364,7 +366,7 @@ impl Caller {
         let reply = self
             .call_bytes(subject, headers, Bytes::from(request.encode_to_vec()))
             .await?;
-        Resp::decode(reply.as_ref()).map_err(|e| {
+        Resp::decode(reply).map_err(|e| {
             tracing::warn!(error = %e, subject, "malformed reply");
             RpcError::internal()
         })

@@ -273,7 +273,7 @@ impl State {
                 row.length
             )));
         }
-        let data = Bytes::from(input.data);
+        let data = input.data;
         // A key of this write's own: a write that loses the race for this
         // offset (another instance, a retry) never overwrites the winner's.
         let key = part_key(&id, offset);
@@ -660,7 +660,9 @@ impl State {
         let size = file.size as u64;
         let start = input.offset.min(size);
         let end = start.saturating_add(length as u64).min(size);
-        let mut data = Vec::with_capacity((end - start) as usize);
+        // One part's range is answered as read (no copy); a read across
+        // parts joins them.
+        let mut pieces = Vec::new();
         for part in store::parts(&self.pool, &file.parts_of, start as i64, end as i64).await? {
             let (first, last) = (part.start as u64, (part.start + part.size) as u64);
             let range = start.max(first) - first..end.min(last) - first;
@@ -669,8 +671,13 @@ impl State {
                 .get_range(&Path::from(part.object_key), range)
                 .await
                 .map_err(store_error)?;
-            data.extend_from_slice(&bytes);
+            pieces.push(bytes);
         }
+        let data = match pieces.len() {
+            0 => Bytes::new(),
+            1 => pieces.remove(0),
+            _ => Bytes::from(pieces.concat()),
+        };
         if data.len() as u64 != end - start {
             return Err(shared::rpc::internal(
                 "reading a file",
@@ -701,13 +708,12 @@ impl State {
         let start = offset.min(size);
         let end = start.saturating_add(length as u64).min(size);
         let data = if start == end {
-            Vec::new()
+            Bytes::new()
         } else {
             self.bytes
                 .get_range(&Path::from(thumbnail.object_key.as_str()), start..end)
                 .await
                 .map_err(store_error)?
-                .to_vec()
         };
         let stem = file
             .name

@@ -115,7 +115,7 @@ async fn write(
             &pb::WriteRequest {
                 file_id: upload.file_id.clone(),
                 offset: offset as u64,
-                data: data.to_vec(),
+                data: bytes::Bytes::copy_from_slice(data),
             },
         )
         .await

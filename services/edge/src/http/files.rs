@@ -310,7 +310,7 @@ impl Writer {
                 &pb::WriteRequest {
                     file_id: self.upload.file_id.clone(),
                     offset: self.upload.offset,
-                    data: data.to_vec(),
+                    data,
                 },
             )
             .await?;
@@ -491,7 +491,7 @@ fn read_stream(
                 return Err(std::io::Error::other("the file ended early"));
             }
             let next = offset + reply.data.len() as u64;
-            Ok(Some((Bytes::from(reply.data), next)))
+            Ok(Some((reply.data, next)))
         }
     })
 }
