@@ -62,6 +62,20 @@ test.use({
   },
 });
 
+/** Registers `a` and `b` (nicknamed with a capital) and makes them friends. */
+async function friends(a: string, b: string): Promise<{ userId: string; token: string }[]> {
+  const users = [];
+  for (const name of [a, b]) {
+    const nickname = name[0].toUpperCase() + name.slice(1);
+    await call("POST", "/v1/auth/register", { username: name, password: PASSWORD, nickname });
+    const s = await call("POST", "/v1/auth/login", { username: name, password: PASSWORD });
+    users.push({ userId: s.userId, token: s.accessToken });
+  }
+  const r = await call("POST", "/v1/friends/requests", { toUserId: users[1].userId }, users[0].token);
+  await call("POST", `/v1/friends/requests/${r.request.id}/accept`, {}, users[1].token);
+  return users;
+}
+
 /** Uploads `bytes` with tus as `token`'s file of `kind`; its id. */
 async function upload(token: string, name: string, kind: string, bytes: Buffer): Promise<string> {
   const meta = `filename ${Buffer.from(name).toString("base64")},kind ${Buffer.from(kind).toString("base64")}`;
@@ -82,15 +96,7 @@ async function upload(token: string, name: string, kind: string, bytes: Buffer):
 }
 
 test("a voice message's transcript shows up under it, live", async ({ browser }) => {
-  const users: Record<string, { userId: string; token: string }> = {};
-  for (const name of ["vera", "walt"]) {
-    await call("POST", "/v1/auth/register", { username: name, password: PASSWORD, nickname: name === "vera" ? "Vera" : "Walt" });
-    const s = await call("POST", "/v1/auth/login", { username: name, password: PASSWORD });
-    users[name] = { userId: s.userId, token: s.accessToken };
-  }
-  const { vera, walt } = users;
-  const r = await call("POST", "/v1/friends/requests", { toUserId: walt.userId }, vera.token);
-  await call("POST", `/v1/friends/requests/${r.request.id}/accept`, {}, walt.token);
+  const [vera, walt] = await friends("vera", "walt");
 
   const context = await browser.newContext();
   const page = await context.newPage();
@@ -119,16 +125,9 @@ test("a voice message's transcript shows up under it, live", async ({ browser })
 });
 
 test("a voice message recorded in the browser (WebM/Opus) is turned into text", async ({ browser }) => {
-  const users: Record<string, { userId: string; token: string }> = {};
-  for (const name of ["xena", "yuri"]) {
-    await call("POST", "/v1/auth/register", { username: name, password: PASSWORD, nickname: name === "xena" ? "Xena" : "Yuri" });
-    const s = await call("POST", "/v1/auth/login", { username: name, password: PASSWORD });
-    users[name] = { userId: s.userId, token: s.accessToken };
-  }
-  const r = await call("POST", "/v1/friends/requests", { toUserId: users.yuri.userId }, users.xena.token);
-  await call("POST", `/v1/friends/requests/${r.request.id}/accept`, {}, users.yuri.token);
+  const [xena, yuri] = await friends("xena", "yuri");
   const hi = { text: { text: "say something" } };
-  await call("POST", "/v1/messages", { toUserId: users.xena.userId, clientMsgId: "hi-1", body: hi }, users.yuri.token);
+  await call("POST", "/v1/messages", { toUserId: xena.userId, clientMsgId: "hi-1", body: hi }, yuri.token);
   await startEngine();
 
   const pages = [];
@@ -141,22 +140,22 @@ test("a voice message recorded in the browser (WebM/Opus) is turned into text", 
     await logIn(page, name);
     pages.push(page);
   }
-  const [xena, yuri] = pages;
-  await conversation(xena, "Yuri").click();
-  await conversation(yuri, "Xena").click();
+  const [xenaPage, yuriPage] = pages;
+  await conversation(xenaPage, "Yuri").click();
+  await conversation(yuriPage, "Xena").click();
   // Recorded from the microphone (flite, looping with a pause) for the
   // length of the sentence and its pause.
-  await xena.getByRole("button", { name: "Record a voice message" }).click();
-  await expect(xena.getByRole("group", { name: "Recording" })).toBeVisible();
-  await xena.waitForTimeout(4500);
-  await xena.getByRole("button", { name: "Send voice message" }).click();
-  const voice = messages(yuri).filter({ has: yuri.getByLabel("Voice message") });
+  await xenaPage.getByRole("button", { name: "Record a voice message" }).click();
+  await expect(xenaPage.getByRole("group", { name: "Recording" })).toBeVisible();
+  await xenaPage.waitForTimeout(4500);
+  await xenaPage.getByRole("button", { name: "Send voice message" }).click();
+  const voice = messages(yuriPage).filter({ has: yuriPage.getByLabel("Voice message") });
   await expect(voice).toHaveCount(1);
   await expect(voice).toContainText(/0:0[4-5]/);
   // The engine read the browser's WebM (through ffmpeg) and heard it; the
   // transcript reaches both sides live.
   const heard = /hello world|this is a test/;
   await expect(voice.getByLabel("Transcript")).toContainText(heard, { timeout: 60_000 });
-  const mine = messages(xena).filter({ has: xena.getByLabel("Voice message") });
+  const mine = messages(xenaPage).filter({ has: xenaPage.getByLabel("Voice message") });
   await expect(mine.getByLabel("Transcript")).toContainText(heard);
 });
