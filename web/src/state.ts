@@ -514,11 +514,14 @@ export function applyEntry(e: InboxEntry) {
     if (s.profileUpdated) {
       // A friend's (or my own, from another device) new name or avatar:
       // everywhere it shows, at once.
+      // The whole profile replaces the one held (a cleared avatar is an
+      // absent field), unless the one held is newer (a replayed entry).
       const p = s.profileUpdated;
-      if (p.userId === myId.value && me.value) me.value = { ...me.value, ...p };
+      const newer = (held: Profile | null | undefined) => !held || Number(p.updatedAtMs ?? 0) >= Number(held.updatedAtMs ?? 0);
+      if (p.userId === myId.value && newer(me.value)) me.value = p;
       const f = friends.value.get(p.userId);
-      if (f) setMap(friends, p.userId, { ...f, profile: { ...f.profile, ...p } });
-      if (profiles.value.has(p.userId)) setMap(profiles, p.userId, p);
+      if (f && newer(f.profile)) setMap(friends, p.userId, { ...f, profile: p });
+      if (profiles.value.has(p.userId) && newer(profiles.value.get(p.userId))) setMap(profiles, p.userId, p);
       return;
     }
     reloadSocialSoon();

@@ -665,16 +665,19 @@ async fn an_upload_resumes_after_the_files_service_dies_mid_patch() -> anyhow::R
     }
     system.kill_process(Service::Files);
     system.spawn_process(Service::Files)?;
-    // The rest of the body may or may not be taken; the PATCH fails.
+    // The rest of the body may or may not be taken; the PATCH fails: a 5xx,
+    // or the connection reset under the body the edge did not read.
     let _ = socket.write_all(&bytes[sent..]).await;
     let mut answer = vec![0; 1024];
-    let read = tokio::time::timeout(std::time::Duration::from_secs(60), socket.read(&mut answer))
-        .await??;
-    let status = String::from_utf8_lossy(&answer[..read]);
-    assert!(
-        status.starts_with("HTTP/1.1 5"),
-        "the PATCH should fail: {status}"
-    );
+    let read =
+        tokio::time::timeout(std::time::Duration::from_secs(60), socket.read(&mut answer)).await?;
+    if let Ok(read) = read {
+        let status = String::from_utf8_lossy(&answer[..read]);
+        assert!(
+            read == 0 || status.starts_with("HTTP/1.1 5"),
+            "the PATCH should fail: {status}"
+        );
+    }
     drop(socket);
 
     // The upload stands where its stored writes end, within what was sent.

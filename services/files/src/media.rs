@@ -254,10 +254,21 @@ pub fn video(
     content: impl std::io::Read + Send + Sync + 'static,
 ) -> Result<Video, MediaError> {
     match media_type {
-        "video/mp4" | "video/quicktime" | "video/x-m4v" => mp4_video(content),
-        "video/webm" | "video/x-matroska" => matroska_video(content),
+        MP4 | QUICKTIME | M4V => mp4_video(content),
+        WEBM | MATROSKA => matroska_video(content),
         _ => Ok(Video::default()),
     }
+}
+
+const MP4: &str = "video/mp4";
+const QUICKTIME: &str = "video/quicktime";
+const M4V: &str = "video/x-m4v";
+const WEBM: &str = "video/webm";
+const MATROSKA: &str = "video/x-matroska";
+
+/// Whether [`video`] reads the container of `media_type`.
+pub fn reads_video(media_type: &str) -> bool {
+    [MP4, QUICKTIME, M4V, WEBM, MATROSKA].contains(&media_type)
 }
 
 fn mp4_video(mut content: impl std::io::Read) -> Result<Video, MediaError> {

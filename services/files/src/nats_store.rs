@@ -463,6 +463,14 @@ impl NatsStore {
                     _ => generic(e),
                 })?;
             next = message.sequence + 1;
+            let chunk = message.payload;
+            let chunk_end = offset + chunk.len() as u64;
+            let from = range.start.saturating_sub(offset) as usize;
+            let to = (range.end.min(chunk_end) - offset) as usize;
+            offset = chunk_end;
+            if from < to && tx.send(Ok(chunk.slice(from..to))).await.is_err() {
+                return Ok(()); // the reader went away
+            }
             if read == chunks {
                 // nats-server lets go of a block's cache when a read reaches
                 // the block's last message from the one before it. A read
@@ -471,16 +479,9 @@ impl NatsStore {
                 // every block read after it cached until a timer. Asking
                 // for the message after the last chunk by its sequence
                 // keeps the reads adjacent, so reading parts one after
-                // another holds one block in nats-server's memory.
+                // another holds one block in nats-server's memory (what it
+                // answers is not needed).
                 let _ = self.inner.stream.direct_get(next).await;
-            }
-            let chunk = message.payload;
-            let chunk_end = offset + chunk.len() as u64;
-            let from = range.start.saturating_sub(offset) as usize;
-            let to = (range.end.min(chunk_end) - offset) as usize;
-            offset = chunk_end;
-            if from < to && tx.send(Ok(chunk.slice(from..to))).await.is_err() {
-                return Ok(()); // the reader went away
             }
         }
         if offset < range.end {

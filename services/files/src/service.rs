@@ -418,7 +418,7 @@ impl State {
                 let ms = self.blocking(move || media::duration_ms(bytes)).await?;
                 file.duration_ms = i64::try_from(ms).unwrap_or(i64::MAX);
             }
-            "video" => {
+            "video" if media::reads_video(&file.media_type) => {
                 // Read as it streams past: a video may be large.
                 let content = self.streamed(id, upload.length).await?;
                 let media_type = file.media_type.clone();
@@ -433,7 +433,7 @@ impl State {
                         file.height = i64::from(video.height);
                         file.duration_ms = i64::try_from(video.duration_ms).unwrap_or(i64::MAX);
                     }
-                    Err(e) => tracing::debug!(error = %e.message, "a video's container not read"),
+                    Err(e) => tracing::warn!(error = %e.message, "a video's container not read"),
                 }
             }
             _ => {}

@@ -40,8 +40,10 @@ const PROFILES_CONSUMER: &str = "natter-social-profiles";
 /// The inboxes one round of a profile change is appended to at once.
 const PROFILE_FANOUT: usize = 500;
 /// How long a profile change that could not be delivered waits to be tried
-/// again.
+/// again, and how many times it is tried: all within the inboxes' duplicate
+/// window (2 minutes).
 const RETRY_AFTER: Duration = Duration::from_secs(5);
+const PROFILE_ATTEMPTS: i64 = 10;
 
 struct State {
     config: Config,
@@ -90,6 +92,15 @@ pub async fn run(
     let pool = db::connect(&config.database_url, 8, &store::MIGRATOR).await?;
     let inbox = shared::nats::inbox_stream(&nats.jetstream, &config.streams).await?;
     let events = shared::nats::events_stream(&nats.jetstream, &config.streams).await?;
+    // Made before the service answers, so no profile changed once it is
+    // ready goes unseen (it takes only new changes); made again later by
+    // the consumer's loop if this fails.
+    if let Err(e) = events
+        .get_or_create_consumer(PROFILES_CONSUMER, profile_updates_config())
+        .await
+    {
+        tracing::warn!(error = %e, "the profile changes consumer is not made yet");
+    }
     let state = Arc::new(State {
         phone_searches: PhoneSearches::new(&config),
         inboxes: Inboxes::new(nats.client.clone(), nats.jetstream.clone(), inbox),
@@ -178,6 +189,22 @@ async fn consume_registrations(
     .await;
 }
 
+/// The durable consumer of profile changes: new ones only (a profile's
+/// history is not news), each delivery tried a few times within the
+/// inboxes' duplicate window (an append that did go through is not stored
+/// again), then given up: devices read profiles again on their next start.
+fn profile_updates_config() -> pull::Config {
+    pull::Config {
+        durable_name: Some(PROFILES_CONSUMER.into()),
+        description: Some("natter social: profile changes to friends' devices".into()),
+        filter_subject: subject::event::PROFILE_UPDATED.into(),
+        deliver_policy: DeliverPolicy::New,
+        ack_policy: AckPolicy::Explicit,
+        max_deliver: PROFILE_ATTEMPTS,
+        ..Default::default()
+    }
+}
+
 /// Tells the devices of a user who changed its profile, and its friends',
 /// through their inboxes (so a new avatar or name shows without a reload,
 /// and after a reconnect), from the event stream: one durable consumer,
@@ -187,15 +214,7 @@ async fn consume_profile_updates(
     events: async_nats::jetstream::stream::Stream,
     shutdown: CancellationToken,
 ) {
-    let config = pull::Config {
-        durable_name: Some(PROFILES_CONSUMER.into()),
-        description: Some("natter social: profile changes to friends' devices".into()),
-        filter_subject: subject::event::PROFILE_UPDATED.into(),
-        deliver_policy: DeliverPolicy::New,
-        ack_policy: AckPolicy::Explicit,
-        ..Default::default()
-    };
-    shared::service::consume(&events, config, &shutdown, |message| {
+    shared::service::consume(&events, profile_updates_config(), &shutdown, |message| {
         let state = state.clone();
         async move {
             let Ok(profile) = pb::Profile::decode(message.payload.as_ref()) else {
@@ -204,7 +223,7 @@ async fn consume_profile_updates(
                 return;
             };
             let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-            match state.tell_profile(profile, seq).await {
+            match state.tell_profile(&profile.user_id, seq).await {
                 Ok(()) => {
                     if let Err(e) = message.ack().await {
                         tracing::debug!(error = %e, "profile update ack failed");
@@ -223,13 +242,19 @@ async fn consume_profile_updates(
 }
 
 impl State {
-    /// Appends `profile` (the event at `seq` of the stream) to the inboxes
-    /// of its user and of the friends it does not block.
-    async fn tell_profile(&self, profile: pb::Profile, seq: u64) -> Result<(), String> {
-        let mut users = store::audience(&self.pool, &profile.user_id)
+    /// Appends `user`'s profile as it is now (so a late or repeated
+    /// delivery never brings an older one back) to the inboxes of `user`
+    /// and of the friends it does not block; `seq`, the event's sequence in
+    /// the stream, keeps each append from being stored twice.
+    async fn tell_profile(&self, user: &str, seq: u64) -> Result<(), String> {
+        let Some(profile) = self.profile(user).await.map_err(|e| e.message)? else {
+            return Ok(());
+        };
+        let profile = profiles::to_profile(profile);
+        let mut users = store::audience(&self.pool, user)
             .await
             .map_err(|e| e.to_string())?;
-        users.push(profile.user_id.clone());
+        users.push(user.to_owned());
         let entries = [delivery::InboxEntry {
             event: Some(delivery::inbox_entry::Event::Social(pb::SocialNotice {
                 kind: Some(social_notice::Kind::ProfileUpdated(profile)),
