@@ -129,7 +129,22 @@ impl NatsStore {
     ) -> Result<Self, async_nats::Error> {
         let name = format!("OBJ_{bucket}");
         let stream = match js.get_stream(&name).await {
-            Ok(stream) => stream,
+            Ok(mut stream) => {
+                // A bucket made before the limit (or by another client)
+                // gets it; nats-server sizes its blocks by it when it next
+                // loads the stream (a restart).
+                let mut config = stream.cached_info().config.clone();
+                if config.max_messages_per_subject <= 0 {
+                    config.max_messages_per_subject = MAX_CHUNKS as i64;
+                    match js.update_stream(config).await {
+                        Ok(_) => stream = js.get_stream(&name).await?,
+                        Err(e) => {
+                            tracing::warn!(error = %e, stream = name, "the bucket's limit not set")
+                        }
+                    }
+                }
+                stream
+            }
             Err(_) => {
                 // The NATS object store's stream (as `create_object_store`
                 // makes it), with a limit of messages per subject that no

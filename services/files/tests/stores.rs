@@ -312,6 +312,40 @@ async fn the_bucket_is_kept_in_blocks_of_4_mib() {
     );
 }
 
+/// A bucket made before natter set a limit of messages per subject (or by
+/// another client, as `create_object_store` makes it) gets the limit when
+/// opened, and stays readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_bucket_gets_the_limit_that_sizes_its_blocks() {
+    let server = NatsServer::start();
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let old = js
+        .create_object_store(async_nats::jetstream::object_store::Config {
+            bucket: "older".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("an object store made by async-nats");
+    old.put("kept", &mut &b"before natter"[..])
+        .await
+        .expect("put");
+    let store = nats_store(&server, "older").await;
+    let mut stream = js.get_stream("OBJ_older").await.expect("stream");
+    let limit = stream
+        .info()
+        .await
+        .expect("info")
+        .config
+        .max_messages_per_subject;
+    assert_eq!(limit, 1 << 20);
+    let kept = store.get(&Path::from("kept")).await.expect("get");
+    assert_eq!(
+        kept.bytes().await.expect("bytes").as_ref(),
+        b"before natter"
+    );
+}
+
 /// The message block files (`*.blk`) of `stream` under `dir`, with sizes.
 fn block_files(dir: &std::path::Path, stream: &str) -> Vec<(std::path::PathBuf, u64)> {
     let mut found = Vec::new();
