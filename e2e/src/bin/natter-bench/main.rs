@@ -83,6 +83,11 @@ struct Args {
     /// One-to-one pair counts (default: 4 quick, 16,100 full).
     #[arg(long, value_delimiter = ',')]
     pairs: Vec<usize>,
+    /// Keep files on the local filesystem (`files.store_url = file://...`)
+    /// instead of the NATS object store (own systems only): what the files
+    /// scenario costs without nats-server in the bytes' path.
+    #[arg(long)]
+    files_on_disk: bool,
     /// One-to-one open-loop rates, messages/s in all (default: 200 quick,
     /// 3000,6000,10000 full).
     #[arg(long, value_delimiter = ',')]
@@ -138,6 +143,8 @@ pub struct Plan {
     pub group_sizes: Vec<usize>,
     pub group_messages: usize,
     pub large_group_members: u32,
+    /// Files on the local filesystem instead of the NATS object store.
+    pub files_on_disk: bool,
     pub offline_messages: usize,
     pub idle: Vec<usize>,
     /// The open-file limit the idle scenario runs under.
@@ -195,6 +202,7 @@ impl Plan {
             // At least 100 in full mode, so p99 is not just the maximum.
             group_messages: if quick { 10 } else { 100 },
             large_group_members: args.large_group_members,
+            files_on_disk: args.files_on_disk,
             offline_messages: if quick { 1000 } else { 10_000 },
             idle,
             fd_limit: None,

@@ -32,6 +32,7 @@ pub fn settings(plan: &Plan) -> Settings {
         idle_timeout_secs: 600,
         group_max_members: 5000,
         large_group_members: plan.large_group_members,
+        files_on_disk: plan.files_on_disk,
         send_queue: 1024,
         ..Settings::default()
     }
