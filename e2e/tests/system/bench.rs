@@ -44,6 +44,7 @@ fn a_quick_run_measures_every_scenario() {
         "floor",
         "files:",
         "photos:",
+        "speech:",
     ] {
         assert!(stdout.contains(heading), "no {heading:?} in:\n{stdout}");
     }

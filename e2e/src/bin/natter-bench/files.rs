@@ -168,7 +168,7 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Value> {
     let growth = |peaks: [u64; 3]| [0, 1, 2].map(|i| peaks[i].saturating_sub(before[i]));
     let (up, down) = (growth(upload_peak), growth(download_peak));
     println!(
-        "files ({} store): {} MiB up at {:.1} MB/s, down at {:.1} MB/s; natter + nats-server resident memory grew by at most {:.1} MB up (natter {:.1}, nats-server {:.1}), {:.1} MB down (natter {:.1}, nats-server {:.1})",
+        "files: on the {} store, {} MiB up at {:.1} MB/s, down at {:.1} MB/s; natter + nats-server resident memory grew by at most {:.1} MB up (natter {:.1}, nats-server {:.1}), {:.1} MB down (natter {:.1}, nats-server {:.1})",
         if plan.files_on_disk {
             "file://"
         } else {
