@@ -72,3 +72,29 @@ pub fn missed(expected: &str, heard: &str) -> f64 {
     let missing = words.iter().filter(|w| !heard.contains(w)).count();
     missing as f64 / words.len() as f64
 }
+
+/// Sends a voice message of `file_id` from `from` to `to` over HTTP; the
+/// answer (`messageId`, `seq`, ...).
+pub async fn send_voice(
+    system: &crate::System,
+    from: &crate::User,
+    to: &crate::User,
+    client_msg_id: &str,
+    file_id: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let (status, sent) = system
+        .api()
+        .send_method(
+            reqwest::Method::POST,
+            "/v1/messages",
+            Some(&from.token),
+            Some(serde_json::json!({
+                "toUserId": to.user_id,
+                "clientMsgId": client_msg_id,
+                "body": { "voice": { "fileId": file_id } },
+            })),
+        )
+        .await?;
+    anyhow::ensure!(status == 200, "send: {status} {sent}");
+    Ok(sent)
+}

@@ -6,34 +6,9 @@
 use std::time::Duration;
 
 use e2e::files::Files;
-use e2e::speech::{Engine, missed, spoken};
+use e2e::speech::{Engine, missed, send_voice, spoken};
 use e2e::{Client, Format, Mode, Settings, System};
 use shared::proto::delivery::inbox_entry;
-
-/// Sends a voice message of `file_id` from `from` to `to` over HTTP.
-async fn send_voice(
-    system: &System,
-    from: &e2e::User,
-    to: &e2e::User,
-    client_msg_id: &str,
-    file_id: &str,
-) -> anyhow::Result<()> {
-    let (status, sent) = system
-        .api()
-        .send_method(
-            reqwest::Method::POST,
-            "/v1/messages",
-            Some(&from.token),
-            Some(serde_json::json!({
-                "toUserId": to.user_id,
-                "clientMsgId": client_msg_id,
-                "body": { "voice": { "fileId": file_id } },
-            })),
-        )
-        .await?;
-    anyhow::ensure!(status == 200, "send: {status} {sent}");
-    Ok(())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_voice_message_gets_its_transcript_once_the_engine_is_up() -> anyhow::Result<()> {

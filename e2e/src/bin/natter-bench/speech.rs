@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::ensure;
 use serde_json::{Value, json};
 
-use e2e::speech::{Engine, missed, spoken};
+use e2e::speech::{Engine, missed, send_voice, spoken};
 use e2e::{Client, Format, Mode, Settings, System};
 use shared::proto::delivery::inbox_entry;
 
@@ -71,19 +71,7 @@ pub async fn run(external: Option<&External>, plan: &Plan) -> anyhow::Result<Val
             .upload(&alice, "hello.wav", "voice", wav.clone())
             .await?;
         let started = Instant::now();
-        let (status, sent) = api
-            .send_method(
-                reqwest::Method::POST,
-                "/v1/messages",
-                Some(&alice.token),
-                Some(json!({
-                    "toUserId": bob.user_id,
-                    "clientMsgId": format!("voice-{i}"),
-                    "body": { "voice": { "fileId": voice } },
-                })),
-            )
-            .await?;
-        ensure!(status == 200, "send: {status} {sent}");
+        let sent = send_voice(&system, &alice, &bob, &format!("voice-{i}"), &voice).await?;
         let id = sent["messageId"].as_str().unwrap_or_default().to_owned();
         let heard = loop {
             let notice =
