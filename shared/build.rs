@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/natter/group/v1/group.proto",
         "proto/natter/edge/v1/edge.proto",
         "proto/natter/file/v1/file.proto",
+        "proto/natter/search/v1/search.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
     let out = PathBuf::from(std::env::var("OUT_DIR")?);

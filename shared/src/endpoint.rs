@@ -262,7 +262,7 @@ macro_rules! endpoints {
 /// ARCHITECTURE.md).
 pub mod endpoints {
     use super::{Endpoint, Internal, Public, User, UserAt, UserOrService};
-    use crate::proto::{auth, file, group, message, presence, social};
+    use crate::proto::{auth, file, group, message, presence, search, social};
 
     endpoints! {
         /// Create an account.
@@ -390,6 +390,18 @@ pub mod endpoints {
         MessageTranscribe: MESSAGE_TRANSCRIBE, User, message::TranscribeRequest => message::MessageTranscribed;
         /// Hear a voice message (the speech service; for messages).
         SpeechTranscribe: SPEECH_TRANSCRIBE, Internal, message::SpeechRequest => message::SpeechReply;
+        /// The conversations a user may search, each with its read window (for search).
+        MessageSearchScope: MESSAGE_SEARCH_SCOPE, Internal, message::SearchScopeRequest => message::SearchScopeReply;
+        /// Which of some messages a user may read now, as they are now (for search).
+        MessageVisible: MESSAGE_VISIBLE, Internal, message::VisibleRequest => message::VisibleReply;
+        /// Every stored message, a page at a time (what a search index is rebuilt from).
+        MessageExport: MESSAGE_EXPORT, Internal, message::ExportRequest => message::ExportReply;
+        /// The caller's messages that hold some words.
+        SearchMessages: SEARCH_MESSAGES, User, search::SearchMessagesRequest => search::SearchMessagesResponse;
+        /// The caller's groups and friends by name (pinyin too).
+        SearchConversations: SEARCH_CONVERSATIONS, User, search::SearchConversationsRequest => search::SearchConversationsResponse;
+        /// Where the search index stands.
+        SearchStatus: SEARCH_STATUS, Internal, search::IndexStatusRequest => search::IndexStatus;
         /// A page of the caller's conversations.
         ConversationList: CONVERSATION_LIST, User, message::ConversationsRequest => message::ConversationsResponse;
         /// Move the caller's read position.

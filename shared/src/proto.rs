@@ -58,6 +58,11 @@ pub mod natter {
             package!("natter.file.v1");
         }
     }
+    pub mod search {
+        pub mod v1 {
+            package!("natter.search.v1");
+        }
+    }
 }
 
 pub use natter::auth::v1 as auth;
@@ -68,6 +73,7 @@ pub use natter::file::v1 as file;
 pub use natter::group::v1 as group;
 pub use natter::message::v1 as message;
 pub use natter::presence::v1 as presence;
+pub use natter::search::v1 as search;
 pub use natter::social::v1 as social;
 
 /// The encoded `FileDescriptorSet` of every natter proto file: what tools

@@ -78,6 +78,16 @@ pub mod call {
     pub const MESSAGE_TRANSCRIPT: &str = "im.v1.message.transcript";
     pub const MESSAGE_TRANSCRIBE: &str = "im.v1.message.transcribe";
     pub const SPEECH_TRANSCRIBE: &str = "im.v1.speech.transcribe";
+    /// Internal: the conversations a user may search, with read windows.
+    pub const MESSAGE_SEARCH_SCOPE: &str = "im.v1.message.search_scope";
+    /// Internal: which of some messages a user may read now.
+    pub const MESSAGE_VISIBLE: &str = "im.v1.message.visible";
+    /// Internal: every stored message, a page at a time.
+    pub const MESSAGE_EXPORT: &str = "im.v1.message.export";
+    pub const SEARCH_MESSAGES: &str = "im.v1.search.messages";
+    pub const SEARCH_CONVERSATIONS: &str = "im.v1.search.conversations";
+    /// Internal: where the search index stands.
+    pub const SEARCH_STATUS: &str = "im.v1.search.status";
     /// Internal: the groups service brings a group conversation in step.
     pub const CONVERSATION_APPLY: &str = "im.v1.conversation.apply";
     pub const GROUP_CREATE: &str = "im.v1.group.create";

@@ -20,6 +20,7 @@ mod limits;
 mod permissions;
 mod phone;
 mod presence;
+mod search;
 mod sessions;
 mod social;
 mod speech;

@@ -75,6 +75,12 @@ fn routes() -> Vec<Route> {
         (M::PATCH, "/v1/profile", patch(user::<ProfileUpdate>)),
         (M::GET, "/v1/profiles", get(profiles)),
         (M::GET, "/v1/users/search", get(search_users)),
+        (M::GET, "/v1/search/messages", get(user::<SearchMessages>)),
+        (
+            M::GET,
+            "/v1/search/conversations",
+            get(user::<SearchConversations>),
+        ),
         (M::GET, "/v1/users/{user_id}", get(user_profile)),
         (M::GET, "/v1/friends", get(user::<FriendList>)),
         (

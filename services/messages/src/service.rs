@@ -17,6 +17,7 @@ mod files;
 mod history;
 mod reads;
 mod recall;
+mod search;
 mod send;
 mod transcripts;
 
@@ -130,6 +131,9 @@ pub async fn run(
     .serve::<MessageFilesUsed, _, _>(4, State::files_used)
     .serve::<MessageTranscript, _, _>(16, State::transcript)
     .serve::<MessageTranscribe, _, _>(16, State::transcribe)
+    .serve::<MessageSearchScope, _, _>(32, State::search_scope)
+    .serve::<MessageVisible, _, _>(32, State::visible)
+    .serve::<MessageExport, _, _>(2, State::export)
     .serve::<ConversationList, _, _>(64, State::conversations)
     .serve::<ConversationRead, _, _>(64, State::read)
     .serve::<ConversationSettings, _, _>(32, State::settings)

@@ -8,6 +8,30 @@ use serde::{Deserialize, Serialize};
 use shared::config::{ConfigError, NatsConfig};
 use shared::nats::StreamsConfig;
 
+/// The `[search]` section. It is read (and kept) by a binary built without
+/// the `search` feature too, so one configuration serves every process.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchConfig {
+    /// The directory of the index (empty: `<data_dir>/search`).
+    pub path: PathBuf,
+    /// Rebuild the index from the messages service when it is empty or a
+    /// rebuild was cut short.
+    pub rebuild_when_empty: bool,
+    /// Messages asked of the messages service per page of a rebuild.
+    pub rebuild_page: u32,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::new(),
+            rebuild_when_empty: true,
+            rebuild_page: 500,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NatterConfig {
@@ -24,6 +48,7 @@ pub struct NatterConfig {
     pub groups: groups::Config,
     pub files: files::Config,
     pub speech: speech::Config,
+    pub search: SearchConfig,
     pub edge: edge::Config,
 }
 
@@ -41,6 +66,7 @@ impl Default for NatterConfig {
             groups: groups::Config::default(),
             files: files::Config::default(),
             speech: speech::Config::default(),
+            search: SearchConfig::default(),
             edge: edge::Config::default(),
         }
     }
@@ -58,6 +84,8 @@ impl NatterConfig {
         config.groups().validate()?;
         config.files().validate()?;
         config.speech().validate()?;
+        #[cfg(feature = "search")]
+        config.search().validate()?;
         config.edge().validate()?;
         if config.edge.heartbeat_interval_secs * 2 > config.presence.device_ttl_secs {
             return Err(ConfigError::Invalid(
@@ -130,6 +158,21 @@ impl NatterConfig {
         speech::Config {
             streams: self.streams.clone(),
             ..self.speech.clone()
+        }
+    }
+
+    #[cfg(feature = "search")]
+    pub fn search(&self) -> search::Config {
+        let path = if self.search.path.as_os_str().is_empty() {
+            self.data_dir.join("search")
+        } else {
+            self.search.path.clone()
+        };
+        search::Config {
+            path,
+            rebuild_when_empty: self.search.rebuild_when_empty,
+            rebuild_page: self.search.rebuild_page,
+            streams: self.streams.clone(),
         }
     }
 

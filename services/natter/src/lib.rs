@@ -12,6 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::NatterConfig;
 
+/// The search service's micro service name (its crate may not be built in).
+pub const SEARCH_MICRO_NAME: &str = "natter-search";
+/// The search service's durable consumer on `IM_EVENTS`.
+pub const SEARCH_CONSUMER: &str = "natter-search";
+
 /// A service a natter process can run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Service {
@@ -22,12 +27,13 @@ pub enum Service {
     Groups,
     Files,
     Speech,
+    Search,
     Edge,
 }
 
 impl Service {
     /// Every service, in start order (the edge last).
-    pub const ALL: [Service; 8] = [
+    pub const ALL: [Service; 9] = [
         Service::Auth,
         Service::Messages,
         Service::Presence,
@@ -35,8 +41,16 @@ impl Service {
         Service::Groups,
         Service::Files,
         Service::Speech,
+        Service::Search,
         Service::Edge,
     ];
+
+    /// Whether this binary can run it: the search service (and SurrealDB)
+    /// is left out of a binary built without the `search` feature; its
+    /// search calls then reach a search service elsewhere on the cluster.
+    pub fn built(self) -> bool {
+        self != Service::Search || cfg!(feature = "search")
+    }
 
     /// Its name on the command line, in the configuration and as its NATS user.
     pub fn name(self) -> &'static str {
@@ -48,6 +62,7 @@ impl Service {
             Service::Groups => "groups",
             Service::Files => "files",
             Service::Speech => "speech",
+            Service::Search => "search",
             Service::Edge => "edge",
         }
     }
@@ -63,6 +78,7 @@ impl Service {
             Service::Groups => Some(groups::MICRO_NAME),
             Service::Files => Some(files::MICRO_NAME),
             Service::Speech => Some(speech::MICRO_NAME),
+            Service::Search => Some(SEARCH_MICRO_NAME),
             Service::Edge => None,
         }
     }
@@ -82,6 +98,17 @@ impl Service {
             Service::Groups => groups::run(config.groups(), nats, shutdown).await,
             Service::Files => files::run(config.files(), nats, shutdown).await,
             Service::Speech => speech::run(config.speech(), nats, shutdown).await,
+            #[cfg(feature = "search")]
+            Service::Search => search::run(config.search(), nats, shutdown).await,
+            #[cfg(not(feature = "search"))]
+            Service::Search => {
+                let _ = (nats, shutdown);
+                Err(StartError::setup(
+                    "the search service",
+                    "this natter binary was built without the `search` feature; \
+                     run search in a process built with it (cargo build -p natter)",
+                ))
+            }
             Service::Edge => edge::run(config.edge(), nats, shutdown).await,
         }
     }

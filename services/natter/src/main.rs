@@ -101,7 +101,12 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
     }) {
         Command::Run { services } => {
             let services = if services.is_empty() {
-                Service::ALL.to_vec()
+                if !Service::Search.built() {
+                    tracing::info!(
+                        "built without the search feature: search calls go to a search service elsewhere on the cluster"
+                    );
+                }
+                Service::ALL.into_iter().filter(|s| s.built()).collect()
             } else {
                 services
             };

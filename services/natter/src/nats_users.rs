@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use shared::config::inbox_prefix;
 use shared::subject::{self, call, event};
 
-use crate::Service;
+use crate::{SEARCH_CONSUMER, Service};
 
 /// A NATS user natter knows.
 #[derive(Clone, Debug)]
@@ -202,8 +202,27 @@ pub fn service_permissions(service: Service) -> Permissions {
         // Its durable consumer of created messages; recordings read as
         // their senders; transcripts handed to the messages service.
         Service::Speech => (
-            strings(&[call::FILE_INFO, call::FILE_READ, call::MESSAGE_TRANSCRIPT]),
+            vec![
+                call::FILE_INFO.into(),
+                call::FILE_READ.into(),
+                call::MESSAGE_TRANSCRIPT.into(),
+                format!("$JS.ACK.{}.{}.>", subject::EVENTS_STREAM, speech::CONSUMER),
+            ],
             strings(&["im.v1.speech.>", SRV]),
+            true,
+        ),
+        // Its durable consumer of message events; what a user may find is
+        // asked of the messages service; groups and friends as the user.
+        Service::Search => (
+            vec![
+                call::MESSAGE_SEARCH_SCOPE.into(),
+                call::MESSAGE_VISIBLE.into(),
+                call::MESSAGE_EXPORT.into(),
+                call::GROUP_MINE.into(),
+                call::FRIEND_LIST.into(),
+                format!("$JS.ACK.{}.{}.>", subject::EVENTS_STREAM, SEARCH_CONSUMER),
+            ],
+            strings(&["im.v1.search.>", SRV]),
             true,
         ),
         Service::Files => (

@@ -91,7 +91,7 @@ impl State {
 /// nearest the page's anchor first: the newest of a `newest_first` page, the
 /// oldest of one read forwards. At least one stays (a single message always
 /// fits). True when some were left out.
-fn fit_page(messages: &mut Vec<pb::Message>, budget: usize, newest_first: bool) -> bool {
+pub(super) fn fit_page(messages: &mut Vec<pb::Message>, budget: usize, newest_first: bool) -> bool {
     let size = |m: &pb::Message| {
         let len = m.encoded_len();
         1 + prost::length_delimiter_len(len) + len

@@ -235,3 +235,70 @@ pub async fn set_body(pool: &AnyPool, id: &str, body: &str) -> Result<(), sqlx::
         .await?;
     Ok(())
 }
+
+/// Every conversation `user` belongs or belonged to, with its read window
+/// (`joined_seq`, `left_seq`; 0 = still a member).
+pub async fn windows_of(
+    pool: &AnyPool,
+    user: &str,
+) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT conversation_id, joined_seq, left_seq FROM conversation_members
+         WHERE user_id = $1 ORDER BY conversation_id",
+    )
+    .bind(user)
+    .fetch_all(pool)
+    .await
+}
+
+/// The message at `seq` of `conversation` if `user` may read it: in its
+/// read window and not deleted by it for itself (recalled ones are
+/// returned: the caller sees their body).
+pub async fn visible_at(
+    pool: &AnyPool,
+    user: &str,
+    conversation: &str,
+    seq: i64,
+) -> Result<Option<MessageRow>, sqlx::Error> {
+    let columns = MESSAGE_COLUMNS
+        .split(", ")
+        .map(|c| format!("m.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {columns} FROM messages m
+         JOIN conversation_members c ON c.conversation_id = m.conversation_id AND c.user_id = $1
+         WHERE m.conversation_id = $2 AND m.seq = $3
+           AND m.seq >= c.joined_seq AND (c.left_seq = 0 OR m.seq <= c.left_seq)
+           AND NOT EXISTS (SELECT 1 FROM hidden_messages h
+                           WHERE h.user_id = $1 AND h.conversation_id = m.conversation_id
+                             AND h.seq = m.seq)"
+    )))
+    .bind(user)
+    .bind(conversation)
+    .bind(seq)
+    .fetch_optional(pool)
+    .await
+}
+
+/// A page of every stored message in id order, after `after_id`.
+pub async fn export(
+    pool: &AnyPool,
+    after_id: &str,
+    limit: i64,
+) -> Result<Vec<MessageRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id > $1 ORDER BY id LIMIT $2"
+    )))
+    .bind(after_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// How many messages are stored.
+pub async fn count(pool: &AnyPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM messages")
+        .fetch_one(pool)
+        .await
+}

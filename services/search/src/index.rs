@@ -1,0 +1,257 @@
+//! The index: an embedded SurrealDB on disk (the SurrealKV engine), one
+//! record per message with its terms (see [`crate::text`]) under a
+//! full-text index (BM25), and what a search filters on.
+//!
+//! A message's record is `msg:<message id>`, so applying an event again
+//! writes the same record: nothing changes. A recalled message keeps a
+//! record with `recalled` set and no terms, so a late copy of its creation
+//! (from a rebuild running beside the event feed) cannot bring its words
+//! back.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+use surrealdb::Surreal;
+use surrealdb::engine::local::{Db, SurrealKv};
+use surrealdb::types::SurrealValue;
+
+/// What the index could not do.
+#[derive(Debug, thiserror::Error)]
+#[error("search index: {0}")]
+pub struct IndexError(String);
+
+impl From<surrealdb::Error> for IndexError {
+    fn from(e: surrealdb::Error) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// A message as indexed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Doc {
+    pub id: String,
+    pub conversation_id: String,
+    pub seq: u64,
+    pub sender_id: String,
+    /// text, file, voice, location (what has words); image, video.
+    pub kind: &'static str,
+    pub ts_ms: i64,
+    /// Space-separated terms ([`crate::text::indexed_string`]).
+    pub terms: String,
+}
+
+/// What a search asks of the index.
+#[derive(Clone, Debug, Default)]
+pub struct Query {
+    /// The query's terms, each required.
+    pub terms: Vec<String>,
+    pub conversations: Vec<String>,
+    pub sender_id: Option<String>,
+    pub kind: Option<String>,
+    pub before_ms: Option<i64>,
+    pub after_ms: Option<i64>,
+    /// Newest first instead of best first.
+    pub by_time: bool,
+    pub start: u64,
+    pub limit: u64,
+}
+
+/// A message the index found.
+#[derive(Clone, Debug, SurrealValue)]
+pub struct Found {
+    pub id: String,
+    pub conv: String,
+    pub seq: i64,
+    pub ts: i64,
+    pub score: f64,
+}
+
+#[derive(Debug, SurrealValue)]
+struct Progress {
+    done: bool,
+    after_id: String,
+    indexed: i64,
+    total: i64,
+}
+
+/// How far a rebuild from the messages service got.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rebuild {
+    pub done: bool,
+    /// The last message id read.
+    pub after_id: String,
+    pub indexed: u64,
+    pub total: u64,
+}
+
+const SCHEMA: &str = "
+DEFINE TABLE IF NOT EXISTS msg SCHEMALESS;
+DEFINE ANALYZER IF NOT EXISTS terms TOKENIZERS blank;
+DEFINE INDEX IF NOT EXISTS msg_terms ON msg FIELDS terms FULLTEXT ANALYZER terms BM25(1.2,0.75);
+DEFINE INDEX IF NOT EXISTS msg_conv ON msg FIELDS conv, seq;
+DEFINE TABLE IF NOT EXISTS meta SCHEMALESS;
+";
+
+/// The index, shared by the feed, the rebuild and the searches.
+#[derive(Clone)]
+pub struct Index {
+    db: Surreal<Db>,
+}
+
+impl Index {
+    /// Opens (or makes) the index in directory `path`.
+    pub async fn open(path: &Path) -> Result<Self, IndexError> {
+        std::fs::create_dir_all(path)
+            .map_err(|e| IndexError(format!("cannot make {}: {e}", path.display())))?;
+        let db = Surreal::new::<SurrealKv>(path.to_string_lossy().as_ref()).await?;
+        db.use_ns("natter").use_db("search").await?;
+        db.query(SCHEMA).await?.check()?;
+        Ok(Self { db })
+    }
+
+    /// Writes messages (again: the same record each time), but never the
+    /// words of a recalled one.
+    pub async fn put(&self, docs: &[Doc]) -> Result<(), IndexError> {
+        if docs.is_empty() {
+            return Ok(());
+        }
+        let docs: Vec<Value> = docs
+            .iter()
+            .map(|d| {
+                json!({
+                    "id": d.id, "conv": d.conversation_id, "seq": d.seq,
+                    "sender": d.sender_id, "kind": d.kind, "ts": d.ts_ms,
+                    "terms": d.terms, "recalled": false,
+                })
+            })
+            .collect();
+        self.db
+            .query(
+                "INSERT INTO msg $docs ON DUPLICATE KEY UPDATE
+                    terms = IF recalled OR $input.terms = '' THEN terms ELSE $input.terms END
+                 RETURN NONE",
+            )
+            .bind(("docs", Value::Array(docs)))
+            .await?
+            .check()?;
+        Ok(())
+    }
+
+    /// Forgets a recalled message's words, for good.
+    pub async fn recall(&self, id: &str) -> Result<(), IndexError> {
+        self.db
+            .query("UPSERT type::record('msg', $id) SET recalled = true, terms = '' RETURN NONE")
+            .bind(("id", id.to_owned()))
+            .await?
+            .check()?;
+        Ok(())
+    }
+
+    /// A voice message's transcript became its words.
+    pub async fn transcribed(&self, id: &str, terms: &str) -> Result<(), IndexError> {
+        self.db
+            .query(
+                "UPDATE type::record('msg', $id) SET terms = $terms
+                 WHERE recalled = false RETURN NONE",
+            )
+            .bind(("id", id.to_owned()))
+            .bind(("terms", terms.to_owned()))
+            .await?
+            .check()?;
+        Ok(())
+    }
+
+    /// The messages that hold every term of `query`, in its order.
+    pub async fn search(&self, query: &Query) -> Result<Vec<Found>, IndexError> {
+        if query.terms.is_empty() || query.conversations.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sql = String::from(
+            "SELECT record::id(id) AS id, conv, seq, ts, search::score(1) AS score FROM msg
+             WHERE terms @1@ $q AND conv IN $convs",
+        );
+        if query.sender_id.is_some() {
+            sql.push_str(" AND sender = $sender");
+        }
+        if query.kind.is_some() {
+            sql.push_str(" AND kind = $kind");
+        }
+        if query.before_ms.is_some() {
+            sql.push_str(" AND ts < $before");
+        }
+        if query.after_ms.is_some() {
+            sql.push_str(" AND ts > $after");
+        }
+        sql.push_str(if query.by_time {
+            " ORDER BY ts DESC"
+        } else {
+            " ORDER BY score DESC, ts DESC"
+        });
+        sql.push_str(" LIMIT $limit START $start");
+        let mut response = self
+            .db
+            .query(sql)
+            .bind(("q", query.terms.join(" ")))
+            .bind(("convs", query.conversations.clone()))
+            .bind(("sender", query.sender_id.clone().unwrap_or_default()))
+            .bind(("kind", query.kind.clone().unwrap_or_default()))
+            .bind(("before", query.before_ms.unwrap_or(0)))
+            .bind(("after", query.after_ms.unwrap_or(0)))
+            .bind(("limit", query.limit as i64))
+            .bind(("start", query.start as i64))
+            .await?;
+        let found: Vec<Found> = response.take(0)?;
+        Ok(found)
+    }
+
+    /// How many messages the index holds (recalled ones included).
+    pub async fn count(&self) -> Result<u64, IndexError> {
+        let mut response = self
+            .db
+            .query("(SELECT count() AS n FROM msg GROUP ALL)[0].n OR 0")
+            .await?;
+        let n: Option<i64> = response.take(0)?;
+        Ok(n.unwrap_or(0).max(0) as u64)
+    }
+
+    /// Where a rebuild stands (none yet: not done, from the start).
+    pub async fn rebuild(&self) -> Result<Rebuild, IndexError> {
+        let mut response = self
+            .db
+            .query("SELECT done, after_id, indexed, total FROM ONLY meta:rebuild")
+            .await?;
+        let progress: Option<Progress> = response.take(0)?;
+        Ok(progress.map_or_else(Rebuild::default, |p| Rebuild {
+            done: p.done,
+            after_id: p.after_id,
+            indexed: p.indexed.max(0) as u64,
+            total: p.total.max(0) as u64,
+        }))
+    }
+
+    /// Records how far a rebuild got.
+    pub async fn set_rebuild(&self, r: &Rebuild) -> Result<(), IndexError> {
+        self.db
+            .query(
+                "UPSERT meta:rebuild CONTENT {
+                    done: $done, after_id: $after_id, indexed: $indexed, total: $total
+                 } RETURN NONE",
+            )
+            .bind(("done", r.done))
+            .bind(("after_id", r.after_id.clone()))
+            .bind(("indexed", r.indexed as i64))
+            .bind(("total", r.total as i64))
+            .await?
+            .check()?;
+        Ok(())
+    }
+
+    /// Empties the index (before a rebuild asked for by an operator).
+    pub async fn clear(&self) -> Result<(), IndexError> {
+        self.db
+            .query("DELETE msg RETURN NONE; DELETE meta RETURN NONE;")
+            .await?
+            .check()?;
+        Ok(())
+    }
+}

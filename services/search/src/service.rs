@@ -1,0 +1,549 @@
+//! The search service: its endpoints, the feed of events into the index,
+//! and the rebuild from the messages service.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::AckKind;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use prost::Message as _;
+use shared::endpoint::Server;
+use shared::endpoint::endpoints::{
+    MessageExport, MessageSearchScope, MessageVisible, SearchConversations, SearchMessages,
+    SearchStatus,
+};
+use shared::ids::UserId;
+use shared::proto::{message as pb, search as spb};
+use shared::rpc::{Caller, Identity};
+use shared::service::StartError;
+use shared::{Nats, RpcError, subject};
+use tokio_util::sync::CancellationToken;
+
+use crate::index::{Doc, Found, Index, Query, Rebuild};
+use crate::{CONSUMER, Config, text};
+
+const DEFAULT_LIMIT: u32 = 20;
+const MAX_LIMIT: u32 = 50;
+const MAX_QUERY_CHARS: usize = 200;
+/// How deep one can page into results.
+const MAX_OFFSET: u64 = 5_000;
+/// Candidates asked of the index per round, and rounds per page: hits the
+/// caller may not read (outside its window, deleted for itself) are
+/// skipped, and a page stops after this many rounds.
+const ROUND: u64 = 100;
+const ROUNDS: usize = 4;
+const SNIPPET_CHARS: usize = 120;
+
+pub(crate) struct State {
+    pub(crate) index: Index,
+    caller: Caller,
+    config: Config,
+    rebuilding: AtomicBool,
+    events: async_nats::jetstream::stream::Stream,
+}
+
+fn consumer_config() -> pull::Config {
+    pull::Config {
+        durable_name: Some(CONSUMER.into()),
+        description: Some("natter search: the message index".into()),
+        filter_subjects: vec![
+            subject::event::MESSAGES_CREATED.into(),
+            subject::event::MESSAGE_RECALLED.into(),
+            subject::event::MESSAGE_TRANSCRIBED.into(),
+        ],
+        deliver_policy: DeliverPolicy::New,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        max_ack_pending: 1,
+        ..Default::default()
+    }
+}
+
+/// Runs the search service until `shutdown` is cancelled.
+pub async fn run(
+    config: Config,
+    nats: Nats,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
+    config.validate()?;
+    tokio::task::spawn_blocking(text::warm_up)
+        .await
+        .map_err(|e| StartError::setup("the word dictionary", e))?;
+    let index = Index::open(&config.path)
+        .await
+        .map_err(|e| StartError::setup("the search index", e))?;
+    let events = shared::nats::events_stream(&nats.jetstream, &config.streams).await?;
+    // The feed's consumer exists before a rebuild reads anything: what is
+    // written meanwhile reaches the index through it.
+    events
+        .get_or_create_consumer(CONSUMER, consumer_config())
+        .await
+        .map_err(|e| StartError::setup("the search consumer", e))?;
+    let state = Arc::new(State {
+        index,
+        caller: nats.caller(),
+        config,
+        rebuilding: AtomicBool::new(false),
+        events: events.clone(),
+    });
+    let server = Server::start(
+        &nats.client,
+        crate::MICRO_NAME,
+        "natter search: messages, groups and friends",
+        state.clone(),
+        shutdown.clone(),
+    )
+    .await?
+    .serve::<SearchMessages, _, _>(32, State::messages)
+    .serve::<SearchConversations, _, _>(32, State::conversations)
+    .serve::<SearchStatus, _, _>(4, State::status)
+    .listen()
+    .await?;
+    let rebuild = {
+        let state = state.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            if state.config.rebuild_when_empty {
+                state.rebuild_if_needed(&shutdown).await;
+            }
+        }
+    };
+    tracing::info!("search service ready");
+    tokio::join!(server.run(), feed(state, events, shutdown), rebuild);
+    tracing::info!("search service stopped");
+    Ok(())
+}
+
+/// Applies the events to the index, one at a time, in stream order.
+async fn feed(
+    state: Arc<State>,
+    events: async_nats::jetstream::stream::Stream,
+    shutdown: CancellationToken,
+) {
+    shared::service::consume(&events, consumer_config(), &shutdown, |event| {
+        state.apply(event)
+    })
+    .await;
+}
+
+/// The words of a message body, and its kind (`None`: nothing to index).
+pub(crate) fn words(body: Option<&pb::MessageBody>) -> Option<(&'static str, String)> {
+    use pb::message_body::Kind;
+    Some(match body?.kind.as_ref()? {
+        Kind::Text(t) => ("text", t.text.clone()),
+        Kind::File(f) => ("file", f.name.clone()),
+        Kind::Voice(v) => ("voice", v.transcript.clone()),
+        Kind::Location(l) => ("location", format!("{} {}", l.title, l.address)),
+        Kind::Image(_) | Kind::Video(_) | Kind::System(_) | Kind::Recalled(_) => return None,
+    })
+}
+
+/// What the index holds of a message (`None`: nothing to find it by).
+pub(crate) fn doc(message: &pb::Message) -> Option<Doc> {
+    let (kind, words) = words(message.body.as_ref())?;
+    Some(Doc {
+        id: message.id.clone(),
+        conversation_id: message.conversation_id.clone(),
+        seq: message.seq,
+        sender_id: message.sender_id.clone(),
+        kind,
+        ts_ms: message.server_ts_ms,
+        terms: text::indexed_string(&words),
+    })
+}
+
+fn is_recalled(message: &pb::Message) -> bool {
+    matches!(
+        message.body.as_ref().and_then(|b| b.kind.as_ref()),
+        Some(pb::message_body::Kind::Recalled(_))
+    )
+}
+
+impl State {
+    /// Applies one event; it is asked for again later when the index fails.
+    async fn apply(&self, event: async_nats::jetstream::Message) {
+        let applied = match event.subject.as_str() {
+            subject::event::MESSAGES_CREATED => {
+                match pb::MessagesCreated::decode(event.payload.as_ref()) {
+                    Ok(created) => self.put(&created.messages).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "undecodable messages.created skipped");
+                        Ok(())
+                    }
+                }
+            }
+            subject::event::MESSAGE_RECALLED => {
+                match pb::MessageRecalled::decode(event.payload.as_ref()) {
+                    Ok(recalled) => self.index.recall(&recalled.message_id).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "undecodable message.recalled skipped");
+                        Ok(())
+                    }
+                }
+            }
+            subject::event::MESSAGE_TRANSCRIBED => {
+                match pb::MessageTranscribed::decode(event.payload.as_ref()) {
+                    Ok(t) => {
+                        let terms = text::indexed_string(&t.transcript);
+                        self.index.transcribed(&t.message_id, &terms).await
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "undecodable message.transcribed skipped");
+                        Ok(())
+                    }
+                }
+            }
+            other => {
+                tracing::debug!(subject = other, "event not for the index");
+                Ok(())
+            }
+        };
+        match applied {
+            Ok(()) => {
+                let _ = event.ack().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "event not indexed; asked for again");
+                let _ = event
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
+                    .await;
+            }
+        }
+    }
+
+    /// Indexes messages as they are: their words, or their recall.
+    async fn put(&self, messages: &[pb::Message]) -> Result<(), crate::index::IndexError> {
+        let docs: Vec<Doc> = messages.iter().filter_map(doc).collect();
+        self.index.put(&docs).await?;
+        for message in messages.iter().filter(|m| is_recalled(m)) {
+            self.index.recall(&message.id).await?;
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the index from the messages service when it holds nothing
+    /// yet or a rebuild was cut short.
+    async fn rebuild_if_needed(&self, shutdown: &CancellationToken) {
+        let progress = match self.index.rebuild().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the index's rebuild state");
+                return;
+            }
+        };
+        if progress.done {
+            return;
+        }
+        self.rebuild_from(progress, shutdown).await;
+    }
+
+    /// Reads every message from the messages service into the index, from
+    /// where `progress` stands, logging how far it got.
+    pub(crate) async fn rebuild_from(&self, mut progress: Rebuild, shutdown: &CancellationToken) {
+        if self.rebuilding.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tracing::info!(from = %progress.after_id, "rebuilding the search index from the messages service");
+        let mut pause = Duration::from_millis(500);
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let page = self
+                .caller
+                .call_to::<MessageExport>(&pb::ExportRequest {
+                    after_id: progress.after_id.clone(),
+                    limit: self.config.rebuild_page,
+                })
+                .await;
+            let page = match page {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e, "rebuild: the messages service did not answer; trying again");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(30));
+                    continue;
+                }
+            };
+            pause = Duration::from_millis(500);
+            if let Err(e) = self.put(&page.messages).await {
+                tracing::warn!(error = %e, "rebuild: the index refused a page; trying again");
+                tokio::time::sleep(pause).await;
+                continue;
+            }
+            progress.indexed += page.messages.len() as u64;
+            progress.total = page.total;
+            if let Some(last) = page.messages.last() {
+                progress.after_id = last.id.clone();
+            }
+            progress.done = !page.more || page.messages.is_empty();
+            if let Err(e) = self.index.set_rebuild(&progress).await {
+                tracing::warn!(error = %e, "rebuild: its progress was not recorded");
+            }
+            tracing::info!(
+                indexed = progress.indexed,
+                total = progress.total,
+                "rebuilding the search index: {}/{}",
+                progress.indexed,
+                progress.total
+            );
+            if progress.done {
+                tracing::info!(messages = progress.indexed, "search index rebuilt");
+                break;
+            }
+        }
+        self.rebuilding.store(false, Ordering::SeqCst);
+    }
+
+    /// Where the index stands.
+    async fn status(
+        self: Arc<Self>,
+        _: (),
+        _input: spb::IndexStatusRequest,
+    ) -> Result<spb::IndexStatus, RpcError> {
+        let messages = self.index.count().await.map_err(unavailable)?;
+        let rebuild = self.index.rebuild().await.map_err(unavailable)?;
+        let lag = match self.events.get_consumer::<pull::Config>(CONSUMER).await {
+            Ok(mut consumer) => match consumer.info().await {
+                Ok(info) => info.num_pending + info.num_ack_pending as u64,
+                Err(_) => 0,
+            },
+            Err(_) => 0,
+        };
+        Ok(spb::IndexStatus {
+            messages,
+            lag,
+            rebuilding: self.rebuilding.load(Ordering::SeqCst) || !rebuild.done,
+            rebuilt_messages: rebuild.indexed,
+            rebuild_total: rebuild.total,
+        })
+    }
+
+    /// The caller's messages that hold the words of a query.
+    async fn messages(
+        self: Arc<Self>,
+        me: Identity,
+        input: spb::SearchMessagesRequest,
+    ) -> Result<spb::SearchMessagesResponse, RpcError> {
+        let ask = Asked::check(&input)?;
+        let scope = self
+            .caller
+            .call_to::<MessageSearchScope>(&pb::SearchScopeRequest {
+                user_id: me.user_id.to_string(),
+            })
+            .await?;
+        let mut windows: HashMap<String, (u64, u64)> = scope
+            .windows
+            .into_iter()
+            .map(|w| (w.conversation_id, (w.from_seq, w.to_seq)))
+            .collect();
+        if !input.conversation_id.is_empty() {
+            windows.retain(|c, _| *c == input.conversation_id);
+        }
+        let mut query = Query {
+            terms: ask.terms.clone(),
+            conversations: windows.keys().cloned().collect(),
+            sender_id: (!input.sender_id.is_empty()).then(|| input.sender_id.clone()),
+            kind: (!input.kind.is_empty()).then(|| input.kind.clone()),
+            before_ms: (input.before_ms > 0).then_some(input.before_ms),
+            after_ms: (input.after_ms > 0).then_some(input.after_ms),
+            by_time: ask.by_time,
+            start: ask.offset,
+            limit: ROUND,
+        };
+        let mut hits = Vec::new();
+        let mut next = None;
+        for _ in 0..ROUNDS {
+            let found = self.index.search(&query).await.map_err(unavailable)?;
+            let exhausted = (found.len() as u64) < query.limit;
+            let readable: Vec<&Found> = found
+                .iter()
+                .filter(|f| {
+                    windows.get(&f.conv).is_some_and(|&(from, to)| {
+                        let seq = f.seq.max(0) as u64;
+                        seq >= from && (to == 0 || seq <= to)
+                    })
+                })
+                .collect();
+            let visible = self.visible(&me.user_id, &readable).await?;
+            let mut consumed = 0u64;
+            for f in &found {
+                consumed += 1;
+                let Some(message) = visible.get(&f.id) else {
+                    continue;
+                };
+                hits.push(hit(message.clone(), f, &ask.terms, ask.by_time));
+                if hits.len() == ask.limit as usize {
+                    break;
+                }
+            }
+            query.start += consumed;
+            if hits.len() == ask.limit as usize {
+                if !(exhausted && consumed == found.len() as u64) {
+                    next = Some(query.start);
+                }
+                break;
+            }
+            if exhausted {
+                break;
+            }
+            next = Some(query.start);
+            if query.start >= MAX_OFFSET {
+                break;
+            }
+        }
+        Ok(spb::SearchMessagesResponse {
+            hits,
+            next_cursor: next
+                .filter(|&n| n < MAX_OFFSET)
+                .map(|n| format!("o{n}"))
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Which of the index's hits the caller may read now (asked of the
+    /// messages service, which owns them), by message id.
+    async fn visible(
+        &self,
+        user: &UserId,
+        found: &[&Found],
+    ) -> Result<HashMap<String, pb::Message>, RpcError> {
+        if found.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let reply = self
+            .caller
+            .call_to::<MessageVisible>(&pb::VisibleRequest {
+                user_id: user.to_string(),
+                refs: found
+                    .iter()
+                    .map(|f| pb::MessageRef {
+                        conversation_id: f.conv.clone(),
+                        seq: f.seq.max(0) as u64,
+                    })
+                    .collect(),
+            })
+            .await?;
+        Ok(reply
+            .messages
+            .into_iter()
+            .map(|m| (m.id.clone(), m))
+            .collect())
+    }
+
+    /// The caller's groups by name and friends by name.
+    async fn conversations(
+        self: Arc<Self>,
+        _me: Identity,
+        _input: spb::SearchConversationsRequest,
+    ) -> Result<spb::SearchConversationsResponse, RpcError> {
+        Err(RpcError::unavailable("not yet"))
+    }
+}
+
+/// A checked search request.
+struct Asked {
+    terms: Vec<String>,
+    limit: u32,
+    offset: u64,
+    by_time: bool,
+}
+
+impl Asked {
+    fn check(input: &spb::SearchMessagesRequest) -> Result<Self, RpcError> {
+        let q = input.q.trim();
+        let chars = q.chars().count();
+        if chars == 0 || chars > MAX_QUERY_CHARS {
+            return Err(RpcError::bad_request(format!(
+                "query must have 1..={MAX_QUERY_CHARS} characters"
+            )));
+        }
+        let terms = text::query(q);
+        if terms.is_empty() {
+            return Err(RpcError::bad_request("the query has no words to look for"));
+        }
+        if terms.len() > 20 {
+            return Err(RpcError::bad_request("at most 20 words in a query"));
+        }
+        let limit = match input.limit {
+            0 => DEFAULT_LIMIT,
+            1..=MAX_LIMIT => input.limit,
+            _ => {
+                return Err(RpcError::bad_request(format!(
+                    "limit must be within 1..={MAX_LIMIT}"
+                )));
+            }
+        };
+        let by_time = match input.order.as_str() {
+            "" | "relevance" => false,
+            "time" => true,
+            _ => return Err(RpcError::bad_request("order must be relevance or time")),
+        };
+        if !matches!(
+            input.kind.as_str(),
+            "" | "text" | "file" | "voice" | "location"
+        ) {
+            return Err(RpcError::bad_request(
+                "kind must be text, file, voice or location",
+            ));
+        }
+        if !input.sender_id.is_empty() {
+            UserId::parse(input.sender_id.as_str())
+                .map_err(|_| RpcError::bad_request("sender_id is not a user id"))?;
+        }
+        if input.conversation_id.len() > 200 {
+            return Err(RpcError::bad_request("conversation_id is too long"));
+        }
+        if input.before_ms < 0 || input.after_ms < 0 {
+            return Err(RpcError::bad_request(
+                "before_ms and after_ms must not be negative",
+            ));
+        }
+        let offset = if input.cursor.is_empty() {
+            0
+        } else {
+            input
+                .cursor
+                .strip_prefix('o')
+                .and_then(|n| n.parse::<u64>().ok())
+                .filter(|&n| n < MAX_OFFSET)
+                .ok_or_else(|| RpcError::bad_request("cursor is not one this search gave"))?
+        };
+        Ok(Self {
+            terms,
+            limit,
+            offset,
+            by_time,
+        })
+    }
+}
+
+/// A hit: the message, its snippet with the matches marked, its score.
+fn hit(message: pb::Message, found: &Found, terms: &[String], by_time: bool) -> spb::MessageHit {
+    let words = words(message.body.as_ref())
+        .map(|(_, w)| w)
+        .unwrap_or_default();
+    let (snippet, marks) = text::snippet(&words, terms, SNIPPET_CHARS);
+    spb::MessageHit {
+        message: Some(message),
+        snippet,
+        highlights: marks
+            .into_iter()
+            .map(|(start, end)| spb::Highlight {
+                start: start as u32,
+                end: end as u32,
+            })
+            .collect(),
+        score: if by_time { 0.0 } else { found.score },
+    }
+}
+
+fn unavailable(e: crate::index::IndexError) -> RpcError {
+    tracing::error!(error = %e, "search index failed");
+    RpcError::unavailable("search is unavailable right now: try again later")
+}
