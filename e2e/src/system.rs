@@ -381,6 +381,12 @@ impl System {
         &self.settings
     }
 
+    /// The system's data directory (`NATTER_DATA_DIR`: the search index is
+    /// in `search/`).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data.path()
+    }
+
     /// The directory of the files' bytes when they are on disk
     /// ([`Settings::files_on_disk`]).
     pub fn files_dir(&self) -> std::path::PathBuf {

@@ -402,6 +402,8 @@ pub mod endpoints {
         SearchConversations: SEARCH_CONVERSATIONS, User, search::SearchConversationsRequest => search::SearchConversationsResponse;
         /// Where the search index stands.
         SearchStatus: SEARCH_STATUS, Internal, search::IndexStatusRequest => search::IndexStatus;
+        /// Empty the search index and rebuild it from the messages service.
+        SearchReindex: SEARCH_REINDEX, Internal, search::ReindexRequest => search::IndexStatus;
         /// A page of the caller's conversations.
         ConversationList: CONVERSATION_LIST, User, message::ConversationsRequest => message::ConversationsResponse;
         /// Move the caller's read position.

@@ -88,6 +88,8 @@ pub mod call {
     pub const SEARCH_CONVERSATIONS: &str = "im.v1.search.conversations";
     /// Internal: where the search index stands.
     pub const SEARCH_STATUS: &str = "im.v1.search.status";
+    /// Internal: empty the search index and rebuild it.
+    pub const SEARCH_REINDEX: &str = "im.v1.search.reindex";
     /// Internal: the groups service brings a group conversation in step.
     pub const CONVERSATION_APPLY: &str = "im.v1.conversation.apply";
     pub const GROUP_CREATE: &str = "im.v1.group.create";

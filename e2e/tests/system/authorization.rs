@@ -244,6 +244,8 @@ fn body_of(request: &str) -> Option<Option<&'static str>> {
         | "GET /v1/profile"
         | "GET /v1/profiles?user_ids={user}"
         | "GET /v1/users/search?q={username}"
+        | "GET /v1/search/messages?q=canary"
+        | "GET /v1/search/conversations?q={username}"
         | "GET /v1/users/{user}"
         | "GET /v1/friends"
         | "DELETE /v1/friends/{user}"
@@ -411,6 +413,24 @@ impl World {
             &canary_direct,
         )
         .await?;
+        // The search index holds both canaries before anyone searches, so
+        // the search rows' "nothing leaks" means something.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, found) = api
+                .get("/v1/search/messages?q=canary", Some(&owner.token))
+                .await?;
+            ensure!(status == 200, "search: {status} {found}");
+            let n = found["hits"].as_array().map_or(0, Vec::len);
+            if n >= 2 {
+                break;
+            }
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the canaries were not indexed: {found}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
 
         let index = reqwest::get(format!("{}/", api.base()))
             .await?

@@ -337,3 +337,187 @@ async fn what_a_member_may_not_read_is_never_found() -> anyhow::Result<()> {
     system.stop().await;
     Ok(())
 }
+
+/// Every hit of a search, page after page: message ids.
+async fn all_ids(api: &Api, who: &User, words: &str) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (status, page) = search(
+            api,
+            who,
+            &format!("{}&limit=50&order=time&cursor={cursor}", q(words)),
+        )
+        .await?;
+        anyhow::ensure!(status == 200, "{page}");
+        for hit in page["hits"].as_array().into_iter().flatten() {
+            ids.push(hit["message"]["id"].as_str().unwrap_or_default().to_owned());
+        }
+        cursor = page["nextCursor"].as_str().unwrap_or_default().to_owned();
+        if cursor.is_empty() {
+            return Ok(ids);
+        }
+    }
+}
+
+/// Waits until a search finds `want` messages; they, sorted.
+async fn all_found(api: &Api, who: &User, words: &str, want: usize) -> anyhow::Result<Vec<String>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut ids = all_ids(api, who, words).await?;
+        if ids.len() >= want || Instant::now() > deadline {
+            ids.sort();
+            return Ok(ids);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_feed_misses_nothing_and_a_deleted_index_is_rebuilt() -> anyhow::Result<()> {
+    let (mut system, [alice, bob]) = System::with_users(Mode::Split, ["alice", "bob"]).await?;
+    let api = system.api();
+    for i in 0..40 {
+        say(
+            &api,
+            &alice,
+            &bob.user_id,
+            &format!("a{i}"),
+            &format!("北京 alpha {i}"),
+        )
+        .await?;
+    }
+    let alpha = all_found(&api, &bob, "北京 alpha", 40).await?;
+    assert_eq!(alpha.len(), 40);
+
+    // Killed in the middle of a burst: what it had not applied comes when
+    // it is back, once.
+    let sender = {
+        let (api, alice, bob) = (api.clone(), alice.clone(), bob.clone());
+        tokio::spawn(async move {
+            for i in 0..150 {
+                say(
+                    &api,
+                    &alice,
+                    &bob.user_id,
+                    &format!("b{i}"),
+                    &format!("上海 beta {i}"),
+                )
+                .await?;
+            }
+            anyhow::Ok(())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    system.kill_process(e2e::Service::Search);
+    sender.await??;
+    system.spawn_process(e2e::Service::Search)?;
+    system.wait_ready().await?;
+    let beta = all_found(&api, &bob, "上海 beta", 150).await?;
+    assert_eq!(beta.len(), 150);
+    let mut unique = beta.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), 150, "a message found twice");
+
+    // The index deleted: rebuilt at start from the messages service, with
+    // the same results.
+    system.kill_process(e2e::Service::Search);
+    std::fs::remove_dir_all(system.data_dir().join("search"))?;
+    system.spawn_process(e2e::Service::Search)?;
+    system.wait_ready().await?;
+    assert_eq!(all_found(&api, &bob, "上海 beta", 150).await?, beta);
+    assert_eq!(all_found(&api, &bob, "北京 alpha", 40).await?, alpha);
+
+    // Rebuilt on demand, showing its progress.
+    let out = system.natter_command(&["search", "reindex"])?;
+    assert!(out.contains("search index rebuilt"), "{out}");
+    assert!(out.contains("rebuilding"), "{out}");
+    assert_eq!(all_found(&api, &bob, "上海 beta", 150).await?, beta);
+    assert_eq!(all_found(&api, &bob, "北京 alpha", 40).await?, alpha);
+    let status = system.natter_command(&["search", "status"])?;
+    assert!(status.contains("messages indexed: 190"), "{status}");
+    system.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_and_friends_are_found_by_name_and_pinyin() -> anyhow::Result<()> {
+    let (system, [alice, bob, carol]) =
+        System::with_users(Mode::InProcess, ["alice", "bob", "carol"]).await?;
+    let api = system.api();
+    let (status, body) = api
+        .send_method(
+            Method::PATCH,
+            "/v1/profile",
+            Some(&alice.token),
+            Some(json!({ "nickname": "王小明" })),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    let group = api.create_group(&bob, "项目组 Launch", &[&carol]).await?;
+    // A group Bob is not in, with a name that would match.
+    api.create_group(&alice, "项目 secret", &[&carol]).await?;
+    let eve = api.user("eve").await?;
+
+    let names = |reply: &Value| -> Vec<String> {
+        reply["hits"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|h| {
+                h["group"]["name"]
+                    .as_str()
+                    .or(h["peer"]["nickname"].as_str())
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
+    };
+    let find = |who: &User, typed: &str| {
+        let (api, token, path) = (
+            api.clone(),
+            who.token.clone(),
+            format!("/v1/search/conversations?q={}", urlencode(typed)),
+        );
+        async move { api.get(&path, Some(&token)).await }
+    };
+    for typed in ["小明", "xiaoming", "XIAOM", "alice"] {
+        let (status, reply) = find(&bob, typed).await?;
+        assert_eq!(status, 200, "{reply}");
+        assert_eq!(names(&reply), ["王小明"], "{typed}: {reply}");
+        let hit = &reply["hits"][0];
+        assert_eq!(
+            hit["conversationId"],
+            shared::ids::direct_conversation(&alice.user_id, &bob.user_id)
+        );
+        assert!(hit["peer"]["phone"].is_null(), "{hit}");
+    }
+    for typed in ["项目", "xiangmu", "xmz", "launch"] {
+        let (_, reply) = find(&bob, typed).await?;
+        assert_eq!(names(&reply), ["项目组 Launch"], "{typed}: {reply}");
+        assert_eq!(reply["hits"][0]["conversationId"], group["conversationId"]);
+    }
+    // Initials: 王小明 (wxm) and 项目组 Launch (xmzlaunch) both hold "xm".
+    let (_, reply) = find(&bob, "xm").await?;
+    let mut got = names(&reply);
+    got.sort();
+    assert_eq!(got, ["王小明", "项目组 Launch"]);
+    // Carol is in both groups; Eve is in none and has no friends.
+    let (_, reply) = find(&carol, "xm").await?;
+    let mut got = names(&reply);
+    got.sort();
+    assert_eq!(got, ["王小明", "项目 secret", "项目组 Launch"]);
+    let (_, reply) = find(&eve, "xm").await?;
+    assert!(names(&reply).is_empty(), "{reply}");
+    for bad in ["", "%20%20", &"a".repeat(101)] {
+        let (status, reply) = api
+            .get(
+                &format!("/v1/search/conversations?q={bad}"),
+                Some(&bob.token),
+            )
+            .await?;
+        assert_eq!(status, 400, "{bad:?}: {reply}");
+    }
+    system.stop().await;
+    Ok(())
+}

@@ -32,6 +32,9 @@ async fn messages_keeps_its_contract() {
         MessageFilesUsed,
         MessageTranscript,
         MessageTranscribe,
+        MessageSearchScope,
+        MessageVisible,
+        MessageExport,
         ConversationList,
         ConversationRead,
         ConversationSettings,
@@ -88,5 +91,55 @@ async fn messages_keeps_its_contract() {
         .await
         .expect_err("no social service");
     assert_eq!(send.code, ErrorCode::Unavailable);
+
+    // What search asks: nobody's scope holds anything yet, nothing is
+    // visible, nothing to export; internal only, and checked.
+    let scope = caller
+        .call_to::<MessageSearchScope>(&pb::SearchScopeRequest {
+            user_id: me.user_id.to_string(),
+        })
+        .await
+        .expect("scope");
+    assert!(scope.windows.is_empty());
+    let visible = caller
+        .call_to::<MessageVisible>(&pb::VisibleRequest {
+            user_id: me.user_id.to_string(),
+            refs: vec![pb::MessageRef {
+                conversation_id: ours.to_string(),
+                seq: 1,
+            }],
+        })
+        .await
+        .expect("visible");
+    assert!(visible.messages.is_empty());
+    let export = caller
+        .call_to::<MessageExport>(&pb::ExportRequest::default())
+        .await
+        .expect("export");
+    assert!(export.messages.is_empty() && !export.more && export.total == 0);
+    for bad in [
+        pb::VisibleRequest {
+            user_id: String::new(),
+            ..Default::default()
+        },
+        pb::VisibleRequest {
+            user_id: me.user_id.to_string(),
+            refs: vec![pb::MessageRef::default(); 201],
+        },
+    ] {
+        let refused = caller
+            .call_to::<MessageVisible>(&bad)
+            .await
+            .expect_err("bad visible request");
+        assert_eq!(refused.code, ErrorCode::BadRequest);
+    }
+    let refused = caller
+        .call_to::<MessageExport>(&pb::ExportRequest {
+            limit: 1001,
+            ..Default::default()
+        })
+        .await
+        .expect_err("too big a page");
+    assert_eq!(refused.code, ErrorCode::BadRequest);
     messages.stop().await;
 }

@@ -42,6 +42,11 @@ enum Command {
     RotateKey,
     /// Print the effective configuration (secrets hidden) and exit.
     Config,
+    /// The search index of a running search service (reached over NATS).
+    Search {
+        #[command(subcommand)]
+        action: SearchAction,
+    },
     /// Write a nats-server config for this data dir (`<data>/nats/server.conf`)
     /// with an nkey per NATS user (`<data>/nats/keys`, made once and kept):
     /// `just up` and standalone edge boxes run nats-server with it.
@@ -69,6 +74,16 @@ enum Command {
         #[arg(long)]
         users_conf: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum SearchAction {
+    /// Where the index stands: messages indexed, events not yet applied,
+    /// a rebuild's progress.
+    Status,
+    /// Empty the index and rebuild it from the messages service's history,
+    /// showing its progress until it is done (searches go on meanwhile).
+    Reindex,
 }
 
 /// jemalloc gives freed memory back to the system within seconds (its
@@ -123,6 +138,7 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
             println!("{}", config.to_toml()?);
             Ok(())
         }
+        Command::Search { action } => search(config, action).await,
         Command::NatsSetup {
             users_conf: true, ..
         } => {
@@ -183,6 +199,54 @@ fn nats_setup(config: &NatterConfig, listen: &str, role: Role<'_>) -> anyhow::Re
         "connect natter with NATTER_NATS__USER={user} NATTER_NATS__NKEY_FILE={}",
         keys.seed_file(user).display()
     );
+    Ok(())
+}
+
+/// `natter search status|reindex`: asks the search service over NATS.
+async fn search(config: NatterConfig, action: SearchAction) -> anyhow::Result<()> {
+    use shared::endpoint::endpoints::{SearchReindex, SearchStatus};
+    use shared::proto::search::{IndexStatus, IndexStatusRequest, ReindexRequest};
+    let nats = shared::Nats::connect(&config.nats, "natter-cli")
+        .await
+        .context("connecting to NATS")?;
+    let caller = nats.caller();
+    let show = |s: &IndexStatus| {
+        println!(
+            "messages indexed: {}; events not yet applied: {}; {}",
+            s.messages,
+            s.lag,
+            if s.rebuilding {
+                format!("rebuilding: {}/{}", s.rebuilt_messages, s.rebuild_total)
+            } else {
+                "not rebuilding".to_owned()
+            }
+        );
+    };
+    match action {
+        SearchAction::Status => {
+            let status = caller
+                .call_to::<SearchStatus>(&IndexStatusRequest {})
+                .await
+                .context("asking the search service")?;
+            show(&status);
+        }
+        SearchAction::Reindex => {
+            let mut status = caller
+                .call_to::<SearchReindex>(&ReindexRequest {})
+                .await
+                .context("asking the search service to rebuild its index")?;
+            show(&status);
+            while status.rebuilding {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                status = caller
+                    .call_to::<SearchStatus>(&IndexStatusRequest {})
+                    .await
+                    .context("asking the search service")?;
+                show(&status);
+            }
+            println!("search index rebuilt");
+        }
+    }
     Ok(())
 }
 

@@ -11,11 +11,11 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use prost::Message as _;
 use shared::endpoint::Server;
 use shared::endpoint::endpoints::{
-    MessageExport, MessageSearchScope, MessageVisible, SearchConversations, SearchMessages,
-    SearchStatus,
+    FriendList, GroupMine, MessageExport, MessageSearchScope, MessageVisible, SearchConversations,
+    SearchMessages, SearchReindex, SearchStatus,
 };
 use shared::ids::UserId;
-use shared::proto::{message as pb, search as spb};
+use shared::proto::{group as gpb, message as pb, search as spb, social};
 use shared::rpc::{Caller, Identity};
 use shared::service::StartError;
 use shared::{Nats, RpcError, subject};
@@ -27,6 +27,7 @@ use crate::{CONSUMER, Config, text};
 const DEFAULT_LIMIT: u32 = 20;
 const MAX_LIMIT: u32 = 50;
 const MAX_QUERY_CHARS: usize = 200;
+const MAX_NAME_QUERY_CHARS: usize = 100;
 /// How deep one can page into results.
 const MAX_OFFSET: u64 = 5_000;
 /// Candidates asked of the index per round, and rounds per page: hits the
@@ -42,6 +43,7 @@ pub(crate) struct State {
     config: Config,
     rebuilding: AtomicBool,
     events: async_nats::jetstream::stream::Stream,
+    shutdown: CancellationToken,
 }
 
 fn consumer_config() -> pull::Config {
@@ -87,6 +89,7 @@ pub async fn run(
         config,
         rebuilding: AtomicBool::new(false),
         events: events.clone(),
+        shutdown: shutdown.clone(),
     });
     let server = Server::start(
         &nats.client,
@@ -99,6 +102,7 @@ pub async fn run(
     .serve::<SearchMessages, _, _>(32, State::messages)
     .serve::<SearchConversations, _, _>(32, State::conversations)
     .serve::<SearchStatus, _, _>(4, State::status)
+    .serve::<SearchReindex, _, _>(1, State::reindex)
     .listen()
     .await?;
     let rebuild = {
@@ -241,10 +245,15 @@ impl State {
 
     /// Reads every message from the messages service into the index, from
     /// where `progress` stands, logging how far it got.
-    pub(crate) async fn rebuild_from(&self, mut progress: Rebuild, shutdown: &CancellationToken) {
+    async fn rebuild_from(&self, progress: Rebuild, shutdown: &CancellationToken) {
         if self.rebuilding.swap(true, Ordering::SeqCst) {
             return;
         }
+        self.rebuild_claimed(progress, shutdown).await;
+    }
+
+    /// [`State::rebuild_from`] once `rebuilding` is claimed; lets it go.
+    async fn rebuild_claimed(&self, mut progress: Rebuild, shutdown: &CancellationToken) {
         tracing::info!(from = %progress.after_id, "rebuilding the search index from the messages service");
         let mut pause = Duration::from_millis(500);
         loop {
@@ -300,6 +309,33 @@ impl State {
         self.rebuilding.store(false, Ordering::SeqCst);
     }
 
+    /// Empties the index and rebuilds it in the background.
+    async fn reindex(
+        self: Arc<Self>,
+        _: (),
+        _input: spb::ReindexRequest,
+    ) -> Result<spb::IndexStatus, RpcError> {
+        if self.rebuilding.swap(true, Ordering::SeqCst) {
+            return Err(RpcError::conflict("the index is being rebuilt already"));
+        }
+        let cleared = async {
+            self.index.clear().await?;
+            self.index.set_rebuild(&Rebuild::default()).await
+        }
+        .await;
+        if let Err(e) = cleared {
+            self.rebuilding.store(false, Ordering::SeqCst);
+            return Err(unavailable(e));
+        }
+        tracing::info!("search index emptied for a rebuild");
+        let state = self.clone();
+        tokio::spawn(async move {
+            let shutdown = state.shutdown.clone();
+            state.rebuild_claimed(Rebuild::default(), &shutdown).await;
+        });
+        self.status((), spb::IndexStatusRequest {}).await
+    }
+
     /// Where the index stands.
     async fn status(
         self: Arc<Self>,
@@ -318,7 +354,7 @@ impl State {
         Ok(spb::IndexStatus {
             messages,
             lag,
-            rebuilding: self.rebuilding.load(Ordering::SeqCst) || !rebuild.done,
+            rebuilding: self.rebuilding.load(Ordering::SeqCst),
             rebuilt_messages: rebuild.indexed,
             rebuild_total: rebuild.total,
         })
@@ -436,13 +472,81 @@ impl State {
             .collect())
     }
 
-    /// The caller's groups by name and friends by name.
+    /// The caller's groups by name and friends (its one-to-one
+    /// conversations) by nickname or username, pinyin too. Both lists are
+    /// asked of their owners as the caller: what it finds is what it has.
     async fn conversations(
         self: Arc<Self>,
-        _me: Identity,
-        _input: spb::SearchConversationsRequest,
+        me: Identity,
+        input: spb::SearchConversationsRequest,
     ) -> Result<spb::SearchConversationsResponse, RpcError> {
-        Err(RpcError::unavailable("not yet"))
+        let typed = input.q.trim();
+        let chars = typed.chars().count();
+        if chars == 0 || chars > MAX_NAME_QUERY_CHARS {
+            return Err(RpcError::bad_request(format!(
+                "q must have 1..={MAX_NAME_QUERY_CHARS} characters"
+            )));
+        }
+        let limit = match input.limit {
+            0 => DEFAULT_LIMIT,
+            1..=MAX_LIMIT => input.limit,
+            _ => {
+                return Err(RpcError::bad_request(format!(
+                    "limit must be within 1..={MAX_LIMIT}"
+                )));
+            }
+        } as usize;
+        let mut hits = Vec::new();
+        let groups = self
+            .caller
+            .call_as::<GroupMine>(&me, &gpb::MyGroupsRequest {})
+            .await?;
+        hits.extend(
+            groups
+                .groups
+                .into_iter()
+                .filter(|g| text::name_matches(&g.name, typed))
+                .take(limit)
+                .map(|g| spb::ConversationHit {
+                    conversation_id: g.conversation_id.clone(),
+                    group: Some(g),
+                    peer: None,
+                }),
+        );
+        let mut friends = Vec::new();
+        let mut after = String::new();
+        loop {
+            let page = self
+                .caller
+                .call_as::<FriendList>(
+                    &me,
+                    &social::ListFriendsRequest {
+                        limit: 200,
+                        after_user_id: after.clone(),
+                    },
+                )
+                .await?;
+            for friend in page.friends {
+                let Some(profile) = friend.profile else {
+                    continue;
+                };
+                after = profile.user_id.clone();
+                let named = text::name_matches(&profile.nickname, typed)
+                    || text::name_matches(&profile.username, typed);
+                if named && friends.len() < limit {
+                    friends.push(profile);
+                }
+            }
+            if !page.has_more || friends.len() >= limit || after.is_empty() {
+                break;
+            }
+        }
+        hits.extend(friends.into_iter().map(|p| spb::ConversationHit {
+            conversation_id: shared::ids::direct_conversation(me.user_id.as_str(), &p.user_id),
+            group: None,
+            peer: Some(p),
+        }));
+        Ok(spb::SearchConversationsResponse { hits })
     }
 }
 

@@ -225,6 +225,47 @@ pub fn snippet(text: &str, terms: &[String], width: usize) -> (String, Vec<(usiz
     (snippet, highlights)
 }
 
+/// Whether a name (a group's, a nickname) matches what a user typed: its
+/// text holds it (without case), or, typed in Latin letters, the name's
+/// pinyin does, whole or by initials: `xiaoming`, `xiaom` and `xm` all find
+/// 王小明, as Chinese users expect of the apps they use every day.
+pub fn name_matches(name: &str, typed: &str) -> bool {
+    use pinyin::ToPinyin;
+    let typed: String = typed
+        .chars()
+        .flat_map(char::to_lowercase)
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    if typed.is_empty() {
+        return false;
+    }
+    let lower: String = name
+        .chars()
+        .flat_map(char::to_lowercase)
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    if lower.contains(&typed) {
+        return true;
+    }
+    if !typed.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return false;
+    }
+    let (mut full, mut initials) = (String::new(), String::new());
+    for (c, p) in lower.chars().zip(lower.as_str().to_pinyin()) {
+        match p {
+            Some(p) => {
+                full.push_str(p.plain());
+                initials.push_str(p.first_letter());
+            }
+            None => {
+                full.push(c);
+                initials.push(c);
+            }
+        }
+    }
+    full.contains(&typed) || initials.contains(&typed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,7 +294,7 @@ mod tests {
     #[test]
     fn mixed_text_gives_both() {
         let t = "明天 meeting 改到3点";
-        for term in ["明天", "meet", "改到", "3"] {
+        for term in ["明天", "meet", "改", "到", "3", "点"] {
             assert!(has(t, term), "{term} in {:?}", indexed(t));
         }
         assert_eq!(query("明天 meeting"), vec!["明天", "meet"]);
@@ -263,6 +304,27 @@ mod tests {
     fn punctuation_and_spaces_are_no_terms() {
         assert!(query("  ，。!? ").is_empty());
         assert!(indexed_string("...").is_empty());
+    }
+
+    #[test]
+    fn names_match_by_text_pinyin_and_initials() {
+        for typed in [
+            "小明",
+            "xiaoming",
+            "XiaoMing",
+            "xiaom",
+            "xm",
+            "wxm",
+            "wang xiao",
+        ] {
+            assert!(name_matches("王小明", typed), "{typed}");
+        }
+        for typed in ["xiaohong", "xh", "小红", "", "  "] {
+            assert!(!name_matches("王小明", typed), "{typed:?}");
+        }
+        assert!(name_matches("Team 项目组", "team"));
+        assert!(name_matches("Team 项目组", "xmz"));
+        assert!(name_matches("Team 项目组", "xiangmu"));
     }
 
     #[test]
