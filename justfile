@@ -93,6 +93,13 @@ web: web-deps
 build:
     cargo build -p natter
 
+# Every target with the features the tests build with (a files test turns
+# on object_store's `integration`, which SurrealDB also uses): the natter
+# binary the e2e and browser tests spawn comes out of the same build, so
+# SurrealDB is compiled once, not once per feature set.
+build-tests:
+    cargo build --workspace --all-targets
+
 # Run nats-server and every service; Ctrl-C stops both. nats-server's config
 # and an nkey per NATS user are written into the data dir (`natter
 # nats-setup`; keys made once and kept): no client gets in without a key.
@@ -135,7 +142,7 @@ up: deps build
 test: test-rust test-web
 
 # The Rust tests (E2E_POSTGRES_URL=postgres://... runs them on PostgreSQL).
-test-rust: deps test-deps build
+test-rust: deps test-deps build-tests
     #!/usr/bin/env bash
     set -euo pipefail
     if cargo nextest --version >/dev/null 2>&1; then
@@ -146,7 +153,7 @@ test-rust: deps test-deps build
 
 # The web client: the committed build matches the sources (and its size),
 # the types check, and the browser tests pass against a real natter.
-test-web: deps web-deps test-deps build
+test-web: deps web-deps test-deps build-tests
     cd web && node build.mjs --check
     cd web && npx tsc --noEmit -p .
     cd web && npx playwright test

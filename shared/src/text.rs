@@ -43,9 +43,43 @@ pub fn fold(text: &str) -> String {
     text.trim().to_lowercase()
 }
 
+/// A name's pinyin, lower-cased and without tones or spaces, whole and by
+/// initials ("王小明" → "wangxiaoming", "wxm"); other characters are kept as
+/// they are, lower-cased ("Team 项目" → "teamxiangmu", "teamxm"). Chinese
+/// users find people and groups by typing these.
+pub fn pinyin(name: &str) -> (String, String) {
+    use pinyin::ToPinyin;
+    let lower: String = name
+        .chars()
+        .flat_map(char::to_lowercase)
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let (mut full, mut initials) = (String::new(), String::new());
+    for (c, p) in lower.chars().zip(lower.as_str().to_pinyin()) {
+        match p {
+            Some(p) => {
+                full.push_str(p.plain());
+                initials.push_str(p.first_letter());
+            }
+            None => {
+                full.push(c);
+                initials.push(c);
+            }
+        }
+    }
+    (full, initials)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_have_pinyin_whole_and_by_initials() {
+        assert_eq!(pinyin("王小明"), ("wangxiaoming".into(), "wxm".into()));
+        assert_eq!(pinyin("Team 项目"), ("teamxiangmu".into(), "teamxm".into()));
+        assert_eq!(pinyin(""), (String::new(), String::new()));
+    }
 
     #[test]
     fn display_text_allows_chinese_and_refuses_control_characters() {

@@ -509,6 +509,24 @@ async fn groups_and_friends_are_found_by_name_and_pinyin() -> anyhow::Result<()>
     assert_eq!(got, ["王小明", "项目 secret", "项目组 Launch"]);
     let (_, reply) = find(&eve, "xm").await?;
     assert!(names(&reply).is_empty(), "{reply}");
+    // People search (anyone signed in): pinyin and initials too; a Chinese
+    // query matches the nickname itself, not pinyin.
+    for typed in ["xiaoming", "wangxiao", "wxm", "小明"] {
+        let (status, reply) = api
+            .get(
+                &format!("/v1/users/search?q={}", urlencode(typed)),
+                Some(&eve.token),
+            )
+            .await?;
+        assert_eq!(status, 200, "{reply}");
+        let nicknames: Vec<&str> = reply["users"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|u| u["nickname"].as_str())
+            .collect();
+        assert_eq!(nicknames, ["王小明"], "{typed}: {reply}");
+    }
     for bad in ["", "%20%20", &"a".repeat(101)] {
         let (status, reply) = api
             .get(

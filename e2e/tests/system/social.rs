@@ -239,12 +239,17 @@ async fn search_finds_usernames_nicknames_and_exact_phones_and_leaks_nothing() -
     // Chinese inside a nickname, without spaces around it.
     let found = search_until(&api, &me, "小明", |b| usernames(b) == ["wangxiaoming"]).await?;
     assert_eq!(found["users"][0]["nickname"], "王小明");
-    // Username prefix (case-insensitive) and nickname substring.
+    // Username prefix (case-insensitive), nickname substring, and the
+    // pinyin of a Chinese nickname (王小明: wangxiaoming, wxm).
     search_until(&api, &me, "XIAO", |b| {
-        usernames(b) == ["xiaohong", "xiaoming"]
+        usernames(b) == ["wangxiaoming", "xiaohong", "xiaoming"]
     })
     .await?;
-    search_until(&api, &me, "ming", |b| usernames(b) == ["xiaoming"]).await?;
+    search_until(&api, &me, "ming", |b| {
+        usernames(b) == ["wangxiaoming", "xiaoming"]
+    })
+    .await?;
+    search_until(&api, &me, "zs", |b| usernames(b) == ["zhangsan"]).await?;
     // Wildcards are literal characters.
     search_until(&api, &me, "%", |b| usernames(b).is_empty()).await?;
     // The exact phone number, however it is written, finds its account only.
@@ -257,17 +262,17 @@ async fn search_finds_usernames_nicknames_and_exact_phones_and_leaks_nothing() -
     search_until(&api, &me, "searcher", |b| usernames(b).is_empty()).await?;
 
     // Pages of one.
-    let first = search_until(&api, &me, "xiao", |b| usernames(b).len() == 2).await?;
+    let first = search_until(&api, &me, "ming", |b| usernames(b).len() == 2).await?;
     assert!(first["nextCursor"].as_str().unwrap_or("").is_empty());
     let (_, page1) = api
-        .get("/v1/users/search?q=xiao&limit=1", Some(&me.token))
+        .get("/v1/users/search?q=ming&limit=1", Some(&me.token))
         .await?;
-    assert_eq!(usernames(&page1), ["xiaohong"]);
+    assert_eq!(usernames(&page1), ["wangxiaoming"]);
     let cursor = page1["nextCursor"].as_str().unwrap_or("").to_owned();
     assert!(!cursor.is_empty());
     let (_, page2) = api
         .get(
-            &format!("/v1/users/search?q=xiao&limit=1&cursor={cursor}"),
+            &format!("/v1/users/search?q=ming&limit=1&cursor={cursor}"),
             Some(&me.token),
         )
         .await?;

@@ -230,7 +230,6 @@ pub fn snippet(text: &str, terms: &[String], width: usize) -> (String, Vec<(usiz
 /// pinyin does, whole or by initials: `xiaoming`, `xiaom` and `xm` all find
 /// 王小明, as Chinese users expect of the apps they use every day.
 pub fn name_matches(name: &str, typed: &str) -> bool {
-    use pinyin::ToPinyin;
     let typed: String = typed
         .chars()
         .flat_map(char::to_lowercase)
@@ -250,19 +249,7 @@ pub fn name_matches(name: &str, typed: &str) -> bool {
     if !typed.chars().all(|c| c.is_ascii_alphanumeric()) {
         return false;
     }
-    let (mut full, mut initials) = (String::new(), String::new());
-    for (c, p) in lower.chars().zip(lower.as_str().to_pinyin()) {
-        match p {
-            Some(p) => {
-                full.push_str(p.plain());
-                initials.push_str(p.first_letter());
-            }
-            None => {
-                full.push(c);
-                initials.push(c);
-            }
-        }
-    }
+    let (full, initials) = shared::text::pinyin(name);
     full.contains(&typed) || initials.contains(&typed)
 }
 

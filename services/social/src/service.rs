@@ -90,6 +90,12 @@ pub async fn run(
 ) -> Result<(), StartError> {
     config.validate()?;
     let pool = db::connect(&config.database_url, 8, &store::MIGRATOR).await?;
+    // Profiles made before nicknames had pinyin get it (a no-op after).
+    match store::fill_pinyin(&pool).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(profiles = n, "nicknames' pinyin filled in"),
+        Err(e) => return Err(StartError::setup("filling in nicknames' pinyin", e)),
+    }
     let inbox = shared::nats::inbox_stream(&nats.jetstream, &config.streams).await?;
     let events = shared::nats::events_stream(&nats.jetstream, &config.streams).await?;
     // Made before the service answers, so no profile changed once it is

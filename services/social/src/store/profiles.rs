@@ -19,14 +19,17 @@ pub async fn create_profile(
         nickname
     };
     sqlx::query(
-        "INSERT INTO profiles (user_id, username, username_norm, nickname, nickname_norm, created_at_ms, updated_at_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (user_id) DO NOTHING",
+        "INSERT INTO profiles (user_id, username, username_norm, nickname, nickname_norm,
+                               nickname_pinyin, nickname_initials, created_at_ms, updated_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) ON CONFLICT (user_id) DO NOTHING",
     )
     .bind(user_id)
     .bind(username)
     .bind(shared::text::fold(username))
     .bind(nickname)
     .bind(shared::text::fold(nickname))
+    .bind(shared::text::pinyin(nickname).0)
+    .bind(shared::text::pinyin(nickname).1)
     .bind(created_at_ms)
     .execute(pool)
     .await?;
@@ -67,7 +70,9 @@ pub async fn update_profile(
             nickname_norm = COALESCE($3, nickname_norm),
             signature = COALESCE($4, signature),
             avatar = COALESCE($5, avatar),
-            updated_at_ms = $6
+            updated_at_ms = $6,
+            nickname_pinyin = COALESCE($7, nickname_pinyin),
+            nickname_initials = COALESCE($8, nickname_initials)
          WHERE user_id = $1",
     )
     .bind(user_id)
@@ -76,14 +81,17 @@ pub async fn update_profile(
     .bind(update.signature)
     .bind(update.avatar)
     .bind(now_ms)
+    .bind(update.nickname.map(|n| shared::text::pinyin(n).0))
+    .bind(update.nickname.map(|n| shared::text::pinyin(n).1))
     .execute(pool)
     .await?;
     Ok(())
 }
 
 /// Users other than `me` whose username starts with `query` or whose
-/// nickname contains it (both compared lowercased), by username, after the
-/// username `after`.
+/// nickname contains it (both compared lowercased), or, for a query in
+/// Latin letters, whose nickname's pinyin contains it whole or by initials
+/// (`xiaoming`, `xm` find 王小明), by username, after the username `after`.
 pub async fn search(
     pool: &AnyPool,
     me: &str,
@@ -91,20 +99,61 @@ pub async fn search(
     after: &str,
     limit: i64,
 ) -> Result<Vec<ProfileRow>, sqlx::Error> {
-    let folded = like_literal(&shared::text::fold(query));
+    let folded = shared::text::fold(query);
+    let latin = folded.chars().all(|c| c.is_ascii_alphanumeric());
+    let typed: String = folded.chars().filter(|c| !c.is_whitespace()).collect();
+    let (literal, pinyin) = (like_literal(&folded), like_literal(&typed));
+    // A query that is not Latin letters matches no pinyin ('' never does).
+    let pinyin = if latin && !typed.is_empty() {
+        format!("%{pinyin}%")
+    } else {
+        String::new()
+    };
     sqlx::query_as(AssertSqlSafe(format!(
         "SELECT {PROFILE_COLUMNS} FROM profiles
          WHERE user_id <> $1 AND username_norm > $2
-           AND (username_norm LIKE $3 ESCAPE '\\' OR nickname_norm LIKE $4 ESCAPE '\\')
+           AND (username_norm LIKE $3 ESCAPE '\\' OR nickname_norm LIKE $4 ESCAPE '\\'
+                OR nickname_pinyin LIKE $6 ESCAPE '\\' OR nickname_initials LIKE $6 ESCAPE '\\')
          ORDER BY username_norm LIMIT $5"
     )))
     .bind(me)
     .bind(after)
-    .bind(format!("{folded}%"))
-    .bind(format!("%{folded}%"))
+    .bind(format!("{literal}%"))
+    .bind(format!("%{literal}%"))
     .bind(limit)
+    .bind(pinyin)
     .fetch_all(pool)
     .await
+}
+
+/// Gives the profiles made before nicknames had pinyin theirs, a page at a
+/// time; how many it filled.
+pub async fn fill_pinyin(pool: &AnyPool) -> Result<u64, sqlx::Error> {
+    let mut filled = 0;
+    loop {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT user_id, nickname FROM profiles WHERE nickname_pinyin IS NULL LIMIT 500",
+        )
+        .fetch_all(pool)
+        .await?;
+        if rows.is_empty() {
+            return Ok(filled);
+        }
+        let mut tx = pool.begin().await?;
+        for (user_id, nickname) in &rows {
+            let (full, initials) = shared::text::pinyin(nickname);
+            sqlx::query(
+                "UPDATE profiles SET nickname_pinyin = $2, nickname_initials = $3 WHERE user_id = $1",
+            )
+            .bind(user_id)
+            .bind(full)
+            .bind(initials)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        filled += rows.len() as u64;
+    }
 }
 
 /// Which of `files` are someone's avatar.
