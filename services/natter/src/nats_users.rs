@@ -236,9 +236,27 @@ pub fn service_permissions(service: Service) -> Permissions {
             true,
         ),
     };
-    if service != Service::Edge {
+    match service {
+        Service::Edge => {}
+        // Search reads the public events through its own durable consumer
+        // and nothing else (not the inboxes, not other streams).
+        Service::Search => {
+            let (stream, consumer) = (subject::EVENTS_STREAM, SEARCH_CONSUMER);
+            for api in [
+                "INFO".to_owned(),
+                format!("STREAM.INFO.{stream}"),
+                format!("STREAM.CREATE.{stream}"),
+                format!("CONSUMER.CREATE.{stream}.{consumer}"),
+                format!("CONSUMER.CREATE.{stream}.{consumer}.>"),
+                format!("CONSUMER.DURABLE.CREATE.{stream}.{consumer}"),
+                format!("CONSUMER.INFO.{stream}.{consumer}"),
+                format!("CONSUMER.MSG.NEXT.{stream}.{consumer}"),
+            ] {
+                publish.extend(js(&api));
+            }
+        }
         // The services own the streams and buckets they declare.
-        publish.extend(all_js);
+        _ => publish.extend(all_js),
     }
     subscribe.push(own_replies(service.name()));
     Permissions {

@@ -21,13 +21,15 @@ use shared::service::StartError;
 use shared::{Nats, RpcError, subject};
 use tokio_util::sync::CancellationToken;
 
-use crate::index::{Doc, Found, Index, Query, Rebuild};
+use crate::index::{Doc, Found, Index, Query, Rebuild, Window};
 use crate::{CONSUMER, Config, text};
 
 const DEFAULT_LIMIT: u32 = 20;
 const MAX_LIMIT: u32 = 50;
 const MAX_QUERY_CHARS: usize = 200;
 const MAX_NAME_QUERY_CHARS: usize = 100;
+/// Pages of 200 friends read per name search at most.
+const MAX_FRIEND_PAGES: usize = 25;
 /// How deep one can page into results.
 const MAX_OFFSET: u64 = 5_000;
 /// Candidates asked of the index per round, and rounds per page: hits the
@@ -286,7 +288,9 @@ impl State {
                 continue;
             }
             progress.indexed += page.messages.len() as u64;
-            progress.total = page.total;
+            if page.total > 0 {
+                progress.total = page.total;
+            }
             if let Some(last) = page.messages.last() {
                 progress.after_id = last.id.clone();
             }
@@ -373,17 +377,21 @@ impl State {
                 user_id: me.user_id.to_string(),
             })
             .await?;
-        let mut windows: HashMap<String, (u64, u64)> = scope
+        let mut windows: Vec<Window> = scope
             .windows
             .into_iter()
-            .map(|w| (w.conversation_id, (w.from_seq, w.to_seq)))
+            .map(|w| Window {
+                conversation_id: w.conversation_id,
+                from: w.from_seq,
+                to: w.to_seq,
+            })
             .collect();
         if !input.conversation_id.is_empty() {
-            windows.retain(|c, _| *c == input.conversation_id);
+            windows.retain(|w| w.conversation_id == input.conversation_id);
         }
         let mut query = Query {
             terms: ask.terms.clone(),
-            conversations: windows.keys().cloned().collect(),
+            windows,
             sender_id: (!input.sender_id.is_empty()).then(|| input.sender_id.clone()),
             kind: (!input.kind.is_empty()).then(|| input.kind.clone()),
             before_ms: (input.before_ms > 0).then_some(input.before_ms),
@@ -392,44 +400,31 @@ impl State {
             start: ask.offset,
             limit: ROUND,
         };
+        // The index answers only within the caller's read windows; what is
+        // left out after (recalled, deleted by the caller for itself) is
+        // asked of the messages service, which owns it.
         let mut hits = Vec::new();
         let mut next = None;
         for _ in 0..ROUNDS {
             let found = self.index.search(&query).await.map_err(unavailable)?;
             let exhausted = (found.len() as u64) < query.limit;
-            let readable: Vec<&Found> = found
-                .iter()
-                .filter(|f| {
-                    windows.get(&f.conv).is_some_and(|&(from, to)| {
-                        let seq = f.seq.max(0) as u64;
-                        seq >= from && (to == 0 || seq <= to)
-                    })
-                })
-                .collect();
-            let visible = self.visible(&me.user_id, &readable).await?;
+            let refs: Vec<&Found> = found.iter().collect();
+            let visible = self.visible(&me.user_id, &refs).await?;
             let mut consumed = 0u64;
             for f in &found {
                 consumed += 1;
-                let Some(message) = visible.get(&f.id) else {
+                let Some(message) = visible.get(&f.key) else {
                     continue;
                 };
-                hits.push(hit(message.clone(), f, &ask.terms, ask.by_time));
+                hits.push(hit(message.clone(), &ask.terms));
                 if hits.len() == ask.limit as usize {
                     break;
                 }
             }
             query.start += consumed;
-            if hits.len() == ask.limit as usize {
-                if !(exhausted && consumed == found.len() as u64) {
-                    next = Some(query.start);
-                }
-                break;
-            }
-            if exhausted {
-                break;
-            }
-            next = Some(query.start);
-            if query.start >= MAX_OFFSET {
+            let rest = consumed < found.len() as u64 || !exhausted;
+            next = rest.then_some(query.start);
+            if hits.len() == ask.limit as usize || exhausted || query.start >= MAX_OFFSET {
                 break;
             }
         }
@@ -515,7 +510,7 @@ impl State {
         );
         let mut friends = Vec::new();
         let mut after = String::new();
-        loop {
+        for _ in 0..MAX_FRIEND_PAGES {
             let page = self
                 .caller
                 .call_as::<FriendList>(
@@ -526,6 +521,7 @@ impl State {
                     },
                 )
                 .await?;
+            let before = after.clone();
             for friend in page.friends {
                 let Some(profile) = friend.profile else {
                     continue;
@@ -537,7 +533,7 @@ impl State {
                     friends.push(profile);
                 }
             }
-            if !page.has_more || friends.len() >= limit || after.is_empty() {
+            if !page.has_more || friends.len() >= limit || after == before {
                 break;
             }
         }
@@ -627,8 +623,10 @@ impl Asked {
     }
 }
 
-/// A hit: the message, its snippet with the matches marked, its score.
-fn hit(message: pb::Message, found: &Found, terms: &[String], by_time: bool) -> spb::MessageHit {
+/// A hit: the message and its snippet with the matches marked. No score:
+/// BM25's weights come from every conversation's words, so a score would
+/// tell how common a word is where the caller cannot read.
+fn hit(message: pb::Message, terms: &[String]) -> spb::MessageHit {
     let words = words(message.body.as_ref())
         .map(|(_, w)| w)
         .unwrap_or_default();
@@ -643,7 +641,6 @@ fn hit(message: pb::Message, found: &Found, terms: &[String], by_time: bool) -> 
                 end: end as u32,
             })
             .collect(),
-        score: if by_time { 0.0 } else { found.score },
     }
 }
 

@@ -181,7 +181,9 @@ pub fn query(text: &str) -> Vec<String> {
                 }
             }
             Run::Han(han, _) => {
-                for token in JIEBA.cut(han, true) {
+                // Without the HMM: it can guess a word the dictionary does
+                // not hold, which the message was never indexed under.
+                for token in JIEBA.cut(han, false) {
                     add(token.word.to_owned());
                 }
             }

@@ -102,7 +102,12 @@ impl State {
             .max_payload
             .saturating_sub(REPLY_HEADROOM);
         more |= fit_page(&mut messages, budget, false);
-        let total = store::count(&self.pool).await?.max(0) as u64;
+        // Counted for the first page only (a count is a whole scan).
+        let total = if input.after_id.is_empty() {
+            store::count(&self.pool).await?.max(0) as u64
+        } else {
+            0
+        };
         Ok(pb::ExportReply {
             messages,
             total,
