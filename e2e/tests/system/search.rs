@@ -366,12 +366,19 @@ async fn all_ids(api: &Api, who: &User, words: &str) -> anyhow::Result<Vec<Strin
     }
 }
 
-/// Waits until a search finds `want` messages; they, sorted.
+/// Waits until a search finds `want` distinct messages, then pages through
+/// them once more (nothing arriving meanwhile: offsets stay put) and
+/// returns that pass's ids, sorted, repeats included.
 async fn all_found(api: &Api, who: &User, words: &str, want: usize) -> anyhow::Result<Vec<String>> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
+        // While the index still takes messages in, a newer one moves the
+        // later pages' offsets: repeats are expected until it is done.
         let mut ids = all_ids(api, who, words).await?;
+        ids.sort();
+        ids.dedup();
         if ids.len() >= want || Instant::now() > deadline {
+            let mut ids = all_ids(api, who, words).await?;
             ids.sort();
             return Ok(ids);
         }
