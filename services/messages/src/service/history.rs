@@ -58,14 +58,17 @@ impl State {
             .map(|row| to_proto(row, self.recall_window_ms()))
             .collect::<Result<_, _>>()?;
         // Long messages: a whole page may not fit in one NATS message.
-        let budget = self
-            .caller
+        let has_more = fit_page(&mut messages, self.reply_budget(), newest_first) || has_more;
+        Ok(pb::HistoryResponse { messages, has_more })
+    }
+
+    /// How many encoded bytes of messages fit in one reply.
+    pub(super) fn reply_budget(&self) -> usize {
+        self.caller
             .client
             .server_info()
             .max_payload
-            .saturating_sub(REPLY_HEADROOM);
-        let has_more = fit_page(&mut messages, budget, newest_first) || has_more;
-        Ok(pb::HistoryResponse { messages, has_more })
+            .saturating_sub(REPLY_HEADROOM)
     }
 
     /// The seqs `me` may read in a conversation; `forbidden` for non-members.

@@ -16,8 +16,6 @@ use crate::store;
 const MAX_REFS: usize = 200;
 /// The most messages one export page holds.
 const MAX_EXPORT: u32 = 1000;
-/// Room left in a NATS message for a reply's headers and framing.
-const REPLY_HEADROOM: usize = 8 * 1024;
 
 impl State {
     /// The conversations `user_id` belongs or belonged to, with the seqs it
@@ -95,13 +93,7 @@ impl State {
             .take(limit as usize)
             .map(|row| to_proto(row, self.recall_window_ms()))
             .collect::<Result<_, _>>()?;
-        let budget = self
-            .caller
-            .client
-            .server_info()
-            .max_payload
-            .saturating_sub(REPLY_HEADROOM);
-        more |= fit_page(&mut messages, budget, false);
+        more |= fit_page(&mut messages, self.reply_budget(), false);
         // Counted for the first page only (a count is a whole scan).
         let total = if input.after_id.is_empty() {
             store::count(&self.pool).await?.max(0) as u64
