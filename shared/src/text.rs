@@ -43,17 +43,22 @@ pub fn fold(text: &str) -> String {
     text.trim().to_lowercase()
 }
 
+/// Lower-cased without any whitespace: how a typed name is compared
+/// ("Wang Xiao" and "wangxiao" alike).
+pub fn compact(text: &str) -> String {
+    text.chars()
+        .flat_map(char::to_lowercase)
+        .filter(|c| !c.is_whitespace())
+        .collect()
+}
+
 /// A name's pinyin, lower-cased and without tones or spaces, whole and by
 /// initials ("王小明" → "wangxiaoming", "wxm"); other characters are kept as
 /// they are, lower-cased ("Team 项目" → "teamxiangmu", "teamxm"). Chinese
 /// users find people and groups by typing these.
 pub fn pinyin(name: &str) -> (String, String) {
     use pinyin::ToPinyin;
-    let lower: String = name
-        .chars()
-        .flat_map(char::to_lowercase)
-        .filter(|c| !c.is_whitespace())
-        .collect();
+    let lower = compact(name);
     let (mut full, mut initials) = (String::new(), String::new());
     for (c, p) in lower.chars().zip(lower.as_str().to_pinyin()) {
         match p {

@@ -232,19 +232,11 @@ pub fn snippet(text: &str, terms: &[String], width: usize) -> (String, Vec<(usiz
 /// pinyin does, whole or by initials: `xiaoming`, `xiaom` and `xm` all find
 /// 王小明, as Chinese users expect of the apps they use every day.
 pub fn name_matches(name: &str, typed: &str) -> bool {
-    let typed: String = typed
-        .chars()
-        .flat_map(char::to_lowercase)
-        .filter(|c| !c.is_whitespace())
-        .collect();
+    let typed = shared::text::compact(typed);
     if typed.is_empty() {
         return false;
     }
-    let lower: String = name
-        .chars()
-        .flat_map(char::to_lowercase)
-        .filter(|c| !c.is_whitespace())
-        .collect();
+    let lower = shared::text::compact(name);
     if lower.contains(&typed) {
         return true;
     }

@@ -100,7 +100,7 @@ pub async fn search(
     limit: i64,
 ) -> Result<Vec<ProfileRow>, sqlx::Error> {
     let folded = shared::text::fold(query);
-    let typed: String = folded.chars().filter(|c| !c.is_whitespace()).collect();
+    let typed = shared::text::compact(&folded);
     let latin = typed.chars().all(|c| c.is_ascii_alphanumeric());
     let (literal, pinyin) = (like_literal(&folded), like_literal(&typed));
     // A query that is not Latin letters matches no pinyin ('' never does).
