@@ -11,7 +11,7 @@ import { formatDay, formatLastSeen, formatTime, t } from "./i18n";
 import {
   conversations, detailsOpen, displayName, formerGroups, groupIdOf, groupMembers, groups, highlight, jumpTo, loadLatest,
   loadNewer, loadOlder, myId, pane, peerOf, pending, presence, previewOf, reportError, retrySend, sendMessage, timelines,
-  transcribe, transcripts, typing, type Msg, type Pending, conversationTitle,
+  transcribe, transcripts, typing, updateConversation, type Msg, type Pending, conversationTitle,
 } from "./state";
 import { sendTyping } from "./ws";
 import type { Conversation, Message } from "./types";
@@ -94,11 +94,9 @@ function ChatHeader({ c }: { c: Conversation }) {
     else detailsOpen.value = !detailsOpen.value;
   };
   const setFlag = (body: { pinned?: boolean; muted?: boolean }) =>
-    attempt(() => api.patch(`/v1/conversations/${enc(c.id)}/settings`, body).then((r: any) => {
-      const next = new Map(conversations.value);
-      next.set(c.id, { ...c, pinned: !!r.pinned, muted: !!r.muted });
-      conversations.value = next;
-    }), reportError);
+    attempt(() => api.patch(`/v1/conversations/${enc(c.id)}/settings`, body).then((r: any) =>
+      updateConversation(c.id, (x) => ({ ...x, pinned: !!r.pinned, muted: !!r.muted })),
+    ), reportError);
   return (
     <header class="chat-head">
       <button class="icon-btn back-btn" aria-label={s.back} onClick={() => (pane.value = "list")}><Icon name="back" /></button>

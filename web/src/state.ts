@@ -175,7 +175,18 @@ export const sortedConversations = computed(() =>
   ),
 );
 
+// When each conversation last changed from a live event or a local action,
+// on a counter, so a list fetched meanwhile does not undo it.
+let edits = 0;
+const editedAt = new Map<string, number>();
+
+function putConversation(id: string, c: Conversation) {
+  editedAt.set(id, ++edits);
+  setMap(conversations, id, c);
+}
+
 export async function loadConversations() {
+  const since = edits;
   const all: Conversation[] = [];
   let query = "?limit=200";
   for (let page = 0; page < 10; page++) {
@@ -186,7 +197,12 @@ export async function loadConversations() {
     query = `?limit=200&before_pinned=${!!last.pinned}&before_activity_ms=${last.lastActivityMs ?? 0}&before_id=${enc(last.id)}`;
   }
   const next = new Map<string, Conversation>();
-  for (const c of all) next.set(c.id, c);
+  // A live event applied while the pages were fetched is newer than what they
+  // say about that conversation (a pin from another device, a message): keep it.
+  for (const c of all) {
+    const local = conversations.value.get(c.id);
+    next.set(c.id, local && (editedAt.get(c.id) ?? 0) > since ? local : c);
+  }
   // Keep local placeholders (a chat opened with a friend, no message yet).
   for (const [id, c] of conversations.value) if (!next.has(id) && !c.lastSeq) next.set(id, c);
   conversations.value = next;
@@ -202,16 +218,16 @@ function reloadConversationsSoon() {
   }, 300);
 }
 
-function updateConversation(id: string, f: (c: Conversation) => Conversation) {
+export function updateConversation(id: string, f: (c: Conversation) => Conversation) {
   const c = conversations.value.get(id);
-  if (c) setMap(conversations, id, f(c));
+  if (c) putConversation(id, f(c));
 }
 
 /** Opens (or creates locally) the chat with a friend. */
 export function openDirect(userId: string) {
   const id = directId(myId.value, userId);
   if (!conversations.value.has(id)) {
-    setMap(conversations, id, { id, kind: "direct", peerUserId: userId, lastActivityMs: String(Date.now()) });
+    putConversation(id, { id, kind: "direct", peerUserId: userId, lastActivityMs: String(Date.now()) });
   }
   openConversation(id);
 }
@@ -344,7 +360,7 @@ export function receiveMessage(m: Message, fromAck = false) {
   const isNew = !known || num(m.seq) > num(known.lastSeq);
   if (!known) {
     const peer = peerOf(id);
-    setMap(conversations, id, {
+    putConversation(id, {
       id,
       kind: id.startsWith("g:") ? "group" : "direct",
       peerUserId: peer,
@@ -356,7 +372,7 @@ export function receiveMessage(m: Message, fromAck = false) {
     if (!fromAck) reloadConversationsSoon();
   } else if (isNew) {
     const viewing = activeId.value === id && document.visibilityState === "visible";
-    setMap(conversations, id, {
+    putConversation(id, {
       ...known,
       lastSeq: m.seq,
       lastMessage: m,
@@ -792,6 +808,7 @@ export function clearState() {
   batch(() => {
     me.value = null;
     conversations.value = new Map();
+    editedAt.clear();
     timelines.value = new Map();
     pending.value = [];
     profiles.value = new Map();

@@ -155,15 +155,31 @@ test("two devices of one user stay in step: messages both ways, read state, pinn
   await expect(messages(laptop.page).filter({ hasText: "sent from the phone" })).toHaveCount(1);
   await expect(messages(laptop.page).filter({ hasText: "sent from the laptop" })).toHaveCount(1);
   // A newer chat goes on top; Hugo pinned on the phone goes first on the laptop.
+  // The new chat makes the laptop fetch its list again; that answer is held
+  // until the pin has arrived live, and must not undo it when it lands.
+  let pinArrived = () => {};
+  const arrived = new Promise<void>((resolve) => (pinArrived = resolve));
+  let listFetched = () => {};
+  const fetched = new Promise<void>((resolve) => (listFetched = resolve));
+  await laptop.page.route("**/v1/conversations?limit=200", async (route) => {
+    const response = await route.fetch();
+    listFetched();
+    await arrived;
+    await route.fulfill({ response });
+  }, { times: 1 });
   const ivy = await seedUser("ivy", "Ivy");
   await befriend(gina, ivy);
   await sendText(ivy, { toUserId: gina.userId }, "a newer chat");
   const chats = laptop.page.getByRole("navigation", { name: "Chats" }).getByRole("button");
   await expect(chats.first()).toContainText("Ivy");
+  await fetched;
   await phone.page.getByRole("button", { name: "Chat actions" }).click();
   await phone.page.getByRole("menuitem", { name: "Pin" }).click();
   await expect(conversation(laptop.page, "Hugo").getByLabel("Pinned")).toBeVisible();
+  pinArrived();
+  await laptop.page.waitForResponse("**/v1/conversations?limit=200");
   await expect(chats.first()).toContainText("Hugo");
+  await expect(conversation(laptop.page, "Hugo").getByLabel("Pinned")).toBeVisible();
   // A device made now starts at the end of gina's inbox: what came before
   // shows from the history, what comes next arrives live, on all three.
   const tablet = await loggedIn(browser, gina);
