@@ -12,6 +12,7 @@ import type { Conversation, FriendRequest, Profile } from "./types";
 import { attempt, Avatar, Icon, Modal } from "./ui";
 import { NewGroupDialog, SettingsDialog } from "./dialogs";
 import { systemText } from "./chat";
+import { SearchResults } from "./search";
 
 export function Sidebar() {
   const s = t();
@@ -60,20 +61,26 @@ export function Sidebar() {
 function ChatList() {
   const s = t();
   const [filter, setFilter] = useState("");
-  const list = sortedConversations.value.filter(
-    (c) => !filter || conversationTitle(c).toLowerCase().includes(filter.toLowerCase()),
-  );
+  const list = sortedConversations.value;
   return (
     <>
-      <div class="side-search">
-        <input class="input" type="search" aria-label={s.searchChats} placeholder={s.searchChats} value={filter} onInput={(e) => setFilter(e.currentTarget.value)} />
+      <div class="side-search" role="search">
+        <input
+          class="input" type="search" aria-label={s.searchAll} placeholder={s.searchAll} value={filter}
+          onInput={(e) => setFilter(e.currentTarget.value)}
+          onKeyDown={(e) => e.key === "Escape" && setFilter("")}
+        />
       </div>
-      <nav class="list" aria-label={s.chats}>
-        {list.length === 0 && <p class="list-empty">{s.noChats}</p>}
-        {list.map((c) => (
-          <ConversationItem key={c.id} c={c} />
-        ))}
-      </nav>
+      {filter.trim() ? (
+        <SearchResults query={filter} />
+      ) : (
+        <nav class="list" aria-label={s.chats}>
+          {list.length === 0 && <p class="list-empty">{s.noChats}</p>}
+          {list.map((c) => (
+            <ConversationItem key={c.id} c={c} />
+          ))}
+        </nav>
+      )}
     </>
   );
 }
