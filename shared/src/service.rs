@@ -46,6 +46,30 @@ pub async fn consume<F, Fut>(
     F: FnMut(async_nats::jetstream::Message) -> Fut,
     Fut: Future<Output = ()>,
 {
+    consume_batches(stream, config, shutdown, 1, |batch| {
+        let handled = batch.into_iter().next().map(&mut handle);
+        async move {
+            if let Some(handled) = handled {
+                handled.await;
+            }
+        }
+    })
+    .await;
+}
+
+/// Like [`consume`], but hands over what has arrived together, up to
+/// `max` messages in stream order, once the previous batch is handled
+/// (the consumer's `max_ack_pending` bounds how many can be waiting).
+pub async fn consume_batches<F, Fut>(
+    stream: &async_nats::jetstream::stream::Stream,
+    config: async_nats::jetstream::consumer::pull::Config,
+    shutdown: &CancellationToken,
+    max: usize,
+    mut handle: F,
+) where
+    F: FnMut(Vec<async_nats::jetstream::Message>) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let name = config.durable_name.clone().unwrap_or_default();
     let pause = || async {
         tokio::select! {
@@ -58,8 +82,8 @@ pub async fn consume<F, Fut>(
             Ok(consumer) => consumer.messages().await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
-        let mut messages = match messages {
-            Ok(messages) => messages,
+        let mut chunks = match messages {
+            Ok(messages) => messages.ready_chunks(max.max(1)),
             Err(e) => {
                 tracing::warn!(error = %e, consumer = %name, "cannot pull from the consumer");
                 if pause().await {
@@ -71,12 +95,18 @@ pub async fn consume<F, Fut>(
         loop {
             let next = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                next = messages.next() => next,
+                next = chunks.next() => next,
             };
-            match next {
-                Some(Ok(message)) => handle(message).await,
-                Some(Err(e)) => tracing::debug!(error = %e, consumer = %name, "consumer error"),
-                None => break,
+            let Some(chunk) = next else { break };
+            let mut batch = Vec::with_capacity(chunk.len());
+            for message in chunk {
+                match message {
+                    Ok(message) => batch.push(message),
+                    Err(e) => tracing::debug!(error = %e, consumer = %name, "consumer error"),
+                }
+            }
+            if !batch.is_empty() {
+                handle(batch).await;
             }
         }
     }

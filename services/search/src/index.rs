@@ -40,6 +40,21 @@ pub struct Doc {
     pub terms: String,
 }
 
+/// A change to the index, from one event.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// A message as it is stored.
+    Put(Doc),
+    /// A message recalled: its words go for good.
+    Recall(String),
+    /// A voice message's transcript became its words.
+    Transcribed {
+        id: String,
+        conversation_id: String,
+        terms: String,
+    },
+}
+
 /// Seqs `from..=to` of a conversation (`to` 0: no end).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Window {
@@ -95,13 +110,46 @@ pub struct Rebuild {
     pub total: u64,
 }
 
+/// The layout of the records and indexes; an index written with another
+/// is emptied at start and rebuilt.
+const SCHEMA_VERSION: i64 = 2;
+
 const SCHEMA: &str = "
 DEFINE TABLE IF NOT EXISTS msg SCHEMALESS;
 DEFINE ANALYZER IF NOT EXISTS terms TOKENIZERS blank;
-DEFINE INDEX IF NOT EXISTS msg_terms ON msg FIELDS terms FULLTEXT ANALYZER terms BM25(1.2,0.75);
+DEFINE INDEX IF NOT EXISTS msg_scoped ON msg FIELDS scoped FULLTEXT ANALYZER terms BM25(1.2,0.75);
 DEFINE INDEX IF NOT EXISTS msg_conv ON msg FIELDS conv, seq;
 DEFINE TABLE IF NOT EXISTS meta SCHEMALESS;
 ";
+
+/// A conversation's key in the index: 40 bits of its id's FNV-1a hash, in
+/// hex. Two conversations may share one (a search also filters by the
+/// conversation itself); it only has to be short and never change.
+pub fn scope_key(conversation_id: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in conversation_id.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{:010x}", hash >> 24)
+}
+
+/// `terms` as the index holds them: each one within its conversation
+/// (`<key>:<term>`), so a search reads only the postings of the caller's
+/// conversations, and a word's weight counts that conversation alone.
+pub fn scoped(conversation_id: &str, terms: &str) -> String {
+    let key = scope_key(conversation_id);
+    let mut out = String::with_capacity(terms.len() + 12 * terms.split(' ').count());
+    for term in terms.split(' ').filter(|t| !t.is_empty()) {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&key);
+        out.push(':');
+        out.push_str(term);
+    }
+    out
+}
 
 /// The index, shared by the feed, the rebuild and the searches.
 #[derive(Clone)]
@@ -117,62 +165,105 @@ impl Index {
         let db = Surreal::new::<SurrealKv>(path.to_string_lossy().as_ref()).await?;
         db.use_ns("natter").use_db("search").await?;
         db.query(SCHEMA).await?.check()?;
+        let mut response = db
+            .query("(SELECT version FROM ONLY meta:schema).version")
+            .await?;
+        let version: Option<i64> = response.take(0)?;
+        if version != Some(SCHEMA_VERSION) {
+            // Another layout (or none yet): start empty; the feed and a
+            // rebuild fill it.
+            db.query(
+                "REMOVE INDEX IF EXISTS msg_terms ON msg; DELETE msg RETURN NONE; DELETE meta RETURN NONE;
+                 UPSERT meta:schema SET version = $version RETURN NONE;",
+            )
+            .bind(("version", SCHEMA_VERSION))
+            .await?
+            .check()?;
+        }
         Ok(Self { db })
     }
 
     /// Writes messages (again: the same record each time), but never the
     /// words of a recalled one.
     pub async fn put(&self, docs: &[Doc]) -> Result<(), IndexError> {
-        if docs.is_empty() {
-            return Ok(());
-        }
-        let docs: Vec<Value> = docs
-            .iter()
-            .map(|d| {
-                json!({
-                    "id": d.id, "conv": d.conversation_id, "seq": d.seq,
-                    "sender": d.sender_id, "kind": d.kind, "ts": d.ts_ms,
-                    "terms": d.terms, "recalled": false,
-                })
-            })
-            .collect();
-        self.db
-            .query(
-                "INSERT INTO msg $docs ON DUPLICATE KEY UPDATE
-                    conv = $input.conv, seq = $input.seq, sender = $input.sender,
-                    kind = $input.kind, ts = $input.ts,
-                    terms = IF recalled OR $input.terms = '' THEN terms ELSE $input.terms END
-                 RETURN NONE",
-            )
-            .bind(("docs", Value::Array(docs)))
-            .await?
-            .check()?;
-        Ok(())
+        let changes: Vec<Change> = docs.iter().cloned().map(Change::Put).collect();
+        self.apply(&changes).await
     }
 
     /// Forgets a recalled message's words, for good.
     pub async fn recall(&self, id: &str) -> Result<(), IndexError> {
-        self.db
-            .query("UPSERT type::record('msg', $id) SET recalled = true, terms = '' RETURN NONE")
-            .bind(("id", id.to_owned()))
-            .await?
-            .check()?;
-        Ok(())
+        self.apply(&[Change::Recall(id.to_owned())]).await
     }
 
-    /// A voice message's transcript became its words. Written even before
-    /// the message's own record (a rebuild may bring that later, without
-    /// the transcript: [`Index::put`] keeps these words).
-    pub async fn transcribed(&self, id: &str, terms: &str) -> Result<(), IndexError> {
-        self.db
-            .query(
-                "UPSERT type::record('msg', $id)
-                 SET terms = IF recalled = true THEN '' ELSE $terms END RETURN NONE",
-            )
-            .bind(("id", id.to_owned()))
-            .bind(("terms", terms.to_owned()))
-            .await?
-            .check()?;
+    /// Applies changes in their order, all or none (one transaction): a
+    /// batch of events costs one write. Each change can be applied again.
+    pub async fn apply(&self, changes: &[Change]) -> Result<(), IndexError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut sql = String::from("BEGIN TRANSACTION;\n");
+        let mut binds: Vec<(String, Value)> = Vec::new();
+        let mut i = 0;
+        while i < changes.len() {
+            let n = binds.len();
+            match &changes[i] {
+                Change::Put(_) => {
+                    // Consecutive messages in one statement.
+                    let mut docs = Vec::new();
+                    while let Some(Change::Put(d)) = changes.get(i) {
+                        docs.push(json!({
+                            "id": d.id, "conv": d.conversation_id, "seq": d.seq,
+                            "sender": d.sender_id, "kind": d.kind, "ts": d.ts_ms,
+                            "terms": d.terms, "scoped": scoped(&d.conversation_id, &d.terms),
+                            "recalled": false,
+                        }));
+                        i += 1;
+                    }
+                    sql.push_str(&format!(
+                        "INSERT INTO msg $b{n} ON DUPLICATE KEY UPDATE
+                            conv = $input.conv, seq = $input.seq, sender = $input.sender,
+                            kind = $input.kind, ts = $input.ts,
+                            terms = IF recalled OR $input.terms = '' THEN terms ELSE $input.terms END,
+                            scoped = IF recalled OR $input.terms = '' THEN scoped ELSE $input.scoped END
+                         RETURN NONE;\n"
+                    ));
+                    binds.push((format!("b{n}"), Value::Array(docs)));
+                    continue;
+                }
+                Change::Recall(id) => {
+                    sql.push_str(&format!(
+                        "UPSERT type::record('msg', $b{n}) SET recalled = true, terms = '', scoped = '' RETURN NONE;\n"
+                    ));
+                    binds.push((format!("b{n}"), json!(id)));
+                }
+                Change::Transcribed {
+                    id,
+                    conversation_id,
+                    terms,
+                } => {
+                    // Written even before the message's own record (a
+                    // rebuild may bring that later, without the
+                    // transcript: a put keeps these words).
+                    sql.push_str(&format!(
+                        "UPSERT type::record('msg', $b{n})
+                         SET terms = IF recalled = true THEN '' ELSE $b{t} END,
+                             scoped = IF recalled = true THEN '' ELSE $b{s} END RETURN NONE;\n",
+                        t = n + 1,
+                        s = n + 2
+                    ));
+                    binds.push((format!("b{n}"), json!(id)));
+                    binds.push((format!("b{}", n + 1), json!(terms)));
+                    binds.push((format!("b{}", n + 2), json!(scoped(conversation_id, terms))));
+                }
+            }
+            i += 1;
+        }
+        sql.push_str("COMMIT TRANSACTION;");
+        let mut request = self.db.query(sql);
+        for bind in binds {
+            request = request.bind(bind);
+        }
+        request.await?.check()?;
         Ok(())
     }
 
@@ -191,11 +282,29 @@ impl Index {
                 "(conv = $c{i} AND seq >= $f{i} AND ($t{i} = 0 OR seq <= $t{i}))"
             ));
         }
+        // The postings of the query's terms in the caller's conversations
+        // (any term: one of them may suffice for a match), then every term
+        // required of each candidate.
+        let mut tokens = String::new();
+        for w in &query.windows {
+            let key = scope_key(&w.conversation_id);
+            for term in &query.terms {
+                if !tokens.is_empty() {
+                    tokens.push(' ');
+                }
+                tokens.push_str(&key);
+                tokens.push(':');
+                tokens.push_str(term);
+            }
+        }
         let mut sql = format!(
             "SELECT record::id(id) AS key, conv, seq, ts, search::score(1) AS score FROM msg
-             WHERE terms @1@ $q AND ({})",
+             WHERE scoped @1,OR@ $tokens AND ({})",
             scope.join(" OR ")
         );
+        if query.terms.len() > 1 {
+            sql.push_str(" AND $terms ALLINSIDE string::split(terms, ' ')");
+        }
         if query.sender_id.is_some() {
             sql.push_str(" AND sender = $sender");
         }
@@ -222,7 +331,8 @@ impl Index {
         let mut request = self
             .db
             .query(sql)
-            .bind(("q", query.terms.join(" ")))
+            .bind(("tokens", tokens))
+            .bind(("terms", query.terms.clone()))
             .bind(("whole", whole))
             .bind(("sender", query.sender_id.clone().unwrap_or_default()))
             .bind(("kind", query.kind.clone().unwrap_or_default()))
@@ -277,6 +387,18 @@ impl Index {
             .bind(("after_id", r.after_id.clone()))
             .bind(("indexed", r.indexed as i64))
             .bind(("total", r.total as i64))
+            .await?
+            .check()?;
+        Ok(())
+    }
+
+    /// Marks the index as written with layout `version` (tests of the
+    /// layout change only).
+    #[doc(hidden)]
+    pub async fn set_layout_for_test(&self, version: i64) -> Result<(), IndexError> {
+        self.db
+            .query("UPSERT meta:schema SET version = $version RETURN NONE")
+            .bind(("version", version))
             .await?
             .check()?;
         Ok(())

@@ -21,7 +21,7 @@ use shared::service::StartError;
 use shared::{Nats, RpcError, subject};
 use tokio_util::sync::CancellationToken;
 
-use crate::index::{Doc, Found, Index, Query, Rebuild, Window};
+use crate::index::{Change, Doc, Found, Index, Query, Rebuild, Window};
 use crate::{CONSUMER, Config, text};
 
 const DEFAULT_LIMIT: u32 = 20;
@@ -38,6 +38,8 @@ const MAX_OFFSET: u64 = 5_000;
 const ROUND: u64 = 100;
 const ROUNDS: usize = 4;
 const SNIPPET_CHARS: usize = 120;
+/// Events applied in one write at most (and delivered unacknowledged).
+const BATCH: usize = 256;
 
 pub(crate) struct State {
     pub(crate) index: Index,
@@ -60,7 +62,7 @@ fn consumer_config() -> pull::Config {
         deliver_policy: DeliverPolicy::New,
         ack_policy: AckPolicy::Explicit,
         ack_wait: Duration::from_secs(30),
-        max_ack_pending: 1,
+        max_ack_pending: BATCH as i64,
         ..Default::default()
     }
 }
@@ -122,14 +124,15 @@ pub async fn run(
     Ok(())
 }
 
-/// Applies the events to the index, one at a time, in stream order.
+/// Applies the events to the index in stream order, what arrived together
+/// in one write.
 async fn feed(
     state: Arc<State>,
     events: async_nats::jetstream::stream::Stream,
     shutdown: CancellationToken,
 ) {
-    shared::service::consume(&events, consumer_config(), &shutdown, |event| {
-        state.apply(event)
+    shared::service::consume_batches(&events, consumer_config(), &shutdown, BATCH, |batch| {
+        state.apply(batch)
     })
     .await;
 }
@@ -167,66 +170,77 @@ fn is_recalled(message: &pb::Message) -> bool {
     )
 }
 
+/// What an event changes in the index (nothing for an event it does not
+/// use or cannot read).
+fn changes(event: &async_nats::jetstream::Message, out: &mut Vec<Change>) {
+    match event.subject.as_str() {
+        subject::event::MESSAGES_CREATED => {
+            match pb::MessagesCreated::decode(event.payload.as_ref()) {
+                Ok(created) => put_changes(&created.messages, out),
+                Err(e) => tracing::warn!(error = %e, "undecodable messages.created skipped"),
+            }
+        }
+        subject::event::MESSAGE_RECALLED => {
+            match pb::MessageRecalled::decode(event.payload.as_ref()) {
+                Ok(recalled) => out.push(Change::Recall(recalled.message_id)),
+                Err(e) => tracing::warn!(error = %e, "undecodable message.recalled skipped"),
+            }
+        }
+        subject::event::MESSAGE_TRANSCRIBED => {
+            match pb::MessageTranscribed::decode(event.payload.as_ref()) {
+                Ok(t) => out.push(Change::Transcribed {
+                    terms: text::indexed_string(&t.transcript),
+                    id: t.message_id,
+                    conversation_id: t.conversation_id,
+                }),
+                Err(e) => tracing::warn!(error = %e, "undecodable message.transcribed skipped"),
+            }
+        }
+        other => tracing::debug!(subject = other, "event not for the index"),
+    }
+}
+
+/// Messages as they are: their words, or their recall.
+fn put_changes(messages: &[pb::Message], out: &mut Vec<Change>) {
+    for message in messages {
+        if is_recalled(message) {
+            out.push(Change::Recall(message.id.clone()));
+        } else if let Some(doc) = doc(message) {
+            out.push(Change::Put(doc));
+        }
+    }
+}
+
 impl State {
-    /// Applies one event; it is asked for again later when the index fails.
-    async fn apply(&self, event: async_nats::jetstream::Message) {
-        let applied = match event.subject.as_str() {
-            subject::event::MESSAGES_CREATED => {
-                match pb::MessagesCreated::decode(event.payload.as_ref()) {
-                    Ok(created) => self.put(&created.messages).await,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "undecodable messages.created skipped");
-                        Ok(())
-                    }
-                }
-            }
-            subject::event::MESSAGE_RECALLED => {
-                match pb::MessageRecalled::decode(event.payload.as_ref()) {
-                    Ok(recalled) => self.index.recall(&recalled.message_id).await,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "undecodable message.recalled skipped");
-                        Ok(())
-                    }
-                }
-            }
-            subject::event::MESSAGE_TRANSCRIBED => {
-                match pb::MessageTranscribed::decode(event.payload.as_ref()) {
-                    Ok(t) => {
-                        let terms = text::indexed_string(&t.transcript);
-                        self.index.transcribed(&t.message_id, &terms).await
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "undecodable message.transcribed skipped");
-                        Ok(())
-                    }
-                }
-            }
-            other => {
-                tracing::debug!(subject = other, "event not for the index");
-                Ok(())
-            }
-        };
-        match applied {
+    /// Applies what arrived together in one write; it is all asked for
+    /// again later when the index fails.
+    async fn apply(&self, events: Vec<async_nats::jetstream::Message>) {
+        let mut all = Vec::new();
+        for event in &events {
+            changes(event, &mut all);
+        }
+        match self.index.apply(&all).await {
             Ok(()) => {
-                let _ = event.ack().await;
+                for event in &events {
+                    let _ = event.ack().await;
+                }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "event not indexed; asked for again");
-                let _ = event
-                    .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
-                    .await;
+                tracing::warn!(error = %e, events = events.len(), "events not indexed; asked for again");
+                for event in &events {
+                    let _ = event
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
+                        .await;
+                }
             }
         }
     }
 
     /// Indexes messages as they are: their words, or their recall.
     async fn put(&self, messages: &[pb::Message]) -> Result<(), crate::index::IndexError> {
-        let docs: Vec<Doc> = messages.iter().filter_map(doc).collect();
-        self.index.put(&docs).await?;
-        for message in messages.iter().filter(|m| is_recalled(m)) {
-            self.index.recall(&message.id).await?;
-        }
-        Ok(())
+        let mut all = Vec::new();
+        put_changes(messages, &mut all);
+        self.index.apply(&all).await
     }
 
     /// Rebuilds the index from the messages service when it holds nothing
