@@ -471,6 +471,14 @@ impl System {
         self.processes.iter().map(|(_, child)| child.id()).collect()
     }
 
+    /// The process id of the first `natter` process running `service`.
+    pub fn pid_of(&self, service: Service) -> Option<u32> {
+        self.processes
+            .iter()
+            .find(|(services, _)| services.contains(&service))
+            .map(|(_, child)| child.id())
+    }
+
     /// Starts one service as a `natter` process.
     pub fn spawn_process(&mut self, service: Service) -> anyhow::Result<()> {
         self.spawn_services(&[service])

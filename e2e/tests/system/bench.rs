@@ -45,6 +45,7 @@ fn a_quick_run_measures_every_scenario() {
         "files:",
         "photos:",
         "speech:",
+        "search:",
     ] {
         assert!(stdout.contains(heading), "no {heading:?} in:\n{stdout}");
     }
@@ -143,4 +144,13 @@ fn a_quick_run_measures_every_scenario() {
             .is_some_and(|missed| missed <= 0.2),
         "{speech}"
     );
+    let search = &report["results"]["search"];
+    // Everything sent was indexed, and a page came back with hits.
+    assert_eq!(search["messages"].as_u64(), Some(20_000), "{search}");
+    positive(search, "/fill/indexed_per_s");
+    positive(search, "/query/ranked_top20_p99_ms");
+    positive(search, "/index_bytes_per_message");
+    positive(search, "/search_rss_bytes");
+    let first = &search["query"]["queries"][0];
+    assert_eq!(first["hits"].as_u64(), Some(20), "{first}");
 }

@@ -12,7 +12,8 @@
 //!
 //! Layout: `target.rs` (what is measured: own system or a running one),
 //! `wire.rs` (a lean WebSocket client), one module per scenario
-//! (`baseline`, `direct`, `groups`, `offline`, `idle`, `footprint`),
+//! (`baseline`, `direct`, `groups`, `offline`, `idle`, `footprint`,
+//! `files`, `speech`, `search`),
 //! `report.rs` (percentiles, the table and the JSON file).
 
 mod baseline;
@@ -24,6 +25,7 @@ mod groups;
 mod idle;
 mod offline;
 mod report;
+mod search;
 mod speech;
 mod target;
 mod wire;
@@ -52,6 +54,7 @@ enum Scenario {
     Idle,
     Files,
     Speech,
+    Search,
 }
 
 #[derive(Parser)]
@@ -88,6 +91,14 @@ struct Args {
     /// scenario costs without nats-server in the bytes' path.
     #[arg(long)]
     files_on_disk: bool,
+    /// Messages the search scenario indexes (default: 20,000 quick,
+    /// 1,000,000 full).
+    #[arg(long)]
+    search_messages: Option<usize>,
+    /// The one-to-one rate the search scenario's index must follow,
+    /// messages/s (default: 1500, half of what natter takes one-to-one).
+    #[arg(long, default_value_t = 1500)]
+    search_rate: u64,
     /// One-to-one open-loop rates, messages/s in all (default: 200 quick,
     /// 3000,6000,10000 full).
     #[arg(long, value_delimiter = ',')]
@@ -149,6 +160,9 @@ pub struct Plan {
     pub idle: Vec<usize>,
     /// The open-file limit the idle scenario runs under.
     pub fd_limit: Option<u64>,
+    /// Messages the search scenario indexes, and the rate it must follow.
+    pub search_messages: usize,
+    pub search_rate: u64,
     /// The ways of appending of the baseline's batched model.
     pub appends: Vec<baseline::Appends>,
     /// Where the open-loop phases' messages are written, if anywhere.
@@ -193,8 +207,19 @@ impl Plan {
         if idle.iter().any(|n| !(1..=100_000).contains(n)) {
             bail!("idle connection counts must be within 1..=100000");
         }
+        let search_messages =
+            args.search_messages
+                .unwrap_or(if quick { 20_000 } else { 1_000_000 });
+        if !(1000..=10_000_000).contains(&search_messages) {
+            bail!("search messages must be within 1000..=10000000");
+        }
+        if !(1..=100_000).contains(&args.search_rate) {
+            bail!("the search rate must be within 1..=100000 messages/s");
+        }
         Ok(Self {
             quick,
+            search_messages,
+            search_rate: args.search_rate,
             phase_secs: args.phase_secs.unwrap_or(if quick { 2 } else { 5 }),
             pairs,
             rates,
@@ -253,6 +278,7 @@ async fn main() -> anyhow::Result<()> {
             Scenario::Idle,
             Scenario::Files,
             Scenario::Speech,
+            Scenario::Search,
         ]
     } else {
         args.only.clone()
@@ -314,6 +340,7 @@ async fn main() -> anyhow::Result<()> {
                 value
             }
             Scenario::Speech => speech::run(external.as_ref(), &plan).await?,
+            Scenario::Search => search::run(external.as_ref(), &plan).await?,
         };
         results.insert(format!("{scenario:?}").to_lowercase(), value);
     }
