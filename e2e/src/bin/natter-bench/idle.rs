@@ -92,9 +92,19 @@ async fn connections(target: &mut Target, n: usize, per_process: usize) -> anyho
     let shares: Vec<usize> = (0..edges.len())
         .map(|k| n / edges.len() + usize::from(k < n % edges.len()))
         .collect();
-    // Settle, then the baseline memory.
-    tokio::time::sleep(Duration::from_secs(1)).await;
     let rss = || -> Option<u64> { edges.iter().map(|(_, pid)| pid.and_then(rss_bytes)).sum() };
+    // Settle, then the baseline memory: once the processes have given back
+    // what starting took (jemalloc returns pages in the background, later
+    // on a loaded machine), or 10 s at most.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for _ in 0..40 {
+        let first = rss().unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let second = rss().unwrap_or(0);
+        if first.abs_diff(second) <= (first / 200).max(256 * 1024) {
+            break;
+        }
+    }
     let each = || -> Vec<Option<u64>> {
         edges
             .iter()
