@@ -32,10 +32,10 @@ const MAX_NAME_QUERY_CHARS: usize = 100;
 const MAX_FRIEND_PAGES: usize = 25;
 /// How deep one can page into results.
 const MAX_OFFSET: u64 = 5_000;
-/// Candidates asked of the index per round, and rounds per page: hits the
-/// caller may not read (outside its window, deleted for itself) are
+/// Hits checked with the messages service per round, and rounds per page:
+/// hits the caller may not read (recalled, deleted for itself) are
 /// skipped, and a page stops after this many rounds.
-const ROUND: u64 = 100;
+const ROUND: usize = 100;
 const ROUNDS: usize = 4;
 const SNIPPET_CHARS: usize = 120;
 /// Events applied in one write at most (and delivered unacknowledged).
@@ -403,7 +403,7 @@ impl State {
         if !input.conversation_id.is_empty() {
             windows.retain(|w| w.conversation_id == input.conversation_id);
         }
-        let mut query = Query {
+        let query = Query {
             terms: ask.terms.clone(),
             windows,
             sender_id: (!input.sender_id.is_empty()).then(|| input.sender_id.clone()),
@@ -411,22 +411,19 @@ impl State {
             before_ms: (input.before_ms > 0).then_some(input.before_ms),
             after_ms: (input.after_ms > 0).then_some(input.after_ms),
             by_time: ask.by_time,
-            start: ask.offset,
-            limit: ROUND,
         };
         // The index answers only within the caller's read windows; what is
         // left out after (recalled, deleted by the caller for itself) is
-        // asked of the messages service, which owns it.
+        // asked of the messages service, which owns it, a round at a time.
+        let found = self.index.search(&query).await.map_err(unavailable)?;
         let mut hits = Vec::new();
-        let mut next = None;
+        let mut at = (ask.offset as usize).min(found.len());
         for _ in 0..ROUNDS {
-            let found = self.index.search(&query).await.map_err(unavailable)?;
-            let exhausted = (found.len() as u64) < query.limit;
-            let refs: Vec<&Found> = found.iter().collect();
+            let round = &found[at..(at + ROUND).min(found.len())];
+            let refs: Vec<&Found> = round.iter().collect();
             let visible = self.visible(&me.user_id, &refs).await?;
-            let mut consumed = 0u64;
-            for f in &found {
-                consumed += 1;
+            for f in round {
+                at += 1;
                 let Some(message) = visible.get(&f.key) else {
                     continue;
                 };
@@ -435,13 +432,11 @@ impl State {
                     break;
                 }
             }
-            query.start += consumed;
-            let rest = consumed < found.len() as u64 || !exhausted;
-            next = rest.then_some(query.start);
-            if hits.len() == ask.limit as usize || exhausted || query.start >= MAX_OFFSET {
+            if hits.len() == ask.limit as usize || at >= found.len() || at as u64 >= MAX_OFFSET {
                 break;
             }
         }
+        let next = (at < found.len()).then_some(at as u64);
         Ok(spb::SearchMessagesResponse {
             hits,
             next_cursor: next

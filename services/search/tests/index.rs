@@ -30,7 +30,6 @@ async fn ids(index: &Index, words: &str, windows: Vec<Window>) -> Vec<String> {
     let query = Query {
         terms: text::query(words),
         windows,
-        limit: 20,
         ..Query::default()
     };
     let mut found: Vec<String> = index

@@ -51,15 +51,15 @@ impl State {
                 "at most {MAX_REFS} messages at a time"
             )));
         }
-        let mut messages = Vec::with_capacity(input.refs.len());
-        for r in &input.refs {
-            let seq = to_i64(r.seq)?;
-            let Some(row) =
-                store::visible_at(&self.pool, user.as_str(), &r.conversation_id, seq).await?
-            else {
-                continue;
-            };
-            let message = to_proto(&row, self.recall_window_ms())?;
+        let refs = input
+            .refs
+            .iter()
+            .map(|r| Ok((r.conversation_id.clone(), to_i64(r.seq)?)))
+            .collect::<Result<Vec<_>, RpcError>>()?;
+        let rows = store::visible_among(&self.pool, user.as_str(), &refs).await?;
+        let mut messages = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let message = to_proto(row, self.recall_window_ms())?;
             let recalled = matches!(
                 message.body.as_ref().and_then(|b| b.kind.as_ref()),
                 Some(pb::message_body::Kind::Recalled(_))

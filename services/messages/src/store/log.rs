@@ -251,34 +251,46 @@ pub async fn windows_of(
     .await
 }
 
-/// The message at `seq` of `conversation` if `user` may read it: in its
-/// read window and not deleted by it for itself (recalled ones are
-/// returned: the caller sees their body).
-pub async fn visible_at(
+/// Of the messages `refs` (conversation, seq), those `user` may read: in
+/// its read window and not deleted by it for itself (recalled ones are
+/// returned: the caller sees their body). One query for all of them.
+pub async fn visible_among(
     pool: &AnyPool,
     user: &str,
-    conversation: &str,
-    seq: i64,
-) -> Result<Option<MessageRow>, sqlx::Error> {
+    refs: &[(String, i64)],
+) -> Result<Vec<MessageRow>, sqlx::Error> {
+    if refs.is_empty() {
+        return Ok(Vec::new());
+    }
     let columns = MESSAGE_COLUMNS
         .split(", ")
         .map(|c| format!("m.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let pairs = (0..refs.len())
+        .map(|i| {
+            format!(
+                "(m.conversation_id = ${} AND m.seq = ${})",
+                2 + 2 * i,
+                3 + 2 * i
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let sql = format!(
         "SELECT {columns} FROM messages m
          JOIN conversation_members c ON c.conversation_id = m.conversation_id AND c.user_id = $1
-         WHERE m.conversation_id = $2 AND m.seq = $3
+         WHERE ({pairs})
            AND m.seq >= c.joined_seq AND (c.left_seq = 0 OR m.seq <= c.left_seq)
            AND NOT EXISTS (SELECT 1 FROM hidden_messages h
                            WHERE h.user_id = $1 AND h.conversation_id = m.conversation_id
                              AND h.seq = m.seq)"
-    )))
-    .bind(user)
-    .bind(conversation)
-    .bind(seq)
-    .fetch_optional(pool)
-    .await
+    );
+    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(user);
+    for (conversation, seq) in refs {
+        query = query.bind(conversation.as_str()).bind(*seq);
+    }
+    query.fetch_all(pool).await
 }
 
 /// A page of every stored message in id order, after `after_id`.
