@@ -102,6 +102,11 @@ struct Candidate {
     terms: String,
 }
 
+/// Changes written in one transaction at most (an event may carry a
+/// whole batch of messages, and a transaction's writes are held in memory
+/// until it commits).
+const MAX_CHANGES: usize = 1000;
+
 /// BM25's parameters (the usual ones).
 const K1: f64 = 1.2;
 const B: f64 = 0.75;
@@ -287,9 +292,18 @@ impl Index {
         self.apply(&[Change::Recall(id.to_owned())]).await
     }
 
-    /// Applies changes in their order, all or none (one transaction): a
-    /// batch of events costs one write. Each change can be applied again.
+    /// Applies changes in their order, up to [`MAX_CHANGES`] at a time in
+    /// one transaction: a batch of events costs a write or a few. Each
+    /// change can be applied again (a batch cut short is applied whole
+    /// when its events come again).
     pub async fn apply(&self, changes: &[Change]) -> Result<(), IndexError> {
+        for part in changes.chunks(MAX_CHANGES) {
+            self.apply_at_once(part).await?;
+        }
+        Ok(())
+    }
+
+    async fn apply_at_once(&self, changes: &[Change]) -> Result<(), IndexError> {
         if changes.is_empty() {
             return Ok(());
         }
