@@ -104,8 +104,8 @@ struct Candidate {
 
 /// Changes written in one transaction at most (an event may carry a
 /// whole batch of messages, and a transaction's writes are held in memory
-/// until it commits).
-const MAX_CHANGES: usize = 1000;
+/// until it commits): about as many as one batch of sends.
+const MAX_CHANGES: usize = 256;
 
 /// BM25's parameters (the usual ones).
 const K1: f64 = 1.2;
@@ -299,6 +299,9 @@ impl Index {
     pub async fn apply(&self, changes: &[Change]) -> Result<(), IndexError> {
         for part in changes.chunks(MAX_CHANGES) {
             self.apply_at_once(part).await?;
+            // A transaction's work runs on this task: let the process's
+            // other services (one process on an edge box) have the thread.
+            tokio::task::yield_now().await;
         }
         Ok(())
     }

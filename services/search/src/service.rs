@@ -67,12 +67,38 @@ fn consumer_config() -> pull::Config {
     }
 }
 
-/// Runs the search service until `shutdown` is cancelled.
+/// Runs the search service until `shutdown` is cancelled, on threads of
+/// its own: SurrealDB does its work on the task that awaits it, and a
+/// batch of index writes or a search over many candidates would otherwise
+/// hold a thread the other services of the same process (`natter run` on
+/// an edge box) need to answer sends in time.
 pub async fn run(
     config: Config,
     nats: Nats,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("search".into())
+        .spawn(move || {
+            let outcome = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("search")
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(serve(config, nats, shutdown)),
+                Err(e) => Err(StartError::setup("the search service's threads", e)),
+            };
+            let _ = done.send(outcome);
+        })
+        .map_err(|e| StartError::setup("the search service's threads", e))?;
+    result
+        .await
+        .unwrap_or_else(|_| Err(StartError::setup("the search service", "its thread ended")))
+}
+
+async fn serve(config: Config, nats: Nats, shutdown: CancellationToken) -> Result<(), StartError> {
     config.validate()?;
     tokio::task::spawn_blocking(text::warm_up)
         .await
