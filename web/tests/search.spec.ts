@@ -13,6 +13,7 @@ function section(page: Page, name: string) {
 }
 
 test("search finds my messages in Chinese and English and opens the chat at the message; never a stranger's", async ({ browser }) => {
+  test.setTimeout(180_000);
   const ann = await seedUser("ann", "安妮");
   const bob = await seedUser("bob", "Bob");
   const carol = await seedUser("carol", "Carol");
@@ -32,8 +33,9 @@ test("search finds my messages in Chinese and English and opens the chat at the 
   const { page } = await loggedIn(browser, ann);
   await searchBox(page).fill("开会");
   const found = section(page, "Messages").getByRole("list").getByRole("button");
-  // The index follows the event stream: give it the time to catch up.
-  await expect(found).toHaveCount(1, { timeout: 20_000 });
+  // The index follows the event stream in order, behind every message the
+  // other tests sent (10,000 in history.spec.ts): give it time to catch up.
+  await expect(found).toHaveCount(1, { timeout: 60_000 });
   await expect(found.first().locator("mark").first()).toHaveText("开会");
   await expect(section(page, "Messages")).not.toContainText("carol and dave");
 
@@ -75,6 +77,7 @@ test("search finds my messages in Chinese and English and opens the chat at the 
 });
 
 test("a recalled message leaves the results; the search box speaks Chinese", async ({ browser }) => {
+  test.setTimeout(180_000);
   const ann = await seedUser("ann2", "Ann");
   const bob = await seedUser("bob2", "Bob");
   await befriend(ann, bob);
@@ -86,11 +89,11 @@ test("a recalled message leaves the results; the search box speaks Chinese", asy
   await page.getByRole("dialog", { name: "设置" }).getByRole("button", { name: "关闭" }).click();
   await searchBox(page).fill("周末");
   const found = section(page, "聊天记录").getByRole("list").getByRole("button");
-  await expect(found).toHaveCount(2, { timeout: 20_000 });
+  await expect(found).toHaveCount(2, { timeout: 60_000 });
   await call("POST", `/v1/conversations/${encodeURIComponent(sent.conversationId)}/messages/${sent.seq}/recall`, {}, bob.accessToken);
   // The results are asked for again (newest first): the recalled one is gone.
   await section(page, "聊天记录").getByRole("button", { name: "最新" }).click();
-  await expect(found).toHaveCount(1, { timeout: 20_000 });
+  await expect(found).toHaveCount(1, { timeout: 60_000 });
   await expect(found.first()).toContainText("周末电影");
   await searchBox(page).fill("没有这个词");
   await expect(section(page, "聊天记录")).toContainText("没有找到聊天记录");
