@@ -28,7 +28,8 @@ test("search finds my messages in Chinese and English and opens the chat at the 
   // A stranger's conversation with the same words.
   await sendText(carol, { toUserId: dave.userId }, "明天开会 carol and dave only");
   await call("POST", "/v1/groups", { name: "项目组", memberIds: [bob.userId] }, ann.accessToken);
-  await seedUser("xm", "小明");
+  // Other tests make users named 小明 too: look for this one by handle.
+  const xm = await seedUser("xm", "小明");
 
   const { page } = await loggedIn(browser, ann);
   await searchBox(page).fill("开会");
@@ -65,7 +66,7 @@ test("search finds my messages in Chinese and English and opens the chat at the 
   await searchBox(page).fill("xmz");
   await expect(section(page, "Chats and groups").getByRole("button", { name: "项目组" })).toBeVisible();
   await searchBox(page).fill("xiaoming");
-  await expect(section(page, "People").getByRole("button", { name: /小明/ })).toBeVisible();
+  await expect(section(page, "People").getByRole("button", { name: `小明 @${xm.username}` })).toBeVisible();
   await searchBox(page).fill("项目组");
   await section(page, "Chats and groups").getByRole("button", { name: "项目组" }).click();
   await expect(chatHeader(page)).toContainText("项目组");
