@@ -1,9 +1,13 @@
 //! Where a file's bytes go, chosen by URL in the configuration.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::Arc;
 
+use bytes::Bytes;
+use futures::stream::{BoxStream, TryStreamExt};
 use object_store::ObjectStore;
+use object_store::path::Path;
 
 use crate::nats_store::NatsStore;
 
@@ -14,6 +18,69 @@ pub enum StoreError {
     Url(String, String),
     #[error("files.store_url {0:?}: {1}")]
     Open(String, String),
+}
+
+/// The files service's store: any [`ObjectStore`], and the NATS bucket
+/// itself when that is what it is, so that parts are read by the ETag
+/// recorded when they were written ([`NatsStore::read_written`]).
+#[derive(Clone)]
+pub struct Store {
+    pub objects: Arc<dyn ObjectStore>,
+    nats: Option<NatsStore>,
+}
+
+impl Store {
+    /// The bytes `range` of the object at `key`, `size` bytes long, whose
+    /// write returned `e_tag` (if it was recorded), streamed.
+    pub async fn read(
+        &self,
+        key: &str,
+        e_tag: Option<&str>,
+        size: u64,
+        range: Range<u64>,
+    ) -> object_store::Result<BoxStream<'static, object_store::Result<Bytes>>> {
+        if let (Some(nats), Some(e_tag)) = (&self.nats, e_tag) {
+            return nats.read_written(e_tag, size, range);
+        }
+        let got = self
+            .objects
+            .get_opts(
+                &Path::from(key),
+                object_store::GetOptions {
+                    range: Some(range.into()),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        Ok(got.into_stream())
+    }
+
+    /// [`Store::read`], gathered (one piece is not copied).
+    pub async fn read_bytes(
+        &self,
+        key: &str,
+        e_tag: Option<&str>,
+        size: u64,
+        range: Range<u64>,
+    ) -> object_store::Result<Bytes> {
+        let length = usize::try_from(range.end - range.start).unwrap_or(0);
+        let mut pieces: Vec<Bytes> = self
+            .read(key, e_tag, size, range)
+            .await?
+            .try_collect()
+            .await?;
+        Ok(match pieces.len() {
+            0 => Bytes::new(),
+            1 => pieces.remove(0),
+            _ => {
+                let mut joined = Vec::with_capacity(length);
+                for piece in pieces {
+                    joined.extend_from_slice(&piece);
+                }
+                Bytes::from(joined)
+            }
+        })
+    }
 }
 
 /// Opens the store `url` names:
@@ -33,7 +100,11 @@ pub async fn open(
     js: async_nats::jetstream::Context,
     replicas: usize,
     options: &BTreeMap<String, String>,
-) -> Result<Arc<dyn ObjectStore>, StoreError> {
+) -> Result<Store, StoreError> {
+    let any = |objects: Arc<dyn ObjectStore>| Store {
+        objects,
+        nats: None,
+    };
     let bad = |why: &str| StoreError::Url(url.to_owned(), why.to_owned());
     if let Some(bucket) = url.strip_prefix("s3://") {
         if bucket.is_empty() || bucket.contains('/') {
@@ -49,7 +120,7 @@ pub async fn open(
         let store = builder
             .build()
             .map_err(|e| StoreError::Open(url.to_owned(), e.to_string()))?;
-        return Ok(Arc::new(store));
+        return Ok(any(Arc::new(store)));
     }
     if !options.is_empty() {
         return Err(bad("files.store_options are for s3:// stores only"));
@@ -72,7 +143,10 @@ pub async fn open(
             // parts nothing reads (a lost write's, a duplicate's, an
             // unfinished upload's): their chunks go at once.
             .with_grace(std::time::Duration::ZERO);
-        return Ok(Arc::new(store));
+        return Ok(Store {
+            objects: Arc::new(store.clone()),
+            nats: Some(store),
+        });
     }
     if let Some(path) = url.strip_prefix("file://") {
         if !path.starts_with('/') {
@@ -84,7 +158,7 @@ pub async fn open(
             .map_err(|e| StoreError::Open(url.to_owned(), e.to_string()))?;
         let store = object_store::local::LocalFileSystem::new_with_prefix(path)
             .map_err(|e| StoreError::Open(url.to_owned(), e.to_string()))?;
-        return Ok(Arc::new(store));
+        return Ok(any(Arc::new(store)));
     }
     Err(bad(
         "unknown scheme: use nats://BUCKET, file:///PATH or s3://BUCKET",

@@ -17,9 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStoreExt, PutPayload};
 use sha2::{Digest, Sha256};
 use shared::db::{self, AnyPool};
 use shared::endpoint::Server;
@@ -57,7 +58,7 @@ const MAX_NAME_CHARS: usize = 255;
 struct State {
     config: Config,
     pool: AnyPool,
-    bytes: Arc<dyn ObjectStore>,
+    bytes: backend::Store,
     /// One write at a time per upload in this instance (the conditional
     /// update of its offset orders writers across instances).
     uploads: KeyLocks,
@@ -277,11 +278,22 @@ impl State {
         // A key of this write's own: a write that loses the race for this
         // offset (another instance, a retry) never overwrites the winner's.
         let key = part_key(&id, offset);
-        self.bytes
+        let put = self
+            .bytes
+            .objects
             .put(&key, PutPayload::from(data.clone()))
             .await
             .map_err(|e| shared::rpc::internal("storing a part", e))?;
-        if !store::advance_upload(&self.pool, &id, offset, end, key.as_ref()).await? {
+        let advanced = store::advance_upload(
+            &self.pool,
+            &id,
+            offset,
+            end,
+            key.as_ref(),
+            put.e_tag.as_deref(),
+        )
+        .await?;
+        if !advanced {
             // Another writer moved it meanwhile: the client asks again.
             self.delete_objects(vec![key.to_string()]).await;
             return Err(RpcError::conflict("the upload moved; ask for its offset"));
@@ -390,17 +402,20 @@ impl State {
                     file.sha256 = hex(&Sha256::digest(&bytes));
                     file.size = bytes.len() as i64;
                     let key = Path::from(format!("parts/{id}/clean-{}", uuid::Uuid::now_v7()));
-                    self.bytes
+                    let put = self
+                        .bytes
+                        .objects
                         .put(&key, PutPayload::from(bytes))
                         .await
                         .map_err(store_error)?;
-                    cleaned = Some(key.to_string());
+                    cleaned = Some((key.to_string(), put.e_tag));
                 }
                 for t in picture.thumbnails {
                     let key = thumbnail_key(&file.sha256, t.variant.name);
                     made.push(key.clone());
                     let size = t.jpeg.len() as i64;
                     self.bytes
+                        .objects
                         .put(&Path::from(key.as_str()), PutPayload::from(t.jpeg))
                         .await
                         .map_err(store_error)?;
@@ -438,7 +453,12 @@ impl State {
             }
             _ => {}
         }
-        match store::complete_upload(&self.pool, &file, cleaned.as_deref(), &thumbnails).await? {
+        let recorded = cleaned
+            .as_ref()
+            .map(|(key, e_tag)| (key.as_str(), e_tag.as_deref()));
+        let completed = store::complete_upload(&self.pool, &file, recorded, &thumbnails).await?;
+        let cleaned = cleaned.map(|(key, _)| key);
+        match completed {
             store::Completed::Kept { obsolete, unused } => {
                 self.delete_objects(obsolete.into_iter().chain(unused).collect())
                     .await;
@@ -459,20 +479,32 @@ impl State {
             .ok_or_else(RpcError::internal)
     }
 
+    /// The bytes `range` of a stored part, streamed.
+    async fn read_part(
+        &self,
+        part: &store::PartRow,
+        range: std::ops::Range<u64>,
+    ) -> Result<BoxStream<'static, object_store::Result<Bytes>>, RpcError> {
+        self.bytes
+            .read(
+                &part.object_key,
+                part.e_tag.as_deref(),
+                part.size as u64,
+                range,
+            )
+            .await
+            .map_err(store_error)
+    }
+
     /// The whole content of a complete upload, in memory (media only: the
     /// kinds' limits bound it).
     async fn content(&self, id: &str, length: i64) -> Result<Bytes, RpcError> {
         let mut bytes = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
         for part in store::parts(&self.pool, id, 0, length).await? {
-            let data = self
-                .bytes
-                .get(&Path::from(part.object_key))
-                .await
-                .map_err(store_error)?
-                .bytes()
-                .await
-                .map_err(store_error)?;
-            bytes.extend_from_slice(&data);
+            let mut data = self.read_part(&part, 0..part.size as u64).await?;
+            while let Some(piece) = data.try_next().await.map_err(store_error)? {
+                bytes.extend_from_slice(&piece);
+            }
         }
         Ok(Bytes::from(bytes))
     }
@@ -485,8 +517,10 @@ impl State {
         let bytes = self.bytes.clone();
         tokio::spawn(async move {
             for part in parts {
-                let mut chunks = match bytes.get(&Path::from(part.object_key)).await {
-                    Ok(got) => got.into_stream(),
+                let whole = 0..part.size as u64;
+                let read = bytes.read(&part.object_key, part.e_tag.as_deref(), whole.end, whole);
+                let mut chunks = match read.await {
+                    Ok(chunks) => chunks,
                     Err(e) => {
                         let _ = tx.send(Err(std::io::Error::other(e))).await;
                         return;
@@ -532,12 +566,7 @@ impl State {
         let mut head = Vec::with_capacity(SNIFF_BYTES);
         let mut size = 0i64;
         for part in store::parts(&self.pool, id, 0, length).await? {
-            let mut stream = self
-                .bytes
-                .get(&Path::from(part.object_key))
-                .await
-                .map_err(store_error)?
-                .into_stream();
+            let mut stream = self.read_part(&part, 0..part.size as u64).await?;
             while let Some(bytes) = stream.try_next().await.map_err(store_error)? {
                 digest.update(&bytes);
                 size += bytes.len() as i64;
@@ -557,7 +586,7 @@ impl State {
     /// Deletes objects nothing reads any more (their rows are gone).
     async fn delete_objects(&self, keys: Vec<String>) {
         for key in keys {
-            if let Err(e) = self.bytes.delete(&Path::from(key.as_str())).await {
+            if let Err(e) = self.bytes.objects.delete(&Path::from(key.as_str())).await {
                 tracing::warn!(error = %e, key, "part not deleted");
             }
         }
@@ -668,7 +697,12 @@ impl State {
             let range = start.max(first) - first..end.min(last) - first;
             let bytes = self
                 .bytes
-                .get_range(&Path::from(part.object_key), range)
+                .read_bytes(
+                    &part.object_key,
+                    part.e_tag.as_deref(),
+                    part.size as u64,
+                    range,
+                )
                 .await
                 .map_err(store_error)?;
             pieces.push(bytes);
@@ -711,6 +745,7 @@ impl State {
             Bytes::new()
         } else {
             self.bytes
+                .objects
                 .get_range(&Path::from(thumbnail.object_key.as_str()), start..end)
                 .await
                 .map_err(store_error)?

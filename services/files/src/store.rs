@@ -60,6 +60,9 @@ pub struct PartRow {
     pub start: i64,
     pub size: i64,
     pub object_key: String,
+    /// The ETag the object store gave its write (NULL on parts from before
+    /// it was kept): a part is never replaced, so it names these bytes.
+    pub e_tag: Option<String>,
 }
 
 pub async fn insert_upload(pool: &AnyPool, row: &UploadRow) -> Result<(), sqlx::Error> {
@@ -98,6 +101,7 @@ pub async fn advance_upload(
     from: i64,
     to: i64,
     object_key: &str,
+    e_tag: Option<&str>,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let done = sqlx::query("UPDATE uploads SET received = $1 WHERE file_id = $2 AND received = $3")
@@ -109,13 +113,16 @@ pub async fn advance_upload(
     if done.rows_affected() != 1 {
         return Ok(false);
     }
-    sqlx::query("INSERT INTO parts (upload_id, start, size, object_key) VALUES ($1, $2, $3, $4)")
-        .bind(file_id)
-        .bind(from)
-        .bind(to - from)
-        .bind(object_key)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO parts (upload_id, start, size, object_key, e_tag) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(file_id)
+    .bind(from)
+    .bind(to - from)
+    .bind(object_key)
+    .bind(e_tag)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(true)
 }
@@ -128,7 +135,7 @@ pub async fn parts(
     end: i64,
 ) -> Result<Vec<PartRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT start, size, object_key FROM parts
+        "SELECT start, size, object_key, e_tag FROM parts
          WHERE upload_id = $1 AND start < $2 AND start + size > $3 ORDER BY start",
     )
     .bind(upload_id)
@@ -215,11 +222,11 @@ pub enum Completed {
 /// content when the content is new (`file.parts_of` is the upload), and are
 /// forgotten when the content was stored already. `cleaned`: the object
 /// holding the content instead of the parts (an image without its
-/// metadata), as one part. `thumbnails`: the content's, stored already.
+/// metadata), as one part: its object key and ETag. `thumbnails`: the content's, stored already.
 pub async fn complete_upload(
     pool: &AnyPool,
     file: &FileRow,
-    cleaned: Option<&str>,
+    cleaned: Option<(&str, Option<&str>)>,
     thumbnails: &[ThumbnailRow],
 ) -> Result<Completed, sqlx::Error> {
     let mut tx = pool.begin().await?;
@@ -246,14 +253,15 @@ pub async fn complete_upload(
     .await?;
     let completed = if added.rows_affected() == 1 {
         let mut obsolete = Vec::new();
-        if let Some(key) = cleaned {
+        if let Some((key, e_tag)) = cleaned {
             obsolete = take_parts(&mut tx, &file.file_id).await?;
             sqlx::query(
-                "INSERT INTO parts (upload_id, start, size, object_key) VALUES ($1, 0, $2, $3)",
+                "INSERT INTO parts (upload_id, start, size, object_key, e_tag) VALUES ($1, 0, $2, $3, $4)",
             )
             .bind(&file.file_id)
             .bind(file.size)
             .bind(key)
+            .bind(e_tag)
             .execute(&mut *tx)
             .await?;
         }

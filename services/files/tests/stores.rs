@@ -97,10 +97,11 @@ async fn ranges_of_a_many_chunk_object_read_the_right_bytes() {
 async fn ranges_read_right(store: &NatsStore, len: usize) {
     let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
     let location = Path::from("big/object");
-    store
+    let put = store
         .put(&location, PutPayload::from(data.clone()))
         .await
         .expect("put");
+    let e_tag = put.e_tag.expect("the store names what it wrote");
     let len = data.len() as u64;
     let chunk = CHUNK as u64;
     for range in [
@@ -116,11 +117,16 @@ async fn ranges_read_right(store: &NatsStore, len: usize) {
             .get_range(&location, range.clone())
             .await
             .expect("range");
-        assert_eq!(
-            got,
-            Bytes::copy_from_slice(&data[range.start as usize..range.end as usize]),
-            "range {range:?}"
-        );
+        let want = Bytes::copy_from_slice(&data[range.start as usize..range.end as usize]);
+        assert_eq!(got, want, "range {range:?}");
+        // The same bytes by the write's ETag, without the description.
+        let pieces: Vec<Bytes> = store
+            .read_written(&e_tag, len, range.clone())
+            .expect("read by ETag")
+            .try_collect()
+            .await
+            .expect("the chunks");
+        assert_eq!(pieces.concat(), want, "range {range:?} by ETag");
     }
     let suffix = store
         .get_opts(
@@ -135,6 +141,46 @@ async fn ranges_read_right(store: &NatsStore, len: usize) {
     assert_eq!(suffix.range, len - chunk - 3..len);
     let bytes = suffix.bytes().await.expect("suffix bytes");
     assert_eq!(&bytes[..], &data[(len - chunk - 3) as usize..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_by_etag_refuses_what_the_store_never_wrote_and_finds_a_deleted_object_gone() {
+    let server = NatsServer::start();
+    // As the files service opens it: a deleted object's chunks go at once.
+    let store = nats_store(&server, "etags").await.with_grace(Duration::ZERO);
+    let location = Path::from("parts/one");
+    let data = vec![7u8; CHUNK + 10];
+    let len = data.len() as u64;
+    let e_tag = store
+        .put(&location, PutPayload::from(data))
+        .await
+        .expect("put")
+        .e_tag
+        .expect("an ETag");
+    for bad in ["", "a.b", "x>", "*", &"n".repeat(65)] {
+        assert!(
+            store.read_written(bad, len, 0..1).is_err(),
+            "{bad:?} was read"
+        );
+    }
+    assert!(
+        store.read_written(&e_tag, len, 0..len + 1).is_err(),
+        "past the end"
+    );
+    // A well-formed ETag of nothing stored reads nothing.
+    let none: Result<Vec<Bytes>, _> = store
+        .read_written("NoSuchObject0000", len, 0..len)
+        .expect("well formed")
+        .try_collect()
+        .await;
+    assert!(none.is_err(), "an object never written was read");
+    store.delete(&location).await.expect("delete");
+    let deleted: Result<Vec<Bytes>, _> = store
+        .read_written(&e_tag, len, 0..len)
+        .expect("well formed")
+        .try_collect()
+        .await;
+    assert!(deleted.is_err(), "a deleted object was read");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,7 +232,8 @@ async fn the_local_filesystem_store_opens_by_url_and_passes_conformance() {
     let none = Default::default();
     let store = files::backend::open(&url, js.clone(), 1, &none)
         .await
-        .expect("open");
+        .expect("open")
+        .objects;
     put_get_delete_list(&store).await;
     list_uses_directories_correctly(&store).await;
     list_with_delimiter(&store).await;
@@ -390,7 +437,8 @@ async fn an_s3_bucket_opens_by_url_and_passes_conformance() {
     let js = async_nats::jetstream::new(client);
     let store = files::backend::open("s3://natter-files", js, 1, &options)
         .await
-        .expect("open");
+        .expect("open")
+        .objects;
     put_get_delete_list(&store).await;
     get_opts(&store).await;
     list_uses_directories_correctly(&store).await;
