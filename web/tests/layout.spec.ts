@@ -6,6 +6,7 @@ import { baseUrl, befriend, call, chatHeader, conversation, loggedIn, logIn, mes
 const phone = { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 };
 
 test("phone width: one pane at a time, in Chinese, light and dark", async ({ browser }) => {
+  test.setTimeout(180_000);
   const [me, lin, zhou] = await Promise.all([seedUser("wen", "文静"), seedUser("lin", "林晓"), seedUser("zhou", "周杰")]);
   await befriend(me, lin);
   await befriend(me, zhou);
@@ -68,6 +69,19 @@ test("phone width: one pane at a time, in Chinese, light and dark", async ({ bro
     await devices.filter({ hasText: "本设备" }).scrollIntoViewIfNeeded();
     await shot(page, `settings-phone-${scheme}-zh`);
     await settings.getByRole("button", { name: "关闭" }).click();
+
+    // Search at phone width: the results take the list's place, a hit
+    // opens its chat alone. (The index follows the event stream behind the
+    // other tests' messages: give it time.)
+    await page.getByRole("tab", { name: /^消息/ }).click();
+    await page.getByRole("searchbox", { name: "搜索会话、联系人和聊天记录" }).fill("吃饭");
+    const hits = page.locator(".search-results").getByRole("region", { name: "聊天记录" }).getByRole("list").getByRole("button");
+    await expect(hits).toHaveCount(1, { timeout: 60_000 });
+    await expect(hits.first().locator("mark").first()).toHaveText("吃饭");
+    await shot(page, `search-phone-${scheme}-zh`);
+    await hits.first().click();
+    await expect(messages(page).filter({ hasText: "晚上一起吃饭吗" })).toBeInViewport();
+    await expect(page.getByRole("navigation", { name: "消息" })).toBeHidden();
     await context.close();
   }
 

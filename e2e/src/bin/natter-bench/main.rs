@@ -96,7 +96,8 @@ struct Args {
     #[arg(long)]
     search_messages: Option<usize>,
     /// The one-to-one rate the search scenario's index must follow,
-    /// messages/s (default: 1500, half of what natter takes one-to-one).
+    /// messages/s (default: 1500, half of natter's one-to-one saturation
+    /// when search was added; it takes about 22,000/s since: docs/bench.md).
     #[arg(long, default_value_t = 1500)]
     search_rate: u64,
     /// One-to-one open-loop rates, messages/s in all (default: 200 quick,
