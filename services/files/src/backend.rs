@@ -10,6 +10,7 @@ use object_store::ObjectStore;
 use object_store::path::Path;
 
 use crate::nats_store::NatsStore;
+use crate::store::PartRow;
 
 /// What [`open`] refuses.
 #[derive(Debug, thiserror::Error)]
@@ -30,22 +31,20 @@ pub struct Store {
 }
 
 impl Store {
-    /// The bytes `range` of the object at `key`, `size` bytes long, whose
-    /// write returned `e_tag` (if it was recorded), streamed.
-    pub async fn read(
+    /// The bytes `range` of a stored part, streamed: by the ETag its write
+    /// returned where that was recorded and the store is NATS, else by key.
+    pub async fn read_part(
         &self,
-        key: &str,
-        e_tag: Option<&str>,
-        size: u64,
+        part: &PartRow,
         range: Range<u64>,
     ) -> object_store::Result<BoxStream<'static, object_store::Result<Bytes>>> {
-        if let (Some(nats), Some(e_tag)) = (&self.nats, e_tag) {
-            return nats.read_written(e_tag, size, range);
+        if let (Some(nats), Some(e_tag)) = (&self.nats, &part.e_tag) {
+            return nats.read_written(e_tag, part.size as u64, range);
         }
         let got = self
             .objects
             .get_opts(
-                &Path::from(key),
+                &Path::from(part.object_key.as_str()),
                 object_store::GetOptions {
                     range: Some(range.into()),
                     ..Default::default()
@@ -55,20 +54,14 @@ impl Store {
         Ok(got.into_stream())
     }
 
-    /// [`Store::read`], gathered (one piece is not copied).
-    pub async fn read_bytes(
+    /// [`Store::read_part`], gathered (one piece is not copied).
+    pub async fn read_part_bytes(
         &self,
-        key: &str,
-        e_tag: Option<&str>,
-        size: u64,
+        part: &PartRow,
         range: Range<u64>,
     ) -> object_store::Result<Bytes> {
         let length = usize::try_from(range.end - range.start).unwrap_or(0);
-        let mut pieces: Vec<Bytes> = self
-            .read(key, e_tag, size, range)
-            .await?
-            .try_collect()
-            .await?;
+        let mut pieces: Vec<Bytes> = self.read_part(part, range).await?.try_collect().await?;
         Ok(match pieces.len() {
             0 => Bytes::new(),
             1 => pieces.remove(0),

@@ -485,15 +485,7 @@ impl State {
         part: &store::PartRow,
         range: std::ops::Range<u64>,
     ) -> Result<BoxStream<'static, object_store::Result<Bytes>>, RpcError> {
-        self.bytes
-            .read(
-                &part.object_key,
-                part.e_tag.as_deref(),
-                part.size as u64,
-                range,
-            )
-            .await
-            .map_err(store_error)
+        self.bytes.read_part(part, range).await.map_err(store_error)
     }
 
     /// The whole content of a complete upload, in memory (media only: the
@@ -517,9 +509,7 @@ impl State {
         let bytes = self.bytes.clone();
         tokio::spawn(async move {
             for part in parts {
-                let whole = 0..part.size as u64;
-                let read = bytes.read(&part.object_key, part.e_tag.as_deref(), whole.end, whole);
-                let mut chunks = match read.await {
+                let mut chunks = match bytes.read_part(&part, 0..part.size as u64).await {
                     Ok(chunks) => chunks,
                     Err(e) => {
                         let _ = tx.send(Err(std::io::Error::other(e))).await;
@@ -697,12 +687,7 @@ impl State {
             let range = start.max(first) - first..end.min(last) - first;
             let bytes = self
                 .bytes
-                .read_bytes(
-                    &part.object_key,
-                    part.e_tag.as_deref(),
-                    part.size as u64,
-                    range,
-                )
+                .read_part_bytes(&part, range)
                 .await
                 .map_err(store_error)?;
             pieces.push(bytes);
