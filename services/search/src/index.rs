@@ -209,15 +209,24 @@ pub struct Rebuild {
 
 /// The layout of the records and indexes; an index written with another
 /// is emptied at start and rebuilt.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
+/// A plain index over each element of `tokens`, not a FULLTEXT index:
+/// ranking is the service's (it reads the candidates' own terms), and
+/// SurrealDB's full-text index folds every transaction's changes per term
+/// into the term's document set afterwards, which took half of the search
+/// process's CPU while indexing (docs/bench.md). An element index costs a
+/// key per token, written once.
 const SCHEMA: &str = "
 DEFINE TABLE IF NOT EXISTS msg SCHEMALESS;
-DEFINE ANALYZER IF NOT EXISTS terms TOKENIZERS blank;
-DEFINE INDEX IF NOT EXISTS msg_scoped ON msg FIELDS scoped FULLTEXT ANALYZER terms BM25(1.2,0.75);
+DEFINE INDEX IF NOT EXISTS msg_tokens ON msg FIELDS tokens.*;
 DEFINE INDEX IF NOT EXISTS msg_conv ON msg FIELDS conv, seq;
 DEFINE TABLE IF NOT EXISTS meta SCHEMALESS;
 ";
+
+/// Index lookups (a term in a conversation) per statement of a search:
+/// SurrealDB's parser refuses a chain of about 120 `OR`s.
+const LOOKUPS_PER_STATEMENT: usize = 96;
 
 /// A conversation's key in the index: 40 bits of its id's FNV-1a hash, in
 /// hex. Two conversations may share one (a search also filters by the
@@ -231,20 +240,18 @@ pub fn scope_key(conversation_id: &str) -> String {
     format!("{:010x}", hash >> 24)
 }
 
-/// `terms` as the index holds them: each one within its conversation
-/// (`<key>:<term>`), so a search reads only the postings of the caller's
-/// conversations, and a word's weight counts that conversation alone.
-pub fn scoped(conversation_id: &str, terms: &str) -> String {
+/// `terms` as the index holds them: each distinct one within its
+/// conversation (`<key>:<term>`), so a search reads only the index entries
+/// of the caller's conversations.
+pub fn scoped(conversation_id: &str, terms: &str) -> Vec<String> {
     let key = scope_key(conversation_id);
-    let mut out = String::with_capacity(terms.len() + 12 * terms.split(' ').count());
-    for term in terms.split(' ').filter(|t| !t.is_empty()) {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.push_str(&key);
-        out.push(':');
-        out.push_str(term);
-    }
+    let mut out: Vec<String> = terms
+        .split(' ')
+        .filter(|t| !t.is_empty())
+        .map(|term| format!("{key}:{term}"))
+        .collect();
+    out.sort_unstable();
+    out.dedup();
     out
 }
 
@@ -270,7 +277,9 @@ impl Index {
             // Another layout (or none yet): start empty; the feed and a
             // rebuild fill it.
             db.query(
-                "REMOVE INDEX IF EXISTS msg_terms ON msg; DELETE msg RETURN NONE; DELETE meta RETURN NONE;
+                "REMOVE INDEX IF EXISTS msg_terms ON msg; REMOVE INDEX IF EXISTS msg_scoped ON msg;
+                 REMOVE ANALYZER IF EXISTS terms;
+                 DELETE msg RETURN NONE; DELETE meta RETURN NONE;
                  UPSERT meta:schema SET version = $version RETURN NONE;",
             )
             .bind(("version", SCHEMA_VERSION))
@@ -323,7 +332,7 @@ impl Index {
                         docs.push(json!({
                             "id": d.id, "conv": d.conversation_id, "seq": d.seq,
                             "sender": d.sender_id, "kind": d.kind, "ts": d.ts_ms,
-                            "terms": d.terms, "scoped": scoped(&d.conversation_id, &d.terms),
+                            "terms": d.terms, "tokens": scoped(&d.conversation_id, &d.terms),
                             "recalled": false,
                         }));
                         i += 1;
@@ -333,7 +342,7 @@ impl Index {
                             conv = $input.conv, seq = $input.seq, sender = $input.sender,
                             kind = $input.kind, ts = $input.ts,
                             terms = IF recalled OR $input.terms = '' THEN terms ELSE $input.terms END,
-                            scoped = IF recalled OR $input.terms = '' THEN scoped ELSE $input.scoped END
+                            tokens = IF recalled OR $input.terms = '' THEN tokens ELSE $input.tokens END
                          RETURN NONE;\n"
                     ));
                     binds.push((format!("b{n}"), Value::Array(docs)));
@@ -341,7 +350,7 @@ impl Index {
                 }
                 Change::Recall(id) => {
                     sql.push_str(&format!(
-                        "UPSERT type::record('msg', $b{n}) SET recalled = true, terms = '', scoped = '' RETURN NONE;\n"
+                        "UPSERT type::record('msg', $b{n}) SET recalled = true, terms = '', tokens = [] RETURN NONE;\n"
                     ));
                     binds.push((format!("b{n}"), json!(id)));
                 }
@@ -356,7 +365,7 @@ impl Index {
                     sql.push_str(&format!(
                         "UPSERT type::record('msg', $b{n})
                          SET terms = IF recalled = true THEN '' ELSE $b{t} END,
-                             scoped = IF recalled = true THEN '' ELSE $b{s} END RETURN NONE;\n",
+                             tokens = IF recalled = true THEN [] ELSE $b{s} END RETURN NONE;\n",
                         t = n + 1,
                         s = n + 2
                     ));
@@ -381,34 +390,61 @@ impl Index {
         if query.terms.is_empty() || query.windows.is_empty() {
             return Ok(Vec::new());
         }
+        let lookups: Vec<(&Window, &String)> = query
+            .windows
+            .iter()
+            .flat_map(|w| query.terms.iter().map(move |t| (w, t)))
+            .collect();
+        let mut candidates = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for part in lookups.chunks(LOOKUPS_PER_STATEMENT) {
+            for candidate in self.candidates(query, part).await? {
+                // A conversation's terms may be split between statements.
+                if seen.insert(candidate.key.clone()) {
+                    candidates.push(candidate);
+                }
+            }
+        }
+        Ok(rank(candidates, &query.terms, query.by_time))
+    }
+
+    /// The messages that hold any of `lookups` (a term in a conversation's
+    /// window; one term may suffice for a match, [`rank`] requires every
+    /// term) and every other condition of `query`.
+    async fn candidates(
+        &self,
+        query: &Query,
+        lookups: &[(&Window, &String)],
+    ) -> Result<Vec<Candidate>, IndexError> {
+        let mut windows: Vec<&Window> = Vec::new();
+        for (w, _) in lookups {
+            if !windows.iter().any(|seen| std::ptr::eq(*seen, *w)) {
+                windows.push(w);
+            }
+        }
         // Whole conversations in one set; windows with a start or an end
         // (a late joiner, a former member) each as their own condition.
         let (whole, partial): (Vec<&Window>, Vec<&Window>) =
-            query.windows.iter().partition(|w| w.from <= 1 && w.to == 0);
+            windows.into_iter().partition(|w| w.from <= 1 && w.to == 0);
         let mut scope = vec!["conv IN $whole".to_owned()];
         for i in 0..partial.len() {
             scope.push(format!(
                 "(conv = $c{i} AND seq >= $f{i} AND ($t{i} = 0 OR seq <= $t{i}))"
             ));
         }
-        // The postings of the query's terms in the caller's conversations
-        // (any term: one of them may suffice for a match), then every term
-        // required of each candidate.
-        let mut tokens = String::new();
-        for w in &query.windows {
-            let key = scope_key(&w.conversation_id);
-            for term in &query.terms {
-                if !tokens.is_empty() {
-                    tokens.push(' ');
-                }
-                tokens.push_str(&key);
-                tokens.push(':');
-                tokens.push_str(term);
-            }
-        }
+        // One index lookup per term in each conversation: the planner
+        // reads the union of those (a `CONTAINSANY` would scan the table).
+        let tokens: Vec<String> = lookups
+            .iter()
+            .map(|(w, term)| format!("{}:{term}", scope_key(&w.conversation_id)))
+            .collect();
+        let lookups: Vec<String> = (0..tokens.len())
+            .map(|i| format!("tokens CONTAINS $k[{i}]"))
+            .collect();
         let mut sql = format!(
             "SELECT record::id(id) AS key, conv, seq, ts, terms FROM msg
-             WHERE scoped @1,OR@ $tokens AND ({})",
+             WHERE ({}) AND ({})",
+            lookups.join(" OR "),
             scope.join(" OR ")
         );
         if query.sender_id.is_some() {
@@ -427,7 +463,7 @@ impl Index {
         let mut request = self
             .db
             .query(sql)
-            .bind(("tokens", tokens))
+            .bind(("k", tokens))
             .bind(("whole", whole))
             .bind(("sender", query.sender_id.clone().unwrap_or_default()))
             .bind(("kind", query.kind.clone().unwrap_or_default()))
@@ -439,8 +475,7 @@ impl Index {
                 .bind((format!("f{i}"), w.from as i64))
                 .bind((format!("t{i}"), w.to as i64));
         }
-        let candidates: Vec<Candidate> = request.await?.take(0)?;
-        Ok(rank(candidates, &query.terms, query.by_time))
+        Ok(request.await?.take(0)?)
     }
 
     /// How many messages the index holds (recalled ones included).
