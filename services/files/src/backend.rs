@@ -60,19 +60,17 @@ impl Store {
         part: &PartRow,
         range: Range<u64>,
     ) -> object_store::Result<Bytes> {
-        let length = usize::try_from(range.end - range.start).unwrap_or(0);
-        let mut pieces: Vec<Bytes> = self.read_part(part, range).await?.try_collect().await?;
-        Ok(match pieces.len() {
-            0 => Bytes::new(),
-            1 => pieces.remove(0),
-            _ => {
-                let mut joined = Vec::with_capacity(length);
-                for piece in pieces {
-                    joined.extend_from_slice(&piece);
-                }
-                Bytes::from(joined)
-            }
-        })
+        let pieces: Vec<Bytes> = self.read_part(part, range).await?.try_collect().await?;
+        Ok(joined(pieces))
+    }
+}
+
+/// `pieces` as one (a single piece is not copied).
+pub fn joined(mut pieces: Vec<Bytes>) -> Bytes {
+    match pieces.len() {
+        0 => Bytes::new(),
+        1 => pieces.remove(0),
+        _ => Bytes::from(pieces.concat()),
     }
 }
 

@@ -692,11 +692,7 @@ impl State {
                 .map_err(store_error)?;
             pieces.push(bytes);
         }
-        let data = match pieces.len() {
-            0 => Bytes::new(),
-            1 => pieces.remove(0),
-            _ => Bytes::from(pieces.concat()),
-        };
+        let data = backend::joined(pieces);
         if data.len() as u64 != end - start {
             return Err(shared::rpc::internal(
                 "reading a file",

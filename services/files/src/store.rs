@@ -222,7 +222,8 @@ pub enum Completed {
 /// content when the content is new (`file.parts_of` is the upload), and are
 /// forgotten when the content was stored already. `cleaned`: the object
 /// holding the content instead of the parts (an image without its
-/// metadata), as one part: its object key and ETag. `thumbnails`: the content's, stored already.
+/// metadata), as one part: its object key and ETag. `thumbnails`: the
+/// content's, stored already.
 pub async fn complete_upload(
     pool: &AnyPool,
     file: &FileRow,

@@ -390,10 +390,14 @@ impl Index {
         if query.terms.is_empty() || query.windows.is_empty() {
             return Ok(Vec::new());
         }
-        let lookups: Vec<(&Window, &String)> = query
+        // Each term within each conversation, conversation by conversation.
+        let lookups: Vec<(&Window, String)> = query
             .windows
             .iter()
-            .flat_map(|w| query.terms.iter().map(move |t| (w, t)))
+            .flat_map(|w| {
+                let key = scope_key(&w.conversation_id);
+                query.terms.iter().map(move |t| (w, format!("{key}:{t}")))
+            })
             .collect();
         let mut candidates = Vec::new();
         let mut seen = std::collections::HashSet::new();
@@ -408,20 +412,17 @@ impl Index {
         Ok(rank(candidates, &query.terms, query.by_time))
     }
 
-    /// The messages that hold any of `lookups` (a term in a conversation's
-    /// window; one term may suffice for a match, [`rank`] requires every
-    /// term) and every other condition of `query`.
+    /// The messages that hold any of `lookups` (a conversation's window
+    /// and a term within it; one term may suffice for a match, [`rank`]
+    /// requires every term) and every other condition of `query`.
     async fn candidates(
         &self,
         query: &Query,
-        lookups: &[(&Window, &String)],
+        lookups: &[(&Window, String)],
     ) -> Result<Vec<Candidate>, IndexError> {
-        let mut windows: Vec<&Window> = Vec::new();
-        for (w, _) in lookups {
-            if !windows.iter().any(|seen| std::ptr::eq(*seen, *w)) {
-                windows.push(w);
-            }
-        }
+        // The lookups come conversation by conversation.
+        let mut windows: Vec<&Window> = lookups.iter().map(|(w, _)| *w).collect();
+        windows.dedup_by(|a, b| std::ptr::eq(*a, *b));
         // Whole conversations in one set; windows with a start or an end
         // (a late joiner, a former member) each as their own condition.
         let (whole, partial): (Vec<&Window>, Vec<&Window>) =
@@ -434,17 +435,14 @@ impl Index {
         }
         // One index lookup per term in each conversation: the planner
         // reads the union of those (a `CONTAINSANY` would scan the table).
-        let tokens: Vec<String> = lookups
-            .iter()
-            .map(|(w, term)| format!("{}:{term}", scope_key(&w.conversation_id)))
-            .collect();
-        let lookups: Vec<String> = (0..tokens.len())
+        let tokens: Vec<&str> = lookups.iter().map(|(_, token)| token.as_str()).collect();
+        let contains: Vec<String> = (0..tokens.len())
             .map(|i| format!("tokens CONTAINS $k[{i}]"))
             .collect();
         let mut sql = format!(
             "SELECT record::id(id) AS key, conv, seq, ts, terms FROM msg
              WHERE ({}) AND ({})",
-            lookups.join(" OR "),
+            contains.join(" OR "),
             scope.join(" OR ")
         );
         if query.sender_id.is_some() {
